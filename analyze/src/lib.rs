@@ -1,0 +1,1 @@
+//! Offline analyzers over replayed captures.

@@ -1,0 +1,1 @@
+//! retrace's BPF programs (C, CO-RE) and their generated skeleton.

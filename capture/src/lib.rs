@@ -1,0 +1,1 @@
+//! The capture daemon: the only crate that touches the kernel.
