@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks to build, test and run retrace.
+# Idempotent; needs root (or sudo) for apt.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # BPF build: clang compiles the programs, libbpf (vendored by libbpf-sys) links libelf and zlib.
+  clang llvm libelf-dev zlib1g-dev pkg-config make bpftool
+  # Tests and scenarios: real servers, real clients, packet loss, DNS, browser.
+  iptables iproute2 curl dnsutils procps python3 python3-psycopg2 python3-redis
+  nginx-light redis-server postgresql wrk tcpdump tshark chromium
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  # tshark asks whether non-root users may capture: answer no, without a prompt.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Debian starts the packaged servers; the tests and scenarios start their own on free ports.
+for svc in nginx redis-server postgresql; do
+  $SUDO systemctl stop "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done
+
+command -v cargo >/dev/null || { echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+echo "install-deps: ok"
