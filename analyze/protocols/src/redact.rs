@@ -1,0 +1,262 @@
+//! Redaction of secrets in captured payload prefixes.
+//!
+//! The capture daemon calls [`redact_in_place`] on every payload prefix before it is written
+//! to disk, so this module is on the hot path of capture: it never allocates, never panics on
+//! any input, runs in one pass over the bytes and never changes the length of the buffer.
+//!
+//! What is redacted (every secret byte is replaced with `*`):
+//! - the values of the HTTP/1 headers `Authorization`, `Proxy-Authorization`, `Cookie` and
+//!   `Set-Cookie`, matched case-insensitively at the start of any line of the payload (so in
+//!   every header block of a pipelined prefix), including obsolete folded continuation lines,
+//!   and up to the end of the buffer when the prefix was cut in the middle of a value;
+//! - the content of PostgreSQL `PasswordMessage`s (tag `p`: cleartext or MD5 password,
+//!   `SASLInitialResponse`, `SASLResponse`) found in a chain of frontend messages, including
+//!   when the prefix ends inside the message.
+//!
+//! Redaction errs on the side of hiding: a line that merely looks like one of those headers in
+//! a request body is redacted too. It never touches the bytes of a request that contains none
+//! of the above.
+
+/// The byte written over secret bytes.
+pub const MASK: u8 = b'*';
+
+/// Header names whose values are secret, lower case, without the colon.
+const SECRET_HEADERS: [&[u8]; 4] = [
+    b"authorization",
+    b"proxy-authorization",
+    b"cookie",
+    b"set-cookie",
+];
+
+/// Largest PostgreSQL password message length accepted as plausible (1 MiB). Anything longer
+/// is not taken for a password message: real ones are a few hundred bytes at most.
+const PG_MAX_PASSWORD_LEN: u32 = 1 << 20;
+
+/// Overwrites secret values in `payload` in place with `*`, keeping its length, and returns
+/// how many secret values were (partly or wholly) overwritten.
+///
+/// Covers the HTTP/1 `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie`
+/// header values and PostgreSQL password messages (see the [module docs](self)). Safe to call
+/// on any bytes, any number of times: it never allocates and never panics.
+pub fn redact_in_place(payload: &mut [u8]) -> usize {
+    redact_http_headers(payload) + redact_postgres_password(payload)
+}
+
+/// Redacts the values of secret HTTP/1 headers found at the start of any line.
+fn redact_http_headers(buf: &mut [u8]) -> usize {
+    let mut count = 0;
+    let mut line_start = 0usize;
+    while line_start < buf.len() {
+        let mut next = match memchr::memchr(b'\n', &buf[line_start..]) {
+            Some(off) => line_start + off + 1,
+            None => buf.len(),
+        };
+        if let Some(value_start) = secret_header_value_start(&buf[line_start..next]) {
+            let mut redacted = mask_value(&mut buf[line_start + value_start..next]);
+            // Obsolete line folding: continuation lines start with a space or a tab and
+            // belong to the same value.
+            while next < buf.len() && (buf[next] == b' ' || buf[next] == b'\t') {
+                let end = match memchr::memchr(b'\n', &buf[next..]) {
+                    Some(off) => next + off + 1,
+                    None => buf.len(),
+                };
+                redacted |= mask_value(&mut buf[next..end]);
+                next = end;
+            }
+            if redacted {
+                count += 1;
+            }
+        }
+        line_start = next;
+    }
+    count
+}
+
+/// If `line` starts with a secret header name followed by a colon, returns the offset just
+/// after the colon.
+fn secret_header_value_start(line: &[u8]) -> Option<usize> {
+    let first = line.first()?.to_ascii_lowercase();
+    if !matches!(first, b'a' | b'p' | b'c' | b's') {
+        return None;
+    }
+    for name in SECRET_HEADERS {
+        if line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name) {
+            // Tolerate (invalid, but seen) whitespace between the name and the colon.
+            let mut i = name.len();
+            while i < line.len() && (line[i] == b' ' || line[i] == b'\t') {
+                i += 1;
+            }
+            if i < line.len() && line[i] == b':' {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// Masks the value part of one header line (`value` runs up to and including the line's
+/// `\n`, or to the end of the buffer): leading whitespace and the line ending are kept.
+/// Returns whether any byte was masked.
+fn mask_value(value: &mut [u8]) -> bool {
+    let mut end = value.len();
+    if end > 0 && value[end - 1] == b'\n' {
+        end -= 1;
+        if end > 0 && value[end - 1] == b'\r' {
+            end -= 1;
+        }
+    }
+    let mut masked = false;
+    let mut leading = true;
+    for b in &mut value[..end] {
+        if leading && (*b == b' ' || *b == b'\t') {
+            continue;
+        }
+        leading = false;
+        *b = MASK;
+        masked = true;
+    }
+    masked
+}
+
+/// Frontend message tags of the PostgreSQL protocol (v3), after startup.
+fn is_pg_frontend_tag(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'p' | b'Q'
+            | b'P'
+            | b'B'
+            | b'E'
+            | b'D'
+            | b'C'
+            | b'H'
+            | b'S'
+            | b'X'
+            | b'F'
+            | b'c'
+            | b'd'
+            | b'f'
+    )
+}
+
+/// Walks a chain of PostgreSQL frontend messages at the start of `buf` and masks the content
+/// of every password message (`p`) in it. Stops at the first byte that does not continue a
+/// plausible chain, so text protocols are never touched (their second byte is never NUL).
+fn redact_postgres_password(buf: &mut [u8]) -> usize {
+    let mut count = 0;
+    let mut pos = 0usize;
+    // A StartupMessage / SSLRequest / GSSENCRequest (no tag) may open the chain.
+    if let Some(len) = be_u32(buf, 0) {
+        if let Some(code) = be_u32(buf, 4) {
+            let is_startup = code == 196_608 || code == 80_877_103 || code == 80_877_104;
+            if is_startup && (8..=10_000).contains(&len) {
+                pos = len as usize;
+            }
+        }
+    }
+    while pos < buf.len() {
+        let tag = buf[pos];
+        if !is_pg_frontend_tag(tag) {
+            break;
+        }
+        let Some(len) = be_u32(buf, pos + 1) else {
+            // Cut inside the length: the tag alone tells nothing secret.
+            break;
+        };
+        if !(4..=PG_MAX_PASSWORD_LEN).contains(&len) {
+            break;
+        }
+        let content_start = pos + 5;
+        let msg_end = pos.saturating_add(1).saturating_add(len as usize);
+        if tag == b'p' {
+            let end = msg_end.min(buf.len());
+            if content_start < end {
+                buf[content_start..end].fill(MASK);
+                count += 1;
+            }
+        }
+        pos = msg_end;
+    }
+    count
+}
+
+/// Big-endian u32 at `at`, if the buffer holds all four bytes.
+fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let bytes = buf.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(input: &[u8]) -> (Vec<u8>, usize) {
+        let mut v = input.to_vec();
+        let n = redact_in_place(&mut v);
+        assert_eq!(v.len(), input.len());
+        (v, n)
+    }
+
+    /// `s` with every byte of each `secret` occurrence replaced by the mask.
+    fn masked(s: &str, secrets: &[&str]) -> Vec<u8> {
+        let mut out = s.to_string();
+        for secret in secrets {
+            out = out.replace(secret, &"*".repeat(secret.len()));
+        }
+        out.into_bytes()
+    }
+
+    #[test]
+    fn http_headers_any_case() {
+        let req = "GET /a HTTP/1.1\r\nHost: x\r\nauthorization: Bearer abc.def\r\nCOOKIE: a=1; b=2\r\nAccept: */*\r\n\r\n";
+        let (out, n) = redacted(req.as_bytes());
+        assert_eq!(n, 2);
+        assert_eq!(out, masked(req, &["Bearer abc.def", "a=1; b=2"]));
+    }
+
+    #[test]
+    fn truncated_mid_value() {
+        let req = "GET / HTTP/1.1\r\nProxy-Authorization: Basic dXNlcjpw";
+        let (out, n) = redacted(req.as_bytes());
+        assert_eq!(n, 1);
+        assert_eq!(out, masked(req, &["Basic dXNlcjpw"]));
+    }
+
+    #[test]
+    fn set_cookie_in_response_and_folding() {
+        let resp = "HTTP/1.1 200 OK\r\nSet-Cookie: sid=42;\r\n Path=/\r\nX: y\r\n\r\n";
+        let (out, n) = redacted(resp.as_bytes());
+        assert_eq!(n, 1);
+        assert_eq!(out, masked(resp, &["sid=42;", "Path=/"]));
+    }
+
+    #[test]
+    fn similar_names_untouched() {
+        let req =
+            b"GET / HTTP/1.1\r\nX-Authorization: a\r\nCookies: b\r\nAuthorization-Hint: c\r\n\r\n";
+        assert_eq!(redacted(req), (req.to_vec(), 0));
+    }
+
+    #[test]
+    fn postgres_password_messages() {
+        // Cleartext password.
+        let mut msg = b"p\0\0\0\x0dsecret12\0".to_vec();
+        assert_eq!(redact_in_place(&mut msg), 1);
+        assert_eq!(msg, b"p\0\0\0\x0d*********".to_vec());
+        // Truncated SASLInitialResponse.
+        let mut msg = b"p\0\0\0\x50SCRAM-SHA-256\0\0\0\0\x20n,,n=,r=abc".to_vec();
+        assert_eq!(redact_in_place(&mut msg), 1);
+        assert!(msg[5..].iter().all(|&b| b == MASK));
+        // A password after a Sync in the same prefix.
+        let mut msg = b"S\0\0\0\x04p\0\0\0\x08pw\0\0".to_vec();
+        assert_eq!(redact_in_place(&mut msg), 1);
+        assert_eq!(msg, b"S\0\0\0\x04p\0\0\0\x08****".to_vec());
+    }
+
+    #[test]
+    fn postgres_query_untouched() {
+        let q = b"Q\0\0\0\x0dselect 1;\0".to_vec();
+        assert_eq!(redacted(&q), (q.clone(), 0));
+        let text = b"ping\r\n".to_vec();
+        assert_eq!(redacted(&text), (text.clone(), 0));
+    }
+}
