@@ -1,1 +1,2 @@
 //! The capture daemon: the only crate that touches the kernel.
+pub mod doctor;
