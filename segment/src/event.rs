@@ -380,7 +380,9 @@ impl Serialize for Addr {
 impl<'de> Deserialize<'de> for Addr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse::<IpAddr>().map(Addr::from).map_err(serde::de::Error::custom)
+        s.parse::<IpAddr>()
+            .map(Addr::from)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -411,7 +413,10 @@ pub struct Endpoint {
 impl Endpoint {
     /// A new endpoint.
     pub fn new(addr: impl Into<Addr>, port: u16) -> Self {
-        Self { addr: addr.into(), port }
+        Self {
+            addr: addr.into(),
+            port,
+        }
     }
 
     /// As a std socket address.
@@ -900,7 +905,10 @@ mod tests {
 
     #[test]
     fn clock_sync_maps_both_ways() {
-        let c = ClockSync { mono_ns: 1_000, wall_ns: 1_700_000_000_000_000_000 };
+        let c = ClockSync {
+            mono_ns: 1_000,
+            wall_ns: 1_700_000_000_000_000_000,
+        };
         assert_eq!(c.to_wall(1_500), 1_700_000_000_000_000_500);
         assert_eq!(c.to_mono(c.to_wall(42_000)), 42_000);
         assert_eq!(c.to_wall(0), 1_699_999_999_999_999_000);

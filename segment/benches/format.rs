@@ -1,0 +1,2 @@
+//! Benchmark of the segment format (filled in below).
+fn main() {}

@@ -1,0 +1,1122 @@
+//! The columnar block codec: how a batch of events is laid out inside one block.
+//!
+//! A block is one rkyv-archived [`BlockV1`]. Events are not stored as rows: the order column
+//! (`kinds`) holds each event's kind in append order, `ts` holds timestamp deltas, and every
+//! field of every kind has its own byte stream ([`KindColumnsV1`]), written as LEB128
+//! varints (signed values zigzag-encoded, related values as differences). Strings are block
+//! dictionary ids; addresses, endpoints and connection ids are block-local tables defined on
+//! first use, so a connection's repeated `(pid, fd, start_ns)` and endpoints cost one small id
+//! per event. Payload prefixes of one kind sit together in one stream. zstd then compresses
+//! the archive; see `docs/format.md` for the stream numbering of each kind.
+//!
+//! Decoding walks the order column and pulls each event from its kind's streams, so events
+//! come back exactly in the order they were appended. Every read is bounds-checked: a damaged
+//! or hostile block gives an error, never a panic.
+
+use std::collections::HashMap;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::event::*;
+
+/// Streams per kind (fields beyond this are a format error).
+pub const MAX_STREAMS: usize = 16;
+
+/// One block, as archived (after zstd decompression).
+///
+/// **Do not reorder fields**: this is the on-disk layout of format version 1.
+#[derive(Archive, Serialize, Deserialize, Debug, Default)]
+pub struct BlockV1 {
+    /// Number of events.
+    pub events: u32,
+    /// Timestamp the first delta is relative to.
+    pub base_ts: u64,
+    /// Order column: the kind discriminant of each event, in append order.
+    pub kinds: Vec<u8>,
+    /// Zigzag varint timestamp deltas (each relative to the previous event), in append order.
+    pub ts: Vec<u8>,
+    /// String dictionary.
+    pub strings: Vec<String>,
+    /// Address table, 16 bytes per address.
+    pub addrs: Vec<u8>,
+    /// Shared streams: connection and endpoint definitions (see [`shared`]).
+    pub shared: Vec<Vec<u8>>,
+    /// The field streams of each kind present in the block.
+    pub columns: Vec<KindColumnsV1>,
+}
+
+/// The field streams of one kind.
+#[derive(Archive, Serialize, Deserialize, Debug, Default)]
+pub struct KindColumnsV1 {
+    /// Kind discriminant.
+    pub kind: u8,
+    /// Field streams, numbered per kind.
+    pub streams: Vec<Vec<u8>>,
+}
+
+/// Indexes of the shared streams.
+pub mod shared {
+    /// New connection: pid.
+    pub const CONN_PID: usize = 0;
+    /// New connection: fd, zigzag.
+    pub const CONN_FD: usize = 1;
+    /// New connection: start_ns, zigzag delta from the first event using it.
+    pub const CONN_START: usize = 2;
+    /// New endpoint: address table index.
+    pub const EP_ADDR: usize = 3;
+    /// New endpoint: port.
+    pub const EP_PORT: usize = 4;
+    /// Number of shared streams.
+    pub const COUNT: usize = 5;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Varints
+
+fn put(s: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        s.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    s.push(v as u8);
+}
+
+fn zz(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzz(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_i(s: &mut Vec<u8>, v: i64) {
+    put(s, zz(v));
+}
+
+/// Why a block could not be decoded.
+pub type DecodeError = &'static str;
+
+/// A read cursor over one stream.
+#[derive(Clone, Copy, Default)]
+struct Cur<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Cur { b, pos: 0 }
+    }
+
+    #[inline]
+    fn u(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let Some(&byte) = self.b.get(self.pos) else {
+                return Err("stream ended inside a value");
+            };
+            self.pos += 1;
+            if shift == 63 && byte > 1 {
+                return Err("varint overflows 64 bits");
+            }
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err("varint longer than 10 bytes");
+            }
+        }
+    }
+
+    #[inline]
+    fn i(&mut self) -> Result<i64, DecodeError> {
+        self.u().map(unzz)
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        u32::try_from(self.u()?).map_err(|_| "value out of range for u32")
+    }
+
+    #[inline]
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        i32::try_from(self.i()?).map_err(|_| "value out of range for i32")
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let Some(&byte) = self.b.get(self.pos) else {
+            return Err("stream ended inside a value");
+        };
+        self.pos += 1;
+        Ok(byte)
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], DecodeError> {
+        let n = usize::try_from(n).map_err(|_| "length out of range")?;
+        let end = self.pos.checked_add(n).ok_or("length out of range")?;
+        let s = self
+            .b
+            .get(self.pos..end)
+            .ok_or("payload longer than its stream")?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// A count of elements that each take at least one byte of this stream (bounds
+    /// allocations by the data actually present).
+    fn count_for(&self, n: u64) -> Result<usize, DecodeError> {
+        let left = (self.b.len() - self.pos.min(self.b.len())) as u64;
+        if n > left {
+            return Err("element count larger than its stream");
+        }
+        usize::try_from(n).map_err(|_| "count out of range")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+
+#[derive(Default)]
+struct KindEnc {
+    streams: [Vec<u8>; MAX_STREAMS],
+    /// Running state for delta-encoded fields (e.g. allocation addresses).
+    last: u64,
+}
+
+impl KindEnc {
+    fn len(&self) -> usize {
+        self.streams.iter().map(Vec::len).sum()
+    }
+}
+
+/// Builds one block incrementally as events are appended.
+#[derive(Default)]
+pub struct BlockBuilder {
+    events: u32,
+    base_ts: u64,
+    last_ts: u64,
+    min_ts: u64,
+    max_ts: u64,
+    kinds: Vec<u8>,
+    ts: Vec<u8>,
+    strings: Vec<String>,
+    string_ids: HashMap<String, u64>,
+    addrs: Vec<u8>,
+    addr_ids: HashMap<Addr, u64>,
+    endpoint_ids: HashMap<Endpoint, u64>,
+    conn_ids: HashMap<ConnId, u64>,
+    shared: [Vec<u8>; shared::COUNT],
+    cols: Vec<Option<Box<KindEnc>>>,
+    encoded_len: usize,
+    by_kind: [u32; 16],
+}
+
+impl BlockBuilder {
+    /// An empty block.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events appended so far.
+    pub fn events(&self) -> u32 {
+        self.events
+    }
+
+    /// True when no event was appended.
+    pub fn is_empty(&self) -> bool {
+        self.events == 0
+    }
+
+    /// Smallest and largest timestamps appended (0, 0 when empty).
+    pub fn ts_range(&self) -> (u64, u64) {
+        (self.min_ts, self.max_ts)
+    }
+
+    /// Events per kind discriminant.
+    pub fn by_kind(&self) -> &[u32; 16] {
+        &self.by_kind
+    }
+
+    /// Approximate size of the archived block before compression.
+    pub fn encoded_len(&self) -> usize {
+        self.encoded_len
+    }
+
+    fn string(&mut self, s: &str) -> u64 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u64;
+        self.strings.push(s.to_owned());
+        self.string_ids.insert(s.to_owned(), id);
+        self.encoded_len += s.len() + 8;
+        id
+    }
+
+    fn endpoint(&mut self, ep: &Endpoint) -> u64 {
+        if let Some(&id) = self.endpoint_ids.get(ep) {
+            return id;
+        }
+        let id = self.endpoint_ids.len() as u64;
+        self.endpoint_ids.insert(*ep, id);
+        let addr_id = match self.addr_ids.get(&ep.addr) {
+            Some(&a) => a,
+            None => {
+                let a = self.addr_ids.len() as u64;
+                self.addr_ids.insert(ep.addr, a);
+                self.addrs.extend_from_slice(&ep.addr.0);
+                self.encoded_len += 16;
+                a
+            }
+        };
+        put(&mut self.shared[shared::EP_ADDR], addr_id);
+        put(&mut self.shared[shared::EP_PORT], u64::from(ep.port));
+        self.encoded_len += 4;
+        id
+    }
+
+    fn conn(&mut self, c: &ConnId, ts: u64) -> u64 {
+        if let Some(&id) = self.conn_ids.get(c) {
+            return id;
+        }
+        let id = self.conn_ids.len() as u64;
+        self.conn_ids.insert(*c, id);
+        put(&mut self.shared[shared::CONN_PID], u64::from(c.pid));
+        put_i(&mut self.shared[shared::CONN_FD], i64::from(c.fd));
+        put_i(
+            &mut self.shared[shared::CONN_START],
+            c.start_ns.wrapping_sub(ts) as i64,
+        );
+        self.encoded_len += 8;
+        id
+    }
+
+    /// Appends one event.
+    pub fn push(&mut self, ev: &Event) {
+        if self.events == 0 {
+            self.base_ts = ev.ts;
+            self.last_ts = ev.ts;
+            self.min_ts = ev.ts;
+            self.max_ts = ev.ts;
+        }
+        self.min_ts = self.min_ts.min(ev.ts);
+        self.max_ts = self.max_ts.max(ev.ts);
+        let kind = ev.kind().as_u8();
+        self.kinds.push(kind);
+        put_i(&mut self.ts, ev.ts.wrapping_sub(self.last_ts) as i64);
+        self.last_ts = ev.ts;
+        self.events += 1;
+        self.by_kind[usize::from(kind)] += 1;
+
+        let k = usize::from(kind);
+        if self.cols.len() <= k {
+            self.cols.resize_with(k + 1, || None);
+        }
+        let mut enc = self.cols[k].take().unwrap_or_default();
+        let before = enc.len();
+        self.encode(ev, &mut enc);
+        self.encoded_len += enc.len() - before + 2;
+        self.cols[k] = Some(enc);
+    }
+
+    fn encode(&mut self, ev: &Event, e: &mut KindEnc) {
+        let s = &mut e.streams;
+        match &ev.body {
+            EventBody::ProcExec(p) => {
+                put(&mut s[0], u64::from(p.pid));
+                put_i(&mut s[1], i64::from(p.ppid) - i64::from(p.pid));
+                let id = self.string(&p.comm);
+                put(&mut s[2], id);
+                let id = self.string(&p.exe);
+                put(&mut s[3], id);
+                put(&mut s[4], p.cmdline.len() as u64);
+                for a in &p.cmdline {
+                    let id = self.string(a);
+                    put(&mut s[5], id);
+                }
+                let id = self.string(&p.cgroup);
+                put(&mut s[6], id);
+                let id = p.container_id.as_deref().map_or(0, |c| self.string(c) + 1);
+                put(&mut s[7], id);
+            }
+            EventBody::ProcFork(f) => {
+                put(&mut s[0], u64::from(f.parent_pid));
+                put_i(&mut s[1], i64::from(f.child_pid) - i64::from(f.parent_pid));
+                let id = self.string(&f.comm);
+                put(&mut s[2], id);
+            }
+            EventBody::ProcExit(x) => {
+                put(&mut s[0], u64::from(x.pid));
+                let id = self.string(&x.comm);
+                put(&mut s[1], id);
+                put_i(&mut s[2], i64::from(x.exit_code));
+                put_i(&mut s[3], i64::from(x.signal));
+                s[4].push(u8::from(x.oom_killed));
+            }
+            EventBody::Tcp(t) => {
+                let c = self.conn(&t.conn, ev.ts);
+                put(&mut s[0], c);
+                put_i(&mut s[1], i64::from(t.tid) - i64::from(t.conn.pid));
+                let l = self.endpoint(&t.local);
+                put(&mut s[2], l);
+                let r = self.endpoint(&t.remote);
+                put(&mut s[3], r);
+                match &t.step {
+                    TcpStep::ConnectAttempt => s[4].push(0),
+                    TcpStep::Established { latency_ns } => {
+                        s[4].push(1);
+                        put(&mut s[5], *latency_ns);
+                    }
+                    TcpStep::Failed { errno, latency_ns } => {
+                        s[4].push(2);
+                        put(&mut s[5], *latency_ns);
+                        put_i(&mut s[6], i64::from(*errno));
+                    }
+                    TcpStep::Accepted => s[4].push(3),
+                    TcpStep::Closed {
+                        bytes_sent,
+                        bytes_received,
+                    } => {
+                        s[4].push(4);
+                        put(&mut s[7], *bytes_sent);
+                        put(&mut s[8], *bytes_received);
+                    }
+                    TcpStep::ListenOpen => s[4].push(5),
+                    TcpStep::ListenClose => s[4].push(6),
+                }
+            }
+            EventBody::L7(m) => {
+                let c = self.conn(&m.conn, ev.ts);
+                put(&mut s[0], c);
+                put_i(&mut s[1], i64::from(m.tid) - i64::from(m.conn.pid));
+                let flags = dir_bit(m.direction) | (u8::from(m.tcp_seq.is_some()) << 1);
+                s[2].push(flags);
+                put_i(
+                    &mut s[3],
+                    m.size.wrapping_sub(m.payload.len() as u64) as i64,
+                );
+                put(&mut s[4], m.payload.len() as u64);
+                s[5].extend_from_slice(&m.payload);
+                if let Some(seq) = m.tcp_seq {
+                    put(&mut s[6], u64::from(seq));
+                }
+                put(&mut s[7], u64::from(m.folded_calls));
+                put(&mut s[8], m.folded_bytes);
+                let l = self.endpoint(&m.local);
+                put(&mut s[9], l);
+                let r = self.endpoint(&m.remote);
+                put(&mut s[10], r);
+            }
+            EventBody::TcpSample(t) => {
+                let what = match t.what {
+                    TcpSampleKind::Retransmit => 0,
+                    TcpSampleKind::ResetSent => 1,
+                    TcpSampleKind::ResetReceived => 2,
+                    TcpSampleKind::Rtt => 3,
+                };
+                s[0].push(what | (u8::from(t.pid.is_some()) << 2));
+                let l = self.endpoint(&t.local);
+                put(&mut s[1], l);
+                let r = self.endpoint(&t.remote);
+                put(&mut s[2], r);
+                s[3].push(t.state);
+                put(&mut s[4], u64::from(t.srtt_us));
+                if let Some(pid) = t.pid {
+                    put(&mut s[5], u64::from(pid));
+                }
+            }
+            EventBody::Udp(u) => {
+                put(&mut s[0], u64::from(u.pid));
+                put_i(&mut s[1], i64::from(u.tid) - i64::from(u.pid));
+                s[2].push(dir_bit(u.direction));
+                let l = self.endpoint(&u.local);
+                put(&mut s[3], l);
+                let r = self.endpoint(&u.remote);
+                put(&mut s[4], r);
+                put_i(
+                    &mut s[5],
+                    u.size.wrapping_sub(u.payload.len() as u64) as i64,
+                );
+                put(&mut s[6], u.payload.len() as u64);
+                s[7].extend_from_slice(&u.payload);
+            }
+            EventBody::OomKill(o) => {
+                put(&mut s[0], u64::from(o.pid));
+                let id = self.string(&o.comm);
+                put(&mut s[1], id);
+            }
+            EventBody::AllocSample(a) => {
+                put(&mut s[0], u64::from(a.pid));
+                put_i(&mut s[1], i64::from(a.tid) - i64::from(a.pid));
+                put(&mut s[2], a.size);
+                put_i(&mut s[3], a.addr.wrapping_sub(e.last) as i64);
+                e.last = a.addr;
+                put(&mut s[4], a.stack);
+            }
+            EventBody::AllocSnapshot(a) => {
+                put(&mut s[0], u64::from(a.pid));
+                put(&mut s[1], a.rss_bytes);
+                put(&mut s[2], a.by_stack.len() as u64);
+                for o in &a.by_stack {
+                    put(&mut s[3], o.stack);
+                    put(&mut s[4], o.bytes);
+                    put(&mut s[5], o.count);
+                }
+            }
+            EventBody::CpuSample(c) => {
+                put(&mut s[0], u64::from(c.pid));
+                put_i(&mut s[1], i64::from(c.tid) - i64::from(c.pid));
+                put(&mut s[2], u64::from(c.cpu));
+                s[3].push(
+                    u8::from(c.user_stack.is_some()) | (u8::from(c.kernel_stack.is_some()) << 1),
+                );
+                if let Some(u) = c.user_stack {
+                    put(&mut s[4], u);
+                }
+                if let Some(k) = c.kernel_stack {
+                    put(&mut s[5], k);
+                }
+            }
+            EventBody::StackDef(d) => {
+                put(&mut s[0], d.id);
+                s[1].push(u8::from(d.pid.is_some()));
+                if let Some(pid) = d.pid {
+                    put(&mut s[2], u64::from(pid));
+                }
+                put(&mut s[3], d.frames.len() as u64);
+                let mut prev = 0u64;
+                for f in &d.frames {
+                    put_i(&mut s[4], f.wrapping_sub(prev) as i64);
+                    prev = *f;
+                }
+                put(&mut s[5], d.symbols.len() as u64);
+                for sym in &d.symbols {
+                    let id = self.string(sym);
+                    put(&mut s[6], id);
+                }
+            }
+            EventBody::Log(l) => {
+                put(&mut s[0], u64::from(l.pid));
+                put_i(&mut s[1], i64::from(l.tid) - i64::from(l.pid));
+                put_i(&mut s[2], i64::from(l.fd));
+                let id = self.string(&l.path);
+                put(&mut s[3], id);
+                put_i(
+                    &mut s[4],
+                    l.size.wrapping_sub(l.payload.len() as u64) as i64,
+                );
+                put(&mut s[5], l.payload.len() as u64);
+                s[6].extend_from_slice(&l.payload);
+            }
+            EventBody::Loss(l) => {
+                s[0].push(l.kind.as_u8());
+                put(&mut s[1], u64::from(l.cpu));
+                put(&mut s[2], l.count);
+                s[3].push(match l.reason {
+                    LossReason::RingFull => 0,
+                    LossReason::MapFull => 1,
+                    LossReason::QueueFull => 2,
+                    LossReason::Sampled => 3,
+                });
+                put_i(&mut s[4], l.from_ns.wrapping_sub(ev.ts) as i64);
+                put_i(&mut s[5], l.to_ns.wrapping_sub(ev.ts) as i64);
+            }
+            EventBody::Mark(m) => {
+                s[0].push(match m.source {
+                    MarkSource::User => 0,
+                    MarkSource::Signal => 1,
+                    MarkSource::Trigger => 2,
+                });
+                let id = self.string(&m.note);
+                put(&mut s[1], id);
+            }
+            EventBody::Node(n) => {
+                for (i, text) in [&n.name, &n.hostname, &n.kernel].into_iter().enumerate() {
+                    let id = self.string(text);
+                    put(&mut s[i], id);
+                }
+                put(&mut s[3], n.boot_time_ns);
+                put(&mut s[4], n.clock.mono_ns);
+                put(&mut s[5], n.clock.wall_ns);
+                put(&mut s[6], u64::from(n.cpus));
+            }
+        }
+    }
+
+    /// Finishes the block: the value to archive.
+    pub fn finish(self) -> BlockV1 {
+        let columns = self
+            .cols
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, enc)| {
+                let enc = enc?;
+                let mut streams: Vec<Vec<u8>> = enc.streams.into_iter().collect();
+                while streams.last().is_some_and(Vec::is_empty) {
+                    streams.pop();
+                }
+                Some(KindColumnsV1 {
+                    kind: k as u8,
+                    streams,
+                })
+            })
+            .collect();
+        BlockV1 {
+            events: self.events,
+            base_ts: self.base_ts,
+            kinds: self.kinds,
+            ts: self.ts,
+            strings: self.strings,
+            addrs: self.addrs,
+            shared: self.shared.into_iter().collect(),
+            columns,
+        }
+    }
+}
+
+fn dir_bit(d: Direction) -> u8 {
+    match d {
+        Direction::Egress => 0,
+        Direction::Ingress => 1,
+    }
+}
+
+fn dir_of(flags: u8) -> Direction {
+    if flags & 1 == 0 {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder
+
+struct KindDec<'a> {
+    s: [Cur<'a>; MAX_STREAMS],
+    last: u64,
+}
+
+struct Ctx<'a> {
+    strings: &'a rkyv::vec::ArchivedVec<rkyv::string::ArchivedString>,
+    addrs: &'a [u8],
+    shared: [Cur<'a>; shared::COUNT],
+    conns: Vec<ConnId>,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Ctx<'_> {
+    fn string(&self, id: u64) -> Result<String, DecodeError> {
+        let i = usize::try_from(id).map_err(|_| "string id out of range")?;
+        self.strings
+            .get(i)
+            .map(|s| s.as_str().to_owned())
+            .ok_or("string id out of range")
+    }
+
+    fn opt_string(&self, id: u64) -> Result<Option<String>, DecodeError> {
+        if id == 0 {
+            Ok(None)
+        } else {
+            self.string(id - 1).map(Some)
+        }
+    }
+
+    fn conn(&mut self, id: u64, ts: u64) -> Result<ConnId, DecodeError> {
+        let n = self.conns.len() as u64;
+        if id < n {
+            return Ok(self.conns[id as usize]);
+        }
+        if id > n {
+            return Err("connection id not defined yet");
+        }
+        let pid = self.shared[shared::CONN_PID].u32()?;
+        let fd = self.shared[shared::CONN_FD].i32()?;
+        let start_ns = ts.wrapping_add(self.shared[shared::CONN_START].i()? as u64);
+        let c = ConnId { pid, fd, start_ns };
+        self.conns.push(c);
+        Ok(c)
+    }
+
+    fn endpoint(&mut self, id: u64) -> Result<Endpoint, DecodeError> {
+        let n = self.endpoints.len() as u64;
+        if id < n {
+            return Ok(self.endpoints[id as usize]);
+        }
+        if id > n {
+            return Err("endpoint id not defined yet");
+        }
+        let a = usize::try_from(self.shared[shared::EP_ADDR].u()?)
+            .map_err(|_| "address id out of range")?;
+        let bytes = a
+            .checked_mul(16)
+            .and_then(|start| self.addrs.get(start..start.checked_add(16)?))
+            .ok_or("address id out of range")?;
+        let mut addr = [0u8; 16];
+        addr.copy_from_slice(bytes);
+        let port =
+            u16::try_from(self.shared[shared::EP_PORT].u()?).map_err(|_| "port out of range")?;
+        let ep = Endpoint {
+            addr: Addr(addr),
+            port,
+        };
+        self.endpoints.push(ep);
+        Ok(ep)
+    }
+}
+
+fn tid_of(pid: u32, d: i64) -> Result<u32, DecodeError> {
+    u32::try_from(i64::from(pid) + d).map_err(|_| "thread id out of range")
+}
+
+fn size_of(len: usize, d: i64) -> u64 {
+    (len as u64).wrapping_add(d as u64)
+}
+
+/// Decodes a validated archived block into its events, in append order.
+pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
+    let n = b.events.to_native() as usize;
+    if b.kinds.len() != n {
+        return Err("order column length differs from the event count");
+    }
+    let mut shared_curs = [Cur::default(); shared::COUNT];
+    for (i, s) in b.shared.iter().enumerate().take(shared::COUNT) {
+        shared_curs[i] = Cur::new(s.as_slice());
+    }
+    let mut ctx = Ctx {
+        strings: &b.strings,
+        addrs: b.addrs.as_slice(),
+        shared: shared_curs,
+        conns: Vec::new(),
+        endpoints: Vec::new(),
+    };
+    let mut decs: Vec<Option<KindDec<'_>>> = (0..16).map(|_| None).collect();
+    for col in b.columns.iter() {
+        let k = usize::from(col.kind);
+        if k >= decs.len() {
+            return Err("unknown event kind in the column list");
+        }
+        if col.streams.len() > MAX_STREAMS {
+            return Err("too many streams for a kind");
+        }
+        if decs[k].is_some() {
+            return Err("kind listed twice in the column list");
+        }
+        let mut s = [Cur::default(); MAX_STREAMS];
+        for (i, st) in col.streams.iter().enumerate() {
+            s[i] = Cur::new(st.as_slice());
+        }
+        decs[k] = Some(KindDec { s, last: 0 });
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut ts_cur = Cur::new(b.ts.as_slice());
+    let mut ts = b.base_ts.to_native();
+    for &kind in b.kinds.iter() {
+        ts = ts.wrapping_add(ts_cur.i()? as u64);
+        let dec = decs
+            .get_mut(usize::from(kind))
+            .and_then(Option::as_mut)
+            .ok_or("event of a kind without columns")?;
+        let body = decode_one(kind, ts, dec, &mut ctx)?;
+        out.push(Event { ts, body });
+    }
+    Ok(out)
+}
+
+fn decode_one(
+    kind: u8,
+    ts: u64,
+    d: &mut KindDec<'_>,
+    ctx: &mut Ctx<'_>,
+) -> Result<EventBody, DecodeError> {
+    let s = &mut d.s;
+    let kind = EventKind::from_u8(kind).ok_or("unknown event kind")?;
+    Ok(match kind {
+        EventKind::ProcExec => {
+            let pid = s[0].u32()?;
+            let ppid = tid_of(pid, s[1].i()?)?;
+            let comm = ctx.string(s[2].u()?)?;
+            let exe = ctx.string(s[3].u()?)?;
+            let n = s[4].u()?;
+            let n = s[5].count_for(n)?;
+            let mut cmdline = Vec::with_capacity(n);
+            for _ in 0..n {
+                cmdline.push(ctx.string(s[5].u()?)?);
+            }
+            let cgroup = ctx.string(s[6].u()?)?;
+            let container_id = ctx.opt_string(s[7].u()?)?;
+            EventBody::ProcExec(ProcExec {
+                pid,
+                ppid,
+                comm,
+                exe,
+                cmdline,
+                cgroup,
+                container_id,
+            })
+        }
+        EventKind::ProcFork => {
+            let parent_pid = s[0].u32()?;
+            let child_pid = tid_of(parent_pid, s[1].i()?)?;
+            let comm = ctx.string(s[2].u()?)?;
+            EventBody::ProcFork(ProcFork {
+                parent_pid,
+                child_pid,
+                comm,
+            })
+        }
+        EventKind::ProcExit => {
+            let pid = s[0].u32()?;
+            let comm = ctx.string(s[1].u()?)?;
+            let exit_code = s[2].i32()?;
+            let signal = s[3].i32()?;
+            let oom_killed = bool_of(s[4].byte()?)?;
+            EventBody::ProcExit(ProcExit {
+                pid,
+                comm,
+                exit_code,
+                signal,
+                oom_killed,
+            })
+        }
+        EventKind::Tcp => {
+            let conn = ctx.conn(s[0].u()?, ts)?;
+            let tid = tid_of(conn.pid, s[1].i()?)?;
+            let local = ctx.endpoint(s[2].u()?)?;
+            let remote = ctx.endpoint(s[3].u()?)?;
+            let step = match s[4].byte()? {
+                0 => TcpStep::ConnectAttempt,
+                1 => TcpStep::Established {
+                    latency_ns: s[5].u()?,
+                },
+                2 => {
+                    let latency_ns = s[5].u()?;
+                    TcpStep::Failed {
+                        errno: s[6].i32()?,
+                        latency_ns,
+                    }
+                }
+                3 => TcpStep::Accepted,
+                4 => {
+                    let bytes_sent = s[7].u()?;
+                    TcpStep::Closed {
+                        bytes_sent,
+                        bytes_received: s[8].u()?,
+                    }
+                }
+                5 => TcpStep::ListenOpen,
+                6 => TcpStep::ListenClose,
+                _ => return Err("unknown TCP step"),
+            };
+            EventBody::Tcp(TcpEvent {
+                conn,
+                tid,
+                local,
+                remote,
+                step,
+            })
+        }
+        EventKind::L7 => {
+            let conn = ctx.conn(s[0].u()?, ts)?;
+            let tid = tid_of(conn.pid, s[1].i()?)?;
+            let flags = s[2].byte()?;
+            if flags > 3 {
+                return Err("unknown L7 flags");
+            }
+            let size_d = s[3].i()?;
+            let len = s[4].u()?;
+            let payload = s[5].take(len)?.to_vec();
+            let size = size_of(payload.len(), size_d);
+            let tcp_seq = if flags & 2 != 0 {
+                Some(s[6].u32()?)
+            } else {
+                None
+            };
+            let folded_calls = s[7].u32()?;
+            let folded_bytes = s[8].u()?;
+            let local = ctx.endpoint(s[9].u()?)?;
+            let remote = ctx.endpoint(s[10].u()?)?;
+            EventBody::L7(L7Message {
+                conn,
+                tid,
+                direction: dir_of(flags),
+                size,
+                payload,
+                tcp_seq,
+                folded_calls,
+                folded_bytes,
+                local,
+                remote,
+            })
+        }
+        EventKind::TcpSample => {
+            let flags = s[0].byte()?;
+            let what = match flags & 3 {
+                0 => TcpSampleKind::Retransmit,
+                1 => TcpSampleKind::ResetSent,
+                2 => TcpSampleKind::ResetReceived,
+                _ => TcpSampleKind::Rtt,
+            };
+            if flags > 7 {
+                return Err("unknown TCP sample flags");
+            }
+            let local = ctx.endpoint(s[1].u()?)?;
+            let remote = ctx.endpoint(s[2].u()?)?;
+            let state = s[3].byte()?;
+            let srtt_us = s[4].u32()?;
+            let pid = if flags & 4 != 0 {
+                Some(s[5].u32()?)
+            } else {
+                None
+            };
+            EventBody::TcpSample(TcpSample {
+                what,
+                local,
+                remote,
+                state,
+                srtt_us,
+                pid,
+            })
+        }
+        EventKind::Udp => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let flags = s[2].byte()?;
+            if flags > 1 {
+                return Err("unknown UDP flags");
+            }
+            let local = ctx.endpoint(s[3].u()?)?;
+            let remote = ctx.endpoint(s[4].u()?)?;
+            let size_d = s[5].i()?;
+            let len = s[6].u()?;
+            let payload = s[7].take(len)?.to_vec();
+            let size = size_of(payload.len(), size_d);
+            EventBody::Udp(UdpMessage {
+                pid,
+                tid,
+                direction: dir_of(flags),
+                local,
+                remote,
+                size,
+                payload,
+            })
+        }
+        EventKind::OomKill => {
+            let pid = s[0].u32()?;
+            EventBody::OomKill(OomKill {
+                pid,
+                comm: ctx.string(s[1].u()?)?,
+            })
+        }
+        EventKind::AllocSample => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let size = s[2].u()?;
+            let addr = d.last.wrapping_add(s[3].i()? as u64);
+            d.last = addr;
+            let stack = s[4].u()?;
+            EventBody::AllocSample(AllocSample {
+                pid,
+                tid,
+                size,
+                addr,
+                stack,
+            })
+        }
+        EventKind::AllocSnapshot => {
+            let pid = s[0].u32()?;
+            let rss_bytes = s[1].u()?;
+            let n = s[2].u()?;
+            let n = s[3].count_for(n)?;
+            let mut by_stack = Vec::with_capacity(n);
+            for _ in 0..n {
+                let stack = s[3].u()?;
+                let bytes = s[4].u()?;
+                by_stack.push(OutstandingAllocs {
+                    stack,
+                    bytes,
+                    count: s[5].u()?,
+                });
+            }
+            EventBody::AllocSnapshot(AllocSnapshot {
+                pid,
+                rss_bytes,
+                by_stack,
+            })
+        }
+        EventKind::CpuSample => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let cpu = s[2].u32()?;
+            let flags = s[3].byte()?;
+            if flags > 3 {
+                return Err("unknown CPU sample flags");
+            }
+            let user_stack = if flags & 1 != 0 {
+                Some(s[4].u()?)
+            } else {
+                None
+            };
+            let kernel_stack = if flags & 2 != 0 {
+                Some(s[5].u()?)
+            } else {
+                None
+            };
+            EventBody::CpuSample(CpuSample {
+                pid,
+                tid,
+                cpu,
+                user_stack,
+                kernel_stack,
+            })
+        }
+        EventKind::StackDef => {
+            let id = s[0].u()?;
+            let pid = match s[1].byte()? {
+                0 => None,
+                1 => Some(s[2].u32()?),
+                _ => return Err("unknown stack flags"),
+            };
+            let n = s[3].u()?;
+            let n = s[4].count_for(n)?;
+            let mut frames = Vec::with_capacity(n);
+            let mut prev = 0u64;
+            for _ in 0..n {
+                prev = prev.wrapping_add(s[4].i()? as u64);
+                frames.push(prev);
+            }
+            let n = s[5].u()?;
+            let n = s[6].count_for(n)?;
+            let mut symbols = Vec::with_capacity(n);
+            for _ in 0..n {
+                symbols.push(ctx.string(s[6].u()?)?);
+            }
+            EventBody::StackDef(StackDef {
+                id,
+                pid,
+                frames,
+                symbols,
+            })
+        }
+        EventKind::Log => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let fd = s[2].i32()?;
+            let path = ctx.string(s[3].u()?)?;
+            let size_d = s[4].i()?;
+            let len = s[5].u()?;
+            let payload = s[6].take(len)?.to_vec();
+            let size = size_of(payload.len(), size_d);
+            EventBody::Log(LogWrite {
+                pid,
+                tid,
+                fd,
+                path,
+                size,
+                payload,
+            })
+        }
+        EventKind::Loss => {
+            let kind = EventKind::from_u8(s[0].byte()?).ok_or("unknown lost kind")?;
+            let cpu = s[1].u32()?;
+            let count = s[2].u()?;
+            let reason = match s[3].byte()? {
+                0 => LossReason::RingFull,
+                1 => LossReason::MapFull,
+                2 => LossReason::QueueFull,
+                3 => LossReason::Sampled,
+                _ => return Err("unknown loss reason"),
+            };
+            let from_ns = ts.wrapping_add(s[4].i()? as u64);
+            let to_ns = ts.wrapping_add(s[5].i()? as u64);
+            EventBody::Loss(LossMarker {
+                kind,
+                cpu,
+                count,
+                reason,
+                from_ns,
+                to_ns,
+            })
+        }
+        EventKind::Mark => {
+            let source = match s[0].byte()? {
+                0 => MarkSource::User,
+                1 => MarkSource::Signal,
+                2 => MarkSource::Trigger,
+                _ => return Err("unknown mark source"),
+            };
+            EventBody::Mark(Mark {
+                source,
+                note: ctx.string(s[1].u()?)?,
+            })
+        }
+        EventKind::Node => {
+            let name = ctx.string(s[0].u()?)?;
+            let hostname = ctx.string(s[1].u()?)?;
+            let kernel = ctx.string(s[2].u()?)?;
+            let boot_time_ns = s[3].u()?;
+            let mono_ns = s[4].u()?;
+            let wall_ns = s[5].u()?;
+            let cpus = s[6].u32()?;
+            EventBody::Node(NodeInfo {
+                name,
+                hostname,
+                kernel,
+                boot_time_ns,
+                clock: ClockSync { mono_ns, wall_ns },
+                cpus,
+            })
+        }
+    })
+}
+
+fn bool_of(b: u8) -> Result<bool, DecodeError> {
+    match b {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err("invalid boolean"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut s = Vec::new();
+            put(&mut s, v);
+            assert_eq!(Cur::new(&s).u(), Ok(v));
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            let mut s = Vec::new();
+            put_i(&mut s, v);
+            assert_eq!(Cur::new(&s).i(), Ok(v));
+        }
+    }
+
+    #[test]
+    fn overlong_varints_are_errors() {
+        assert!(Cur::new(&[0xff; 11]).u().is_err());
+        assert!(
+            Cur::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
+                .u()
+                .is_err()
+        );
+        assert!(Cur::new(&[0x80]).u().is_err());
+    }
+}
