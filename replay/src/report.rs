@@ -1,0 +1,248 @@
+//! [`Report`]: what a replay read, skipped, lost and found damaged.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::source::DamageInfo;
+use crate::time::{format_duration, format_wall};
+
+/// One input of a replay, as seen so far.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct InputReport {
+    /// The path given.
+    pub path: PathBuf,
+    /// Node name.
+    pub node: String,
+    /// Segments in the input.
+    pub segments: u64,
+    /// Segments opened.
+    pub segments_opened: u64,
+    /// Opened segments that were sealed.
+    pub segments_sealed: u64,
+    /// Segments listed in the manifest but not on disk.
+    pub missing_segments: Vec<String>,
+    /// Events dropped according to the manifest totals.
+    pub manifest_dropped: Option<u64>,
+    /// Events written according to the manifest totals.
+    pub manifest_events: Option<u64>,
+    /// When the capture started (wall ns), from the manifest.
+    pub started_wall_ns: Option<u64>,
+    /// Why `manifest.json` was present but could not be used.
+    pub manifest_problem: Option<String>,
+}
+
+/// Statistics and damage of a replay. Complete once the [`crate::Replay`] is exhausted.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// The inputs.
+    pub inputs: Vec<InputReport>,
+    /// Events decoded from blocks.
+    pub events_read: u64,
+    /// Events inside the time window.
+    pub events_in_window: u64,
+    /// Events that passed the window and the filter (those yielded).
+    pub events_matched: u64,
+    /// Matched events by kind name.
+    pub events_by_kind: BTreeMap<String, u64>,
+    /// Wall time of the first matched event.
+    pub first_wall_ns: Option<u64>,
+    /// Wall time of the last matched event.
+    pub last_wall_ns: Option<u64>,
+    /// Size of the segment files opened.
+    pub bytes_on_disk: u64,
+    /// Compressed bytes of the blocks decoded.
+    pub bytes_compressed: u64,
+    /// Uncompressed bytes of the blocks decoded.
+    pub bytes_uncompressed: u64,
+    /// Blocks decoded.
+    pub blocks_read: u64,
+    /// Blocks skipped whole because they lie outside the time window.
+    pub blocks_skipped: u64,
+    /// Damaged regions: torn tails, bad blocks, unreadable segments.
+    pub damaged_blocks: u64,
+    /// Bytes that could not be read.
+    pub bytes_lost: u64,
+    /// Each damage, in the order found.
+    pub damage: Vec<DamageInfo>,
+    /// Events recorded as dropped by loss markers in the window.
+    pub drops_recorded: u64,
+    /// The same, by kind name of the dropped events.
+    pub drops_by_kind: BTreeMap<String, u64>,
+    /// Events emitted before one already emitted (block time ranges that lied, or the
+    /// reorder buffer's bound was reached). 0 on healthy captures.
+    pub out_of_order: u64,
+    /// Times the reorder buffer reached its bound and had to emit early.
+    pub reorder_overflows: u64,
+}
+
+impl Report {
+    /// Uncompressed bytes per compressed byte of the blocks decoded.
+    pub fn compression_ratio(&self) -> Option<f64> {
+        (self.bytes_compressed > 0)
+            .then(|| self.bytes_uncompressed as f64 / self.bytes_compressed as f64)
+    }
+
+    /// Events dropped according to the manifests, summed over the inputs that have one.
+    pub fn manifest_dropped(&self) -> Option<u64> {
+        let v: Vec<u64> = self
+            .inputs
+            .iter()
+            .filter_map(|i| i.manifest_dropped)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    }
+
+    /// Segments listed in manifests but missing on disk, over all inputs.
+    pub fn missing_segments(&self) -> Vec<String> {
+        self.inputs
+            .iter()
+            .flat_map(|i| i.missing_segments.iter().cloned())
+            .collect()
+    }
+
+    /// Segments opened, and of those how many were sealed.
+    pub fn segments(&self) -> (u64, u64) {
+        self.inputs.iter().fold((0, 0), |(o, s), i| {
+            (o + i.segments_opened, s + i.segments_sealed)
+        })
+    }
+
+    /// The report as JSON (the `--stats --output jsonl` form).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("compression_ratio".into(), self.compression_ratio().into());
+            obj.insert("manifest_dropped".into(), self.manifest_dropped().into());
+            let (opened, sealed) = self.segments();
+            obj.insert("segments_opened".into(), opened.into());
+            obj.insert("segments_sealed".into(), sealed.into());
+            obj.insert("missing_segments".into(), self.missing_segments().into());
+            obj.insert(
+                "first_time".into(),
+                self.first_wall_ns.map(format_wall).into(),
+            );
+            obj.insert(
+                "last_time".into(),
+                self.last_wall_ns.map(format_wall).into(),
+            );
+        }
+        v
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {} ({b} B)", UNITS[u])
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for i in &self.inputs {
+            writeln!(
+                f,
+                "input        {} (node {}): {} segment(s), {} opened, {} sealed{}",
+                i.path.display(),
+                if i.node.is_empty() { "?" } else { &i.node },
+                i.segments,
+                i.segments_opened,
+                i.segments_sealed,
+                if i.segments_opened > i.segments_sealed {
+                    ", NOT all sealed"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        writeln!(f, "events       {}", self.events_matched)?;
+        for (kind, n) in &self.events_by_kind {
+            writeln!(f, "  {kind:<14} {n}")?;
+        }
+        if self.events_matched != self.events_read {
+            writeln!(
+                f,
+                "events read  {} ({} in the time window)",
+                self.events_read, self.events_in_window
+            )?;
+        }
+        match (self.first_wall_ns, self.last_wall_ns) {
+            (Some(a), Some(b)) => writeln!(
+                f,
+                "time span    {} .. {} ({})",
+                format_wall(a),
+                format_wall(b),
+                format_duration(b.saturating_sub(a))
+            )?,
+            _ => writeln!(f, "time span    -")?,
+        }
+        writeln!(f, "on disk      {}", human_bytes(self.bytes_on_disk))?;
+        writeln!(f, "uncompressed {}", human_bytes(self.bytes_uncompressed))?;
+        match self.compression_ratio() {
+            Some(r) => writeln!(f, "compression  {r:.2}x ({} blocks)", self.blocks_read)?,
+            None => writeln!(f, "compression  - (no block read)")?,
+        }
+        write!(
+            f,
+            "drops        {} recorded by loss markers",
+            self.drops_recorded
+        )?;
+        if !self.drops_by_kind.is_empty() {
+            let parts: Vec<String> = self
+                .drops_by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        match self.manifest_dropped() {
+            Some(d) => writeln!(f, "; {d} in manifest totals")?,
+            None => writeln!(f, "; no manifest")?,
+        }
+        writeln!(
+            f,
+            "damage       {} damaged block(s), {} lost",
+            self.damaged_blocks,
+            human_bytes(self.bytes_lost)
+        )?;
+        for d in &self.damage {
+            writeln!(f, "  {d}")?;
+        }
+        let missing = self.missing_segments();
+        if missing.is_empty() {
+            writeln!(f, "missing      none")?;
+        } else {
+            writeln!(
+                f,
+                "missing      {} segment(s): {}",
+                missing.len(),
+                missing.join(", ")
+            )?;
+        }
+        let (opened, sealed) = self.segments();
+        writeln!(
+            f,
+            "sealed       {}",
+            if opened == sealed {
+                "yes".to_string()
+            } else {
+                format!("no ({sealed} of {opened} segments)")
+            }
+        )?;
+        if self.out_of_order > 0 {
+            writeln!(f, "out of order {} event(s)", self.out_of_order)?;
+        }
+        Ok(())
+    }
+}
