@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Capture overhead benchmark: wrk against nginx on loopback, without and with
+# `retrace capture --streams tcp,l7`, and tcpdump on the same traffic for the size ratio.
+#
+# Usage (as root, from the repository root):
+#   benches/capture-wrk.sh                      # builds target/release/retrace first
+#   RETRACE=/path/to/retrace benches/capture-wrk.sh
+# Environment: DURATION (wrk seconds, default 20), THREADS (2), CONNS (32),
+#              STREAMS (tcp,l7), KEEP_TMP=1 to keep the temp dir.
+# Needs: nginx-light wrk tcpdump (Debian packages), root (BPF, tcpdump).
+#
+# Phases, in one run, same nginx, same file, same wrk options:
+#   A  baseline: wrk alone
+#   B  wrk while `retrace capture --streams tcp,l7` records (daemon CPU from /proc/PID/stat,
+#      peak RSS from VmHWM, events and drops from the manifest, bytes on disk)
+#   A' baseline again (the two baselines bracket B; their mean is the reference)
+#   C  wrk while retrace capture AND `tcpdump -i lo -w` record the very same traffic:
+#      pcap bytes / capture bytes
+# Goals (issue 3): B >= 97% of the baseline's requests/s, zero drops, >= 20x smaller than pcap.
+# The figures are printed; nothing is asserted (no timed assertions), exit 0 unless a step broke.
+set -euo pipefail
+
+DURATION=${DURATION:-20}
+THREADS=${THREADS:-2}
+CONNS=${CONNS:-32}
+STREAMS=${STREAMS:-tcp,l7}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "capture-wrk: needs root (BPF programs, tcpdump)" >&2
+    exit 2
+fi
+for tool in nginx wrk tcpdump python3; do
+    command -v "$tool" >/dev/null || { echo "capture-wrk: $tool not installed (apt-get install nginx-light wrk tcpdump)" >&2; exit 2; }
+done
+
+if [[ -z ${RETRACE:-} ]]; then
+    (cd "$ROOT" && cargo build --release --bin retrace >&2)
+    RETRACE=${CARGO_TARGET_DIR:-$ROOT/target}/release/retrace
+fi
+[[ -x $RETRACE ]] || { echo "capture-wrk: $RETRACE is not executable" >&2; exit 2; }
+
+TMP=$(mktemp -d /tmp/retrace-wrk.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [[ -f $TMP/nginx.pid ]]; then kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true; fi
+    [[ ${KEEP_TMP:-0} == 1 ]] && echo "kept $TMP" >&2 || rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# A free loopback port (bound by the kernel, then released for nginx).
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+mkdir -p "$TMP/www" "$TMP/logs"
+chmod 0755 "$TMP" "$TMP/www" # nginx workers run as nobody
+# A small static page (612 bytes, the size of nginx's default index.html).
+python3 -c 'import sys; sys.stdout.write("<html><body>" + "x"*587 + "</body></html>\n")' >"$TMP/www/index.html"
+cat >"$TMP/nginx.conf" <<EOF
+worker_processes 1;
+pid $TMP/nginx.pid;
+error_log $TMP/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    default_type text/html;
+    client_body_temp_path $TMP/body;
+    proxy_temp_path $TMP/proxy;
+    fastcgi_temp_path $TMP/fastcgi;
+    uwsgi_temp_path $TMP/uwsgi;
+    scgi_temp_path $TMP/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$PORT;
+        root $TMP/www;
+        location / { }
+    }
+}
+EOF
+nginx -p "$TMP" -c "$TMP/nginx.conf"
+for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$PORT/index.html" -o /dev/null && break
+    sleep 0.1
+done
+curl -fs "http://127.0.0.1:$PORT/index.html" -o /dev/null
+
+URL="http://127.0.0.1:$PORT/index.html"
+
+# Runs wrk; prints "requests_per_sec total_requests".
+run_wrk() {
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "$URL")
+    echo "$out" >>"$TMP/wrk.log"
+    local rps total
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    total=$(awk '/requests in/ {print $1}' <<<"$out")
+    echo "$rps $total"
+}
+
+# Starts the daemon into $1; sets DAEMON_PID; returns once it writes.
+start_capture() {
+    local out=$1
+    "$RETRACE" capture --out "$out" --streams "$STREAMS" --duration 1h >"$out.log" 2>&1 &
+    DAEMON_PID=$!
+    PIDS+=("$DAEMON_PID")
+    for _ in $(seq 600); do
+        if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+            echo "capture-wrk: retrace capture exited early:" >&2
+            cat "$out.log" >&2
+            exit 1
+        fi
+        if compgen -G "$out/*.rseg" >/dev/null || [[ -f $out/manifest.json ]]; then
+            sleep 1 # let the programs attach and the first block start
+            return
+        fi
+        sleep 0.1
+    done
+    echo "capture-wrk: retrace capture not ready after 60 s" >&2
+    cat "$out.log" >&2
+    exit 1
+}
+
+# CPU ticks (utime+stime) of a pid.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+stop_capture() {
+    kill -TERM "$DAEMON_PID"
+    local st=0
+    wait "$DAEMON_PID" || st=$?
+    if [[ $st -ne 0 ]]; then
+        echo "capture-wrk: retrace capture exited with $st:" >&2
+        cat "$1.log" >&2
+        exit 1
+    fi
+}
+
+# manifest field via python (totals.events, totals.dropped, totals.bytes_on_disk ...)
+manifest() {
+    python3 - "$1/manifest.json" "$2" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+v = m
+for k in sys.argv[2].split("."):
+    v = v.get(k, 0) if isinstance(v, dict) else 0
+print(v)
+EOF
+}
+
+dir_bytes() { du -sb "$1" | awk '{print $1}'; }
+
+echo "capture-wrk: nginx on 127.0.0.1:$PORT, wrk -t$THREADS -c$CONNS -d${DURATION}s, streams $STREAMS" >&2
+
+echo "phase A: baseline" >&2
+read -r A_RPS A_REQ < <(run_wrk)
+
+echo "phase B: with retrace capture" >&2
+start_capture "$TMP/capB"
+T0=$(cpu_ticks "$DAEMON_PID")
+S0=$(date +%s.%N)
+read -r B_RPS B_REQ < <(run_wrk)
+S1=$(date +%s.%N)
+T1=$(cpu_ticks "$DAEMON_PID")
+HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
+stop_capture "$TMP/capB"
+B_EVENTS=$(manifest "$TMP/capB" totals.events)
+B_DROPPED=$(manifest "$TMP/capB" totals.dropped)
+B_BYTES=$(dir_bytes "$TMP/capB")
+B_UNCOMP=$(manifest "$TMP/capB" totals.bytes_uncompressed)
+B_L7=$(manifest "$TMP/capB" totals.events_by_kind.l7)
+B_TCP=$(manifest "$TMP/capB" totals.events_by_kind.tcp)
+
+echo "phase A': baseline again" >&2
+read -r A2_RPS A2_REQ < <(run_wrk)
+
+echo "phase C: retrace capture and tcpdump on the same traffic" >&2
+tcpdump -i lo -w "$TMP/lo.pcap" -s 0 -U "tcp port $PORT" >"$TMP/tcpdump.log" 2>&1 &
+TCPDUMP_PID=$!
+PIDS+=("$TCPDUMP_PID")
+sleep 1
+start_capture "$TMP/capC"
+read -r C_RPS C_REQ < <(run_wrk)
+stop_capture "$TMP/capC"
+sleep 0.5
+kill -INT "$TCPDUMP_PID"
+wait "$TCPDUMP_PID" || true
+C_BYTES=$(dir_bytes "$TMP/capC")
+C_DROPPED=$(manifest "$TMP/capC" totals.dropped)
+PCAP_BYTES=$(stat -c %s "$TMP/lo.pcap")
+PCAP_DROPPED=$(awk '/dropped by kernel/ {print $1}' "$TMP/tcpdump.log")
+
+CLK=$(getconf CLK_TCK)
+python3 - <<EOF
+a, a2, b = $A_RPS, $A2_RPS, $B_RPS
+base = (a + a2) / 2
+wall = $S1 - $S0
+cpu = ($T1 - $T0) / $CLK / wall * 100
+events, dropped = $B_EVENTS, $B_DROPPED
+print("retrace capture overhead (nginx + wrk -t$THREADS -c$CONNS -d${DURATION}s on loopback, streams $STREAMS)")
+print(f"  baseline requests/s       {a:12.0f} (A)  {a2:12.0f} (A')  mean {base:.0f}")
+print(f"  with capture requests/s   {b:12.0f}  ratio {b / base * 100:.1f}% of baseline   (goal >= 97%)")
+print(f"  requests during capture   {$B_REQ:12d}")
+print(f"  events captured           {events:12d}  ({events / wall:.0f}/s; tcp {$B_TCP}, l7 {$B_L7})")
+print(f"  events dropped            {dropped:12d}   (goal 0)")
+print(f"  daemon CPU                {cpu:11.1f}%  of one core, during the wrk run")
+print(f"  daemon peak RSS (VmHWM)   {$HWM_KB / 1024:11.1f} MiB  (goal <= 64 MiB)")
+print(f"  bytes on disk             {$B_BYTES:12d}  ({$B_BYTES / $B_REQ:.2f} B/request, {$B_BYTES / max(events, 1):.2f} B/event;"
+      f" uncompressed {$B_UNCOMP / max($B_BYTES, 1):.1f}x larger)")
+print("same traffic, capture and tcpdump -i lo -w together (phase C):")
+print(f"  requests                  {$C_REQ:12d}  ({$C_RPS:.0f}/s)")
+print(f"  pcap bytes                {$PCAP_BYTES:12d}  ({$PCAP_BYTES / $C_REQ:.1f} B/request; tcpdump dropped ${PCAP_DROPPED:-?})")
+print(f"  capture bytes             {$C_BYTES:12d}  ({$C_BYTES / $C_REQ:.2f} B/request; dropped $C_DROPPED)")
+print(f"  pcap / capture            {$PCAP_BYTES / max($C_BYTES, 1):11.1f}x  (goal >= 20x)")
+EOF
