@@ -17,7 +17,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use libbpf_rs::btf::BtfType;
@@ -523,9 +523,9 @@ fn check_tracefs(fix: bool, needed: bool) -> (Check, Option<PathBuf>) {
 
 fn check_attach_point(p: &AttachPoint, btf: Option<&Btf<'_>>, tracefs: Option<&Path>) -> Check {
     let name = format!("tracepoint {}/{}", p.category, p.name);
-    let in_btf = btf.map(|b| {
+    let btf_id: Option<Option<u32>> = btf.map(|b| {
         b.type_by_name::<BtfType<'_>>(&format!("btf_trace_{}", p.name))
-            .is_some()
+            .map(|t| u32::from(t.type_id()))
     });
     let id = tracefs.and_then(|root| {
         fs::read_to_string(root.join("events").join(p.category).join(p.name).join("id"))
@@ -533,8 +533,8 @@ fn check_attach_point(p: &AttachPoint, btf: Option<&Btf<'_>>, tracefs: Option<&P
             .map(|s| s.trim().to_string())
     });
     let mut found = Vec::new();
-    if in_btf == Some(true) {
-        found.push("in BTF".to_string());
+    if let Some(Some(type_id)) = btf_id {
+        found.push(format!("BTF type {type_id}"));
     }
     if let Some(id) = &id {
         found.push(format!("tracefs id {id}"));
@@ -550,9 +550,17 @@ fn check_attach_point(p: &AttachPoint, btf: Option<&Btf<'_>>, tracefs: Option<&P
         p.category, p.name
     );
     match p.via {
-        Via::Btf => match in_btf {
-            Some(true) => Check::ok(name, detail),
-            Some(false) => Check::fail(name, detail, missing_fix),
+        Via::Btf => match btf_id {
+            // Found: prove it by attaching a program that does nothing.
+            Some(Some(type_id)) => match attach_tp_btf(type_id) {
+                Ok(()) => Check::ok(name, format!("{detail}; a tp_btf program attached")),
+                Err(e) => Check::fail(
+                    name,
+                    format!("{detail}, but attaching a tp_btf program failed: {e}"),
+                    bpf_errno_fix(&e),
+                ),
+            },
+            Some(None) => Check::fail(name, detail, missing_fix),
             None => Check::fail(
                 name,
                 "cannot tell: kernel BTF unavailable",
@@ -569,6 +577,49 @@ fn check_attach_point(p: &AttachPoint, btf: Option<&Btf<'_>>, tracefs: Option<&P
             (None, Some(_)) => Check::fail(name, detail, missing_fix),
         },
     }
+}
+
+/// Loads `r0 = 0; exit` as a `tp_btf` (BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP) program for the
+/// tracepoint whose `btf_trace_*` type is `btf_id`, attaches it, then detaches and unloads it.
+fn attach_tp_btf(btf_id: u32) -> Result<(), io::Error> {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+    const BPF_PROG_TYPE_TRACING: u64 = 26;
+    const BPF_TRACE_RAW_TP: u64 = 23;
+    let insns: [u64; 2] = [0xb7, 0x95]; // mov64 r0, 0; exit
+    let license = b"GPL\0";
+    let mut attr = [0u64; 16];
+    attr[0] = BPF_PROG_TYPE_TRACING | (2u64 << 32); // prog_type, insn_cnt
+    attr[1] = insns.as_ptr() as u64; // insns
+    attr[2] = license.as_ptr() as u64; // license
+    attr[6..8].copy_from_slice(&name_words(b"rt_doctor")); // prog_name (offset 48)
+    attr[8] = BPF_TRACE_RAW_TP << 32; // prog_ifindex = 0, expected_attach_type
+    attr[13] = u64::from(btf_id) << 32; // line_info_cnt = 0, attach_btf_id
+    let fd = sys_bpf(BPF_PROG_LOAD, &mut attr);
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let mut open = [0u64; 2];
+    open[1] = u64::from(prog.as_raw_fd() as u32); // name = NULL (BTF-typed), prog_fd
+    let link = sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut open);
+    if link < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above, a fresh fd owned by nobody else; closing it detaches the program.
+    drop(unsafe { OwnedFd::from_raw_fd(link as i32) });
+    Ok(())
+}
+
+/// A program name as the two u64 words of `char prog_name[16]`.
+fn name_words(name: &[u8]) -> [u64; 2] {
+    let mut b = [0u8; 16];
+    let n = name.len().min(15);
+    b[..n].copy_from_slice(&name[..n]);
+    let lo = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    let hi = u64::from_ne_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+    [lo, hi]
 }
 
 /// `bpf(2)` with an attribute buffer.
@@ -1021,6 +1072,25 @@ mod tests {
             .iter()
             .any(|c| c.name == "tracepoint sock/inet_sock_set_state"));
         assert!(checks.iter().any(|c| c.name == "ring buffer"));
+    }
+
+    #[test]
+    fn tp_btf_attach_can_fail() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root (loads BPF programs)");
+            return;
+        }
+        let btf = Btf::from_vmlinux().expect("kernel BTF");
+        let good = btf
+            .type_by_name::<BtfType<'_>>("btf_trace_sched_process_exec")
+            .expect("tracepoint type");
+        assert!(attach_tp_btf(u32::from(good.type_id())).is_ok());
+        // A type that is not a tracepoint's: the kernel refuses, so the check can fail.
+        let bad = btf
+            .type_by_name::<BtfType<'_>>("task_struct")
+            .expect("task_struct");
+        assert!(attach_tp_btf(u32::from(bad.type_id())).is_err());
     }
 
     #[test]
