@@ -1322,3 +1322,70 @@ fn authorization_header_value_is_not_on_disk() {
         assert_eq!(on_disk, !redact, "token on disk (redact={redact})");
     }
 }
+
+/// `retrace doctor`: all checks pass as root here; without privileges the privilege, program
+/// load and ring buffer checks fail with their fixes and the exit status is 1; a bad stream
+/// name is a usage error (2).
+#[test]
+fn doctor_passes_as_root_and_explains_failures_without_privileges() {
+    let Some(_lock) =
+        root_or_skip("doctor_passes_as_root_and_explains_failures_without_privileges")
+    else {
+        return;
+    };
+    let dir = temp_dir("doctor");
+    let out = Command::new(BIN)
+        .args(["doctor", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run doctor");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "doctor as root:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    for l in &lines[..lines.len() - 1] {
+        assert!(
+            l.starts_with("ok ") || l.starts_with("WARN "),
+            "not ok: {l}"
+        );
+    }
+    for needle in [
+        "privileges: root",
+        "btf: /sys/kernel/btf/vmlinux",
+        "tracepoint sock/inet_sock_set_state:",
+        "tracepoint oom/mark_victim:",
+        "ring buffer: created",
+        "disk (",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+
+    // The same as `nobody`, through setpriv (util-linux).
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "doctor",
+            "--out",
+            "/tmp",
+        ])
+        .output()
+        .expect("run setpriv");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "doctor as nobody:\n{text}");
+    for needle in [
+        "FAIL privileges: uid 65534",
+        "FAIL ring buffer:",
+        "fix: run as root",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+
+    let out = Command::new(BIN)
+        .args(["doctor", "--streams", "tcp,bogus"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown stream \"bogus\""));
+}
