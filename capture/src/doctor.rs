@@ -224,7 +224,8 @@ pub struct DoctorOptions {
     pub streams: Vec<String>,
     /// Where the capture would be written (need not exist yet).
     pub out: PathBuf,
-    /// Repair what can be repaired safely (mount tracefs when missing).
+    /// Repair what can be repaired safely: mount tracefs when it is missing (whether or not the
+    /// selected streams need it).
     pub fix: bool,
 }
 
@@ -233,6 +234,14 @@ pub struct DoctorOptions {
 ///
 /// Unknown stream names give an error before anything is checked.
 pub fn run_checks(opts: &DoctorOptions) -> Result<Vec<Check>, DoctorError> {
+    run_checks_inner(opts, false)
+}
+
+/// [`run_checks`]; `mount_if_needed` mounts tracefs when an attach point needs it.
+fn run_checks_inner(
+    opts: &DoctorOptions,
+    mount_if_needed: bool,
+) -> Result<Vec<Check>, DoctorError> {
     let mut points: Vec<AttachPoint> = Vec::new();
     for s in &opts.streams {
         for p in attach_points(s)? {
@@ -249,7 +258,10 @@ pub fn run_checks(opts: &DoctorOptions) -> Result<Vec<Check>, DoctorError> {
         Ok(detail) => Check::ok("btf", detail.clone()),
         Err(c) => c.clone(),
     });
-    let (tracefs_check, tracefs) = check_tracefs(opts.fix, needs_tracefs);
+    let (tracefs_check, tracefs) = check_tracefs(
+        opts.fix || (mount_if_needed && needs_tracefs),
+        needs_tracefs,
+    );
     checks.push(tracefs_check);
     let kernel_btf = if btf.is_ok() {
         Btf::from_vmlinux().ok()
@@ -285,9 +297,9 @@ pub fn preflight(streams: &[String], out: &Path) -> Result<Vec<Check>, DoctorErr
     let opts = DoctorOptions {
         streams: streams.to_vec(),
         out: out.to_path_buf(),
-        fix: true,
+        fix: false,
     };
-    let all = run_checks(&opts)?;
+    let all = run_checks_inner(&opts, true)?;
     let failed: Vec<Check> = all.iter().filter(|c| c.failed()).cloned().collect();
     if failed.is_empty() {
         Ok(all)
@@ -478,8 +490,8 @@ fn mount_tracefs() -> Result<(), io::Error> {
     }
 }
 
-/// Returns the check and, when tracefs is usable, its root.
-fn check_tracefs(fix: bool, needed: bool) -> (Check, Option<PathBuf>) {
+/// Returns the check and, when tracefs is usable, its root. `mount`: mount it when missing.
+fn check_tracefs(mount: bool, needed: bool) -> (Check, Option<PathBuf>) {
     let name = "tracefs";
     if let Some(root) = tracefs_root() {
         return (
@@ -488,7 +500,7 @@ fn check_tracefs(fix: bool, needed: bool) -> (Check, Option<PathBuf>) {
         );
     }
     let how = format!("mount -t tracefs nodev {TRACEFS} (or run `retrace doctor --fix`)");
-    if fix && needed {
+    if mount {
         return match mount_tracefs() {
             Ok(()) if tracefs_root().is_some() => (
                 Check::ok(name, format!("was not mounted: mounted it at {TRACEFS}")),
