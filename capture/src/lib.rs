@@ -1,2 +1,80 @@
 //! The capture daemon: the only crate that touches the kernel.
+//!
+//! Data flow: [`daemon::run`] loads the BPF programs of `retrace-bpf` (streams and filters set
+//! as load-time constants), seeds the kernel's socket table and the process table from
+//! [`procfs`], then loops: the ring buffers are consumed on a short timer (records are
+//! submitted without wakeups), each record is turned into an event by [`convert`] (the one
+//! place that knows kernel layouts), batched into a bounded queue, and written by a writer
+//! thread through an [`sink::EventSink`] (a `retrace_segment::CaptureWriter`), which redacts
+//! secrets first. Drops are counted everywhere (kernel ring per kind and CPU, user-space queue
+//! per kind) and written as loss markers. Marks come from `retrace mark` through [`marks`].
+//!
+//! - [`config`]: options, parsed and validated.
+//! - [`doctor`]: checks of the machine (BTF, privileges, attach points...), also run by
+//!   `capture` before loading anything.
+//!
+//! **Architecture invariant**: nothing here knows the on-disk format; events go through the
+//! segment crate's writer.
+
+pub mod config;
+pub mod convert;
+pub mod daemon;
 pub mod doctor;
+pub mod marks;
+pub mod procfs;
+pub mod sink;
+
+pub use config::{CaptureConfig, KeepPolicy, Stream, Streams};
+pub use daemon::{run, Summary};
+
+/// Everything that can stop a capture.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A bad option.
+    #[error("{0}")]
+    Config(String),
+    /// The machine cannot capture (the doctor's explanation).
+    #[error("this machine cannot capture:\n{0}")]
+    Preflight(String),
+    /// Loading or attaching the BPF programs failed.
+    #[error("BPF: {what}: {source}")]
+    Bpf {
+        /// What was being done.
+        what: String,
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+    },
+    /// Writing the capture failed.
+    #[error("writing the capture: {0}")]
+    Write(#[from] retrace_segment::SegmentError),
+    /// A file the daemon or `mark` uses.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `retrace mark` found no running capture.
+    #[error("{0}")]
+    NotRunning(String),
+    /// The writer thread died.
+    #[error("the writer thread stopped: {0}")]
+    Writer(String),
+}
+
+impl CaptureError {
+    pub(crate) fn bpf(what: impl Into<String>, source: libbpf_rs::Error) -> Self {
+        CaptureError::Bpf {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<std::path::PathBuf>, source: std::io::Error) -> Self {
+        CaptureError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,847 @@
+//! The capture loop: load, seed, consume, convert, queue, write; stop cleanly.
+//!
+//! Threads: the calling thread owns the BPF skeleton and the ring buffers (consumer); a writer
+//! thread owns the [`EventSink`]. Between them a bounded queue of event batches with a byte
+//! budget: when the writer falls behind, batches are dropped and counted per kind (loss
+//! markers with reason `QueueFull`), so memory stays bounded whatever the event rate.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+use retrace_bpf::types::{rt_fd_key, rt_fd_kind, rt_fd_val, rt_hdr_flags, rt_kind};
+use retrace_bpf::{OpenRetraceSkel, RetraceSkelBuilder};
+use retrace_segment::{
+    ClockSync, ConnId, Event, EventBody, EventKind, ListenSocket, LossMarker, LossReason, Mark,
+    MarkSource, NodeInfo, OpenConnection, StateSnapshot,
+};
+
+use crate::config::{CaptureConfig, Stream};
+use crate::convert::{self, Converter, ProcTable};
+use crate::marks;
+use crate::procfs::{self, FdTarget};
+use crate::sink::{EventSink, SinkStats};
+use crate::CaptureError;
+
+/// Events per batch handed to the writer.
+const BATCH_EVENTS: usize = 512;
+/// Batches waiting for the writer.
+const QUEUE_BATCHES: usize = 256;
+/// Bytes (estimated) of events waiting for the writer.
+const QUEUE_BYTES: usize = 24 << 20;
+/// Fixed cost of an event in the queue estimate.
+const EVENT_OVERHEAD: usize = 160;
+/// How long a poll waits for a wakeup (records are submitted without wakeups below the
+/// threshold, so this is the consumption period at low rates).
+const POLL_PERIOD: Duration = Duration::from_millis(20);
+/// How often drop counters and pending marks are looked at.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What a finished capture did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// The capture directory.
+    pub dir: PathBuf,
+    /// Wall time captured.
+    pub elapsed: Duration,
+    /// Kernel records received.
+    pub records: u64,
+    /// Records that could not be parsed (should stay 0).
+    pub bad_records: u64,
+    /// Dropped in the kernel (ring full), by event kind name.
+    pub dropped_ring: BTreeMap<String, u64>,
+    /// Dropped in user space (queue full), by event kind name.
+    pub dropped_queue: BTreeMap<String, u64>,
+    /// Secret values redacted.
+    pub redacted: u64,
+    /// Marks recorded.
+    pub marks: u64,
+    /// What the writer reports.
+    pub writer: SinkStats,
+}
+
+impl Summary {
+    /// Every dropped event, kernel and user space.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_ring.values().sum::<u64>() + self.dropped_queue.values().sum::<u64>()
+    }
+}
+
+/// Messages from the consumer to the writer thread.
+enum Msg {
+    Events(Vec<Event>, usize),
+    Control(Vec<Event>),
+    Mark(u64, Mark),
+    Stop,
+}
+
+/// Flags the signal handlers set.
+#[derive(Clone, Debug, Default)]
+pub struct Signals {
+    /// SIGINT or SIGTERM.
+    pub stop: Arc<AtomicBool>,
+    /// SIGUSR1.
+    pub mark: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Registers SIGINT, SIGTERM (stop) and SIGUSR1 (mark).
+    pub fn install() -> Result<Self, CaptureError> {
+        let s = Signals::default();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&s.stop))
+                .map_err(|e| CaptureError::io("signal handler", e))?;
+        }
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&s.mark))
+            .map_err(|e| CaptureError::io("signal handler", e))?;
+        Ok(s)
+    }
+}
+
+/// The monotonic↔wall mapping now: the pair read closest together out of a few tries.
+pub fn clock_sync() -> ClockSync {
+    let mut best = (u64::MAX, ClockSync::default());
+    for _ in 0..5 {
+        let m0 = marks::monotonic_ns();
+        let w = marks::realtime_ns();
+        let m1 = marks::monotonic_ns();
+        let gap = m1.saturating_sub(m0);
+        if gap < best.0 {
+            best = (
+                gap,
+                ClockSync {
+                    mono_ns: m0 + gap / 2,
+                    wall_ns: w,
+                },
+            );
+        }
+    }
+    best.1
+}
+
+/// Facts about this node.
+pub fn node_info(name: Option<&str>) -> NodeInfo {
+    let (kernel, hostname, boot_time_ns, cpus) = procfs::node_facts();
+    NodeInfo {
+        name: name.map(str::to_string).unwrap_or_else(|| hostname.clone()),
+        hostname,
+        kernel,
+        boot_time_ns,
+        clock: clock_sync(),
+        cpus,
+    }
+}
+
+/// Builds the writer for a config (the segment crate's `CaptureWriter`).
+pub fn open_writer(
+    cfg: &CaptureConfig,
+    node: &NodeInfo,
+    state: StateSnapshot,
+) -> Result<Box<dyn EventSink>, CaptureError> {
+    let keep = match cfg.keep {
+        crate::KeepPolicy::All => retrace_segment::Keep::All,
+        crate::KeepPolicy::Age(d) => retrace_segment::Keep::Age(d),
+        crate::KeepPolicy::Bytes(b) => retrace_segment::Keep::Bytes(b),
+    };
+    let opts = retrace_segment::CaptureOptions {
+        dir: cfg.out.clone(),
+        node: node.clone(),
+        streams: cfg.streams.names(),
+        options: cfg.manifest_options(),
+        segment_max_bytes: cfg.segment_size,
+        segment_max_age: cfg.segment_time,
+        keep,
+        max_size: cfg.max_size,
+        zstd_level: cfg.zstd_level,
+        ..Default::default()
+    };
+    Ok(Box::new(retrace_segment::CaptureWriter::create(
+        opts, state,
+    )?))
+}
+
+/// Runs a capture until SIGINT/SIGTERM or `--duration`, writing through the segment crate.
+pub fn run(cfg: &CaptureConfig) -> Result<Summary, CaptureError> {
+    cfg.validate()?;
+    if let Err(e) = crate::doctor::preflight(&cfg.streams.names(), &cfg.out) {
+        return Err(CaptureError::Preflight(e.to_string()));
+    }
+    let signals = Signals::install()?;
+    run_with(cfg, &signals, |node, state| open_writer(cfg, node, state))
+}
+
+/// Runs a capture with given signal flags and writer factory (tests use a memory sink).
+pub fn run_with(
+    cfg: &CaptureConfig,
+    signals: &Signals,
+    make_sink: impl FnOnce(&NodeInfo, StateSnapshot) -> Result<Box<dyn EventSink>, CaptureError>,
+) -> Result<Summary, CaptureError> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let start_mono = marks::monotonic_ns();
+    let self_pid = std::process::id();
+
+    quiet_libbpf();
+    let mut storage = MaybeUninit::uninit();
+    let mut open = RetraceSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(|e| CaptureError::bpf("opening the BPF object", e))?;
+    configure(&mut open, cfg, self_pid)?;
+    let mut skel = open
+        .load()
+        .map_err(|e| CaptureError::bpf("loading the BPF programs (run `retrace doctor`)", e))?;
+
+    // Seed the process table and the kernel's fd table from /proc before attaching.
+    let mut procs = ProcTable::from_proc();
+    procs.remove(self_pid);
+    let mut converter = Converter::new(procs, cfg.cgroup.clone());
+    let state = seed(cfg, &skel, &mut converter, start_mono, self_pid);
+
+    skel.attach()
+        .map_err(|e| CaptureError::bpf("attaching the BPF programs", e))?;
+
+    std::fs::create_dir_all(&cfg.out).map_err(|e| CaptureError::io(&cfg.out, e))?;
+    let node = node_info(cfg.node.as_deref());
+    let sink = make_sink(&node, state)?;
+    let pid_file = marks::write_pid_file(&cfg.out)?;
+
+    let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let redact = cfg.redact;
+    let redacted = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let in_flight = Arc::clone(&in_flight);
+        let redacted = Arc::clone(&redacted);
+        std::thread::Builder::new()
+            .name("retrace-writer".into())
+            .spawn(move || writer_loop(sink, rx, &in_flight, redact, &redacted))
+            .map_err(|e| CaptureError::io("writer thread", e))?
+    };
+    // The node facts first, so that a capture read alone can map its times.
+    let _ = tx.send(Msg::Control(vec![Event::new(
+        node.clock.mono_ns,
+        EventBody::Node(node.clone()),
+    )]));
+
+    let consumer = Rc::new(RefCell::new(Consumer {
+        converter,
+        batch: Vec::with_capacity(BATCH_EVENTS),
+        batch_bytes: 0,
+        tx: tx.clone(),
+        in_flight: Arc::clone(&in_flight),
+        records: 0,
+        bad_records: 0,
+        dropped_queue: [0; EventKind::ALL.len()],
+    }));
+
+    let mut builder = RingBufferBuilder::new();
+    for map in [&skel.maps.rb_ctl, &skel.maps.rb_data] {
+        let c = Rc::clone(&consumer);
+        builder
+            .add(map, move |bytes: &[u8]| {
+                c.borrow_mut().on_record(bytes);
+                0
+            })
+            .map_err(|e| CaptureError::bpf("ring buffer", e))?;
+    }
+    let rings = builder
+        .build()
+        .map_err(|e| CaptureError::bpf("ring buffer", e))?;
+
+    let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1);
+    let mut drops = DropCounters::new(ncpu);
+    let mut last_house = Instant::now();
+    let mut last_house_mono = start_mono;
+    let mut dropped_queue_seen = [0u64; EventKind::ALL.len()];
+    let mut summary = Summary {
+        dir: cfg.out.clone(),
+        ..Default::default()
+    };
+    let mut status = Status::new(cfg.verbose);
+    let deadline = cfg.duration.map(|d| started + d);
+    let mut writer_failed = false;
+
+    loop {
+        let stop =
+            signals.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+        // poll wakes early when a ring passed its threshold; consume takes the rest
+        let _ = rings.poll(POLL_PERIOD);
+        let _ = rings.consume();
+        consumer.borrow_mut().send_batch();
+
+        let mark_signal = signals.mark.swap(false, Ordering::Relaxed);
+        if mark_signal || last_house.elapsed() >= HOUSEKEEPING || stop {
+            let now_mono = marks::monotonic_ns();
+            // marks: notes first; a bare SIGUSR1 is a mark of its own
+            let notes = marks::take_notes(&cfg.out);
+            if mark_signal && notes.is_empty() {
+                summary.marks += 1;
+                let m = Mark {
+                    source: MarkSource::Signal,
+                    note: "SIGUSR1".into(),
+                };
+                writer_failed |= tx.send(Msg::Mark(now_mono, m)).is_err();
+            }
+            for (ts, note) in notes {
+                summary.marks += 1;
+                let m = Mark {
+                    source: MarkSource::User,
+                    note,
+                };
+                writer_failed |= tx.send(Msg::Mark(ts, m)).is_err();
+            }
+            if last_house.elapsed() >= HOUSEKEEPING || stop {
+                // loss markers for what moved since the last look
+                let mut losses = drops.poll(&skel, last_house_mono, now_mono);
+                let queue_now = consumer.borrow().dropped_queue;
+                for (i, k) in EventKind::ALL.iter().enumerate() {
+                    let d = queue_now[i] - dropped_queue_seen[i];
+                    if d > 0 {
+                        losses.push(loss_event(
+                            *k,
+                            u32::MAX,
+                            d,
+                            LossReason::QueueFull,
+                            last_house_mono,
+                            now_mono,
+                        ));
+                    }
+                }
+                dropped_queue_seen = queue_now;
+                if !losses.is_empty() {
+                    writer_failed |= tx.send(Msg::Control(losses)).is_err();
+                }
+                status.line(&consumer.borrow(), &drops, &in_flight);
+                last_house = Instant::now();
+                last_house_mono = now_mono;
+            }
+        }
+        if writer_failed {
+            break;
+        }
+        if stop {
+            break;
+        }
+    }
+
+    // Detach first so that nothing new arrives, then drain what the rings still hold.
+    skel.links = Default::default();
+    let _ = rings.consume();
+    consumer.borrow_mut().send_batch();
+    let end_mono = marks::monotonic_ns();
+    let mut losses = drops.poll(&skel, last_house_mono, end_mono);
+    let queue_now = consumer.borrow().dropped_queue;
+    for (i, k) in EventKind::ALL.iter().enumerate() {
+        let d = queue_now[i] - dropped_queue_seen[i];
+        if d > 0 {
+            losses.push(loss_event(
+                *k,
+                u32::MAX,
+                d,
+                LossReason::QueueFull,
+                last_house_mono,
+                end_mono,
+            ));
+        }
+    }
+    if !losses.is_empty() {
+        let _ = tx.send(Msg::Control(losses));
+    }
+    let _ = tx.send(Msg::Stop);
+    drop(tx);
+    let c = consumer.borrow();
+    summary.records = c.records;
+    summary.bad_records = c.bad_records;
+    for (i, k) in EventKind::ALL.iter().enumerate() {
+        if c.dropped_queue[i] > 0 {
+            summary
+                .dropped_queue
+                .insert(k.name().into(), c.dropped_queue[i]);
+        }
+    }
+    drop(c);
+    summary.dropped_ring = drops.totals_by_name();
+    let result = writer
+        .join()
+        .map_err(|_| CaptureError::Writer("panicked".into()))?;
+    let _ = std::fs::remove_file(&pid_file);
+    summary.writer = result?;
+    summary.redacted = redacted.load(Ordering::Relaxed);
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Keeps libbpf's chatter to warnings, on stderr.
+fn quiet_libbpf() {
+    fn print(level: libbpf_rs::PrintLevel, msg: String) {
+        if level == libbpf_rs::PrintLevel::Warn {
+            eprint!("libbpf: {msg}");
+        }
+    }
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, print)));
+}
+
+/// Sets the load-time constants and map sizes; disables the programs of unselected streams.
+fn configure(
+    open: &mut OpenRetraceSkel<'_>,
+    cfg: &CaptureConfig,
+    self_pid: u32,
+) -> Result<(), CaptureError> {
+    let s = cfg.streams;
+    let ro = open
+        .maps
+        .rodata_data
+        .as_deref_mut()
+        .ok_or_else(|| CaptureError::Config("BPF object has no .rodata".into()))?;
+    ro.self_tgid = self_pid;
+    ro.filter_tgid = cfg.pid.unwrap_or(0);
+    if let Some(comm) = &cfg.comm {
+        ro.filter_comm_set = 1;
+        for (i, b) in comm.bytes().take(15).enumerate() {
+            ro.filter_comm[i] = b as i8;
+        }
+    }
+    ro.filter_port = cfg.port.unwrap_or(0);
+    ro.payload_bytes = cfg.payload_bytes;
+    ro.en_proc = u8::from(s.has(Stream::Proc));
+    ro.en_tcp = u8::from(s.has(Stream::Tcp) || s.has(Stream::L7));
+    ro.en_l7 = u8::from(s.has(Stream::L7));
+    ro.en_dns = u8::from(s.has(Stream::Dns));
+    ro.en_logs = u8::from(s.has(Stream::Logs));
+    let data = cfg.data_ring_bytes();
+    let ctl = cfg.ctl_ring_bytes();
+    // wake the consumer when a ring is a quarter full; otherwise it polls every 20 ms
+    ro.wakeup_data_bytes = u64::from(data / 4);
+    ro.wakeup_ctl_bytes = u64::from(ctl / 4);
+    open.maps
+        .rb_data
+        .set_max_entries(data)
+        .map_err(|e| CaptureError::bpf("sizing rb_data", e))?;
+    open.maps
+        .rb_ctl
+        .set_max_entries(ctl)
+        .map_err(|e| CaptureError::bpf("sizing rb_ctl", e))?;
+    let p = &mut open.progs;
+    let proc = s.has(Stream::Proc);
+    let tcp = s.has(Stream::Tcp) || s.has(Stream::L7);
+    let sys = tcp || s.has(Stream::Dns) || s.has(Stream::Logs);
+    for prog in [
+        &mut p.rt_exec,
+        &mut p.rt_fork,
+        &mut p.rt_exit,
+        &mut p.rt_oom,
+    ] {
+        prog.set_autoload(proc);
+    }
+    for prog in [
+        &mut p.rt_set_state,
+        &mut p.rt_retransmit,
+        &mut p.rt_send_reset,
+        &mut p.rt_receive_reset,
+        &mut p.rt_tcp_probe,
+    ] {
+        prog.set_autoload(tcp);
+    }
+    p.rt_sys_enter.set_autoload(sys);
+    p.rt_sys_exit.set_autoload(sys);
+    Ok(())
+}
+
+/// Seeds the kernel's fd table (sockets and log files open before the capture) and builds the
+/// initial state snapshot.
+fn seed(
+    cfg: &CaptureConfig,
+    skel: &retrace_bpf::RetraceSkel<'_>,
+    converter: &mut Converter,
+    start_mono: u64,
+    self_pid: u32,
+) -> StateSnapshot {
+    let tcp = cfg.streams.has(Stream::Tcp) || cfg.streams.has(Stream::L7);
+    let logs = cfg.streams.has(Stream::Logs);
+    let sockets = if tcp {
+        procfs::tcp_sockets()
+    } else {
+        Default::default()
+    };
+    let listen_ports: std::collections::HashSet<u16> = sockets
+        .values()
+        .filter(|s| s.state == 10)
+        .map(|s| s.local.port)
+        .collect();
+    let mut state = StateSnapshot {
+        processes: converter.procs.snapshot(),
+        ..Default::default()
+    };
+    let pids: Vec<u32> = state.processes.iter().map(|p| p.pid).collect();
+    for pid in pids {
+        if pid == self_pid || cfg.pid.is_some_and(|f| f != pid) {
+            continue;
+        }
+        let info = converter.procs.get(pid);
+        if let (Some(c), Some(i)) = (&cfg.comm, info) {
+            if &i.comm != c {
+                continue;
+            }
+        }
+        if let (Some(c), Some(i)) = (&cfg.cgroup, info) {
+            if !i.cgroup.contains(c.as_str()) {
+                continue;
+            }
+        }
+        if !(tcp || logs) {
+            continue;
+        }
+        for (fd, target) in procfs::process_fds(pid) {
+            match target {
+                FdTarget::Socket(inode) => {
+                    let Some(s) = sockets.get(&inode) else {
+                        continue;
+                    };
+                    if let Some(p) = cfg.port {
+                        if s.local.port != p && s.remote.port != p {
+                            continue;
+                        }
+                    }
+                    if s.state == 10 {
+                        state.listening.push(ListenSocket {
+                            pid,
+                            fd,
+                            local: s.local,
+                        });
+                        continue;
+                    }
+                    let inbound = listen_ports.contains(&s.local.port);
+                    state.connections.push(OpenConnection {
+                        conn: ConnId {
+                            pid,
+                            fd,
+                            start_ns: start_mono,
+                        },
+                        local: s.local,
+                        remote: s.remote,
+                        inbound,
+                    });
+                    let mut flags = rt_hdr_flags::RT_F_SEEDED.0;
+                    if inbound {
+                        flags |= rt_hdr_flags::RT_F_INBOUND.0;
+                    }
+                    put_fd(skel, pid, fd, rt_fd_kind::RT_FD_TCP.0, flags, start_mono);
+                }
+                FdTarget::LogFile(path) if logs => {
+                    put_fd(skel, pid, fd, rt_fd_kind::RT_FD_LOG.0, 0, start_mono);
+                    converter.set_log_path(pid, fd, path);
+                }
+                FdTarget::LogFile(_) => {}
+            }
+        }
+    }
+    state
+}
+
+fn put_fd(
+    skel: &retrace_bpf::RetraceSkel<'_>,
+    pid: u32,
+    fd: i32,
+    kind: u32,
+    flags: u32,
+    start: u64,
+) {
+    let k = rt_fd_key { tgid: pid, fd };
+    let v = rt_fd_val {
+        sk: 0,
+        start_ns: start,
+        kind,
+        flags,
+    };
+    let _ = skel
+        .maps
+        .fds
+        .update(pod_bytes(&k), pod_bytes(&v), MapFlags::ANY);
+}
+
+fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: `T` is one of the skeleton's plain repr(C) key/value types without padding
+    // holes (sizes pinned by the static asserts in retrace.h); viewing it as bytes is sound
+    // for its size and the borrow's lifetime.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn loss_event(
+    kind: EventKind,
+    cpu: u32,
+    count: u64,
+    reason: LossReason,
+    from_ns: u64,
+    to_ns: u64,
+) -> Event {
+    Event::new(
+        to_ns,
+        EventBody::Loss(LossMarker {
+            kind,
+            cpu,
+            count,
+            reason,
+            from_ns,
+            to_ns,
+        }),
+    )
+}
+
+/// The per-CPU ring-full counters of the kernel, and what was already reported.
+struct DropCounters {
+    seen: Vec<[u64; 16]>,
+    totals: [u64; 16],
+}
+
+impl DropCounters {
+    fn new(ncpu: usize) -> Self {
+        Self {
+            seen: vec![[0; 16]; ncpu],
+            totals: [0; 16],
+        }
+    }
+
+    /// Loss markers for counters that moved since the last poll.
+    fn poll(&mut self, skel: &retrace_bpf::RetraceSkel<'_>, from: u64, to: u64) -> Vec<Event> {
+        let mut out = Vec::new();
+        for kind in 1..rt_kind::RT_K__COUNT.0 {
+            let Some(ek) = convert::event_kind(kind) else {
+                continue;
+            };
+            let Ok(Some(per_cpu)) = skel
+                .maps
+                .drops
+                .lookup_percpu(&kind.to_ne_bytes(), MapFlags::ANY)
+            else {
+                continue;
+            };
+            for (cpu, v) in per_cpu.iter().enumerate() {
+                let Some(bytes) = v.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                    continue;
+                };
+                let now = u64::from_ne_bytes(bytes);
+                let Some(seen) = self.seen.get_mut(cpu) else {
+                    continue;
+                };
+                let k = kind as usize;
+                let d = now.saturating_sub(seen[k]);
+                if d > 0 {
+                    seen[k] = now;
+                    self.totals[k] += d;
+                    out.push(loss_event(
+                        ek,
+                        cpu as u32,
+                        d,
+                        LossReason::RingFull,
+                        from,
+                        to,
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn total(&self) -> u64 {
+        self.totals.iter().sum()
+    }
+
+    fn totals_by_name(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for (k, v) in self.totals.iter().enumerate() {
+            if *v > 0 {
+                if let Some(ek) = convert::event_kind(k as u32) {
+                    *m.entry(ek.name().to_string()).or_default() += v;
+                }
+            }
+        }
+        m
+    }
+}
+
+/// The ring consumer's state (lives on the loading thread).
+struct Consumer {
+    converter: Converter,
+    batch: Vec<Event>,
+    batch_bytes: usize,
+    tx: SyncSender<Msg>,
+    in_flight: Arc<AtomicUsize>,
+    records: u64,
+    bad_records: u64,
+    dropped_queue: [u64; EventKind::ALL.len()],
+}
+
+impl Consumer {
+    fn on_record(&mut self, bytes: &[u8]) {
+        self.records += 1;
+        match convert::parse_record(bytes) {
+            Ok(rec) => {
+                if let Some(ev) = self.converter.convert(rec) {
+                    self.batch_bytes += EVENT_OVERHEAD + payload_len(&ev);
+                    self.batch.push(ev);
+                    if self.batch.len() >= BATCH_EVENTS {
+                        self.send_batch();
+                    }
+                }
+            }
+            Err(_) => self.bad_records += 1,
+        }
+    }
+
+    /// Hands the batch to the writer, or drops it (counted per kind) when the queue is full.
+    fn send_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
+        let bytes = std::mem::take(&mut self.batch_bytes);
+        let over = self.in_flight.load(Ordering::Relaxed) + bytes > QUEUE_BYTES;
+        let res = if over {
+            Err(batch)
+        } else {
+            self.in_flight.fetch_add(bytes, Ordering::Relaxed);
+            match self.tx.try_send(Msg::Events(batch, bytes)) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(Msg::Events(b, _)))
+                | Err(TrySendError::Disconnected(Msg::Events(b, _))) => {
+                    self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
+                    Err(b)
+                }
+                Err(_) => Ok(()),
+            }
+        };
+        if let Err(lost) = res {
+            for ev in &lost {
+                self.dropped_queue[ev.kind().as_u8() as usize] += 1;
+            }
+        }
+    }
+}
+
+fn payload_len(ev: &Event) -> usize {
+    match &ev.body {
+        EventBody::L7(m) => m.payload.len(),
+        EventBody::Udp(m) => m.payload.len(),
+        EventBody::Log(m) => m.payload.len() + m.path.len(),
+        EventBody::ProcExec(e) => e.cmdline.iter().map(String::len).sum::<usize>() + e.exe.len(),
+        _ => 0,
+    }
+}
+
+/// Redacts secrets in an event's payload before it reaches disk; returns how many.
+pub fn redact_event(ev: &mut Event) -> usize {
+    match &mut ev.body {
+        EventBody::L7(m) => retrace_protocols::redact::redact_in_place(&mut m.payload),
+        EventBody::Log(m) => retrace_protocols::redact::redact_in_place(&mut m.payload),
+        _ => 0,
+    }
+}
+
+fn writer_loop(
+    mut sink: Box<dyn EventSink>,
+    rx: Receiver<Msg>,
+    in_flight: &AtomicUsize,
+    redact: bool,
+    redacted: &AtomicU64,
+) -> Result<SinkStats, CaptureError> {
+    let mut last_tick = Instant::now();
+    let mut result: Result<(), CaptureError> = Ok(());
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(100));
+        let step = (|| -> Result<bool, CaptureError> {
+            match msg {
+                Ok(Msg::Events(batch, bytes)) => {
+                    in_flight.fetch_sub(bytes, Ordering::Relaxed);
+                    for mut ev in batch {
+                        if redact {
+                            let n = redact_event(&mut ev);
+                            if n > 0 {
+                                redacted.fetch_add(n as u64, Ordering::Relaxed);
+                            }
+                        }
+                        sink.append(ev)?;
+                    }
+                }
+                Ok(Msg::Control(events)) => {
+                    for ev in events {
+                        if let EventBody::Loss(l) = &ev.body {
+                            sink.record_loss(l.kind, l.count);
+                        }
+                        sink.append(ev)?;
+                    }
+                }
+                Ok(Msg::Mark(ts, m)) => {
+                    sink.append(Event::new(ts, EventBody::Mark(m)))?;
+                    sink.flush()?;
+                }
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(true),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last_tick.elapsed() >= Duration::from_millis(100) {
+                sink.tick()?;
+                last_tick = Instant::now();
+            }
+            Ok(false)
+        })();
+        match step {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    // Always try to seal what was written, even after an error.
+    let closed = sink.close();
+    result?;
+    closed
+}
+
+/// The per-second status line of `--verbose`.
+struct Status {
+    on: bool,
+    last_records: u64,
+    last: Instant,
+}
+
+impl Status {
+    fn new(on: bool) -> Self {
+        Self {
+            on,
+            last_records: 0,
+            last: Instant::now(),
+        }
+    }
+
+    fn line(&mut self, c: &Consumer, drops: &DropCounters, in_flight: &AtomicUsize) {
+        if !self.on {
+            return;
+        }
+        let dt = self.last.elapsed().as_secs_f64().max(1e-3);
+        let rate = (c.records - self.last_records) as f64 / dt;
+        eprintln!(
+            "retrace: {:.0} records/s, {} total, dropped ring {} queue {}, queued {} KiB",
+            rate,
+            c.records,
+            drops.total(),
+            c.dropped_queue.iter().sum::<u64>(),
+            in_flight.load(Ordering::Relaxed) >> 10
+        );
+        self.last_records = c.records;
+        self.last = Instant::now();
+    }
+}
+
+/// Where the mark notes of a capture directory live (for `retrace mark`).
+pub fn marks_dir(dir: &Path) -> PathBuf {
+    dir.join(marks::MARKS_DIR)
+}
