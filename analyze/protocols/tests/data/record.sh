@@ -64,7 +64,8 @@ capture() {
     done
     sleep 0.2
     "$@" || echo "note: $proto/$name client exited with $? (recorded anyway)" >&2
-    sleep 0.5
+    # Let the last packets reach the capture file before stopping it.
+    sleep 1
     kill -INT "$tpid"
     wait "$tpid" || true
     TCPDUMP_PID=
@@ -117,6 +118,7 @@ http {
     server {
         listen 127.0.0.1:$N2 http2;
         location /api/ { return 200 "h2 ok\n"; }
+        location = /api/fail { return 503 "down\n"; }
         location / { return 404; }
     }
 }
@@ -161,10 +163,12 @@ EOF
 fi
 
 if want http2; then
-    capture http2 nginx_h2c "$N2" tcp \
-        curl -s --http2-prior-knowledge -o /dev/null -o /dev/null \
-        -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' \
-        "http://127.0.0.1:$N2/api/items/123" "http://127.0.0.1:$N2/missing"
+    # curl 7.88 fails a second transfer on one h2c connection: one connection per request.
+    capture http2 nginx_h2c "$N2" tcp sh -c "\
+        curl -s --http2-prior-knowledge -o /dev/null \
+            -H 'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' \
+            http://127.0.0.1:$N2/api/items/123; \
+        curl -s --http2-prior-knowledge -o /dev/null http://127.0.0.1:$N2/api/fail"
 fi
 
 # ---------------------------------------------------------------- gRPC (python grpcio)
@@ -286,7 +290,7 @@ if want mysql; then
     # Binary protocol: COM_STMT_PREPARE / COM_STMT_EXECUTE / COM_STMT_CLOSE from a minimal
     # client (the server accepts any credentials with --skip-grant-tables).
     capture mysql prepared "$MP" tcp python3 - "$MP" <<'EOF'
-import socket, struct, sys
+import socket, struct, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 def read_packet():
     hdr = b""
@@ -311,16 +315,18 @@ for _ in range(nparams + (1 if nparams else 0) + ncols + (1 if ncols else 0)):
     read_packet()
 # COM_STMT_EXECUTE: stmt id, flags, iteration count, null bitmap, new-params flag, type, value
 send(0, b"\x17" + struct.pack("<IBI", stmt_id, 0, 1) + b"\x00" + b"\x01" + b"\x08\x00" + struct.pack("<q", 1))
-while True:
+eofs = 0
+while eofs < 2:  # column definitions, then rows, each end with an EOF packet
     seq, p = read_packet()
-    if p[:1] == b"\xfe" and len(p) < 9 and seq > 2:
-        break
+    if p[:1] == b"\xfe" and len(p) < 9:
+        eofs += 1
     if p[:1] == b"\xff":
         break
 send(0, b"\x16" + b"SELECT * FROM no_such_table WHERE id = ?")
 read_packet()  # ERR 1146
 send(0, b"\x19" + struct.pack("<I", stmt_id))  # COM_STMT_CLOSE: no reply
 send(0, b"\x01")  # COM_QUIT
+time.sleep(0.2)
 s.close()
 EOF
 fi

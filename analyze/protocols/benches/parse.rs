@@ -1,0 +1,2 @@
+//! Microbenchmark of the parsers (filled in below).
+fn main() {}

@@ -1,0 +1,438 @@
+//! Pairing of requests and responses on one side of one TCP connection.
+
+use std::collections::VecDeque;
+
+use crate::{
+    detect_request, detect_response, dns, http1, http2, memcached, mysql, postgres, redis,
+    Exchange, Outcome, ParseStats, Protocol, Req, Resp, Role,
+};
+
+/// Most requests a session keeps waiting for their responses; older ones are returned without
+/// a response (and counted in [`ParseStats::evicted`]) when more arrive.
+pub const MAX_PENDING: usize = 1024;
+
+/// Pushes with a payload tried for detection before a session gives up on a connection.
+const DETECT_ATTEMPTS: u32 = 8;
+
+/// Protocol-specific parser state.
+enum State {
+    Unknown,
+    Http1,
+    Http2(Box<http2::State>),
+    Postgres(postgres::State),
+    Mysql(mysql::State),
+    Redis,
+    Memcached,
+    Dns,
+}
+
+/// A request waiting for (the end of) its response.
+struct Pending {
+    req: Req,
+    ts: u64,
+    request_bytes: u64,
+    response_ts: Option<u64>,
+    response_bytes: u64,
+    status: String,
+    error: bool,
+    truncated: bool,
+    complete: bool,
+}
+
+/// One side of one TCP connection: feed its L7 messages in time order, get exchanges.
+///
+/// Requests wait in a FIFO queue (bounded by [`MAX_PENDING`]); a response completes the oldest
+/// request still waiting (HTTP/1, Redis, Memcached, MySQL, PostgreSQL: pipelining is FIFO) or
+/// the request with the same stream id / query id (HTTP/2, gRPC, DNS over TCP). Because only
+/// prefixes are captured, a response whose end was not seen is closed when the next request
+/// arrives, and requests sent before a truncated response push are taken as answered by it.
+/// Completed exchanges are returned by the next `push` (so that bytes continuing their
+/// response can still be counted) or by [`Session::finish`].
+pub struct Session {
+    role: Role,
+    protocol: Protocol,
+    grpc_seen: bool,
+    state: State,
+    detect_attempts: u32,
+    pending: VecDeque<Pending>,
+    done: Vec<Exchange>,
+    /// Timestamp of the last response push that was cut short, and the requests sent before it.
+    last_truncated_response: Option<u64>,
+    stats: ParseStats,
+    reqs: Vec<Req>,
+    resps: Vec<Resp>,
+}
+
+impl Session {
+    /// A session for the given side of a connection.
+    pub fn new(role: Role) -> Self {
+        Session {
+            role,
+            protocol: Protocol::Unknown,
+            grpc_seen: false,
+            state: State::Unknown,
+            detect_attempts: 0,
+            pending: VecDeque::new(),
+            done: Vec::new(),
+            last_truncated_response: None,
+            stats: ParseStats::default(),
+            reqs: Vec::new(),
+            resps: Vec::new(),
+        }
+    }
+
+    /// Protocol of the connection ([`Protocol::Unknown`] until recognized; [`Protocol::Grpc`]
+    /// once a gRPC call was seen on an HTTP/2 connection).
+    pub fn protocol(&self) -> Protocol {
+        if self.protocol == Protocol::Http2 && self.grpc_seen {
+            Protocol::Grpc
+        } else {
+            self.protocol
+        }
+    }
+
+    /// What was parsed so far.
+    pub fn stats(&self) -> &ParseStats {
+        &self.stats
+    }
+
+    /// Feeds one message of this socket: `egress` when written by the socket's owner, `size`
+    /// its real size, `payload` the captured prefix (at most `size` bytes). Returns the
+    /// exchanges completed before this message.
+    pub fn push(&mut self, ts: u64, egress: bool, size: u64, payload: &[u8]) -> Vec<Exchange> {
+        let mut out = Vec::new();
+        self.stats.pushes += 1;
+        let size = size.max(payload.len() as u64);
+        if size == 0 {
+            return out;
+        }
+        let is_request = matches!(
+            (self.role, egress),
+            (Role::Client, true) | (Role::Server, false)
+        );
+        if matches!(self.state, State::Unknown) && !self.try_detect(is_request, payload, size) {
+            self.stats.unparsed += 1;
+            return out;
+        }
+        if is_request {
+            self.on_request(ts, size, payload, &mut out);
+        } else {
+            self.on_response(ts, size, payload, &mut out);
+        }
+        self.stats.exchanges += out.len() as u64;
+        out
+    }
+
+    /// Adds bytes that belong to the last message in that direction (syscalls the capture
+    /// folded into counters).
+    pub fn add_bytes(&mut self, egress: bool, bytes: u64) {
+        let is_request = matches!(
+            (self.role, egress),
+            (Role::Client, true) | (Role::Server, false)
+        );
+        self.add_continuation(is_request, bytes);
+    }
+
+    /// Ends the session: completed exchanges, then requests still waiting (with the response
+    /// seen so far, or none).
+    pub fn finish(mut self) -> Vec<Exchange> {
+        let mut out = std::mem::take(&mut self.done);
+        while let Some(p) = self.pending.pop_front() {
+            if let Some(x) = self.complete(p) {
+                out.push(x);
+            }
+        }
+        self.stats.exchanges += out.len() as u64;
+        out
+    }
+
+    fn try_detect(&mut self, is_request: bool, payload: &[u8], size: u64) -> bool {
+        if payload.is_empty() || self.detect_attempts >= DETECT_ATTEMPTS {
+            return false;
+        }
+        self.detect_attempts += 1;
+        let p = if is_request {
+            detect_request(payload, size)
+        } else {
+            detect_response(payload, size)
+        };
+        self.protocol = p;
+        self.state = match p {
+            Protocol::Unknown => return false,
+            Protocol::Http1 => State::Http1,
+            Protocol::Http2 | Protocol::Grpc => {
+                self.protocol = Protocol::Http2;
+                State::Http2(Box::default())
+            }
+            Protocol::Postgres => State::Postgres(postgres::State::default()),
+            Protocol::Mysql => State::Mysql(mysql::State::default()),
+            Protocol::Redis => State::Redis,
+            Protocol::Memcached => State::Memcached,
+            Protocol::Dns => State::Dns,
+        };
+        true
+    }
+
+    fn keyed(&self) -> bool {
+        matches!(self.state, State::Http2(_) | State::Dns)
+    }
+
+    fn on_request(&mut self, ts: u64, size: u64, payload: &[u8], out: &mut Vec<Exchange>) {
+        let mut reqs = std::mem::take(&mut self.reqs);
+        reqs.clear();
+        let outcome = match &mut self.state {
+            State::Unknown => Outcome::Garbage,
+            State::Http1 => http1::parse_requests(payload, size, &mut reqs),
+            State::Http2(s) => s.parse_requests(payload, size, &mut reqs),
+            State::Postgres(s) => s.parse_requests(payload, size, &mut reqs),
+            State::Mysql(s) => s.parse_requests(payload, size, &mut reqs),
+            State::Redis => redis::parse_requests(payload, size, &mut reqs),
+            State::Memcached => memcached::parse_requests(payload, size, &mut reqs),
+            State::Dns => dns::parse_tcp_requests(payload, size, &mut reqs),
+        };
+        match outcome {
+            Outcome::Garbage => {
+                self.stats.unparsed += 1;
+                self.add_continuation(true, size);
+            }
+            Outcome::Continuation => {
+                self.stats.continuations += 1;
+                self.add_continuation(true, size);
+            }
+            Outcome::Parsed if reqs.is_empty() => {
+                // Messages that open no exchange (password, close, quit...).
+                self.stats.messages += 1;
+                self.add_continuation(true, size);
+            }
+            Outcome::Parsed => {
+                out.append(&mut self.done);
+                if !self.keyed() {
+                    self.close_answered(out);
+                }
+                let n = reqs.len();
+                for i in 0..n {
+                    let start = reqs[i].offset.min(size);
+                    let end = if i + 1 < n {
+                        reqs[i + 1].offset.clamp(start, size)
+                    } else {
+                        size
+                    };
+                    let mut req = std::mem::take(&mut reqs[i]);
+                    if req.protocol == Some(Protocol::Grpc) {
+                        self.grpc_seen = true;
+                    }
+                    self.stats.messages += 1;
+                    if req.truncated {
+                        self.stats.truncated += 1;
+                    }
+                    let truncated = req.truncated;
+                    req.offset = 0;
+                    if self.pending.len() >= MAX_PENDING {
+                        if let Some(old) = self.pending.pop_front() {
+                            self.stats.evicted += 1;
+                            if let Some(x) = self.complete(old) {
+                                out.push(x);
+                            }
+                        }
+                    }
+                    self.pending.push_back(Pending {
+                        req,
+                        ts,
+                        request_bytes: end - start,
+                        response_ts: None,
+                        response_bytes: 0,
+                        status: String::new(),
+                        error: false,
+                        truncated,
+                        complete: false,
+                    });
+                }
+            }
+        }
+        self.reqs = reqs;
+    }
+
+    /// Before new requests (FIFO protocols): responses whose end was not seen are over, and
+    /// requests sent before a truncated response push were answered in its unseen bytes.
+    fn close_answered(&mut self, out: &mut Vec<Exchange>) {
+        let cutoff = self.last_truncated_response.take();
+        while let Some(front) = self.pending.front() {
+            let answered = front.complete
+                || front.response_ts.is_some()
+                || cutoff.is_some_and(|t| front.ts <= t);
+            if !answered {
+                break;
+            }
+            let Some(mut p) = self.pending.pop_front() else {
+                break;
+            };
+            if p.response_ts.is_none() {
+                p.response_ts = cutoff;
+                p.truncated = true;
+            } else if !p.complete {
+                p.truncated = true;
+            }
+            if let Some(x) = self.complete(p) {
+                out.push(x);
+            }
+        }
+    }
+
+    fn on_response(&mut self, ts: u64, size: u64, payload: &[u8], out: &mut Vec<Exchange>) {
+        let mut resps = std::mem::take(&mut self.resps);
+        resps.clear();
+        let outcome = match &mut self.state {
+            State::Unknown => Outcome::Garbage,
+            State::Http1 => http1::parse_responses(payload, size, &mut resps),
+            State::Http2(s) => s.parse_responses(payload, size, &mut resps),
+            State::Postgres(s) => s.parse_responses(payload, size, &mut resps),
+            State::Mysql(s) => s.parse_responses(payload, size, &mut resps),
+            State::Redis => redis::parse_responses(payload, size, &mut resps),
+            State::Memcached => memcached::parse_responses(payload, size, &mut resps),
+            State::Dns => dns::parse_tcp_responses(payload, size, &mut resps),
+        };
+        let truncated_push = size > payload.len() as u64;
+        match outcome {
+            Outcome::Garbage | Outcome::Continuation => {
+                if outcome == Outcome::Garbage {
+                    self.stats.unparsed += 1;
+                } else {
+                    self.stats.continuations += 1;
+                }
+                // Without a parse, the timing still holds for FIFO protocols: the oldest
+                // request without a response got its first byte now.
+                if !self.keyed() {
+                    if let Some(p) = self.pending.iter_mut().find(|p| !p.complete) {
+                        if p.response_ts.is_none() {
+                            p.response_ts = Some(ts);
+                            p.response_bytes += size;
+                            self.resps = resps;
+                            return;
+                        }
+                    }
+                }
+                self.add_continuation(false, size);
+            }
+            Outcome::Parsed => {
+                let n = resps.len();
+                if n > 0 {
+                    out.append(&mut self.done);
+                } else {
+                    self.stats.messages += 1;
+                    self.add_continuation(false, size);
+                }
+                for i in 0..n {
+                    let start = resps[i].offset.min(size);
+                    let end = if i + 1 < n {
+                        resps[i + 1].offset.clamp(start, size)
+                    } else {
+                        size
+                    };
+                    let r = std::mem::take(&mut resps[i]);
+                    if !r.continues {
+                        self.stats.messages += 1;
+                    }
+                    if r.truncated {
+                        self.stats.truncated += 1;
+                    }
+                    let slot = match r.key {
+                        Some(k) => self
+                            .pending
+                            .iter_mut()
+                            .find(|p| p.req.key == Some(k) && !p.complete),
+                        None => self.pending.iter_mut().find(|p| !p.complete),
+                    };
+                    let Some(p) = slot else {
+                        if !r.continues {
+                            self.stats.unmatched_responses += 1;
+                        }
+                        continue;
+                    };
+                    if p.response_ts.is_none() {
+                        p.response_ts = Some(ts);
+                    }
+                    p.response_bytes += end - start;
+                    if !r.status.is_empty() && (!p.error || r.error) {
+                        p.status = r.status;
+                    }
+                    p.error |= r.error;
+                    p.truncated |= r.truncated;
+                    p.complete |= r.complete;
+                }
+                self.collect_complete();
+            }
+        }
+        if truncated_push && !self.keyed() {
+            self.last_truncated_response = Some(ts);
+        }
+        self.resps = resps;
+    }
+
+    /// Moves completed requests to `done`: from the front only for FIFO protocols, from
+    /// anywhere when responses carry ids.
+    fn collect_complete(&mut self) {
+        if self.keyed() {
+            let mut i = 0;
+            while i < self.pending.len() {
+                if self.pending[i].complete {
+                    if let Some(p) = self.pending.remove(i) {
+                        if let Some(x) = self.complete(p) {
+                            self.done.push(x);
+                        }
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            while self.pending.front().is_some_and(|p| p.complete) {
+                if let Some(p) = self.pending.pop_front() {
+                    if let Some(x) = self.complete(p) {
+                        self.done.push(x);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes continuing the last message in one direction.
+    fn add_continuation(&mut self, is_request: bool, bytes: u64) {
+        if is_request {
+            if let Some(p) = self.pending.back_mut() {
+                p.request_bytes += bytes;
+            }
+        } else if let Some(p) = self
+            .pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.response_ts.is_some())
+        {
+            p.response_bytes += bytes;
+        } else if let Some(x) = self.done.last_mut() {
+            x.response_bytes += bytes;
+        }
+    }
+
+    fn complete(&self, p: Pending) -> Option<Exchange> {
+        if p.req.hidden && !p.error {
+            return None;
+        }
+        let protocol = p.req.protocol.unwrap_or(self.protocol);
+        Some(Exchange {
+            protocol,
+            request_ts: p.ts,
+            response_ts: p.response_ts,
+            method: p.req.method,
+            target: p.req.target,
+            route: p.req.route,
+            status: p.status,
+            error: p.error,
+            trace_id: p.req.trace_id,
+            request_id: p.req.request_id,
+            host: p.req.host,
+            request_bytes: p.request_bytes,
+            response_bytes: p.response_bytes,
+            truncated: p.truncated,
+        })
+    }
+}

@@ -1,0 +1,264 @@
+//! Small helpers shared by the parsers: bounded string extraction, route templates, SQL
+//! statement normalization.
+
+/// Longest `target` kept (bytes, cut on a char boundary).
+pub(crate) const MAX_TARGET: usize = 256;
+/// Longest `route` kept.
+pub(crate) const MAX_ROUTE: usize = 200;
+
+/// Lossy UTF-8 of at most `max` bytes of `b` (cut on a char boundary), control characters
+/// replaced by spaces.
+pub(crate) fn text(b: &[u8], max: usize) -> String {
+    let b = &b[..b.len().min(max)];
+    let s = String::from_utf8_lossy(b);
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// ASCII upper-case copy of a short token (at most 32 bytes).
+pub(crate) fn upper_token(b: &[u8]) -> String {
+    let b = &b[..b.len().min(32)];
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        s.push(if c.is_ascii_graphic() {
+            c.to_ascii_uppercase() as char
+        } else {
+            '?'
+        });
+    }
+    s
+}
+
+/// Whether a path segment looks like an identifier: a number, a UUID, or a long hex string
+/// (at least 16 hex digits, or at least 8 with a digit in them).
+pub(crate) fn is_id_segment(seg: &[u8]) -> bool {
+    if seg.is_empty() {
+        return false;
+    }
+    if seg.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    if seg.len() == 36
+        && seg.iter().enumerate().all(|(i, &c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+    {
+        return true;
+    }
+    if seg.iter().all(u8::is_ascii_hexdigit) {
+        return seg.len() >= 16 || (seg.len() >= 8 && seg.iter().any(u8::is_ascii_digit));
+    }
+    false
+}
+
+/// Route template of a request target: the path without query or fragment, with id-like
+/// segments replaced by `{id}`.
+pub(crate) fn route_template(target: &[u8]) -> String {
+    let end = target
+        .iter()
+        .position(|&c| c == b'?' || c == b'#')
+        .unwrap_or(target.len());
+    let mut path = &target[..end];
+    // Absolute form (proxies): drop scheme and authority.
+    if let Some(rest) = strip_scheme(path) {
+        path = rest;
+    }
+    let mut out = String::with_capacity(path.len().min(MAX_ROUTE));
+    for (i, seg) in path.split(|&c| c == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if is_id_segment(seg) {
+            out.push_str("{id}");
+        } else {
+            out.push_str(&text(seg, MAX_ROUTE));
+        }
+        if out.len() >= MAX_ROUTE {
+            break;
+        }
+    }
+    truncate_str(&mut out, MAX_ROUTE);
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+fn strip_scheme(path: &[u8]) -> Option<&[u8]> {
+    let p = path
+        .strip_prefix(b"http://".as_slice())
+        .or_else(|| path.strip_prefix(b"https://".as_slice()))?;
+    let slash = p.iter().position(|&c| c == b'/').unwrap_or(p.len());
+    Some(&p[slash..])
+}
+
+/// Truncates `s` to at most `max` bytes on a char boundary.
+pub(crate) fn truncate_str(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// Normalized SQL statement: literals (quoted strings, numbers, `$n` parameters) replaced by
+/// `?`, whitespace collapsed, a trailing `;` dropped, at most [`MAX_ROUTE`] bytes.
+pub(crate) fn normalize_sql(sql: &[u8]) -> String {
+    let mut out = String::with_capacity(sql.len().min(MAX_ROUTE));
+    let mut i = 0;
+    let mut pending_space = false;
+    while i < sql.len() && out.len() < MAX_ROUTE {
+        let c = sql[i];
+        if c.is_ascii_whitespace() {
+            pending_space = !out.is_empty();
+            i += 1;
+            continue;
+        }
+        if pending_space {
+            out.push(' ');
+            pending_space = false;
+        }
+        let prev_ident = out
+            .as_bytes()
+            .last()
+            .is_some_and(|&p| p.is_ascii_alphanumeric() || p == b'_');
+        if c == b'\'' {
+            // String literal, '' escapes a quote.
+            i += 1;
+            while i < sql.len() {
+                if sql[i] == b'\'' {
+                    if sql.get(i + 1) == Some(&b'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push('?');
+        } else if (c.is_ascii_digit()
+            || (c == b'$' && sql.get(i + 1).is_some_and(u8::is_ascii_digit)))
+            && !prev_ident
+        {
+            i += 1;
+            while i < sql.len() && (sql[i].is_ascii_alphanumeric() || sql[i] == b'.') {
+                i += 1;
+            }
+            out.push('?');
+        } else {
+            out.push(if c.is_ascii() && !c.is_ascii_control() {
+                c as char
+            } else {
+                '?'
+            });
+            i += 1;
+        }
+    }
+    while out.ends_with(';') || out.ends_with(' ') {
+        out.pop();
+    }
+    truncate_str(&mut out, MAX_ROUTE);
+    out
+}
+
+/// Parses an ASCII decimal number.
+pub(crate) fn parse_dec(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(c - b'0');
+    }
+    Some(n)
+}
+
+/// Position of the first `\r\n` in `b`.
+pub(crate) fn find_crlf(b: &[u8]) -> Option<usize> {
+    memchr::memmem::find(b, b"\r\n")
+}
+
+/// Big-endian u32 at `at`.
+pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Trace id of a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub(crate) fn traceparent_trace_id(v: &[u8]) -> Option<String> {
+    let v = v.trim_ascii();
+    if v.len() < 55 || v[2] != b'-' || v[35] != b'-' {
+        return None;
+    }
+    let id = &v[3..35];
+    if id.iter().all(u8::is_ascii_hexdigit) && id.iter().any(|&c| c != b'0') {
+        Some(text(id, 32).to_ascii_lowercase())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route_template(b"/users/42/orders/3fa85f64-5717-4562-b3fc-2c963f66afa6?x=1"),
+            "/users/{id}/orders/{id}"
+        );
+        assert_eq!(
+            route_template(b"/blob/deadbeefdeadbeefdeadbeef"),
+            "/blob/{id}"
+        );
+        assert_eq!(route_template(b"/api/v2/facade"), "/api/v2/facade");
+        assert_eq!(route_template(b"/c0ffee12/x"), "/{id}/x");
+        assert_eq!(route_template(b"http://h:80/a/7"), "/a/{id}");
+        assert_eq!(route_template(b"*"), "*");
+        assert_eq!(route_template(b""), "/");
+    }
+
+    #[test]
+    fn sql() {
+        assert_eq!(
+            normalize_sql(b"SELECT  id, name FROM items\n WHERE id = 1 AND n = 'it''s';"),
+            "SELECT id, name FROM items WHERE id = ? AND n = ?"
+        );
+        assert_eq!(
+            normalize_sql(b"SELECT $1::int + 1 AS next;"),
+            "SELECT ?::int + ? AS next"
+        );
+        assert_eq!(
+            normalize_sql(b"select * from t2 where a1=-3.5e2"),
+            "select * from t2 where a1=-?"
+        );
+    }
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            traceparent_trace_id(b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            traceparent_trace_id(b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(traceparent_trace_id(b"garbage"), None);
+    }
+}
