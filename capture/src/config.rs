@@ -391,6 +391,7 @@ fn pow2_clamp(v: u64) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

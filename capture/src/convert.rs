@@ -475,6 +475,7 @@ impl Converter {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use retrace_bpf::types::{rt_dir, rt_tuple};

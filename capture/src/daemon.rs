@@ -79,7 +79,8 @@ impl Summary {
 enum Msg {
     Events(Vec<Event>, usize),
     Control(Vec<Event>),
-    Mark(u64, Mark),
+    /// A mark at a monotonic time, and how far around it segments are pinned.
+    Mark(u64, Mark, u64),
     Stop,
 }
 
@@ -267,6 +268,7 @@ pub fn run_with(
     };
     let mut status = Status::new(cfg.verbose);
     let deadline = cfg.duration.map(|d| started + d);
+    let pin_ns = u64::try_from(cfg.pin.as_nanos()).unwrap_or(u64::MAX);
     let mut writer_failed = false;
 
     loop {
@@ -288,7 +290,7 @@ pub fn run_with(
                     source: MarkSource::Signal,
                     note: "SIGUSR1".into(),
                 };
-                writer_failed |= tx.send(Msg::Mark(now_mono, m)).is_err();
+                writer_failed |= tx.send(Msg::Mark(now_mono, m, pin_ns)).is_err();
             }
             for (ts, note) in notes {
                 summary.marks += 1;
@@ -296,7 +298,7 @@ pub fn run_with(
                     source: MarkSource::User,
                     note,
                 };
-                writer_failed |= tx.send(Msg::Mark(ts, m)).is_err();
+                writer_failed |= tx.send(Msg::Mark(ts, m, pin_ns)).is_err();
             }
             if last_house.elapsed() >= HOUSEKEEPING || stop {
                 // loss markers for what moved since the last look
@@ -778,8 +780,9 @@ fn writer_loop(
                         sink.append(ev)?;
                     }
                 }
-                Ok(Msg::Mark(ts, m)) => {
+                Ok(Msg::Mark(ts, m, pin_ns)) => {
                     sink.append(Event::new(ts, EventBody::Mark(m)))?;
+                    sink.pin(ts.saturating_sub(pin_ns), ts.saturating_add(pin_ns));
                     sink.flush()?;
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(true),
@@ -844,4 +847,163 @@ impl Status {
 /// Where the mark notes of a capture directory live (for `retrace mark`).
 pub fn marks_dir(dir: &Path) -> PathBuf {
     dir.join(marks::MARKS_DIR)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sink::MemorySink;
+    use retrace_segment::{Direction, Endpoint, L7Message};
+
+    fn l7(payload: &[u8]) -> Event {
+        Event::new(
+            10,
+            EventBody::L7(L7Message {
+                conn: ConnId::default(),
+                tid: 1,
+                direction: Direction::Egress,
+                size: payload.len() as u64,
+                payload: payload.to_vec(),
+                tcp_seq: None,
+                folded_calls: 0,
+                folded_bytes: 0,
+                local: Endpoint::default(),
+                remote: Endpoint::default(),
+            }),
+        )
+    }
+
+    /// Runs the writer loop over `msgs` with a memory sink; returns what reached the sink.
+    fn through_writer(msgs: Vec<Msg>, redact: bool) -> (MemorySink, u64) {
+        struct Shared(std::sync::Arc<std::sync::Mutex<MemorySink>>);
+        impl EventSink for Shared {
+            fn append(&mut self, ev: Event) -> Result<(), CaptureError> {
+                self.0.lock().unwrap().append(ev)
+            }
+            fn tick(&mut self) -> Result<(), CaptureError> {
+                self.0.lock().unwrap().tick()
+            }
+            fn flush(&mut self) -> Result<(), CaptureError> {
+                Ok(())
+            }
+            fn pin(&mut self, a: u64, b: u64) {
+                self.0.lock().unwrap().pin(a, b)
+            }
+            fn record_loss(&mut self, k: EventKind, n: u64) {
+                self.0.lock().unwrap().record_loss(k, n)
+            }
+            fn stats(&self) -> SinkStats {
+                self.0.lock().unwrap().stats()
+            }
+            fn close(self: Box<Self>) -> Result<SinkStats, CaptureError> {
+                Ok(self.stats())
+            }
+        }
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(MemorySink::default()));
+        let (tx, rx) = mpsc::sync_channel(16);
+        let in_flight = AtomicUsize::new(0);
+        let redacted = AtomicU64::new(0);
+        for m in msgs {
+            if let Msg::Events(_, b) = &m {
+                in_flight.fetch_add(*b, Ordering::Relaxed);
+            }
+            tx.send(m).unwrap();
+        }
+        tx.send(Msg::Stop).unwrap();
+        writer_loop(
+            Box::new(Shared(shared.clone())),
+            rx,
+            &in_flight,
+            redact,
+            &redacted,
+        )
+        .unwrap();
+        assert_eq!(in_flight.load(Ordering::Relaxed), 0);
+        let sink = std::mem::take(&mut *shared.lock().unwrap());
+        (sink, redacted.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn secrets_are_redacted_before_the_sink_unless_asked_not_to() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t-t0ken\r\n\r\n";
+        let (sink, n) = through_writer(vec![Msg::Events(vec![l7(req)], 100)], true);
+        let EventBody::L7(m) = &sink.events[0].body else {
+            panic!("not l7")
+        };
+        assert_eq!(m.payload.len(), req.len(), "redaction keeps the length");
+        let text = String::from_utf8_lossy(&m.payload);
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(text.contains("Host: x"));
+        assert_eq!(n, 1);
+
+        let (sink, n) = through_writer(vec![Msg::Events(vec![l7(req)], 100)], false);
+        let EventBody::L7(m) = &sink.events[0].body else {
+            panic!("not l7")
+        };
+        assert_eq!(m.payload, req);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn marks_pin_around_them_and_losses_reach_the_totals() {
+        let mark = Mark {
+            source: MarkSource::User,
+            note: "deploy".into(),
+        };
+        let loss = loss_event(EventKind::L7, 1, 7, LossReason::RingFull, 100, 200);
+        let (sink, _) = through_writer(
+            vec![Msg::Mark(1_000, mark, 300), Msg::Control(vec![loss])],
+            true,
+        );
+        assert_eq!(sink.pins, vec![(700, 1_300)]);
+        assert_eq!(sink.losses.get(&EventKind::L7), Some(&7));
+        assert!(matches!(sink.events[0].body, EventBody::Mark(_)));
+        assert_eq!(sink.events[0].ts, 1_000);
+        let EventBody::Loss(l) = &sink.events[1].body else {
+            panic!("not a loss marker")
+        };
+        assert_eq!(
+            (l.kind, l.cpu, l.count, l.from_ns, l.to_ns),
+            (EventKind::L7, 1, 7, 100, 200)
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_per_kind() {
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let mut c = Consumer {
+            converter: Converter::new(ProcTable::default(), None).without_proc_reads(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            tx,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            records: 0,
+            bad_records: 0,
+            dropped_queue: [0; EventKind::ALL.len()],
+        };
+        for _ in 0..3 {
+            c.batch = vec![l7(b"x"), l7(b"y")];
+            c.batch_bytes = 10;
+            c.send_batch();
+        }
+        // the first batch fits in the one-slot queue, the two others are dropped
+        assert_eq!(c.dropped_queue[EventKind::L7.as_u8() as usize], 4);
+        assert_eq!(c.in_flight.load(Ordering::Relaxed), 10);
+        // and the byte budget is enforced too
+        c.in_flight.store(QUEUE_BYTES, Ordering::Relaxed);
+        c.batch = vec![l7(b"z")];
+        c.batch_bytes = 1;
+        c.send_batch();
+        assert_eq!(c.dropped_queue[EventKind::L7.as_u8() as usize], 5);
+    }
+
+    #[test]
+    fn clock_sync_is_consistent() {
+        let a = clock_sync();
+        let now_wall = marks::realtime_ns();
+        let mapped = a.to_wall(marks::monotonic_ns());
+        let diff = now_wall.abs_diff(mapped);
+        assert!(diff < 50_000_000, "mono→wall mapping off by {diff} ns");
+    }
 }

@@ -151,6 +151,7 @@ pub fn take_notes(dir: &Path) -> Vec<(u64, String)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -256,6 +256,7 @@ pub fn node_facts() -> (String, String, u64, u32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
