@@ -4,7 +4,7 @@ use crate::util::{route_template, text, traceparent_trace_id, MAX_TARGET};
 use crate::{Outcome, Req, Resp};
 
 /// Headers read per message (more are skipped: httparse then reports an error we recover from).
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 48;
 
 /// Body framing of a message.
 enum Body {
@@ -241,11 +241,34 @@ fn partial_status(buf: &[u8]) -> Option<u16> {
 
 fn status(code: u16, off: usize, complete: bool, truncated: bool) -> Resp {
     Resp {
-        status: code.to_string(),
+        status: status_text(code),
         error: code >= 500,
         offset: off as u64,
         truncated,
         complete,
         ..Resp::default()
     }
+}
+
+/// Status code as text, without the formatting machinery for the common ones.
+fn status_text(code: u16) -> String {
+    let s = match code {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => return code.to_string(),
+    };
+    s.to_owned()
 }

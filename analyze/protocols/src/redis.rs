@@ -182,7 +182,9 @@ fn skip_value(b: &[u8], depth: usize) -> Skip {
             Skip::Truncated
         };
     };
-    let line = &b[1..e];
+    let Some(line) = b.get(1..e) else {
+        return Skip::Invalid;
+    };
     let after = e + 2;
     match t {
         b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Skip::Done(after),

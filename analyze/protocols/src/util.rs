@@ -10,9 +10,18 @@ pub(crate) const MAX_ROUTE: usize = 200;
 /// replaced by spaces.
 pub(crate) fn text(b: &[u8], max: usize) -> String {
     let b = &b[..b.len().min(max)];
+    // Fast path: printable ASCII (nearly always).
+    if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
+        if let Ok(s) = std::str::from_utf8(b) {
+            return s.to_owned();
+        }
+    }
     let s = String::from_utf8_lossy(b);
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
         out.push(if c.is_control() { ' ' } else { c });
     }
     out
@@ -188,7 +197,15 @@ pub(crate) fn parse_dec(b: &[u8]) -> Option<u64> {
 
 /// Position of the first `\r\n` in `b`.
 pub(crate) fn find_crlf(b: &[u8]) -> Option<usize> {
-    memchr::memmem::find(b, b"\r\n")
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\r', &b[from..]) {
+        let at = from + i;
+        if b.get(at + 1) == Some(&b'\n') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Big-endian u32 at `at`.
