@@ -1,12 +1,1051 @@
-//! `retrace check` (not implemented yet).
+//! `retrace check`: assertions over the analysis of one capture, for CI.
+//!
+//! The expectations file is YAML (the same format is embedded under `expect:` in a
+//! scenario's `scenario.yaml`, and `--expect` accepts either):
+//!
+//! ```yaml
+//! services:
+//!   - name: api
+//!     max_error_rate: 1%        # or 0.01
+//!     max_p99_ms: 300
+//!     requests: { min: 100, max: 5000 }
+//! edges:
+//!   - edge: nginx -> api
+//!     protocol: http            # optional: only edges of this protocol
+//!     max_error_rate: 0.5%
+//!     max_retransmits: 0
+//!   - edge: client -> api
+//!     exists: false
+//! only_services: [client, nginx, api, users, redis, postgres]
+//! only_edges: ["client -> nginx", "nginx -> api"]
+//! ```
+//!
+//! Every key of every entry is one assertion; `check` prints one line per assertion with the
+//! measured value, exits 1 when any fails, and writes JUnit XML with `--junit`.
 
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde::Deserialize;
 
 /// Arguments of `retrace check`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Capture directory (or segment file) to analyze.
+    pub capture: PathBuf,
+    /// Expectations: a YAML file in the format above, or a scenario.yaml (its `expect:`).
+    #[arg(long, value_name = "FILE.yaml")]
+    pub expect: PathBuf,
+    /// Service naming rules passed to the analyzer (see `retrace analyze --services`);
+    /// default: the one a scenario file given to --expect names.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub services: Option<PathBuf>,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+}
 
 /// Runs `retrace check`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`retrace check` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (expect, scenario_services) = load_expectations(&args.expect)?;
+    let services = args.services.clone().or(scenario_services);
+    let snapshot = analyze_capture(&[args.capture.clone()], services.as_deref())?;
+    let results = evaluate(&expect, &snapshot);
+    print!("{}", render_results(&results));
+    if let Some(junit) = &args.junit {
+        let cases: Vec<JunitCase> = results.iter().map(JunitCase::from).collect();
+        let name = format!("retrace check {}", args.capture.display());
+        write_junit(junit, &name, &cases)?;
+    }
+    let failed = results.iter().filter(|r| !r.passed).count();
+    println!(
+        "{} assertions, {} passed, {} failed",
+        results.len(),
+        results.len() - failed,
+        failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// What check and diff look at: a flat view of an analysis.
+
+/// Health of a service or edge, as the analyzer judged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Healthy.
+    Ok,
+    /// Degraded.
+    Warning,
+    /// Red.
+    Critical,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+        })
+    }
+}
+
+/// One service of an analysis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceView {
+    /// Service name.
+    pub name: String,
+    /// Requests served.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Server-side latency percentiles, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// Health.
+    pub status: Status,
+}
+
+/// One edge (client → server, protocol) of an analysis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EdgeView {
+    /// Calling service.
+    pub client: String,
+    /// Called service.
+    pub server: String,
+    /// Protocol name ("http", "postgres", ...).
+    pub protocol: String,
+    /// Connections opened.
+    pub connections: u64,
+    /// Connections that failed.
+    pub failed_connections: u64,
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency percentiles, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile.
+    pub p99_ms: Option<f64>,
+    /// TCP retransmits on the edge's connections.
+    pub retransmits: u64,
+    /// Health.
+    pub status: Status,
+}
+
+impl EdgeView {
+    /// `client -> server`.
+    pub fn key(&self) -> String {
+        format!("{} -> {}", self.client, self.server)
+    }
+}
+
+/// The parts of an analysis that `check` and `diff` judge.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Snapshot {
+    /// Length of the analyzed window, seconds.
+    pub window_s: f64,
+    /// Services, by name.
+    pub services: Vec<ServiceView>,
+    /// Edges.
+    pub edges: Vec<EdgeView>,
+}
+
+fn ratio(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        errors as f64 / requests as f64
+    }
+}
+
+impl ServiceView {
+    /// errors / requests (0 without requests).
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.errors, self.requests)
+    }
+}
+
+impl EdgeView {
+    /// errors / requests (0 without requests).
+    pub fn error_rate(&self) -> f64 {
+        ratio(self.errors, self.requests)
+    }
+}
+
+fn status_of(h: &retrace_analyze::Health) -> Status {
+    match h {
+        retrace_analyze::Health::Ok => Status::Ok,
+        retrace_analyze::Health::Warning => Status::Warning,
+        retrace_analyze::Health::Critical => Status::Critical,
+    }
+}
+
+impl Snapshot {
+    /// The view of an analysis.
+    pub fn from_analysis(a: &retrace_analyze::Analysis) -> Snapshot {
+        let window_s = a.window_end_ns.saturating_sub(a.window_start_ns) as f64 / 1e9;
+        let services = a
+            .services
+            .iter()
+            .map(|s| ServiceView {
+                name: s.service.clone(),
+                requests: s.requests,
+                errors: s.errors,
+                p50_ms: s.p50_ms,
+                p95_ms: s.p95_ms,
+                p99_ms: s.p99_ms,
+                status: status_of(&s.status),
+            })
+            .collect();
+        let edges = a
+            .edges
+            .iter()
+            .map(|e| EdgeView {
+                client: e.client.clone(),
+                server: e.server.clone(),
+                protocol: e.protocol.clone(),
+                connections: e.connections,
+                failed_connections: e.failed_connections,
+                requests: e.requests,
+                errors: e.errors,
+                p50_ms: e.p50_ms,
+                p95_ms: e.p95_ms,
+                p99_ms: e.p99_ms,
+                retransmits: e.retransmits,
+                status: status_of(&e.status),
+            })
+            .collect();
+        Snapshot {
+            window_s,
+            services,
+            edges,
+        }
+    }
+}
+
+/// Analyzes captures with the library and returns the view `check`/`diff` judge.
+pub fn analyze_capture(paths: &[PathBuf], services: Option<&Path>) -> anyhow::Result<Snapshot> {
+    let analysis = run_analysis(paths, services)?;
+    Ok(Snapshot::from_analysis(&analysis))
+}
+
+/// Runs the analyzer on captures.
+pub fn run_analysis(
+    paths: &[PathBuf],
+    services: Option<&Path>,
+) -> anyhow::Result<retrace_analyze::Analysis> {
+    let opts = retrace_analyze::AnalyzeOptions {
+        services_file: services.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    retrace_analyze::analyze(paths, &opts)
+        .with_context(|| format!("analyzing {}", names.join(", ")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The expectations file.
+
+/// A fraction, written as a number (`0.01`) or a percentage (`"1%"`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ratio(pub f64);
+
+impl<'de> Deserialize<'de> for Ratio {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor (not an untagged enum): errors keep the scalar's line and column.
+        struct V;
+        const WHAT: &str = "a fraction between 0 and 1 (0.01) or a percentage (\"1%\")";
+        fn check<E: serde::de::Error>(v: f64) -> Result<Ratio, E> {
+            if (0.0..=1.0).contains(&v) {
+                Ok(Ratio(v))
+            } else {
+                Err(E::custom(format!("expected {WHAT}, found {v}")))
+            }
+        }
+        impl serde::de::Visitor<'_> for V {
+            type Value = Ratio;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(WHAT)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Ratio, E> {
+                check(v)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Ratio, E> {
+                check(v as f64)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Ratio, E> {
+                check(v as f64)
+            }
+            fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Ratio, E> {
+                let num = t
+                    .trim()
+                    .strip_suffix('%')
+                    .ok_or_else(|| E::custom(format!("expected {WHAT}, found {t:?}")))?;
+                let v: f64 = num
+                    .trim()
+                    .parse()
+                    .map_err(|_| E::custom(format!("expected {WHAT}, found {t:?}")))?;
+                check(v / 100.0)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An inclusive range of counts; either end may be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CountRange {
+    /// At least.
+    pub min: Option<u64>,
+    /// At most.
+    pub max: Option<u64>,
+}
+
+/// One or several accepted health states.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSet {
+    /// Exactly this one.
+    One(Status),
+    /// Any of these.
+    Any(Vec<Status>),
+}
+
+impl StatusSet {
+    fn contains(&self, s: Status) -> bool {
+        match self {
+            StatusSet::One(x) => *x == s,
+            StatusSet::Any(v) => v.contains(&s),
+        }
+    }
+    fn describe(&self) -> String {
+        match self {
+            StatusSet::One(x) => x.to_string(),
+            StatusSet::Any(v) => v
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("|"),
+        }
+    }
+}
+
+/// Assertions about one service.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceExpect {
+    /// Service name.
+    pub name: String,
+    /// Whether it must be present (default) or absent.
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// Error rate at most.
+    pub max_error_rate: Option<Ratio>,
+    /// Error rate at least (to assert an expected failure).
+    pub min_error_rate: Option<Ratio>,
+    /// p99 at most, ms.
+    pub max_p99_ms: Option<f64>,
+    /// Requests within.
+    pub requests: Option<CountRange>,
+    /// Health among.
+    pub status: Option<StatusSet>,
+}
+
+/// Assertions about one edge.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeExpect {
+    /// `client -> server`.
+    pub edge: EdgeName,
+    /// Only edges of this protocol.
+    pub protocol: Option<String>,
+    /// Whether it must be present (default) or absent.
+    pub exists: Option<bool>,
+    /// Error rate at most.
+    pub max_error_rate: Option<Ratio>,
+    /// Error rate at least.
+    pub min_error_rate: Option<Ratio>,
+    /// p99 at most, ms.
+    pub max_p99_ms: Option<f64>,
+    /// Requests within.
+    pub requests: Option<CountRange>,
+    /// Retransmits at most.
+    pub max_retransmits: Option<u64>,
+    /// Retransmits at least.
+    pub min_retransmits: Option<u64>,
+    /// Failed connections at most.
+    pub max_failed_connections: Option<u64>,
+    /// Failed connections at least.
+    pub min_failed_connections: Option<u64>,
+    /// Health among.
+    pub status: Option<StatusSet>,
+}
+
+/// `client -> server`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EdgeName {
+    /// Calling service.
+    pub client: String,
+    /// Called service.
+    pub server: String,
+}
+
+impl fmt::Display for EdgeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.client, self.server)
+    }
+}
+
+impl std::str::FromStr for EdgeName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected an edge written `client -> server`, found {s:?}");
+        let (c, sv) = s.split_once("->").ok_or_else(bad)?;
+        let (c, sv) = (c.trim(), sv.trim());
+        if c.is_empty() || sv.is_empty() || sv.contains("->") {
+            return Err(bad());
+        }
+        Ok(EdgeName {
+            client: c.to_string(),
+            server: sv.to_string(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for EdgeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A whole expectations file.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    /// Per-service assertions.
+    #[serde(default)]
+    pub services: Vec<ServiceExpect>,
+    /// Per-edge assertions.
+    #[serde(default)]
+    pub edges: Vec<EdgeExpect>,
+    /// No service beyond these.
+    pub only_services: Option<Vec<String>>,
+    /// No edge beyond these.
+    pub only_edges: Option<Vec<EdgeName>>,
+}
+
+impl Expectations {
+    /// Whether nothing at all is asserted.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.edges.is_empty()
+            && self.only_services.is_none()
+            && self.only_edges.is_none()
+    }
+}
+
+/// A YAML error as `file:line:column: message`.
+pub fn yaml_error(path: &Path, err: &serde_yaml_ng::Error) -> anyhow::Error {
+    let mut msg = err.to_string();
+    match err.location() {
+        Some(loc) => {
+            if let Some(i) = msg.rfind(" at line ") {
+                msg.truncate(i);
+            }
+            anyhow::anyhow!(
+                "{}:{}:{}: {}",
+                path.display(),
+                loc.line(),
+                loc.column(),
+                msg
+            )
+        }
+        None => anyhow::anyhow!("{}: {}", path.display(), msg),
+    }
+}
+
+/// Parses expectations from text (`path` only names the file in errors). Accepts a scenario
+/// file too: then its `expect:` section is used.
+pub fn parse_expectations(path: &Path, text: &str) -> anyhow::Result<Expectations> {
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e))?;
+    let is_scenario = value
+        .as_mapping()
+        .is_some_and(|m| m.contains_key("traffic") || m.contains_key("expect"));
+    let expect = if is_scenario {
+        super::scenario::spec::parse_scenario(path, text)?.expect
+    } else if value.is_null() {
+        anyhow::bail!("{}: empty file: expected expectations (services:, edges:, only_services:, only_edges:)", path.display())
+    } else {
+        serde_yaml_ng::from_str::<Expectations>(text).map_err(|e| yaml_error(path, &e))?
+    };
+    if expect.is_empty() {
+        anyhow::bail!("{}: no assertions in this file", path.display());
+    }
+    Ok(expect)
+}
+
+/// Reads and parses an expectations file; for a scenario file, also returns the analyzer's
+/// services file the scenario names.
+pub fn load_expectations(path: &Path) -> anyhow::Result<(Expectations, Option<PathBuf>)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading expectations {}", path.display()))?;
+    let expect = parse_expectations(path, &text)?;
+    let is_scenario = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.as_mapping()
+                .map(|m| m.contains_key("traffic") || m.contains_key("expect"))
+        })
+        .unwrap_or(false);
+    let services = if is_scenario {
+        super::scenario::spec::load_scenario(path)?.services_file
+    } else {
+        None
+    };
+    Ok((expect, services))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation.
+
+/// The outcome of one assertion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssertionResult {
+    /// What is asserted about: `service api`, `edge nginx -> api`, `services`.
+    pub subject: String,
+    /// The assertion: `error rate <= 1.00%`.
+    pub assertion: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it held.
+    pub passed: bool,
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) => format!("{v:.2} ms"),
+        None => "none".to_string(),
+    }
+}
+
+struct Collector {
+    subject: String,
+    out: Vec<AssertionResult>,
+}
+
+impl Collector {
+    fn push(&mut self, assertion: String, measured: String, passed: bool) {
+        self.out.push(AssertionResult {
+            subject: self.subject.clone(),
+            assertion,
+            measured,
+            passed,
+        });
+    }
+
+    fn range(&mut self, what: &str, r: &CountRange, v: u64) {
+        let desc = match (r.min, r.max) {
+            (Some(a), Some(b)) => format!("{what} in [{a}, {b}]"),
+            (Some(a), None) => format!("{what} >= {a}"),
+            (None, Some(b)) => format!("{what} <= {b}"),
+            (None, None) => format!("{what} (any)"),
+        };
+        let ok = r.min.is_none_or(|a| v >= a) && r.max.is_none_or(|b| v <= b);
+        self.push(desc, v.to_string(), ok);
+    }
+
+    fn rates(&mut self, max: Option<Ratio>, min: Option<Ratio>, rate: f64, errors: u64, req: u64) {
+        let measured = format!("{} ({errors}/{req})", pct(rate));
+        if let Some(m) = max {
+            self.push(
+                format!("error rate <= {}", pct(m.0)),
+                measured.clone(),
+                rate <= m.0,
+            );
+        }
+        if let Some(m) = min {
+            self.push(format!("error rate >= {}", pct(m.0)), measured, rate >= m.0);
+        }
+    }
+
+    fn p99(&mut self, max: Option<f64>, p99: Option<f64>) {
+        if let Some(m) = max {
+            // No latency measured (no requests) does not violate an upper bound.
+            let ok = p99.is_none_or(|v| v <= m);
+            self.push(format!("p99 <= {m} ms"), ms(p99), ok);
+        }
+    }
+
+    fn status(&mut self, want: &Option<StatusSet>, got: Status) {
+        if let Some(w) = want {
+            self.push(
+                format!("status is {}", w.describe()),
+                got.to_string(),
+                w.contains(got),
+            );
+        }
+    }
+}
+
+/// Several edges between the same pair (one per protocol) judged as one.
+struct EdgeAgg {
+    requests: u64,
+    errors: u64,
+    retransmits: u64,
+    failed_connections: u64,
+    p99: Option<f64>,
+    status: Status,
+    protocols: Vec<String>,
+}
+
+fn aggregate_edges<'a>(edges: impl Iterator<Item = &'a EdgeView>) -> Option<EdgeAgg> {
+    let mut agg: Option<EdgeAgg> = None;
+    for e in edges {
+        let a = agg.get_or_insert(EdgeAgg {
+            requests: 0,
+            errors: 0,
+            retransmits: 0,
+            failed_connections: 0,
+            p99: None,
+            status: Status::Ok,
+            protocols: Vec::new(),
+        });
+        a.requests += e.requests;
+        a.errors += e.errors;
+        a.retransmits += e.retransmits;
+        a.failed_connections += e.failed_connections;
+        // The worst p99 of the protocols: an upper bound must hold for each of them.
+        a.p99 = match (a.p99, e.p99_ms) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        a.status = a.status.max(e.status);
+        a.protocols.push(e.protocol.clone());
+    }
+    agg
+}
+
+/// Evaluates every assertion of `expect` against `snap`.
+pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> {
+    let mut c = Collector {
+        subject: String::new(),
+        out: Vec::new(),
+    };
+    for se in &expect.services {
+        c.subject = format!("service {}", se.name);
+        let found = snap.services.iter().find(|s| s.name == se.name);
+        let want = se.exists.unwrap_or(true);
+        let seen = match found {
+            Some(s) => format!("present ({} requests)", s.requests),
+            None => "absent".to_string(),
+        };
+        c.push(
+            if want { "exists" } else { "does not exist" }.to_string(),
+            seen,
+            found.is_some() == want,
+        );
+        let Some(s) = found else { continue };
+        c.rates(
+            se.max_error_rate,
+            se.min_error_rate,
+            s.error_rate(),
+            s.errors,
+            s.requests,
+        );
+        c.p99(se.max_p99_ms, s.p99_ms);
+        if let Some(r) = &se.requests {
+            c.range("requests", r, s.requests);
+        }
+        c.status(&se.status, s.status);
+    }
+    for ee in &expect.edges {
+        let proto = ee.protocol.as_deref();
+        c.subject = match proto {
+            Some(p) => format!("edge {} ({p})", ee.edge),
+            None => format!("edge {}", ee.edge),
+        };
+        let agg = aggregate_edges(snap.edges.iter().filter(|e| {
+            e.client == ee.edge.client
+                && e.server == ee.edge.server
+                && proto.is_none_or(|p| e.protocol.eq_ignore_ascii_case(p))
+        }));
+        let want = ee.exists.unwrap_or(true);
+        let seen = match &agg {
+            Some(a) => format!(
+                "present ({}, {} requests)",
+                a.protocols.join("+"),
+                a.requests
+            ),
+            None => "absent".to_string(),
+        };
+        c.push(
+            if want { "exists" } else { "does not exist" }.to_string(),
+            seen,
+            agg.is_some() == want,
+        );
+        let Some(a) = agg else { continue };
+        c.rates(
+            ee.max_error_rate,
+            ee.min_error_rate,
+            ratio(a.errors, a.requests),
+            a.errors,
+            a.requests,
+        );
+        c.p99(ee.max_p99_ms, a.p99);
+        if let Some(r) = &ee.requests {
+            c.range("requests", r, a.requests);
+        }
+        if ee.max_retransmits.is_some() || ee.min_retransmits.is_some() {
+            c.range(
+                "retransmits",
+                &CountRange {
+                    min: ee.min_retransmits,
+                    max: ee.max_retransmits,
+                },
+                a.retransmits,
+            );
+        }
+        if ee.max_failed_connections.is_some() || ee.min_failed_connections.is_some() {
+            c.range(
+                "failed connections",
+                &CountRange {
+                    min: ee.min_failed_connections,
+                    max: ee.max_failed_connections,
+                },
+                a.failed_connections,
+            );
+        }
+        c.status(&ee.status, a.status);
+    }
+    if let Some(allowed) = &expect.only_services {
+        c.subject = "services".to_string();
+        let extra: Vec<&str> = snap
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| !allowed.iter().any(|a| a == n))
+            .collect();
+        c.push(
+            format!("none beyond [{}]", allowed.join(", ")),
+            if extra.is_empty() {
+                format!("{} services, none extra", snap.services.len())
+            } else {
+                format!("extra: {}", extra.join(", "))
+            },
+            extra.is_empty(),
+        );
+    }
+    if let Some(allowed) = &expect.only_edges {
+        c.subject = "edges".to_string();
+        let mut extra: Vec<String> = snap
+            .edges
+            .iter()
+            .filter(|e| {
+                !allowed
+                    .iter()
+                    .any(|a| a.client == e.client && a.server == e.server)
+            })
+            .map(EdgeView::key)
+            .collect();
+        extra.dedup();
+        let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+        c.push(
+            format!("none beyond [{}]", list.join(", ")),
+            if extra.is_empty() {
+                format!("{} edges, none extra", snap.edges.len())
+            } else {
+                format!("extra: {}", extra.join(", "))
+            },
+            extra.is_empty(),
+        );
+    }
+    c.out
+}
+
+/// One line per assertion.
+pub fn render_results(results: &[AssertionResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{}  {}: {} (measured: {})",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.subject,
+            r.assertion,
+            r.measured
+        );
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// JUnit XML (shared with `diff`).
+
+/// One JUnit test case.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JunitCase {
+    /// Grouping (`classname`).
+    pub class: String,
+    /// Test name.
+    pub name: String,
+    /// Failure message, when it failed.
+    pub failure: Option<String>,
+    /// Extra text (`system-out`).
+    pub output: String,
+}
+
+impl From<&AssertionResult> for JunitCase {
+    fn from(r: &AssertionResult) -> Self {
+        JunitCase {
+            class: r.subject.clone(),
+            name: r.assertion.clone(),
+            failure: (!r.passed).then(|| format!("measured: {}", r.measured)),
+            output: format!("measured: {}", r.measured),
+        }
+    }
+}
+
+/// Escapes text for XML content and attribute values; drops characters XML 1.0 forbids.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(ch),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JUnit XML document with one suite.
+pub fn junit_xml(suite: &str, cases: &[JunitCase]) -> String {
+    let failures = cases.iter().filter(|c| c.failure.is_some()).count();
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        s,
+        "<testsuites tests=\"{}\" failures=\"{failures}\">",
+        cases.len()
+    );
+    let _ = writeln!(
+        s,
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
+        xml_escape(suite),
+        cases.len()
+    );
+    for c in cases {
+        let _ = write!(
+            s,
+            "    <testcase classname=\"{}\" name=\"{}\">",
+            xml_escape(&c.class),
+            xml_escape(&c.name)
+        );
+        if let Some(f) = &c.failure {
+            let _ = write!(
+                s,
+                "<failure message=\"{}\">{}</failure>",
+                xml_escape(f),
+                xml_escape(f)
+            );
+        }
+        if !c.output.is_empty() {
+            let _ = write!(s, "<system-out>{}</system-out>", xml_escape(&c.output));
+        }
+        s.push_str("</testcase>\n");
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
+/// Writes a JUnit XML file.
+pub fn write_junit(path: &Path, suite: &str, cases: &[JunitCase]) -> anyhow::Result<()> {
+    std::fs::write(path, junit_xml(suite, cases))
+        .with_context(|| format!("writing JUnit XML {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn edge(c: &str, s: &str, req: u64, err: u64, p99: f64, rtx: u64) -> EdgeView {
+        EdgeView {
+            client: c.into(),
+            server: s.into(),
+            protocol: "http".into(),
+            connections: 3,
+            failed_connections: 0,
+            requests: req,
+            errors: err,
+            p50_ms: Some(p99 / 4.0),
+            p95_ms: Some(p99 / 2.0),
+            p99_ms: Some(p99),
+            retransmits: rtx,
+            status: Status::Ok,
+        }
+    }
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            window_s: 20.0,
+            services: vec![
+                ServiceView {
+                    name: "nginx".into(),
+                    requests: 1000,
+                    errors: 0,
+                    p50_ms: Some(2.0),
+                    p95_ms: Some(5.0),
+                    p99_ms: Some(9.0),
+                    status: Status::Ok,
+                },
+                ServiceView {
+                    name: "api".into(),
+                    requests: 1000,
+                    errors: 30,
+                    p50_ms: Some(1.0),
+                    p95_ms: Some(4.0),
+                    p99_ms: Some(8.0),
+                    status: Status::Critical,
+                },
+            ],
+            edges: vec![
+                edge("client", "nginx", 1000, 0, 9.0, 0),
+                edge("nginx", "api", 1000, 30, 8.0, 2),
+            ],
+        }
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Expectations> {
+        parse_expectations(Path::new("exp.yaml"), text)
+    }
+
+    #[test]
+    fn parses_and_evaluates() {
+        let e = parse(
+            "services:\n  - name: api\n    max_error_rate: 1%\n    status: [warning, critical]\n\
+             edges:\n  - edge: nginx -> api\n    max_retransmits: 1\n    requests: {min: 500, max: 2000}\n    max_p99_ms: 10\n\
+             \x20 - edge: client -> api\n    exists: false\n\
+             only_services: [nginx, api]\nonly_edges: ['client -> nginx']\n",
+        )
+        .expect("parses");
+        let r = evaluate(&e, &snap());
+        let lines: Vec<(String, bool)> = r
+            .iter()
+            .map(|r| (format!("{}: {}", r.subject, r.assertion), r.passed))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("service api: exists".to_string(), true),
+                ("service api: error rate <= 1.00%".to_string(), false),
+                ("service api: status is warning|critical".to_string(), true),
+                ("edge nginx -> api: exists".to_string(), true),
+                ("edge nginx -> api: p99 <= 10 ms".to_string(), true),
+                (
+                    "edge nginx -> api: requests in [500, 2000]".to_string(),
+                    true
+                ),
+                ("edge nginx -> api: retransmits <= 1".to_string(), false),
+                ("edge client -> api: does not exist".to_string(), true),
+                ("services: none beyond [nginx, api]".to_string(), true),
+                ("edges: none beyond [client -> nginx]".to_string(), false),
+            ]
+        );
+        assert_eq!(r[1].measured, "3.00% (30/1000)");
+        assert_eq!(r[9].measured, "extra: nginx -> api");
+        let text = render_results(&r);
+        assert!(text.contains("FAIL  edge nginx -> api: retransmits <= 1 (measured: 2)"));
+    }
+
+    #[test]
+    fn missing_edge_fails_and_skips_its_metrics() {
+        let e = parse("edges:\n  - edge: api -> postgres\n    max_error_rate: 0.01\n").expect("ok");
+        let r = evaluate(&e, &snap());
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].passed);
+        assert_eq!(r[0].measured, "absent");
+    }
+
+    #[test]
+    fn unknown_field_has_file_line_and_expected() {
+        let err = parse("edges:\n  - edge: a -> b\n    max_p98_ms: 3\n")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:3:"), "{err}");
+        assert!(err.contains("unknown field `max_p98_ms`"), "{err}");
+        assert!(err.contains("expected one of"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_have_locations() {
+        let err = parse("services:\n  - name: x\n    max_error_rate: 150%\n")
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:3:"), "{err}");
+        assert!(err.contains("fraction between 0 and 1"), "{err}");
+        let err = parse("edges:\n  - edge: a => b\n")
+            .expect_err("fail")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:2:"), "{err}");
+        assert!(err.contains("client -> server"), "{err}");
+        let err = parse("edges: [\n").expect_err("fail").to_string();
+        assert!(err.starts_with("exp.yaml:"), "{err}");
+        let err = parse("").expect_err("fail").to_string();
+        assert!(err.contains("empty file"), "{err}");
+        let err = parse("services:\n  - name: x\n    requests: {min: -3}\n")
+            .expect_err("fail")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:3:"), "{err}");
+    }
+
+    #[test]
+    fn ratio_forms() {
+        let e =
+            parse("services:\n  - name: a\n    max_error_rate: 0.5%\n    min_error_rate: 0.001\n")
+                .expect("ok");
+        assert_eq!(e.services[0].max_error_rate, Some(Ratio(0.005)));
+        assert_eq!(e.services[0].min_error_rate, Some(Ratio(0.001)));
+    }
+
+    #[test]
+    fn junit_escapes_everything() {
+        let cases = vec![JunitCase {
+            class: "edge a -> <b>".into(),
+            name: "p99 <= 5 ms & \"q\"".into(),
+            failure: Some("measured: 'x' \u{1} </failure>".into()),
+            output: String::new(),
+        }];
+        let x = junit_xml("suite <&>", &cases);
+        assert!(x.contains("name=\"suite &lt;&amp;&gt;\""));
+        assert!(x.contains("classname=\"edge a -&gt; &lt;b&gt;\""));
+        assert!(x.contains("name=\"p99 &lt;= 5 ms &amp; &quot;q&quot;\""));
+        assert!(x.contains("&apos;x&apos; \u{FFFD} &lt;/failure&gt;"));
+        assert_eq!(x.matches("</failure>").count(), 1);
+        assert!(x.contains("tests=\"1\" failures=\"1\""));
+    }
 }
