@@ -1,1 +1,138 @@
-//! Offline analyzers over replayed captures.
+//! Offline analysis of retrace captures: connections and L7 exchanges, services and the
+//! service map, RED metrics per edge, service and endpoint, and the report (CSV files,
+//! `summary.json` and a self-contained `index.html`).
+//!
+//! ```no_run
+//! # use std::path::{Path, PathBuf};
+//! # fn main() -> Result<(), retrace_analyze::AnalyzeError> {
+//! let analysis = retrace_analyze::analyze(&[PathBuf::from("capture/")], &Default::default())?;
+//! retrace_analyze::write_report(&analysis, Path::new("report/"))?;
+//! # Ok(()) }
+//! ```
+
+mod engine;
+mod input;
+mod l7;
+mod model;
+mod report;
+pub mod services;
+mod stats;
+
+use std::path::PathBuf;
+
+pub use engine::{Analyzer, ReadStats};
+pub use model::*;
+pub use report::{escape_html, write_report};
+pub use services::ServicesFile;
+pub use stats::{bucket_width_ns, ERROR_RATE_CRITICAL, ERROR_RATE_WARNING};
+
+/// What can go wrong in an analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The services file is malformed.
+    #[error("{}{}: {message}", path.display(), location(*line, *column))]
+    ServicesFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A capture could not be read at all.
+    #[error("{path}: {message}")]
+    Capture {
+        /// The capture.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// No capture was given.
+    #[error("no capture given")]
+    NoInput,
+    /// The aggregation engine failed.
+    #[error("aggregation failed: {0}")]
+    Aggregate(String),
+    /// Writing the report failed.
+    #[error("writing {path}: {message}")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        (Some(l), None) => format!(":{l}"),
+        _ => String::new(),
+    }
+}
+
+/// Options of an analysis.
+#[derive(Clone, Debug, Default)]
+pub struct AnalyzeOptions {
+    /// `--services FILE.yaml`: names, merges and objectives of services.
+    pub services_file: Option<PathBuf>,
+    /// Only events at or after this wall-clock time (ns since the epoch).
+    pub from: Option<u64>,
+    /// Only events before this wall-clock time (ns since the epoch).
+    pub to: Option<u64>,
+    /// Show a progress bar on stderr when it is a terminal.
+    pub progress: bool,
+}
+
+impl AnalyzeOptions {
+    /// Loads the services file, if any.
+    pub fn load_services(&self) -> Result<ServicesFile, AnalyzeError> {
+        match &self.services_file {
+            Some(p) => ServicesFile::load(p),
+            None => Ok(ServicesFile::default()),
+        }
+    }
+}
+
+/// Analyzes the captures at `paths` (capture directories or segment files).
+pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+    if paths.is_empty() {
+        return Err(AnalyzeError::NoInput);
+    }
+    let services = opts.load_services()?;
+    let mut analyzer = Analyzer::new(services);
+    let read = input::feed(paths, opts, &mut analyzer)?;
+    analyzer.finish(read)
+}
+
+/// Analyzes events given directly: `(node name, wall-clock ns, event)`, in time order per node.
+/// Used by tests and by tools that build events in memory.
+pub fn analyze_events<'a>(
+    events: impl IntoIterator<Item = (&'a str, u64, &'a retrace_segment::Event)>,
+    services: ServicesFile,
+) -> Result<Analysis, AnalyzeError> {
+    let mut analyzer = Analyzer::new(services);
+    let mut last: Option<(&str, u16)> = None;
+    for (node, ts, ev) in events {
+        let idx = match last {
+            Some((n, i)) if n == node => i,
+            _ => {
+                let i = analyzer.node(node);
+                last = Some((node, i));
+                i
+            }
+        };
+        analyzer.push(idx, ts, ev);
+    }
+    analyzer.finish(ReadStats::default())
+}

@@ -1,12 +1,50 @@
-//! `retrace analyze` (not implemented yet).
+//! `retrace analyze CAPTURE... --out DIR [--services FILE.yaml]`.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 /// Arguments of `retrace analyze`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Capture directories or segment files (several are merged, e.g. one per node).
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
+    /// Directory to write the report into (index.html, *.csv, summary.json).
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+    /// YAML file naming and merging services, and their latency objectives.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub services: Option<PathBuf>,
+    /// Do not show a progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
 /// Runs `retrace analyze`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`retrace analyze` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let opts = retrace_analyze::AnalyzeOptions {
+        services_file: args.services.clone(),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+        ..Default::default()
+    };
+    let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
+    retrace_analyze::write_report(&analysis, &args.out)
+        .with_context(|| format!("writing the report into {}", args.out.display()))?;
+    if !args.quiet {
+        eprintln!(
+            "{} events, {} services, {} edges, {} requests ({} failed); completeness {:.2}%; \
+             report: {}",
+            analysis.events,
+            analysis.services.len(),
+            analysis.edges.len(),
+            analysis.total_requests,
+            analysis.total_errors,
+            analysis.completeness * 100.0,
+            args.out.join("index.html").display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,1013 @@
+//! The streaming part of an analysis: events in (time order per node), connection sides,
+//! exchanges, processes and DNS names accumulated; [`Analyzer::finish`] resolves services,
+//! pairs the two sides of loopback connections and aggregates.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use retrace_segment::{
+    Addr, ConnId, Direction, Endpoint, Event, EventBody, NodeInfo, StateSnapshot, TcpSampleKind,
+    TcpStep,
+};
+
+use crate::l7::{self, Parsed};
+use crate::model::{Analysis, NodeSummary, PayloadStats, EMPTY, NO_LATENCY};
+use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
+use crate::stats::{self, Row};
+
+/// Interns strings to `u32` ids; id 0 is the empty string.
+#[derive(Debug)]
+pub(crate) struct Interner {
+    map: HashMap<String, u32>,
+    pub(crate) strings: Vec<String>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        let mut i = Self {
+            map: HashMap::new(),
+            strings: Vec::new(),
+        };
+        i.intern("");
+        i
+    }
+}
+
+impl Interner {
+    pub(crate) fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.map.get(s) {
+            return id;
+        }
+        let id = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+        self.strings.push(s.to_string());
+        self.map.insert(s.to_string(), id);
+        id
+    }
+
+    pub(crate) fn map_get(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+
+    pub(crate) fn get(&self, id: u32) -> &str {
+        self.strings
+            .get(id as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+}
+
+#[derive(Default, Debug, Clone)]
+struct Proc {
+    ppid: u32,
+    comm: String,
+    exe: String,
+    cmdline: String,
+    cgroup: String,
+    container_id: Option<String>,
+    ports: BTreeSet<u16>,
+}
+
+/// One side (one process's socket) of one TCP connection.
+struct Side {
+    node: u16,
+    pid: u32,
+    client: bool,
+    local: Endpoint,
+    remote: Endpoint,
+    parser: Option<l7::Side>,
+    protocol: Option<&'static str>,
+    sent: u64,
+    received: u64,
+    closed_bytes: Option<(u64, u64)>,
+    established: bool,
+}
+
+/// A parsed exchange of one side, strings interned.
+#[derive(Clone, Copy)]
+struct Ex {
+    side: u32,
+    ts: u64,
+    latency: u64,
+    protocol: u32,
+    method: u32,
+    target: u32,
+    route: u32,
+    status: u32,
+    trace: u32,
+    error: bool,
+}
+
+struct Failure {
+    node: u16,
+    pid: u32,
+    remote: Endpoint,
+    ts: u64,
+    errno: i32,
+}
+
+/// Consumes events and produces an [`Analysis`].
+pub struct Analyzer {
+    services_file: ServicesFile,
+    nodes: Vec<NodeSummary>,
+    procs: HashMap<(u16, u32), Proc>,
+    conns: HashMap<(u16, ConnId), u32>,
+    sides: Vec<Side>,
+    exchanges: Vec<Ex>,
+    failures: Vec<Failure>,
+    retransmits: HashMap<(Endpoint, Endpoint), u64>,
+    dns_names: HashMap<IpAddr, String>,
+    strings: Interner,
+    parsed: Vec<Parsed>,
+    payload: PayloadStats,
+    events: u64,
+    events_by_kind: BTreeMap<String, u64>,
+    dropped_by_kind: BTreeMap<String, u64>,
+    window: Option<(u64, u64)>,
+    marks: Vec<(u64, String)>,
+}
+
+/// Statistics carried from reading into the analysis.
+#[derive(Default, Debug, Clone)]
+pub struct ReadStats {
+    /// Blocks that could not be read.
+    pub damaged_blocks: u64,
+    /// Segments missing on disk.
+    pub missing_segments: Vec<String>,
+    /// Drops reported by manifests (by kind), used when larger than the loss markers seen.
+    pub manifest_dropped: BTreeMap<String, u64>,
+    /// Problems, for the report.
+    pub warnings: Vec<String>,
+}
+
+fn errno_name(errno: i32) -> String {
+    match errno {
+        111 => "ECONNREFUSED".into(),
+        110 => "ETIMEDOUT".into(),
+        104 => "ECONNRESET".into(),
+        113 => "EHOSTUNREACH".into(),
+        101 => "ENETUNREACH".into(),
+        99 => "EADDRNOTAVAIL".into(),
+        n => format!("errno {n}"),
+    }
+}
+
+fn is_unspecified(e: &Endpoint) -> bool {
+    e.addr.ip().is_unspecified() && e.port == 0
+}
+
+impl Analyzer {
+    /// A new analyzer using `services_file`'s rules and objectives.
+    pub fn new(services_file: ServicesFile) -> Self {
+        Self {
+            services_file,
+            nodes: Vec::new(),
+            procs: HashMap::new(),
+            conns: HashMap::new(),
+            sides: Vec::new(),
+            exchanges: Vec::new(),
+            failures: Vec::new(),
+            retransmits: HashMap::new(),
+            dns_names: HashMap::new(),
+            strings: Interner::default(),
+            parsed: Vec::new(),
+            payload: PayloadStats::default(),
+            events: 0,
+            events_by_kind: BTreeMap::new(),
+            dropped_by_kind: BTreeMap::new(),
+            window: None,
+            marks: Vec::new(),
+        }
+    }
+
+    /// The index of node `name`, registering it on first use.
+    pub fn node(&mut self, name: &str) -> u16 {
+        if let Some(i) = self.nodes.iter().position(|n| n.name == name) {
+            return i as u16;
+        }
+        self.nodes.push(NodeSummary {
+            name: name.to_string(),
+            ..Default::default()
+        });
+        (self.nodes.len() - 1) as u16
+    }
+
+    /// Records facts about a node (hostname, kernel).
+    pub fn node_info(&mut self, node: u16, info: &NodeInfo) {
+        if let Some(n) = self.nodes.get_mut(usize::from(node)) {
+            if n.hostname.is_empty() {
+                n.hostname = info.hostname.clone();
+            }
+            if n.kernel.is_empty() {
+                n.kernel = info.kernel.clone();
+            }
+        }
+    }
+
+    /// Seeds processes, listening sockets and open connections known at a segment's start.
+    /// Entries already known are left alone.
+    pub fn seed_state(&mut self, node: u16, state: &StateSnapshot, ts: u64) {
+        for p in &state.processes {
+            self.procs.entry((node, p.pid)).or_insert_with(|| Proc {
+                ppid: p.ppid,
+                comm: p.comm.clone(),
+                exe: p.exe.clone(),
+                cmdline: p.cmdline.join(" "),
+                cgroup: p.cgroup.clone(),
+                container_id: p.container_id.clone(),
+                ports: BTreeSet::new(),
+            });
+        }
+        for l in &state.listening {
+            self.procs
+                .entry((node, l.pid))
+                .or_default()
+                .ports
+                .insert(l.local.port);
+        }
+        for c in &state.connections {
+            if !self.conns.contains_key(&(node, c.conn)) {
+                self.new_side(node, c.conn, !c.inbound, c.local, c.remote);
+                let _ = ts;
+            }
+        }
+    }
+
+    fn new_side(
+        &mut self,
+        node: u16,
+        conn: ConnId,
+        client: bool,
+        local: Endpoint,
+        remote: Endpoint,
+    ) -> u32 {
+        let idx = self.sides.len() as u32;
+        self.sides.push(Side {
+            node,
+            pid: conn.pid,
+            client,
+            local,
+            remote,
+            parser: Some(l7::Side::new(client)),
+            protocol: None,
+            sent: 0,
+            received: 0,
+            closed_bytes: None,
+            established: !client,
+        });
+        self.conns.insert((node, conn), idx);
+        self.procs.entry((node, conn.pid)).or_default();
+        idx
+    }
+
+    fn see_ts(&mut self, ts: u64) {
+        self.window = Some(match self.window {
+            None => (ts, ts),
+            Some((a, b)) => (a.min(ts), b.max(ts)),
+        });
+    }
+
+    /// Feeds one event of `node`; `ts` is its wall-clock time (ns since the epoch). Events of
+    /// one node must come in time order.
+    pub fn push(&mut self, node: u16, ts: u64, ev: &Event) {
+        self.events += 1;
+        if let Some(n) = self.nodes.get_mut(usize::from(node)) {
+            n.events += 1;
+        }
+        let kind = ev.kind();
+        if let Some(c) = self.events_by_kind.get_mut(kind.name()) {
+            *c += 1;
+        } else {
+            self.events_by_kind.insert(kind.name().to_string(), 1);
+        }
+        self.see_ts(ts);
+        match &ev.body {
+            EventBody::ProcExec(e) => {
+                let p = self.procs.entry((node, e.pid)).or_default();
+                p.ppid = e.ppid;
+                p.comm.clone_from(&e.comm);
+                p.exe.clone_from(&e.exe);
+                p.cmdline = e.cmdline.join(" ");
+                p.cgroup.clone_from(&e.cgroup);
+                p.container_id.clone_from(&e.container_id);
+            }
+            EventBody::ProcFork(e) => {
+                let parent = self.procs.get(&(node, e.parent_pid)).cloned();
+                let p = self.procs.entry((node, e.child_pid)).or_default();
+                if let Some(parent) = parent {
+                    p.exe = parent.exe;
+                    p.cmdline = parent.cmdline;
+                    p.cgroup = parent.cgroup;
+                    p.container_id = parent.container_id;
+                }
+                p.ppid = e.parent_pid;
+                p.comm.clone_from(&e.comm);
+            }
+            EventBody::ProcExit(e) => {
+                let p = self.procs.entry((node, e.pid)).or_default();
+                if p.comm.is_empty() {
+                    p.comm.clone_from(&e.comm);
+                }
+            }
+            EventBody::Tcp(e) => self.tcp(node, ts, e),
+            EventBody::L7(m) => {
+                let key = (node, m.conn);
+                let idx = match self.conns.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        // A socket opened before the capture and missing from the snapshot:
+                        // the side that listens on the local port is the server.
+                        let listens = self
+                            .procs
+                            .get(&(node, m.conn.pid))
+                            .is_some_and(|p| p.ports.contains(&m.local.port));
+                        self.payload.orphan_messages += 1;
+                        self.new_side(node, m.conn, !listens, m.local, m.remote)
+                    }
+                };
+                let egress = m.direction == Direction::Egress;
+                let side = &mut self.sides[idx as usize];
+                if is_unspecified(&side.local) && !is_unspecified(&m.local) {
+                    side.local = m.local;
+                }
+                if is_unspecified(&side.remote) && !is_unspecified(&m.remote) {
+                    side.remote = m.remote;
+                }
+                let total = m.size.saturating_add(m.folded_bytes);
+                if egress {
+                    side.sent = side.sent.saturating_add(total);
+                } else {
+                    side.received = side.received.saturating_add(total);
+                }
+                if let Some(parser) = side.parser.as_mut() {
+                    parser.push(ts, egress, m.size, &m.payload, &mut self.parsed);
+                    if side.protocol.is_none() {
+                        side.protocol = parser.protocol();
+                    }
+                }
+                self.drain_parsed(idx);
+            }
+            EventBody::TcpSample(s) if s.what == TcpSampleKind::Retransmit => {
+                *self.retransmits.entry((s.local, s.remote)).or_insert(0) += 1;
+            }
+            EventBody::Udp(u) => {
+                if u.remote.port != 53 && u.local.port != 53 {
+                    return;
+                }
+                match l7::parse_dns(&u.payload) {
+                    Some(d) => {
+                        self.payload.dns_messages += 1;
+                        if d.is_response && !d.name.is_empty() {
+                            for a in d.addrs {
+                                self.dns_names.entry(a).or_insert_with(|| d.name.clone());
+                            }
+                        }
+                    }
+                    None => self.payload.dns_unparsed += 1,
+                }
+            }
+            EventBody::Loss(l) => {
+                *self
+                    .dropped_by_kind
+                    .entry(l.kind.name().to_string())
+                    .or_insert(0) += l.count;
+            }
+            EventBody::Mark(m) => self.marks.push((ts, m.note.clone())),
+            EventBody::Node(n) => self.node_info(node, n),
+            _ => {}
+        }
+    }
+
+    fn tcp(&mut self, node: u16, ts: u64, e: &retrace_segment::TcpEvent) {
+        let key = (node, e.conn);
+        match &e.step {
+            TcpStep::ListenOpen => {
+                self.procs
+                    .entry((node, e.conn.pid))
+                    .or_default()
+                    .ports
+                    .insert(e.local.port);
+            }
+            TcpStep::ListenClose => {}
+            TcpStep::ConnectAttempt => {
+                if !self.conns.contains_key(&key) {
+                    self.new_side(node, e.conn, true, e.local, e.remote);
+                }
+            }
+            TcpStep::Established { .. } => {
+                let idx = match self.conns.get(&key) {
+                    Some(&i) => i,
+                    None => self.new_side(node, e.conn, true, e.local, e.remote),
+                };
+                let s = &mut self.sides[idx as usize];
+                s.established = true;
+                s.local = e.local;
+                if !is_unspecified(&e.remote) {
+                    s.remote = e.remote;
+                }
+            }
+            TcpStep::Failed { errno, .. } => {
+                let remote = match self.conns.remove(&key) {
+                    Some(i) => {
+                        let s = &mut self.sides[i as usize];
+                        s.parser = None;
+                        if is_unspecified(&e.remote) {
+                            s.remote
+                        } else {
+                            e.remote
+                        }
+                    }
+                    None => e.remote,
+                };
+                self.procs.entry((node, e.conn.pid)).or_default();
+                self.failures.push(Failure {
+                    node,
+                    pid: e.conn.pid,
+                    remote,
+                    ts,
+                    errno: *errno,
+                });
+            }
+            TcpStep::Accepted => {
+                if !self.conns.contains_key(&key) {
+                    self.new_side(node, e.conn, false, e.local, e.remote);
+                }
+                self.procs
+                    .entry((node, e.conn.pid))
+                    .or_default()
+                    .ports
+                    .insert(e.local.port);
+            }
+            TcpStep::Closed {
+                bytes_sent,
+                bytes_received,
+            } => {
+                if let Some(idx) = self.conns.remove(&key) {
+                    let s = &mut self.sides[idx as usize];
+                    s.closed_bytes = Some((*bytes_sent, *bytes_received));
+                    if is_unspecified(&s.local) {
+                        s.local = e.local;
+                    }
+                    if is_unspecified(&s.remote) {
+                        s.remote = e.remote;
+                    }
+                    self.close_side(idx);
+                }
+            }
+        }
+    }
+
+    fn close_side(&mut self, idx: u32) {
+        let side = &mut self.sides[idx as usize];
+        if let Some(parser) = side.parser.take() {
+            if side.protocol.is_none() {
+                side.protocol = parser.protocol();
+            }
+            let c = parser.counters();
+            self.payload.messages += c.messages;
+            self.payload.truncated += c.truncated;
+            self.payload.unparsed += c.unparsed;
+            if side.protocol.is_none() && c.messages > 0 {
+                self.payload.unknown += c.messages;
+                self.payload.unknown_connections += 1;
+            }
+            parser.finish(&mut self.parsed);
+            self.drain_parsed(idx);
+        }
+    }
+
+    fn drain_parsed(&mut self, side: u32) {
+        if self.parsed.is_empty() {
+            return;
+        }
+        let mut parsed = std::mem::take(&mut self.parsed);
+        for x in parsed.drain(..) {
+            let latency = match x.response_ts {
+                Some(r) => r.saturating_sub(x.request_ts),
+                None => NO_LATENCY,
+            };
+            let ex = Ex {
+                side,
+                ts: x.request_ts,
+                latency,
+                protocol: self.strings.intern(x.protocol),
+                method: self.strings.intern(&x.method),
+                target: self.strings.intern(&x.target),
+                route: self.strings.intern(&x.route),
+                status: self.strings.intern(&x.status),
+                trace: x
+                    .trace_id
+                    .as_deref()
+                    .map(|t| self.strings.intern(t))
+                    .unwrap_or(EMPTY),
+                error: x.error,
+            };
+            self.exchanges.push(ex);
+        }
+        self.parsed = parsed;
+    }
+
+    /// Ends the analysis: closes open sides, names services, pairs sides and aggregates.
+    pub fn finish(mut self, read: ReadStats) -> Result<Analysis, crate::AnalyzeError> {
+        let open: Vec<u32> = {
+            let mut v: Vec<u32> = self.conns.values().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        self.conns.clear();
+        for idx in open {
+            self.close_side(idx);
+        }
+
+        let names = self.name_services();
+        let resolver = self.resolver(&names);
+        let (window_start, window_end) = self.window.unwrap_or((0, 0));
+
+        // Pair client and server sides of the same connection by 4-tuple.
+        let mut servers_by_tuple: HashMap<(Endpoint, Endpoint), u32> = HashMap::new();
+        for (i, s) in self.sides.iter().enumerate() {
+            if !s.client && !is_unspecified(&s.remote) {
+                servers_by_tuple
+                    .entry((s.local, s.remote))
+                    .or_insert(i as u32);
+            }
+        }
+        let mut peer: Vec<Option<u32>> = vec![None; self.sides.len()];
+        for (i, s) in self.sides.iter().enumerate() {
+            if s.client {
+                if let Some(&j) = servers_by_tuple.get(&(s.remote, s.local)) {
+                    if peer[j as usize].is_none() {
+                        peer[i] = Some(j);
+                        peer[j as usize] = Some(i as u32);
+                    }
+                }
+            }
+        }
+
+        // Who is on each end of each side's connection (ids into `self.strings`).
+        let mut ends: Vec<(u32, u32)> = Vec::with_capacity(self.sides.len());
+        for (i, s) in self.sides.iter().enumerate() {
+            let me = names
+                .get(&(s.node, s.pid))
+                .map(|n| n.0.clone())
+                .unwrap_or_default();
+            let (client, server) = if s.client {
+                let server = match peer[i] {
+                    Some(j) => {
+                        let p = &self.sides[j as usize];
+                        names
+                            .get(&(p.node, p.pid))
+                            .map(|n| n.0.clone())
+                            .unwrap_or_default()
+                    }
+                    None => resolver.server(s.node, &s.remote),
+                };
+                (me, server)
+            } else {
+                let client = match peer[i] {
+                    Some(j) => {
+                        let p = &self.sides[j as usize];
+                        names
+                            .get(&(p.node, p.pid))
+                            .map(|n| n.0.clone())
+                            .unwrap_or_default()
+                    }
+                    None => resolver.client(&s.remote),
+                };
+                (client, me)
+            };
+            ends.push((self.strings.intern(&client), self.strings.intern(&server)));
+        }
+
+        // Exchanges grouped by side, in time order.
+        let mut order: Vec<u32> = (0..self.exchanges.len() as u32).collect();
+        order.sort_by_key(|&i| {
+            let x = &self.exchanges[i as usize];
+            (x.side, x.ts)
+        });
+        let mut by_side: Vec<(usize, usize)> = vec![(0, 0); self.sides.len()];
+        {
+            let mut k = 0;
+            while k < order.len() {
+                let side = self.exchanges[order[k] as usize].side as usize;
+                let start = k;
+                while k < order.len() && self.exchanges[order[k] as usize].side as usize == side {
+                    k += 1;
+                }
+                by_side[side] = (start, k);
+            }
+        }
+
+        let node_ids: Vec<u32> = self
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .map(|n| self.strings.intern(&n))
+            .collect();
+        let tcp = self.strings.intern("tcp");
+        let connect = self.strings.intern("CONNECT");
+        let mut rows: Vec<Row> = Vec::with_capacity(self.exchanges.len());
+        let mut conn_rows: Vec<stats::ConnRow> = Vec::new();
+        for (i, s) in self.sides.iter().enumerate() {
+            let (client, server) = ends[i];
+            if client == EMPTY || server == EMPTY {
+                continue;
+            }
+            let paired_server = !s.client && peer[i].is_some();
+            if paired_server {
+                continue; // accounted for by the client side
+            }
+            let node = node_ids.get(usize::from(s.node)).copied().unwrap_or(EMPTY);
+            let (a, b) = by_side[i];
+            let mine = &order[a..b];
+            let theirs: &[u32] = match peer[i] {
+                Some(j) => {
+                    let (c, d) = by_side[j as usize];
+                    &order[c..d]
+                }
+                None => &[],
+            };
+            let proto = s
+                .protocol
+                .or_else(|| peer[i].and_then(|j| self.sides[j as usize].protocol))
+                .map(|p| self.strings.map.get(p).copied().unwrap_or(tcp))
+                .unwrap_or(tcp);
+            let (sent, received) = s.closed_bytes.unwrap_or((s.sent, s.received));
+            let (bytes_sent, bytes_received) = if s.client {
+                (sent, received)
+            } else {
+                (received, sent)
+            };
+            let retransmits = self
+                .retransmits
+                .get(&(s.local, s.remote))
+                .copied()
+                .unwrap_or(0)
+                + self
+                    .retransmits
+                    .get(&(s.remote, s.local))
+                    .copied()
+                    .unwrap_or(0);
+            conn_rows.push(stats::ConnRow {
+                client,
+                server,
+                protocol: proto,
+                failed: false,
+                bytes_sent,
+                bytes_received,
+                retransmits,
+            });
+            for (k, &xi) in mine.iter().enumerate() {
+                let x = &self.exchanges[xi as usize];
+                let server_latency = if s.client {
+                    theirs
+                        .get(k)
+                        .map(|&yi| self.exchanges[yi as usize].latency)
+                        .unwrap_or(NO_LATENCY)
+                } else {
+                    x.latency
+                };
+                rows.push(Row {
+                    ts: x.ts,
+                    latency: x.latency,
+                    server_latency,
+                    client,
+                    server,
+                    protocol: x.protocol,
+                    method: x.method,
+                    target: x.target,
+                    route: x.route,
+                    status: x.status,
+                    trace: x.trace,
+                    node,
+                    error: x.error,
+                });
+            }
+            // Exchanges the server saw beyond those the client side saw.
+            for &yi in theirs.iter().skip(mine.len()) {
+                let y = &self.exchanges[yi as usize];
+                rows.push(Row {
+                    ts: y.ts,
+                    latency: y.latency,
+                    server_latency: y.latency,
+                    client,
+                    server,
+                    protocol: y.protocol,
+                    method: y.method,
+                    target: y.target,
+                    route: y.route,
+                    status: y.status,
+                    trace: y.trace,
+                    node,
+                    error: y.error,
+                });
+            }
+        }
+        for f in &self.failures {
+            let client = names
+                .get(&(f.node, f.pid))
+                .map(|n| n.0.clone())
+                .unwrap_or_default();
+            let server = resolver.server(f.node, &f.remote);
+            let client = self.strings.intern(&client);
+            let server = self.strings.intern(&server);
+            let status = self.strings.intern(&errno_name(f.errno));
+            let target = self.strings.intern(&f.remote.to_string());
+            let node = node_ids.get(usize::from(f.node)).copied().unwrap_or(EMPTY);
+            conn_rows.push(stats::ConnRow {
+                client,
+                server,
+                protocol: tcp,
+                failed: true,
+                bytes_sent: 0,
+                bytes_received: 0,
+                retransmits: 0,
+            });
+            rows.push(Row {
+                ts: f.ts,
+                latency: NO_LATENCY,
+                server_latency: NO_LATENCY,
+                client,
+                server,
+                protocol: tcp,
+                method: connect,
+                target,
+                route: connect,
+                status,
+                trace: EMPTY,
+                node,
+                error: true,
+            });
+        }
+
+        // Services: every named process group, plus peers seen only from outside.
+        let mut services: BTreeMap<String, stats::ServiceInfo> = BTreeMap::new();
+        for ((node, pid), (name, kind)) in &names {
+            let e = services
+                .entry(name.clone())
+                .or_insert_with(|| stats::ServiceInfo {
+                    kind: kind.clone(),
+                    ..Default::default()
+                });
+            e.instances.insert((*node, *pid));
+            if let Some(p) = self.procs.get(&(*node, *pid)) {
+                let exe = if p.exe.is_empty() {
+                    p.comm.clone()
+                } else {
+                    p.exe.clone()
+                };
+                if !exe.is_empty() {
+                    e.executables.insert(exe);
+                }
+                e.ports.extend(p.ports.iter().copied());
+            }
+        }
+        for r in &rows {
+            for id in [r.client, r.server] {
+                let name = self.strings.get(id);
+                if !services.contains_key(name) {
+                    let kind = if name.parse::<IpAddr>().is_ok()
+                        || name.parse::<std::net::SocketAddr>().is_ok()
+                    {
+                        "address"
+                    } else {
+                        "dns"
+                    };
+                    services.insert(
+                        name.to_string(),
+                        stats::ServiceInfo {
+                            kind: kind.into(),
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
+        for c in &conn_rows {
+            for id in [c.client, c.server] {
+                let name = self.strings.get(id).to_string();
+                services.entry(name).or_insert_with(|| stats::ServiceInfo {
+                    kind: "address".into(),
+                    ..Default::default()
+                });
+            }
+        }
+        // Keep only services that took part in something.
+        let mut active: BTreeSet<String> = BTreeSet::new();
+        for c in &conn_rows {
+            active.insert(self.strings.get(c.client).to_string());
+            active.insert(self.strings.get(c.server).to_string());
+        }
+        for (name, info) in services.iter() {
+            if !info.ports.is_empty() {
+                active.insert(name.clone());
+            }
+        }
+        services.retain(|k, _| active.contains(k));
+
+        let mut dropped_by_kind = self.dropped_by_kind.clone();
+        for (k, v) in &read.manifest_dropped {
+            let e = dropped_by_kind.entry(k.clone()).or_insert(0);
+            *e = (*e).max(*v);
+        }
+        let dropped: u64 = dropped_by_kind.values().sum();
+        let mut nodes: Vec<NodeSummary> = self.nodes.clone();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let denom = self.events + dropped;
+        let mut completeness = if denom == 0 {
+            1.0
+        } else {
+            self.events as f64 / denom as f64
+        };
+        if read.damaged_blocks > 0 || !read.missing_segments.is_empty() {
+            // Damage loses an unknown number of events: never claim completeness.
+            completeness = completeness.min(0.999);
+        }
+        let mut marks = self.marks.clone();
+        marks.sort();
+
+        let input = stats::Input {
+            rows,
+            conns: conn_rows,
+            strings: std::mem::take(&mut self.strings),
+            services,
+            services_file: &self.services_file,
+            window_start,
+            window_end,
+        };
+        let mut analysis = stats::aggregate(input)?;
+        analysis.nodes = nodes.iter().map(|n| n.name.clone()).collect();
+        analysis.node_details = nodes;
+        analysis.events = self.events;
+        analysis.events_by_kind = self.events_by_kind.clone();
+        analysis.dropped = dropped;
+        analysis.dropped_by_kind = dropped_by_kind;
+        analysis.damaged_blocks = read.damaged_blocks;
+        analysis.missing_segments = read.missing_segments;
+        analysis.completeness = completeness;
+        analysis.warnings = read.warnings;
+        analysis.payload = self.payload.clone();
+        analysis.marks = marks;
+        Ok(analysis)
+    }
+
+    /// Names every process that took part in a connection or listened: `(name, kind)`.
+    fn name_services(&self) -> BTreeMap<(u16, u32), (String, String)> {
+        let mut relevant: BTreeSet<(u16, u32)> = BTreeSet::new();
+        for s in &self.sides {
+            relevant.insert((s.node, s.pid));
+        }
+        for f in &self.failures {
+            relevant.insert((f.node, f.pid));
+        }
+        for (k, p) in &self.procs {
+            if !p.ports.is_empty() {
+                relevant.insert(*k);
+            }
+        }
+        let exe_base = |p: &Proc| -> String {
+            let b = p.exe.rsplit('/').next().unwrap_or("");
+            if b.is_empty() {
+                if p.comm.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    p.comm.clone()
+                }
+            } else {
+                b.to_string()
+            }
+        };
+        // Ports of a process, or of its closest ancestor of the same executable (pre-fork
+        // servers and nginx workers share their parent's listening socket).
+        let ports_of = |key: (u16, u32)| -> BTreeSet<u16> {
+            let mut k = key;
+            let base = self.procs.get(&key).map(&exe_base).unwrap_or_default();
+            for _ in 0..16 {
+                let Some(p) = self.procs.get(&k) else { break };
+                if !p.ports.is_empty() {
+                    return p.ports.clone();
+                }
+                let parent = (k.0, p.ppid);
+                match self.procs.get(&parent) {
+                    Some(pp) if p.ppid != 0 && exe_base(pp) == base => k = parent,
+                    _ => break,
+                }
+            }
+            BTreeSet::new()
+        };
+        // Units are services only when all their relevant processes run one executable.
+        let mut unit_exes: BTreeMap<(u16, String), BTreeSet<String>> = BTreeMap::new();
+        for k in &relevant {
+            if let Some(p) = self.procs.get(k) {
+                if let Some(u) = unit_of_cgroup(&p.cgroup) {
+                    unit_exes
+                        .entry((k.0, u.to_string()))
+                        .or_default()
+                        .insert(exe_base(p));
+                }
+            }
+        }
+        let empty = Proc::default();
+        let mut out = BTreeMap::new();
+        for k in relevant {
+            let p = self.procs.get(&k).unwrap_or(&empty);
+            let ports: Vec<u16> = ports_of(k).into_iter().collect();
+            let facts = ProcessFacts {
+                comm: &p.comm,
+                exe: &p.exe,
+                cmdline: &p.cmdline,
+                cgroup: &p.cgroup,
+                ports: &ports,
+            };
+            let base = exe_base(p);
+            let named = if let Some(n) = self.services_file.name_for(&facts) {
+                (n.to_string(), "services-file".to_string())
+            } else if let Some(c) = p.container_id.as_deref().filter(|c| !c.is_empty()) {
+                let short: String = c.chars().take(12).collect();
+                (format!("{base}@{short}"), "container".to_string())
+            } else if let Some(u) = unit_of_cgroup(&p.cgroup).filter(|u| {
+                unit_exes
+                    .get(&(k.0, u.to_string()))
+                    .is_some_and(|s| s.len() == 1)
+            }) {
+                (u.to_string(), "unit".to_string())
+            } else if ports.is_empty() {
+                (base, "exe".to_string())
+            } else {
+                let ps: Vec<String> = ports.iter().map(u16::to_string).collect();
+                (format!("{base}:{}", ps.join(",")), "exe+port".to_string())
+            };
+            out.insert(k, named);
+        }
+        out
+    }
+
+    /// Where listeners and local addresses are, for naming the far end of connections.
+    fn resolver(&self, names: &BTreeMap<(u16, u32), (String, String)>) -> Resolver {
+        let mut local_addrs = std::collections::HashSet::new();
+        for s in &self.sides {
+            local_addrs.insert((s.node, s.local.addr));
+        }
+        let mut listeners: BTreeMap<(u16, u16), String> = BTreeMap::new();
+        for ((n, pid), (name, _)) in names {
+            if let Some(p) = self.procs.get(&(*n, *pid)) {
+                for port in &p.ports {
+                    listeners.entry((*n, *port)).or_insert_with(|| name.clone());
+                }
+            }
+        }
+        Resolver {
+            local_addrs,
+            listeners,
+            nodes: self.nodes.len() as u16,
+            dns: self.dns_names.clone(),
+        }
+    }
+
+    /// Kinds of events seen so far (for progress displays).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+}
+
+/// Names the far end of connections.
+struct Resolver {
+    local_addrs: std::collections::HashSet<(u16, Addr)>,
+    listeners: BTreeMap<(u16, u16), String>,
+    nodes: u16,
+    dns: HashMap<IpAddr, String>,
+}
+
+impl Resolver {
+    /// The service behind `remote` as seen from `node`: a captured listener (on this node for
+    /// loopback and local addresses, else on the node owning the address), else a DNS name the
+    /// capture resolved, else the address.
+    fn server(&self, node: u16, remote: &Endpoint) -> String {
+        let ip = remote.addr.ip();
+        if ip.is_loopback() || self.local_addrs.contains(&(node, remote.addr)) {
+            if let Some(n) = self.listeners.get(&(node, remote.port)) {
+                return n.clone();
+            }
+        } else {
+            for n in 0..self.nodes {
+                if self.local_addrs.contains(&(n, remote.addr)) {
+                    if let Some(name) = self.listeners.get(&(n, remote.port)) {
+                        return name.clone();
+                    }
+                }
+            }
+        }
+        match self.dns.get(&ip) {
+            Some(name) => format!("{name}:{}", remote.port),
+            None => remote.to_string(),
+        }
+    }
+
+    /// A client seen only from the server side: its address, or a name the capture resolved.
+    fn client(&self, remote: &Endpoint) -> String {
+        let ip = remote.addr.ip();
+        match self.dns.get(&ip) {
+            Some(name) => name.clone(),
+            None => ip.to_string(),
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! Aggregation (with polars): edges, services, endpoints and time series from request rows,
+//! and the health rules.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use polars::prelude::*;
+
+use crate::engine::Interner;
+use crate::model::{
+    Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
+    ServiceSeries, ServiceStats, NO_LATENCY,
+};
+use crate::services::ServicesFile;
+use crate::AnalyzeError;
+
+/// Error rate above which an edge or service is a warning.
+pub const ERROR_RATE_WARNING: f64 = 0.01;
+/// Error rate above which an edge or service is critical.
+pub const ERROR_RATE_CRITICAL: f64 = 0.05;
+
+/// One request, strings interned.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Row {
+    pub ts: u64,
+    pub latency: u64,
+    pub server_latency: u64,
+    pub client: u32,
+    pub server: u32,
+    pub protocol: u32,
+    pub method: u32,
+    pub target: u32,
+    pub route: u32,
+    pub status: u32,
+    pub trace: u32,
+    pub node: u32,
+    pub error: bool,
+}
+
+/// One connection (or failed attempt) of an edge.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnRow {
+    pub client: u32,
+    pub server: u32,
+    pub protocol: u32,
+    pub failed: bool,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u64,
+}
+
+/// What is known about a service before aggregation.
+#[derive(Default, Debug, Clone)]
+pub(crate) struct ServiceInfo {
+    pub kind: String,
+    pub instances: BTreeSet<(u16, u32)>,
+    pub executables: BTreeSet<String>,
+    pub ports: BTreeSet<u16>,
+}
+
+pub(crate) struct Input<'a> {
+    pub rows: Vec<Row>,
+    pub conns: Vec<ConnRow>,
+    pub strings: Interner,
+    pub services: BTreeMap<String, ServiceInfo>,
+    pub services_file: &'a ServicesFile,
+    pub window_start: u64,
+    pub window_end: u64,
+}
+
+fn pe(e: PolarsError) -> AnalyzeError {
+    AnalyzeError::Aggregate(e.to_string())
+}
+
+/// Chooses a time-series bucket width: the smallest "round" width giving at most 120 buckets.
+pub fn bucket_width_ns(window_ns: u64) -> u64 {
+    const S: u64 = 1_000_000_000;
+    const STEPS: [u64; 17] = [
+        S / 10,
+        S / 4,
+        S / 2,
+        S,
+        2 * S,
+        5 * S,
+        10 * S,
+        15 * S,
+        30 * S,
+        60 * S,
+        120 * S,
+        300 * S,
+        600 * S,
+        900 * S,
+        1800 * S,
+        3600 * S,
+        7200 * S,
+    ];
+    for step in STEPS {
+        if window_ns / step < 120 {
+            return step;
+        }
+    }
+    let day = 86_400 * S;
+    let mut step = 6 * 3600 * S;
+    while window_ns / step >= 120 && step < 365 * day {
+        step *= 2;
+    }
+    step
+}
+
+struct Agg {
+    n: u64,
+    errors: u64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+    sp50: Option<f64>,
+    sp99: Option<f64>,
+}
+
+fn quantiles(lat: &str, server_lat: bool) -> Vec<Expr> {
+    let q = |c: &str, p: f64, name: &str| {
+        col(c)
+            .quantile(lit(p), QuantileMethod::Linear)
+            .alias(name.to_string())
+    };
+    let mut v = vec![
+        len().cast(DataType::UInt64).alias("n"),
+        col("error").cast(DataType::UInt64).sum().alias("errors"),
+        q(lat, 0.50, "p50"),
+        q(lat, 0.95, "p95"),
+        q(lat, 0.99, "p99"),
+    ];
+    if server_lat {
+        v.push(q("slat", 0.50, "sp50"));
+        v.push(q("slat", 0.99, "sp99"));
+    }
+    v
+}
+
+fn u32s(df: &DataFrame, name: &str) -> Result<Vec<u32>, AnalyzeError> {
+    Ok(df
+        .column(name)
+        .map_err(pe)?
+        .u32()
+        .map_err(pe)?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect())
+}
+
+fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, AnalyzeError> {
+    Ok(df
+        .column(name)
+        .map_err(pe)?
+        .u64()
+        .map_err(pe)?
+        .iter()
+        .map(|v| v.unwrap_or(0))
+        .collect())
+}
+
+fn f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, AnalyzeError> {
+    Ok(df
+        .column(name)
+        .map_err(pe)?
+        .f64()
+        .map_err(pe)?
+        .iter()
+        .collect())
+}
+
+fn aggs(df: &DataFrame, server_lat: bool) -> Result<Vec<Agg>, AnalyzeError> {
+    let n = u64s(df, "n")?;
+    let errors = u64s(df, "errors")?;
+    let p50 = f64s(df, "p50")?;
+    let p95 = f64s(df, "p95")?;
+    let p99 = f64s(df, "p99")?;
+    let (sp50, sp99) = if server_lat {
+        (f64s(df, "sp50")?, f64s(df, "sp99")?)
+    } else {
+        (vec![None; n.len()], vec![None; n.len()])
+    };
+    Ok((0..n.len())
+        .map(|i| Agg {
+            n: n[i],
+            errors: errors[i],
+            p50: p50[i],
+            p95: p95[i],
+            p99: p99[i],
+            sp50: sp50[i],
+            sp99: sp99[i],
+        })
+        .collect())
+}
+
+fn ms(ns: u64) -> Option<f64> {
+    (ns != NO_LATENCY).then(|| ns as f64 / 1e6)
+}
+
+fn rate(errors: u64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        errors as f64 / n as f64
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// What the health rules look at.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Signals {
+    pub requests: u64,
+    pub errors: u64,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub objective_ms: f64,
+    pub failed_connections: u64,
+    pub connections: u64,
+    pub retransmits: u64,
+}
+
+/// Health from error rate, latency against an objective, failed connections, retransmits.
+pub(crate) fn health(sig: Signals) -> (Health, Vec<String>) {
+    let Signals {
+        requests,
+        errors,
+        p95,
+        p99,
+        objective_ms,
+        failed_connections,
+        connections,
+        retransmits,
+    } = sig;
+    let mut status = Health::Ok;
+    let mut reasons = Vec::new();
+    let mut raise = |h: Health, why: String, status: &mut Health| {
+        *status = (*status).max(h);
+        reasons.push(why);
+    };
+    let er = rate(errors, requests);
+    if er > ERROR_RATE_CRITICAL {
+        raise(
+            Health::Critical,
+            format!("error rate {} > 5%", pct(er)),
+            &mut status,
+        );
+    } else if er > ERROR_RATE_WARNING {
+        raise(
+            Health::Warning,
+            format!("error rate {} > 1%", pct(er)),
+            &mut status,
+        );
+    }
+    if failed_connections > 0 {
+        let fr = rate(failed_connections, failed_connections + connections);
+        let h = if fr > ERROR_RATE_CRITICAL {
+            Health::Critical
+        } else {
+            Health::Warning
+        };
+        raise(
+            h,
+            format!("{failed_connections} failed connections"),
+            &mut status,
+        );
+    }
+    match (p95, p99) {
+        (Some(p95), _) if p95 > objective_ms => raise(
+            Health::Critical,
+            format!("p95 {p95:.0} ms > objective {objective_ms:.0} ms"),
+            &mut status,
+        ),
+        (_, Some(p99)) if p99 > objective_ms => raise(
+            Health::Warning,
+            format!("p99 {p99:.0} ms > objective {objective_ms:.0} ms"),
+            &mut status,
+        ),
+        _ => {}
+    }
+    if retransmits > 0 {
+        raise(
+            Health::Warning,
+            format!("{retransmits} TCP retransmits"),
+            &mut status,
+        );
+    }
+    (status, reasons)
+}
+
+pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
+    let Input {
+        mut rows,
+        conns,
+        mut strings,
+        services,
+        services_file,
+        window_start,
+        window_end,
+    } = input;
+    rows.sort_by(|a, b| {
+        (a.ts, a.client, a.server, a.method, a.target, a.status)
+            .cmp(&(b.ts, b.client, b.server, b.method, b.target, b.status))
+    });
+    let window_ns = window_end.saturating_sub(window_start);
+    let bucket_ns = bucket_width_ns(window_ns);
+    let window_secs = window_ns.max(1) as f64 / 1e9;
+
+    // Endpoint keys: "METHOD route" (route, else target).
+    let mut endpoint_ids: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut endpoint = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let key = (r.method, if r.route != 0 { r.route } else { r.target });
+        let id = match endpoint_ids.get(&key) {
+            Some(&id) => id,
+            None => {
+                let m = strings.get(key.0);
+                let rt = strings.get(key.1);
+                let s = if m == rt || rt.is_empty() {
+                    m.to_string()
+                } else if m.is_empty() {
+                    rt.to_string()
+                } else {
+                    format!("{m} {rt}")
+                };
+                let id = strings.intern(&s);
+                endpoint_ids.insert(key, id);
+                id
+            }
+        };
+        endpoint.push(id);
+    }
+
+    let df = DataFrame::new_infer_height(vec![
+        Column::new(
+            "client".into(),
+            rows.iter().map(|r| r.client).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "server".into(),
+            rows.iter().map(|r| r.server).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "protocol".into(),
+            rows.iter().map(|r| r.protocol).collect::<Vec<u32>>(),
+        ),
+        Column::new("endpoint".into(), endpoint),
+        Column::new(
+            "bucket".into(),
+            rows.iter()
+                .map(|r| (r.ts.saturating_sub(window_start)) / bucket_ns)
+                .collect::<Vec<u64>>(),
+        ),
+        Column::new(
+            "error".into(),
+            rows.iter().map(|r| r.error).collect::<Vec<bool>>(),
+        ),
+        Column::new(
+            "lat".into(),
+            rows.iter()
+                .map(|r| ms(r.latency))
+                .collect::<Vec<Option<f64>>>(),
+        ),
+        Column::new(
+            "slat".into(),
+            rows.iter()
+                .map(|r| ms(r.server_latency))
+                .collect::<Vec<Option<f64>>>(),
+        ),
+        // A service's own latency: server side when captured, else what its clients saw.
+        Column::new(
+            "svc_lat".into(),
+            rows.iter()
+                .map(|r| {
+                    ms(if r.server_latency != NO_LATENCY {
+                        r.server_latency
+                    } else {
+                        r.latency
+                    })
+                })
+                .collect::<Vec<Option<f64>>>(),
+        ),
+    ])
+    .map_err(pe)?;
+
+    let lf = df.lazy();
+    let edges_df = lf
+        .clone()
+        .group_by([col("client"), col("server"), col("protocol")])
+        .agg(quantiles("lat", true))
+        .collect()
+        .map_err(pe)?;
+    let services_df = lf
+        .clone()
+        .group_by([col("server")])
+        .agg(quantiles("svc_lat", false))
+        .collect()
+        .map_err(pe)?;
+    let endpoints_df = lf
+        .clone()
+        .group_by([col("server"), col("protocol"), col("endpoint")])
+        .agg(quantiles("svc_lat", false))
+        .collect()
+        .map_err(pe)?;
+    let series_df = lf
+        .group_by([col("server"), col("bucket")])
+        .agg(quantiles("svc_lat", false))
+        .collect()
+        .map_err(pe)?;
+
+    // Edges: requests from polars, connections from the connection rows.
+    #[derive(Default)]
+    struct ConnAgg {
+        connections: u64,
+        failed: u64,
+        sent: u64,
+        received: u64,
+        retransmits: u64,
+    }
+    let mut conn_aggs: BTreeMap<(String, String, String), ConnAgg> = BTreeMap::new();
+    // Failed connections go to the edge's usual protocol when it has one.
+    let mut protos_of: BTreeMap<(u32, u32), BTreeMap<u32, u64>> = BTreeMap::new();
+    for c in conns.iter().filter(|c| !c.failed) {
+        *protos_of
+            .entry((c.client, c.server))
+            .or_default()
+            .entry(c.protocol)
+            .or_insert(0) += 1;
+    }
+    let tcp = strings.intern("tcp");
+    let usual_protocol = |client: u32, server: u32| -> u32 {
+        protos_of
+            .get(&(client, server))
+            .and_then(|m| {
+                m.iter()
+                    .filter(|(p, _)| **p != tcp)
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .map(|(p, _)| *p)
+            })
+            .unwrap_or(tcp)
+    };
+    let name = |id: u32| strings.get(id).to_string();
+    for c in &conns {
+        let protocol = if c.failed {
+            usual_protocol(c.client, c.server)
+        } else {
+            c.protocol
+        };
+        let a = conn_aggs
+            .entry((name(c.client), name(c.server), name(protocol)))
+            .or_default();
+        if c.failed {
+            a.failed += 1;
+        } else {
+            a.connections += 1;
+        }
+        a.sent += c.bytes_sent;
+        a.received += c.bytes_received;
+        a.retransmits += c.retransmits;
+    }
+    let mut edge_reqs: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
+    {
+        let c = u32s(&edges_df, "client")?;
+        let s = u32s(&edges_df, "server")?;
+        let p = u32s(&edges_df, "protocol")?;
+        for (i, agg) in aggs(&edges_df, true)?.into_iter().enumerate() {
+            // Failed-connection rows carry protocol "tcp": fold them into the usual protocol.
+            let proto = if p[i] == tcp {
+                usual_protocol(c[i], s[i])
+            } else {
+                p[i]
+            };
+            let key = (name(c[i]), name(s[i]), name(proto));
+            match edge_reqs.get_mut(&key) {
+                Some(prev) if prev.p50.is_none() && agg.p50.is_some() => {
+                    let (n, e) = (prev.n + agg.n, prev.errors + agg.errors);
+                    *prev = Agg {
+                        n,
+                        errors: e,
+                        ..agg
+                    };
+                }
+                Some(prev) => {
+                    prev.n += agg.n;
+                    prev.errors += agg.errors;
+                }
+                None => {
+                    edge_reqs.insert(key, agg);
+                }
+            }
+        }
+    }
+    let mut keys: BTreeSet<(String, String, String)> = conn_aggs.keys().cloned().collect();
+    keys.extend(edge_reqs.keys().cloned());
+    let mut edges = Vec::new();
+    for key in keys {
+        let c = conn_aggs.get(&key);
+        let r = edge_reqs.get(&key);
+        let requests = r.map_or(0, |r| r.n);
+        let errors = r.map_or(0, |r| r.errors);
+        let (p50, p95, p99) = r.map_or((None, None, None), |r| (r.p50, r.p95, r.p99));
+        let connections = c.map_or(0, |c| c.connections);
+        let failed = c.map_or(0, |c| c.failed);
+        let retransmits = c.map_or(0, |c| c.retransmits);
+        let objective = services_file.objective_ms(&key.1);
+        let (status, reasons) = health(Signals {
+            requests,
+            errors,
+            p95,
+            p99,
+            objective_ms: objective,
+            failed_connections: failed,
+            connections,
+            retransmits,
+        });
+        edges.push(EdgeStats {
+            client: key.0,
+            server: key.1,
+            protocol: key.2,
+            connections,
+            failed_connections: failed,
+            requests,
+            errors,
+            p50_ms: p50,
+            p95_ms: p95,
+            p99_ms: p99,
+            retransmits,
+            bytes_sent: c.map_or(0, |c| c.sent),
+            bytes_received: c.map_or(0, |c| c.received),
+            status,
+            reasons,
+            rate_per_s: requests as f64 / window_secs,
+            server_p50_ms: r.and_then(|r| r.sp50),
+            server_p99_ms: r.and_then(|r| r.sp99),
+        });
+    }
+
+    // Services.
+    let mut served: HashMap<String, Agg> = HashMap::new();
+    {
+        let s = u32s(&services_df, "server")?;
+        for (i, agg) in aggs(&services_df, false)?.into_iter().enumerate() {
+            served.insert(name(s[i]), agg);
+        }
+    }
+    let mut sent: HashMap<u32, u64> = HashMap::new();
+    for r in &rows {
+        *sent.entry(r.client).or_insert(0) += 1;
+    }
+    let mut services_out = Vec::new();
+    for (svc, info) in &services {
+        let a = served.get(svc);
+        let requests = a.map_or(0, |a| a.n);
+        let errors = a.map_or(0, |a| a.errors);
+        let (p50, p95, p99) = a.map_or((None, None, None), |a| (a.p50, a.p95, a.p99));
+        let inbound = edges.iter().filter(|e| &e.server == svc);
+        let (failed, conns_in) = inbound.fold((0, 0), |acc, e| {
+            (acc.0 + e.failed_connections, acc.1 + e.connections)
+        });
+        let objective = services_file.objective_ms(svc);
+        let (status, reasons) = health(Signals {
+            requests,
+            errors,
+            p95,
+            p99,
+            objective_ms: objective,
+            failed_connections: failed,
+            connections: conns_in,
+            retransmits: 0,
+        });
+        let id = strings.map_get(svc);
+        services_out.push(ServiceStats {
+            service: svc.clone(),
+            instances: u32::try_from(info.instances.len()).unwrap_or(u32::MAX),
+            requests,
+            errors,
+            error_rate: rate(errors, requests),
+            p50_ms: p50,
+            p95_ms: p95,
+            p99_ms: p99,
+            status,
+            reasons,
+            kind: info.kind.clone(),
+            executables: info.executables.iter().cloned().collect(),
+            ports: info.ports.iter().copied().collect(),
+            requests_sent: id.and_then(|id| sent.get(&id)).copied().unwrap_or(0),
+            latency_objective_ms: objective,
+        });
+    }
+
+    // Endpoints.
+    let mut endpoints = Vec::new();
+    {
+        let s = u32s(&endpoints_df, "server")?;
+        let p = u32s(&endpoints_df, "protocol")?;
+        let e = u32s(&endpoints_df, "endpoint")?;
+        for (i, a) in aggs(&endpoints_df, false)?.into_iter().enumerate() {
+            endpoints.push(EndpointStats {
+                service: name(s[i]),
+                protocol: name(p[i]),
+                route: name(e[i]),
+                requests: a.n,
+                errors: a.errors,
+                p50_ms: a.p50,
+                p95_ms: a.p95,
+                p99_ms: a.p99,
+            });
+        }
+    }
+    endpoints.sort_by(|a, b| {
+        (&a.service, &a.protocol, &a.route).cmp(&(&b.service, &b.protocol, &b.route))
+    });
+
+    // Time series, with empty buckets filled in.
+    let buckets = (window_ns / bucket_ns + 1) as usize;
+    let mut series_map: BTreeMap<String, Vec<SeriesPoint>> = BTreeMap::new();
+    {
+        let s = u32s(&series_df, "server")?;
+        let b = u64s(&series_df, "bucket")?;
+        for (i, a) in aggs(&series_df, false)?.into_iter().enumerate() {
+            let points = series_map.entry(name(s[i])).or_insert_with(|| {
+                (0..buckets)
+                    .map(|k| SeriesPoint {
+                        start_ns: window_start + k as u64 * bucket_ns,
+                        requests: 0,
+                        errors: 0,
+                        p50_ms: None,
+                        p99_ms: None,
+                    })
+                    .collect()
+            });
+            if let Some(p) = points.get_mut(b[i] as usize) {
+                p.requests = a.n;
+                p.errors = a.errors;
+                p.p50_ms = a.p50;
+                p.p99_ms = a.p99;
+            }
+        }
+    }
+    let series = series_map
+        .into_iter()
+        .map(|(service, points)| ServiceSeries { service, points })
+        .collect();
+
+    let total_requests = rows.len() as u64;
+    let total_errors = rows.iter().filter(|r| r.error).count() as u64;
+    let requests = RequestTable {
+        rows: rows
+            .iter()
+            .map(|r| RequestRow {
+                ts_ns: r.ts,
+                latency_ns: r.latency,
+                server_latency_ns: r.server_latency,
+                client: r.client,
+                server: r.server,
+                protocol: r.protocol,
+                method: r.method,
+                target: r.target,
+                route: r.route,
+                status: r.status,
+                trace_id: r.trace,
+                node: r.node,
+                error: r.error,
+            })
+            .collect(),
+        strings: std::mem::take(&mut strings.strings),
+    };
+    drop(rows);
+
+    Ok(Analysis {
+        window_start_ns: window_start,
+        window_end_ns: window_end,
+        services: services_out,
+        edges,
+        endpoints,
+        series,
+        bucket_ns,
+        total_requests,
+        total_errors,
+        requests,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_suit_the_window() {
+        let s = 1_000_000_000u64;
+        assert_eq!(bucket_width_ns(10 * s), s / 10);
+        assert_eq!(bucket_width_ns(60 * s), s);
+        assert_eq!(bucket_width_ns(590 * s), 5 * s);
+        assert_eq!(bucket_width_ns(600 * s), 10 * s);
+        assert_eq!(bucket_width_ns(3600 * s), 60 * s);
+        assert!(bucket_width_ns(30 * 86_400 * s) >= 6 * 3600 * s);
+        for w in [0, 1, 7 * s, 3 * 86_400 * s, 400 * 86_400 * s] {
+            let b = bucket_width_ns(w);
+            assert!(w / b < 120 || b >= 365 * 86_400 * s, "{w} {b}");
+        }
+    }
+
+    #[test]
+    fn health_rules() {
+        assert_eq!(
+            health(Signals {
+                requests: 1000,
+                errors: 0,
+                p95: Some(10.0),
+                p99: Some(20.0),
+                objective_ms: 500.0,
+                failed_connections: 0,
+                connections: 10,
+                retransmits: 0
+            })
+            .0,
+            Health::Ok
+        );
+        let (h, r) = health(Signals {
+            requests: 1000,
+            errors: 20,
+            p95: None,
+            p99: None,
+            objective_ms: 500.0,
+            failed_connections: 0,
+            connections: 10,
+            retransmits: 0,
+        });
+        assert_eq!(h, Health::Warning);
+        assert_eq!(r, vec!["error rate 2.0% > 1%".to_string()]);
+        assert_eq!(
+            health(Signals {
+                requests: 100,
+                errors: 6,
+                p95: None,
+                p99: None,
+                objective_ms: 500.0,
+                failed_connections: 0,
+                connections: 10,
+                retransmits: 0
+            })
+            .0,
+            Health::Critical
+        );
+        assert_eq!(
+            health(Signals {
+                requests: 100,
+                errors: 0,
+                p95: Some(100.0),
+                p99: Some(600.0),
+                objective_ms: 500.0,
+                failed_connections: 0,
+                connections: 10,
+                retransmits: 0
+            })
+            .0,
+            Health::Warning
+        );
+        assert_eq!(
+            health(Signals {
+                requests: 100,
+                errors: 0,
+                p95: Some(600.0),
+                p99: Some(900.0),
+                objective_ms: 500.0,
+                failed_connections: 0,
+                connections: 10,
+                retransmits: 0
+            })
+            .0,
+            Health::Critical
+        );
+        assert_eq!(
+            health(Signals {
+                requests: 100,
+                errors: 0,
+                p95: None,
+                p99: None,
+                objective_ms: 500.0,
+                failed_connections: 1,
+                connections: 100,
+                retransmits: 0
+            })
+            .0,
+            Health::Warning
+        );
+        assert_eq!(
+            health(Signals {
+                requests: 100,
+                errors: 0,
+                p95: None,
+                p99: None,
+                objective_ms: 500.0,
+                failed_connections: 10,
+                connections: 10,
+                retransmits: 0
+            })
+            .0,
+            Health::Critical
+        );
+        let (h, r) = health(Signals {
+            requests: 100,
+            errors: 0,
+            p95: None,
+            p99: None,
+            objective_ms: 500.0,
+            failed_connections: 0,
+            connections: 10,
+            retransmits: 3,
+        });
+        assert_eq!(h, Health::Warning);
+        assert_eq!(r, vec!["3 TCP retransmits".to_string()]);
+    }
+}
