@@ -9,6 +9,11 @@
 //!   `Set-Cookie`, matched case-insensitively at the start of any line of the payload (so in
 //!   every header block of a pipelined prefix), including obsolete folded continuation lines,
 //!   and up to the end of the buffer when the prefix was cut in the middle of a value;
+//! - in HTTP/2 HEADERS and CONTINUATION frames, the HPACK literal values of the same four
+//!   headers when their name is given by static-table index or as a plain literal: the value
+//!   becomes a plain (non-Huffman) string of `*` of the same length, so the HPACK dynamic
+//!   table of the connection keeps its sizes and a later decoder stays in step (names
+//!   referenced through the dynamic table or Huffman-coded literal names are not recognized);
 //! - the content of PostgreSQL `PasswordMessage`s (tag `p`: cleartext or MD5 password,
 //!   `SASLInitialResponse`, `SASLResponse`) found in a chain of frontend messages, including
 //!   when the prefix ends inside the message.
@@ -39,7 +44,7 @@ const PG_MAX_PASSWORD_LEN: u32 = 1 << 20;
 /// header values and PostgreSQL password messages (see the [module docs](self)). Safe to call
 /// on any bytes, any number of times: it never allocates and never panics.
 pub fn redact_in_place(payload: &mut [u8]) -> usize {
-    redact_http_headers(payload) + redact_postgres_password(payload)
+    redact_http_headers(payload) + redact_postgres_password(payload) + redact_http2_headers(payload)
 }
 
 /// Redacts the values of secret HTTP/1 headers found at the start of any line.
@@ -116,6 +121,157 @@ fn mask_value(value: &mut [u8]) -> bool {
         masked = true;
     }
     masked
+}
+
+/// The HTTP/2 client connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// HPACK static-table indices of `authorization`, `cookie`, `proxy-authorization`,
+/// `set-cookie`.
+const HPACK_SECRET_INDICES: [u64; 4] = [23, 32, 49, 55];
+
+/// Whether `buf` is a chain of plausible HTTP/2 frames (after an optional preface) reaching
+/// its end (or running past it, for a prefix cut inside a frame).
+fn h2_frames_start(buf: &[u8]) -> Option<usize> {
+    let start = if buf.starts_with(H2_PREFACE) {
+        H2_PREFACE.len()
+    } else {
+        0
+    };
+    let mut pos = start;
+    let mut frames = 0;
+    while pos < buf.len() {
+        let h = buf.get(pos..pos + 9)?;
+        let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+        if h[3] > 9 || h[5] & 0x80 != 0 {
+            return None;
+        }
+        pos = pos + 9 + len;
+        frames += 1;
+    }
+    (frames > 0 || start > 0).then_some(start)
+}
+
+/// Masks secret header values in the HEADERS / CONTINUATION frames of an HTTP/2 payload.
+fn redact_http2_headers(buf: &mut [u8]) -> usize {
+    let Some(mut pos) = h2_frames_start(buf) else {
+        return 0;
+    };
+    let mut count = 0;
+    while pos + 9 <= buf.len() {
+        let len = usize::from(buf[pos]) << 16
+            | usize::from(buf[pos + 1]) << 8
+            | usize::from(buf[pos + 2]);
+        let (t, flags) = (buf[pos + 3], buf[pos + 4]);
+        let start = pos + 9;
+        let end = start.saturating_add(len).min(buf.len());
+        if t == 1 || t == 9 {
+            let mut s = start;
+            let mut e = end;
+            if t == 1 && flags & 0x8 != 0 {
+                // PADDED: pad length byte; the padding is at the end of the whole frame.
+                let pad = buf.get(s).map_or(0, |&p| usize::from(p));
+                s += 1;
+                let frame_end = start.saturating_add(len);
+                e = e.min(frame_end.saturating_sub(pad));
+            }
+            if t == 1 && flags & 0x20 != 0 {
+                s += 5; // PRIORITY
+            }
+            if s < e {
+                count += redact_hpack_block(&mut buf[s..e]);
+            }
+        }
+        pos = start.saturating_add(len);
+    }
+    count
+}
+
+/// HPACK integer with an `n`-bit prefix at `b[*i]`; advances `*i`.
+fn hpack_int(b: &[u8], i: &mut usize, n: u32) -> Option<u64> {
+    let mask = (1u16 << n) as u8 - 1;
+    let mut v = u64::from(*b.get(*i)? & mask);
+    *i += 1;
+    if v < u64::from(mask) {
+        return Some(v);
+    }
+    let mut shift = 0u32;
+    loop {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        v = v.checked_add(u64::from(byte & 0x7f).checked_shl(shift)?)?;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 35 {
+            return None;
+        }
+    }
+}
+
+/// Walks one header block fragment; masks the values of secret literal fields. Stops at the
+/// first representation it cannot follow (the rest of the fragment is left as is, except that
+/// a value cut by the end of the buffer is masked up to it).
+fn redact_hpack_block(b: &mut [u8]) -> usize {
+    let mut count = 0;
+    let mut i = 0usize;
+    while i < b.len() {
+        let first = b[i];
+        let name_index = if first & 0x80 != 0 {
+            // Indexed field: nothing literal.
+            if hpack_int(b, &mut i, 7).is_none() {
+                break;
+            }
+            continue;
+        } else if first & 0xc0 == 0x40 {
+            hpack_int(b, &mut i, 6)
+        } else if first & 0xe0 == 0x20 {
+            // Dynamic table size update.
+            if hpack_int(b, &mut i, 5).is_none() {
+                break;
+            }
+            continue;
+        } else {
+            hpack_int(b, &mut i, 4)
+        };
+        let Some(name_index) = name_index else { break };
+        let secret = if name_index == 0 {
+            // Literal name.
+            let Some(&h) = b.get(i) else { break };
+            let Some(nlen) = hpack_int(b, &mut i, 7) else {
+                break;
+            };
+            let Some(nend) = i.checked_add(nlen as usize).filter(|&e| e <= b.len()) else {
+                break;
+            };
+            let name = &b[i..nend];
+            let plain_secret =
+                h & 0x80 == 0 && SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s));
+            i = nend;
+            plain_secret
+        } else {
+            HPACK_SECRET_INDICES.contains(&name_index)
+        };
+        // Value string.
+        let len_at = i;
+        let Some(vlen) = hpack_int(b, &mut i, 7) else {
+            break;
+        };
+        let vend = i.saturating_add(vlen as usize);
+        if secret {
+            let end = vend.min(b.len());
+            if i < end {
+                b[len_at] &= 0x7f; // now a plain string: the mask bytes decode as themselves
+                b[i..end].fill(MASK);
+                count += 1;
+            }
+        }
+        if vend > b.len() {
+            break;
+        }
+        i = vend;
+    }
+    count
 }
 
 /// Frontend message tags of the PostgreSQL protocol (v3), after startup.
@@ -258,5 +414,76 @@ mod tests {
         assert_eq!(redacted(&q), (q.clone(), 0));
         let text = b"ping\r\n".to_vec();
         assert_eq!(redacted(&text), (text.clone(), 0));
+    }
+}
+
+#[cfg(test)]
+mod h2_tests {
+    use super::*;
+
+    /// A HEADERS frame (stream 1, END_HEADERS) around an HPACK block.
+    fn headers_frame(block: &[u8]) -> Vec<u8> {
+        let mut f = (block.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[1, 4, 0, 0, 0, 1]);
+        f.extend_from_slice(block);
+        f
+    }
+
+    #[test]
+    fn hpack_static_index_huffman_value_becomes_plain_mask() {
+        // :method GET (indexed 2), then authorization (static 23) with incremental indexing
+        // and a 3-octet "Huffman" value, then cookie (32) without indexing, plain value.
+        let block = [
+            0x82,
+            0x40 | 23,
+            0x83,
+            0xaa,
+            0xbb,
+            0xcc,
+            0x0f,
+            32 - 15,
+            0x03,
+            b'a',
+            b'=',
+            b'1',
+        ];
+        let mut p = H2_PREFACE.to_vec();
+        p.extend_from_slice(&headers_frame(&block));
+        let n = redact_in_place(&mut p);
+        assert_eq!(n, 2);
+        let b = &p[H2_PREFACE.len() + 9..];
+        assert_eq!(
+            b,
+            &[
+                0x82,
+                0x40 | 23,
+                0x03,
+                b'*',
+                b'*',
+                b'*',
+                0x0f,
+                32 - 15,
+                0x03,
+                b'*',
+                b'*',
+                b'*'
+            ]
+        );
+    }
+
+    #[test]
+    fn hpack_other_headers_untouched_and_cut_values_masked() {
+        // content-type (static 31) literal value: not a secret.
+        let block = [0x40 | 31, 0x03, b'a', b'/', b'b'];
+        let mut p = headers_frame(&block);
+        let before = p.clone();
+        assert_eq!(redact_in_place(&mut p), 0);
+        assert_eq!(p, before);
+        // authorization value cut by the end of the prefix.
+        let block = [0x40 | 23, 0x0a, b's', b'e', b'c'];
+        let mut p = headers_frame(&block);
+        p.truncate(9 + 5);
+        assert_eq!(redact_in_place(&mut p), 1);
+        assert_eq!(&p[9..], &[0x40 | 23, 0x0a, b'*', b'*', b'*']);
     }
 }
