@@ -4,7 +4,8 @@
 //!
 //! Every block of every open segment is known by its index entry (`min_ts`, `max_ts`) before
 //! it is decoded. Blocks wait in a *pending* heap keyed by their smallest wall-clock time;
-//! decoded events wait in a *reorder buffer* (a heap keyed by wall time). The merge decodes the
+//! decoded events wait in a *reorder buffer* (each block's events sorted by wall time, merged
+//! through a small heap of run heads). The merge decodes the
 //! next pending block while its smallest time is not after the smallest buffered event, then
 //! emits that event. An event is emitted only when no block still pending can hold an earlier
 //! one, so events that are slightly out of order inside a block or across blocks (different
@@ -168,27 +169,92 @@ impl Ord for Pending {
     }
 }
 
-struct Buffered {
-    wall: u64,
+/// Decoded events waiting to be emitted: one run per decoded block (its events in write
+/// order plus their `(wall, index)` keys sorted), merged through a small heap of run heads. An
+/// event is moved once in and once out; only the 16-byte keys are sorted.
+#[derive(Default)]
+struct ReorderBuffer {
+    runs: Vec<Option<Run>>,
+    free: Vec<usize>,
+    heads: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    len: usize,
     order: u64,
-    input: usize,
-    event: Event,
 }
 
-impl PartialEq for Buffered {
-    fn eq(&self, o: &Self) -> bool {
-        (self.wall, self.order) == (o.wall, o.order)
-    }
+struct Run {
+    input: usize,
+    events: Vec<Option<Event>>,
+    keys: Vec<(u64, u32)>,
+    pos: usize,
 }
-impl Eq for Buffered {}
-impl PartialOrd for Buffered {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
+
+impl ReorderBuffer {
+    /// Adds the events of one block, in write order, with their wall-clock times.
+    fn push_run(&mut self, input: usize, events: Vec<Event>, clock: ClockSync) {
+        if events.is_empty() {
+            return;
+        }
+        let mut keys: Vec<(u64, u32)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (clock.to_wall(e.ts), u32::try_from(i).unwrap_or(u32::MAX)))
+            .collect();
+        // The index breaks ties: equal times keep their write order.
+        if !keys.is_sorted() {
+            keys.sort_unstable();
+        }
+        let first = keys[0].0;
+        self.len += events.len();
+        let run = Some(Run {
+            input,
+            events: events.into_iter().map(Some).collect(),
+            keys,
+            pos: 0,
+        });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.runs[slot] = run;
+                slot
+            }
+            None => {
+                self.runs.push(run);
+                self.runs.len() - 1
+            }
+        };
+        self.order += 1;
+        self.heads.push(Reverse((first, self.order, slot)));
     }
-}
-impl Ord for Buffered {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.wall, self.order).cmp(&(o.wall, o.order))
+
+    /// Time of the earliest event.
+    fn peek_wall(&self) -> Option<u64> {
+        self.heads.peek().map(|Reverse((w, ..))| *w)
+    }
+
+    /// Takes the earliest event: `(wall, input, event)`.
+    fn pop(&mut self) -> Option<(u64, usize, Event)> {
+        let Reverse((_, order, slot)) = self.heads.pop()?;
+        let run = self.runs.get_mut(slot)?.as_mut()?;
+        let (wall, idx) = *run.keys.get(run.pos)?;
+        run.pos += 1;
+        let input = run.input;
+        let event = run.events.get_mut(idx as usize).and_then(Option::take);
+        self.len -= 1;
+        match run.keys.get(run.pos) {
+            Some((next, _)) => self.heads.push(Reverse((*next, order, slot))),
+            None => {
+                self.runs[slot] = None;
+                self.free.push(slot);
+            }
+        }
+        event.map(|e| (wall, input, e))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        *self = ReorderBuffer::default();
     }
 }
 
@@ -216,7 +282,7 @@ struct InputState {
 pub struct Replay {
     inputs: Vec<InputState>,
     pending: BinaryHeap<Reverse<Pending>>,
-    buffer: BinaryHeap<Reverse<Buffered>>,
+    buffer: ReorderBuffer,
     order: u64,
     from: u64,
     to: u64,
@@ -282,7 +348,7 @@ impl Replay {
         let mut r = Replay {
             inputs,
             pending: BinaryHeap::new(),
-            buffer: BinaryHeap::new(),
+            buffer: ReorderBuffer::default(),
             order: 0,
             from: 0,
             to: u64::MAX,
@@ -509,16 +575,7 @@ impl Replay {
                         self.report.bytes_compressed += meta.compressed_len;
                         self.report.bytes_uncompressed += meta.uncompressed_len;
                         self.report.events_read += events.len() as u64;
-                        for event in events {
-                            self.order += 1;
-                            let wall = clock.to_wall(event.ts);
-                            self.buffer.push(Reverse(Buffered {
-                                wall,
-                                order: self.order,
-                                input,
-                                event,
-                            }));
-                        }
+                        self.buffer.push_run(input, events, clock);
                     }
                     Err(message) => {
                         let path = s.reader.path().to_path_buf();
@@ -620,9 +677,9 @@ impl Replay {
     /// Decodes pending blocks that may hold events earlier than the earliest buffered one.
     fn fill(&mut self) {
         while let Some(Reverse(top)) = self.pending.peek() {
-            match self.buffer.peek() {
-                Some(Reverse(b)) => {
-                    if top.key > b.wall {
+            match self.buffer.peek_wall() {
+                Some(wall) => {
+                    if top.key > wall {
                         break;
                     }
                     if self.buffer.len() >= self.max_buffered {
@@ -672,10 +729,11 @@ impl Iterator for Replay {
         }
         loop {
             self.fill();
-            let Some(Reverse(b)) = self.buffer.pop() else {
+            let Some((wall, input, event)) = self.buffer.pop() else {
                 self.finish();
                 return None;
             };
+            let b = Emitted { wall, input, event };
             if b.wall > self.to {
                 self.finish();
                 return None;
@@ -741,6 +799,12 @@ impl Iterator for Replay {
             });
         }
     }
+}
+
+struct Emitted {
+    wall: u64,
+    input: usize,
+    event: Event,
 }
 
 fn known(e: &Endpoint) -> bool {

@@ -9,7 +9,7 @@ use retrace_segment::{Direction, Event, EventBody, MarkSource, TcpStep};
 use serde::Serialize;
 
 use crate::merge::ReplayedEvent;
-use crate::time::{format_duration, format_wall};
+use crate::time::{format_duration, format_wall, WallFormatter};
 use crate::view::{direction_name, sample_name, tcp_step_name, EventView};
 
 /// An output format.
@@ -65,6 +65,7 @@ pub struct EventWriter<W: Write> {
     payload_bytes: usize,
     out: Sink<W>,
     line: String,
+    clock: WallFormatter,
 }
 
 enum Sink<W: Write> {
@@ -89,6 +90,7 @@ impl<W: Write> EventWriter<W> {
             payload_bytes,
             out,
             line: String::with_capacity(256),
+            clock: WallFormatter::default(),
         })
     }
 
@@ -97,7 +99,7 @@ impl<W: Write> EventWriter<W> {
         match (&mut self.out, self.format) {
             (Sink::Plain(w), OutputFormat::Text) => {
                 self.line.clear();
-                text_line(&mut self.line, ev, self.payload_bytes);
+                text_line_with(&mut self.line, ev, self.payload_bytes, &mut self.clock);
                 self.line.push('\n');
                 w.write_all(self.line.as_bytes())
             }
@@ -199,8 +201,17 @@ fn csv_record(ev: &ReplayedEvent, payload_bytes: usize) -> Vec<String> {
 /// Appends the text line of an event (without the newline):
 /// `TIME NODE COMM(PID[/TID]) KIND DETAILS`.
 pub fn text_line(out: &mut String, ev: &ReplayedEvent, payload_bytes: usize) {
+    text_line_with(out, ev, payload_bytes, &mut WallFormatter::default());
+}
+
+fn text_line_with(
+    out: &mut String,
+    ev: &ReplayedEvent,
+    payload_bytes: usize,
+    clock: &mut WallFormatter,
+) {
     let v = ev.view();
-    out.push_str(&format_wall(ev.wall_ns));
+    clock.push(out, ev.wall_ns);
     out.push(' ');
     out.push_str(&ev.node);
     out.push(' ');

@@ -194,6 +194,28 @@ pub fn format_wall(wall_ns: u64) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
+/// Formats wall-clock times like [`format_wall`], reusing the date and time of day while the
+/// second does not change (streams of events format many times per second).
+#[derive(Clone, Debug, Default)]
+pub struct WallFormatter {
+    sec: Option<u64>,
+    prefix: String,
+}
+
+impl WallFormatter {
+    /// Appends `wall_ns` as RFC 3339 UTC with nanoseconds.
+    pub fn push(&mut self, out: &mut String, wall_ns: u64) {
+        let sec = wall_ns / NS_PER_SEC;
+        if self.sec != Some(sec) {
+            let full = format_wall(sec * NS_PER_SEC);
+            self.prefix = full.get(..19).unwrap_or(&full).to_string();
+            self.sec = Some(sec);
+        }
+        out.push_str(&self.prefix);
+        let _ = std::fmt::Write::write_fmt(out, format_args!(".{:09}Z", wall_ns % NS_PER_SEC));
+    }
+}
+
 /// Formats a duration in ns compactly: `850ns`, `12.3µs`, `4.56ms`, `1.234s`, `2m03s`.
 pub fn format_duration(ns: u64) -> String {
     if ns < 1_000 {
@@ -254,6 +276,17 @@ mod tests {
             Ok(TimeSpec::Absolute(T0 - (6 * 3600 + 1800) * NS_PER_SEC))
         );
         assert_eq!(format_wall(T0 + 5), "2026-11-24T06:30:00.000000005Z");
+        let mut f = WallFormatter::default();
+        for t in [
+            T0 + 5,
+            T0 + 7,
+            T0 + NS_PER_SEC + 3,
+            T0 + 86_400 * NS_PER_SEC - 1,
+        ] {
+            let mut s = String::new();
+            f.push(&mut s, t);
+            assert_eq!(s, format_wall(t));
+        }
     }
 
     #[test]
