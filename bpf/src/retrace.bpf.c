@@ -244,8 +244,8 @@ static __always_inline bool port_ok(__u16 a, __u16 b)
 	return !filter_port || a == filter_port || b == filter_port;
 }
 
-/* The socket behind `fd` in the current task, or NULL when it is not a socket. */
-static __always_inline struct sock *fd_sock(int fd)
+/* The file behind `fd` in the current task, or NULL. */
+static __always_inline struct file *fd_file(int fd)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
@@ -256,7 +256,16 @@ static __always_inline struct sock *fd_sock(int fd)
 	if (fd < 0 || (unsigned int)fd >= max)
 		return NULL;
 	arr = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &arr[fd]))
+		return NULL;
+	return f;
+}
+
+/* The socket behind `fd` in the current task, or NULL when it is not a socket. */
+static __always_inline struct sock *fd_sock(int fd)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
 		return NULL;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
@@ -264,6 +273,23 @@ static __always_inline struct sock *fd_sock(int fd)
 	if (!so)
 		return NULL;
 	return BPF_CORE_READ(so, sk);
+}
+
+/* Kernels before 6.13 count file references in f_count. */
+struct file___old {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+/* How many references the open file behind `fd` has (dup, fork, fd passing share it). */
+static __always_inline long fd_refs(int fd)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
+		return 0;
+	if (bpf_core_field_exists(f->f_ref))
+		return BPF_CORE_READ(f, f_ref.refcnt.counter) + 1; /* FILE_REF_ONEREF is 0 */
+	struct file___old *o = (void *)f;
+	return BPF_CORE_READ(o, f_count.counter);
 }
 
 static __always_inline __u16 sk_proto(const struct sock *sk)
@@ -414,15 +440,41 @@ int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	return 0;
 }
 
+/* Fds inherited across fork are looked at up to this number. */
+#define FORK_FDS 256
+
+struct fork_ctx {
+	__u32 parent;
+	__u32 child;
+};
+
+static long copy_fd(__u64 i, struct fork_ctx *c)
+{
+	struct rt_fd_key pk = {.tgid = c->parent, .fd = (int)i};
+	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &pk);
+	if (v) {
+		struct rt_fd_key ck = {.tgid = c->child, .fd = (int)i};
+		struct rt_fd_val nv = *v;
+		bpf_map_update_elem(&fds, &ck, &nv, BPF_NOEXIST);
+	}
+	return 0;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(rt_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (!en_proc)
-		return 0;
 	__u32 cpid = BPF_CORE_READ(child, pid);
 	if (cpid != BPF_CORE_READ(child, tgid))
 		return 0; /* a thread */
 	__u32 ppid = BPF_CORE_READ(parent, tgid);
+	if (en_tcp || en_logs) {
+		/* a pre-fork server's child keeps using the sockets it inherits */
+		struct fork_ctx c = {.parent = ppid, .child = cpid};
+		unsigned int max = BPF_CORE_READ(child, files, fdt, max_fds);
+		bpf_loop(max < FORK_FDS ? max : FORK_FDS, copy_fd, &c, 0);
+	}
+	if (!en_proc)
+		return 0;
 	if (proc_filtered(cpid, ppid) || skip_task(ppid))
 		return 0;
 	struct rt_proc *e = proc_reserve(RT_K_FORK, ppid, BPF_CORE_READ(parent, pid));
@@ -633,14 +685,16 @@ static __always_inline void on_close(__u32 tgid, int fd)
 		return;
 	__u64 key = v->sk;
 	__u32 kind = v->kind;
-	if (kind == RT_FD_TCP && en_tcp) {
+	/* Only the last reference closes the socket: a pre-fork server's parent closing its
+	 * copy after fork, or one of two dup'ed fds, leaves the connection open. */
+	if (kind == RT_FD_TCP && en_tcp && fd_refs(fd) <= 1) {
 		if (!key) {
 			/* seeded and never used: adopt it now to report its close */
 			struct sock *sk = adopt_seeded(&k, v);
 			key = (__u64)sk;
 		}
 		struct sock_state *st = key ? bpf_map_lookup_elem(&socks, &key) : NULL;
-		if (st && st->tgid == tgid && st->fd == fd && !(st->flags & (SK_CLOSED | SK_LISTENER))) {
+		if (st && !(st->flags & (SK_CLOSED | SK_LISTENER))) {
 			st->flags |= SK_CLOSED;
 			st->attempt_ns = 0;
 			emit_tcp((const struct sock *)key, st, RT_TCP_CLOSED, RT_K_TCP, 0,
@@ -791,9 +845,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-		if (sport != 53 && dport != 53) {
-			if (dport != 0)
-				return 0; /* connected elsewhere */
+		if (dport == 0) {
 			/* unconnected: the peer is in the call's sockaddr */
 			if (id == NR_sendto || id == NR_recvfrom) {
 				c.name = BPF_CORE_READ(regs, r8);
@@ -808,8 +860,10 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 				bpf_probe_read_user(&name, sizeof(name), &mm->msg_hdr.msg_name);
 				c.name = (__u64)name;
 			}
-			if (!c.name)
-				return 0;
+		}
+		if (sport != 53 && dport != 53) {
+			if (dport != 0 || !c.name)
+				return 0; /* connected elsewhere, or no peer to look at */
 			if (is_egress(id) && user_sockaddr((void *)c.name, NULL) != 53)
 				return 0;
 		}
@@ -964,12 +1018,19 @@ int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u32 tgid = pt >> 32, tid = (__u32)pt;
 	struct call *cp = bpf_map_lookup_elem(&calls, &tid);
-	if (!cp)
+	struct call c = {};
+	if (cp) {
+		c = *cp;
+		bpf_map_delete_elem(&calls, &tid);
+		if (c.id != id)
+			return 0;
+	} else if ((id == NR_accept || id == NR_accept4) && en_tcp && !skip_task(tgid)) {
+		/* an accept that was already waiting when the capture started */
+		c.mode = CM_ACCEPT;
+		c.id = id;
+	} else {
 		return 0;
-	struct call c = *cp;
-	bpf_map_delete_elem(&calls, &tid);
-	if (c.id != id)
-		return 0;
+	}
 
 	switch (c.mode) {
 	case CM_CONNECT: {

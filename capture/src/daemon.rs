@@ -381,6 +381,21 @@ pub fn run_with(
     Ok(summary)
 }
 
+/// Opens, configures and loads the BPF programs for `cfg` without attaching them: the
+/// verifier's verdict on this kernel (needs root).
+pub fn verify_load(cfg: &CaptureConfig) -> Result<(), CaptureError> {
+    cfg.validate()?;
+    quiet_libbpf();
+    let mut storage = MaybeUninit::uninit();
+    let mut open = RetraceSkelBuilder::default()
+        .open(&mut storage)
+        .map_err(|e| CaptureError::bpf("opening the BPF object", e))?;
+    configure(&mut open, cfg, std::process::id())?;
+    open.load()
+        .map_err(|e| CaptureError::bpf("loading the BPF programs", e))?;
+    Ok(())
+}
+
 /// Keeps libbpf's chatter to warnings, on stderr.
 fn quiet_libbpf() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
@@ -435,14 +450,11 @@ fn configure(
     let proc = s.has(Stream::Proc);
     let tcp = s.has(Stream::Tcp) || s.has(Stream::L7);
     let sys = tcp || s.has(Stream::Dns) || s.has(Stream::Logs);
-    for prog in [
-        &mut p.rt_exec,
-        &mut p.rt_fork,
-        &mut p.rt_exit,
-        &mut p.rt_oom,
-    ] {
+    for prog in [&mut p.rt_exec, &mut p.rt_exit, &mut p.rt_oom] {
         prog.set_autoload(proc);
     }
+    // fork also hands tracked sockets and log files to the child
+    p.rt_fork.set_autoload(proc || sys);
     for prog in [
         &mut p.rt_set_state,
         &mut p.rt_retransmit,
