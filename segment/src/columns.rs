@@ -108,8 +108,36 @@ impl<'a> Cur<'a> {
         Cur { b, pos: 0 }
     }
 
-    #[inline]
+    #[inline(always)]
     fn u(&mut self) -> Result<u64, DecodeError> {
+        // Fast path: most values fit in one byte.
+        if let Some(&byte) = self.b.get(self.pos) {
+            if byte < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(byte));
+            }
+        }
+        self.u_slow()
+    }
+
+    #[inline(never)]
+    fn u_slow(&mut self) -> Result<u64, DecodeError> {
+        // With ten bytes left, a fixed-size window lets the loop unroll without bounds checks.
+        if let Some(w) = self.b.get(self.pos..self.pos + 10) {
+            let w: &[u8; 10] = w.try_into().map_err(|_| "stream ended inside a value")?;
+            let mut v: u64 = 0;
+            for (i, &byte) in w.iter().enumerate() {
+                v |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    if i == 9 && byte > 1 {
+                        return Err("varint overflows 64 bits");
+                    }
+                    self.pos += i + 1;
+                    return Ok(v);
+                }
+            }
+            return Err("varint longer than 10 bytes");
+        }
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -131,22 +159,22 @@ impl<'a> Cur<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn i(&mut self) -> Result<i64, DecodeError> {
         self.u().map(unzz)
     }
 
-    #[inline]
+    #[inline(always)]
     fn u32(&mut self) -> Result<u32, DecodeError> {
         u32::try_from(self.u()?).map_err(|_| "value out of range for u32")
     }
 
-    #[inline]
+    #[inline(always)]
     fn i32(&mut self) -> Result<i32, DecodeError> {
         i32::try_from(self.i()?).map_err(|_| "value out of range for i32")
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, DecodeError> {
         let Some(&byte) = self.b.get(self.pos) else {
             return Err("stream ended inside a value");
@@ -626,6 +654,7 @@ impl Ctx<'_> {
         }
     }
 
+    #[inline(always)]
     fn conn(&mut self, id: u64, ts: u64) -> Result<ConnId, DecodeError> {
         let n = self.conns.len() as u64;
         if id < n {
@@ -642,6 +671,7 @@ impl Ctx<'_> {
         Ok(c)
     }
 
+    #[inline(always)]
     fn endpoint(&mut self, id: u64) -> Result<Endpoint, DecodeError> {
         let n = self.endpoints.len() as u64;
         if id < n {
@@ -679,6 +709,14 @@ fn size_of(len: usize, d: i64) -> u64 {
 
 /// Decodes a validated archived block into its events, in append order.
 pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
+    let mut out = Vec::with_capacity(b.kinds.len());
+    decode_with(b, |e| out.push(e))?;
+    Ok(out)
+}
+
+/// Decodes a validated archived block, handing each event to `sink` in append order; returns
+/// the number of events.
+pub fn decode_with(b: &ArchivedBlockV1, mut sink: impl FnMut(Event)) -> Result<usize, DecodeError> {
     let n = b.events.to_native() as usize;
     if b.kinds.len() != n {
         return Err("order column length differs from the event count");
@@ -712,7 +750,6 @@ pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
         }
         decs[k] = Some(KindDec { s, last: 0 });
     }
-    let mut out = Vec::with_capacity(n);
     let mut ts_cur = Cur::new(b.ts.as_slice());
     let mut ts = b.base_ts.to_native();
     for &kind in b.kinds.iter() {
@@ -722,11 +759,12 @@ pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
             .and_then(Option::as_mut)
             .ok_or("event of a kind without columns")?;
         let body = decode_one(kind, ts, dec, &mut ctx)?;
-        out.push(Event { ts, body });
+        sink(Event { ts, body });
     }
-    Ok(out)
+    Ok(n)
 }
 
+#[inline(always)]
 fn decode_one(
     kind: u8,
     ts: u64,
@@ -1072,6 +1110,28 @@ fn decode_one(
             })
         }
     })
+}
+
+/// Validates (rkyv checked access) and decodes an uncompressed block archive: what
+/// [`crate::SegmentReader::read_block`] does after checksum and decompression. For fuzzing
+/// and tools; `bytes` need not be aligned (they are copied).
+pub fn decode_bytes(bytes: &[u8]) -> Result<Vec<Event>, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let a = rkyv::access::<ArchivedBlockV1, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| e.to_string())?;
+    decode(a).map_err(str::to_string)
+}
+
+/// Encodes events into an uncompressed block archive (the inverse of [`decode_bytes`]).
+pub fn encode_bytes(events: &[Event]) -> Result<Vec<u8>, String> {
+    let mut b = BlockBuilder::new();
+    for e in events {
+        b.push(e);
+    }
+    rkyv::to_bytes::<rkyv::rancor::Error>(&b.finish())
+        .map(|v| v.to_vec())
+        .map_err(|e| e.to_string())
 }
 
 fn bool_of(b: u8) -> Result<bool, DecodeError> {

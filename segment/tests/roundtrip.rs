@@ -124,3 +124,27 @@ fn large_blocks_split_at_block_max_bytes() {
         Some(1000)
     );
 }
+
+/// Writes seed inputs for the fuzz targets when `RETRACE_FUZZ_SEEDS` names a directory
+/// (`fuzz/corpus`): a segment and decompressed blocks of varied events.
+#[test]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("RETRACE_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(dir.join("block_decode")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("segment_reader")).expect("mkdir");
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for i in 0..16 {
+        let evs = proptest::collection::vec(arb_event(), 1..12)
+            .new_tree(&mut runner)
+            .expect("tree")
+            .current();
+        let block = retrace_segment::columns::encode_bytes(&evs).expect("encode");
+        std::fs::write(dir.join(format!("block_decode/seed-{i}")), block).expect("write");
+        let seg = write_segment(std::slice::from_ref(&evs), i % 2 == 0);
+        std::fs::write(dir.join(format!("segment_reader/seed-{i}")), seg).expect("write");
+    }
+}
