@@ -58,6 +58,9 @@ pub struct Session {
     done: Vec<Exchange>,
     /// Timestamp of the last response push that was cut short, and the requests sent before it.
     last_truncated_response: Option<u64>,
+    /// Direction of the previous push (`true`: requests), to tell a new message that could
+    /// not be parsed (after a change of direction) from bytes continuing one.
+    last_was_request: Option<bool>,
     stats: ParseStats,
     reqs: Vec<Req>,
     resps: Vec<Resp>,
@@ -75,6 +78,7 @@ impl Session {
             pending: VecDeque::new(),
             done: Vec::new(),
             last_truncated_response: None,
+            last_was_request: None,
             stats: ParseStats::default(),
             reqs: Vec::new(),
             resps: Vec::new(),
@@ -114,11 +118,13 @@ impl Session {
             self.stats.unparsed += 1;
             return out;
         }
+        let flipped = self.last_was_request.is_some_and(|r| r != is_request);
         if is_request {
-            self.on_request(ts, size, payload, &mut out);
+            self.on_request(ts, size, payload, flipped, &mut out);
         } else {
-            self.on_response(ts, size, payload, &mut out);
+            self.on_response(ts, size, payload, flipped, &mut out);
         }
+        self.last_was_request = Some(is_request);
         self.stats.exchanges += out.len() as u64;
         out
     }
@@ -177,7 +183,14 @@ impl Session {
         matches!(self.state, State::Http2(_) | State::Dns)
     }
 
-    fn on_request(&mut self, ts: u64, size: u64, payload: &[u8], out: &mut Vec<Exchange>) {
+    fn on_request(
+        &mut self,
+        ts: u64,
+        size: u64,
+        payload: &[u8],
+        flipped: bool,
+        out: &mut Vec<Exchange>,
+    ) {
         let mut reqs = std::mem::take(&mut self.reqs);
         reqs.clear();
         let outcome = match &mut self.state {
@@ -190,6 +203,25 @@ impl Session {
             State::Memcached => memcached::parse_requests(payload, size, &mut reqs),
             State::Dns => dns::parse_tcp_requests(payload, size, &mut reqs),
         };
+        // After a response, bytes that do not parse still start a new request (one that could
+        // not be read, e.g. an empty or garbled prefix): count it, without details.
+        // (Not the body that follows a `100 Continue`.)
+        let awaiting_continue = self
+            .pending
+            .iter()
+            .any(|p| !p.complete && p.status.starts_with('1'));
+        let outcome =
+            if flipped && outcome != Outcome::Parsed && !self.keyed() && !awaiting_continue {
+                self.stats.unparsed += 1;
+                reqs.clear();
+                reqs.push(Req {
+                    truncated: true,
+                    ..Req::default()
+                });
+                Outcome::Parsed
+            } else {
+                outcome
+            };
         match outcome {
             Outcome::Garbage => {
                 self.stats.unparsed += 1;
@@ -278,7 +310,14 @@ impl Session {
         }
     }
 
-    fn on_response(&mut self, ts: u64, size: u64, payload: &[u8], out: &mut Vec<Exchange>) {
+    fn on_response(
+        &mut self,
+        ts: u64,
+        size: u64,
+        payload: &[u8],
+        flipped: bool,
+        out: &mut Vec<Exchange>,
+    ) {
         let mut resps = std::mem::take(&mut self.resps);
         resps.clear();
         let outcome = match &mut self.state {
@@ -299,9 +338,9 @@ impl Session {
                 } else {
                     self.stats.continuations += 1;
                 }
-                // Without a parse, the timing still holds for FIFO protocols: the oldest
-                // request without a response got its first byte now.
-                if !self.keyed() {
+                // Without a parse, the timing still holds for FIFO protocols: after a change of
+                // direction, the oldest request without a response got its first byte now.
+                if !self.keyed() && flipped {
                     if let Some(p) = self.pending.iter_mut().find(|p| !p.complete) {
                         if p.response_ts.is_none() {
                             p.response_ts = Some(ts);

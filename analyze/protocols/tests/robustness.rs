@@ -149,3 +149,61 @@ fn garbage_is_counted() {
     assert_eq!(s.stats().unparsed, 20);
     assert!(s.finish().is_empty());
 }
+
+/// Without payloads (or with prefixes that cannot be parsed), changes of direction still give
+/// one exchange per request/response turn, with its timing.
+#[test]
+fn direction_changes_without_payload() {
+    let mut s = Session::new(Role::Client);
+    let mut out = Vec::new();
+    out.extend(s.push(0, true, 20, b"GET / HTTP/1.1\r\n\r\n"));
+    out.extend(s.push(
+        10,
+        false,
+        40,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ));
+    for i in 1..4u64 {
+        out.extend(s.push(100 * i, true, 300, b""));
+        out.extend(s.push(100 * i + 7, false, 900, b""));
+    }
+    out.extend(s.finish());
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0].status, "200");
+    for (i, x) in out.iter().enumerate().skip(1) {
+        assert_eq!(x.request_ts, 100 * i as u64);
+        assert_eq!(x.latency_ns(), Some(7));
+        assert_eq!((x.request_bytes, x.response_bytes), (300, 900));
+    }
+}
+
+/// `Expect: 100-continue`: the body sent after the interim response belongs to the request.
+#[test]
+fn http_100_continue() {
+    let mut s = Session::new(Role::Client);
+    let mut out = Vec::new();
+    out.extend(s.push(
+        0,
+        true,
+        80,
+        b"POST /up HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    ));
+    out.extend(s.push(5, false, 25, b"HTTP/1.1 100 Continue\r\n\r\n"));
+    out.extend(s.push(9, true, 5, b"hello"));
+    out.extend(s.push(
+        20,
+        false,
+        38,
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+    ));
+    out.extend(s.finish());
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        (
+            out[0].status.as_str(),
+            out[0].request_bytes,
+            out[0].response_ts
+        ),
+        ("201", 85, Some(5))
+    );
+}
