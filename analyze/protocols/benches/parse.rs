@@ -73,6 +73,10 @@ fn main() {
         rate / peer
     );
 
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "http") {
+        return;
+    }
+
     // Redis: the SET/GET/LPUSH... exchanges of the redis-cli session (COMMAND DOCS skipped).
     let redis = load("redis/cli_session.rec");
     let redis_msgs: Vec<_> = redis

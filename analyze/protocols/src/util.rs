@@ -27,6 +27,18 @@ pub(crate) fn text(b: &[u8], max: usize) -> String {
     out
 }
 
+/// Appends `b` as text (see [`text`]) without an intermediate allocation when it is printable
+/// ASCII.
+fn push_text(out: &mut String, b: &[u8]) {
+    if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
+        if let Ok(s) = std::str::from_utf8(b) {
+            out.push_str(s);
+            return;
+        }
+    }
+    out.push_str(&text(b, MAX_ROUTE));
+}
+
 /// ASCII upper-case copy of a short token (at most 32 bytes).
 pub(crate) fn upper_token(b: &[u8]) -> String {
     let b = &b[..b.len().min(32)];
@@ -87,7 +99,7 @@ pub(crate) fn route_template(target: &[u8]) -> String {
         if is_id_segment(seg) {
             out.push_str("{id}");
         } else {
-            out.push_str(&text(seg, MAX_ROUTE));
+            push_text(&mut out, seg);
         }
         if out.len() >= MAX_ROUTE {
             break;
