@@ -406,8 +406,17 @@ fn prefixes_and_packet_feeding_never_break() {
                 assert_eq!(n, full, "{rel} with {prefix}-byte prefixes");
             }
         }
-        // Packet by packet (a capture that emits every write), both roles.
-        let _ = replay(&packets, Role::Client);
+        // Packet by packet (a capture that emits every write), both roles: the same
+        // exchanges as one message per change of direction.
+        let per_packet: Vec<_> = replay(&packets, Role::Client)
+            .into_iter()
+            .map(|(_, x)| (x.method, x.route, x.status))
+            .collect();
+        let merged: Vec<_> = replay(&messages(&packets, 4096), Role::Client)
+            .into_iter()
+            .map(|(_, x)| (x.method, x.route, x.status))
+            .collect();
+        assert_eq!(per_packet, merged, "{rel}: per-packet feeding differs");
         let _ = replay(&packets, Role::Server);
     }
 }
