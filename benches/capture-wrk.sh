@@ -42,7 +42,9 @@ fi
 
 TMP=$(mktemp -d /tmp/retrace-wrk.XXXXXX)
 PIDS=()
+BPF_STATS_WAS=$(cat /proc/sys/kernel/bpf_stats_enabled 2>/dev/null || echo 0)
 cleanup() {
+    echo "$BPF_STATS_WAS" >/proc/sys/kernel/bpf_stats_enabled 2>/dev/null || true
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     if [[ -f $TMP/nginx.pid ]]; then kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true; fi
@@ -149,6 +151,25 @@ EOF
 
 dir_bytes() { du -sb "$1" | awk '{print $1}'; }
 
+# Ids of loaded BPF programs, one line.
+prog_ids() { bpftool prog show --json 2>/dev/null | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin)))' || true; }
+
+# "run_time_ns run_cnt" summed over the retrace programs (rt_*) not in the id list $1:
+# the kernel time spent in our BPF programs (kernel.bpf_stats_enabled=1), charged to the
+# traced processes, not to the daemon.
+bpf_runtime() {
+    bpftool prog show --json 2>/dev/null | python3 -c '
+import json, sys
+before = set(sys.argv[1].split())
+ns = cnt = 0
+for p in json.load(sys.stdin):
+    if str(p["id"]) in before or not p.get("name", "").startswith("rt_"):
+        continue
+    ns += p.get("run_time_ns", 0)
+    cnt += p.get("run_cnt", 0)
+print(ns, cnt)' "$1" || echo "0 0"
+}
+
 echo "capture-wrk: nginx on 127.0.0.1:$PORT, wrk -t$THREADS -c$CONNS -d${DURATION}s, streams $STREAMS" >&2
 
 echo "phase A: baseline" >&2
@@ -178,8 +199,16 @@ tcpdump -i lo -w "$TMP/lo.pcap" -s 0 -U "tcp port $PORT" >"$TMP/tcpdump.log" 2>&
 TCPDUMP_PID=$!
 PIDS+=("$TCPDUMP_PID")
 sleep 1
+# BPF run-time statistics cost a little per run: on in this phase only, not in B.
+echo 1 >/proc/sys/kernel/bpf_stats_enabled 2>/dev/null || true
+IDS_BEFORE=$(prog_ids)
 start_capture "$TMP/capC"
+read -r BPF_NS0 BPF_CNT0 < <(bpf_runtime "$IDS_BEFORE")
+C0=$(date +%s.%N)
 read -r C_RPS C_REQ < <(run_wrk)
+C1=$(date +%s.%N)
+read -r BPF_NS1 BPF_CNT1 < <(bpf_runtime "$IDS_BEFORE")
+echo "$BPF_STATS_WAS" >/proc/sys/kernel/bpf_stats_enabled 2>/dev/null || true
 stop_capture "$TMP/capC"
 sleep 0.5
 kill -INT "$TCPDUMP_PID"
@@ -203,6 +232,7 @@ print(f"  requests during capture   {$B_REQ:12d}")
 print(f"  events captured           {events:12d}  ({events / wall:.0f}/s; tcp {$B_TCP}, l7 {$B_L7})")
 print(f"  events dropped            {dropped:12d}   (goal 0)")
 print(f"  daemon CPU                {cpu:11.1f}%  of one core, during the wrk run")
+
 print(f"  daemon peak RSS (VmHWM)   {$HWM_KB / 1024:11.1f} MiB  (goal <= 64 MiB)")
 print(f"  bytes on disk             {$B_BYTES:12d}  ({$B_BYTES / $B_REQ:.2f} B/request, {$B_BYTES / max(events, 1):.2f} B/event;"
       f" uncompressed {$B_UNCOMP / max($B_BYTES, 1):.1f}x larger)")
@@ -211,4 +241,8 @@ print(f"  requests                  {$C_REQ:12d}  ({$C_RPS:.0f}/s)")
 print(f"  pcap bytes                {$PCAP_BYTES:12d}  ({$PCAP_BYTES / $C_REQ:.1f} B/request; tcpdump dropped ${PCAP_DROPPED:-?})")
 print(f"  capture bytes             {$C_BYTES:12d}  ({$C_BYTES / $C_REQ:.2f} B/request; dropped $C_DROPPED)")
 print(f"  pcap / capture            {$PCAP_BYTES / max($C_BYTES, 1):11.1f}x  (goal >= 20x)")
+bpf_ns, bpf_cnt, cwall = $BPF_NS1 - $BPF_NS0, $BPF_CNT1 - $BPF_CNT0, $C1 - $C0
+if bpf_cnt:
+    print(f"  BPF programs (in kernel)  {bpf_ns / 1e9 / cwall * 100:11.1f}%  of one core: {bpf_cnt} runs, {bpf_ns / bpf_cnt:.0f} ns/run,"
+          f" {bpf_cnt / max($C_REQ, 1):.1f} runs/request (charged to nginx and wrk, not to the daemon)")
 EOF
