@@ -18,7 +18,7 @@ fn is_root() -> bool {
 }
 
 /// A sink the test can look into while the capture runs.
-struct Shared(Arc<Mutex<MemorySink>>, Arc<Mutex<Option<StateSnapshot>>>);
+struct Shared(Arc<Mutex<MemorySink>>);
 
 impl EventSink for Shared {
     fn append(&mut self, ev: Event) -> Result<(), CaptureError> {
@@ -95,7 +95,7 @@ fn sockets_open_before_the_capture_are_followed() {
         std::thread::spawn(move || {
             run_with(&cfg, &signals, |_, st| {
                 *state.lock().expect("lock") = Some(st);
-                Ok(Box::new(Shared(sink, state.clone())))
+                Ok(Box::new(Shared(sink)))
             })
         })
     };
@@ -142,6 +142,7 @@ fn sockets_open_before_the_capture_are_followed() {
         .find(|c| c.local.port == server_port)
         .expect("server end");
     assert!(server_conn.inbound);
+    assert_eq!(server_conn.conn.fd as i64, server_fd);
 
     let evs = sink.lock().expect("lock").events.clone();
     let l7: Vec<_> = evs
