@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use retrace_capture::daemon::{run_with, Signals};
 use retrace_capture::sink::{EventSink, MemorySink, SinkStats};
 use retrace_capture::{CaptureConfig, CaptureError, Streams};
-use retrace_segment::{Direction, Event, EventBody, EventKind, StateSnapshot, TcpStep};
+use retrace_segment::{Direction, Event, EventBody, EventKind, TcpStep};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and touches no memory.
