@@ -163,12 +163,29 @@ struct call {
 	__u32 flags;
 };
 
+/* the syscall in flight, per thread (task local storage: no hashing, freed with the task) */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u32);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct call);
 } calls SEC(".maps");
+
+/* Records the syscall in flight of the current thread. */
+static __always_inline void put_call(struct call *c)
+{
+	struct call *slot = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0,
+						 BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (slot)
+		*slot = *c;
+}
+
+/* The syscall in flight of the current thread, or NULL. */
+static __always_inline struct call *get_call(void)
+{
+	struct call *slot = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0, 0);
+	return slot && slot->mode ? slot : NULL;
+}
 
 struct data_buf {
 	struct rt_data d;
@@ -554,7 +571,7 @@ int BPF_PROG(rt_set_state, const struct sock *sk, const int oldstate, const int 
 		/* listen(2), in process context */
 		__u64 id = bpf_get_current_pid_tgid();
 		__u32 tid = (__u32)id, tgid = id >> 32;
-		struct call *c = bpf_map_lookup_elem(&calls, &tid);
+		struct call *c = get_call();
 		if (!c || c->mode != CM_LISTEN || skip_task(tgid))
 			return 0;
 		struct sock_state ns = {};
@@ -762,7 +779,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		c.fd = fd;
 		c.id = id;
 		c.buf = BPF_CORE_READ(regs, si);
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 		return 0;
 	}
 	case NR_accept:
@@ -772,7 +789,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		c.mode = CM_ACCEPT;
 		c.id = id;
 		c.fd = BPF_CORE_READ(regs, di);
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 		return 0;
 	case NR_listen:
 		if (!en_tcp || skip_task(tgid))
@@ -780,7 +797,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		c.mode = CM_LISTEN;
 		c.id = id;
 		c.fd = BPF_CORE_READ(regs, di);
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 		return 0;
 	case NR_open:
 	case NR_openat: {
@@ -796,7 +813,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 		c.mode = CM_OPEN;
 		c.id = id;
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 		return 0;
 	}
 	default:
@@ -827,14 +844,14 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		} else {
 			return 0;
 		}
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 		return 0;
 	}
 	if (en_logs && (fd == 1 || fd == 2) && (id == NR_write || id == NR_writev)) {
 		if (skip_task(tgid))
 			return 0;
 		c.mode = CM_LOG;
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 		return 0;
 	}
 	if (en_dns && is_udp_call(id)) {
@@ -869,7 +886,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		}
 		c.mode = CM_DNS;
 		c.sk = (__u64)sk;
-		bpf_map_update_elem(&calls, &tid, &c, BPF_ANY);
+		put_call(&c);
 	}
 	return 0;
 }
@@ -1017,11 +1034,11 @@ int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 	}
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u32 tgid = pt >> 32, tid = (__u32)pt;
-	struct call *cp = bpf_map_lookup_elem(&calls, &tid);
+	struct call *cp = get_call();
 	struct call c = {};
 	if (cp) {
 		c = *cp;
-		bpf_map_delete_elem(&calls, &tid);
+		cp->mode = 0;
 		if (c.id != id)
 			return 0;
 	} else if ((id == NR_accept || id == NR_accept4) && en_tcp && !skip_task(tgid)) {
