@@ -18,6 +18,14 @@ use crate::writer::{
     encode_block, encode_header, SegmentHeader, SegmentWriter, SegmentWriterOptions,
 };
 
+/// Blocks are cut at this many encoded bytes at most, whatever the options say, well below
+/// the format's 64 MiB limit.
+pub const MAX_BLOCK_TARGET: usize = 16 << 20;
+
+/// Blocks are cut at this many events at most: a decoded block (136 bytes per event) then
+/// stays small enough for the CPU caches when a reader collects it.
+pub const MAX_BLOCK_EVENTS: u32 = 32_768;
+
 /// File name extension of segments.
 pub const SEGMENT_EXT: &str = "rseg";
 
@@ -152,10 +160,11 @@ fn segment_sort_key(p: &Path) -> (String, u64, String) {
 pub enum Keep {
     /// Keep every segment.
     All,
-    /// Delete sealed, unpinned segments whose last event is older than this (measured
-    /// against the newest event's timestamp).
+    /// Delete unpinned segments (never the current one) whose last event is older than
+    /// this, measured against the newest event's timestamp.
     Age(Duration),
-    /// Delete the oldest sealed, unpinned segments while the directory holds more bytes.
+    /// Delete the oldest unpinned segments (never the current one) while the directory
+    /// holds more bytes.
     Bytes(u64),
 }
 
@@ -233,6 +242,10 @@ struct OpenSegment {
 }
 
 /// Writes a capture directory: timestamped segments plus `manifest.json`.
+///
+/// Call [`CaptureWriter::close`] at the end; a writer dropped without it still flushes,
+/// seals and writes the manifest, ignoring errors (a killed process leaves every block
+/// flushed before readable, and an unsealed last segment).
 pub struct CaptureWriter {
     opts: CaptureOptions,
     capture_id: String,
@@ -252,6 +265,7 @@ pub struct CaptureWriter {
     manifest_len: u64,
     last_ts: u64,
     manifest_skipped: u64,
+    closed: bool,
 }
 
 /// Reads CLOCK_MONOTONIC and CLOCK_REALTIME together.
@@ -359,6 +373,7 @@ impl CaptureWriter {
             manifest_len: 0,
             last_ts: 0,
             manifest_skipped: 0,
+            closed: false,
         };
         w.write_manifest(None)?;
         Ok(w)
@@ -395,8 +410,8 @@ impl CaptureWriter {
         if let EventBody::Mark(m) = &ev.body {
             self.marks.push((ev.ts, m.note.clone()));
         }
-        if self.block.encoded_len() >= self.opts.block_max_bytes
-            || u64::from(self.block.events()) >= u64::from(u32::MAX - 1)
+        if self.block.encoded_len() >= self.opts.block_max_bytes.min(MAX_BLOCK_TARGET)
+            || self.block.events() >= MAX_BLOCK_EVENTS
         {
             self.flush_block(false)?;
         }
@@ -453,12 +468,17 @@ impl CaptureWriter {
 
     /// Flushes, seals the current segment, writes the manifest with the end time.
     pub fn close(mut self) -> Result<WriterStats, SegmentError> {
+        self.finish()?;
+        Ok(self.stats.clone())
+    }
+
+    fn finish(&mut self) -> Result<(), SegmentError> {
+        self.closed = true;
         self.flush_block(false)?;
         self.rotate()?;
         self.apply_keep()?;
         let ended = clock_now().wall_ns;
-        self.write_manifest(Some(ended))?;
-        Ok(self.stats)
+        self.write_manifest(Some(ended))
     }
 
     fn pinned(&self, s: &ManifestSegment) -> bool {
@@ -486,11 +506,11 @@ impl CaptureWriter {
         footer + manifest
     }
 
-    /// Deletes the oldest sealed, unpinned segment; false when there is none.
+    /// Deletes the oldest unpinned segment other than the current one; false when none.
     fn delete_oldest(&mut self) -> Result<bool, SegmentError> {
         let cur_file = self.cur.as_ref().map(|c| c.writer.path().to_path_buf());
         let Some(i) = self.segments.iter().position(|s| {
-            s.sealed && !self.pinned(s) && cur_file.as_deref() != Some(&self.opts.dir.join(&s.file))
+            !self.pinned(s) && cur_file.as_deref() != Some(&self.opts.dir.join(&s.file))
         }) else {
             return Ok(false);
         };
@@ -522,8 +542,7 @@ impl CaptureWriter {
                     .segments
                     .iter()
                     .filter(|s| {
-                        s.sealed
-                            && s.last_ts < cutoff
+                        s.last_ts < cutoff
                             && !self.pinned(s)
                             && cur_file.as_deref() != Some(&self.opts.dir.join(&s.file))
                     })
@@ -747,6 +766,14 @@ impl CaptureWriter {
     /// Manifest rewrites skipped because they would have broken the quota.
     pub fn manifest_writes_skipped(&self) -> u64 {
         self.manifest_skipped
+    }
+}
+
+impl Drop for CaptureWriter {
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.finish();
+        }
     }
 }
 

@@ -110,11 +110,17 @@ impl<'a> Cur<'a> {
 
     #[inline(always)]
     fn u(&mut self) -> Result<u64, DecodeError> {
-        // Fast path: most values fit in one byte.
+        // Fast paths: most values fit in one or two bytes.
         if let Some(&byte) = self.b.get(self.pos) {
             if byte < 0x80 {
                 self.pos += 1;
                 return Ok(u64::from(byte));
+            }
+            if let Some(&b1) = self.b.get(self.pos + 1) {
+                if b1 < 0x80 {
+                    self.pos += 2;
+                    return Ok(u64::from(byte & 0x7f) | (u64::from(b1) << 7));
+                }
             }
         }
         self.u_slow()
@@ -208,6 +214,58 @@ impl<'a> Cur<'a> {
 // ---------------------------------------------------------------------------------------------
 // Encoder
 
+/// A fast, non-cryptographic hasher for the encoder's dictionaries (keys come from our own
+/// events, not from an adversary; SipHash was a visible share of write time).
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(a));
+        }
+        for &b in chunks.remainder() {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 #[derive(Default)]
 struct KindEnc {
     streams: [Vec<u8>; MAX_STREAMS],
@@ -232,11 +290,11 @@ pub struct BlockBuilder {
     kinds: Vec<u8>,
     ts: Vec<u8>,
     strings: Vec<String>,
-    string_ids: HashMap<String, u64>,
+    string_ids: FxMap<String, u64>,
     addrs: Vec<u8>,
-    addr_ids: HashMap<Addr, u64>,
-    endpoint_ids: HashMap<Endpoint, u64>,
-    conn_ids: HashMap<ConnId, u64>,
+    addr_ids: FxMap<Addr, u64>,
+    endpoint_ids: FxMap<Endpoint, u64>,
+    conn_ids: FxMap<ConnId, u64>,
     shared: [Vec<u8>; shared::COUNT],
     cols: Vec<Option<Box<KindEnc>>>,
     encoded_len: usize,

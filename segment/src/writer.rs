@@ -362,7 +362,12 @@ impl SegmentWriter {
             self.block_started = Some(Instant::now());
         }
         self.block.push(ev);
-        self.block.encoded_len() >= self.opts.block_max_bytes || self.block.events() == u32::MAX
+        self.block.encoded_len()
+            >= self
+                .opts
+                .block_max_bytes
+                .min(crate::capture::MAX_BLOCK_TARGET)
+            || self.block.events() >= crate::capture::MAX_BLOCK_EVENTS
     }
 
     /// Adds an event, writing the block when it is full.

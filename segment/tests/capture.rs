@@ -513,3 +513,19 @@ fn marks_are_listed_in_the_manifest() {
         [(42, "deploy v2".to_string())]
     );
 }
+
+#[test]
+fn dropped_writer_flushes_and_seals() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut w = CaptureWriter::create(opts(tmp.path()), StateSnapshot::default()).expect("create");
+    let evs = sample_events(0, 20);
+    for e in &evs {
+        w.append(e.clone()).expect("append");
+    }
+    drop(w);
+    let c = Capture::open(tmp.path()).expect("opens");
+    let r = c.open_segment(0).expect("segment");
+    assert!(r.is_sealed());
+    assert_eq!(read_all(&r), evs);
+    assert!(c.manifest().expect("manifest").ended_wall_ns.is_some());
+}
