@@ -110,6 +110,7 @@ struct {
 #define SK_SYN_SEEN 0x100
 #define SK_CLOSED 0x200
 #define SK_LISTENER 0x400
+#define SK_TUPLE 0x800
 
 /* What we know of a tracked socket (kernel-only). */
 struct sock_state {
@@ -125,6 +126,7 @@ struct sock_state {
 	__s32 fd;
 	__u32 flags;    /* rt_hdr_flags | SK_* */
 	__u32 last_dir; /* 0 none, 1 + enum rt_dir */
+	struct rt_tuple t; /* the 4-tuple once established (SK_TUPLE) */
 };
 
 struct {
@@ -563,8 +565,11 @@ int BPF_PROG(rt_set_state, const struct sock *sk, const int oldstate, const int 
 		return 0;
 	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
-		if (st)
+		if (st) {
+			read_tuple(sk, &st->t);
+			st->flags |= SK_TUPLE;
 			emit_tcp(sk, st, RT_TCP_ESTABLISHED, RT_K_TCP, 0, newstate);
+		}
 		return 0;
 	}
 	if (oldstate == TCP_CLOSE && newstate == TCP_LISTEN) {
@@ -687,7 +692,8 @@ static __always_inline struct sock *adopt_seeded(struct rt_fd_key *k, struct rt_
 	ns.start_ns = v->start_ns;
 	ns.tgid = k->tgid;
 	ns.fd = k->fd;
-	ns.flags = v->flags | RT_F_SEEDED;
+	ns.flags = v->flags | RT_F_SEEDED | SK_TUPLE;
+	read_tuple(sk, &ns.t);
 	__u64 key = (__u64)sk;
 	bpf_map_update_elem(&socks, &key, &ns, BPF_NOEXIST);
 	v->sk = key;
@@ -749,14 +755,14 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		break;
 	case NR_close:
 		if (en_tcp || en_logs)
-			on_close(tgid, (int)BPF_CORE_READ(regs, di));
+			on_close(tgid, (int)regs->di);
 		return 0;
 	case NR_connect: {
 		if (!en_tcp || skip_task(tgid))
 			return 0;
-		int fd = BPF_CORE_READ(regs, di);
+		int fd = regs->di;
 		struct rt_tuple rt = {};
-		__u16 port = user_sockaddr((void *)BPF_CORE_READ(regs, si), &rt);
+		__u16 port = user_sockaddr((void *)regs->si, &rt);
 		if (!port || !port_ok(port, port))
 			return 0;
 		struct sock *sk = fd_sock(fd);
@@ -778,7 +784,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		c.sk = key;
 		c.fd = fd;
 		c.id = id;
-		c.buf = BPF_CORE_READ(regs, si);
+		c.buf = regs->si;
 		put_call(&c);
 		return 0;
 	}
@@ -788,7 +794,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 		c.mode = CM_ACCEPT;
 		c.id = id;
-		c.fd = BPF_CORE_READ(regs, di);
+		c.fd = regs->di;
 		put_call(&c);
 		return 0;
 	case NR_listen:
@@ -796,15 +802,15 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 		c.mode = CM_LISTEN;
 		c.id = id;
-		c.fd = BPF_CORE_READ(regs, di);
+		c.fd = regs->di;
 		put_call(&c);
 		return 0;
 	case NR_open:
 	case NR_openat: {
 		if (!en_logs || skip_task(tgid))
 			return 0;
-		const char *path = (const char *)(id == NR_open ? BPF_CORE_READ(regs, di)
-							       : BPF_CORE_READ(regs, si));
+		const char *path = (const char *)(id == NR_open ? regs->di
+							       : regs->si);
 		char p[9] = {};
 		if (bpf_probe_read_user(p, sizeof(p), path))
 			return 0;
@@ -821,12 +827,12 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 	}
 
 	/* read/write family */
-	int fd = BPF_CORE_READ(regs, di);
+	int fd = regs->di;
 	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
 	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &k);
 	c.id = id;
 	c.fd = fd;
-	c.buf = BPF_CORE_READ(regs, si);
+	c.buf = regs->si;
 	if (v) {
 		if (v->kind == RT_FD_TCP) {
 			if (!en_tcp)
@@ -865,7 +871,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 		if (dport == 0) {
 			/* unconnected: the peer is in the call's sockaddr */
 			if (id == NR_sendto || id == NR_recvfrom) {
-				c.name = BPF_CORE_READ(regs, r8);
+				c.name = regs->r8;
 			} else if (id == NR_sendmsg || id == NR_recvmsg) {
 				struct user_msghdr *m = (struct user_msghdr *)c.buf;
 				void *name = NULL;
@@ -975,7 +981,9 @@ static __always_inline int emit_data(struct call *c, long ret, int i, __u16 kind
 		d->folded_bytes = st->folded_bytes;
 		d->folded_calls = st->folded_calls;
 	}
-	if (c->sk)
+	if (st && (st->flags & SK_TUPLE))
+		d->t = st->t;
+	else if (c->sk)
 		read_tuple((const struct sock *)c->sk, &d->t);
 	else
 		__builtin_memset(&d->t, 0, sizeof(d->t));
@@ -1008,7 +1016,7 @@ static __always_inline int emit_data(struct call *c, long ret, int i, __u16 kind
 SEC("tp_btf/sys_exit")
 int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 {
-	long id = BPF_CORE_READ(regs, orig_ax);
+	long id = regs->orig_ax;
 
 	switch (id) {
 	case NR_read:
@@ -1079,7 +1087,8 @@ int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 		ns.tgid = tgid;
 		ns.tid = tid;
 		ns.fd = fd;
-		ns.flags = RT_F_INBOUND;
+		ns.flags = RT_F_INBOUND | SK_TUPLE;
+		ns.t = t;
 		__u64 key = (__u64)sk;
 		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
 		struct rt_fd_key k = {.tgid = tgid, .fd = fd};
