@@ -447,7 +447,7 @@ int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		return 0;
 	e->ppid = ppid;
 	BPF_CORE_READ_STR_INTO(&e->comm, p, comm);
-	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, interp));
 	unsigned long a0 = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long a1 = BPF_CORE_READ(p, mm, arg_end);
 	__u64 len = a1 > a0 ? a1 - a0 : 0;
@@ -819,6 +819,7 @@ int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
 			return 0;
 		c.mode = CM_OPEN;
 		c.id = id;
+		c.buf = (__u64)path;
 		put_call(&c);
 		return 0;
 	}
@@ -1013,6 +1014,39 @@ static __always_inline int emit_data(struct call *c, long ret, int i, __u16 kind
 	return 0;
 }
 
+/* Tells user space the path of a log file just opened (the process may be gone before it
+ * could read /proc/PID/fd). */
+static __always_inline void emit_log_open(struct call *c, long fd, __u32 tgid, __u32 tid)
+{
+	__u32 zero = 0;
+	struct data_buf *b = bpf_map_lookup_elem(&scratch, &zero);
+	if (!b)
+		return;
+	struct rt_data *d = &b->d;
+	fill_hdr(&d->h, RT_K_LOG, tgid, tid);
+	d->h.flags = RT_F_LOG_OPEN;
+	__builtin_memset(&d->t, 0, sizeof(d->t));
+	d->sk = 0;
+	d->start_ns = 0;
+	d->size = 0;
+	d->folded_bytes = 0;
+	d->folded_calls = 0;
+	d->fd = fd;
+	d->dir = RT_DIR_EGRESS;
+	d->syscall = c->id;
+	d->_pad = 0;
+	long n = bpf_probe_read_user_str(b->payload, RT_PATH_LEN, (void *)c->buf);
+	if (n <= 0)
+		return;
+	__u64 len = n - 1; /* without the NUL */
+	if (len > RT_PATH_LEN)
+		len = RT_PATH_LEN;
+	d->payload_len = len;
+	if (bpf_ringbuf_output(&rb_data, b, sizeof(struct rt_data) + len,
+			       wake_flags(&rb_data, wakeup_data_bytes)))
+		count_drop(RT_K_LOG);
+}
+
 SEC("tp_btf/sys_exit")
 int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 {
@@ -1104,6 +1138,7 @@ int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 		struct rt_fd_key k = {.tgid = tgid, .fd = ret};
 		struct rt_fd_val v = {.kind = RT_FD_LOG};
 		bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+		emit_log_open(&c, ret, tgid, tid);
 		return 0;
 	}
 	case CM_TCP: {

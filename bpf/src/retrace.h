@@ -65,6 +65,7 @@ enum rt_hdr_flags {
 	RT_F_NO_OWNER = 1,  /* softirq event on a socket with no known owner: pid is 0 */
 	RT_F_SEEDED = 2,    /* socket seeded from /proc at capture start */
 	RT_F_INBOUND = 4,   /* socket was accepted (server side) */
+	RT_F_LOG_OPEN = 8,  /* RT_K_LOG: a log file was opened on `fd`; the payload is its path */
 };
 
 /* Common head of every record. */
@@ -97,7 +98,7 @@ struct rt_proc {
 	__u32 args_len;   /* exec: bytes of args (NUL-separated) */
 	__u32 _pad;
 	char comm[RT_COMM_LEN];
-	char filename[RT_PATH_LEN]; /* exec: the binary as passed to execve */
+	char filename[RT_PATH_LEN]; /* exec: the program loaded (bprm->interp: the interpreter of a script) */
 	char args[RT_ARGS_LEN];     /* exec: argv, NUL-separated, truncated */
 };
 

@@ -245,13 +245,15 @@ impl Converter {
                 let args_len = (p.args_len as usize).min(p.args.len());
                 let raw: Vec<u8> = p.args[..args_len].iter().map(|c| *c as u8).collect();
                 let cmdline = procfs::split_args(&raw);
+                // the program the kernel loaded; /proc/PID/exe only when that path is relative
+                // (read later, /proc may already show a newer exec, or nothing)
                 let filename = cstr(&p.filename);
-                let exe = if self.read_proc {
+                let exe = if filename.starts_with('/') || !self.read_proc {
+                    filename
+                } else {
                     std::fs::read_link(format!("/proc/{pid}/exe"))
                         .map(|x| x.to_string_lossy().into_owned())
                         .unwrap_or(filename)
-                } else {
-                    filename
                 };
                 let cgroup = self
                     .read_proc
@@ -431,6 +433,12 @@ impl Converter {
                 size: d.size,
                 payload: payload.to_vec(),
             }),
+            rt_kind::RT_K_LOG if d.h.flags & rt_hdr_flags::RT_F_LOG_OPEN.0 as u16 != 0 => {
+                // not an event: the path of a log file fd, for the writes that follow
+                let path = String::from_utf8_lossy(payload).into_owned();
+                self.set_log_path(pid, d.fd, path);
+                return None;
+            }
             rt_kind::RT_K_LOG => {
                 let path = if d.fd == 1 || d.fd == 2 {
                     String::new()
@@ -453,6 +461,10 @@ impl Converter {
 
     /// Remembers the path of a log file fd (seeded at start).
     pub fn set_log_path(&mut self, pid: u32, fd: i32, path: String) {
+        // bounded: forget everything rather than grow without limit
+        if self.log_paths.len() >= 65_536 {
+            self.log_paths.clear();
+        }
         self.log_paths.insert((pid, fd), path);
     }
 
@@ -465,11 +477,7 @@ impl Converter {
         } else {
             String::new()
         };
-        // bounded: forget everything rather than grow without limit
-        if self.log_paths.len() >= 65_536 {
-            self.log_paths.clear();
-        }
-        self.log_paths.insert((pid, fd), p.clone());
+        self.set_log_path(pid, fd, p.clone());
         p
     }
 }
@@ -656,6 +664,32 @@ mod tests {
         assert!(e.oom_killed);
         assert_eq!(e.signal, 9);
         assert!(c.procs.get(101).is_none());
+    }
+
+    #[test]
+    fn log_open_records_name_the_file_of_later_writes() {
+        let mut c = Converter::new(ProcTable::default(), None).without_proc_reads();
+        let mut d = rt_data::default();
+        d.h.kind = rt_kind::RT_K_LOG.0 as u16;
+        d.h.flags = rt_hdr_flags::RT_F_LOG_OPEN.0 as u16;
+        d.h.pid = 7;
+        d.fd = 3;
+        d.payload_len = 17;
+        let mut open = bytes_of(&d);
+        open.extend_from_slice(b"/var/log/app.log");
+        open.push(b'!'); // payload_len counts 17 bytes
+        assert!(c.convert(parse_record(&open).unwrap()).is_none());
+        d.h.flags = 0;
+        d.payload_len = 4;
+        d.size = 4;
+        let mut w = bytes_of(&d);
+        w.extend_from_slice(b"boom");
+        let ev = c.convert(parse_record(&w).unwrap()).unwrap();
+        let EventBody::Log(l) = ev.body else {
+            panic!("not a log write")
+        };
+        assert_eq!(l.path, "/var/log/app.log!");
+        assert_eq!(l.payload, b"boom");
     }
 
     #[test]
