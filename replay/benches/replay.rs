@@ -8,7 +8,8 @@
 //! - `replay + filter`: with `kind = l7 and port = 5432 and comm = postgres`;
 //! - `replay + text`: formatting every event as a text line into a sink.
 //!
-//! Run: `cargo bench -p retrace-replay` (option: `--events N` per node, default 1 000 000).
+//! Run: `cargo bench -p retrace-replay --bench replay` (options: `--events N` per node,
+//! default 1 000 000; `--dir PATH` to keep the two captures there).
 
 use std::hint::black_box;
 use std::io::sink;
@@ -173,11 +174,20 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(per_node);
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    // `--dir PATH` keeps the captures there (to replay them with the binary afterwards).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = match args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(d) => PathBuf::from(d),
+        None => tmp.path().to_path_buf(),
+    };
     let t = Instant::now();
     let caps = [
-        write_node(dir.path(), "node-a", per_node, 1),
-        write_node(dir.path(), "node-b", per_node, 2),
+        write_node(&dir, "node-a", per_node, 1),
+        write_node(&dir, "node-b", per_node, 2),
     ];
     println!(
         "wrote 2 nodes x {per_node} events in {:.2}s",

@@ -26,6 +26,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use retrace_segment::{ClockSync, Endpoint, Event, EventBody, ProcessInfo, StateSnapshot};
@@ -292,7 +293,7 @@ pub struct Replay {
     report: Report,
     damage_drained: usize,
     last_wall: u64,
-    progress_done: u64,
+    progress_done: Arc<AtomicU64>,
     progress_total: u64,
     finished: bool,
 }
@@ -358,7 +359,7 @@ impl Replay {
             report,
             damage_drained: 0,
             last_wall: 0,
-            progress_done: 0,
+            progress_done: Arc::new(AtomicU64::new(0)),
             progress_total,
             finished: false,
         };
@@ -477,10 +478,18 @@ impl Replay {
         new
     }
 
+    /// A counter of the bytes processed so far, shared, for a progress bar drawn from another
+    /// thread (it advances even while the filter matches nothing).
+    pub fn progress_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.progress_done)
+    }
+
     /// `(bytes processed, bytes in all segment files)`, for a progress bar.
     pub fn progress(&self) -> (u64, u64) {
         (
-            self.progress_done.min(self.progress_total),
+            self.progress_done
+                .load(AtomicOrdering::Relaxed)
+                .min(self.progress_total),
             self.progress_total,
         )
     }
@@ -510,7 +519,8 @@ impl Replay {
 
     fn skip_block(&mut self, input: usize, seg: usize, meta: &BlockMeta) {
         self.report.blocks_skipped += 1;
-        self.progress_done += meta.compressed_len;
+        self.progress_done
+            .fetch_add(meta.compressed_len, AtomicOrdering::Relaxed);
         self.block_done(input, seg);
     }
 
@@ -519,7 +529,8 @@ impl Replay {
         if let Some(s) = open.get_mut(&seg) {
             s.remaining = s.remaining.saturating_sub(1);
             if s.remaining == 0 {
-                self.progress_done += s.slack;
+                self.progress_done
+                    .fetch_add(s.slack, AtomicOrdering::Relaxed);
                 open.remove(&seg);
             }
         }
@@ -535,7 +546,7 @@ impl Replay {
                         let path = source.segment_path(seg);
                         let len = source.segment_len(seg);
                         let next = seg + 1 < source.segment_count();
-                        self.progress_done += len;
+                        self.progress_done.fetch_add(len, AtomicOrdering::Relaxed);
                         self.damage(DamageInfo {
                             path,
                             offset: 0,
@@ -587,7 +598,8 @@ impl Replay {
                         });
                     }
                 }
-                self.progress_done += meta.compressed_len;
+                self.progress_done
+                    .fetch_add(meta.compressed_len, AtomicOrdering::Relaxed);
                 self.block_done(input, seg);
             }
         }
@@ -634,7 +646,7 @@ impl Replay {
         let slack = file_len.saturating_sub(in_blocks);
         let has_next = seg + 1 < st.source.segment_count();
         if blocks.is_empty() {
-            self.progress_done += slack;
+            self.progress_done.fetch_add(slack, AtomicOrdering::Relaxed);
         } else {
             st.open.insert(
                 seg,

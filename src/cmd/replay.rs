@@ -4,6 +4,7 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -117,6 +118,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let progress = progress_bar(&replay, args.no_progress);
+    // Follows the bytes processed from a thread, so the bar moves while nothing matches.
+    let ticker = progress.as_ref().map(|pb| {
+        let pb = pb.clone();
+        let counter = replay.progress_counter();
+        std::thread::spawn(move || {
+            while !pb.is_finished() {
+                pb.set_position(counter.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    });
     let stdout = io::stdout();
     let mut writer = if args.stats {
         None
@@ -146,11 +158,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         written += 1;
-        if let Some(pb) = &progress {
-            if written % 1024 == 0 {
-                pb.set_position(replay.progress().0);
-            }
-        }
         if args.limit.is_some_and(|n| written >= n) {
             break;
         }
@@ -158,6 +165,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     warn_damage(&mut replay, progress.as_ref());
     if let Some(pb) = progress {
         pb.finish_and_clear();
+    }
+    if let Some(t) = ticker {
+        let _ = t.join();
     }
     if let Some(w) = writer {
         match w.finish() {
