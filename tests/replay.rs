@@ -432,6 +432,7 @@ fn stats_of_a_capture_directory() {
     assert_eq!(s["events_by_kind"]["loss"], 1);
     assert_eq!(s["drops_recorded"], 17);
     assert_eq!(s["manifest_dropped"], 17);
+    assert_eq!(s["inputs"][0]["manifest_dropped_by_kind"]["l7"], 17);
     assert_eq!(s["damaged_blocks"], 0);
     assert_eq!(s["segments_opened"], 1);
     assert_eq!(s["segments_sealed"], 1);

@@ -76,6 +76,7 @@ impl InputSource for CaptureInput {
             started_wall_ns: m.started_wall_ns,
             ended_wall_ns: m.ended_wall_ns,
             dropped: m.totals.dropped,
+            dropped_by_kind: m.totals.dropped_by_kind.clone(),
             events: m.totals.events,
             missing_segments: self.capture.missing_segments(),
         })

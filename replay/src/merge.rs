@@ -328,6 +328,10 @@ impl Replay {
                     .map(|m| m.missing_segments.clone())
                     .unwrap_or_default(),
                 manifest_dropped: manifest.as_ref().map(|m| m.dropped),
+                manifest_dropped_by_kind: manifest
+                    .as_ref()
+                    .map(|m| m.dropped_by_kind.clone())
+                    .unwrap_or_default(),
                 manifest_events: manifest.as_ref().map(|m| m.events),
                 started_wall_ns: manifest.as_ref().map(|m| m.started_wall_ns),
                 ..Default::default()

@@ -26,6 +26,8 @@ pub struct InputReport {
     pub missing_segments: Vec<String>,
     /// Events dropped according to the manifest totals.
     pub manifest_dropped: Option<u64>,
+    /// The same, by kind name.
+    pub manifest_dropped_by_kind: BTreeMap<String, u64>,
     /// Events written according to the manifest totals.
     pub manifest_events: Option<u64>,
     /// When the capture started (wall ns), from the manifest.
@@ -93,6 +95,17 @@ impl Report {
             .filter_map(|i| i.manifest_dropped)
             .collect();
         (!v.is_empty()).then(|| v.iter().sum())
+    }
+
+    /// Events dropped according to the manifests, by kind name, summed over the inputs.
+    pub fn manifest_dropped_by_kind(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for i in &self.inputs {
+            for (k, n) in &i.manifest_dropped_by_kind {
+                *out.entry(k.clone()).or_default() += n;
+            }
+        }
+        out
     }
 
     /// Segments listed in manifests but missing on disk, over all inputs.

@@ -63,6 +63,8 @@ pub struct ManifestFacts {
     pub ended_wall_ns: Option<u64>,
     /// Events dropped, as totalled by the writer (loss markers and quota drops).
     pub dropped: u64,
+    /// The same, by kind name.
+    pub dropped_by_kind: std::collections::BTreeMap<String, u64>,
     /// Events written, as totalled by the writer.
     pub events: u64,
     /// Segments listed in the manifest that are not on disk.
