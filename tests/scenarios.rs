@@ -235,7 +235,7 @@ fn interrupted_live_run_leaves_nothing_behind() {
         .expect("iptables");
     let rules = String::from_utf8_lossy(&rules.stdout);
     assert!(!rules.contains("retrace-scenario"), "rules left: {rules}");
-    for port in [15432, 16379, 18080, 18081, 18082] {
+    for port in [25432, 26379, 28080, 28081, 28082] {
         assert!(!port_listening(port), "port {port} still listening");
     }
     let left = processes_mentioning("retrace-scenario-lossy-db");

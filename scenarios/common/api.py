@@ -22,10 +22,10 @@ import psycopg2
 import psycopg2.pool
 import redis
 
-PORT = int(os.environ.get("PORT", "18081"))
-USERS_HOST, USERS_PORT = os.environ.get("USERS_ADDR", "127.0.0.1:18082").split(":")
-REDIS_PORT = int(os.environ.get("REDIS_PORT", "16379"))
-PG_PORT = int(os.environ.get("PG_PORT", "15432"))
+PORT = int(os.environ.get("PORT", "28081"))
+USERS_HOST, USERS_PORT = os.environ.get("USERS_ADDR", "127.0.0.1:28082").split(":")
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "26379"))
+PG_PORT = int(os.environ.get("PG_PORT", "25432"))
 
 CHECKOUT = re.compile(r"^/checkout/(\d+)$")
 PRODUCT = re.compile(r"^/products/(\d+)$")

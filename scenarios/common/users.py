@@ -11,7 +11,7 @@ import re
 import sys
 import time
 
-PORT = int(os.environ.get("PORT", "18082"))
+PORT = int(os.environ.get("PORT", "28082"))
 USER_PATH = re.compile(r"^/users/(\d+)$")
 
 

@@ -99,6 +99,7 @@ struct Preflight {
     vars: Vars,
     uses_iptables: bool,
     exe: PathBuf,
+    capture_exe: PathBuf,
 }
 
 fn is_root() -> bool {
@@ -181,6 +182,10 @@ fn preflight(sc: &Scenario, args: &RunArgs) -> anyhow::Result<Preflight> {
         );
     }
     let exe = std::env::current_exe().context("locating the retrace binary")?;
+    // `RETRACE_BIN`: another retrace binary for `doctor` and `capture` (e.g. a release build).
+    let capture_exe = std::env::var_os("RETRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| exe.clone());
     let mut vars = Vars::default();
     vars.map
         .insert("scenario".into(), sc.dir.display().to_string());
@@ -272,7 +277,7 @@ fn preflight(sc: &Scenario, args: &RunArgs) -> anyhow::Result<Preflight> {
             }
         }
     }
-    let doctor = Command::new(&exe)
+    let doctor = Command::new(&capture_exe)
         .arg("doctor")
         .arg("--streams")
         .arg(sc.capture.streams.join(","))
@@ -298,6 +303,7 @@ fn preflight(sc: &Scenario, args: &RunArgs) -> anyhow::Result<Preflight> {
         vars,
         uses_iptables,
         exe,
+        capture_exe,
     })
 }
 
@@ -324,6 +330,7 @@ struct Stack<'a> {
     out: PathBuf,
     logs: PathBuf,
     exe: PathBuf,
+    capture_exe: PathBuf,
     abort: AbortFlag,
     services: Vec<Service>,
     capture: Option<Proc>,
@@ -390,6 +397,7 @@ impl<'a> Stack<'a> {
             out,
             logs,
             exe: pre.exe,
+            capture_exe: pre.capture_exe,
             abort,
             services,
             capture: None,
@@ -576,7 +584,7 @@ impl<'a> Stack<'a> {
 
     fn start_capture(&mut self) -> anyhow::Result<()> {
         let dir = self.out.join("capture");
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = Command::new(&self.capture_exe);
         cmd.arg("capture")
             .arg("--out")
             .arg(&dir)

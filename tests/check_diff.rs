@@ -1,0 +1,158 @@
+//! `retrace check` and `retrace diff` end to end, on the scenarios' committed captures.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn retrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run retrace")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn check_passes_on_the_healthy_capture_and_writes_junit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("junit.xml");
+    let o = retrace(&[
+        "check",
+        "scenarios/checkout/capture",
+        "--expect",
+        "scenarios/checkout/scenario.yaml",
+        "--junit",
+        path(&junit),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("PASS  edge nginx -> api (http): exists"), "{t}");
+    assert!(!t.contains("FAIL"), "{t}");
+    let lines = t.lines().filter(|l| l.starts_with("PASS")).count();
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(xml.contains(&format!("<testsuite name=\"retrace check scenarios/checkout/capture\" tests=\"{lines}\" failures=\"0\"")), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), lines);
+}
+
+#[test]
+fn check_fails_when_the_api_went_down() {
+    // The healthy scenario's expectations against the api-down capture.
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("junit.xml");
+    let o = retrace(&[
+        "check",
+        "scenarios/api-down/capture",
+        "--expect",
+        "scenarios/checkout/scenario.yaml",
+        "--junit",
+        path(&junit),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("FAIL  edge client -> nginx (http): error rate <= 0.50%")),
+        "{t}"
+    );
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(xml.contains("<failure message=\"measured: "), "{xml}");
+}
+
+#[test]
+fn check_reports_malformed_files_with_their_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("exp.yaml");
+    std::fs::write(&f, "edges:\n  - edge: nginx -> api\n    max_p99: 30\n").expect("write");
+    let o = retrace(&["check", "scenarios/checkout/capture", "--expect", path(&f)]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains(&format!("{}:3:", f.display())), "{t}");
+    assert!(
+        t.contains("unknown field `max_p99`, expected one of"),
+        "{t}"
+    );
+}
+
+#[test]
+fn diff_of_a_capture_with_itself_is_clean() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = retrace(&[
+        "diff",
+        "scenarios/checkout/capture",
+        "scenarios/checkout/capture",
+        "--services",
+        "scenarios/common/services.yaml",
+        "--fail-on",
+        "p99 > +0%, errors > +0pp, new-edge, gone-edge, rate < -0%",
+        "--out",
+        path(dir.path()),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("0 rule(s) crossed"), "{t}");
+}
+
+#[test]
+fn diff_checkout_against_api_down_fails_on_errors() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("junit.xml");
+    let o = retrace(&[
+        "diff",
+        "scenarios/checkout/capture",
+        "scenarios/api-down/capture",
+        "--services",
+        "scenarios/common/services.yaml",
+        "--out",
+        path(dir.path()),
+        "--junit",
+        path(&junit),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL (errors > +0.5pp)"), "{t}");
+    let csv = std::fs::read_to_string(dir.path().join("diff.csv")).expect("diff.csv");
+    assert!(
+        csv.starts_with("kind,subject,protocol,presence,metric,base,candidate,change,verdict\n")
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("edge,client -> nginx,http,both,errors,")
+                && l.ends_with("FAIL (errors > +0.5pp)")),
+        "{csv}"
+    );
+    let html = std::fs::read_to_string(dir.path().join("diff.html")).expect("diff.html");
+    assert!(html.contains("client -&gt; nginx"));
+    assert!(!html.contains("<script"));
+    assert!(std::fs::read_to_string(&junit)
+        .expect("junit")
+        .contains("<failure "));
+}
+
+#[test]
+fn diff_rejects_bad_rules() {
+    let o = retrace(&[
+        "diff",
+        "scenarios/checkout/capture",
+        "scenarios/api-down/capture",
+        "--fail-on",
+        "p99 > +20%, latency > 3",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("unknown metric \"latency\""), "{t}");
+}
