@@ -645,3 +645,81 @@ fn limit_and_a_closed_pipe_end_quietly() {
     let o = child.wait_with_output().expect("wait");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn a_rotated_capture_with_a_bad_segment_and_an_unsealed_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cap = dir.path().join("cap");
+    let now = clock_now();
+    let opts = CaptureOptions {
+        dir: cap.clone(),
+        node: node("rot", now),
+        block_max_bytes: 2 << 10,
+        segment_max_bytes: 8 << 10,
+        ..Default::default()
+    };
+    let state = StateSnapshot {
+        processes: vec![process(9, "worker")],
+        ..Default::default()
+    };
+    let mut w = CaptureWriter::create(opts, state).expect("create");
+    let total = 6000u64;
+    for i in 0..total {
+        w.append(l7(
+            now.mono_ns + i * 1_000,
+            9,
+            9000,
+            40000 + (i % 1000) as u16,
+            &format!("req {i} {}", i * 7919 % 10007),
+        ))
+        .expect("append");
+    }
+    w.flush().expect("flush");
+    // Never closed (as after a crash): the last segment stays unsealed.
+    std::mem::forget(w);
+    let mut segs: Vec<PathBuf> = fs::read_dir(&cap)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rseg"))
+        .collect();
+    segs.sort();
+    assert!(
+        segs.len() >= 3,
+        "rotation made several segments: {}",
+        segs.len()
+    );
+    // Every event of pid 9 gets its comm from the snapshots, across segments.
+    let out = ok(&["replay", p(&cap), "--stats", "-o", "jsonl"]);
+    let s: Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(s["events_matched"], total);
+    assert_eq!(s["out_of_order"], 0);
+    assert_eq!(s["segments_opened"], segs.len());
+    assert_eq!(s["segments_sealed"].as_u64(), Some(segs.len() as u64 - 1));
+    let n = ok(&["replay", p(&cap), "comm", "=", "worker"])
+        .lines()
+        .count() as u64;
+    assert_eq!(n, total);
+    // Replace a middle segment by junk: its events are lost, the others are read.
+    let lost = SegmentReader::open(&segs[1]).expect("open").events();
+    fs::write(&segs[1], b"junk junk junk").expect("write");
+    let o = retrace(&["replay", p(&cap), "-o", "jsonl"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count() as u64, total - lost);
+    let err = stderr(&o);
+    assert!(err.contains("not a retrace segment"), "{err}");
+    assert!(
+        err.contains(&segs[1].display().to_string()),
+        "names the segment: {err}"
+    );
+    let text = ok(&["replay", p(&cap), "--stats"]);
+    assert!(text.contains("damage       1 damaged block(s)"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "sealed       no ({} of {} segments)",
+            segs.len() - 2,
+            segs.len() - 1
+        )),
+        "{text}"
+    );
+}

@@ -65,7 +65,13 @@ impl InputSource for CaptureInput {
     fn open_segment(&self, i: usize) -> Result<Box<dyn SegmentSource>, String> {
         match self.capture.open_segment(i) {
             Ok(reader) => Ok(Box::new(SegmentInput { reader })),
-            Err(e) => Err(one_line(&e)),
+            Err(e) => {
+                let msg = one_line(&e);
+                let prefix = format!("{}: ", self.segment_path(i).display());
+                Err(msg
+                    .strip_prefix(&prefix)
+                    .map_or(msg.clone(), str::to_string))
+            }
         }
     }
 
