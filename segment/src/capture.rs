@@ -111,7 +111,7 @@ impl Capture {
 
     /// Opens segment `i` of [`Capture::segment_paths`].
     pub fn open_segment(&self, i: usize) -> Result<SegmentReader, SegmentError> {
-        let p = self.segments.get(i).ok_or(SegmentError::NoSuchBlock {
+        let p = self.segments.get(i).ok_or(SegmentError::NoSuchSegment {
             index: i,
             count: self.segments.len(),
         })?;

@@ -124,6 +124,14 @@ pub enum SegmentError {
         /// Blocks present.
         count: usize,
     },
+    /// A segment index out of range was asked for.
+    #[error("no segment {index}: the capture has {count}")]
+    NoSuchSegment {
+        /// Index asked for.
+        index: usize,
+        /// Segments present.
+        count: usize,
+    },
     /// A path that is neither a segment file nor a capture directory.
     #[error("{}: not a retrace capture (no manifest.json and no .rseg segments)", path.display())]
     NotACapture {

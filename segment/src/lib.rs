@@ -7,7 +7,9 @@
 //!   (segments + `manifest.json`), rotating, keeping a ring, honouring pins and a hard quota.
 //! - [`SegmentReader`] reads one segment, validating everything, recovering a torn tail up to
 //!   the last whole block and reporting the loss as [`Damage`]; [`Capture`] opens a directory
-//!   or a single segment.
+//!   or a single segment. Blocks are read whole ([`SegmentReader::read_block`]), into a
+//!   reused vector ([`SegmentReader::read_block_into`]) or streamed one event at a time
+//!   ([`SegmentReader::for_each_event`], the fastest).
 //!
 //! # Format version 1 (full spec: `docs/format.md`)
 //!
@@ -44,7 +46,8 @@
 //!
 //! Recovery rules: a block is written whole and fdatasync'ed, so after a crash every block
 //! flushed before stays readable. Opening reads the prefix, the header body and the 40-byte
-//! frame headers only. A frame that is cut short, has a bad frame-header CRC, an unknown tag
+//! frame headers only. A bad prefix rejects the file; a damaged header body is reported as
+//! [`Damage`] and the blocks are still read. A frame that is cut short, has a bad frame-header CRC, an unknown tag
 //! or an absurd length ends the scan: the blocks before it are returned, the rest is
 //! reported as [`Damage`] with the bytes lost. When the segment is sealed (valid trailer and
 //! footer), the footer's index lets the scan skip a damaged frame and go on with the next

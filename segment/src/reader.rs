@@ -116,7 +116,42 @@ impl SegmentReader {
         }
         let mut body = vec![0u8; p.body_len as usize];
         src.read_at(PREFIX_LEN as u64, &mut body).map_err(io)?;
-        let computed = crc32fast::hash(&body);
+        // The prefix (with its CRC) says where the body ends, so a damaged body costs the
+        // header's contents, not the blocks after it: it is reported as damage.
+        let parsed = Self::header_body(&p, &body);
+        let (header, header_damage) = match parsed {
+            Ok(b) => (SegmentHeader::from_body(&p, b), None),
+            Err(e) => {
+                let h = SegmentHeader {
+                    format_version: p.format_version,
+                    min_reader_version: p.min_reader_version,
+                    model_version: 0,
+                    writer: String::new(),
+                    ..SegmentHeader::default()
+                };
+                (h, Some(e))
+            }
+        };
+        let mut r = SegmentReader {
+            path,
+            src,
+            len,
+            header,
+            blocks: Vec::new(),
+            sealed: false,
+            events_by_kind: None,
+            damage: Vec::new(),
+        };
+        if let Some(e) = header_damage {
+            r.damage_at(PREFIX_LEN as u64, u64::from(p.body_len), e);
+        }
+        r.scan(header_end)?;
+        Ok(r)
+    }
+
+    /// Checks, decompresses and validates the header body.
+    fn header_body(p: &Prefix, body: &[u8]) -> Result<HeaderBodyV1, SegmentError> {
+        let computed = crc32fast::hash(body);
         if computed != p.body_crc {
             return Err(SegmentError::BadChecksum {
                 what: "header",
@@ -125,29 +160,25 @@ impl SegmentReader {
                 computed,
             });
         }
-        let header = with_decompressed(
-            &body,
+        with_decompressed(
+            body,
             p.body_uncompressed_len as usize,
             "header",
             PREFIX_LEN as u64,
-            |bytes| {
-                let a = rkyv::access::<ArchivedHeaderBodyV1, rkyv::rancor::Error>(bytes)
+            |b| {
+                let a = rkyv::access::<ArchivedHeaderBodyV1, rkyv::rancor::Error>(b)
                     .map_err(|e| e.to_string())?;
                 rkyv::deserialize::<HeaderBodyV1, rkyv::rancor::Error>(a).map_err(|e| e.to_string())
             },
-        )?;
-        let mut r = SegmentReader {
-            path,
-            src,
-            len,
-            header: SegmentHeader::from_body(&p, header),
-            blocks: Vec::new(),
-            sealed: false,
-            events_by_kind: None,
-            damage: Vec::new(),
-        };
-        r.scan(header_end)?;
-        Ok(r)
+        )
+    }
+
+    /// True when the header body could not be read (see [`SegmentReader::damage`]): the
+    /// header then holds only the versions, and the blocks are still read.
+    pub fn header_damaged(&self) -> bool {
+        self.damage
+            .first()
+            .is_some_and(|d| d.offset == PREFIX_LEN as u64 && self.header.model_version == 0)
     }
 
     /// Reads and validates the footer; `Ok(None)` when there is no trailer.

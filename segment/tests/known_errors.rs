@@ -160,16 +160,27 @@ fn truncated_header() {
 
 #[test]
 fn header_checksum_mismatch() {
-    let (mut b, _) = segment(true);
+    // In the header body: the prefix still says where the blocks start, so they are read.
+    let (mut b, blocks) = segment(true);
     b[PREFIX_LEN + 3] ^= 0xff;
+    let r = SegmentReader::from_bytes(b).expect("opens without its header body");
+    assert!(r.header_damaged());
     assert!(matches!(
-        SegmentReader::from_bytes(b.clone()),
-        Err(SegmentError::BadChecksum {
+        r.damage()[0].error,
+        SegmentError::BadChecksum {
             what: "header",
             offset: 32,
             ..
-        })
+        }
     ));
+    assert_eq!(r.header().capture_id, "");
+    assert_eq!(r.header().format_version, 1);
+    assert!(r.is_sealed());
+    first_blocks_read(&r, &blocks, BLOCKS);
+    let (good, _) = segment(true);
+    assert!(!SegmentReader::from_bytes(good)
+        .expect("opens")
+        .header_damaged());
     // And in the prefix itself.
     let (mut b, _) = segment(true);
     b[17] ^= 0x01;
