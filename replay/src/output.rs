@@ -213,11 +213,11 @@ fn text_line_with(
     let v = ev.view();
     clock.push(out, ev.wall_ns);
     out.push(' ');
-    out.push_str(&ev.node);
+    out.push_str(&escape_str(&ev.node));
     out.push(' ');
     match v.pid() {
         Some(pid) => {
-            let _ = write!(out, "{}({pid}", v.comm().unwrap_or("?"));
+            let _ = write!(out, "{}({pid}", escape_str(v.comm().unwrap_or("?")));
             if let Some(tid) = v.tid().filter(|t| *t != pid) {
                 let _ = write!(out, "/{tid}");
             }
@@ -259,15 +259,15 @@ fn details_of(out: &mut String, v: &EventView<'_>, payload_bytes: usize) {
             let _ = write!(
                 out,
                 "exe={} ppid={} cmdline=\"{}\"",
-                e.exe,
+                escape_str(&e.exe),
                 e.ppid,
                 escape_str(&e.cmdline.join(" "))
             );
             if !e.cgroup.is_empty() {
-                let _ = write!(out, " cgroup={}", e.cgroup);
+                let _ = write!(out, " cgroup={}", escape_str(&e.cgroup));
             }
             if let Some(c) = &e.container_id {
-                let _ = write!(out, " container={c}");
+                let _ = write!(out, " container={}", escape_str(c));
             }
         }
         EventBody::ProcFork(e) => {
@@ -408,7 +408,10 @@ fn details_of(out: &mut String, v: &EventView<'_>, payload_bytes: usize) {
             let _ = write!(
                 out,
                 "name={} hostname={} kernel={} cpus={}",
-                e.name, e.hostname, e.kernel, e.cpus
+                escape_str(&e.name),
+                escape_str(&e.hostname),
+                escape_str(&e.kernel),
+                e.cpus
             );
         }
     }
@@ -603,6 +606,20 @@ mod tests {
             s,
             "2026-11-24T06:30:00.123456789Z web-1 - loss 12 l7 event(s) dropped (ring_full) on cpu 1 over 2.00ms"
         );
+    }
+
+    #[test]
+    fn captured_text_never_reaches_the_terminal_raw() {
+        let mut ev = l7(b"x");
+        ev.process = Some(Arc::new(ProcessInfo {
+            pid: 42,
+            comm: "evil\x1b[2J".into(),
+            ..Default::default()
+        }));
+        let mut s = String::new();
+        text_line(&mut s, &ev, 16);
+        assert!(!s.contains('\x1b'), "{s}");
+        assert!(s.contains("evil\\u{1b}[2J(42/43)"), "{s}");
     }
 
     #[test]

@@ -78,9 +78,9 @@ impl TimeSpec {
             TimeSpec::Relative(d) => start_wall_ns.saturating_add(d),
             TimeSpec::TimeOfDay(tod) => {
                 let day = start_wall_ns - start_wall_ns % NS_PER_DAY;
-                let t = day + tod;
+                let t = day.saturating_add(tod);
                 if t.saturating_add(NS_PER_DAY / 2) < start_wall_ns {
-                    t + NS_PER_DAY
+                    t.saturating_add(NS_PER_DAY)
                 } else {
                     t
                 }
@@ -354,6 +354,47 @@ mod tests {
         ] {
             let e = TimeSpec::parse(bad).expect_err(bad);
             assert!(e.to_string().contains(bad.trim()), "{e}");
+        }
+    }
+
+    #[test]
+    fn random_input_never_panics() {
+        let alphabet = [
+            "0",
+            "1",
+            "9",
+            ":",
+            ".",
+            "-",
+            "+",
+            "T",
+            "Z",
+            "z",
+            " ",
+            "s",
+            "ms",
+            "h",
+            "2026",
+            "-11-24",
+            "é",
+            "\u{0}",
+            "99999999999999999999",
+            "::",
+            "+25:00",
+        ];
+        let mut seed: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 7 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            if let Ok(t) = TimeSpec::parse(&s) {
+                let _ = t.resolve(u64::MAX - 5);
+                let _ = t.resolve(0);
+            }
         }
     }
 
