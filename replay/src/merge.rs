@@ -908,6 +908,13 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Replay>();
+        send::<ReplayedEvent>();
+    }
+
+    #[test]
     fn two_nodes_are_merged_by_wall_clock() {
         // Node a: mono 1_000 is T0. Node b booted at another time: mono 9_000_000 is T0.
         let ca = ClockSync {

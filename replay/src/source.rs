@@ -72,7 +72,7 @@ pub struct ManifestFacts {
 }
 
 /// One open segment.
-pub trait SegmentSource {
+pub trait SegmentSource: Send {
     /// The file.
     fn path(&self) -> &Path;
     /// Name of the node that recorded it.
@@ -94,7 +94,7 @@ pub trait SegmentSource {
 }
 
 /// One input: a capture directory or a single segment file.
-pub trait InputSource {
+pub trait InputSource: Send {
     /// The path given.
     fn path(&self) -> &Path;
     /// Whether the input is one segment file (whose open errors are fatal) rather than a
