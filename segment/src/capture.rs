@@ -410,9 +410,7 @@ impl CaptureWriter {
         if let EventBody::Mark(m) = &ev.body {
             self.marks.push((ev.ts, m.note.clone()));
         }
-        if self.block.encoded_len() >= self.opts.block_max_bytes.min(MAX_BLOCK_TARGET)
-            || self.block.events() >= MAX_BLOCK_EVENTS
-        {
+        if self.block.is_full(self.opts.block_max_bytes) {
             self.flush_block(false)?;
         }
         Ok(())

@@ -299,6 +299,8 @@ pub struct BlockBuilder {
     cols: Vec<Option<Box<KindEnc>>>,
     encoded_len: usize,
     by_kind: [u32; 16],
+    /// Bytes of strings a reader will materialize (every reference counted).
+    string_bytes: usize,
 }
 
 impl BlockBuilder {
@@ -327,12 +329,22 @@ impl BlockBuilder {
         &self.by_kind
     }
 
+    /// True when the block should be written now: `max_bytes` of encoded events (at most
+    /// [`crate::capture::MAX_BLOCK_TARGET`]), [`crate::capture::MAX_BLOCK_EVENTS`] events, or
+    /// half the strings a reader may materialize from one block.
+    pub fn is_full(&self, max_bytes: usize) -> bool {
+        self.encoded_len >= max_bytes.min(crate::capture::MAX_BLOCK_TARGET)
+            || self.events >= crate::capture::MAX_BLOCK_EVENTS
+            || self.string_bytes >= MAX_STRING_BYTES_PER_BLOCK / 2
+    }
+
     /// Approximate size of the archived block before compression.
     pub fn encoded_len(&self) -> usize {
         self.encoded_len
     }
 
     fn string(&mut self, s: &str) -> u64 {
+        self.string_bytes += s.len();
         if let Some(&id) = self.string_ids.get(s) {
             return id;
         }
@@ -693,18 +705,30 @@ struct Ctx<'a> {
     shared: [Cur<'a>; shared::COUNT],
     conns: Vec<ConnId>,
     endpoints: Vec<Endpoint>,
+    /// Bytes of strings still allowed to be materialized from this block.
+    string_budget: usize,
 }
 
+/// Most bytes of dictionary strings one block may materialize: a hostile block referencing a
+/// long string from many events must not exhaust memory.
+pub const MAX_STRING_BYTES_PER_BLOCK: usize = 256 << 20;
+
 impl Ctx<'_> {
-    fn string(&self, id: u64) -> Result<String, DecodeError> {
+    fn string(&mut self, id: u64) -> Result<String, DecodeError> {
         let i = usize::try_from(id).map_err(|_| "string id out of range")?;
-        self.strings
+        let s = self
+            .strings
             .get(i)
-            .map(|s| s.as_str().to_owned())
-            .ok_or("string id out of range")
+            .ok_or("string id out of range")?
+            .as_str();
+        self.string_budget = self
+            .string_budget
+            .checked_sub(s.len())
+            .ok_or("strings of the block exceed the decoding limit")?;
+        Ok(s.to_owned())
     }
 
-    fn opt_string(&self, id: u64) -> Result<Option<String>, DecodeError> {
+    fn opt_string(&mut self, id: u64) -> Result<Option<String>, DecodeError> {
         if id == 0 {
             Ok(None)
         } else {
@@ -789,6 +813,7 @@ pub fn decode_with(b: &ArchivedBlockV1, mut sink: impl FnMut(Event)) -> Result<u
         shared: shared_curs,
         conns: Vec::new(),
         endpoints: Vec::new(),
+        string_budget: MAX_STRING_BYTES_PER_BLOCK,
     };
     let mut decs: Vec<Option<KindDec<'_>>> = (0..16).map(|_| None).collect();
     for col in b.columns.iter() {

@@ -48,6 +48,8 @@ pub const MAX_HEADER_BYTES: u64 = 64 << 20;
 pub const MAX_BLOCK_BYTES: u64 = 64 << 20;
 /// Largest compressed block (zstd's worst-case bound for [`MAX_BLOCK_BYTES`], rounded up).
 pub const MAX_BLOCK_COMPRESSED: u64 = MAX_BLOCK_BYTES + (1 << 20);
+/// Most events in one block (bounds the memory a decoded block takes: 136 bytes per event).
+pub const MAX_BLOCK_EVENTS: u32 = 1 << 20;
 /// Largest footer, compressed or not.
 pub const MAX_FOOTER_BYTES: u64 = 64 << 20;
 
@@ -231,12 +233,13 @@ impl FrameHeader {
             }
         }
         // Every event takes at least one byte of the order column.
-        if tag == TAG_BLOCK && h.events > h.uncompressed_len {
+        let max_events = h.uncompressed_len.min(MAX_BLOCK_EVENTS);
+        if tag == TAG_BLOCK && h.events > max_events {
             return Err(SegmentError::AbsurdLength {
                 what: "event count",
                 offset,
                 len: u64::from(h.events),
-                limit: u64::from(h.uncompressed_len),
+                limit: u64::from(max_events),
             });
         }
         let stored = le_u32(b, 36);

@@ -55,8 +55,8 @@
 //! only [`SegmentReader::read_block`] for that block.
 //!
 //! Limits (checked before any allocation): header body ≤ 64 MiB, block ≤ 64 MiB
-//! uncompressed (≤ 65 MiB compressed), events per block ≤ its uncompressed length, footer
-//! ≤ 64 MiB; counts inside a block are bounded by the bytes of their stream.
+//! uncompressed (≤ 65 MiB compressed), events per block ≤ its uncompressed length and ≤ 2^20,
+//! footer ≤ 64 MiB; counts inside a block are bounded by the bytes of their stream.
 //!
 //! A capture directory holds `<capture-start-utc>-<seq>.rseg` segments (mode 0600, the
 //! directory 0700) and `manifest.json` (rewritten atomically: temporary file, fsync,

@@ -450,7 +450,7 @@ impl SegmentReader {
     pub fn read_block_into(&self, i: usize, out: &mut Vec<Event>) -> Result<(), SegmentError> {
         out.clear();
         let n = self.blocks.get(i).map_or(0, |b| b.events as usize);
-        out.reserve(n);
+        out.reserve(n.min(crate::capture::MAX_BLOCK_EVENTS as usize));
         let r = self.for_each_event(i, |e| out.push(e));
         if r.is_err() {
             out.clear();

@@ -362,12 +362,7 @@ impl SegmentWriter {
             self.block_started = Some(Instant::now());
         }
         self.block.push(ev);
-        self.block.encoded_len()
-            >= self
-                .opts
-                .block_max_bytes
-                .min(crate::capture::MAX_BLOCK_TARGET)
-            || self.block.events() >= crate::capture::MAX_BLOCK_EVENTS
+        self.block.is_full(self.opts.block_max_bytes)
     }
 
     /// Adds an event, writing the block when it is full.

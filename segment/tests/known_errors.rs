@@ -469,3 +469,24 @@ fn every_truncation_and_bit_flip_is_an_error_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn absurd_event_count_is_refused_before_any_allocation() {
+    // A hostile frame may claim as many events as its (large) uncompressed length allows:
+    // the reader caps events per block so that a decoded block's memory stays bounded.
+    let (mut b, blocks) = segment(false);
+    let off = offsets(&b)[2] as usize;
+    b[off + 8..off + 12].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    b[off + 12..off + 16].copy_from_slice(&((1u32 << 20) + 1).to_le_bytes());
+    fix_frame_crc(&mut b, off);
+    let r = SegmentReader::from_bytes(b).expect("opens");
+    first_blocks_read(&r, &blocks, 2);
+    assert!(matches!(
+        r.damage()[0].error,
+        SegmentError::AbsurdLength {
+            what: "event count",
+            limit: 1_048_576,
+            ..
+        }
+    ));
+}

@@ -148,3 +148,58 @@ fn write_fuzz_seeds() {
         std::fs::write(dir.join(format!("segment_reader/seed-{i}")), seg).expect("write");
     }
 }
+
+#[test]
+fn a_long_string_referenced_by_many_events_is_split_across_blocks() {
+    // Stored once per block, but every event materializes it when read: the writer cuts
+    // blocks so that a reader never exceeds its per-block string budget.
+    let note = "x".repeat(1 << 20);
+    let evs: Vec<Event> = (0..300)
+        .map(|i| {
+            Event::new(
+                i,
+                EventBody::Mark(Mark {
+                    source: MarkSource::User,
+                    note: note.clone(),
+                }),
+            )
+        })
+        .collect();
+    let bytes = write_segment(std::slice::from_ref(&evs), true);
+    let r = SegmentReader::from_bytes(bytes).expect("opens");
+    assert!(r.blocks().len() >= 3, "{} blocks", r.blocks().len());
+    let mut n = 0;
+    for i in 0..r.blocks().len() {
+        n += r
+            .for_each_event(i, |e| assert_eq!(e, evs[e.ts as usize]))
+            .expect("block");
+    }
+    assert_eq!(n, 300);
+}
+
+#[test]
+fn a_block_materializing_too_many_string_bytes_is_invalid() {
+    let note = "y".repeat(1 << 20);
+    let evs: Vec<Event> = (0..300)
+        .map(|i| {
+            Event::new(
+                i,
+                EventBody::Mark(Mark {
+                    source: MarkSource::User,
+                    note: note.clone(),
+                }),
+            )
+        })
+        .collect();
+    // Encoded as one block directly (a hostile writer).
+    let block = retrace_segment::columns::encode_bytes(&evs).expect("encode");
+    let err = retrace_segment::columns::decode_bytes(&block).expect_err("over budget");
+    assert!(err.contains("exceed"), "{err}");
+    assert_eq!(
+        retrace_segment::columns::decode_bytes(
+            &retrace_segment::columns::encode_bytes(&evs[..10]).expect("encode")
+        )
+        .expect("small block decodes"),
+        evs[..10]
+    );
+}
