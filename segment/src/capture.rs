@@ -411,7 +411,7 @@ impl CaptureWriter {
             self.marks.push((ev.ts, m.note.clone()));
         }
         if self.block.is_full(self.opts.block_max_bytes) {
-            self.flush_block(false)?;
+            self.flush_block()?;
         }
         Ok(())
     }
@@ -423,14 +423,14 @@ impl CaptureWriter {
             .block_started
             .is_some_and(|t| t.elapsed() >= self.opts.block_max_age)
         {
-            self.flush_block(true)?;
+            self.flush_block()?;
         }
         if self
             .cur
             .as_ref()
             .is_some_and(|c| c.opened.elapsed() >= self.opts.segment_max_age)
         {
-            self.flush_block(false)?;
+            self.flush_block()?;
             self.rotate()?;
         }
         self.apply_keep()
@@ -438,7 +438,7 @@ impl CaptureWriter {
 
     /// Writes the open block now, durably (fdatasync).
     pub fn flush(&mut self) -> Result<(), SegmentError> {
-        self.flush_block(true)
+        self.flush_block()
     }
 
     /// Keeps the segments overlapping `[from_ts, to_ts]` (monotonic ns), including ones not
@@ -472,7 +472,7 @@ impl CaptureWriter {
 
     fn finish(&mut self) -> Result<(), SegmentError> {
         self.closed = true;
-        self.flush_block(false)?;
+        self.flush_block()?;
         self.rotate()?;
         self.apply_keep()?;
         let ended = clock_now().wall_ns;
@@ -590,7 +590,8 @@ impl CaptureWriter {
         }
     }
 
-    fn flush_block(&mut self, sync: bool) -> Result<(), SegmentError> {
+    /// Writes the open block (whole, then fdatasync), creating the segment if needed.
+    fn flush_block(&mut self) -> Result<(), SegmentError> {
         if self.block.is_empty() {
             return Ok(());
         }
@@ -668,7 +669,6 @@ impl CaptureWriter {
         };
         let by_kind = enc.by_kind;
         let info = cur.writer.write_block(enc)?;
-        let _ = sync; // every block is written whole and fdatasync'ed
         self.stats.events += u64::from(info.events);
         self.stats.blocks += 1;
         self.stats.bytes_uncompressed += u64::from(info.uncompressed_len);
