@@ -454,7 +454,8 @@ pub fn stale_rules(listing: &str, alive: impl Fn(u32) -> bool) -> Vec<Vec<String
             continue;
         }
         let mut args = vec!["-D".to_string(), "OUTPUT".to_string()];
-        args.extend(words.iter().map(|w| w.to_string()));
+        // `iptables -S` quotes the comment; the delete must name it bare.
+        args.extend(words.iter().map(|w| w.trim_matches('"').to_string()));
         out.push(args);
     }
     out
@@ -511,7 +512,14 @@ mod tests {
         assert_eq!(stale[0][1], "OUTPUT");
         assert!(stale[0].contains(&"retrace-scenario:4242".to_string()));
         assert!(stale_rules(listing, |_| true).is_empty());
-        assert_eq!(stale_rules(listing, |_| false).len(), 2);
+        let all = stale_rules(listing, |_| false);
+        assert_eq!(all.len(), 2);
+        assert!(
+            all[1].contains(&"retrace-scenario:7".to_string()),
+            "{:?}",
+            all[1]
+        );
+        assert!(all.iter().flatten().all(|w| !w.contains('"')));
     }
 
     #[test]
@@ -573,6 +581,31 @@ mod tests {
         assert!(f.sleep(Duration::from_secs(10)).is_err());
         assert!(start.elapsed() < Duration::from_secs(5));
         t.join().expect("join");
+    }
+
+    #[test]
+    fn rules_of_killed_runs_are_removed() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || Command::new("iptables").arg("-V").output().is_err() {
+            eprintln!("skipped: needs root and iptables");
+            return;
+        }
+        // A pid that is gone: a child that exited and was reaped.
+        let mut c = Command::new("/bin/true").spawn().expect("spawn");
+        let dead = c.id();
+        c.wait().expect("wait");
+        let mut add = vec!["-I".to_string(), "OUTPUT".to_string()];
+        add.extend(drop_rule_spec(2, 0.5, dead));
+        iptables(&add).expect("add a rule as a killed run would leave it");
+        let tag = format!("{RULE_TAG}:{dead}");
+        let listed = |tag: &str| {
+            iptables(&["-S".to_string(), "OUTPUT".to_string()])
+                .expect("list")
+                .contains(tag)
+        };
+        assert!(listed(&tag));
+        assert!(remove_stale_rules().expect("removes") >= 1);
+        assert!(!listed(&tag));
     }
 
     #[test]
