@@ -51,7 +51,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (expect, scenario_services) = load_expectations(&args.expect)?;
     let services = args.services.clone().or(scenario_services);
-    let snapshot = analyze_capture(&[args.capture.clone()], services.as_deref())?;
+    let snapshot = analyze_capture(std::slice::from_ref(&args.capture), services.as_deref())?;
     let results = evaluate(&expect, &snapshot);
     print!("{}", render_results(&results));
     if let Some(junit) = &args.junit {

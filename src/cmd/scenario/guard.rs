@@ -36,6 +36,7 @@ impl AbortFlag {
     }
 
     /// Raises it.
+    #[cfg(test)]
     pub fn raise(&self) {
         self.0.store(true, Ordering::SeqCst)
     }
@@ -279,6 +280,7 @@ impl Proc {
     }
 
     /// Waits for the leader to exit on its own, up to `timeout`.
+    #[cfg(test)]
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Ended> {
         let start = Instant::now();
         while start.elapsed() < timeout {
@@ -471,7 +473,8 @@ pub fn remove_stale_rules() -> anyhow::Result<usize> {
     Ok(stale.len())
 }
 
-/// Our rules currently installed (for tests and the final check).
+/// Our rules currently installed (tests).
+#[cfg(test)]
 pub fn our_rules() -> anyhow::Result<Vec<String>> {
     let listing = iptables(&["-S".to_string(), "OUTPUT".to_string()])?;
     let tag = format!("{RULE_TAG}:{}", std::process::id());

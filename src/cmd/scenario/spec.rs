@@ -578,10 +578,10 @@ fn validate(path: &Path, sc: &Scenario) -> anyhow::Result<()> {
     }
     for f in &sc.faults {
         match &f.action {
-            FaultAction::Stop(n) | FaultAction::Kill(n) | FaultAction::Start(n) => {
-                if sc.service(n).is_none() {
-                    anyhow::bail!("{p}: fault at {}: no service named {n:?}", f.at);
-                }
+            FaultAction::Stop(n) | FaultAction::Kill(n) | FaultAction::Start(n)
+                if sc.service(n).is_none() =>
+            {
+                anyhow::bail!("{p}: fault at {}: no service named {n:?}", f.at);
             }
             FaultAction::Http(h) => {
                 parse_url(&h.url)
