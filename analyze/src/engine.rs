@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use retrace_segment::{
-    Addr, ConnId, Direction, Endpoint, Event, EventBody, NodeInfo, StateSnapshot, TcpSampleKind,
-    TcpStep,
+    Addr, ConnId, Direction, Endpoint, Event, EventBody, NodeInfo, ProcessInfo, StateSnapshot,
+    TcpSampleKind, TcpStep,
 };
 
 use crate::l7::{self, Parsed};
@@ -124,6 +124,7 @@ pub struct Analyzer {
     dropped_by_kind: BTreeMap<String, u64>,
     window: Option<(u64, u64)>,
     marks: Vec<(u64, String)>,
+    hint_endpoints: Option<(Endpoint, Endpoint)>,
 }
 
 /// Statistics carried from reading into the analysis.
@@ -176,6 +177,7 @@ impl Analyzer {
             dropped_by_kind: BTreeMap::new(),
             window: None,
             marks: Vec::new(),
+            hint_endpoints: None,
         }
     }
 
@@ -266,6 +268,34 @@ impl Analyzer {
         });
     }
 
+    /// Fills in what is missing about a process from the replay's process table (processes
+    /// that started before the capture).
+    pub fn process_hint(&mut self, node: u16, p: &ProcessInfo) {
+        let e = self.procs.entry((node, p.pid)).or_default();
+        if e.exe.is_empty() && e.comm.is_empty() {
+            e.ppid = p.ppid;
+            e.comm.clone_from(&p.comm);
+            e.exe.clone_from(&p.exe);
+            e.cmdline = p.cmdline.join(" ");
+            e.cgroup.clone_from(&p.cgroup);
+            e.container_id.clone_from(&p.container_id);
+        }
+    }
+
+    /// Like [`Analyzer::push`], with the socket endpoints known from elsewhere (the replay's
+    /// socket table) for L7 messages that do not carry them.
+    pub fn push_with_endpoints(
+        &mut self,
+        node: u16,
+        ts: u64,
+        ev: &Event,
+        endpoints: Option<(Endpoint, Endpoint)>,
+    ) {
+        self.hint_endpoints = endpoints;
+        self.push(node, ts, ev);
+        self.hint_endpoints = None;
+    }
+
     /// Feeds one event of `node`; `ts` is its wall-clock time (ns since the epoch). Events of
     /// one node must come in time order.
     pub fn push(&mut self, node: u16, ts: u64, ev: &Event) {
@@ -311,26 +341,41 @@ impl Analyzer {
             EventBody::Tcp(e) => self.tcp(node, ts, e),
             EventBody::L7(m) => {
                 let key = (node, m.conn);
+                let (mut local, mut remote) = (m.local, m.remote);
+                if let Some((l, r)) = self.hint_endpoints {
+                    if is_unspecified(&local) {
+                        local = l;
+                    }
+                    if is_unspecified(&remote) {
+                        remote = r;
+                    }
+                }
                 let idx = match self.conns.get(&key) {
                     Some(&i) => i,
                     None => {
-                        // A socket opened before the capture and missing from the snapshot:
-                        // the side that listens on the local port is the server.
+                        // A socket opened before the capture: the side that listens on the
+                        // local port is the server; failing that, the side on an ephemeral
+                        // port is the client.
                         let listens = self
                             .procs
                             .get(&(node, m.conn.pid))
-                            .is_some_and(|p| p.ports.contains(&m.local.port));
+                            .is_some_and(|p| p.ports.contains(&local.port));
+                        let client = if listens {
+                            false
+                        } else {
+                            !(local.port < 32768 && remote.port >= 32768)
+                        };
                         self.payload.orphan_messages += 1;
-                        self.new_side(node, m.conn, !listens, m.local, m.remote)
+                        self.new_side(node, m.conn, client, local, remote)
                     }
                 };
                 let egress = m.direction == Direction::Egress;
                 let side = &mut self.sides[idx as usize];
-                if is_unspecified(&side.local) && !is_unspecified(&m.local) {
-                    side.local = m.local;
+                if is_unspecified(&side.local) && !is_unspecified(&local) {
+                    side.local = local;
                 }
-                if is_unspecified(&side.remote) && !is_unspecified(&m.remote) {
-                    side.remote = m.remote;
+                if is_unspecified(&side.remote) && !is_unspecified(&remote) {
+                    side.remote = remote;
                 }
                 let total = m.size.saturating_add(m.folded_bytes);
                 if egress {
@@ -339,7 +384,14 @@ impl Analyzer {
                     side.received = side.received.saturating_add(total);
                 }
                 if let Some(parser) = side.parser.as_mut() {
-                    parser.push(ts, egress, m.size, &m.payload, &mut self.parsed);
+                    parser.push(
+                        ts,
+                        egress,
+                        m.size,
+                        &m.payload,
+                        m.folded_bytes,
+                        &mut self.parsed,
+                    );
                     if side.protocol.is_none() {
                         side.protocol = parser.protocol();
                     }
@@ -761,34 +813,25 @@ impl Analyzer {
                 e.ports.extend(p.ports.iter().copied());
             }
         }
-        for r in &rows {
-            for id in [r.client, r.server] {
-                let name = self.strings.get(id);
-                if !services.contains_key(name) {
-                    let kind = if name.parse::<IpAddr>().is_ok()
-                        || name.parse::<std::net::SocketAddr>().is_ok()
-                    {
-                        "address"
-                    } else {
-                        "dns"
-                    };
-                    services.insert(
-                        name.to_string(),
-                        stats::ServiceInfo {
-                            kind: kind.into(),
-                            ..Default::default()
-                        },
-                    );
-                }
+        let peer_kind = |name: &str| {
+            if name.parse::<IpAddr>().is_ok() || name.parse::<std::net::SocketAddr>().is_ok() {
+                "address"
+            } else {
+                "dns"
             }
-        }
-        for c in &conn_rows {
-            for id in [c.client, c.server] {
-                let name = self.strings.get(id).to_string();
-                services.entry(name).or_insert_with(|| stats::ServiceInfo {
-                    kind: "address".into(),
-                    ..Default::default()
-                });
+        };
+        let ids = rows.iter().flat_map(|r| [r.client, r.server]);
+        let ids = ids.chain(conn_rows.iter().flat_map(|c| [c.client, c.server]));
+        for id in ids {
+            let name = self.strings.get(id);
+            if !services.contains_key(name) {
+                services.insert(
+                    name.to_string(),
+                    stats::ServiceInfo {
+                        kind: peer_kind(name).into(),
+                        ..Default::default()
+                    },
+                );
             }
         }
         // Keep only services that took part in something.

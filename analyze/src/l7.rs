@@ -52,57 +52,100 @@ pub struct Dns {
     pub addrs: Vec<std::net::IpAddr>,
 }
 
-pub use standin::{parse_dns, Side};
+pub use imp::{parse_dns, Side};
 
-/// Stand-in used until retrace-protocols provides `Session`: recognises nothing, so every
-/// connection is plain `tcp` and every message counts as unknown.
-mod standin {
+mod imp {
     use super::{Counters, Dns, Parsed};
+    use retrace_protocols as p;
 
     /// One side of one connection, fed in time order.
     pub struct Side {
-        counters: Counters,
+        inner: p::Session,
+    }
+
+    fn convert(x: p::Exchange) -> Parsed {
+        Parsed {
+            protocol: x.protocol.name(),
+            request_ts: x.request_ts,
+            response_ts: x.response_ts,
+            method: x.method,
+            target: x.target,
+            route: x.route,
+            status: x.status,
+            error: x.error,
+            trace_id: x.trace_id,
+        }
     }
 
     impl Side {
         /// A new side; `client` when our process connected.
-        pub fn new(_client: bool) -> Self {
+        pub fn new(client: bool) -> Self {
             Self {
-                counters: Counters::default(),
+                inner: p::Session::new(if client {
+                    p::Role::Client
+                } else {
+                    p::Role::Server
+                }),
             }
         }
 
-        /// Feeds one message; completed exchanges are appended to `out`.
+        /// Feeds one message (`folded`: bytes of earlier syscalls in the same direction that
+        /// the capture folded into this event); completed exchanges are appended to `out`.
         pub fn push(
             &mut self,
-            _ts: u64,
-            _egress: bool,
+            ts: u64,
+            egress: bool,
             size: u64,
             payload: &[u8],
-            _out: &mut Vec<Parsed>,
+            folded: u64,
+            out: &mut Vec<Parsed>,
         ) {
-            self.counters.messages += 1;
-            if (payload.len() as u64) < size {
-                self.counters.truncated += 1;
+            if folded > 0 {
+                self.inner.add_bytes(egress, folded);
             }
+            let xs = self.inner.push(ts, egress, size, payload);
+            out.extend(xs.into_iter().map(convert));
         }
 
         /// Ends the side; exchanges still open are appended to `out`.
-        pub fn finish(self, _out: &mut Vec<Parsed>) {}
+        pub fn finish(self, out: &mut Vec<Parsed>) {
+            out.extend(self.inner.finish().into_iter().map(convert));
+        }
 
         /// The detected protocol's name, `None` when unknown.
         pub fn protocol(&self) -> Option<&'static str> {
-            None
+            match self.inner.protocol() {
+                p::Protocol::Unknown => None,
+                x => Some(x.name()),
+            }
         }
 
         /// Parser counters.
         pub fn counters(&self) -> Counters {
-            self.counters
+            let s = self.inner.stats();
+            Counters {
+                messages: s.pushes,
+                truncated: s.truncated,
+                unparsed: s.unparsed,
+            }
         }
     }
 
     /// Parses a UDP payload as DNS.
-    pub fn parse_dns(_bytes: &[u8]) -> Option<Dns> {
-        None
+    pub fn parse_dns(bytes: &[u8]) -> Option<Dns> {
+        let m = p::dns::parse(bytes)?;
+        let addrs = m
+            .answers
+            .iter()
+            .filter(|a| a.rtype == "A" || a.rtype == "AAAA")
+            .filter_map(|a| a.data.parse().ok())
+            .collect();
+        Some(Dns {
+            id: m.id,
+            is_response: m.is_response,
+            name: m.name,
+            rcode: m.rcode,
+            addrs,
+        })
     }
 }

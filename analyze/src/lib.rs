@@ -17,6 +17,9 @@ mod model;
 mod report;
 pub mod services;
 mod stats;
+pub mod synth;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 

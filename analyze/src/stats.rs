@@ -158,14 +158,14 @@ fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, AnalyzeError> {
         .collect())
 }
 
+/// Rounds to 1e-6 (ns resolution for ms values): stable, readable output.
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
 fn f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>, AnalyzeError> {
-    Ok(df
-        .column(name)
-        .map_err(pe)?
-        .f64()
-        .map_err(pe)?
-        .iter()
-        .collect())
+    let ca = df.column(name).map_err(pe)?.f64().map_err(pe)?;
+    Ok(ca.iter().map(|v| v.map(round6)).collect())
 }
 
 fn aggs(df: &DataFrame, server_lat: bool) -> Result<Vec<Agg>, AnalyzeError> {
@@ -530,7 +530,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             bytes_received: c.map_or(0, |c| c.received),
             status,
             reasons,
-            rate_per_s: requests as f64 / window_secs,
+            rate_per_s: round6(requests as f64 / window_secs),
             server_p50_ms: r.and_then(|r| r.sp50),
             server_p99_ms: r.and_then(|r| r.sp99),
         });
@@ -575,7 +575,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             instances: u32::try_from(info.instances.len()).unwrap_or(u32::MAX),
             requests,
             errors,
-            error_rate: rate(errors, requests),
+            error_rate: round6(rate(errors, requests)),
             p50_ms: p50,
             p95_ms: p95,
             p99_ms: p99,

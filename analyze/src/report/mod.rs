@@ -26,8 +26,13 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
     })?;
     json.push(b'\n');
     write_file(&json_path, &json)?;
-    let html = html::render(analysis);
+    let html = render_html(analysis);
     write_file(&out_dir.join("index.html"), html.as_bytes())
+}
+
+/// The HTML page of an analysis.
+pub(crate) fn render_html(analysis: &Analysis) -> String {
+    html::render(analysis)
 }
 
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalyzeError> {
