@@ -80,6 +80,7 @@ struct Side {
     received: u64,
     closed_bytes: Option<(u64, u64)>,
     established: bool,
+    failed: bool,
 }
 
 /// A parsed exchange of one side, strings interned.
@@ -255,6 +256,7 @@ impl Analyzer {
             received: 0,
             closed_bytes: None,
             established: !client,
+            failed: false,
         });
         self.conns.insert((node, conn), idx);
         self.procs.entry((node, conn.pid)).or_default();
@@ -462,6 +464,7 @@ impl Analyzer {
                     Some(i) => {
                         let s = &mut self.sides[i as usize];
                         s.parser = None;
+                        s.failed = true;
                         if is_unspecified(&e.remote) {
                             s.remote
                         } else {
@@ -665,7 +668,7 @@ impl Analyzer {
                 continue;
             }
             let paired_server = !s.client && peer[i].is_some();
-            if paired_server {
+            if paired_server || s.failed {
                 continue; // accounted for by the client side
             }
             let node = node_ids.get(usize::from(s.node)).copied().unwrap_or(EMPTY);
@@ -907,16 +910,19 @@ impl Analyzer {
                 relevant.insert(*k);
             }
         }
+        // The program's name: its comm (what `ps` and `top` show: `redis-server` even though
+        // Debian's binary is `redis-check-rdb`, `python3` for `python3.11`), or the executable's
+        // file name when comm is missing or cut at 15 bytes.
         let exe_base = |p: &Proc| -> String {
             let b = p.exe.rsplit('/').next().unwrap_or("");
-            if b.is_empty() {
-                if p.comm.is_empty() {
+            if p.comm.is_empty() || (p.comm.len() >= 15 && b.starts_with(p.comm.as_str())) {
+                if b.is_empty() {
                     "unknown".to_string()
                 } else {
-                    p.comm.clone()
+                    b.to_string()
                 }
             } else {
-                b.to_string()
+                p.comm.clone()
             }
         };
         // Ports of a process, or of its closest ancestor of the same executable (pre-fork

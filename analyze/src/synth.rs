@@ -143,13 +143,13 @@ impl<S: Sink> Synth<S> {
 
     /// A process exec.
     pub fn exec(&mut self, ts: u64, pid: u32, ppid: u32, exe: &str, cmdline: &[&str]) {
-        let comm: String = exe
-            .rsplit('/')
-            .next()
-            .unwrap_or(exe)
-            .chars()
-            .take(15)
-            .collect();
+        let base = exe.rsplit('/').next().unwrap_or(exe);
+        // As the kernel shows them: Debian's python3.11 runs with comm `python3`.
+        let comm: String = if base.starts_with("python3") {
+            "python3".to_string()
+        } else {
+            base.chars().take(15).collect()
+        };
         self.push(Event::new(
             ts,
             EventBody::ProcExec(ProcExec {
@@ -691,4 +691,52 @@ pub fn shop<S: Sink>(sink: S, opts: &ShopOptions) -> S {
     }
     s.mark(end + 200_000, "synthetic run done");
     s.finish()
+}
+
+/// A [`Sink`] appending to a capture; the first error is kept and later events are dropped.
+pub struct CaptureSink {
+    writer: retrace_segment::CaptureWriter,
+    /// Events appended.
+    pub events: u64,
+    error: Option<retrace_segment::SegmentError>,
+}
+
+impl Sink for CaptureSink {
+    fn put(&mut self, ev: Event) {
+        if self.error.is_none() {
+            match self.writer.append(ev) {
+                Ok(()) => self.events += 1,
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+}
+
+/// Writes the [`shop`] stack as a capture directory at `dir` (node `node-a`); returns the
+/// number of events written.
+pub fn write_shop_capture(
+    dir: &std::path::Path,
+    opts: &ShopOptions,
+) -> Result<u64, retrace_segment::SegmentError> {
+    let copts = retrace_segment::CaptureOptions {
+        dir: dir.to_path_buf(),
+        node: synth_node("node-a"),
+        streams: vec!["tcp".into(), "l7".into(), "proc".into()],
+        ..Default::default()
+    };
+    let writer = retrace_segment::CaptureWriter::create(copts, Default::default())?;
+    let sink = shop(
+        CaptureSink {
+            writer,
+            events: 0,
+            error: None,
+        },
+        opts,
+    );
+    if let Some(e) = sink.error {
+        return Err(e);
+    }
+    let events = sink.events;
+    sink.writer.close()?;
+    Ok(events)
 }

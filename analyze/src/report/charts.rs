@@ -13,21 +13,24 @@ fn series_xy(
     s: &ServiceSeries,
     start_ns: u64,
     f: impl Fn(usize) -> Option<f64>,
-) -> Vec<(f64, f64)> {
-    (0..s.points.len())
-        .filter_map(|i| {
-            f(i).map(|y| {
-                (
-                    (s.points[i].start_ns.saturating_sub(start_ns)) as f64 / 1e9,
-                    y,
-                )
-            })
-        })
-        .collect()
+) -> Vec<Vec<(f64, f64)>> {
+    let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut cur: Vec<(f64, f64)> = Vec::new();
+    for (i, p) in s.points.iter().enumerate() {
+        match f(i) {
+            Some(y) => cur.push(((p.start_ns.saturating_sub(start_ns)) as f64 / 1e9, y)),
+            None if !cur.is_empty() => runs.push(std::mem::take(&mut cur)),
+            None => {}
+        }
+    }
+    if !cur.is_empty() {
+        runs.push(cur);
+    }
+    runs
 }
 
 /// A named, coloured line of (x, y) points.
-type Line<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+type Line<'a> = (&'a str, RGBColor, Vec<Vec<(f64, f64)>>);
 
 fn draw(title: &str, y_desc: &str, lines: &[Line<'_>], x_max: f64) -> Result<String, String> {
     let mut buf = String::new();
@@ -36,9 +39,9 @@ fn draw(title: &str, y_desc: &str, lines: &[Line<'_>], x_max: f64) -> Result<Str
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let y_max = lines
             .iter()
-            .flat_map(|l| l.2.iter().map(|p| p.1))
+            .flat_map(|l| l.2.iter().flatten().map(|p| p.1))
             .fold(0.0f64, f64::max)
-            .max(1e-9)
+            .max(1.0)
             * 1.1;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 14))
@@ -57,13 +60,21 @@ fn draw(title: &str, y_desc: &str, lines: &[Line<'_>], x_max: f64) -> Result<Str
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(|e| e.to_string())?;
-        for (name, colour, pts) in lines {
+        for (name, colour, runs) in lines {
             let c = *colour;
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c));
+            // One line per run of buckets with data: no line drawn across gaps.
+            let mut labelled = false;
+            for run in runs {
+                let series = chart
+                    .draw_series(LineSeries::new(run.iter().copied(), c.stroke_width(2)))
+                    .map_err(|e| e.to_string())?;
+                if !labelled {
+                    series
+                        .label(*name)
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c));
+                    labelled = true;
+                }
+            }
         }
         if lines.len() > 1 {
             chart

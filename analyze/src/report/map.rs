@@ -13,8 +13,8 @@ use crate::model::{Analysis, Health};
 
 const BOX_W: f64 = 210.0;
 const BOX_H: f64 = 56.0;
-const COL_W: f64 = 340.0;
-const ROW_H: f64 = 96.0;
+const COL_W: f64 = 420.0;
+const ROW_H: f64 = 110.0;
 const MARGIN: f64 = 40.0;
 
 /// Colour of a health status.
@@ -347,7 +347,7 @@ pub(crate) fn render(a: &Analysis) -> String {
     let _ = write!(
         svg,
         "<svg id=\"service-map\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
-         height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" \
+         height=\"{height:.0}\" style=\"max-width:100%;height:auto\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" \
          aria-label=\"Service map\">\n<defs>"
     );
     for h in [Health::Ok, Health::Warning, Health::Critical] {
@@ -423,7 +423,7 @@ pub(crate) fn render(a: &Analysis) -> String {
                 "<text class=\"edge-label\" x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" \
                  fill=\"{c}\">{}</text>",
                 mid.0,
-                escape_html(&truncate(line, 60))
+                escape_html(&truncate(line, 40))
             );
         }
     }
