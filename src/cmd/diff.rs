@@ -1063,6 +1063,99 @@ mod tests {
         assert_eq!(r.failures(), 0);
     }
 
+    fn analysis(api_errors: u64, p99: f64, extra_edge: bool) -> retrace_analyze::Analysis {
+        use retrace_analyze::{EdgeStats, Health, ServiceStats};
+        let svc = |name: &str, requests: u64, errors: u64| ServiceStats {
+            service: name.into(),
+            instances: 1,
+            requests,
+            errors,
+            error_rate: errors as f64 / requests as f64,
+            p50_ms: Some(1.0),
+            p95_ms: Some(2.0),
+            p99_ms: Some(p99),
+            status: if errors > 0 {
+                Health::Critical
+            } else {
+                Health::Ok
+            },
+            reasons: Vec::new(),
+            kind: "process".into(),
+            executables: Vec::new(),
+            ports: Vec::new(),
+            requests_sent: 0,
+            latency_objective_ms: 500.0,
+        };
+        let edge = |c: &str, s: &str, protocol: &str, requests: u64, errors: u64| EdgeStats {
+            client: c.into(),
+            server: s.into(),
+            protocol: protocol.into(),
+            connections: 4,
+            failed_connections: errors / 2,
+            requests,
+            errors,
+            p50_ms: Some(1.0),
+            p95_ms: Some(2.0),
+            p99_ms: Some(p99),
+            retransmits: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            status: if errors > 0 {
+                Health::Critical
+            } else {
+                Health::Ok
+            },
+            reasons: Vec::new(),
+            rate_per_s: requests as f64 / 20.0,
+            server_p50_ms: None,
+            server_p99_ms: None,
+        };
+        let mut a = retrace_analyze::Analysis {
+            window_start_ns: 1_000_000_000,
+            window_end_ns: 21_000_000_000,
+            services: vec![svc("api", 800, 0), svc("nginx", 1000, api_errors)],
+            edges: vec![
+                edge("client", "nginx", "http", 1000, api_errors),
+                edge("nginx", "api", "http", 1000 - api_errors, 0),
+            ],
+            ..Default::default()
+        };
+        if extra_edge {
+            a.edges.push(edge("api", "postgres", "postgres", 800, 0));
+        }
+        a
+    }
+
+    #[test]
+    fn compares_hand_built_analyses() {
+        let base = Snapshot::from_analysis(&analysis(0, 10.0, false));
+        let cand = Snapshot::from_analysis(&analysis(300, 10.5, true));
+        assert_eq!(base.window_s, 20.0);
+        let rules = parse_rules("p99 > +20%, errors > +0.5pp, new-edge, rate < -20%").expect("ok");
+        let r = compare(&base, &cand, &rules, 20);
+        assert_eq!(
+            metric_of(&r, "client -> nginx", Metric::Errors),
+            Verdict::Fail(vec!["errors > +0.5pp".into()])
+        );
+        // 1000 -> 700 requests over 20 s: 50/s -> 35/s, a 30 % drop.
+        assert_eq!(
+            metric_of(&r, "nginx -> api", Metric::Rate),
+            Verdict::Fail(vec!["rate < -20%".into()])
+        );
+        assert_eq!(metric_of(&r, "nginx -> api", Metric::P99), Verdict::Ok);
+        let pg = r
+            .edges
+            .iter()
+            .find(|e| e.edge == "api -> postgres")
+            .expect("edge");
+        assert_eq!(
+            (pg.presence, pg.protocol.as_str()),
+            (Presence::New, "postgres")
+        );
+        assert_eq!(r.failures(), 3);
+        assert_eq!(compare(&base, &base, &rules, 20).failures(), 0);
+    }
+
     fn metric_of(r: &DiffReport, k: &str, m: Metric) -> Verdict {
         r.edges
             .iter()

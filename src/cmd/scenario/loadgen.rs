@@ -386,7 +386,9 @@ pub fn run_traffic(t: &TrafficSpec, stop: &AtomicBool) -> anyhow::Result<LoadRep
                     if let (Some(iv), Some(off)) = (interval, offset) {
                         let due = off + iv * k;
                         k += 1;
-                        if due >= duration {
+                        // A worker that fell behind (slow answers) does not catch up after
+                        // the end: the traffic lasts `duration`, not `rate * duration` requests.
+                        if due >= duration || start.elapsed() >= duration {
                             break;
                         }
                         let el = start.elapsed();

@@ -45,22 +45,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("killed {} stray process(es): {swept:?}", swept.len());
     }
     let mut timings = result?;
+    let print_timings = |timings: &[(String, f64)]| {
+        println!("\ntimings:");
+        for (name, secs) in timings {
+            println!("  {name:<22} {secs:>7.2} s");
+        }
+        println!("  {:<22} {:>7.2} s", "total", t0.elapsed().as_secs_f64());
+    };
     let t_an = Instant::now();
-    let code = analyze_and_check(&sc, args)?;
+    let code = match analyze_and_check(&sc, args) {
+        Ok(code) => code,
+        Err(e) => {
+            print_timings(&timings);
+            return Err(e);
+        }
+    };
     timings.push(("analyze + check".to_string(), t_an.elapsed().as_secs_f64()));
-    let total = t0.elapsed().as_secs_f64();
-    println!("\ntimings:");
-    for (name, secs) in &timings {
-        println!("  {name:<22} {secs:>7.2} s");
-    }
-    println!("  {:<22} {total:>7.2} s", "total");
-    let timings_json: BTreeMap<String, f64> = timings.into_iter().collect();
-    let _ = std::fs::write(
+    print_timings(&timings);
+    let mut phases: BTreeMap<String, f64> = timings.into_iter().collect();
+    phases.insert("total".to_string(), t0.elapsed().as_secs_f64());
+    std::fs::write(
         args.out.join("timings.json"),
-        serde_json::to_string_pretty(
-            &serde_json::json!({ "phases": timings_json, "total_s": total }),
-        )?,
-    );
+        serde_json::to_string_pretty(&phases)?,
+    )?;
     Ok(code)
 }
 
