@@ -279,21 +279,24 @@ pub(crate) fn render(a: &Analysis) -> String {
         } else {
             String::new()
         };
-        let mut line = format!(
+        p.lines.push(format!(
             "{} · {}/s",
             e.protocol,
             human_count(e.requests as f64 / secs)
-        );
+        ));
+        let mut parts: Vec<String> = Vec::new();
         if e.p99_ms.is_some() {
-            let _ = write!(line, " · p99 {}", human_ms(e.p99_ms));
+            parts.push(format!("p99 {}", human_ms(e.p99_ms)));
         }
         if !err.is_empty() && e.errors > 0 {
-            let _ = write!(line, " · {err}");
+            parts.push(err);
         }
         if e.failed_connections > 0 {
-            let _ = write!(line, " · {} failed conn", e.failed_connections);
+            parts.push(format!("{} failed conn", e.failed_connections));
         }
-        p.lines.push(line);
+        if !parts.is_empty() {
+            p.lines.push(parts.join(" · "));
+        }
     }
     let names: Vec<String> = names.into_iter().map(str::to_string).collect();
     let index: BTreeMap<&str, usize> = names
