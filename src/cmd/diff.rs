@@ -619,13 +619,13 @@ pub fn render_table(r: &DiffReport) -> String {
     for sv in &r.services {
         let _ = writeln!(
             s,
-            "  {:<5} {:<28} requests {:>7} -> {:<7} errors {:>7.2}% -> {:<7.2}%  {}",
+            "  {:<5} {:<28} requests {:>7} -> {:<7} errors {:>7} -> {:<7}  {}",
             sv.presence.name(),
             sv.name,
             sv.requests.0,
             sv.requests.1,
-            sv.error_rate.0 * 100.0,
-            sv.error_rate.1 * 100.0,
+            format!("{:.2}%", sv.error_rate.0 * 100.0),
+            format!("{:.2}%", sv.error_rate.1 * 100.0),
             sv.verdict
         );
     }
