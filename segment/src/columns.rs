@@ -782,7 +782,10 @@ impl Ctx<'_> {
 }
 
 fn tid_of(pid: u32, d: i64) -> Result<u32, DecodeError> {
-    u32::try_from(i64::from(pid) + d).map_err(|_| "thread id out of range")
+    i64::from(pid)
+        .checked_add(d)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or("thread id out of range")
 }
 
 fn size_of(len: usize, d: i64) -> u64 {
