@@ -208,6 +208,8 @@ fn preflight(sc: &Scenario, args: &RunArgs) -> anyhow::Result<Preflight> {
     for s in &sc.services {
         let mut v = vars.clone();
         v.map.insert("port".into(), s.port.to_string());
+        v.map
+            .insert("scenario".into(), s.origin.display().to_string());
         let mut programs = vec![s.command.clone()];
         programs.extend(
             s.setup
@@ -390,6 +392,8 @@ impl<'a> Stack<'a> {
             vars.map.insert("dir".into(), dir.display().to_string());
             vars.map.insert("port".into(), s.port.to_string());
             vars.map.insert("name".into(), s.name.clone());
+            vars.map
+                .insert("scenario".into(), s.origin.display().to_string());
             services.push(Service {
                 spec: s.clone(),
                 vars,

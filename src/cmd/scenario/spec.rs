@@ -33,8 +33,8 @@
 //! expect: { ... }             # the `retrace check` format
 //! ```
 //!
-//! Placeholders in commands, args, env values, templates and URLs: `{scenario}` (the
-//! scenario's folder), `{run}` (the run's work folder), `{dir}` (this service's own folder in
+//! Placeholders in commands, args, env values, templates and URLs: `{scenario}` (the folder
+//! of the scenario file that declares the service: the base's for inherited services), `{run}` (the run's work folder), `{dir}` (this service's own folder in
 //! it), `{port}` (this service's port), `{port:NAME}` (another service's), `{pg_bin}` (the
 //! installed PostgreSQL's bin folder), `{python}` (Debian's python3, /usr/bin/python3).
 
@@ -166,6 +166,9 @@ pub struct ServiceSpec {
     /// Signal that stops it.
     #[serde(default)]
     pub stop_signal: StopSignal,
+    /// Folder of the scenario file that declares it (`{scenario}` in its strings).
+    #[serde(skip)]
+    pub origin: PathBuf,
 }
 
 /// One kind of request the traffic sends.
@@ -445,7 +448,15 @@ pub fn parse_scenario(path: &Path, text: &str) -> anyhow::Result<Scenario> {
         name,
         description: raw.description,
         dir: dir.clone(),
-        services: raw.services.unwrap_or_default(),
+        services: raw
+            .services
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut svc| {
+                svc.origin = dir.clone();
+                svc
+            })
+            .collect(),
         traffic: raw.traffic.unwrap_or(TrafficSpec {
             duration: Dur(Duration::ZERO),
             rate: None,
@@ -485,6 +496,9 @@ pub fn parse_scenario(path: &Path, text: &str) -> anyhow::Result<Scenario> {
         }
         if !own_services {
             sc.services = b.services.unwrap_or_default();
+            for svc in &mut sc.services {
+                svc.origin = base_dir.clone();
+            }
         }
         if !own_traffic {
             if let Some(t) = b.traffic {
@@ -514,6 +528,10 @@ pub fn load_scenario(path: &Path) -> anyhow::Result<Scenario> {
     let mut sc = parse_scenario(&file, &text)?;
     sc.dir = std::fs::canonicalize(&sc.dir)
         .with_context(|| format!("resolving {}", sc.dir.display()))?;
+    for svc in &mut sc.services {
+        svc.origin = std::fs::canonicalize(&svc.origin)
+            .with_context(|| format!("resolving {}", svc.origin.display()))?;
+    }
     if let Some(f) = &sc.services_file {
         sc.services_file = Some(
             std::fs::canonicalize(f)
