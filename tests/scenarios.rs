@@ -96,7 +96,7 @@ fn committed_captures_match_their_blessed_analysis() {
             services_file: services_file(dir),
             ..Default::default()
         };
-        let analysis = match retrace_analyze::analyze(&[capture.clone()], &opts) {
+        let analysis = match retrace_analyze::analyze(std::slice::from_ref(&capture), &opts) {
             Ok(a) => a,
             Err(e) => {
                 failures.push(format!("{name}: analysis failed: {e}"));
@@ -259,5 +259,54 @@ fn interrupted_live_run_leaves_nothing_behind() {
     for script in ["common/api.py", "common/users.py"] {
         let left = processes_mentioning(script);
         assert!(left.is_empty(), "processes left: {left:?}");
+    }
+}
+
+#[test]
+fn not_root_is_a_clear_error_before_anything_starts() {
+    use std::os::unix::process::CommandExt as _;
+    if !is_root() {
+        // Already not root: the plain run must refuse.
+        let o = Command::new(env!("CARGO_BIN_EXE_retrace"))
+            .args([
+                "scenario",
+                "run",
+                "scenarios/checkout",
+                "--out",
+                "/tmp/retrace-not-root",
+            ])
+            .current_dir(root())
+            .output()
+            .expect("run");
+        let t = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(t.contains("needs root"), "{t}");
+        return;
+    }
+    // As root: drop to nobody for the child.
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args(["scenario", "run"])
+        .arg(root().join("scenarios/checkout"))
+        .arg("--out")
+        .arg(&out)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    let t = String::from_utf8_lossy(&o.stderr);
+    if t.contains("Permission denied") && !t.contains("needs root") {
+        eprintln!("skipped: the test binary is not reachable by nobody: {t}");
+        return;
+    }
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("needs root") && t.contains("nothing was started"),
+        "{t}"
+    );
+    assert!(!out.exists(), "nothing may be created");
+    for port in [25432, 26379, 28080, 28081, 28082] {
+        assert!(!port_listening(port), "port {port} listening");
     }
 }
