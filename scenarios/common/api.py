@@ -5,7 +5,9 @@ GET /checkout/<id>: the user from the users service (HTTP), the cart from Redis 
 few seconds), a product price from PostgreSQL and an order inserted there.
 GET /products/<id>: PostgreSQL only.  GET /health: 200.
 POST /admin/delay?ms=N: adds N ms to every request from now on (latency fault).
-Every request is logged on stdout: epoch seconds, method, path, status, milliseconds.
+Every request is logged on stdout: epoch seconds, method, path, status, milliseconds, and the
+milliseconds from reading the request line to writing the response headers (the server-side
+latency as the analyzer defines it: first request byte read to first response byte written).
 """
 import http.client
 import http.server
@@ -85,6 +87,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def parse_request(self):
+        # The request line has just been read (one read returns the whole small request).
+        self.t_read = time.monotonic()
+        return super().parse_request()
+
+    def flush_headers(self):
+        super().flush_headers()
+        self.t_headers = time.monotonic()
+
     def reply(self, status, body, started):
         data = json.dumps(body).encode()
         self.send_response(status)
@@ -93,7 +104,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         ms = (time.monotonic() - started) * 1000
-        sys.stdout.write(f"{time.time():.6f} {self.command} {self.path} {status} {ms:.3f}\n")
+        first_ms = (self.t_headers - self.t_read) * 1000
+        sys.stdout.write(
+            f"{time.time():.6f} {self.command} {self.path} {status} {ms:.3f} {first_ms:.3f}\n"
+        )
         sys.stdout.flush()
 
     def do_GET(self):
