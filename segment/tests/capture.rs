@@ -163,7 +163,7 @@ fn rotation_by_age() {
 fn block_written_at_most_block_max_age_after_its_first_event() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let o = CaptureOptions {
-        block_max_age: Duration::from_millis(30),
+        block_max_age: Duration::from_millis(500),
         ..opts(tmp.path())
     };
     let mut w = CaptureWriter::create(o, StateSnapshot::default()).expect("create");
@@ -174,7 +174,7 @@ fn block_written_at_most_block_max_age_after_its_first_event() {
         .expect("opens")
         .segment_paths()
         .is_empty());
-    std::thread::sleep(Duration::from_millis(40));
+    std::thread::sleep(Duration::from_millis(520));
     w.tick().expect("tick");
     // Readable while the writer is still open (unsealed segment).
     let c = Capture::open(tmp.path()).expect("opens");
