@@ -172,8 +172,16 @@ pub fn open_writer(
 /// Runs a capture until SIGINT/SIGTERM or `--duration`, writing through the segment crate.
 pub fn run(cfg: &CaptureConfig) -> Result<Summary, CaptureError> {
     cfg.validate()?;
-    if let Err(e) = crate::doctor::preflight(&cfg.streams.names(), &cfg.out) {
-        return Err(CaptureError::Preflight(e.to_string()));
+    match crate::doctor::preflight(&cfg.streams.names(), &cfg.out) {
+        Ok(checks) => {
+            for c in checks
+                .iter()
+                .filter(|c| c.status == crate::doctor::Status::Warn)
+            {
+                eprintln!("retrace: warning: {c}");
+            }
+        }
+        Err(e) => return Err(CaptureError::Preflight(e.to_string())),
     }
     let signals = Signals::install()?;
     run_with(cfg, &signals, |node, state| open_writer(cfg, node, state))

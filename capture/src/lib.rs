@@ -34,7 +34,7 @@ pub enum CaptureError {
     #[error("{0}")]
     Config(String),
     /// The machine cannot capture (the doctor's explanation).
-    #[error("this machine cannot capture:\n{0}")]
+    #[error("{0}")]
     Preflight(String),
     /// Loading or attaching the BPF programs failed.
     #[error("BPF: {what}: {source}")]
