@@ -1,2 +1,233 @@
-//! Benchmark: analyze 10 M synthetic events (filled in below).
-fn main() {}
+//! Benchmark: analyze ~10 M synthetic-but-realistic events (the `shop` stack of
+//! `retrace_analyze::synth`: HTTP and RESP traffic between five services, both sides of every
+//! loopback connection captured) written with the real capture writer; prints wall time and
+//! peak memory (VmHWM of a child process that only analyzes), then runs
+//! `tshark -r X.pcap -q -z http,tree` over a pcap of the same exchanges (as seen on the wire
+//! once, client side) and prints the ratio.
+//!
+//! Environment: `RETRACE_BENCH_EVENTS` (default 10 000 000), `RETRACE_BENCH_DIR` (where the
+//! capture and pcap are kept between runs; default a directory under the system temp dir),
+//! `RETRACE_BENCH_TSHARK=0` to skip tshark.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use retrace_analyze::synth::{self, ShopOptions, Sink};
+use retrace_segment::{Direction, Event, EventBody};
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Writes events to a capture and the client side of every L7 message to a pcap.
+struct Both {
+    writer: retrace_segment::CaptureWriter,
+    pcap: std::io::BufWriter<std::fs::File>,
+    seq: HashMap<(u16, u16), u32>,
+    events: u64,
+    packets: u64,
+}
+
+impl Both {
+    fn packet(&mut self, wall_ns: u64, sport: u16, dport: u16, payload: &[u8]) {
+        let seq = *self.seq.get(&(sport, dport)).unwrap_or(&1);
+        let ack = *self.seq.get(&(dport, sport)).unwrap_or(&1);
+        self.seq
+            .insert((sport, dport), seq.wrapping_add(payload.len() as u32));
+        let len = 14 + 20 + 20 + payload.len();
+        let mut p = Vec::with_capacity(16 + len);
+        p.extend_from_slice(&((wall_ns / 1_000_000_000) as u32).to_le_bytes());
+        p.extend_from_slice(&(((wall_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
+        p.extend_from_slice(&(len as u32).to_le_bytes());
+        p.extend_from_slice(&(len as u32).to_le_bytes());
+        p.extend_from_slice(&[0; 12]);
+        p.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 20 + payload.len()) as u16;
+        p.extend_from_slice(&[0x45, 0]);
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ack.to_be_bytes());
+        p.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        let _ = self.pcap.write_all(&p);
+        self.packets += 1;
+    }
+}
+
+impl Sink for Both {
+    fn put(&mut self, ev: Event) {
+        if let EventBody::L7(m) = &ev.body {
+            // Client sides only (ephemeral local port): the wire carries each message once.
+            if m.local.port >= 40000 {
+                let wall = synth::synth_clock().to_wall(ev.ts);
+                let (s, d) = match m.direction {
+                    Direction::Egress => (m.local.port, m.remote.port),
+                    Direction::Ingress => (m.remote.port, m.local.port),
+                };
+                let payload = m.payload.clone();
+                self.packet(wall, s, d, &payload);
+            }
+        }
+        if self.writer.append(ev).is_ok() {
+            self.events += 1;
+        }
+    }
+}
+
+fn generate(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
+    let cap = dir.join(format!("capture-{events}"));
+    let pcap = dir.join(format!("traffic-{events}.pcap"));
+    if cap.join("manifest.json").exists() && pcap.exists() {
+        eprintln!("reusing {} and {}", cap.display(), pcap.display());
+        return (cap, pcap);
+    }
+    let _ = std::fs::remove_dir_all(&cap);
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let t = Instant::now();
+    let copts = retrace_segment::CaptureOptions {
+        dir: cap.clone(),
+        node: synth::synth_node("node-a"),
+        ..Default::default()
+    };
+    let writer = retrace_segment::CaptureWriter::create(copts, Default::default()).expect("writer");
+    let mut file =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&pcap).expect("pcap"));
+    // pcap global header: magic, v2.4, tz 0, sigfigs 0, snaplen 65535, Ethernet.
+    file.write_all(&[
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ])
+    .expect("pcap header");
+    let sink = Both {
+        writer,
+        pcap: file,
+        seq: HashMap::new(),
+        events: 0,
+        packets: 0,
+    };
+    // ~12 events per front request (3 exchanges x 4 messages) plus connection events.
+    let opts = ShopOptions {
+        requests: events / 12,
+        rate: 20_000,
+        error_every: 25,
+        odd_path: None,
+    };
+    let mut sink = synth::shop(sink, &opts);
+    sink.pcap.flush().expect("flush pcap");
+    let (n, packets) = (sink.events, sink.packets);
+    sink.writer.close().expect("close capture");
+    eprintln!(
+        "generated {n} events ({packets} packets in the pcap) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    (cap, pcap)
+}
+
+fn child(cap: &Path) {
+    let t = Instant::now();
+    let a = retrace_analyze::analyze(&[cap.to_path_buf()], &Default::default()).expect("analyze");
+    let analyze_s = t.elapsed().as_secs_f64();
+    let out = std::env::temp_dir().join("retrace-bench-report");
+    let t2 = Instant::now();
+    retrace_analyze::write_report(&a, &out).expect("report");
+    let report_s = t2.elapsed().as_secs_f64();
+    println!(
+        "CHILD events={} requests={} analyze_s={analyze_s:.3} report_s={report_s:.3} vmhwm_kib={}",
+        a.events,
+        a.total_requests,
+        vm_hwm_kib()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child-analyze") {
+        child(Path::new(&args[i + 1]));
+        return;
+    }
+    let events: u64 = std::env::var("RETRACE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = std::env::var_os("RETRACE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("retrace-analyze-bench"));
+    let (cap, pcap) = generate(&dir, events);
+
+    let t = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--child-analyze")
+        .arg(&cap)
+        .output()
+        .expect("child");
+    let wall = t.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        panic!("analysis failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("CHILD"))
+        .unwrap_or("");
+    let field = |k: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (analyze_s, report_s, hwm) = (field("analyze_s"), field("report_s"), field("vmhwm_kib"));
+    println!(
+        "retrace-analyze: {} events, {} requests",
+        field("events"),
+        field("requests")
+    );
+    println!(
+        "  analyze {analyze_s:.2} s + report {report_s:.2} s (process wall {wall:.2} s), peak RSS {:.0} MiB",
+        hwm / 1024.0
+    );
+    println!(
+        "  {:.2} M events/s; goals: < 10 s and < 2048 MiB",
+        field("events") / (analyze_s + report_s) / 1e6
+    );
+
+    if std::env::var("RETRACE_BENCH_TSHARK").as_deref() == Ok("0") {
+        return;
+    }
+    let t = Instant::now();
+    let ts = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-q", "-z", "http,tree"])
+        .output();
+    let tshark_s = t.elapsed().as_secs_f64();
+    match ts {
+        Ok(o) if o.status.success() => {
+            let summary = String::from_utf8_lossy(&o.stdout);
+            let total = summary
+                .lines()
+                .find(|l| l.contains("Total HTTP Packets"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            println!("tshark -z http,tree over the same traffic: {tshark_s:.2} s ({total})");
+            println!(
+                "ratio tshark / retrace-analyze: {:.1}x (goal >= 50x)",
+                tshark_s / (analyze_s + report_s)
+            );
+        }
+        Ok(o) => println!("tshark failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => println!("tshark not run: {e}"),
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use retrace_replay::{Replay, ReplayOptions, TimeSpec};
+use retrace_replay::{Replay, ReplayOptions};
 
 use crate::engine::{Analyzer, ReadStats};
 use crate::{AnalyzeError, AnalyzeOptions};
@@ -16,8 +16,8 @@ pub(crate) fn feed(
     analyzer: &mut Analyzer,
 ) -> Result<ReadStats, AnalyzeError> {
     let ropts = ReplayOptions {
-        from: opts.from.map(TimeSpec::Absolute),
-        to: opts.to.map(TimeSpec::Absolute),
+        from: opts.from,
+        to: opts.to,
         ..Default::default()
     };
     let mut replay = Replay::open(paths, ropts).map_err(|e| AnalyzeError::Capture {

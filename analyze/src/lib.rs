@@ -26,6 +26,7 @@ use std::path::PathBuf;
 pub use engine::{Analyzer, ReadStats};
 pub use model::*;
 pub use report::{escape_html, write_report};
+pub use retrace_replay::TimeSpec;
 pub use services::ServicesFile;
 pub use stats::{bucket_width_ns, ERROR_RATE_CRITICAL, ERROR_RATE_WARNING};
 
@@ -89,10 +90,10 @@ fn location(line: Option<usize>, column: Option<usize>) -> String {
 pub struct AnalyzeOptions {
     /// `--services FILE.yaml`: names, merges and objectives of services.
     pub services_file: Option<PathBuf>,
-    /// Only events at or after this wall-clock time (ns since the epoch).
-    pub from: Option<u64>,
-    /// Only events before this wall-clock time (ns since the epoch).
-    pub to: Option<u64>,
+    /// Only events at or after this time (absolute, time of day, or relative to the start).
+    pub from: Option<TimeSpec>,
+    /// Only events up to this time.
+    pub to: Option<TimeSpec>,
     /// Show a progress bar on stderr when it is a terminal.
     pub progress: bool,
 }

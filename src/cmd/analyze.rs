@@ -18,9 +18,20 @@ pub struct Args {
     /// YAML file naming and merging services, and their latency objectives.
     #[arg(long, value_name = "FILE.yaml")]
     pub services: Option<PathBuf>,
+    /// Start of the window: RFC 3339 time, time of day (`14:03:10`), or offset from the
+    /// capture start (`+30s`).
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<retrace_analyze::TimeSpec>,
+    /// End of the window (same forms as --from).
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<retrace_analyze::TimeSpec>,
     /// Do not show a progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
+    retrace_analyze::TimeSpec::parse(s).map_err(|e| e.to_string())
 }
 
 /// Runs `retrace analyze`.
@@ -28,7 +39,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = retrace_analyze::AnalyzeOptions {
         services_file: args.services.clone(),
         progress: !args.quiet && std::io::stderr().is_terminal(),
-        ..Default::default()
+        from: args.from,
+        to: args.to,
     };
     let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
     retrace_analyze::write_report(&analysis, &args.out)
