@@ -329,9 +329,22 @@ fn quantile(values: &[f64], q: f64) -> Option<f64> {
 #[derive(Default)]
 struct Checks {
     lines: Vec<(bool, String)>,
+    /// Requests that may be in flight in a process when a fault kills it: the killed process
+    /// cannot log them, and nginx retries them (one logged request of api-down showed four
+    /// upstream attempts at the stop). 0 (exact) unless the scenario kills a service.
+    in_flight_slack: u64,
 }
 
 impl Checks {
+    /// Like `eq`, but allows `in_flight_slack` requests of difference at a fault boundary.
+    fn near(&mut self, what: &str, measured: u64, truth: u64) {
+        let slack = self.in_flight_slack;
+        self.lines.push((
+            measured.abs_diff(truth) <= slack,
+            format!("{what}: analyzed {measured}, ground truth {truth} (in-flight slack {slack})"),
+        ));
+    }
+
     fn eq(&mut self, what: &str, measured: u64, truth: u64) {
         self.lines.push((
             measured == truth,
@@ -494,12 +507,12 @@ fn check_api(c: &mut Checks, run: &Run, nginx: &[NginxLine], api: &[PyLine]) {
     let attempts: Vec<&(u16, Option<f64>)> = nginx.iter().flat_map(|l| &l.upstream).collect();
     let failed_attempts = attempts.iter().filter(|(s, _)| *s >= 500).count() as u64;
     let e = run.edge("nginx", "api");
-    c.eq(
+    c.near(
         "nginx -> api requests (incl. failed connections) vs upstream attempts in access log",
         e.requests,
         attempts.len() as u64,
     );
-    c.eq(
+    c.near(
         "nginx -> api errors vs failed upstream attempts (5xx) in access log",
         e.errors,
         failed_attempts,
@@ -593,7 +606,7 @@ fn check_backends(c: &mut Checks, run: &Run, api: &[PyLine], users: &[PyLine]) {
         run.edge("api", "users").requests,
         users.len() as u64,
     );
-    c.eq(
+    c.near(
         "api -> users requests vs checkouts in the api log",
         run.edge("api", "users").requests,
         checkouts.count() as u64,
@@ -706,7 +719,12 @@ fn api_down_errors_match_the_ground_truth() {
     let nginx: Vec<NginxLine> = nginx.into_iter().filter(|l| l.path != "/health").collect();
     let api = parse_python(&run.log("api"));
     let users = parse_python(&run.log("users"));
-    let mut c = Checks::default();
+    // The api is stopped mid-run: at most the load generator's concurrency (4 connections)
+    // of requests can be in flight in it at that moment.
+    let mut c = Checks {
+        in_flight_slack: 4,
+        ..Checks::default()
+    };
     check_edges(&mut c, &run);
     let fivexx = nginx.iter().filter(|l| l.status >= 500).count();
     c.holds(
