@@ -17,6 +17,12 @@ pub enum Health {
     Critical,
 }
 
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Health {
     /// `ok`, `warning` or `critical`.
     pub fn name(self) -> &'static str {

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use retrace_analyze::Health;
 use serde::Deserialize;
 
 /// Arguments of `retrace check`.
@@ -76,28 +77,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // What check and diff look at: a flat view of an analysis.
 
-/// Health of a service or edge, as the analyzer judged it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Healthy.
-    Ok,
-    /// Degraded.
-    Warning,
-    /// Red.
-    Critical,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-        })
-    }
-}
-
 /// One service of an analysis.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceView {
@@ -114,7 +93,7 @@ pub struct ServiceView {
     /// 99th percentile.
     pub p99_ms: Option<f64>,
     /// Health.
-    pub status: Status,
+    pub status: Health,
 }
 
 /// One edge (client → server, protocol) of an analysis.
@@ -143,7 +122,7 @@ pub struct EdgeView {
     /// TCP retransmits on the edge's connections.
     pub retransmits: u64,
     /// Health.
-    pub status: Status,
+    pub status: Health,
 }
 
 impl EdgeView {
@@ -186,14 +165,6 @@ impl EdgeView {
     }
 }
 
-fn status_of(h: &retrace_analyze::Health) -> Status {
-    match h {
-        retrace_analyze::Health::Ok => Status::Ok,
-        retrace_analyze::Health::Warning => Status::Warning,
-        retrace_analyze::Health::Critical => Status::Critical,
-    }
-}
-
 impl Snapshot {
     /// The view of an analysis.
     pub fn from_analysis(a: &retrace_analyze::Analysis) -> Snapshot {
@@ -208,7 +179,7 @@ impl Snapshot {
                 p50_ms: s.p50_ms,
                 p95_ms: s.p95_ms,
                 p99_ms: s.p99_ms,
-                status: status_of(&s.status),
+                status: s.status,
             })
             .collect();
         let edges = a
@@ -226,7 +197,7 @@ impl Snapshot {
                 p95_ms: e.p95_ms,
                 p99_ms: e.p99_ms,
                 retransmits: e.retransmits,
-                status: status_of(&e.status),
+                status: e.status,
             })
             .collect();
         Snapshot {
@@ -321,13 +292,13 @@ pub struct CountRange {
 #[serde(untagged)]
 pub enum StatusSet {
     /// Exactly this one.
-    One(Status),
+    One(Health),
     /// Any of these.
-    Any(Vec<Status>),
+    Any(Vec<Health>),
 }
 
 impl StatusSet {
-    fn contains(&self, s: Status) -> bool {
+    fn contains(&self, s: Health) -> bool {
         match self {
             StatusSet::One(x) => *x == s,
             StatusSet::Any(v) => v.contains(&s),
@@ -597,7 +568,7 @@ impl Collector {
         }
     }
 
-    fn status(&mut self, want: &Option<StatusSet>, got: Status) {
+    fn status(&mut self, want: &Option<StatusSet>, got: Health) {
         if let Some(w) = want {
             self.push(
                 format!("status is {}", w.describe()),
@@ -615,7 +586,7 @@ struct EdgeAgg {
     retransmits: u64,
     failed_connections: u64,
     p99: Option<f64>,
-    status: Status,
+    status: Health,
     protocols: Vec<String>,
 }
 
@@ -628,7 +599,7 @@ fn aggregate_edges<'a>(edges: impl Iterator<Item = &'a EdgeView>) -> Option<Edge
             retransmits: 0,
             failed_connections: 0,
             p99: None,
-            status: Status::Ok,
+            status: Health::Ok,
             protocols: Vec::new(),
         });
         a.requests += e.requests;
@@ -906,7 +877,7 @@ mod tests {
             p95_ms: Some(p99 / 2.0),
             p99_ms: Some(p99),
             retransmits: rtx,
-            status: Status::Ok,
+            status: Health::Ok,
         }
     }
 
@@ -921,7 +892,7 @@ mod tests {
                     p50_ms: Some(2.0),
                     p95_ms: Some(5.0),
                     p99_ms: Some(9.0),
-                    status: Status::Ok,
+                    status: Health::Ok,
                 },
                 ServiceView {
                     name: "api".into(),
@@ -930,7 +901,7 @@ mod tests {
                     p50_ms: Some(1.0),
                     p95_ms: Some(4.0),
                     p99_ms: Some(8.0),
-                    status: Status::Critical,
+                    status: Health::Critical,
                 },
             ],
             edges: vec![

@@ -854,7 +854,8 @@ fn junit_cases(r: &DiffReport) -> Vec<JunitCase> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::check::{ServiceView, Status};
+    use crate::cmd::check::ServiceView;
+    use retrace_analyze::Health;
 
     #[test]
     fn parses_rules() {
@@ -941,7 +942,7 @@ mod tests {
             p95_ms: Some(p99 / 2.0),
             p99_ms: Some(p99),
             retransmits: rtx,
-            status: Status::Ok,
+            status: Health::Ok,
         }
     }
 
@@ -953,7 +954,7 @@ mod tests {
             p50_ms: None,
             p95_ms: None,
             p99_ms: None,
-            status: Status::Ok,
+            status: Health::Ok,
         }
     }
 
