@@ -116,6 +116,8 @@ pub struct Analyzer {
     exchanges: Vec<Ex>,
     failures: Vec<Failure>,
     retransmits: HashMap<(Endpoint, Endpoint), u64>,
+    /// Last reset received per 4-tuple (local, remote), to tell why a request got no response.
+    resets: HashMap<(Endpoint, Endpoint), u64>,
     dns_names: HashMap<IpAddr, String>,
     strings: Interner,
     parsed: Vec<Parsed>,
@@ -140,6 +142,11 @@ pub struct ReadStats {
     /// Problems, for the report.
     pub warnings: Vec<String>,
 }
+
+/// Status of a request whose connection was closed before any byte of its response arrived.
+pub const NO_RESPONSE_CLOSED: &str = "no response (closed)";
+/// Status of a request whose connection was reset before any byte of its response arrived.
+pub const NO_RESPONSE_RESET: &str = "no response (reset)";
 
 fn errno_name(errno: i32) -> String {
     match errno {
@@ -169,6 +176,7 @@ impl Analyzer {
             exchanges: Vec::new(),
             failures: Vec::new(),
             retransmits: HashMap::new(),
+            resets: HashMap::new(),
             dns_names: HashMap::new(),
             strings: Interner::default(),
             parsed: Vec::new(),
@@ -403,6 +411,9 @@ impl Analyzer {
             EventBody::TcpSample(s) if s.what == TcpSampleKind::Retransmit => {
                 *self.retransmits.entry((s.local, s.remote)).or_insert(0) += 1;
             }
+            EventBody::TcpSample(s) if s.what == TcpSampleKind::ResetReceived => {
+                self.resets.insert((s.local, s.remote), ts);
+            }
             EventBody::Udp(u) => {
                 if u.remote.port != 53 && u.local.port != 53 {
                     return;
@@ -505,13 +516,17 @@ impl Analyzer {
                     if is_unspecified(&s.remote) {
                         s.remote = e.remote;
                     }
-                    self.close_side(idx);
+                    self.close_side(idx, true);
                 }
             }
         }
     }
 
-    fn close_side(&mut self, idx: u32) {
+    /// Ends a side's parsing. `closed`: the socket was closed (not merely still open when the
+    /// capture ended), so requests still waiting for their first response byte never got one:
+    /// they are failed requests, labelled [`NO_RESPONSE_RESET`] when the connection was reset
+    /// after they were sent, else [`NO_RESPONSE_CLOSED`].
+    fn close_side(&mut self, idx: u32, closed: bool) {
         let side = &mut self.sides[idx as usize];
         if let Some(parser) = side.parser.take() {
             if side.protocol.is_none() {
@@ -525,7 +540,22 @@ impl Analyzer {
                 self.payload.unknown += c.messages;
                 self.payload.unknown_connections += 1;
             }
+            let from = self.parsed.len();
             parser.finish(&mut self.parsed);
+            if closed {
+                let reset = self.resets.get(&(side.local, side.remote)).copied();
+                for x in &mut self.parsed[from..] {
+                    if x.response_ts.is_none() {
+                        x.error = true;
+                        x.status = if reset.is_some_and(|r| r >= x.request_ts) {
+                            NO_RESPONSE_RESET
+                        } else {
+                            NO_RESPONSE_CLOSED
+                        }
+                        .to_string();
+                    }
+                }
+            }
             self.drain_parsed(idx);
         }
     }
@@ -570,7 +600,8 @@ impl Analyzer {
         };
         self.conns.clear();
         for idx in open {
-            self.close_side(idx);
+            // Still open at the end of the capture: a request may yet be answered.
+            self.close_side(idx, false);
         }
 
         let names = self.name_services();

@@ -23,7 +23,7 @@ mod tests;
 
 use std::path::PathBuf;
 
-pub use engine::{Analyzer, ReadStats};
+pub use engine::{Analyzer, ReadStats, NO_RESPONSE_CLOSED, NO_RESPONSE_RESET};
 pub use model::*;
 pub use report::{escape_html, write_report};
 pub use retrace_replay::TimeSpec;

@@ -151,7 +151,7 @@ pub struct RequestView<'a> {
     pub target: &'a str,
     /// Route template.
     pub route: &'a str,
-    /// Status (`200`, `ERROR 23505`, `ECONNREFUSED`...).
+    /// Status (`200`, `ERROR 23505`, `ECONNREFUSED`, `no response (reset)`...).
     pub status: &'a str,
     /// Failed.
     pub error: bool,

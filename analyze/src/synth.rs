@@ -347,6 +347,37 @@ impl<S: Sink> Synth<S> {
         );
     }
 
+    /// A request the client writes at `ts` and the server reads 20 µs later, with no response
+    /// (yet).
+    pub fn request(&mut self, c: &Conn, ts: u64, req: &[u8], req_size: u64) {
+        let (ce, se) = (c.client_ep, c.server_ep);
+        self.l7(ts, c.client, Direction::Egress, ce, se, req, req_size);
+        self.l7(
+            ts + 20_000,
+            c.server,
+            Direction::Ingress,
+            se,
+            ce,
+            req,
+            req_size,
+        );
+    }
+
+    /// The client receives a reset from the server (softirq context: no pid).
+    pub fn reset_to_client(&mut self, ts: u64, c: &Conn) {
+        self.push(Event::new(
+            ts,
+            EventBody::TcpSample(TcpSample {
+                what: TcpSampleKind::ResetReceived,
+                local: c.client_ep,
+                remote: c.server_ep,
+                state: 1,
+                srtt_us: 80,
+                pid: None,
+            }),
+        ));
+    }
+
     /// Both sides close.
     pub fn close(&mut self, c: &Conn, ts: u64, client_sent: u64, client_received: u64) {
         self.tcp(

@@ -380,3 +380,70 @@ fn losses_and_marks_reach_the_summary() {
     let html = crate::report::render_html(&a);
     assert!(html.contains("deploy &lt;v2&gt;"));
 }
+
+#[test]
+fn requests_cut_off_by_a_close_or_reset_are_failed_requests() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    s.exec(t, 10, 1, "/usr/bin/client", &["client"]);
+    s.exec(t, 20, 1, "/usr/bin/server", &["server"]);
+    s.listen(t + 1, 20, 7000);
+    let req = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    // Answered, then one request the server never answers: it resets the connection.
+    let c1 = s.connect(t + 1_000, 10, 20, 7000);
+    let r = req("/answered");
+    s.exchange(
+        &c1,
+        t + 1_000_000,
+        &r,
+        r.len() as u64,
+        ok,
+        ok.len() as u64,
+        100_000,
+    );
+    let r = req("/reset");
+    s.request(&c1, t + 2_000_000, &r, r.len() as u64);
+    s.reset_to_client(t + 3_000_000, &c1);
+    s.close(&c1, t + 3_000_100, 0, 0);
+    // A request whose connection is closed (FIN) before any response byte.
+    let c2 = s.connect(t + 4_000_000, 10, 20, 7000);
+    let r = req("/closed");
+    s.request(&c2, t + 5_000_000, &r, r.len() as u64);
+    s.close(&c2, t + 6_000_000, 0, 0);
+    // A request still waiting when the capture ends is not a failure: it may yet be answered.
+    let c3 = s.connect(t + 7_000_000, 10, 20, 7000);
+    let r = req("/pending");
+    s.request(&c3, t + 8_000_000, &r, r.len() as u64);
+    let a = run(&s.finish(), ServicesFile::default());
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!((e.requests, e.errors), (4, 2), "{e:?}");
+    let row = |target: &str| {
+        a.requests
+            .iter()
+            .find(|r| r.target == target)
+            .unwrap_or_else(|| panic!("no row for {target}: {:?}", a.requests))
+    };
+    assert_eq!(
+        (row("/answered").status, row("/answered").error),
+        ("200", false)
+    );
+    let reset = row("/reset");
+    assert_eq!(
+        (reset.status, reset.error),
+        (crate::NO_RESPONSE_RESET, true)
+    );
+    assert_eq!(reset.latency_ns, None);
+    let closed = row("/closed");
+    assert_eq!(
+        (closed.status, closed.error),
+        (crate::NO_RESPONSE_CLOSED, true)
+    );
+    let pending = row("/pending");
+    assert_eq!((pending.status, pending.error), ("", false));
+    let server = a.service("server:7000").expect("server");
+    assert_eq!((server.requests, server.errors), (4, 2));
+}
