@@ -802,6 +802,38 @@ pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
 /// Decodes a validated archived block, handing each event to `sink` in append order; returns
 /// the number of events.
 pub fn decode_with(b: &ArchivedBlockV1, mut sink: impl FnMut(Event)) -> Result<usize, DecodeError> {
+    walk(b, |slot| {
+        sink(Event {
+            ts: slot.ts,
+            body: std::mem::replace(&mut slot.body, placeholder()),
+        })
+    })
+}
+
+/// Decodes a validated archived block, lending each event to `visit` in append order; returns
+/// the number of events.
+///
+/// The fastest way to look at every event: events are decoded in place, and the payload
+/// buffer of one event is reused for the next of its kind, so a visitor that only reads
+/// (counts, filters, parses in place) allocates and moves nothing per event. Clone what must
+/// outlive the call.
+pub fn visit(b: &ArchivedBlockV1, mut visit: impl FnMut(&Event)) -> Result<usize, DecodeError> {
+    walk(b, |slot| visit(slot))
+}
+
+/// A body that owns no memory, for slots whose event was handed over.
+#[inline(always)]
+fn placeholder() -> EventBody {
+    EventBody::Mark(Mark {
+        source: MarkSource::User,
+        note: String::new(),
+    })
+}
+
+/// The decoding loop: walks the order column, decodes each event in place into its kind's
+/// slot and hands the slot to `each`.
+#[inline(always)]
+fn walk(b: &ArchivedBlockV1, mut each: impl FnMut(&mut Event)) -> Result<usize, DecodeError> {
     let n = b.events.to_native() as usize;
     if b.kinds.len() != n {
         return Err("order column length differs from the event count");
@@ -837,17 +869,38 @@ pub fn decode_with(b: &ArchivedBlockV1, mut sink: impl FnMut(Event)) -> Result<u
         decs[k] = Some(KindDec { s, last: 0 });
     }
     let mut ts_cur = Cur::new(b.ts.as_slice());
+    // One slot per kind, so that a kind's buffers are reused by its next event.
+    let mut slots: [Event; 16] = std::array::from_fn(|_| Event {
+        ts: 0,
+        body: placeholder(),
+    });
     let mut ts = b.base_ts.to_native();
     for &kind in b.kinds.iter() {
         ts = ts.wrapping_add(ts_cur.i()? as u64);
-        let dec = decs
-            .get_mut(usize::from(kind))
-            .and_then(Option::as_mut)
-            .ok_or("event of a kind without columns")?;
-        let body = decode_one(kind, ts, dec, &mut ctx)?;
-        sink(Event { ts, body });
+        let k = usize::from(kind);
+        let (Some(Some(dec)), Some(slot)) = (decs.get_mut(k), slots.get_mut(k)) else {
+            return Err("event of a kind without columns");
+        };
+        slot.ts = ts;
+        decode_one(kind, ts, dec, &mut ctx, &mut slot.body)?;
+        each(slot);
     }
     Ok(n)
+}
+
+/// Copies a payload into the buffer of the previous event in `slot` (reusing its memory) and
+/// hands it out.
+#[inline(always)]
+fn payload_from(bytes: &[u8], slot: &mut EventBody) -> Vec<u8> {
+    let mut p = match slot {
+        EventBody::L7(m) => std::mem::take(&mut m.payload),
+        EventBody::Udp(m) => std::mem::take(&mut m.payload),
+        EventBody::Log(m) => std::mem::take(&mut m.payload),
+        _ => Vec::new(),
+    };
+    p.clear();
+    p.extend_from_slice(bytes);
+    p
 }
 
 #[inline(always)]
@@ -856,10 +909,11 @@ fn decode_one(
     ts: u64,
     d: &mut KindDec<'_>,
     ctx: &mut Ctx<'_>,
-) -> Result<EventBody, DecodeError> {
+    slot: &mut EventBody,
+) -> Result<(), DecodeError> {
     let s = &mut d.s;
     let kind = EventKind::from_u8(kind).ok_or("unknown event kind")?;
-    Ok(match kind {
+    *slot = match kind {
         EventKind::ProcExec => {
             let pid = s[0].u32()?;
             let ppid = tid_of(pid, s[1].i()?)?;
@@ -936,13 +990,20 @@ fn decode_one(
                 6 => TcpStep::ListenClose,
                 _ => return Err("unknown TCP step"),
             };
-            EventBody::Tcp(TcpEvent {
+            let t = TcpEvent {
                 conn,
                 tid,
                 local,
                 remote,
                 step,
-            })
+            };
+            // The hot kinds overwrite a slot of their own kind in place (no drop, no move
+            // of the whole body).
+            if let EventBody::Tcp(old) = slot {
+                *old = t;
+                return Ok(());
+            }
+            EventBody::Tcp(t)
         }
         EventKind::L7 => {
             let conn = ctx.conn(s[0].u()?, ts)?;
@@ -953,7 +1014,7 @@ fn decode_one(
             }
             let size_d = s[3].i()?;
             let len = s[4].u()?;
-            let payload = s[5].take(len)?.to_vec();
+            let payload = payload_from(s[5].take(len)?, slot);
             let size = size_of(payload.len(), size_d);
             let tcp_seq = if flags & 2 != 0 {
                 Some(s[6].u32()?)
@@ -964,7 +1025,7 @@ fn decode_one(
             let folded_bytes = s[8].u()?;
             let local = ctx.endpoint(s[9].u()?)?;
             let remote = ctx.endpoint(s[10].u()?)?;
-            EventBody::L7(L7Message {
+            let m = L7Message {
                 conn,
                 tid,
                 direction: dir_of(flags),
@@ -975,7 +1036,12 @@ fn decode_one(
                 folded_bytes,
                 local,
                 remote,
-            })
+            };
+            if let EventBody::L7(old) = slot {
+                *old = m;
+                return Ok(());
+            }
+            EventBody::L7(m)
         }
         EventKind::TcpSample => {
             let flags = s[0].byte()?;
@@ -1017,7 +1083,7 @@ fn decode_one(
             let remote = ctx.endpoint(s[4].u()?)?;
             let size_d = s[5].i()?;
             let len = s[6].u()?;
-            let payload = s[7].take(len)?.to_vec();
+            let payload = payload_from(s[7].take(len)?, slot);
             let size = size_of(payload.len(), size_d);
             EventBody::Udp(UdpMessage {
                 pid,
@@ -1133,7 +1199,7 @@ fn decode_one(
             let path = ctx.string(s[3].u()?)?;
             let size_d = s[4].i()?;
             let len = s[5].u()?;
-            let payload = s[6].take(len)?.to_vec();
+            let payload = payload_from(s[6].take(len)?, slot);
             let size = size_of(payload.len(), size_d);
             EventBody::Log(LogWrite {
                 pid,
@@ -1195,7 +1261,8 @@ fn decode_one(
                 cpus,
             })
         }
-    })
+    };
+    Ok(())
 }
 
 /// Validates (rkyv checked access) and decodes an uncompressed block archive: what

@@ -46,6 +46,12 @@ proptest! {
         for (i, b) in nonempty.iter().enumerate() {
             let got = r.read_block(i).expect("block reads");
             prop_assert_eq!(&got, *b);
+            // The lending visitor reuses its slots and payload buffers: what it lends must be
+            // exactly the same events (no stale bytes from a longer payload before).
+            let mut lent = Vec::new();
+            let n = r.visit_events(i, |e| lent.push(e.clone())).expect("block visits");
+            prop_assert_eq!(n, b.len());
+            prop_assert_eq!(&lent, *b);
             let info = r.blocks()[i];
             prop_assert_eq!(info.events as usize, b.len());
             prop_assert_eq!(info.min_ts, b.iter().map(|e| e.ts).min().unwrap_or(0));
