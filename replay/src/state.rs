@@ -5,6 +5,10 @@
 //! executable and cgroup, and every L7 message its endpoints.
 
 use std::collections::HashMap;
+
+/// The tables' maps: foldhash, seeded per process (fast on small keys such as pids and
+/// connection ids, and still not predictable by whoever wrote the capture).
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use retrace_segment::{ConnId, Endpoint, Event, EventBody, ProcessInfo, StateSnapshot, TcpStep};
@@ -29,7 +33,7 @@ struct ProcEntry {
 /// The processes of one node, as known at the current point of the replay.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessTable {
-    map: HashMap<u32, ProcEntry>,
+    map: Map<u32, ProcEntry>,
 }
 
 impl ProcessTable {
@@ -150,7 +154,7 @@ impl ProcessTable {
 /// be given them.
 #[derive(Clone, Debug, Default)]
 pub struct SocketTable {
-    map: HashMap<ConnId, (Endpoint, Endpoint)>,
+    map: Map<ConnId, (Endpoint, Endpoint)>,
 }
 
 impl SocketTable {
