@@ -29,6 +29,22 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system, all threads) of this process so far, seconds.
+fn process_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    ticks as f64 / 100.0
+}
+
 /// Writes events to a capture and the client side of every L7 message to a pcap.
 struct Both {
     writer: retrace_segment::CaptureWriter,
@@ -144,10 +160,11 @@ fn child(cap: &Path) {
     retrace_analyze::write_report(&a, &out).expect("report");
     let report_s = t2.elapsed().as_secs_f64();
     println!(
-        "CHILD events={} requests={} analyze_s={analyze_s:.3} report_s={report_s:.3} vmhwm_kib={}",
+        "CHILD events={} requests={} analyze_s={analyze_s:.3} report_s={report_s:.3} vmhwm_kib={} cpu_s={:.2}",
         a.events,
         a.total_requests,
-        vm_hwm_kib()
+        vm_hwm_kib(),
+        process_cpu_s()
     );
 }
 
@@ -188,15 +205,20 @@ fn main() {
             .unwrap_or(0.0)
     };
     let (analyze_s, report_s, hwm) = (field("analyze_s"), field("report_s"), field("vmhwm_kib"));
+    let cpu_s = field("cpu_s");
     println!(
         "retrace-analyze: {} events, {} requests",
         field("events"),
         field("requests")
     );
     println!(
-        "  analyze {analyze_s:.2} s + report {report_s:.2} s (process wall {wall:.2} s), peak RSS {:.0} MiB",
+        "  analyze {analyze_s:.2} s + report {report_s:.2} s (process wall {wall:.2} s, cpu {cpu_s:.2} s), peak RSS {:.0} MiB",
         hwm / 1024.0
     );
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let l: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("  load average during the run: {}", l.join(" "));
+    }
     println!(
         "  {:.2} M events/s; goals: < 10 s and < 2048 MiB",
         field("events") / (analyze_s + report_s) / 1e6

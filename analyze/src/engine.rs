@@ -664,22 +664,31 @@ impl Analyzer {
             ends.push((self.strings.intern(&client), self.strings.intern(&server)));
         }
 
-        // Exchanges grouped by side, in time order.
-        let mut order: Vec<u32> = (0..self.exchanges.len() as u32).collect();
-        order.sort_by_key(|&i| {
-            let x = &self.exchanges[i as usize];
-            (x.side, x.ts)
-        });
+        // Exchanges grouped by side, in time order: a counting sort by side (stable, so each
+        // side's exchanges stay in the order they completed), then each side's few by time.
         let mut by_side: Vec<(usize, usize)> = vec![(0, 0); self.sides.len()];
-        {
-            let mut k = 0;
-            while k < order.len() {
-                let side = self.exchanges[order[k] as usize].side as usize;
-                let start = k;
-                while k < order.len() && self.exchanges[order[k] as usize].side as usize == side {
-                    k += 1;
-                }
-                by_side[side] = (start, k);
+        for x in &self.exchanges {
+            by_side[x.side as usize].1 += 1;
+        }
+        let mut start = 0;
+        for r in by_side.iter_mut() {
+            let n = r.1;
+            *r = (start, start);
+            start += n;
+        }
+        let mut order: Vec<u32> = vec![0; self.exchanges.len()];
+        for (i, x) in self.exchanges.iter().enumerate() {
+            let r = &mut by_side[x.side as usize];
+            order[r.1] = i as u32;
+            r.1 += 1;
+        }
+        for &(a, b) in &by_side {
+            let slice = &mut order[a..b];
+            if slice
+                .windows(2)
+                .any(|w| self.exchanges[w[0] as usize].ts > self.exchanges[w[1] as usize].ts)
+            {
+                slice.sort_by_key(|&i| self.exchanges[i as usize].ts);
             }
         }
 

@@ -4,10 +4,32 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use retrace_replay::{Replay, ReplayOptions};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use retrace_replay::{Replay, ReplayOptions, ReplayedEvent};
+use retrace_segment::ProcessInfo;
 
 use crate::engine::{Analyzer, ReadStats};
 use crate::{AnalyzeError, AnalyzeOptions};
+
+/// Events per batch handed from the reading thread to the analyzer.
+const BATCH: usize = 2048;
+/// Batches queued between the two threads.
+const IN_FLIGHT: usize = 4;
+
+/// Whether `RETRACE_ANALYZE_TIMING=1` asks for per-phase CPU times on stderr.
+pub(crate) fn timing() -> bool {
+    std::env::var_os("RETRACE_ANALYZE_TIMING").is_some_and(|v| v == "1")
+}
+
+/// CPU time of the calling thread so far, seconds (0 when unknown).
+pub(crate) fn thread_cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
+}
 
 /// Reads every capture in `paths` in time order and feeds the analyzer.
 pub(crate) fn feed(
@@ -20,12 +42,13 @@ pub(crate) fn feed(
         to: opts.to,
         ..Default::default()
     };
-    let mut replay = Replay::open(paths, ropts).map_err(|e| AnalyzeError::Capture {
+    let replay = Replay::open(paths, ropts).map_err(|e| AnalyzeError::Capture {
         path: paths.first().cloned().unwrap_or_default(),
         message: e.to_string(),
     })?;
+    let (_, total) = replay.progress();
+    let done = replay.progress_counter();
     let bar = if opts.progress && std::io::stderr().is_terminal() {
-        let (_, total) = replay.progress();
         let bar = indicatif::ProgressBar::new(total);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "analyzing {bar:40} {percent:>3}% {binary_bytes}/{binary_total_bytes} eta {eta}",
@@ -36,31 +59,78 @@ pub(crate) fn feed(
     } else {
         None
     };
-    // Node names → analyzer indexes, cached per input.
-    let mut node_of_input: Vec<Option<u16>> = Vec::new();
-    let mut n: u64 = 0;
-    while let Some(ev) = replay.next() {
-        let idx = match node_of_input.get(ev.input).copied().flatten() {
-            Some(i) => i,
-            None => {
-                let i = analyzer.node(&ev.node);
-                if node_of_input.len() <= ev.input {
-                    node_of_input.resize(ev.input + 1, None);
+    // The replay (decompression, decoding, merging, process and socket tables) runs on its own
+    // thread and hands batches of events over a bounded channel; used batches go back to it to
+    // be cleared (their events dropped) and refilled, so that neither allocation nor freeing
+    // falls on the analyzer's thread. At most `IN_FLIGHT + 1` batches exist at a time.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<ReplayedEvent>>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<ReplayedEvent>>(IN_FLIGHT + 1);
+    let replay = std::thread::scope(|scope| {
+        let producer = scope.spawn(move || {
+            let mut replay = replay;
+            loop {
+                let mut batch = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                batch.clear();
+                batch.extend(replay.by_ref().take(BATCH));
+                let last = batch.len() < BATCH;
+                if (!batch.is_empty() && full_tx.send(batch).is_err()) || last {
+                    break;
                 }
-                node_of_input[ev.input] = Some(i);
-                i
             }
-        };
-        if let Some(p) = &ev.process {
-            analyzer.process_hint(idx, p);
-        }
-        analyzer.push_with_endpoints(idx, ev.wall_ns, &ev.event, ev.endpoints);
-        n += 1;
-        if n % 65_536 == 0 {
+            (replay, thread_cpu_s())
+        });
+        // Node names → analyzer indexes, cached per input.
+        let mut node_of_input: Vec<Option<u16>> = Vec::new();
+        let mut last_hint: Option<(u16, Arc<ProcessInfo>)> = None;
+        let mut n: u64 = 0;
+        for batch in full_rx {
+            for ev in &batch {
+                let idx = match node_of_input.get(ev.input).copied().flatten() {
+                    Some(i) => i,
+                    None => {
+                        let i = analyzer.node(&ev.node);
+                        if node_of_input.len() <= ev.input {
+                            node_of_input.resize(ev.input + 1, None);
+                        }
+                        node_of_input[ev.input] = Some(i);
+                        i
+                    }
+                };
+                if let Some(p) = &ev.process {
+                    // The same process (same table entry) as the last hint adds nothing.
+                    let seen = last_hint
+                        .as_ref()
+                        .is_some_and(|(i, q)| *i == idx && Arc::ptr_eq(p, q));
+                    if !seen {
+                        analyzer.process_hint(idx, p);
+                        last_hint = Some((idx, Arc::clone(p)));
+                    }
+                }
+                analyzer.push_with_endpoints(idx, ev.wall_ns, &ev.event, ev.endpoints);
+            }
+            n += batch.len() as u64;
+            // Full when the reader is ahead by IN_FLIGHT + 1 batches: then this one is freed here.
+            let _ = empty_tx.try_send(batch);
             if let Some(b) = &bar {
-                b.set_position(replay.progress().0);
+                if n % (16 * BATCH as u64) < BATCH as u64 {
+                    b.set_position(done.load(Ordering::Relaxed).min(total));
+                }
             }
         }
+        drop(empty_tx);
+        producer.join().map_err(|_| AnalyzeError::Capture {
+            path: paths.first().cloned().unwrap_or_default(),
+            message: "the capture reader failed unexpectedly".into(),
+        })
+    })?;
+    let (replay, reader_cpu) = replay;
+    if timing() {
+        eprintln!(
+            "timing: reader thread {reader_cpu:.2} s cpu; analyzer thread {:.2} s cpu (feed)",
+            thread_cpu_s()
+        );
     }
     if let Some(b) = bar {
         b.finish_and_clear();

@@ -116,7 +116,15 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
     let services = opts.load_services()?;
     let mut analyzer = Analyzer::new(services);
     let read = input::feed(paths, opts, &mut analyzer)?;
-    analyzer.finish(read)
+    let before = input::thread_cpu_s();
+    let analysis = analyzer.finish(read);
+    if input::timing() {
+        eprintln!(
+            "timing: finish {:.2} s cpu (analyzer thread)",
+            input::thread_cpu_s() - before
+        );
+    }
+    analysis
 }
 
 /// Analyzes events given directly: `(node name, wall-clock ns, event)`, in time order per node.

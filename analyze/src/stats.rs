@@ -291,7 +291,7 @@ pub(crate) fn health(sig: Signals) -> (Health, Vec<String>) {
 
 pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let Input {
-        mut rows,
+        rows,
         conns,
         mut strings,
         services,
@@ -299,10 +299,22 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         window_start,
         window_end,
     } = input;
-    rows.sort_by(|a, b| {
-        (a.ts, a.client, a.server, a.method, a.target, a.status)
-            .cmp(&(b.ts, b.client, b.server, b.method, b.target, b.status))
+    // Time order (ties by the other fields, then by position: a stable order), sorting small
+    // keys rather than whole rows.
+    let mut keys: Vec<(u64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.ts, i as u32))
+        .collect();
+    keys.sort_unstable_by(|&(ta, ia), &(tb, ib)| {
+        ta.cmp(&tb).then_with(|| {
+            let (a, b) = (&rows[ia as usize], &rows[ib as usize]);
+            (a.client, a.server, a.method, a.target, a.status, ia)
+                .cmp(&(b.client, b.server, b.method, b.target, b.status, ib))
+        })
     });
+    let rows: Vec<Row> = keys.iter().map(|&(_, i)| rows[i as usize]).collect();
+    drop(keys);
     let window_ns = window_end.saturating_sub(window_start);
     let bucket_ns = bucket_width_ns(window_ns);
     let window_secs = window_ns.max(1) as f64 / 1e9;

@@ -24,8 +24,58 @@ fn ns_ms(v: Option<u64>) -> String {
     fmt_ms(v.map(|ns| ns as f64 / 1e6))
 }
 
-/// Writes the four CSV files.
-pub(crate) fn write_all(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
+/// `ns` as milliseconds with 3 decimals into `out` (empty when `None`): the same text as
+/// [`fmt_ms`] of `ns / 1e6`, without the float formatting machinery for all but the values
+/// exactly halfway between two microseconds.
+fn ns_ms_into(out: &mut String, ns: Option<u64>) {
+    use std::fmt::Write as _;
+    out.clear();
+    let Some(ns) = ns else { return };
+    let (us, rest) = (ns / 1000, ns % 1000);
+    if rest == 500 || ns >= 1 << 53 {
+        // A tie (or beyond f64's exact integers): round as the float formatting does.
+        out.push_str(&ns_ms(Some(ns)));
+        return;
+    }
+    let us = if rest > 500 { us + 1 } else { us };
+    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+}
+
+/// RFC 3339 UTC timestamps with nanoseconds, the date and time of day formatted once per
+/// second.
+#[derive(Default)]
+struct WallFormatter {
+    secs: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `secs`.
+    prefix: String,
+    out: String,
+}
+
+impl WallFormatter {
+    fn format(&mut self, ns: u64) -> &str {
+        let secs = ns / 1_000_000_000;
+        if self.secs != Some(secs) {
+            let full = format_wall(secs * 1_000_000_000);
+            // Without the nine digits of nanoseconds and the `Z`.
+            self.prefix = full[..full.len().saturating_sub(10)].to_string();
+            self.secs = Some(secs);
+        }
+        let mut digits = [b'0'; 9];
+        let mut nanos = ns % 1_000_000_000;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (nanos % 10) as u8;
+            nanos /= 10;
+        }
+        self.out.clear();
+        self.out.push_str(&self.prefix);
+        self.out.extend(digits.iter().map(|&d| char::from(d)));
+        self.out.push('Z');
+        &self.out
+    }
+}
+
+/// Writes the CSV files of services, edges and endpoints.
+pub(crate) fn write_tables(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
     let path = dir.join("services.csv");
     let mut w = writer(&path)?;
     let e = |x| err(&path, x);
@@ -138,7 +188,11 @@ pub(crate) fn write_all(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
         .map_err(e)?;
     }
     w.flush().map_err(|x| err(&path, x))?;
+    Ok(())
+}
 
+/// Writes `requests.csv` (the bulk of the report: one line per request).
+pub(crate) fn write_requests(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
     let path = dir.join("requests.csv");
     let file = std::fs::File::create(&path).map_err(|x| err(&path, x))?;
     let mut w = csv::WriterBuilder::new()
@@ -161,24 +215,51 @@ pub(crate) fn write_all(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
         "node",
     ])
     .map_err(e)?;
+    let mut wall = WallFormatter::default();
+    let (mut lat, mut slat) = (String::new(), String::new());
     for r in a.requests.iter() {
+        ns_ms_into(&mut lat, r.latency_ns);
+        ns_ms_into(&mut slat, r.server_latency_ns);
         w.write_record([
-            format_wall(r.ts_ns).as_str(),
+            wall.format(r.ts_ns),
             r.client,
             r.server,
             r.protocol,
             r.method,
             r.target,
             r.status,
-            ns_ms(r.latency_ns).as_str(),
+            lat.as_str(),
             r.trace_id.unwrap_or(""),
             r.route,
             if r.error { "1" } else { "0" },
-            ns_ms(r.server_latency_ns).as_str(),
+            slat.as_str(),
             r.node,
         ])
         .map_err(e)?;
     }
     w.flush().map_err(|x| err(&path, x))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_formats_match_the_general_ones() {
+        let mut rng = crate::synth::Rng::new(11);
+        let mut wall = WallFormatter::default();
+        let mut s = String::new();
+        let mut values: Vec<u64> = vec![0, 1, 499, 500, 501, 999_500, 1_000_500, 2_500, 3_500];
+        values.extend((0..20_000).map(|_| rng.below(5_000_000_000)));
+        values.extend((0..2_000).map(|_| rng.below(10_000) * 1000 + 500));
+        for ns in values {
+            ns_ms_into(&mut s, Some(ns));
+            assert_eq!(s, ns_ms(Some(ns)), "{ns} ns");
+            let t = 1_795_500_148_000_000_000 + ns * 7;
+            assert_eq!(wall.format(t), format_wall(t), "{t}");
+        }
+        ns_ms_into(&mut s, None);
+        assert_eq!(s, "");
+    }
 }

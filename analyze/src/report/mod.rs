@@ -18,7 +18,23 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
         path: out_dir.to_path_buf(),
         source,
     })?;
-    csv_out::write_all(analysis, out_dir)?;
+    // requests.csv (most of the work) on another thread, the rest on this one.
+    std::thread::scope(|scope| {
+        let requests = scope.spawn(|| csv_out::write_requests(analysis, out_dir));
+        let rest = write_summaries(analysis, out_dir);
+        let requests = requests.join().unwrap_or_else(|_| {
+            Err(AnalyzeError::Report {
+                path: out_dir.join("requests.csv"),
+                message: "the writer failed unexpectedly".into(),
+            })
+        });
+        rest.and(requests)
+    })
+}
+
+/// Writes everything but `requests.csv`.
+fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
+    csv_out::write_tables(analysis, out_dir)?;
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {
         path: json_path.clone(),
