@@ -8,8 +8,9 @@
 //! - [`SegmentReader`] reads one segment, validating everything, recovering a torn tail up to
 //!   the last whole block and reporting the loss as [`Damage`]; [`Capture`] opens a directory
 //!   or a single segment. Blocks are read whole ([`SegmentReader::read_block`]), into a
-//!   reused vector ([`SegmentReader::read_block_into`]) or streamed one event at a time
-//!   ([`SegmentReader::for_each_event`], the fastest).
+//!   reused vector ([`SegmentReader::read_block_into`]), streamed one owned event at a time
+//!   ([`SegmentReader::for_each_event`]) or lent one event at a time, decoded in place with
+//!   no allocation per event ([`SegmentReader::visit_events`], the fastest).
 //!
 //! # Format version 1 (full spec: `docs/format.md`)
 //!
