@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use retrace_segment::{
-    Addr, ConnId, Direction, Endpoint, Event, EventBody, NodeInfo, ProcessInfo, StateSnapshot,
-    TcpSampleKind, TcpStep,
+    Addr, ConnId, Direction, Endpoint, Event, EventBody, EventKind, NodeInfo, ProcessInfo,
+    StateSnapshot, TcpSampleKind, TcpStep,
 };
 
 use crate::l7::{self, Parsed};
@@ -15,17 +15,21 @@ use crate::model::{Analysis, NodeSummary, PayloadStats, EMPTY, NO_LATENCY};
 use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
 use crate::stats::{self, Row};
 
+/// Hash map with a fast, fixed-seed hasher (keys here are not attacker-chosen in a way that
+/// matters: a capture is analyzed once, offline).
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// Interns strings to `u32` ids; id 0 is the empty string.
 #[derive(Debug)]
 pub(crate) struct Interner {
-    map: HashMap<String, u32>,
+    map: Map<String, u32>,
     pub(crate) strings: Vec<String>,
 }
 
 impl Default for Interner {
     fn default() -> Self {
         let mut i = Self {
-            map: HashMap::new(),
+            map: Map::default(),
             strings: Vec::new(),
         };
         i.intern("");
@@ -110,20 +114,23 @@ struct Failure {
 pub struct Analyzer {
     services_file: ServicesFile,
     nodes: Vec<NodeSummary>,
-    procs: HashMap<(u16, u32), Proc>,
-    conns: HashMap<(u16, ConnId), u32>,
+    procs: Map<(u16, u32), Proc>,
+    conns: Map<(u16, ConnId), u32>,
     sides: Vec<Side>,
     exchanges: Vec<Ex>,
     failures: Vec<Failure>,
-    retransmits: HashMap<(Endpoint, Endpoint), u64>,
+    retransmits: Map<(Endpoint, Endpoint), u64>,
     /// Last reset received per 4-tuple (local, remote), to tell why a request got no response.
-    resets: HashMap<(Endpoint, Endpoint), u64>,
+    resets: Map<(Endpoint, Endpoint), u64>,
     dns_names: HashMap<IpAddr, String>,
     strings: Interner,
     parsed: Vec<Parsed>,
     payload: PayloadStats,
     events: u64,
     events_by_kind: BTreeMap<String, u64>,
+    /// Events by kind (`EventKind as usize`), folded into `events_by_kind` at the end.
+    kind_counts: [u64; 32],
+    kinds_seen: Vec<EventKind>,
     dropped_by_kind: BTreeMap<String, u64>,
     window: Option<(u64, u64)>,
     marks: Vec<(u64, String)>,
@@ -161,7 +168,7 @@ fn errno_name(errno: i32) -> String {
 }
 
 fn is_unspecified(e: &Endpoint) -> bool {
-    e.addr.ip().is_unspecified() && e.port == 0
+    e.port == 0 && e.addr.ip().is_unspecified()
 }
 
 impl Analyzer {
@@ -170,19 +177,21 @@ impl Analyzer {
         Self {
             services_file,
             nodes: Vec::new(),
-            procs: HashMap::new(),
-            conns: HashMap::new(),
+            procs: Map::default(),
+            conns: Map::default(),
             sides: Vec::new(),
             exchanges: Vec::new(),
             failures: Vec::new(),
-            retransmits: HashMap::new(),
-            resets: HashMap::new(),
+            retransmits: Map::default(),
+            resets: Map::default(),
             dns_names: HashMap::new(),
             strings: Interner::default(),
             parsed: Vec::new(),
             payload: PayloadStats::default(),
             events: 0,
             events_by_kind: BTreeMap::new(),
+            kind_counts: [0; 32],
+            kinds_seen: Vec::new(),
             dropped_by_kind: BTreeMap::new(),
             window: None,
             marks: Vec::new(),
@@ -314,10 +323,19 @@ impl Analyzer {
             n.events += 1;
         }
         let kind = ev.kind();
-        if let Some(c) = self.events_by_kind.get_mut(kind.name()) {
-            *c += 1;
-        } else {
-            self.events_by_kind.insert(kind.name().to_string(), 1);
+        match self.kind_counts.get_mut(kind as usize) {
+            Some(c) => {
+                if *c == 0 {
+                    self.kinds_seen.push(kind);
+                }
+                *c += 1;
+            }
+            None => {
+                *self
+                    .events_by_kind
+                    .entry(kind.name().to_string())
+                    .or_insert(0) += 1
+            }
         }
         self.see_ts(ts);
         match &ev.body {
@@ -593,6 +611,10 @@ impl Analyzer {
 
     /// Ends the analysis: closes open sides, names services, pairs sides and aggregates.
     pub fn finish(mut self, read: ReadStats) -> Result<Analysis, crate::AnalyzeError> {
+        for k in std::mem::take(&mut self.kinds_seen) {
+            let n = std::mem::take(&mut self.kind_counts[k as usize]);
+            *self.events_by_kind.entry(k.name().to_string()).or_insert(0) += n;
+        }
         let open: Vec<u32> = {
             let mut v: Vec<u32> = self.conns.values().copied().collect();
             v.sort_unstable();
@@ -609,7 +631,7 @@ impl Analyzer {
         let (window_start, window_end) = self.window.unwrap_or((0, 0));
 
         // Pair client and server sides of the same connection by 4-tuple.
-        let mut servers_by_tuple: HashMap<(Endpoint, Endpoint), u32> = HashMap::new();
+        let mut servers_by_tuple: Map<(Endpoint, Endpoint), u32> = Map::default();
         for (i, s) in self.sides.iter().enumerate() {
             if !s.client && !is_unspecified(&s.remote) {
                 servers_by_tuple
