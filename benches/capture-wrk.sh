@@ -154,6 +154,18 @@ dir_bytes() { du -sb "$1" | awk '{print $1}'; }
 # Ids of loaded BPF programs, one line.
 prog_ids() { bpftool prog show --json 2>/dev/null | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin)))' || true; }
 
+# "name run_time_ns run_cnt" per retrace program (rt_*) not in the id list $1 (a program
+# attached twice, one line each).
+bpf_progs() {
+    bpftool prog show --json 2>/dev/null | python3 -c '
+import json, sys
+before = set(sys.argv[1].split())
+for p in json.load(sys.stdin):
+    if str(p["id"]) in before or not p.get("name", "").startswith("rt_"):
+        continue
+    print(p["name"], p.get("run_time_ns", 0), p.get("run_cnt", 0))' "$1" || true
+}
+
 # "run_time_ns run_cnt" summed over the retrace programs (rt_*) not in the id list $1:
 # the kernel time spent in our BPF programs (kernel.bpf_stats_enabled=1), charged to the
 # traced processes, not to the daemon.
@@ -204,10 +216,21 @@ echo 1 >/proc/sys/kernel/bpf_stats_enabled 2>/dev/null || true
 IDS_BEFORE=$(prog_ids)
 start_capture "$TMP/capC"
 read -r BPF_NS0 BPF_CNT0 < <(bpf_runtime "$IDS_BEFORE")
+PROGS0=$(bpf_progs "$IDS_BEFORE")
 C0=$(date +%s.%N)
 read -r C_RPS C_REQ < <(run_wrk)
 C1=$(date +%s.%N)
 read -r BPF_NS1 BPF_CNT1 < <(bpf_runtime "$IDS_BEFORE")
+PROGS1=$(bpf_progs "$IDS_BEFORE")
+# per program: the difference over the wrk run
+BPF_PROGS=$(python3 -c '
+import sys
+a = {}
+for l in sys.argv[1].splitlines():
+    n, ns, c = l.split(); a[n] = (int(ns), int(c))
+for l in sys.argv[2].splitlines():
+    n, ns, c = l.split(); ns0, c0 = a.get(n, (0, 0))
+    print(n, int(ns) - ns0, int(c) - c0)' "$PROGS0" "$PROGS1")
 echo "$BPF_STATS_WAS" >/proc/sys/kernel/bpf_stats_enabled 2>/dev/null || true
 stop_capture "$TMP/capC"
 sleep 0.5
@@ -231,7 +254,8 @@ print(f"  with capture requests/s   {b:12.0f}  ratio {b / base * 100:.1f}% of ba
 print(f"  requests during capture   {$B_REQ:12d}")
 print(f"  events captured           {events:12d}  ({events / wall:.0f}/s; tcp {$B_TCP}, l7 {$B_L7})")
 print(f"  events dropped            {dropped:12d}   (goal 0)")
-print(f"  daemon CPU                {cpu:11.1f}%  of one core, during the wrk run")
+print(f"  daemon CPU                {cpu:11.1f}%  of one core, during the wrk run"
+      f" = {($T1 - $T0) / $CLK / max($B_REQ, 1) * 1e6:.2f} us/request, {($T1 - $T0) / $CLK / max(events, 1) * 1e6:.2f} us/event")
 
 print(f"  daemon peak RSS (VmHWM)   {$HWM_KB / 1024:11.1f} MiB  (goal <= 64 MiB)")
 print(f"  bytes on disk             {$B_BYTES:12d}  ({$B_BYTES / $B_REQ:.2f} B/request, {$B_BYTES / max(events, 1):.2f} B/event;"
@@ -245,4 +269,11 @@ bpf_ns, bpf_cnt, cwall = $BPF_NS1 - $BPF_NS0, $BPF_CNT1 - $BPF_CNT0, $C1 - $C0
 if bpf_cnt:
     print(f"  BPF programs (in kernel)  {bpf_ns / 1e9 / cwall * 100:11.1f}%  of one core: {bpf_cnt} runs, {bpf_ns / bpf_cnt:.0f} ns/run,"
           f" {bpf_cnt / max($C_REQ, 1):.1f} runs/request (charged to nginx and wrk, not to the daemon)")
+    print(f"  BPF cost per request      {bpf_ns / max($C_REQ, 1):11.0f} ns")
+per_prog = """$BPF_PROGS"""
+for line in per_prog.strip().splitlines():
+    name, ns, cnt = line.split()
+    ns, cnt = int(ns), int(cnt)
+    if cnt:
+        print(f"    {name:22s} {cnt / max($C_REQ, 1):6.2f} runs/request {ns / cnt:6.0f} ns/run {ns / max($C_REQ, 1):6.0f} ns/request")
 EOF

@@ -1,25 +1,34 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /*
- * retrace's kernel side. Only tp_btf programs (BTF-typed raw tracepoints): they need neither
- * tracefs nor kprobes, which this project's kernels do not have.
+ * retrace's kernel side. Only tp_btf programs (BTF-typed raw tracepoints) and one task_file
+ * iterator: they need neither tracefs nor kprobes, which this project's kernels do not have.
  *
  * Streams (each switched off at load time through a `const volatile` flag, so that the
  * verifier drops the dead code):
  *   proc: sched_process_exec/fork/exit, mark_victim
- *   tcp:  inet_sock_set_state + connect/accept/listen/close syscalls, tcp_retransmit_skb,
- *         tcp_send_reset/tcp_receive_reset, tcp_probe (RTT, sampled per socket)
+ *   tcp:  inet_sock_set_state (connect attempts and listen are taken there, in the calling
+ *         task, with the fd from its syscall registers), accept/close/failed connect at
+ *         sys_exit, tcp_retransmit_skb, tcp_send_reset/tcp_receive_reset; RTT (srtt) sampled
+ *         per socket at most every rtt_interval_ns, read on the socket's own syscalls
  *   l7:   read/write family syscalls on tracked TCP sockets, one record per message start
  *   dns:  UDP send/recv family syscalls to or from port 53
  *   logs: write/writev to fd 1 and 2 and to files opened under /var/log/
  *
- * Socket ownership: a socket is attributed to the process that connected or accepted it (or
- * that held it at capture start, seeded by user space in map `fds`), recorded in map `socks`
- * keyed by the socket pointer. Softirq-context events (state changes, retransmits) are joined
- * to it by that pointer, never by bpf_get_current_pid_tgid().
+ * Syscalls: ONE program, at raw sys_exit, runs for every syscall of every task. It needs no
+ * entry program: on x86_64 the argument registers saved in pt_regs are intact at exit for
+ * every syscall it follows, orig_ax holds the number. So its first instructions reject on the
+ * number alone, and nothing is stored between entry and exit.
  *
- * Ring buffers: `rb_ctl` (proc and tcp) and `rb_data` (payload records). Records are
- * submitted without wakeup until the ring holds more than a threshold; user space also
- * consumes on a short timer. Every failed reserve is counted in the per-CPU `drops` map.
+ * Socket ownership: a socket is attributed to the process that connected or accepted it (or
+ * that held it at capture start, seeded by user space in map `fds` and resolved by the
+ * `rt_seed` iterator), recorded in map `socks` keyed by the socket pointer. Softirq-context
+ * events (state changes, retransmits) are joined to it by that pointer, never by
+ * bpf_get_current_pid_tgid().
+ *
+ * Ring buffers: `rb_ctl` (proc and tcp) and `rb_data` (payload records, reserved in a few size
+ * classes and filled in place). Records are submitted without wakeup until the ring holds
+ * more than a threshold; user space also consumes on a short timer. Every failed reserve is
+ * counted in the per-CPU `drops` map.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -67,6 +76,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_LISTEN 10
 
 #define EINTR 4
+#define EBADF 9
 #define EISCONN 106
 #define EALREADY 114
 #define EINPROGRESS 115
@@ -143,17 +153,8 @@ struct {
 	__type(value, struct rt_fd_val);
 } fds SEC(".maps");
 
-/* what a syscall in flight is about */
-enum call_mode {
-	CM_TCP = 1,
-	CM_LOG = 2,
-	CM_DNS = 3,
-	CM_OPEN = 4,
-	CM_CONNECT = 5,
-	CM_ACCEPT = 6,
-	CM_LISTEN = 7,
-};
-
+/* What the exit program knows of the syscall it looks at (on its stack, nothing kept
+ * between entry and exit: every argument is still in pt_regs at sys_exit). */
 struct call {
 	__u64 sk;
 	__u64 buf;   /* buffer, iovec, msghdr or sockaddr pointer */
@@ -161,33 +162,11 @@ struct call {
 	__u64 start_ns;
 	__s32 fd;
 	__u32 id;
-	__u32 mode;
-	__u32 flags;
+	__u32 tgid; /* pid of the record */
+	__u32 tid;
+	__u16 kind; /* enum rt_kind of the record */
+	__u64 ts;   /* the record's time, 0: now */
 };
-
-/* the syscall in flight, per thread (task local storage: no hashing, freed with the task) */
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct call);
-} calls SEC(".maps");
-
-/* Records the syscall in flight of the current thread. */
-static __always_inline void put_call(struct call *c)
-{
-	struct call *slot = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0,
-						 BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (slot)
-		*slot = *c;
-}
-
-/* The syscall in flight of the current thread, or NULL. */
-static __always_inline struct call *get_call(void)
-{
-	struct call *slot = bpf_task_storage_get(&calls, bpf_get_current_task_btf(), 0, 0);
-	return slot && slot->mode ? slot : NULL;
-}
 
 struct data_buf {
 	struct rt_data d;
@@ -226,6 +205,17 @@ static __always_inline __u64 wake_flags(void *rb, __u64 threshold)
 {
 	return bpf_ringbuf_query(rb, BPF_RB_AVAIL_DATA) >= threshold ? BPF_RB_FORCE_WAKEUP
 								     : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void fill_hdr_ts(struct rt_hdr *h, __u64 ts, __u16 kind, __u32 pid,
+					__u32 tid)
+{
+	h->ts = ts;
+	h->kind = kind;
+	h->flags = 0;
+	h->pid = pid;
+	h->tid = tid;
+	h->cpu = bpf_get_smp_processor_id();
 }
 
 static __always_inline void fill_hdr(struct rt_hdr *h, __u16 kind, __u32 pid, __u32 tid)
@@ -299,16 +289,33 @@ struct file___old {
 	atomic_long_t f_count;
 } __attribute__((preserve_access_index));
 
-/* How many references the open file behind `fd` has (dup, fork, fd passing share it). */
-static __always_inline long fd_refs(int fd)
+/* How many references an open file has (dup, fork, fd passing share it); 0 or less once the
+ * last one was put. */
+static __always_inline long file_refs(struct file *f)
 {
-	struct file *f = fd_file(fd);
-	if (!f)
-		return 0;
 	if (bpf_core_field_exists(f->f_ref))
 		return BPF_CORE_READ(f, f_ref.refcnt.counter) + 1; /* FILE_REF_ONEREF is 0 */
 	struct file___old *o = (void *)f;
 	return BPF_CORE_READ(o, f_count.counter);
+}
+
+/* True once the last reference to a socket's file is gone: close(2) of the last fd released
+ * it (the socket is orphaned: sk_socket is NULL; before Linux 6.15 the final put runs after
+ * the syscall, then the file's count is already 0 at sys_exit). */
+static __always_inline bool sock_released(const struct sock *sk)
+{
+	struct socket *so = BPF_CORE_READ(sk, sk_socket);
+	if (!so)
+		return true;
+	struct file *f = BPF_CORE_READ(so, file);
+	return !f || file_refs(f) <= 0;
+}
+
+/* The user registers of the current task's syscall (its arguments, even from a tracepoint
+ * deep in the kernel). */
+static __always_inline struct pt_regs *cur_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
 static __always_inline __u16 sk_proto(const struct sock *sk)
@@ -345,6 +352,7 @@ static __always_inline __u16 user_sockaddr(const void *addr, struct rt_tuple *re
 	if (sa.sin6_family == AF_INET) {
 		struct sockaddr_in *in = (struct sockaddr_in *)&sa;
 		if (remote) {
+			remote->family = AF_INET;
 			__builtin_memcpy(remote->daddr, &in->sin_addr.s_addr, 4);
 			remote->dport = bpf_ntohs(in->sin_port);
 		}
@@ -352,6 +360,7 @@ static __always_inline __u16 user_sockaddr(const void *addr, struct rt_tuple *re
 	}
 	if (sa.sin6_family == AF_INET6) {
 		if (remote) {
+			remote->family = AF_INET6;
 			__builtin_memcpy(remote->daddr, &sa.sin6_addr, 16);
 			remote->dport = bpf_ntohs(sa.sin6_port);
 		}
@@ -392,7 +401,12 @@ static __always_inline void emit_tcp(const struct sock *sk, struct sock_state *s
 		e->bytes_received = 0;
 		e->latency_ns = 0;
 	}
-	read_tuple(sk, &e->t);
+	/* the tuple known since established/accepted: a socket being torn down has already
+	 * given its local port back by the time close(2) returns */
+	if (st && (st->flags & SK_TUPLE))
+		e->t = st->t;
+	else
+		read_tuple(sk, &e->t);
 	e->sk = (__u64)sk;
 	e->step = step;
 	e->err = err;
@@ -557,11 +571,33 @@ int BPF_PROG(rt_set_state, const struct sock *sk, const int oldstate, const int 
 	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
-		if (!st)
+		/* connect(2) (or a fast-open sendto/sendmsg), in the connecting task: the fd is its
+		 * first argument. The socket is followed from here on. */
+		__u64 pt = bpf_get_current_pid_tgid();
+		__u32 tgid = pt >> 32;
+		struct pt_regs *regs = cur_regs();
+		long nr = regs->orig_ax;
+		if (nr != NR_connect && nr != NR_sendto && nr != NR_sendmsg)
 			return 0;
-		st->attempt_ns = bpf_ktime_get_ns();
-		st->flags |= SK_SYN_SEEN;
-		emit_tcp(sk, st, RT_TCP_CONNECT, RT_K_TCP, 0, newstate);
+		if (skip_task(tgid))
+			return 0;
+		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		if (!port_ok(dport, dport))
+			return 0;
+		int fd = regs->di;
+		struct sock_state ns = {};
+		__u64 now = bpf_ktime_get_ns();
+		ns.start_ns = now;
+		ns.attempt_ns = now;
+		ns.tgid = tgid;
+		ns.tid = (__u32)pt;
+		ns.fd = fd;
+		ns.flags = SK_SYN_SEEN;
+		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
+		struct rt_fd_key k = {.tgid = tgid, .fd = fd};
+		struct rt_fd_val v = {.sk = key, .start_ns = now, .kind = RT_FD_TCP};
+		bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+		emit_tcp(sk, &ns, RT_TCP_CONNECT, RT_K_TCP, 0, newstate);
 		return 0;
 	}
 	if (oldstate == TCP_SYN_SENT && newstate == TCP_ESTABLISHED) {
@@ -573,17 +609,17 @@ int BPF_PROG(rt_set_state, const struct sock *sk, const int oldstate, const int 
 		return 0;
 	}
 	if (oldstate == TCP_CLOSE && newstate == TCP_LISTEN) {
-		/* listen(2), in process context */
+		/* listen(2), in process context: the fd is its first argument */
 		__u64 id = bpf_get_current_pid_tgid();
 		__u32 tid = (__u32)id, tgid = id >> 32;
-		struct call *c = get_call();
-		if (!c || c->mode != CM_LISTEN || skip_task(tgid))
+		struct pt_regs *regs = cur_regs();
+		if (regs->orig_ax != NR_listen || skip_task(tgid))
 			return 0;
 		struct sock_state ns = {};
 		ns.start_ns = bpf_ktime_get_ns();
 		ns.tgid = tgid;
 		ns.tid = tid;
-		ns.fd = c->fd;
+		ns.fd = regs->di;
 		ns.flags = SK_LISTENER;
 		struct rt_tuple t;
 		read_tuple(sk, &t);
@@ -655,23 +691,6 @@ int BPF_PROG(rt_receive_reset, struct sock *sk)
 	return 0;
 }
 
-SEC("tp_btf/tcp_probe")
-int BPF_PROG(rt_tcp_probe, struct sock *sk)
-{
-	if (!en_tcp || !sk)
-		return 0;
-	__u64 key = (__u64)sk;
-	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
-	if (!st)
-		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	if (now - st->last_rtt_ns < rtt_interval_ns)
-		return 0;
-	st->last_rtt_ns = now;
-	emit_tcp(sk, st, RT_TCP_RTT, RT_K_TCP_SAMPLE, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
-	return 0;
-}
-
 /* ---- syscalls ---- */
 
 static __always_inline bool is_egress(__u32 id)
@@ -680,13 +699,13 @@ static __always_inline bool is_egress(__u32 id)
 	       id == NR_sendmmsg || id == NR_sendfile;
 }
 
-/* A socket seen for the first time through an fd seeded by user space. */
-static __always_inline struct sock *adopt_seeded(struct rt_fd_key *k, struct rt_fd_val *v)
+/* Follows a socket that user space seeded in `fds` (sk == 0) once its kernel socket is known. */
+static __always_inline __u64 adopt_sock(struct rt_fd_key *k, struct rt_fd_val *v,
+					const struct sock *sk)
 {
-	struct sock *sk = fd_sock(k->fd);
 	if (!sk || sk_proto(sk) != IPPROTO_TCP) {
 		bpf_map_delete_elem(&fds, k);
-		return NULL;
+		return 0;
 	}
 	struct sock_state ns = {};
 	ns.start_ns = v->start_ns;
@@ -697,27 +716,47 @@ static __always_inline struct sock *adopt_seeded(struct rt_fd_key *k, struct rt_
 	__u64 key = (__u64)sk;
 	bpf_map_update_elem(&socks, &key, &ns, BPF_NOEXIST);
 	v->sk = key;
-	return sk;
+	return key;
 }
 
-static __always_inline void on_close(__u32 tgid, int fd)
+/*
+ * Resolves the sockets user space seeded from /proc (run once by the daemon right after
+ * seeding, through an iterator over every task's open files): a seeded socket closed before
+ * it is ever read or written still gets its close reported.
+ */
+SEC("iter/task_file")
+int rt_seed(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	if (!task || !file || !en_tcp)
+		return 0;
+	struct rt_fd_key k = {.tgid = task->tgid, .fd = ctx->fd};
+	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &k);
+	if (!v || v->kind != RT_FD_TCP || v->sk)
+		return 0;
+	struct socket *so = bpf_sock_from_file(file);
+	if (!so)
+		return 0;
+	adopt_sock(&k, v, BPF_CORE_READ(so, sk));
+	return 0;
+}
+
+/* close(2) of a followed fd, at its exit: the fd is gone, the socket may be too. */
+static __noinline void on_close(__u32 tgid, int fd)
 {
 	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
 	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &k);
 	if (!v)
 		return;
 	__u64 key = v->sk;
-	__u32 kind = v->kind;
 	/* Only the last reference closes the socket: a pre-fork server's parent closing its
-	 * copy after fork, or one of two dup'ed fds, leaves the connection open. */
-	if (kind == RT_FD_TCP && en_tcp && fd_refs(fd) <= 1) {
-		if (!key) {
-			/* seeded and never used: adopt it now to report its close */
-			struct sock *sk = adopt_seeded(&k, v);
-			key = (__u64)sk;
-		}
-		struct sock_state *st = key ? bpf_map_lookup_elem(&socks, &key) : NULL;
-		if (st && !(st->flags & (SK_CLOSED | SK_LISTENER))) {
+	 * copy after fork, or one of two dup'ed fds, leaves the connection open. A seeded socket
+	 * the iterator could not resolve (key 0) is forgotten silently. */
+	if (v->kind == RT_FD_TCP && en_tcp && key) {
+		struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+		if (st && !(st->flags & (SK_CLOSED | SK_LISTENER)) &&
+		    sock_released((const struct sock *)key)) {
 			st->flags |= SK_CLOSED;
 			st->attempt_ns = 0;
 			emit_tcp((const struct sock *)key, st, RT_TCP_CLOSED, RT_K_TCP, 0,
@@ -731,171 +770,6 @@ static __always_inline bool is_udp_call(__u32 id)
 {
 	return id == NR_sendto || id == NR_sendmsg || id == NR_sendmmsg || id == NR_recvfrom ||
 	       id == NR_recvmsg || id == NR_recvmmsg;
-}
-
-SEC("tp_btf/sys_enter")
-int BPF_PROG(rt_sys_enter, struct pt_regs *regs, long id)
-{
-	__u64 pt = bpf_get_current_pid_tgid();
-	__u32 tgid = pt >> 32, tid = (__u32)pt;
-	struct call c = {};
-
-	switch (id) {
-	case NR_read:
-	case NR_write:
-	case NR_readv:
-	case NR_writev:
-	case NR_sendto:
-	case NR_recvfrom:
-	case NR_sendmsg:
-	case NR_recvmsg:
-	case NR_sendmmsg:
-	case NR_recvmmsg:
-	case NR_sendfile:
-		break;
-	case NR_close:
-		if (en_tcp || en_logs)
-			on_close(tgid, (int)regs->di);
-		return 0;
-	case NR_connect: {
-		if (!en_tcp || skip_task(tgid))
-			return 0;
-		int fd = regs->di;
-		struct rt_tuple rt = {};
-		__u16 port = user_sockaddr((void *)regs->si, &rt);
-		if (!port || !port_ok(port, port))
-			return 0;
-		struct sock *sk = fd_sock(fd);
-		if (!sk || sk_proto(sk) != IPPROTO_TCP)
-			return 0;
-		struct sock_state ns = {};
-		__u64 now = bpf_ktime_get_ns();
-		ns.start_ns = now;
-		ns.attempt_ns = now;
-		ns.tgid = tgid;
-		ns.tid = tid;
-		ns.fd = fd;
-		__u64 key = (__u64)sk;
-		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
-		struct rt_fd_key k = {.tgid = tgid, .fd = fd};
-		struct rt_fd_val v = {.sk = key, .start_ns = now, .kind = RT_FD_TCP};
-		bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
-		c.mode = CM_CONNECT;
-		c.sk = key;
-		c.fd = fd;
-		c.id = id;
-		c.buf = regs->si;
-		put_call(&c);
-		return 0;
-	}
-	case NR_accept:
-	case NR_accept4:
-		if (!en_tcp || skip_task(tgid))
-			return 0;
-		c.mode = CM_ACCEPT;
-		c.id = id;
-		c.fd = regs->di;
-		put_call(&c);
-		return 0;
-	case NR_listen:
-		if (!en_tcp || skip_task(tgid))
-			return 0;
-		c.mode = CM_LISTEN;
-		c.id = id;
-		c.fd = regs->di;
-		put_call(&c);
-		return 0;
-	case NR_open:
-	case NR_openat: {
-		if (!en_logs || skip_task(tgid))
-			return 0;
-		const char *path = (const char *)(id == NR_open ? regs->di
-							       : regs->si);
-		char p[9] = {};
-		if (bpf_probe_read_user(p, sizeof(p), path))
-			return 0;
-		if (p[0] != '/' || p[1] != 'v' || p[2] != 'a' || p[3] != 'r' || p[4] != '/' ||
-		    p[5] != 'l' || p[6] != 'o' || p[7] != 'g' || p[8] != '/')
-			return 0;
-		c.mode = CM_OPEN;
-		c.id = id;
-		c.buf = (__u64)path;
-		put_call(&c);
-		return 0;
-	}
-	default:
-		return 0;
-	}
-
-	/* read/write family */
-	int fd = regs->di;
-	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
-	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &k);
-	c.id = id;
-	c.fd = fd;
-	c.buf = regs->si;
-	if (v) {
-		if (v->kind == RT_FD_TCP) {
-			if (!en_tcp)
-				return 0;
-			__u64 key = v->sk;
-			if (!key)
-				key = (__u64)adopt_seeded(&k, v);
-			if (!key)
-				return 0;
-			c.mode = CM_TCP;
-			c.sk = key;
-			c.start_ns = v->start_ns;
-		} else if (v->kind == RT_FD_LOG && en_logs && (id == NR_write || id == NR_writev)) {
-			c.mode = CM_LOG;
-		} else {
-			return 0;
-		}
-		put_call(&c);
-		return 0;
-	}
-	if (en_logs && (fd == 1 || fd == 2) && (id == NR_write || id == NR_writev)) {
-		if (skip_task(tgid))
-			return 0;
-		c.mode = CM_LOG;
-		put_call(&c);
-		return 0;
-	}
-	if (en_dns && is_udp_call(id)) {
-		if (skip_task(tgid))
-			return 0;
-		struct sock *sk = fd_sock(fd);
-		if (!sk || sk_proto(sk) != IPPROTO_UDP)
-			return 0;
-		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-		if (dport == 0) {
-			/* unconnected: the peer is in the call's sockaddr */
-			if (id == NR_sendto || id == NR_recvfrom) {
-				c.name = regs->r8;
-			} else if (id == NR_sendmsg || id == NR_recvmsg) {
-				struct user_msghdr *m = (struct user_msghdr *)c.buf;
-				void *name = NULL;
-				bpf_probe_read_user(&name, sizeof(name), &m->msg_name);
-				c.name = (__u64)name;
-			} else {
-				struct mmsghdr *mm = (struct mmsghdr *)c.buf;
-				void *name = NULL;
-				bpf_probe_read_user(&name, sizeof(name), &mm->msg_hdr.msg_name);
-				c.name = (__u64)name;
-			}
-		}
-		if (sport != 53 && dport != 53) {
-			if (dport != 0 || !c.name)
-				return 0; /* connected elsewhere, or no peer to look at */
-			if (is_egress(id) && user_sockaddr((void *)c.name, NULL) != 53)
-				return 0;
-		}
-		c.mode = CM_DNS;
-		c.sk = (__u64)sk;
-		put_call(&c);
-	}
-	return 0;
 }
 
 /* Source and available length of the `i`th message's first buffer, for each call shape. */
@@ -953,21 +827,59 @@ static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, 
 	}
 }
 
-/* Emits one payload record; returns 0 on success. */
-static __always_inline int emit_data(struct call *c, long ret, int i, __u16 kind, __u32 tgid,
-				     __u32 tid, struct sock_state *st)
+/*
+ * Reserves a payload record in rb_data for up to `n` payload bytes (n a constant: the
+ * verifier needs one per reserve), and copies `len` (<= n) bytes from `src` right into it:
+ * no staging buffer, no second copy. Records come in a few size classes so that short
+ * messages do not take the room of the longest.
+ */
+#define DATA_CLASS(n)                                                                       \
+	if (len <= (n)) {                                                                   \
+		d = bpf_ringbuf_reserve(&rb_data, sizeof(struct rt_data) + (n), 0);          \
+		if (d && len && bpf_probe_read_user((void *)(d + 1), len, src))             \
+			len = 0;                                                            \
+	} else
+
+/* Emits one payload record (message `i` of the call, kind c->kind); returns 0 on success. A
+ * subprogram of its own: one copy of this code and of its stack frame. */
+static __noinline int emit_data(struct call *c, long ret, int i, struct sock_state *st)
 {
-	__u32 zero = 0;
-	struct data_buf *b = bpf_map_lookup_elem(&scratch, &zero);
+	__u16 kind = c->kind;
 	void *src = NULL;
 	__u64 avail = 0;
+	struct rt_tuple t;
 
-	if (!b)
-		return -1;
 	if (msg_buf(c, ret, i, &src, &avail))
 		return -1;
-	struct rt_data *d = &b->d;
-	fill_hdr(&d->h, kind, tgid, tid);
+	if (st && (st->flags & SK_TUPLE))
+		t = st->t;
+	else if (c->sk)
+		read_tuple((const struct sock *)c->sk, &t);
+	else
+		__builtin_memset(&t, 0, sizeof(t));
+	if (c->name && t.dport == 0) {
+		/* unconnected UDP: the peer is in the call's sockaddr */
+		__u16 peer = user_sockaddr((void *)c->name, &t);
+		if (kind == RT_K_UDP && peer != 53 && t.sport != 53)
+			return -1;
+	}
+	__u64 len = avail < payload_bytes ? avail : payload_bytes;
+	if (!src)
+		len = 0;
+	struct rt_data *d = NULL;
+	DATA_CLASS(128)
+	DATA_CLASS(512)
+	DATA_CLASS(1024)
+	DATA_CLASS(RT_PAYLOAD_MAX)
+	{
+		return -1;
+	}
+	if (!d) {
+		count_drop(kind);
+		return -1;
+	}
+	fill_hdr_ts(&d->h, c->ts ? c->ts : bpf_ktime_get_ns(), kind, c->tgid, c->tid);
+	d->t = t;
 	d->sk = c->sk;
 	d->start_ns = c->start_ns;
 	d->size = c->id == NR_sendmmsg || c->id == NR_recvmmsg ? avail : (__u64)ret;
@@ -982,35 +894,8 @@ static __always_inline int emit_data(struct call *c, long ret, int i, __u16 kind
 		d->folded_bytes = st->folded_bytes;
 		d->folded_calls = st->folded_calls;
 	}
-	if (st && (st->flags & SK_TUPLE))
-		d->t = st->t;
-	else if (c->sk)
-		read_tuple((const struct sock *)c->sk, &d->t);
-	else
-		__builtin_memset(&d->t, 0, sizeof(d->t));
-	if (c->name && d->t.dport == 0) {
-		/* unconnected UDP: the peer is in the call's sockaddr */
-		__u16 peer = user_sockaddr((void *)c->name, &d->t);
-		if (kind == RT_K_UDP && peer != 53 && d->t.sport != 53)
-			return -1;
-	}
-	__u64 len = avail < payload_bytes ? avail : payload_bytes;
-	if (len > RT_PAYLOAD_MAX)
-		len = RT_PAYLOAD_MAX;
-	if (len && src) {
-		if (bpf_probe_read_user(b->payload, len, src))
-			len = 0;
-	} else {
-		len = 0;
-	}
 	d->payload_len = len;
-	__u64 size = sizeof(struct rt_data) + len;
-	if (size > sizeof(*b))
-		return -1;
-	if (bpf_ringbuf_output(&rb_data, b, size, wake_flags(&rb_data, wakeup_data_bytes))) {
-		count_drop(kind);
-		return -1;
-	}
+	bpf_ringbuf_submit(d, wake_flags(&rb_data, wakeup_data_bytes));
 	return 0;
 }
 
@@ -1047,143 +932,277 @@ static __always_inline void emit_log_open(struct call *c, long fd, __u32 tgid, _
 		count_drop(RT_K_LOG);
 }
 
+#define NR_BIT(n) (1ULL << (n))
+/* The read/write family (syscall numbers below 64; recvmmsg and sendmmsg are above). */
+#define DATA_BITS                                                                          \
+	(NR_BIT(NR_read) | NR_BIT(NR_write) | NR_BIT(NR_readv) | NR_BIT(NR_writev) |       \
+	 NR_BIT(NR_sendto) | NR_BIT(NR_recvfrom) | NR_BIT(NR_sendmsg) | NR_BIT(NR_recvmsg) | \
+	 NR_BIT(NR_sendfile))
+
+/* Emits the RTT sample of a followed socket at most every rtt_interval_ns. */
+static __always_inline void sample_rtt(const struct sock *sk, struct sock_state *st, __u64 now)
+{
+	if (now - st->last_rtt_ns < rtt_interval_ns)
+		return;
+	st->last_rtt_ns = now;
+	emit_tcp(sk, st, RT_TCP_RTT, RT_K_TCP_SAMPLE, 0, BPF_CORE_READ(sk, __sk_common.skc_state));
+}
+
+/* A read/write family syscall that transferred `ret` > 0 bytes. */
+static __always_inline void on_data(struct pt_regs *regs, long id, long ret)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32, tid = (__u32)pt;
+	int fd = regs->di;
+	struct call c = {};
+	c.id = id;
+	c.fd = fd;
+	c.buf = regs->si;
+	c.tgid = tgid;
+	c.tid = tid;
+
+	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
+	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &k);
+	if (v) {
+		if (v->kind == RT_FD_TCP) {
+			if (!en_tcp)
+				return;
+			__u64 key = v->sk;
+			if (!key)
+				key = adopt_sock(&k, v, fd_sock(fd));
+			if (!key)
+				return;
+			struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+			if (!st)
+				return;
+			bool eg = is_egress(id);
+			__u64 bytes = ret;
+			if (id == NR_sendmmsg || id == NR_recvmmsg) {
+				void *src;
+				__u64 avail = 0;
+				bytes = 0;
+				if (msg_buf(&c, ret, 0, &src, &avail) == 0)
+					bytes = avail;
+			}
+			if (eg)
+				__sync_fetch_and_add(&st->sent, bytes);
+			else
+				__sync_fetch_and_add(&st->received, bytes);
+			/* RTT samples and L7 records at message starts only: folded calls (the
+			 * rest of a message) cost no clock read */
+			__u32 dir = 1 + (eg ? RT_DIR_EGRESS : RT_DIR_INGRESS);
+			if (st->last_dir == dir) {
+				st->folded_calls += 1;
+				st->folded_bytes += bytes;
+				/* a one-way stream still gets its RTT samples */
+				if ((st->folded_calls & 63) == 0)
+					sample_rtt((const struct sock *)key, st, bpf_ktime_get_ns());
+				return;
+			}
+			c.ts = bpf_ktime_get_ns();
+			sample_rtt((const struct sock *)key, st, c.ts);
+			if (!en_l7) {
+				st->last_dir = dir;
+				st->folded_calls = 0;
+				st->folded_bytes = 0;
+				return;
+			}
+			c.sk = key;
+			c.start_ns = v->start_ns;
+			c.kind = RT_K_L7;
+			c.tgid = st->tgid;
+			emit_data(&c, ret, 0, st);
+			st->last_dir = dir;
+			st->folded_calls = 0;
+			st->folded_bytes = 0;
+		} else if (v->kind == RT_FD_LOG && en_logs && (id == NR_write || id == NR_writev)) {
+			c.kind = RT_K_LOG;
+			emit_data(&c, ret, 0, NULL);
+		}
+		return;
+	}
+	if (en_logs && (fd == 1 || fd == 2) && (id == NR_write || id == NR_writev)) {
+		if (!skip_task(tgid)) {
+			c.kind = RT_K_LOG;
+			emit_data(&c, ret, 0, NULL);
+		}
+		return;
+	}
+	if (en_dns && is_udp_call(id)) {
+		if (skip_task(tgid))
+			return;
+		struct sock *sk = fd_sock(fd);
+		if (!sk || sk_proto(sk) != IPPROTO_UDP)
+			return;
+		__u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		if (dport == 0) {
+			/* unconnected: the peer is in the call's sockaddr */
+			if (id == NR_sendto || id == NR_recvfrom) {
+				c.name = regs->r8;
+			} else if (id == NR_sendmsg || id == NR_recvmsg) {
+				struct user_msghdr *m = (struct user_msghdr *)c.buf;
+				void *name = NULL;
+				bpf_probe_read_user(&name, sizeof(name), &m->msg_name);
+				c.name = (__u64)name;
+			} else {
+				struct mmsghdr *mm = (struct mmsghdr *)c.buf;
+				void *name = NULL;
+				bpf_probe_read_user(&name, sizeof(name), &mm->msg_hdr.msg_name);
+				c.name = (__u64)name;
+			}
+		}
+		if (sport != 53 && dport != 53) {
+			if (dport != 0 || !c.name)
+				return; /* connected elsewhere, or no peer to look at */
+			if (is_egress(id) && user_sockaddr((void *)c.name, NULL) != 53)
+				return;
+		}
+		c.sk = (__u64)sk;
+		c.kind = RT_K_UDP;
+		emit_data(&c, ret, 0, NULL);
+		if (id == NR_sendmmsg || id == NR_recvmmsg)
+			emit_data(&c, ret, 1, NULL);
+	}
+}
+
+/* accept(2)/accept4(2) returned a new fd: follow its socket. */
+static __noinline void on_accept(long ret)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32, tid = (__u32)pt;
+	if (skip_task(tgid))
+		return;
+	int fd = ret;
+	struct sock *sk = fd_sock(fd);
+	if (!sk || sk_proto(sk) != IPPROTO_TCP)
+		return;
+	struct rt_tuple t;
+	read_tuple(sk, &t);
+	if (!port_ok(t.sport, t.dport))
+		return;
+	struct sock_state ns = {};
+	__u64 now = bpf_ktime_get_ns();
+	ns.start_ns = now;
+	ns.tgid = tgid;
+	ns.tid = tid;
+	ns.fd = fd;
+	ns.flags = RT_F_INBOUND | SK_TUPLE;
+	ns.t = t;
+	__u64 key = (__u64)sk;
+	bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
+	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
+	struct rt_fd_val v = {.sk = key, .start_ns = now, .kind = RT_FD_TCP, .flags = RT_F_INBOUND};
+	bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+	emit_tcp(sk, &ns, RT_TCP_ACCEPTED, RT_K_TCP, 0, TCP_ESTABLISHED);
+}
+
+/* connect(2) failed: when no SYN ever left (no route, bad address...), the socket state
+ * never changed and this is the only trace of the attempt. */
+static __noinline void on_connect_error(struct pt_regs *regs, long ret)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32;
+	if (ret == -EINPROGRESS || ret == -EINTR || ret == -EALREADY || ret == -EISCONN)
+		return;
+	int fd = regs->di;
+	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
+	if (bpf_map_lookup_elem(&fds, &k))
+		return; /* a SYN left: the state change reports the failure */
+	if (skip_task(tgid))
+		return;
+	struct rt_tuple rt = {};
+	__u16 port = user_sockaddr((void *)regs->si, &rt);
+	if (!port || !port_ok(port, port))
+		return;
+	struct sock *sk = fd_sock(fd);
+	if (!sk || sk_proto(sk) != IPPROTO_TCP)
+		return;
+	struct sock_state ns = {};
+	ns.start_ns = bpf_ktime_get_ns();
+	ns.tgid = tgid;
+	ns.tid = (__u32)pt;
+	ns.fd = fd;
+	/* the socket may not hold the peer yet: report the address asked for */
+	ns.t = rt;
+	ns.flags = SK_TUPLE;
+	emit_tcp(sk, &ns, RT_TCP_FAILED, RT_K_TCP, -ret, 0);
+}
+
+/* open(2)/openat(2) of a file under /var/log/ returned `fd`. */
+static __noinline void on_open(struct pt_regs *regs, long id, long fd)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32, tid = (__u32)pt;
+	const char *path = (const char *)(id == NR_open ? regs->di : regs->si);
+	char p[9] = {};
+	if (bpf_probe_read_user(p, sizeof(p), path))
+		return;
+	if (p[0] != '/' || p[1] != 'v' || p[2] != 'a' || p[3] != 'r' || p[4] != '/' || p[5] != 'l' ||
+	    p[6] != 'o' || p[7] != 'g' || p[8] != '/')
+		return;
+	if (skip_task(tgid))
+		return;
+	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
+	struct rt_fd_val v = {.kind = RT_FD_LOG};
+	bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+	struct call c = {.id = id, .buf = (__u64)path};
+	emit_log_open(&c, fd, tgid, tid);
+}
+
+/*
+ * The one syscall program. It runs at the exit of every syscall of every task, so its first
+ * instructions reject what it does not follow on the syscall number alone; the arguments are
+ * still in the saved user registers (x86_64: di, si, dx, r10, r8, r9; orig_ax is the number).
+ */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 {
 	long id = regs->orig_ax;
 
+	if ((unsigned long)id < 64) {
+		__u64 bit = NR_BIT(id);
+		if (bit & DATA_BITS) {
+			if (ret > 0)
+				on_data(regs, id, ret);
+			return 0;
+		}
+		if (id == NR_close) {
+			/* EBADF: nothing was closed; any other result released the fd */
+			if ((en_tcp || en_logs) && ret != -EBADF)
+				on_close(bpf_get_current_pid_tgid() >> 32, (int)regs->di);
+			return 0;
+		}
+		if (id == NR_accept) {
+			if (en_tcp && ret >= 0)
+				on_accept(ret);
+			return 0;
+		}
+		if (id == NR_connect) {
+			if (en_tcp && ret < 0)
+				on_connect_error(regs, ret);
+			return 0;
+		}
+		if (id == NR_open) {
+			if (en_logs && ret >= 0)
+				on_open(regs, id, ret);
+			return 0;
+		}
+		return 0;
+	}
 	switch (id) {
-	case NR_read:
-	case NR_write:
-	case NR_readv:
-	case NR_writev:
-	case NR_sendto:
-	case NR_recvfrom:
-	case NR_sendmsg:
-	case NR_recvmsg:
-	case NR_sendmmsg:
 	case NR_recvmmsg:
-	case NR_sendfile:
-	case NR_connect:
-	case NR_accept:
-	case NR_accept4:
-	case NR_listen:
-	case NR_open:
-	case NR_openat:
-		break;
-	default:
-		return 0;
-	}
-	__u64 pt = bpf_get_current_pid_tgid();
-	__u32 tgid = pt >> 32, tid = (__u32)pt;
-	struct call *cp = get_call();
-	struct call c = {};
-	if (cp) {
-		c = *cp;
-		cp->mode = 0;
-		if (c.id != id)
-			return 0;
-	} else if ((id == NR_accept || id == NR_accept4) && en_tcp && !skip_task(tgid)) {
-		/* an accept that was already waiting when the capture started */
-		c.mode = CM_ACCEPT;
-		c.id = id;
-	} else {
-		return 0;
-	}
-
-	switch (c.mode) {
-	case CM_CONNECT: {
-		if (ret >= 0 || ret == -EINPROGRESS || ret == -EINTR || ret == -EALREADY ||
-		    ret == -EISCONN)
-			return 0;
-		struct sock_state *st = bpf_map_lookup_elem(&socks, &c.sk);
-		if (!st || (st->flags & SK_SYN_SEEN))
-			return 0;
-		/* failed before any SYN left (no route, bad address...) */
-		emit_tcp((const struct sock *)c.sk, st, RT_TCP_FAILED, RT_K_TCP, -ret, 0);
-		bpf_map_delete_elem(&socks, &c.sk);
-		return 0;
-	}
-	case CM_ACCEPT: {
-		if (ret < 0)
-			return 0;
-		int fd = ret;
-		struct sock *sk = fd_sock(fd);
-		if (!sk || sk_proto(sk) != IPPROTO_TCP)
-			return 0;
-		struct rt_tuple t;
-		read_tuple(sk, &t);
-		if (!port_ok(t.sport, t.dport))
-			return 0;
-		struct sock_state ns = {};
-		__u64 now = bpf_ktime_get_ns();
-		ns.start_ns = now;
-		ns.tgid = tgid;
-		ns.tid = tid;
-		ns.fd = fd;
-		ns.flags = RT_F_INBOUND | SK_TUPLE;
-		ns.t = t;
-		__u64 key = (__u64)sk;
-		bpf_map_update_elem(&socks, &key, &ns, BPF_ANY);
-		struct rt_fd_key k = {.tgid = tgid, .fd = fd};
-		struct rt_fd_val v = {.sk = key, .start_ns = now, .kind = RT_FD_TCP,
-				      .flags = RT_F_INBOUND};
-		bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
-		emit_tcp(sk, &ns, RT_TCP_ACCEPTED, RT_K_TCP, 0, TCP_ESTABLISHED);
-		return 0;
-	}
-	case CM_OPEN: {
-		if (ret < 0)
-			return 0;
-		struct rt_fd_key k = {.tgid = tgid, .fd = ret};
-		struct rt_fd_val v = {.kind = RT_FD_LOG};
-		bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
-		emit_log_open(&c, ret, tgid, tid);
-		return 0;
-	}
-	case CM_TCP: {
-		if (ret <= 0)
-			return 0;
-		struct sock_state *st = bpf_map_lookup_elem(&socks, &c.sk);
-		if (!st)
-			return 0;
-		bool eg = is_egress(id);
-		__u64 bytes = ret;
-		if (id == NR_sendmmsg || id == NR_recvmmsg) {
-			void *src;
-			__u64 avail = 0;
-			bytes = 0;
-			if (msg_buf(&c, ret, 0, &src, &avail) == 0)
-				bytes = avail;
-		}
-		if (eg)
-			__sync_fetch_and_add(&st->sent, bytes);
-		else
-			__sync_fetch_and_add(&st->received, bytes);
-		if (!en_l7)
-			return 0;
-		__u32 dir = 1 + (eg ? RT_DIR_EGRESS : RT_DIR_INGRESS);
-		if (st->last_dir == dir) {
-			st->folded_calls += 1;
-			st->folded_bytes += bytes;
-			return 0;
-		}
-		emit_data(&c, ret, 0, RT_K_L7, st->tgid, tid, st);
-		st->last_dir = dir;
-		st->folded_calls = 0;
-		st->folded_bytes = 0;
-		return 0;
-	}
-	case CM_LOG:
+	case NR_sendmmsg:
 		if (ret > 0)
-			emit_data(&c, ret, 0, RT_K_LOG, tgid, tid, NULL);
+			on_data(regs, id, ret);
 		return 0;
-	case CM_DNS:
-		if (ret <= 0)
-			return 0;
-		emit_data(&c, ret, 0, RT_K_UDP, tgid, tid, NULL);
-		if (id == NR_sendmmsg || id == NR_recvmmsg)
-			emit_data(&c, ret, 1, RT_K_UDP, tgid, tid, NULL);
+	case NR_accept4:
+		if (en_tcp && ret >= 0)
+			on_accept(ret);
+		return 0;
+	case NR_openat:
+		if (en_logs && ret >= 0)
+			on_open(regs, id, ret);
 		return 0;
 	default:
 		return 0;

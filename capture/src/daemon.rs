@@ -216,6 +216,9 @@ pub fn run_with(
 
     skel.attach()
         .map_err(|e| CaptureError::bpf("attaching the BPF programs", e))?;
+    if cfg.streams.has(Stream::Tcp) || cfg.streams.has(Stream::L7) {
+        resolve_seeded(&skel);
+    }
 
     std::fs::create_dir_all(&cfg.out).map_err(|e| CaptureError::io(&cfg.out, e))?;
     let node = node_info(cfg.node.as_deref());
@@ -468,12 +471,13 @@ fn configure(
         &mut p.rt_retransmit,
         &mut p.rt_send_reset,
         &mut p.rt_receive_reset,
-        &mut p.rt_tcp_probe,
     ] {
         prog.set_autoload(tcp);
     }
-    p.rt_sys_enter.set_autoload(sys);
     p.rt_sys_exit.set_autoload(sys);
+    // the seed resolver runs once, by hand (see `resolve_seeded`), not through attach()
+    p.rt_seed.set_autoload(tcp);
+    p.rt_seed.set_autoattach(false);
     Ok(())
 }
 
@@ -566,6 +570,27 @@ fn seed(
         }
     }
     state
+}
+
+/// Runs the `rt_seed` iterator once over every task's open files: it resolves the kernel
+/// socket of each TCP fd seeded from /proc, so that a seeded socket closed before any read or
+/// write still reports its close. Best effort: without it, seeded sockets are resolved on
+/// their first read or write (and one closed before that is not reported).
+fn resolve_seeded(skel: &retrace_bpf::RetraceSkel<'_>) {
+    use std::io::Read;
+    let Ok(link) = skel.progs.rt_seed.attach() else {
+        return;
+    };
+    let Ok(mut iter) = libbpf_rs::Iter::new(&link) else {
+        return;
+    };
+    // the program prints nothing: reading runs it over every file, to the end
+    let mut buf = [0u8; 256];
+    while let Ok(n) = iter.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 fn put_fd(

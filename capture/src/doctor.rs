@@ -184,11 +184,9 @@ const fn btf(category: &'static str, name: &'static str) -> AttachPoint {
     }
 }
 
-/// The syscall entry/exit raw tracepoints every syscall-based stream uses.
-const RAW_SYSCALLS: [AttachPoint; 2] = [
-    btf("raw_syscalls", "sys_enter"),
-    btf("raw_syscalls", "sys_exit"),
-];
+/// The syscall exit raw tracepoint every syscall-based stream uses (one program reads the
+/// arguments from the saved registers at exit: no entry program).
+const RAW_SYSCALLS: [AttachPoint; 1] = [btf("raw_syscalls", "sys_exit")];
 
 /// The attach points a stream needs, as the BPF programs in `bpf/src/retrace.bpf.c` attach them
 /// (all `tp_btf/...` today: no tracefs needed). Keep in step with the `SEC(...)` lines there.
@@ -206,7 +204,6 @@ pub fn attach_points(stream: &str) -> Result<Vec<AttachPoint>, DoctorError> {
                 btf("tcp", "tcp_retransmit_skb"),
                 btf("tcp", "tcp_send_reset"),
                 btf("tcp", "tcp_receive_reset"),
-                btf("tcp", "tcp_probe"),
             ];
             v.extend(RAW_SYSCALLS);
             v
