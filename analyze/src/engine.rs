@@ -60,6 +60,51 @@ impl Interner {
     }
 }
 
+/// The last few strings interned for one field of few distinct values (methods, statuses,
+/// routes): most exchanges repeat one of them, found without hashing.
+#[derive(Default)]
+struct RecentIds {
+    slots: [(String, u32); 4],
+    next: usize,
+}
+
+impl RecentIds {
+    fn get(&mut self, strings: &mut Interner, s: &str) -> u32 {
+        if let Some((_, id)) = self.slots.iter().find(|(k, id)| *id != 0 && k == s) {
+            return *id;
+        }
+        let id = strings.intern(s);
+        if id != EMPTY {
+            let slot = &mut self.slots[self.next];
+            slot.0.clear();
+            slot.0.push_str(s);
+            slot.1 = id;
+            self.next = (self.next + 1) % self.slots.len();
+        }
+        id
+    }
+}
+
+/// Caches in front of the interner for the fields of exchanges.
+#[derive(Default)]
+struct Recent {
+    protocols: Vec<(&'static str, u32)>,
+    method: RecentIds,
+    route: RecentIds,
+    status: RecentIds,
+}
+
+impl Recent {
+    fn protocol(&mut self, strings: &mut Interner, p: &'static str) -> u32 {
+        if let Some(&(_, id)) = self.protocols.iter().find(|(q, _)| std::ptr::eq(*q, p)) {
+            return id;
+        }
+        let id = strings.intern(p);
+        self.protocols.push((p, id));
+        id
+    }
+}
+
 #[derive(Default, Debug, Clone)]
 struct Proc {
     ppid: u32,
@@ -124,6 +169,7 @@ pub struct Analyzer {
     resets: Map<(Endpoint, Endpoint), u64>,
     dns_names: HashMap<IpAddr, String>,
     strings: Interner,
+    recent: Recent,
     parsed: Vec<Parsed>,
     payload: PayloadStats,
     events: u64,
@@ -186,6 +232,7 @@ impl Analyzer {
             resets: Map::default(),
             dns_names: HashMap::new(),
             strings: Interner::default(),
+            recent: Recent::default(),
             parsed: Vec::new(),
             payload: PayloadStats::default(),
             events: 0,
@@ -592,11 +639,11 @@ impl Analyzer {
                 side,
                 ts: x.request_ts,
                 latency,
-                protocol: self.strings.intern(x.protocol),
-                method: self.strings.intern(&x.method),
+                protocol: self.recent.protocol(&mut self.strings, x.protocol),
+                method: self.recent.method.get(&mut self.strings, &x.method),
                 target: self.strings.intern(&x.target),
-                route: self.strings.intern(&x.route),
-                status: self.strings.intern(&x.status),
+                route: self.recent.route.get(&mut self.strings, &x.route),
+                status: self.recent.status.get(&mut self.strings, &x.status),
                 trace: x
                     .trace_id
                     .as_deref()
