@@ -201,7 +201,7 @@ impl ReorderBuffer {
             .map(|(i, e)| (clock.to_wall(e.ts), u32::try_from(i).unwrap_or(u32::MAX)))
             .collect();
         // The index breaks ties: equal times keep their write order.
-        sort_nearly_sorted(&mut keys);
+        sort_block_keys(&mut keys);
         let first = keys[0].0;
         self.len += events.len();
         let run = Some(Run {
@@ -819,27 +819,50 @@ impl Iterator for Replay {
     }
 }
 
-/// Sorts keys that are usually in order already, or nearly: events of one block were written
-/// in the order the rings delivered them, a few places apart at most. Insertion sort is linear
-/// on such input; past a budget of moves (input far from sorted), the rest goes to
-/// `sort_unstable`.
-fn sort_nearly_sorted(keys: &mut [(u64, u32)]) {
-    let mut budget = keys.len().saturating_mul(8);
-    for i in 1..keys.len() {
-        let k = keys[i];
-        let mut j = i;
-        while j > 0 && keys[j - 1] > k {
-            if budget == 0 {
-                keys[j] = k;
-                keys.sort_unstable();
-                return;
-            }
-            budget -= 1;
-            keys[j] = keys[j - 1];
-            j -= 1;
-        }
-        keys[j] = k;
+/// Sorts a block's `(wall, index)` keys. Usually they are in order already (one ring buffer
+/// delivers events nearly in time order), which one pass checks. Otherwise a stable LSD radix
+/// sort on the time offset within the block (the span of a block is short, so a few passes of
+/// 11 bits cover it) keeps equal times in write order, in linear time whatever the disorder.
+fn sort_block_keys(keys: &mut Vec<(u64, u32)>) {
+    if keys.is_sorted() {
+        return;
     }
+    if keys.len() < 256 {
+        keys.sort_unstable();
+        return;
+    }
+    let min = keys.iter().map(|k| k.0).min().unwrap_or(0);
+    let max = keys.iter().map(|k| k.0).max().unwrap_or(0);
+    let bits = 64 - (max - min).leading_zeros();
+    const DIGIT: u32 = 11;
+    const BUCKETS: usize = 1 << DIGIT;
+    // The index order of the input is the write order: ties must keep it, and LSD radix
+    // passes are stable.
+    debug_assert!(keys.windows(2).all(|w| w[0].1 < w[1].1));
+    let mut src = std::mem::take(keys);
+    let mut dst = vec![(0u64, 0u32); src.len()];
+    let mut shift = 0;
+    while shift < bits {
+        let digit = |k: &(u64, u32)| ((k.0 - min) >> shift) as usize & (BUCKETS - 1);
+        let mut starts = vec![0usize; BUCKETS];
+        for k in &src {
+            starts[digit(k)] += 1;
+        }
+        let mut at = 0;
+        for c in starts.iter_mut() {
+            let n = *c;
+            *c = at;
+            at += n;
+        }
+        for k in &src {
+            let d = digit(k);
+            dst[starts[d]] = *k;
+            starts[d] += 1;
+        }
+        std::mem::swap(&mut src, &mut dst);
+        shift += DIGIT;
+    }
+    *keys = src;
 }
 
 struct Emitted {
@@ -856,8 +879,8 @@ fn known(e: &Endpoint) -> bool {
 mod tests {
     use super::*;
 
-    /// Nearly sorted, far from sorted, reversed, with ties: the same result as a full sort
-    /// (a key lost or doubled when the move budget runs out would lose or repeat an event).
+    /// Sorted, nearly sorted, far from sorted, with ties (kept in write order), wide spans:
+    /// the same result as a full sort (a key lost or doubled would lose or repeat an event).
     #[test]
     fn keys_sort_whatever_their_disorder() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -881,14 +904,24 @@ mod tests {
                     .collect();
                 let mut want = keys.clone();
                 want.sort_unstable();
-                sort_nearly_sorted(&mut keys);
+                sort_block_keys(&mut keys);
                 assert_eq!(keys, want, "displacement {displacement}, {len} keys");
             }
         }
-        let mut reversed: Vec<(u64, u32)> = (0..5_000).rev().map(|i| (i, 0)).collect();
-        sort_nearly_sorted(&mut reversed);
+        let mut reversed: Vec<(u64, u32)> =
+            (0..5_000u32).map(|i| (5_000 - u64::from(i), i)).collect();
+        sort_block_keys(&mut reversed);
         assert!(reversed.is_sorted());
+        // A span of the whole u64 range (hostile clocks) takes every pass.
+        let mut wide: Vec<(u64, u32)> = (0..3_000u32)
+            .map(|i| (next() | if i % 2 == 0 { 1 << 63 } else { 0 }, i))
+            .collect();
+        let mut want = wide.clone();
+        want.sort_unstable();
+        sort_block_keys(&mut wide);
+        assert_eq!(wide, want);
     }
+
     use crate::source::mem::{MemInput, MemSegment};
     use crate::source::ManifestFacts;
     use retrace_segment::{

@@ -801,13 +801,44 @@ pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
 
 /// Decodes a validated archived block, handing each event to `sink` in append order; returns
 /// the number of events.
-pub fn decode_with(b: &ArchivedBlockV1, mut sink: impl FnMut(Event)) -> Result<usize, DecodeError> {
-    walk(b, |slot| {
-        sink(Event {
-            ts: slot.ts,
-            body: std::mem::replace(&mut slot.body, placeholder()),
-        })
-    })
+pub fn decode_with(b: &ArchivedBlockV1, sink: impl FnMut(Event)) -> Result<usize, DecodeError> {
+    struct Owned<F>(Slots, F);
+    impl<F: FnMut(Event)> Target for Owned<F> {
+        #[inline(always)]
+        fn body(&mut self, kind: u8, ts: u64) -> &mut EventBody {
+            self.0.body(kind, ts)
+        }
+        #[inline(always)]
+        fn decoded(&mut self, kind: u8) {
+            let slot = self.0.get(kind);
+            (self.1)(Event {
+                ts: slot.ts,
+                body: std::mem::replace(&mut slot.body, placeholder()),
+            })
+        }
+    }
+    walk(b, &mut Owned(Slots::new(), sink))
+}
+
+/// Decodes a validated archived block, appending its events to `out` in append order, each
+/// decoded in place where it ends up; returns the number of events. On an error, `out` may
+/// hold some of the block's events.
+pub fn decode_into(b: &ArchivedBlockV1, out: &mut Vec<Event>) -> Result<usize, DecodeError> {
+    struct Collect<'v>(&'v mut Vec<Event>);
+    impl Target for Collect<'_> {
+        #[inline(always)]
+        fn body(&mut self, _kind: u8, ts: u64) -> &mut EventBody {
+            self.0.push(Event {
+                ts,
+                body: placeholder(),
+            });
+            let last = self.0.len() - 1;
+            &mut self.0[last].body
+        }
+        #[inline(always)]
+        fn decoded(&mut self, _kind: u8) {}
+    }
+    walk(b, &mut Collect(out))
 }
 
 /// Decodes a validated archived block, lending each event to `visit` in append order; returns
@@ -817,8 +848,19 @@ pub fn decode_with(b: &ArchivedBlockV1, mut sink: impl FnMut(Event)) -> Result<u
 /// buffer of one event is reused for the next of its kind, so a visitor that only reads
 /// (counts, filters, parses in place) allocates and moves nothing per event. Clone what must
 /// outlive the call.
-pub fn visit(b: &ArchivedBlockV1, mut visit: impl FnMut(&Event)) -> Result<usize, DecodeError> {
-    walk(b, |slot| visit(slot))
+pub fn visit(b: &ArchivedBlockV1, visit: impl FnMut(&Event)) -> Result<usize, DecodeError> {
+    struct Lend<F>(Slots, F);
+    impl<F: FnMut(&Event)> Target for Lend<F> {
+        #[inline(always)]
+        fn body(&mut self, kind: u8, ts: u64) -> &mut EventBody {
+            self.0.body(kind, ts)
+        }
+        #[inline(always)]
+        fn decoded(&mut self, kind: u8) {
+            (self.1)(self.0.get(kind))
+        }
+    }
+    walk(b, &mut Lend(Slots::new(), visit))
 }
 
 /// A body that owns no memory, for slots whose event was handed over.
@@ -830,10 +872,42 @@ fn placeholder() -> EventBody {
     })
 }
 
-/// The decoding loop: walks the order column, decodes each event in place into its kind's
-/// slot and hands the slot to `each`.
+/// Where the decoding loop puts each event.
+trait Target {
+    /// The body to decode an event of `kind` at `ts` into (overwritten in place).
+    fn body(&mut self, kind: u8, ts: u64) -> &mut EventBody;
+    /// The event just decoded into [`Target::body`] is complete.
+    fn decoded(&mut self, kind: u8);
+}
+
+/// One event slot per kind, so that a kind's buffers are reused by its next event.
+struct Slots([Event; 16]);
+
+impl Slots {
+    fn new() -> Self {
+        Slots(std::array::from_fn(|_| Event {
+            ts: 0,
+            body: placeholder(),
+        }))
+    }
+
+    #[inline(always)]
+    fn get(&mut self, kind: u8) -> &mut Event {
+        &mut self.0[usize::from(kind & 15)]
+    }
+
+    #[inline(always)]
+    fn body(&mut self, kind: u8, ts: u64) -> &mut EventBody {
+        let slot = self.get(kind);
+        slot.ts = ts;
+        &mut slot.body
+    }
+}
+
+/// The decoding loop: walks the order column, decodes each event in place into the body the
+/// target gives, and tells the target when it is complete.
 #[inline(always)]
-fn walk(b: &ArchivedBlockV1, mut each: impl FnMut(&mut Event)) -> Result<usize, DecodeError> {
+fn walk(b: &ArchivedBlockV1, target: &mut impl Target) -> Result<usize, DecodeError> {
     let n = b.events.to_native() as usize;
     if b.kinds.len() != n {
         return Err("order column length differs from the event count");
@@ -869,21 +943,14 @@ fn walk(b: &ArchivedBlockV1, mut each: impl FnMut(&mut Event)) -> Result<usize, 
         decs[k] = Some(KindDec { s, last: 0 });
     }
     let mut ts_cur = Cur::new(b.ts.as_slice());
-    // One slot per kind, so that a kind's buffers are reused by its next event.
-    let mut slots: [Event; 16] = std::array::from_fn(|_| Event {
-        ts: 0,
-        body: placeholder(),
-    });
     let mut ts = b.base_ts.to_native();
     for &kind in b.kinds.iter() {
         ts = ts.wrapping_add(ts_cur.i()? as u64);
-        let k = usize::from(kind);
-        let (Some(Some(dec)), Some(slot)) = (decs.get_mut(k), slots.get_mut(k)) else {
+        let Some(Some(dec)) = decs.get_mut(usize::from(kind)) else {
             return Err("event of a kind without columns");
         };
-        slot.ts = ts;
-        decode_one(kind, ts, dec, &mut ctx, &mut slot.body)?;
-        each(slot);
+        decode_one(kind, ts, dec, &mut ctx, target.body(kind, ts))?;
+        target.decoded(kind);
     }
     Ok(n)
 }

@@ -491,13 +491,17 @@ impl SegmentReader {
         Ok(out)
     }
 
-    /// Like [`SegmentReader::read_block`], into `out` (cleared first), reusing its memory:
-    /// the fastest way to read many blocks.
+    /// Like [`SegmentReader::read_block`], into `out` (cleared first), reusing its memory;
+    /// each event is decoded in place where it ends up: the fastest way to collect events.
     pub fn read_block_into(&self, i: usize, out: &mut Vec<Event>) -> Result<(), SegmentError> {
         out.clear();
         let n = self.blocks.get(i).map_or(0, |b| b.events as usize);
         out.reserve(n.min(crate::capture::MAX_BLOCK_EVENTS as usize));
-        let r = self.for_each_event(i, |e| out.push(e));
+        let r = self.with_block(i, |a, b| {
+            let n = columns::decode_into(a, out).map_err(str::to_string)?;
+            let out_of_range = out.iter().any(|e| e.ts < b.min_ts || e.ts > b.max_ts);
+            Ok((n, out_of_range))
+        });
         if r.is_err() {
             out.clear();
         }
