@@ -29,7 +29,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use retrace_segment::{ClockSync, Endpoint, Event, EventBody, ProcessInfo, StateSnapshot};
+use retrace_segment::{
+    ClockSync, Endpoint, Event, EventBody, Mark, MarkSource, ProcessInfo, StateSnapshot,
+};
 
 use crate::filter::Filter;
 use crate::report::{InputReport, Report};
@@ -184,7 +186,9 @@ struct ReorderBuffer {
 
 struct Run {
     input: usize,
-    events: Vec<Option<Event>>,
+    /// The block's events in write order; each is taken once (its key is unique), leaving
+    /// an empty mark behind.
+    events: Vec<Event>,
     keys: Vec<(u64, u32)>,
     pos: usize,
 }
@@ -206,7 +210,7 @@ impl ReorderBuffer {
         self.len += events.len();
         let run = Some(Run {
             input,
-            events: events.into_iter().map(Some).collect(),
+            events,
             keys,
             pos: 0,
         });
@@ -236,7 +240,19 @@ impl ReorderBuffer {
         let (wall, idx) = *run.keys.get(run.pos)?;
         run.pos += 1;
         let input = run.input;
-        let event = run.events.get_mut(idx as usize).and_then(Option::take);
+        let taken = || {
+            Event::new(
+                0,
+                EventBody::Mark(Mark {
+                    source: MarkSource::User,
+                    note: String::new(),
+                }),
+            )
+        };
+        let event = run
+            .events
+            .get_mut(idx as usize)
+            .map(|e| std::mem::replace(e, taken()));
         self.len -= 1;
         match run.keys.get(run.pos) {
             Some((next, _)) => self.heads.push(Reverse((*next, order, slot))),
