@@ -77,70 +77,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // What check and diff look at: a flat view of an analysis.
 
-/// One service of an analysis.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ServiceView {
-    /// Service name.
-    pub name: String,
-    /// Requests served.
-    pub requests: u64,
-    /// Requests that failed.
-    pub errors: u64,
-    /// Server-side latency percentiles, milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile.
-    pub p99_ms: Option<f64>,
-    /// Health.
-    pub status: Health,
-}
+pub use retrace_analyze::{EdgeStats, ServiceStats};
 
-/// One edge (client → server, protocol) of an analysis.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EdgeView {
-    /// Calling service.
-    pub client: String,
-    /// Called service.
-    pub server: String,
-    /// Protocol name ("http", "postgres", ...).
-    pub protocol: String,
-    /// Connections opened.
-    pub connections: u64,
-    /// Connections that failed.
-    pub failed_connections: u64,
-    /// Requests.
-    pub requests: u64,
-    /// Failed requests.
-    pub errors: u64,
-    /// Latency percentiles, milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 95th percentile.
-    pub p95_ms: Option<f64>,
-    /// 99th percentile.
-    pub p99_ms: Option<f64>,
-    /// TCP retransmits on the edge's connections.
-    pub retransmits: u64,
-    /// Health.
-    pub status: Health,
-}
-
-impl EdgeView {
+/// What `check` and `diff` need of an edge beyond its fields.
+pub trait EdgeExt {
     /// `client -> server`.
-    pub fn key(&self) -> String {
+    fn key(&self) -> String;
+    /// errors / requests (0 without requests).
+    fn error_rate(&self) -> f64;
+}
+
+impl EdgeExt for EdgeStats {
+    fn key(&self) -> String {
         format!("{} -> {}", self.client, self.server)
     }
-}
 
-/// The parts of an analysis that `check` and `diff` judge.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct Snapshot {
-    /// Length of the analyzed window, seconds.
-    pub window_s: f64,
-    /// Services, by name.
-    pub services: Vec<ServiceView>,
-    /// Edges.
-    pub edges: Vec<EdgeView>,
+    fn error_rate(&self) -> f64 {
+        ratio(self.errors, self.requests)
+    }
 }
 
 fn ratio(errors: u64, requests: u64) -> f64 {
@@ -151,55 +105,23 @@ fn ratio(errors: u64, requests: u64) -> f64 {
     }
 }
 
-impl ServiceView {
-    /// errors / requests (0 without requests).
-    pub fn error_rate(&self) -> f64 {
-        ratio(self.errors, self.requests)
-    }
-}
-
-impl EdgeView {
-    /// errors / requests (0 without requests).
-    pub fn error_rate(&self) -> f64 {
-        ratio(self.errors, self.requests)
-    }
+/// The parts of an analysis that `check` and `diff` judge.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Snapshot {
+    /// Length of the analyzed window, seconds.
+    pub window_s: f64,
+    /// Services, by name.
+    pub services: Vec<ServiceStats>,
+    /// Edges.
+    pub edges: Vec<EdgeStats>,
 }
 
 impl Snapshot {
     /// The view of an analysis.
     pub fn from_analysis(a: &retrace_analyze::Analysis) -> Snapshot {
         let window_s = a.window_end_ns.saturating_sub(a.window_start_ns) as f64 / 1e9;
-        let services = a
-            .services
-            .iter()
-            .map(|s| ServiceView {
-                name: s.service.clone(),
-                requests: s.requests,
-                errors: s.errors,
-                p50_ms: s.p50_ms,
-                p95_ms: s.p95_ms,
-                p99_ms: s.p99_ms,
-                status: s.status,
-            })
-            .collect();
-        let edges = a
-            .edges
-            .iter()
-            .map(|e| EdgeView {
-                client: e.client.clone(),
-                server: e.server.clone(),
-                protocol: e.protocol.clone(),
-                connections: e.connections,
-                failed_connections: e.failed_connections,
-                requests: e.requests,
-                errors: e.errors,
-                p50_ms: e.p50_ms,
-                p95_ms: e.p95_ms,
-                p99_ms: e.p99_ms,
-                retransmits: e.retransmits,
-                status: e.status,
-            })
-            .collect();
+        let services = a.services.clone();
+        let edges = a.edges.clone();
         Snapshot {
             window_s,
             services,
@@ -590,7 +512,7 @@ struct EdgeAgg {
     protocols: Vec<String>,
 }
 
-fn aggregate_edges<'a>(edges: impl Iterator<Item = &'a EdgeView>) -> Option<EdgeAgg> {
+fn aggregate_edges<'a>(edges: impl Iterator<Item = &'a EdgeStats>) -> Option<EdgeAgg> {
     let mut agg: Option<EdgeAgg> = None;
     for e in edges {
         let a = agg.get_or_insert(EdgeAgg {
@@ -625,7 +547,7 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
     };
     for se in &expect.services {
         c.subject = format!("service {}", se.name);
-        let found = snap.services.iter().find(|s| s.name == se.name);
+        let found = snap.services.iter().find(|s| s.service == se.name);
         let want = se.exists.unwrap_or(true);
         let seen = match found {
             Some(s) => format!("present ({} requests)", s.requests),
@@ -640,7 +562,7 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
         c.rates(
             se.max_error_rate,
             se.min_error_rate,
-            s.error_rate(),
+            s.error_rate,
             s.errors,
             s.requests,
         );
@@ -714,7 +636,7 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
         let extra: Vec<&str> = snap
             .services
             .iter()
-            .map(|s| s.name.as_str())
+            .map(|s| s.service.as_str())
             .filter(|n| !allowed.iter().any(|a| a == n))
             .collect();
         c.push(
@@ -737,7 +659,7 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
                     .iter()
                     .any(|a| a.client == e.client && a.server == e.server)
             })
-            .map(EdgeView::key)
+            .map(EdgeExt::key)
             .collect();
         extra.dedup();
         let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
@@ -861,11 +783,12 @@ pub fn write_junit(path: &Path, suite: &str, cases: &[JunitCase]) -> anyhow::Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn edge(c: &str, s: &str, req: u64, err: u64, p99: f64, rtx: u64) -> EdgeView {
-        EdgeView {
+    /// An edge as the analyzer reports it, with the fields check and diff look at.
+    pub(crate) fn edge(c: &str, s: &str, req: u64, err: u64, p99: f64, rtx: u64) -> EdgeStats {
+        EdgeStats {
             client: c.into(),
             server: s.into(),
             protocol: "http".into(),
@@ -877,7 +800,40 @@ mod tests {
             p95_ms: Some(p99 / 2.0),
             p99_ms: Some(p99),
             retransmits: rtx,
+            bytes_sent: 0,
+            bytes_received: 0,
             status: Health::Ok,
+            reasons: Vec::new(),
+            rate_per_s: 0.0,
+            server_p50_ms: None,
+            server_p99_ms: None,
+        }
+    }
+
+    /// A service as the analyzer reports it, with the fields check and diff look at.
+    pub(crate) fn service(
+        name: &str,
+        requests: u64,
+        errors: u64,
+        p99: Option<f64>,
+        status: Health,
+    ) -> ServiceStats {
+        ServiceStats {
+            service: name.into(),
+            instances: 1,
+            requests,
+            errors,
+            error_rate: ratio(errors, requests),
+            p50_ms: p99.map(|p| p / 4.0),
+            p95_ms: p99.map(|p| p / 2.0),
+            p99_ms: p99,
+            status,
+            reasons: Vec::new(),
+            kind: "exe+port".into(),
+            executables: Vec::new(),
+            ports: Vec::new(),
+            requests_sent: 0,
+            latency_objective_ms: 500.0,
         }
     }
 
@@ -885,24 +841,8 @@ mod tests {
         Snapshot {
             window_s: 20.0,
             services: vec![
-                ServiceView {
-                    name: "nginx".into(),
-                    requests: 1000,
-                    errors: 0,
-                    p50_ms: Some(2.0),
-                    p95_ms: Some(5.0),
-                    p99_ms: Some(9.0),
-                    status: Health::Ok,
-                },
-                ServiceView {
-                    name: "api".into(),
-                    requests: 1000,
-                    errors: 30,
-                    p50_ms: Some(1.0),
-                    p95_ms: Some(4.0),
-                    p99_ms: Some(8.0),
-                    status: Health::Critical,
-                },
+                service("nginx", 1000, 0, Some(9.0), Health::Ok),
+                service("api", 1000, 30, Some(8.0), Health::Critical),
             ],
             edges: vec![
                 edge("client", "nginx", 1000, 0, 9.0, 0),

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use super::check::{self, EdgeView, JunitCase, Snapshot};
+use super::check::{self, EdgeExt, EdgeStats, JunitCase, Snapshot};
 
 /// Default rules when `--fail-on` is not given.
 pub const DEFAULT_FAIL_ON: &str = "p99 > +20%, errors > +0.5pp, new-edge";
@@ -164,7 +164,7 @@ impl Metric {
         matches!(self, Metric::P50 | Metric::P95 | Metric::P99)
     }
 
-    fn value(self, e: &EdgeView, window_s: f64) -> Option<f64> {
+    fn value(self, e: &EdgeStats, window_s: f64) -> Option<f64> {
         match self {
             Metric::Rate => Some(if window_s > 0.0 {
                 e.requests as f64 / window_s
@@ -490,13 +490,13 @@ pub fn compare(base: &Snapshot, cand: &Snapshot, rules: &[Rule], min_requests: u
         .services
         .iter()
         .chain(&cand.services)
-        .map(|s| s.name.as_str())
+        .map(|s| s.service.as_str())
         .collect();
     names.sort_unstable();
     names.dedup();
     for name in names {
-        let b = base.services.iter().find(|s| s.name == name);
-        let c = cand.services.iter().find(|s| s.name == name);
+        let b = base.services.iter().find(|s| s.service == name);
+        let c = cand.services.iter().find(|s| s.service == name);
         let presence = match (b, c) {
             (Some(_), Some(_)) => Presence::Both,
             (None, _) => Presence::New,
@@ -507,14 +507,14 @@ pub fn compare(base: &Snapshot, cand: &Snapshot, rules: &[Rule], min_requests: u
             presence,
             requests: (b.map_or(0, |s| s.requests), c.map_or(0, |s| s.requests)),
             error_rate: (
-                b.map_or(0.0, |s| s.error_rate()),
-                c.map_or(0.0, |s| s.error_rate()),
+                b.map_or(0.0, |s| s.error_rate),
+                c.map_or(0.0, |s| s.error_rate),
             ),
             verdict: presence_verdict(presence, rules, Rule::NewService, Rule::GoneService),
         });
     }
 
-    let key = |e: &EdgeView| (e.client.clone(), e.server.clone(), e.protocol.clone());
+    let key = |e: &EdgeStats| (e.client.clone(), e.server.clone(), e.protocol.clone());
     let mut keys: Vec<(String, String, String)> =
         base.edges.iter().chain(&cand.edges).map(key).collect();
     keys.sort();
@@ -854,7 +854,8 @@ fn junit_cases(r: &DiffReport) -> Vec<JunitCase> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::check::ServiceView;
+    use crate::cmd::check::tests::{edge, service};
+    use crate::cmd::check::ServiceStats;
     use retrace_analyze::Health;
 
     #[test]
@@ -929,33 +930,8 @@ mod tests {
         assert!(crosses(10.0, 16.0, true, Amount::Millis(5.0)));
     }
 
-    fn edge(c: &str, s: &str, req: u64, err: u64, p99: f64, rtx: u64) -> EdgeView {
-        EdgeView {
-            client: c.into(),
-            server: s.into(),
-            protocol: "http".into(),
-            connections: 3,
-            failed_connections: 0,
-            requests: req,
-            errors: err,
-            p50_ms: Some(p99 / 4.0),
-            p95_ms: Some(p99 / 2.0),
-            p99_ms: Some(p99),
-            retransmits: rtx,
-            status: Health::Ok,
-        }
-    }
-
-    fn svc(name: &str, req: u64, err: u64) -> ServiceView {
-        ServiceView {
-            name: name.into(),
-            requests: req,
-            errors: err,
-            p50_ms: None,
-            p95_ms: None,
-            p99_ms: None,
-            status: Health::Ok,
-        }
+    fn svc(name: &str, req: u64, err: u64) -> ServiceStats {
+        service(name, req, err, None, Health::Ok)
     }
 
     #[test]
@@ -1065,51 +1041,23 @@ mod tests {
     }
 
     fn analysis(api_errors: u64, p99: f64, extra_edge: bool) -> retrace_analyze::Analysis {
-        use retrace_analyze::{EdgeStats, Health, ServiceStats};
-        let svc = |name: &str, requests: u64, errors: u64| ServiceStats {
-            service: name.into(),
-            instances: 1,
-            requests,
-            errors,
-            error_rate: errors as f64 / requests as f64,
-            p50_ms: Some(1.0),
-            p95_ms: Some(2.0),
-            p99_ms: Some(p99),
-            status: if errors > 0 {
+        let health = |errors: u64| {
+            if errors > 0 {
                 Health::Critical
             } else {
                 Health::Ok
-            },
-            reasons: Vec::new(),
-            kind: "process".into(),
-            executables: Vec::new(),
-            ports: Vec::new(),
-            requests_sent: 0,
-            latency_objective_ms: 500.0,
+            }
+        };
+        let svc = |name: &str, requests: u64, errors: u64| {
+            service(name, requests, errors, Some(p99), health(errors))
         };
         let edge = |c: &str, s: &str, protocol: &str, requests: u64, errors: u64| EdgeStats {
-            client: c.into(),
-            server: s.into(),
             protocol: protocol.into(),
             connections: 4,
             failed_connections: errors / 2,
-            requests,
-            errors,
-            p50_ms: Some(1.0),
-            p95_ms: Some(2.0),
-            p99_ms: Some(p99),
-            retransmits: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            status: if errors > 0 {
-                Health::Critical
-            } else {
-                Health::Ok
-            },
-            reasons: Vec::new(),
+            status: health(errors),
             rate_per_s: requests as f64 / 20.0,
-            server_p50_ms: None,
-            server_p99_ms: None,
+            ..edge(c, s, requests, errors, p99, 0)
         };
         let mut a = retrace_analyze::Analysis {
             window_start_ns: 1_000_000_000,
