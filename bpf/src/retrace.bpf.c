@@ -207,6 +207,28 @@ static __always_inline __u64 wake_flags(void *rb, __u64 threshold)
 								     : BPF_RB_NO_WAKEUP;
 }
 
+/* Payload records submitted on each CPU (kernel-only). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} data_submits SEC(".maps");
+
+/* Only one payload record in (wake_check_mask + 1) per CPU looks at the fill level of
+ * rb_data: reading the ring's positions touches cache lines that its consumer and the other
+ * CPUs write. User space sizes the mask so that what a CPU adds between two looks stays well
+ * below the wakeup threshold. */
+const volatile __u64 wake_check_mask = 0;
+static __always_inline __u64 data_wake_flags(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&data_submits, &zero);
+	if (n && (++*n & wake_check_mask) != 0)
+		return BPF_RB_NO_WAKEUP;
+	return wake_flags(&rb_data, wakeup_data_bytes);
+}
+
 static __always_inline void fill_hdr_ts(struct rt_hdr *h, __u64 ts, __u16 kind, __u32 pid,
 					__u32 tid)
 {
@@ -895,7 +917,7 @@ static __noinline int emit_data(struct call *c, long ret, int i, struct sock_sta
 		d->folded_calls = st->folded_calls;
 	}
 	d->payload_len = len;
-	bpf_ringbuf_submit(d, wake_flags(&rb_data, wakeup_data_bytes));
+	bpf_ringbuf_submit(d, data_wake_flags());
 	return 0;
 }
 

@@ -256,7 +256,8 @@ pub struct CaptureConfig {
     pub ring_size: u64,
     /// Redact secrets before they reach disk.
     pub redact: bool,
-    /// zstd level.
+    /// zstd level of segment blocks (1: the cheapest level that still keeps captures far
+    /// smaller than a pcap of the same traffic).
     pub zstd_level: i32,
     /// Print a line per second with rates and drops.
     pub verbose: bool,
@@ -281,7 +282,7 @@ impl Default for CaptureConfig {
             streams: Streams::all(),
             ring_size: 8 << 20,
             redact: true,
-            zstd_level: 3,
+            zstd_level: 1,
             verbose: false,
         }
     }

@@ -449,6 +449,7 @@ fn configure(
     // wake the consumer when a ring is a quarter full; otherwise it polls every 20 ms
     ro.wakeup_data_bytes = u64::from(data / 4);
     ro.wakeup_ctl_bytes = u64::from(ctl / 4);
+    ro.wake_check_mask = wake_check_every(data, cfg.payload_bytes) - 1;
     open.maps
         .rb_data
         .set_max_entries(data)
@@ -479,6 +480,16 @@ fn configure(
     p.rt_seed.set_autoload(tcp);
     p.rt_seed.set_autoattach(false);
     Ok(())
+}
+
+/// How many payload records a CPU submits between two looks at the data ring's fill level (a
+/// power of two, 1 to 64): at most a quarter of the wakeup threshold (a quarter of the ring)
+/// in records of the largest size.
+fn wake_check_every(ring: u32, payload_bytes: u32) -> u64 {
+    let record = (std::mem::size_of::<retrace_bpf::types::rt_data>() as u64)
+        + u64::from(payload_bytes).max(1);
+    let fit = (u64::from(ring) / 16 / record).clamp(1, 64);
+    1 << (63 - fit.leading_zeros())
 }
 
 /// Seeds the kernel's fd table (sockets and log files open before the capture) and builds the
@@ -1041,6 +1052,18 @@ mod tests {
         c.batch_bytes = 1;
         c.send_batch();
         assert_eq!(c.dropped_queue[EventKind::L7.as_u8() as usize], 5);
+    }
+
+    #[test]
+    fn wake_checks_fit_the_ring() {
+        assert_eq!(wake_check_every(8 << 20, 512), 64);
+        assert_eq!(wake_check_every(1 << 20, 4096), 8);
+        assert_eq!(wake_check_every(64 << 10, 4096), 1);
+        assert_eq!(wake_check_every(256 << 10, 512), 16);
+        for (ring, p) in [(64 << 10, 0), (64 << 10, 512), (16 << 20, 4096)] {
+            let n = wake_check_every(ring, p);
+            assert!(n.is_power_of_two() && (1..=64).contains(&n));
+        }
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long)]
     pub no_redact: bool,
     /// zstd compression level of segment blocks.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
     /// Print rates and drops every second on stderr.
     #[arg(long, short = 'v')]
