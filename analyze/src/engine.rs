@@ -673,6 +673,7 @@ impl Analyzer {
             self.close_side(idx, false);
         }
 
+        let mut cp = crate::input::Checkpoints::new();
         let names = self.name_services();
         let resolver = self.resolver(&names);
         let (window_start, window_end) = self.window.unwrap_or((0, 0));
@@ -769,6 +770,7 @@ impl Analyzer {
             .collect();
         let tcp = self.strings.intern("tcp");
         let connect = self.strings.intern("CONNECT");
+        cp.at("close, names, pairing, grouping");
         let mut rows: Vec<Row> = Vec::with_capacity(self.exchanges.len());
         let mut conn_rows: Vec<stats::ConnRow> = Vec::new();
         for (i, s) in self.sides.iter().enumerate() {
@@ -903,6 +905,10 @@ impl Analyzer {
             });
         }
 
+        // Every exchange is in `rows` now.
+        drop(order);
+        self.exchanges = Vec::new();
+        cp.at("rows");
         // Services: every named process group, plus peers seen only from outside.
         let mut services: BTreeMap<String, stats::ServiceInfo> = BTreeMap::new();
         for ((node, pid), (name, kind)) in &names {
@@ -989,6 +995,7 @@ impl Analyzer {
             window_start,
             window_end,
         };
+        cp.at("services");
         let mut analysis = stats::aggregate(input)?;
         analysis.nodes = nodes.iter().map(|n| n.name.clone()).collect();
         analysis.node_details = nodes;

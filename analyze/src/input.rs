@@ -23,6 +23,28 @@ pub(crate) fn timing() -> bool {
     std::env::var_os("RETRACE_ANALYZE_TIMING").is_some_and(|v| v == "1")
 }
 
+/// Prints the time since the last checkpoint when [`timing`] is on.
+pub(crate) struct Checkpoints(Option<(std::time::Instant, f64)>);
+
+impl Checkpoints {
+    pub(crate) fn new() -> Self {
+        Self(timing().then(|| (std::time::Instant::now(), thread_cpu_s())))
+    }
+
+    pub(crate) fn at(&mut self, what: &str) {
+        if let Some((t, c)) = &mut self.0 {
+            let cpu = thread_cpu_s();
+            eprintln!(
+                "timing:   {what}: {:.3} s wall, {:.3} s cpu (this thread)",
+                t.elapsed().as_secs_f64(),
+                cpu - *c
+            );
+            *t = std::time::Instant::now();
+            *c = cpu;
+        }
+    }
+}
+
 /// CPU time of the calling thread so far, seconds (0 when unknown).
 pub(crate) fn thread_cpu_s() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")

@@ -291,7 +291,7 @@ pub(crate) fn health(sig: Signals) -> (Health, Vec<String>) {
 
 pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let Input {
-        rows,
+        rows: unsorted,
         conns,
         mut strings,
         services,
@@ -301,20 +301,43 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     } = input;
     // Time order (ties by the other fields, then by position: a stable order), sorting small
     // keys rather than whole rows.
-    let mut keys: Vec<(u64, u32)> = rows
+    let mut keys: Vec<(u64, u32)> = unsorted
         .iter()
         .enumerate()
         .map(|(i, r)| (r.ts, i as u32))
         .collect();
     keys.sort_unstable_by(|&(ta, ia), &(tb, ib)| {
         ta.cmp(&tb).then_with(|| {
-            let (a, b) = (&rows[ia as usize], &rows[ib as usize]);
+            let (a, b) = (&unsorted[ia as usize], &unsorted[ib as usize]);
             (a.client, a.server, a.method, a.target, a.status, ia)
                 .cmp(&(b.client, b.server, b.method, b.target, b.status, ib))
         })
     });
-    let rows: Vec<Row> = keys.iter().map(|&(_, i)| rows[i as usize]).collect();
+    let rows: Vec<RequestRow> = keys
+        .iter()
+        .map(|&(_, i)| {
+            let r = &unsorted[i as usize];
+            RequestRow {
+                ts_ns: r.ts,
+                latency_ns: r.latency,
+                server_latency_ns: r.server_latency,
+                client: r.client,
+                server: r.server,
+                protocol: r.protocol,
+                method: r.method,
+                target: r.target,
+                route: r.route,
+                status: r.status,
+                trace_id: r.trace,
+                node: r.node,
+                error: r.error,
+            }
+        })
+        .collect();
     drop(keys);
+    drop(unsorted);
+    let mut cp = crate::input::Checkpoints::new();
+    cp.at("aggregate: start");
     let window_ns = window_end.saturating_sub(window_start);
     let bucket_ns = bucket_width_ns(window_ns);
     let window_secs = window_ns.max(1) as f64 / 1e9;
@@ -361,7 +384,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         Column::new(
             "bucket".into(),
             rows.iter()
-                .map(|r| (r.ts.saturating_sub(window_start)) / bucket_ns)
+                .map(|r| (r.ts_ns.saturating_sub(window_start)) / bucket_ns)
                 .collect::<Vec<u64>>(),
         ),
         Column::new(
@@ -371,13 +394,13 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         Column::new(
             "lat".into(),
             rows.iter()
-                .map(|r| ms(r.latency))
+                .map(|r| ms(r.latency_ns))
                 .collect::<Vec<Option<f64>>>(),
         ),
         Column::new(
             "slat".into(),
             rows.iter()
-                .map(|r| ms(r.server_latency))
+                .map(|r| ms(r.server_latency_ns))
                 .collect::<Vec<Option<f64>>>(),
         ),
         // A service's own latency: server side when captured, else what its clients saw.
@@ -385,10 +408,10 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             "svc_lat".into(),
             rows.iter()
                 .map(|r| {
-                    ms(if r.server_latency != NO_LATENCY {
-                        r.server_latency
+                    ms(if r.server_latency_ns != NO_LATENCY {
+                        r.server_latency_ns
                     } else {
-                        r.latency
+                        r.latency_ns
                     })
                 })
                 .collect::<Vec<Option<f64>>>(),
@@ -396,6 +419,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     ])
     .map_err(pe)?;
 
+    cp.at("aggregate: sort, endpoints, data frame");
     let lf = df.lazy();
     let edges_df = lf
         .clone()
@@ -420,7 +444,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         .agg(quantiles("svc_lat", false))
         .collect()
         .map_err(pe)?;
-
+    cp.at("aggregate: polars");
     // Edges: requests from polars, connections from the connection rows.
     #[derive(Default)]
     struct ConnAgg {
@@ -657,28 +681,11 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
 
     let total_requests = rows.len() as u64;
     let total_errors = rows.iter().filter(|r| r.error).count() as u64;
+    cp.at("aggregate: edges, services, endpoints, series");
     let requests = RequestTable {
-        rows: rows
-            .iter()
-            .map(|r| RequestRow {
-                ts_ns: r.ts,
-                latency_ns: r.latency,
-                server_latency_ns: r.server_latency,
-                client: r.client,
-                server: r.server,
-                protocol: r.protocol,
-                method: r.method,
-                target: r.target,
-                route: r.route,
-                status: r.status,
-                trace_id: r.trace,
-                node: r.node,
-                error: r.error,
-            })
-            .collect(),
+        rows,
         strings: std::mem::take(&mut strings.strings),
     };
-    drop(rows);
 
     Ok(Analysis {
         window_start_ns: window_start,
