@@ -981,53 +981,6 @@ fn decode_one(
     let s = &mut d.s;
     let kind = EventKind::from_u8(kind).ok_or("unknown event kind")?;
     *slot = match kind {
-        EventKind::ProcExec => {
-            let pid = s[0].u32()?;
-            let ppid = tid_of(pid, s[1].i()?)?;
-            let comm = ctx.string(s[2].u()?)?;
-            let exe = ctx.string(s[3].u()?)?;
-            let n = s[4].u()?;
-            let n = s[5].count_for(n)?;
-            let mut cmdline = Vec::with_capacity(n);
-            for _ in 0..n {
-                cmdline.push(ctx.string(s[5].u()?)?);
-            }
-            let cgroup = ctx.string(s[6].u()?)?;
-            let container_id = ctx.opt_string(s[7].u()?)?;
-            EventBody::ProcExec(ProcExec {
-                pid,
-                ppid,
-                comm,
-                exe,
-                cmdline,
-                cgroup,
-                container_id,
-            })
-        }
-        EventKind::ProcFork => {
-            let parent_pid = s[0].u32()?;
-            let child_pid = tid_of(parent_pid, s[1].i()?)?;
-            let comm = ctx.string(s[2].u()?)?;
-            EventBody::ProcFork(ProcFork {
-                parent_pid,
-                child_pid,
-                comm,
-            })
-        }
-        EventKind::ProcExit => {
-            let pid = s[0].u32()?;
-            let comm = ctx.string(s[1].u()?)?;
-            let exit_code = s[2].i32()?;
-            let signal = s[3].i32()?;
-            let oom_killed = bool_of(s[4].byte()?)?;
-            EventBody::ProcExit(ProcExit {
-                pid,
-                comm,
-                exit_code,
-                signal,
-                oom_killed,
-            })
-        }
         EventKind::Tcp => {
             let conn = ctx.conn(s[0].u()?, ts)?;
             let tid = tid_of(conn.pid, s[1].i()?)?;
@@ -1109,6 +1062,71 @@ fn decode_one(
                 return Ok(());
             }
             EventBody::L7(m)
+        }
+        _ => return decode_rare(kind, ts, d, ctx, slot),
+    };
+    Ok(())
+}
+
+/// The kinds that are rare in a capture, out of the hot loop (so that the TCP and L7 paths keep
+/// their registers).
+#[cold]
+#[inline(never)]
+fn decode_rare(
+    kind: EventKind,
+    ts: u64,
+    d: &mut KindDec<'_>,
+    ctx: &mut Ctx<'_>,
+    slot: &mut EventBody,
+) -> Result<(), DecodeError> {
+    let s = &mut d.s;
+    *slot = match kind {
+        EventKind::ProcExec => {
+            let pid = s[0].u32()?;
+            let ppid = tid_of(pid, s[1].i()?)?;
+            let comm = ctx.string(s[2].u()?)?;
+            let exe = ctx.string(s[3].u()?)?;
+            let n = s[4].u()?;
+            let n = s[5].count_for(n)?;
+            let mut cmdline = Vec::with_capacity(n);
+            for _ in 0..n {
+                cmdline.push(ctx.string(s[5].u()?)?);
+            }
+            let cgroup = ctx.string(s[6].u()?)?;
+            let container_id = ctx.opt_string(s[7].u()?)?;
+            EventBody::ProcExec(ProcExec {
+                pid,
+                ppid,
+                comm,
+                exe,
+                cmdline,
+                cgroup,
+                container_id,
+            })
+        }
+        EventKind::ProcFork => {
+            let parent_pid = s[0].u32()?;
+            let child_pid = tid_of(parent_pid, s[1].i()?)?;
+            let comm = ctx.string(s[2].u()?)?;
+            EventBody::ProcFork(ProcFork {
+                parent_pid,
+                child_pid,
+                comm,
+            })
+        }
+        EventKind::ProcExit => {
+            let pid = s[0].u32()?;
+            let comm = ctx.string(s[1].u()?)?;
+            let exit_code = s[2].i32()?;
+            let signal = s[3].i32()?;
+            let oom_killed = bool_of(s[4].byte()?)?;
+            EventBody::ProcExit(ProcExit {
+                pid,
+                comm,
+                exit_code,
+                signal,
+                oom_killed,
+            })
         }
         EventKind::TcpSample => {
             let flags = s[0].byte()?;
@@ -1328,6 +1346,7 @@ fn decode_one(
                 cpus,
             })
         }
+        EventKind::Tcp | EventKind::L7 => return Err("hot kind on the rare path"),
     };
     Ok(())
 }
