@@ -31,14 +31,17 @@ use crate::procfs::{self, FdTarget};
 use crate::sink::{EventSink, SinkStats};
 use crate::CaptureError;
 
-/// Events per batch handed to the writer.
-const BATCH_EVENTS: usize = 512;
+/// Kernel records per batch handed to the writer.
+const BATCH_RECORDS: usize = 512;
+/// Bytes of kernel records per batch handed to the writer (a batch is sent at whichever of
+/// the two limits comes first).
+const BATCH_BYTES: usize = 256 << 10;
 /// Batches waiting for the writer.
 const QUEUE_BATCHES: usize = 256;
-/// Bytes (estimated) of events waiting for the writer.
+/// Bytes of kernel records waiting for the writer.
 const QUEUE_BYTES: usize = 24 << 20;
-/// Fixed cost of an event in the queue estimate.
-const EVENT_OVERHEAD: usize = 160;
+/// Emptied batch buffers kept for reuse.
+const SPARE_BUFFERS: usize = 8;
 /// How long a poll waits for a wakeup (records are submitted without wakeups below the
 /// threshold, so this is the consumption period at low rates).
 const POLL_PERIOD: Duration = Duration::from_millis(20);
@@ -75,9 +78,46 @@ impl Summary {
     }
 }
 
+/// Kernel records copied out of the rings as they are (each one: its length as a native u32,
+/// then its bytes), converted into events by the writer thread: the payload buffers of the
+/// events are then allocated and freed by one thread, and the ring consumer does no more
+/// than a copy per record.
+#[derive(Debug, Default)]
+struct RecordBatch {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl RecordBatch {
+    fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self { buf, count: 0 }
+    }
+
+    fn push(&mut self, record: &[u8]) {
+        let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&len.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&record[..(len as usize).min(record.len())]);
+        self.count += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = self.buf.as_slice();
+        std::iter::from_fn(move || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_ne_bytes(*len) as usize;
+            let (rec, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            Some(rec)
+        })
+    }
+}
+
 /// Messages from the consumer to the writer thread.
 enum Msg {
-    Events(Vec<Event>, usize),
+    /// Kernel records, and the bytes they count in the queue's budget.
+    Records(RecordBatch, usize),
     Control(Vec<Event>),
     /// A mark at a monotonic time, and how far around it segments are pinned.
     Mark(u64, Mark, u64),
@@ -226,15 +266,18 @@ pub fn run_with(
     let pid_file = marks::write_pid_file(&cfg.out)?;
 
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
+    let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let redact = cfg.redact;
-    let redacted = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(WriterCounters {
+        redact: cfg.redact,
+        ..Default::default()
+    });
     let writer = {
         let in_flight = Arc::clone(&in_flight);
-        let redacted = Arc::clone(&redacted);
+        let counters = Arc::clone(&counters);
         std::thread::Builder::new()
             .name("retrace-writer".into())
-            .spawn(move || writer_loop(sink, rx, &in_flight, redact, &redacted))
+            .spawn(move || writer_loop(sink, converter, rx, &spare_tx, &in_flight, &counters))
             .map_err(|e| CaptureError::io("writer thread", e))?
     };
     // The node facts first, so that a capture read alone can map its times.
@@ -244,13 +287,11 @@ pub fn run_with(
     )]));
 
     let consumer = Rc::new(RefCell::new(Consumer {
-        converter,
-        batch: Vec::with_capacity(BATCH_EVENTS),
-        batch_bytes: 0,
+        batch: RecordBatch::with_buffer(Vec::with_capacity(BATCH_BYTES)),
         tx: tx.clone(),
+        spare: spare_rx,
         in_flight: Arc::clone(&in_flight),
         records: 0,
-        bad_records: 0,
         dropped_queue: [0; EventKind::ALL.len()],
     }));
 
@@ -372,7 +413,6 @@ pub fn run_with(
     drop(tx);
     let c = consumer.borrow();
     summary.records = c.records;
-    summary.bad_records = c.bad_records;
     for (i, k) in EventKind::ALL.iter().enumerate() {
         if c.dropped_queue[i] > 0 {
             summary
@@ -387,7 +427,8 @@ pub fn run_with(
         .map_err(|_| CaptureError::Writer("panicked".into()))?;
     let _ = std::fs::remove_file(&pid_file);
     summary.writer = result?;
-    summary.redacted = redacted.load(Ordering::Relaxed);
+    summary.redacted = counters.redacted.load(Ordering::Relaxed);
+    summary.bad_records = counters.bad_records.load(Ordering::Relaxed);
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
@@ -727,49 +768,44 @@ impl DropCounters {
 
 /// The ring consumer's state (lives on the loading thread).
 struct Consumer {
-    converter: Converter,
-    batch: Vec<Event>,
-    batch_bytes: usize,
+    batch: RecordBatch,
     tx: SyncSender<Msg>,
+    /// Buffers the writer emptied, for the next batches.
+    spare: Receiver<Vec<u8>>,
     in_flight: Arc<AtomicUsize>,
     records: u64,
-    bad_records: u64,
     dropped_queue: [u64; EventKind::ALL.len()],
 }
 
 impl Consumer {
     fn on_record(&mut self, bytes: &[u8]) {
         self.records += 1;
-        match convert::parse_record(bytes) {
-            Ok(rec) => {
-                if let Some(ev) = self.converter.convert(rec) {
-                    self.batch_bytes += EVENT_OVERHEAD + payload_len(&ev);
-                    self.batch.push(ev);
-                    if self.batch.len() >= BATCH_EVENTS {
-                        self.send_batch();
-                    }
-                }
-            }
-            Err(_) => self.bad_records += 1,
+        self.batch.push(bytes);
+        if self.batch.count >= BATCH_RECORDS || self.batch.buf.len() >= BATCH_BYTES {
+            self.send_batch();
         }
     }
 
     /// Hands the batch to the writer, or drops it (counted per kind) when the queue is full.
     fn send_batch(&mut self) {
-        if self.batch.is_empty() {
+        if self.batch.count == 0 {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_EVENTS));
-        let bytes = std::mem::take(&mut self.batch_bytes);
+        let buf = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES));
+        let batch = std::mem::replace(&mut self.batch, RecordBatch::with_buffer(buf));
+        let bytes = batch.buf.len();
         let over = self.in_flight.load(Ordering::Relaxed) + bytes > QUEUE_BYTES;
         let res = if over {
             Err(batch)
         } else {
             self.in_flight.fetch_add(bytes, Ordering::Relaxed);
-            match self.tx.try_send(Msg::Events(batch, bytes)) {
+            match self.tx.try_send(Msg::Records(batch, bytes)) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full(Msg::Events(b, _)))
-                | Err(TrySendError::Disconnected(Msg::Events(b, _))) => {
+                Err(TrySendError::Full(Msg::Records(b, _)))
+                | Err(TrySendError::Disconnected(Msg::Records(b, _))) => {
                     self.in_flight.fetch_sub(bytes, Ordering::Relaxed);
                     Err(b)
                 }
@@ -777,21 +813,27 @@ impl Consumer {
             }
         };
         if let Err(lost) = res {
-            for ev in &lost {
-                self.dropped_queue[ev.kind().as_u8() as usize] += 1;
+            for rec in lost.iter() {
+                let kind = convert::record_kind(rec)
+                    .ok()
+                    .and_then(|k| convert::event_kind(u32::from(k)));
+                if let Some(k) = kind {
+                    self.dropped_queue[k.as_u8() as usize] += 1;
+                }
             }
         }
     }
 }
 
-fn payload_len(ev: &Event) -> usize {
-    match &ev.body {
-        EventBody::L7(m) => m.payload.len(),
-        EventBody::Udp(m) => m.payload.len(),
-        EventBody::Log(m) => m.payload.len() + m.path.len(),
-        EventBody::ProcExec(e) => e.cmdline.iter().map(String::len).sum::<usize>() + e.exe.len(),
-        _ => 0,
-    }
+/// What the writer thread counts, read by the loading thread at the end.
+#[derive(Debug, Default)]
+struct WriterCounters {
+    /// Redact secrets before the sink.
+    redact: bool,
+    /// Secret values redacted.
+    redacted: AtomicU64,
+    /// Records that could not be parsed.
+    bad_records: AtomicU64,
 }
 
 /// Redacts secrets in an event's payload before it reaches disk; returns how many.
@@ -805,10 +847,11 @@ pub fn redact_event(ev: &mut Event) -> usize {
 
 fn writer_loop(
     mut sink: Box<dyn EventSink>,
+    mut converter: Converter,
     rx: Receiver<Msg>,
+    spare: &SyncSender<Vec<u8>>,
     in_flight: &AtomicUsize,
-    redact: bool,
-    redacted: &AtomicU64,
+    counters: &WriterCounters,
 ) -> Result<SinkStats, CaptureError> {
     let mut last_tick = Instant::now();
     let mut result: Result<(), CaptureError> = Ok(());
@@ -816,17 +859,31 @@ fn writer_loop(
         let msg = rx.recv_timeout(Duration::from_millis(100));
         let step = (|| -> Result<bool, CaptureError> {
             match msg {
-                Ok(Msg::Events(batch, bytes)) => {
+                Ok(Msg::Records(batch, bytes)) => {
                     in_flight.fetch_sub(bytes, Ordering::Relaxed);
-                    for mut ev in batch {
-                        if redact {
-                            let n = redact_event(&mut ev);
-                            if n > 0 {
-                                redacted.fetch_add(n as u64, Ordering::Relaxed);
-                            }
+                    let mut bad = 0u64;
+                    let mut redacted = 0u64;
+                    let mut res = Ok(());
+                    for rec in batch.iter() {
+                        let Ok(rec) = convert::parse_record(rec) else {
+                            bad += 1;
+                            continue;
+                        };
+                        let Some(mut ev) = converter.convert(rec) else {
+                            continue;
+                        };
+                        if counters.redact {
+                            redacted += redact_event(&mut ev) as u64;
                         }
-                        sink.append(ev)?;
+                        res = sink.append(ev);
+                        if res.is_err() {
+                            break;
+                        }
                     }
+                    counters.bad_records.fetch_add(bad, Ordering::Relaxed);
+                    counters.redacted.fetch_add(redacted, Ordering::Relaxed);
+                    let _ = spare.try_send(batch.buf);
+                    res?;
                 }
                 Ok(Msg::Control(events)) => {
                     for ev in events {
@@ -910,24 +967,31 @@ pub fn marks_dir(dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::sink::MemorySink;
-    use retrace_segment::{Direction, Endpoint, L7Message};
 
-    fn l7(payload: &[u8]) -> Event {
-        Event::new(
-            10,
-            EventBody::L7(L7Message {
-                conn: ConnId::default(),
-                tid: 1,
-                direction: Direction::Egress,
-                size: payload.len() as u64,
-                payload: payload.to_vec(),
-                tcp_seq: None,
-                folded_calls: 0,
-                folded_bytes: 0,
-                local: Endpoint::default(),
-                remote: Endpoint::default(),
-            }),
-        )
+    /// A kernel L7 record (fixed part, then the payload) as the ring hands it over.
+    fn l7(payload: &[u8]) -> Vec<u8> {
+        let mut d = retrace_bpf::types::rt_data::default();
+        d.h.ts = 10;
+        d.h.kind = rt_kind::RT_K_L7.0 as u16;
+        d.h.pid = 7;
+        d.h.tid = 1;
+        d.t.family = 2;
+        d.size = payload.len() as u64;
+        d.payload_len = payload.len() as u32;
+        let mut out = pod_bytes(&d).to_vec();
+        out.extend_from_slice(payload);
+        // ring records are padded to 8 bytes; payload classes leave more room after it
+        out.resize(out.len() + 13, 0xAA);
+        out
+    }
+
+    fn batch(records: &[Vec<u8>]) -> Msg {
+        let mut b = RecordBatch::default();
+        for r in records {
+            b.push(r);
+        }
+        let bytes = b.buf.len();
+        Msg::Records(b, bytes)
     }
 
     /// Runs the writer loop over `msgs` with a memory sink; returns what reached the sink.
@@ -958,32 +1022,40 @@ mod tests {
         }
         let shared = std::sync::Arc::new(std::sync::Mutex::new(MemorySink::default()));
         let (tx, rx) = mpsc::sync_channel(16);
+        let (spare_tx, spare_rx) = mpsc::sync_channel(SPARE_BUFFERS);
         let in_flight = AtomicUsize::new(0);
-        let redacted = AtomicU64::new(0);
+        let counters = WriterCounters {
+            redact,
+            ..Default::default()
+        };
+        let mut batches = 0;
         for m in msgs {
-            if let Msg::Events(_, b) = &m {
+            if let Msg::Records(_, b) = &m {
                 in_flight.fetch_add(*b, Ordering::Relaxed);
+                batches += 1;
             }
             tx.send(m).unwrap();
         }
         tx.send(Msg::Stop).unwrap();
         writer_loop(
             Box::new(Shared(shared.clone())),
+            Converter::new(ProcTable::default(), None).without_proc_reads(),
             rx,
+            &spare_tx,
             &in_flight,
-            redact,
-            &redacted,
+            &counters,
         )
         .unwrap();
         assert_eq!(in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(spare_rx.try_iter().count(), batches.min(SPARE_BUFFERS));
         let sink = std::mem::take(&mut *shared.lock().unwrap());
-        (sink, redacted.load(Ordering::Relaxed))
+        (sink, counters.redacted.load(Ordering::Relaxed))
     }
 
     #[test]
     fn secrets_are_redacted_before_the_sink_unless_asked_not_to() {
         let req = b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t-t0ken\r\n\r\n";
-        let (sink, n) = through_writer(vec![Msg::Events(vec![l7(req)], 100)], true);
+        let (sink, n) = through_writer(vec![batch(&[l7(req)])], true);
         let EventBody::L7(m) = &sink.events[0].body else {
             panic!("not l7")
         };
@@ -993,7 +1065,8 @@ mod tests {
         assert!(text.contains("Host: x"));
         assert_eq!(n, 1);
 
-        let (sink, n) = through_writer(vec![Msg::Events(vec![l7(req)], 100)], false);
+        let (sink, n) = through_writer(vec![batch(&[l7(req), l7(b"second")])], false);
+        assert_eq!(sink.events.len(), 2, "every record of the batch");
         let EventBody::L7(m) = &sink.events[0].body else {
             panic!("not l7")
         };
@@ -1028,30 +1101,50 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts_per_kind() {
         let (tx, _rx) = mpsc::sync_channel(1);
+        let (_spare_tx, spare) = mpsc::sync_channel(1);
         let mut c = Consumer {
-            converter: Converter::new(ProcTable::default(), None).without_proc_reads(),
-            batch: Vec::new(),
-            batch_bytes: 0,
+            batch: RecordBatch::default(),
             tx,
+            spare,
             in_flight: Arc::new(AtomicUsize::new(0)),
             records: 0,
-            bad_records: 0,
             dropped_queue: [0; EventKind::ALL.len()],
         };
-        for _ in 0..3 {
-            c.batch = vec![l7(b"x"), l7(b"y")];
-            c.batch_bytes = 10;
+        let mut first = 0;
+        for i in 0..3 {
+            c.on_record(&l7(b"x"));
+            c.on_record(&l7(b"y"));
+            if i == 0 {
+                first = c.batch.buf.len();
+            }
             c.send_batch();
         }
         // the first batch fits in the one-slot queue, the two others are dropped
+        assert_eq!(c.records, 6);
         assert_eq!(c.dropped_queue[EventKind::L7.as_u8() as usize], 4);
-        assert_eq!(c.in_flight.load(Ordering::Relaxed), 10);
+        assert_eq!(c.in_flight.load(Ordering::Relaxed), first);
         // and the byte budget is enforced too
         c.in_flight.store(QUEUE_BYTES, Ordering::Relaxed);
-        c.batch = vec![l7(b"z")];
-        c.batch_bytes = 1;
+        c.on_record(&l7(b"z"));
         c.send_batch();
         assert_eq!(c.dropped_queue[EventKind::L7.as_u8() as usize], 5);
+    }
+
+    #[test]
+    fn record_batches_keep_every_record_whole() {
+        let recs = [l7(b"a"), l7(&[b'b'; 600]), Vec::new(), l7(b"")];
+        let mut b = RecordBatch::default();
+        for r in &recs {
+            b.push(r);
+        }
+        assert_eq!(b.count, 4);
+        let back: Vec<&[u8]> = b.iter().collect();
+        assert_eq!(back.len(), 4);
+        for (x, y) in back.iter().zip(&recs) {
+            assert_eq!(*x, y.as_slice());
+        }
+        let b = RecordBatch::with_buffer(b.buf);
+        assert_eq!((b.count, b.buf.len(), b.iter().count()), (0, 0, 0));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Sockets open before the capture starts are seeded from /proc: their messages and their
-//! close are captured and attributed to the process holding them (needs root).
+//! close are captured and attributed to the process holding them, even the close of one never
+//! read or written during the capture (needs root).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -49,8 +50,12 @@ import socket, sys
 l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
 c = socket.create_connection(l.getsockname())
 s, _ = l.accept()
-print(l.getsockname()[1], c.getsockname()[1], c.fileno(), s.fileno(), flush=True)
+idle = socket.create_connection(l.getsockname())
+idle_peer, _ = l.accept()
+print(l.getsockname()[1], c.getsockname()[1], c.fileno(), s.fileno(),
+      idle.getsockname()[1], idle.fileno(), flush=True)
 sys.stdin.readline()
+idle.close(); idle_peer.close()
 c.sendall(b"ping-from-before")
 assert s.recv(100) == b"ping-from-before"
 s.sendall(b"pong!")
@@ -80,6 +85,7 @@ fn sockets_open_before_the_capture_are_followed() {
         .map(|x| x.parse().expect("number"))
         .collect();
     let (server_port, client_port, client_fd, server_fd) = (f[0] as u16, f[1] as u16, f[2], f[3]);
+    let (idle_port, idle_fd) = (f[4] as u16, f[5]);
 
     let sink = Arc::new(Mutex::new(MemorySink::default()));
     let state = Arc::new(Mutex::new(None));
@@ -127,8 +133,8 @@ fn sockets_open_before_the_capture_are_followed() {
         .collect();
     assert_eq!(
         seeded.len(),
-        2,
-        "both ends in the state snapshot: {seeded:?}"
+        4,
+        "both ends of both connections in the state snapshot: {seeded:?}"
     );
     let client_conn = seeded
         .iter()
@@ -178,4 +184,29 @@ fn sockets_open_before_the_capture_are_followed() {
         }],
         "the seeded client's close counts bytes since the capture started"
     );
+
+    // The idle connection: no read or write during the capture, only its close, with the
+    // 4-tuple it had (the kernel socket is resolved at start, not on first use).
+    let idle_conn = seeded
+        .iter()
+        .find(|c| c.local.port == idle_port)
+        .expect("idle client end");
+    assert_eq!(idle_conn.conn.fd as i64, idle_fd);
+    let idle_closes: Vec<_> = evs
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Tcp(t) if t.conn == idle_conn.conn => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(idle_closes.len(), 1, "one close: {idle_closes:?}");
+    assert_eq!(
+        idle_closes[0].step,
+        TcpStep::Closed {
+            bytes_sent: 0,
+            bytes_received: 0
+        }
+    );
+    assert_eq!(idle_closes[0].local, idle_conn.local);
+    assert_eq!(idle_closes[0].remote, idle_conn.remote);
 }
