@@ -3,10 +3,10 @@
 //! Data flow: [`daemon::run`] loads the BPF programs of `retrace-bpf` (streams and filters set
 //! as load-time constants), seeds the kernel's socket table and the process table from
 //! [`procfs`], then loops: the ring buffers are consumed on a short timer (records are
-//! submitted without wakeups), each record is turned into an event by [`convert`] (the one
-//! place that knows kernel layouts), batched into a bounded queue, and written by a writer
-//! thread through an [`sink::EventSink`] (a `retrace_segment::CaptureWriter`), which redacts
-//! secrets first. Drops are counted everywhere (kernel ring per kind and CPU, user-space queue
+//! submitted without wakeups), each kernel record is copied as it is into a batch, and the
+//! batches go through a bounded queue to a writer thread, which turns each record into an
+//! event with [`convert`] (the one place that knows kernel layouts), redacts secrets, and
+//! writes it through an [`sink::EventSink`] (a `retrace_segment::CaptureWriter`). Drops are counted everywhere (kernel ring per kind and CPU, user-space queue
 //! per kind) and written as loss markers. Marks come from `retrace mark` through [`marks`].
 //!
 //! - [`config`]: options, parsed and validated.
