@@ -66,6 +66,31 @@ pub fn record_kind(bytes: &[u8]) -> Result<u16, RecordError> {
     Ok(read_pod::<rt_hdr>(bytes, 0)?.kind)
 }
 
+/// How many leading bytes of a ring record carry information: payload records are reserved
+/// in size classes, so the room after their payload is left as the kernel found it. Records
+/// too short to tell keep their length (parsing them reports the error).
+pub fn record_used_len(bytes: &[u8]) -> usize {
+    const KIND: usize = std::mem::offset_of!(rt_hdr, kind);
+    const PAYLOAD_LEN: usize = std::mem::offset_of!(rt_data, payload_len);
+    let Some(kind) = bytes.get(KIND..KIND + 2) else {
+        return bytes.len();
+    };
+    let kind = u16::from_ne_bytes([kind[0], kind[1]]);
+    if !matches!(
+        rt_kind(u32::from(kind)),
+        rt_kind::RT_K_L7 | rt_kind::RT_K_UDP | rt_kind::RT_K_LOG
+    ) {
+        return bytes.len();
+    }
+    let Some(p) = bytes.get(PAYLOAD_LEN..PAYLOAD_LEN + 4) else {
+        return bytes.len();
+    };
+    let payload = u32::from_ne_bytes([p[0], p[1], p[2], p[3]]) as usize;
+    size_of::<rt_data>()
+        .saturating_add(payload)
+        .min(bytes.len())
+}
+
 /// Parses ring-buffer bytes into a [`Record`].
 pub fn parse_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
     let kind = record_kind(bytes)?;
@@ -510,6 +535,31 @@ mod tests {
             family: 2,
             _pad: 0,
         }
+    }
+
+    #[test]
+    fn used_length_stops_after_the_payload() {
+        let mut d = rt_data::default();
+        d.h.kind = rt_kind::RT_K_L7.0 as u16;
+        d.payload_len = 3;
+        let mut bytes = bytes_of(&d);
+        bytes.extend_from_slice(b"abc");
+        let used = bytes.len();
+        bytes.resize(used + 125, 0xAA); // the rest of a 128-byte class
+        assert_eq!(record_used_len(&bytes), used);
+        assert!(matches!(
+            parse_record(&bytes[..record_used_len(&bytes)]).unwrap(),
+            Record::Data(_, b"abc")
+        ));
+        // a payload_len past the record: the whole record, and parsing says it is short
+        d.payload_len = 4000;
+        let bytes = bytes_of(&d);
+        assert_eq!(record_used_len(&bytes), bytes.len());
+        assert!(parse_record(&bytes).is_err());
+        // fixed-size records and scraps keep their length
+        let t = rt_tcp::default();
+        assert_eq!(record_used_len(&bytes_of(&t)), size_of::<rt_tcp>());
+        assert_eq!(record_used_len(&[1, 2, 3]), 3);
     }
 
     #[test]

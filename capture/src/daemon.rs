@@ -780,7 +780,7 @@ struct Consumer {
 impl Consumer {
     fn on_record(&mut self, bytes: &[u8]) {
         self.records += 1;
-        self.batch.push(bytes);
+        self.batch.push(&bytes[..convert::record_used_len(bytes)]);
         if self.batch.count >= BATCH_RECORDS || self.batch.buf.len() >= BATCH_BYTES {
             self.send_batch();
         }
