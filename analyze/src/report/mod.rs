@@ -20,7 +20,12 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
     })?;
     // requests.csv (most of the work) on another thread, the rest on this one.
     std::thread::scope(|scope| {
-        let requests = scope.spawn(|| csv_out::write_requests(analysis, out_dir));
+        let requests = scope.spawn(|| {
+            let mut cp = crate::input::Checkpoints::new();
+            let r = csv_out::write_requests(analysis, out_dir);
+            cp.at("report: requests.csv");
+            r
+        });
         let rest = write_summaries(analysis, out_dir);
         let requests = requests.join().unwrap_or_else(|_| {
             Err(AnalyzeError::Report {
@@ -34,7 +39,9 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
 
 /// Writes everything but `requests.csv`.
 fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
+    let mut cp = crate::input::Checkpoints::new();
     csv_out::write_tables(analysis, out_dir)?;
+    cp.at("report: tables");
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {
         path: json_path.clone(),
@@ -42,8 +49,11 @@ fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeErr
     })?;
     json.push(b'\n');
     write_file(&json_path, &json)?;
+    cp.at("report: summary.json");
     let html = render_html(analysis);
-    write_file(&out_dir.join("index.html"), html.as_bytes())
+    let r = write_file(&out_dir.join("index.html"), html.as_bytes());
+    cp.at("report: index.html");
+    r
 }
 
 /// The HTML page of an analysis.
