@@ -617,7 +617,7 @@ impl Analyzer {
                         } else {
                             NO_RESPONSE_CLOSED
                         }
-                        .to_string();
+                        .into();
                     }
                 }
             }

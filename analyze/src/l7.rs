@@ -3,6 +3,8 @@
 //! Everything the analyzer needs from the parsers goes through this module, so that the rest
 //! of the crate does not depend on their exact types.
 
+pub use retrace_protocols::Text;
+
 /// A parsed request/response pair, as the analyzer keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Parsed {
@@ -13,17 +15,17 @@ pub struct Parsed {
     /// First byte of the response (wall ns), when seen.
     pub response_ts: Option<u64>,
     /// Method.
-    pub method: String,
+    pub method: Text,
     /// Target.
-    pub target: String,
+    pub target: Text,
     /// Route template.
-    pub route: String,
+    pub route: Text,
     /// Status.
-    pub status: String,
+    pub status: Text,
     /// Failed.
     pub error: bool,
     /// W3C trace id.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<Text>,
 }
 
 /// Parser counters for one connection side.

@@ -83,7 +83,13 @@ fn trim_dot(mut s: String) -> String {
     if s.ends_with('.') {
         s.pop();
     }
-    crate::util::truncate_str(&mut s, 255);
+    if s.len() > 255 {
+        let mut cut = 255;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
     s
 }
 
@@ -171,9 +177,9 @@ pub(crate) fn parse_tcp_requests(b: &[u8], _size: u64, out: &mut Vec<Req>) -> Ou
             break;
         };
         out.push(Req {
-            method: msg.qtype.clone(),
-            target: msg.name.clone(),
-            route: msg.name,
+            method: msg.qtype.as_str().into(),
+            target: msg.name.as_str().into(),
+            route: msg.name.into(),
             offset: pos as u64,
             key: Some(u32::from(msg.id)),
             ..Req::default()
@@ -184,9 +190,9 @@ pub(crate) fn parse_tcp_requests(b: &[u8], _size: u64, out: &mut Vec<Req>) -> Ou
         // DNS over UDP: the payload is the message.
         if let Some(msg) = parse(b).filter(|m| !m.is_response) {
             out.push(Req {
-                method: msg.qtype.clone(),
-                target: msg.name.clone(),
-                route: msg.name,
+                method: msg.qtype.as_str().into(),
+                target: msg.name.as_str().into(),
+                route: msg.name.into(),
                 key: Some(u32::from(msg.id)),
                 ..Req::default()
             });
@@ -208,7 +214,7 @@ pub(crate) fn parse_tcp_responses(b: &[u8], _size: u64, out: &mut Vec<Resp>) -> 
         };
         out.push(Resp {
             error: msg.is_server_error(),
-            status: msg.rcode,
+            status: msg.rcode.into(),
             offset: pos as u64,
             key: Some(u32::from(msg.id)),
             complete: true,
@@ -220,7 +226,7 @@ pub(crate) fn parse_tcp_responses(b: &[u8], _size: u64, out: &mut Vec<Resp>) -> 
         if let Some(msg) = parse(b).filter(|m| m.is_response) {
             out.push(Resp {
                 error: msg.is_server_error(),
-                status: msg.rcode,
+                status: msg.rcode.into(),
                 key: Some(u32::from(msg.id)),
                 complete: true,
                 ..Resp::default()
@@ -236,5 +242,5 @@ pub(crate) fn parse_tcp_responses(b: &[u8], _size: u64, out: &mut Vec<Resp>) -> 
 /// Text of a name for reports (`text` keeps control characters out).
 #[allow(dead_code)]
 pub(crate) fn name_text(b: &[u8]) -> String {
-    text(b, 255)
+    text(b, 255).into()
 }

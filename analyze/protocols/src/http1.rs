@@ -1,7 +1,7 @@
 //! HTTP/1.x requests and responses (httparse), with pipelining.
 
 use crate::util::{route_template, text, traceparent_trace_id, MAX_TARGET};
-use crate::{Outcome, Req, Resp};
+use crate::{Outcome, Req, Resp, Text};
 
 /// Headers read per message (more are skipped: httparse then reports an error we recover from).
 const MAX_HEADERS: usize = 48;
@@ -251,7 +251,7 @@ fn status(code: u16, off: usize, complete: bool, truncated: bool) -> Resp {
 }
 
 /// Status code as text, without the formatting machinery for the common ones.
-fn status_text(code: u16) -> String {
+fn status_text(code: u16) -> Text {
     let s = match code {
         200 => "200",
         201 => "201",
@@ -268,7 +268,7 @@ fn status_text(code: u16) -> String {
         502 => "502",
         503 => "503",
         504 => "504",
-        _ => return code.to_string(),
+        _ => return compact_str::format_compact!("{code}"),
     };
-    s.to_owned()
+    Text::const_new(s)
 }

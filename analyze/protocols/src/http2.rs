@@ -6,7 +6,7 @@
 use loona_hpack::Decoder;
 
 use crate::util::{route_template, text, traceparent_trace_id, MAX_TARGET};
-use crate::{Outcome, Protocol, Req, Resp};
+use crate::{Outcome, Protocol, Req, Resp, Text};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DATA: u8 = 0;
@@ -71,14 +71,14 @@ pub(crate) struct State {
 /// Headers of interest in one block.
 #[derive(Default)]
 struct Fields {
-    method: Option<String>,
+    method: Option<Text>,
     path: Option<Vec<u8>>,
-    authority: Option<String>,
-    status: Option<String>,
+    authority: Option<Text>,
+    status: Option<Text>,
     grpc_status: Option<u32>,
     grpc: bool,
-    trace_id: Option<String>,
-    request_id: Option<String>,
+    trace_id: Option<Text>,
+    request_id: Option<Text>,
 }
 
 impl State {
@@ -152,12 +152,12 @@ impl State {
                 end_stream,
             } => {
                 let (status, error) = match (fields.grpc_status, fields.status) {
-                    (Some(g), _) => (grpc_status_name(g).to_string(), g != 0),
+                    (Some(g), _) => (Text::from(grpc_status_name(g)), g != 0),
                     (None, Some(s)) => {
                         let error = s.starts_with('5');
                         (s, error)
                     }
-                    (None, None) => (String::new(), false),
+                    (None, None) => (Text::default(), false),
                 };
                 out.push(Resp {
                     status,

@@ -34,6 +34,10 @@ mod util;
 
 pub use session::{Session, MAX_PENDING};
 
+/// The strings of an [`Exchange`]: short ones (methods, statuses, most paths and routes) are
+/// stored inline, without an allocation.
+pub type Text = compact_str::CompactString;
+
 /// An application protocol recognized from the bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Protocol {
@@ -102,22 +106,22 @@ pub struct Exchange {
     /// server); `None` when no response was seen.
     pub response_ts: Option<u64>,
     /// `GET`, `query`, `execute`, `SET`, `COM_QUERY`, `get`, DNS query type, ...
-    pub method: String,
+    pub method: Text,
     /// Path with query, query text, key, DNS name (truncated to 256 bytes).
-    pub target: String,
+    pub target: Text,
     /// Route template (`/users/{id}`), normalized statement, command.
-    pub route: String,
+    pub route: Text,
     /// `200`, `OK`, `ERROR 23505`, `WRONGTYPE`, `NXDOMAIN`, `NOT_FOUND` (gRPC) ...; empty when
     /// the response was not seen or could not be parsed.
-    pub status: String,
+    pub status: Text,
     /// 5xx, gRPC status other than OK, protocol error reply, database error, DNS server error.
     pub error: bool,
     /// Trace id of a W3C `traceparent` header.
-    pub trace_id: Option<String>,
+    pub trace_id: Option<Text>,
     /// `X-Request-ID` header.
-    pub request_id: Option<String>,
+    pub request_id: Option<Text>,
     /// `Host` header or `:authority`.
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// Bytes of the request (headers and body).
     pub request_bytes: u64,
     /// Bytes of the response.
@@ -240,12 +244,12 @@ pub(crate) fn detect_response(b: &[u8], size: u64) -> Protocol {
 #[derive(Debug, Default)]
 pub(crate) struct Req {
     pub protocol: Option<Protocol>,
-    pub method: String,
-    pub target: String,
-    pub route: String,
-    pub trace_id: Option<String>,
-    pub request_id: Option<String>,
-    pub host: Option<String>,
+    pub method: Text,
+    pub target: Text,
+    pub route: Text,
+    pub trace_id: Option<Text>,
+    pub request_id: Option<Text>,
+    pub host: Option<Text>,
     /// Offset of the message in the push (turned into a length by the session).
     pub offset: u64,
     pub truncated: bool,
@@ -259,7 +263,7 @@ pub(crate) struct Req {
 #[derive(Debug, Default)]
 pub(crate) struct Resp {
     /// Status to record; empty leaves the current one.
-    pub status: String,
+    pub status: Text,
     pub error: bool,
     pub offset: u64,
     pub truncated: bool,

@@ -1,7 +1,7 @@
 //! Memcached text protocol (classic and meta commands), with pipelining.
 
 use crate::util::{find_crlf, parse_dec, text, MAX_TARGET};
-use crate::{Outcome, Req, Resp};
+use crate::{Outcome, Req, Resp, Text};
 
 /// Commands followed by a data block of `<bytes>` (the 4th argument; `cas` has one more).
 const STORAGE: [&[u8]; 6] = [b"set", b"add", b"replace", b"append", b"prepend", b"cas"];
@@ -243,8 +243,8 @@ fn reply(line: &[u8], off: usize, truncated: bool) -> Resp {
         .unwrap_or(line.len());
     let word = &line[..word_end];
     let status = match word {
-        b"END" | b"EN" => "MISS".to_string(),
-        w if parse_dec(w).is_some() => "OK".to_string(),
+        b"END" | b"EN" => Text::const_new("MISS"),
+        w if parse_dec(w).is_some() => Text::const_new("OK"),
         w => text(w, 32),
     };
     let error = matches!(word, b"ERROR" | b"CLIENT_ERROR" | b"SERVER_ERROR");

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::util::{normalize_sql, text, MAX_TARGET};
-use crate::{Outcome, Req, Resp};
+use crate::{Outcome, Req, Resp, Text};
 
 const COM_QUIT: u8 = 0x01;
 const COM_QUERY: u8 = 0x03;
@@ -149,7 +149,7 @@ impl State {
                         _ => b"",
                     };
                     let route = if query.is_empty() || cmd == 0x02 {
-                        command_name(cmd).to_string()
+                        Text::from(command_name(cmd))
                     } else {
                         normalize_sql(query)
                     };
@@ -228,7 +228,7 @@ fn ok_or_err(b: &[u8], len: usize) -> Resp {
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .unwrap_or(0);
         return Resp {
-            status: format!("ERROR {code}"),
+            status: compact_str::format_compact!("ERROR {code}"),
             error: true,
             complete: true,
             ..Resp::default()

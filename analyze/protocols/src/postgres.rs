@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::util::{be_u32, normalize_sql, text, MAX_TARGET};
-use crate::{Outcome, Req, Resp};
+use crate::{Outcome, Req, Resp, Text};
 
 const PROTOCOL_V3: u32 = 196_608;
 const SSL_REQUEST: u32 = 80_877_103;
@@ -264,7 +264,7 @@ impl State {
         }
         let mut pos = 0usize;
         let mut started = false;
-        let mut status = String::new();
+        let mut status = Text::default();
         let mut error = false;
         let mut start = 0u64;
         while pos < b.len() {
@@ -291,7 +291,7 @@ impl State {
             match tag {
                 b'E' => {
                     let (code, fatal) = error_fields(body);
-                    status = format!("ERROR {code}");
+                    status = compact_str::format_compact!("ERROR {code}");
                     error = true;
                     if fatal {
                         out.push(Resp {
@@ -376,8 +376,8 @@ fn startup_param<'a>(mut b: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// SQLSTATE (`C` field) and whether the severity is FATAL or PANIC.
-fn error_fields(mut b: &[u8]) -> (String, bool) {
-    let mut code = String::from("?");
+fn error_fields(mut b: &[u8]) -> (Text, bool) {
+    let mut code = Text::const_new("?");
     let mut fatal = false;
     while let Some(&f) = b.first() {
         if f == 0 {

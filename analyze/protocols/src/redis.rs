@@ -2,7 +2,7 @@
 //! (errors `-`/`!`), pipelining.
 
 use crate::util::{find_crlf, parse_dec, text, upper_token, MAX_TARGET};
-use crate::{Outcome, Req, Resp};
+use crate::{Outcome, Req, Resp, Text};
 
 /// Deepest nesting of aggregate replies followed.
 const MAX_DEPTH: usize = 16;
@@ -235,8 +235,8 @@ pub(crate) fn parse_responses(b: &[u8], size: u64, out: &mut Vec<Resp>) -> Outco
         let t = buf[0];
         let (status, error) = match t {
             b'-' | b'!' => (error_code(buf), true),
-            b'>' => (String::new(), false),
-            _ => ("OK".to_string(), false),
+            b'>' => (Text::default(), false),
+            _ => (Text::const_new("OK"), false),
         };
         match skip_value(buf, 0) {
             Skip::Done(len) => {
@@ -280,7 +280,7 @@ pub(crate) fn parse_responses(b: &[u8], size: u64, out: &mut Vec<Resp>) -> Outco
 }
 
 /// First word of an error reply (`ERR`, `WRONGTYPE`, `NOAUTH`, ...).
-fn error_code(b: &[u8]) -> String {
+fn error_code(b: &[u8]) -> Text {
     let body = if b[0] == b'!' {
         // Bulk error: skip the length line.
         match find_crlf(b) {
@@ -296,7 +296,7 @@ fn error_code(b: &[u8]) -> String {
         .unwrap_or(body.len());
     let word = upper_token(&body[..end]);
     if word.is_empty() {
-        "ERR".to_string()
+        Text::const_new("ERR")
     } else {
         word
     }

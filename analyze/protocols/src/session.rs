@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use crate::{
     detect_request, detect_response, dns, http1, http2, memcached, mysql, postgres, redis,
-    Exchange, Outcome, ParseStats, Protocol, Req, Resp, Role,
+    Exchange, Outcome, ParseStats, Protocol, Req, Resp, Role, Text,
 };
 
 /// Most requests a session keeps waiting for their responses; older ones are returned without
@@ -33,7 +33,7 @@ struct Pending {
     request_bytes: u64,
     response_ts: Option<u64>,
     response_bytes: u64,
-    status: String,
+    status: Text,
     error: bool,
     truncated: bool,
     complete: bool,
@@ -273,7 +273,7 @@ impl Session {
                         request_bytes: end - start,
                         response_ts: None,
                         response_bytes: 0,
-                        status: String::new(),
+                        status: Text::default(),
                         error: false,
                         truncated,
                         complete: false,

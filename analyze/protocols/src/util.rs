@@ -1,6 +1,8 @@
 //! Small helpers shared by the parsers: bounded string extraction, route templates, SQL
 //! statement normalization.
 
+use crate::Text;
+
 /// Longest `target` kept (bytes, cut on a char boundary).
 pub(crate) const MAX_TARGET: usize = 256;
 /// Longest `route` kept.
@@ -8,16 +10,16 @@ pub(crate) const MAX_ROUTE: usize = 200;
 
 /// Lossy UTF-8 of at most `max` bytes of `b` (cut on a char boundary), control characters
 /// replaced by spaces.
-pub(crate) fn text(b: &[u8], max: usize) -> String {
+pub(crate) fn text(b: &[u8], max: usize) -> Text {
     let b = &b[..b.len().min(max)];
     // Fast path: printable ASCII (nearly always).
     if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
         if let Ok(s) = std::str::from_utf8(b) {
-            return s.to_owned();
+            return Text::from(s);
         }
     }
     let s = String::from_utf8_lossy(b);
-    let mut out = String::with_capacity(s.len());
+    let mut out = Text::with_capacity(s.len());
     for c in s.chars() {
         if out.len() + c.len_utf8() > max {
             break;
@@ -29,7 +31,7 @@ pub(crate) fn text(b: &[u8], max: usize) -> String {
 
 /// Appends `b` as text (see [`text`]) without an intermediate allocation when it is printable
 /// ASCII.
-fn push_text(out: &mut String, b: &[u8]) {
+fn push_text(out: &mut Text, b: &[u8]) {
     if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
         if let Ok(s) = std::str::from_utf8(b) {
             out.push_str(s);
@@ -40,9 +42,9 @@ fn push_text(out: &mut String, b: &[u8]) {
 }
 
 /// ASCII upper-case copy of a short token (at most 32 bytes).
-pub(crate) fn upper_token(b: &[u8]) -> String {
+pub(crate) fn upper_token(b: &[u8]) -> Text {
     let b = &b[..b.len().min(32)];
-    let mut s = String::with_capacity(b.len());
+    let mut s = Text::with_capacity(b.len());
     for &c in b {
         s.push(if c.is_ascii_graphic() {
             c.to_ascii_uppercase() as char
@@ -81,7 +83,7 @@ pub(crate) fn is_id_segment(seg: &[u8]) -> bool {
 
 /// Route template of a request target: the path without query or fragment, with id-like
 /// segments replaced by `{id}`.
-pub(crate) fn route_template(target: &[u8]) -> String {
+pub(crate) fn route_template(target: &[u8]) -> Text {
     let end = target
         .iter()
         .position(|&c| c == b'?' || c == b'#')
@@ -91,7 +93,7 @@ pub(crate) fn route_template(target: &[u8]) -> String {
     if let Some(rest) = strip_scheme(path) {
         path = rest;
     }
-    let mut out = String::with_capacity(path.len().min(MAX_ROUTE));
+    let mut out = Text::with_capacity(path.len().min(MAX_ROUTE));
     for (i, seg) in path.split(|&c| c == b'/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -121,7 +123,7 @@ fn strip_scheme(path: &[u8]) -> Option<&[u8]> {
 }
 
 /// Truncates `s` to at most `max` bytes on a char boundary.
-pub(crate) fn truncate_str(s: &mut String, max: usize) {
+pub(crate) fn truncate_str(s: &mut Text, max: usize) {
     if s.len() > max {
         let mut cut = max;
         while !s.is_char_boundary(cut) {
@@ -133,8 +135,8 @@ pub(crate) fn truncate_str(s: &mut String, max: usize) {
 
 /// Normalized SQL statement: literals (quoted strings, numbers, `$n` parameters) replaced by
 /// `?`, whitespace collapsed, a trailing `;` dropped, at most [`MAX_ROUTE`] bytes.
-pub(crate) fn normalize_sql(sql: &[u8]) -> String {
-    let mut out = String::with_capacity(sql.len().min(MAX_ROUTE));
+pub(crate) fn normalize_sql(sql: &[u8]) -> Text {
+    let mut out = Text::with_capacity(sql.len().min(MAX_ROUTE));
     let mut i = 0;
     let mut pending_space = false;
     while i < sql.len() && out.len() < MAX_ROUTE {
@@ -227,7 +229,7 @@ pub(crate) fn be_u32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Trace id of a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub(crate) fn traceparent_trace_id(v: &[u8]) -> Option<String> {
+pub(crate) fn traceparent_trace_id(v: &[u8]) -> Option<Text> {
     let v = v.trim_ascii();
     if v.len() < 55 || v[2] != b'-' || v[35] != b'-' {
         return None;

@@ -141,6 +141,13 @@ pub fn server_exchanges(rel: &str) -> Vec<Exchange> {
 /// A short view of exchanges for assertions: (method, route, status, error).
 pub fn summary(xs: &[Exchange]) -> Vec<(String, String, String, bool)> {
     xs.iter()
-        .map(|x| (x.method.clone(), x.route.clone(), x.status.clone(), x.error))
+        .map(|x| {
+            (
+                x.method.to_string(),
+                x.route.to_string(),
+                x.status.to_string(),
+                x.error,
+            )
+        })
         .collect()
 }
