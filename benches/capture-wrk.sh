@@ -89,15 +89,38 @@ curl -fs "http://127.0.0.1:$PORT/index.html" -o /dev/null
 
 URL="http://127.0.0.1:$PORT/index.html"
 
-# Runs wrk; prints "requests_per_sec total_requests".
+# CPU nanoseconds (all threads, user+system) the nginx workers have used so far.
+nginx_cpu_ns() {
+    local master total=0 w t
+    master=$(cat "$TMP/nginx.pid")
+    for w in $(pgrep -P "$master"); do
+        for t in /proc/"$w"/task/*/schedstat; do
+            read -r t _ <"$t" && total=$((total + t))
+        done
+    done
+    echo "$total"
+}
+
+# Runs wrk; prints "requests_per_sec total_requests workload_cpu_ns": the CPU time of wrk
+# (its rusage) and of the nginx workers during the run. Everything the capture costs the
+# traced processes (BPF programs, the syscall tracing slow path) is in the last figure, and
+# so is the loopback TCP work done in their context; other processes on the machine are not.
 run_wrk() {
-    local out
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "$URL")
+    local out n0 n1
+    n0=$(nginx_cpu_ns)
+    out=$(python3 -c '
+import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=True)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stdout.write(r.stdout)
+print("wrk-cpu-ns", int((u.ru_utime + u.ru_stime) * 1e9))' wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "$URL")
+    n1=$(nginx_cpu_ns)
     echo "$out" >>"$TMP/wrk.log"
-    local rps total
+    local rps total wcpu
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     total=$(awk '/requests in/ {print $1}' <<<"$out")
-    echo "$rps $total"
+    wcpu=$(awk '/^wrk-cpu-ns/ {print $2}' <<<"$out")
+    echo "$rps $total $((wcpu + n1 - n0))"
 }
 
 # Starts the daemon into $1; sets DAEMON_PID; returns once it writes.
@@ -185,13 +208,13 @@ print(ns, cnt)' "$1" || echo "0 0"
 echo "capture-wrk: nginx on 127.0.0.1:$PORT, wrk -t$THREADS -c$CONNS -d${DURATION}s, streams $STREAMS" >&2
 
 echo "phase A: baseline" >&2
-read -r A_RPS A_REQ < <(run_wrk)
+read -r A_RPS A_REQ A_CPU < <(run_wrk)
 
 echo "phase B: with retrace capture" >&2
 start_capture "$TMP/capB"
 T0=$(cpu_ticks "$DAEMON_PID")
 S0=$(date +%s.%N)
-read -r B_RPS B_REQ < <(run_wrk)
+read -r B_RPS B_REQ B_CPU < <(run_wrk)
 S1=$(date +%s.%N)
 T1=$(cpu_ticks "$DAEMON_PID")
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
@@ -204,7 +227,7 @@ B_L7=$(manifest "$TMP/capB" totals.events_by_kind.l7)
 B_TCP=$(manifest "$TMP/capB" totals.events_by_kind.tcp)
 
 echo "phase A': baseline again" >&2
-read -r A2_RPS A2_REQ < <(run_wrk)
+read -r A2_RPS A2_REQ A2_CPU < <(run_wrk)
 
 echo "phase C: retrace capture and tcpdump on the same traffic" >&2
 tcpdump -i lo -w "$TMP/lo.pcap" -s 0 -U "tcp port $PORT" >"$TMP/tcpdump.log" 2>&1 &
@@ -218,7 +241,7 @@ start_capture "$TMP/capC"
 read -r BPF_NS0 BPF_CNT0 < <(bpf_runtime "$IDS_BEFORE")
 PROGS0=$(bpf_progs "$IDS_BEFORE")
 C0=$(date +%s.%N)
-read -r C_RPS C_REQ < <(run_wrk)
+read -r C_RPS C_REQ C_CPU < <(run_wrk)
 C1=$(date +%s.%N)
 read -r BPF_NS1 BPF_CNT1 < <(bpf_runtime "$IDS_BEFORE")
 PROGS1=$(bpf_progs "$IDS_BEFORE")
@@ -251,6 +274,11 @@ events, dropped = $B_EVENTS, $B_DROPPED
 print("retrace capture overhead (nginx + wrk -t$THREADS -c$CONNS -d${DURATION}s on loopback, streams $STREAMS)")
 print(f"  baseline requests/s       {a:12.0f} (A)  {a2:12.0f} (A')  mean {base:.0f}")
 print(f"  with capture requests/s   {b:12.0f}  ratio {b / base * 100:.1f}% of baseline   (goal >= 97%)")
+a_us = ($A_CPU + $A2_CPU) / 1e3 / ($A_REQ + $A2_REQ)
+b_us = $B_CPU / 1e3 / $B_REQ
+d_us = ($T1 - $T0) / $CLK / max($B_REQ, 1) * 1e6
+print(f"  nginx+wrk CPU per request {a_us:11.2f} us baseline, {b_us:.2f} us with capture: +{b_us - a_us:.2f} us"
+      f" (BPF and syscall tracing in the traced processes); + daemon {d_us:.2f} us = {b_us - a_us + d_us:.2f} us/request in all")
 print(f"  requests during capture   {$B_REQ:12d}")
 print(f"  events captured           {events:12d}  ({events / wall:.0f}/s; tcp {$B_TCP}, l7 {$B_L7})")
 print(f"  events dropped            {dropped:12d}   (goal 0)")
