@@ -23,7 +23,18 @@ pub const PYTHON: &str = "/usr/bin/python3";
 /// Runs one scenario.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
-    let sc = spec::load_scenario(&args.scenario)?;
+    let mut sc = spec::load_scenario(&args.scenario)?;
+    // Ports taken (another scenario running, anything else): move those services rather than
+    // refuse, so runs can share a machine (a CI runner, say).
+    let busy =
+        |port: u16| listening(port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err();
+    let free_port = || -> anyhow::Result<u16> {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("finding a free port")?;
+        Ok(l.local_addr()?.port())
+    };
+    for (name, from, to) in sc.move_busy_ports(busy, free_port)? {
+        println!("service {name}: port {from} is in use, using {to}");
+    }
     let pre = preflight(&sc, args)?;
     let abort = guard::install_signal_flag()?;
     guard::become_subreaper().context("becoming a child subreaper")?;

@@ -37,6 +37,10 @@
 //! of the scenario file that declares the service: the base's for inherited services), `{run}` (the run's work folder), `{dir}` (this service's own folder in
 //! it), `{port}` (this service's port), `{port:NAME}` (another service's), `{pg_bin}` (the
 //! installed PostgreSQL's bin folder), `{python}` (Debian's python3, /usr/bin/python3).
+//!
+//! A declared port that is busy when the run starts (another scenario, anything else on the
+//! machine) is replaced by a free one, and the traffic URLs and faults that name it follow
+//! ([`Scenario::move_busy_ports`]); write ports through placeholders elsewhere.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -432,6 +436,62 @@ impl Scenario {
     pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// Moves every service whose declared port is busy (another run of a scenario, anything
+    /// else on the machine) to a port from `free_port`, and follows the move wherever the
+    /// scenario names that port: traffic and HTTP-fault URLs and packet-loss faults
+    /// (`{port}`/`{port:NAME}` placeholders follow by themselves). Services are named by
+    /// program, not port, so the analysis does not change. Returns `(service, from, to)`.
+    pub fn move_busy_ports(
+        &mut self,
+        busy: impl Fn(u16) -> bool,
+        mut free_port: impl FnMut() -> anyhow::Result<u16>,
+    ) -> anyhow::Result<Vec<(String, u16, u16)>> {
+        let declared: Vec<u16> = self.services.iter().map(|s| s.port).collect();
+        let mut moves = Vec::new();
+        for s in &mut self.services {
+            if !busy(s.port) {
+                continue;
+            }
+            // A port another service of this scenario declares would clash later.
+            let to = loop {
+                let p = free_port()?;
+                if !declared.contains(&p) && !moves.iter().any(|(_, _, t)| *t == p) {
+                    break p;
+                }
+            };
+            moves.push((s.name.clone(), s.port, to));
+            s.port = to;
+        }
+        let moved = |port: u16| {
+            moves
+                .iter()
+                .find(|(_, from, _)| *from == port)
+                .map(|(_, _, to)| *to)
+        };
+        let move_url = |url: &mut String| {
+            if let Ok((host, port, path)) = parse_url(url) {
+                if let Some(to) = moved(port) {
+                    *url = format!("http://{host}:{to}{path}");
+                }
+            }
+        };
+        for r in &mut self.traffic.requests {
+            move_url(&mut r.url);
+        }
+        for f in &mut self.faults {
+            match &mut f.action {
+                FaultAction::Loss(l) => {
+                    if let Some(to) = moved(l.port) {
+                        l.port = to;
+                    }
+                }
+                FaultAction::Http(h) => move_url(&mut h.url),
+                _ => {}
+            }
+        }
+        Ok(moves)
+    }
 }
 
 /// Parses a scenario file's text (sections only; `extends` not resolved, folder unknown).
@@ -697,6 +757,35 @@ expect:
   edges:
     - edge: client -> api
 "#;
+
+    #[test]
+    fn busy_ports_move_and_the_scenario_follows() {
+        let mut sc = parse_scenario(Path::new("/x/t/scenario.yaml"), GOOD).expect("parses");
+        // 16379 is taken; the first free port offered is another service's own port.
+        let mut offers = vec![18081, 40001].into_iter();
+        let moves = sc
+            .move_busy_ports(|p| p == 16379, || Ok(offers.next().expect("offer")))
+            .expect("moves");
+        assert_eq!(moves, vec![("redis".to_string(), 16379, 40001)]);
+        assert_eq!(sc.services[0].port, 40001);
+        assert_eq!(sc.services[1].port, 18081);
+        assert!(matches!(
+            sc.faults[1].action,
+            FaultAction::Loss(LossSpec { port: 40001, .. })
+        ));
+        // The api did not move: its URL stays.
+        assert_eq!(sc.traffic.requests[0].url, "http://127.0.0.1:18081/x/{id}");
+        let moves = sc
+            .move_busy_ports(|p| p == 18081, || Ok(40002))
+            .expect("moves");
+        assert_eq!(moves, vec![("api".to_string(), 18081, 40002)]);
+        assert_eq!(sc.traffic.requests[0].url, "http://127.0.0.1:40002/x/{id}");
+        // Nothing busy, nothing moves.
+        assert!(sc
+            .move_busy_ports(|_| false, || anyhow::bail!("not asked"))
+            .expect("no moves")
+            .is_empty());
+    }
 
     #[test]
     fn parses_a_scenario() {
