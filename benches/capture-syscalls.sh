@@ -82,7 +82,7 @@ for line in open(sys.argv[1]):
 clk, n_tcp = int(sys.argv[3]), int(sys.argv[4])
 print("retrace capture cost per syscall, CPU time of the calling thread (median of rounds)")
 for mode, what in [("other", "getppid (not followed)"), ("pipe", "pipe write/read (not followed)"),
-                   ("tcp", "TCP write/read (followed, L7 records)")]:
+                   ("tcp", "TCP write/read (followed)")]:
     b = statistics.median(res[("base", mode)])
     c = statistics.median(res[("capture", mode)])
     print(f"  {what:38s} {b:8.1f} ns -> {c:8.1f} ns   +{c - b:6.1f} ns/syscall")

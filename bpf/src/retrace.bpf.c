@@ -1010,6 +1010,13 @@ static __always_inline void on_data(struct pt_regs *regs, long id, long ret)
 				__sync_fetch_and_add(&st->sent, bytes);
 			else
 				__sync_fetch_and_add(&st->received, bytes);
+			if (!en_l7) {
+				/* no messages to cut: the clock is read for an RTT sample on the first
+				 * call, then once every 64 calls */
+				if ((st->folded_calls++ & 63) == 0)
+					sample_rtt((const struct sock *)key, st, bpf_ktime_get_ns());
+				return;
+			}
 			/* RTT samples and L7 records at message starts only: folded calls (the
 			 * rest of a message) cost no clock read */
 			__u32 dir = 1 + (eg ? RT_DIR_EGRESS : RT_DIR_INGRESS);
@@ -1023,12 +1030,6 @@ static __always_inline void on_data(struct pt_regs *regs, long id, long ret)
 			}
 			c.ts = bpf_ktime_get_ns();
 			sample_rtt((const struct sock *)key, st, c.ts);
-			if (!en_l7) {
-				st->last_dir = dir;
-				st->folded_calls = 0;
-				st->folded_bytes = 0;
-				return;
-			}
 			c.sk = key;
 			c.start_ns = v->start_ns;
 			c.kind = RT_K_L7;
