@@ -329,9 +329,12 @@ fn quantile(values: &[f64], q: f64) -> Option<f64> {
 #[derive(Default)]
 struct Checks {
     lines: Vec<(bool, String)>,
-    /// Requests that may be in flight in a process when a fault kills it: the killed process
-    /// cannot log them, and nginx retries them (one logged request of api-down showed four
-    /// upstream attempts at the stop). 0 (exact) unless the scenario kills a service.
+    /// Requests that may be in flight in a process when a fault kills it, for comparisons
+    /// with the killed process's own log: it cannot log what it was serving when it died
+    /// (though it may already have called its backends for it). 0 (exact) unless the
+    /// scenario kills a service. Comparisons with the logs of processes that live on (nginx,
+    /// users) stay exact: a request cut off by the kill is a failed request of its edge
+    /// (`no response (reset)`), as nginx logs a failed upstream attempt.
     in_flight_slack: u64,
 }
 
@@ -507,12 +510,12 @@ fn check_api(c: &mut Checks, run: &Run, nginx: &[NginxLine], api: &[PyLine]) {
     let attempts: Vec<&(u16, Option<f64>)> = nginx.iter().flat_map(|l| &l.upstream).collect();
     let failed_attempts = attempts.iter().filter(|(s, _)| *s >= 500).count() as u64;
     let e = run.edge("nginx", "api");
-    c.near(
+    c.eq(
         "nginx -> api requests (incl. failed connections) vs upstream attempts in access log",
         e.requests,
         attempts.len() as u64,
     );
-    c.near(
+    c.eq(
         "nginx -> api errors vs failed upstream attempts (5xx) in access log",
         e.errors,
         failed_attempts,
@@ -720,7 +723,11 @@ fn api_down_errors_match_the_ground_truth() {
     let api = parse_python(&run.log("api"));
     let users = parse_python(&run.log("users"));
     // The api is stopped mid-run: at most the load generator's concurrency (4 connections)
-    // of requests can be in flight in it at that moment.
+    // of requests can be in flight in it at that moment, missing from its own log (only the
+    // api-log comparisons use this slack). Requests nginx had sent on its keepalive
+    // connections when the api died, and the kill reset, are counted as failed nginx -> api
+    // requests, exactly as nginx's log counts failed upstream attempts (before requests cut
+    // off by a close or reset were counted as errors, 328 analyzed errors faced 331 logged).
     let mut c = Checks {
         in_flight_slack: 4,
         ..Checks::default()
