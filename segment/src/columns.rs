@@ -1355,11 +1355,34 @@ fn decode_rare(
 /// [`crate::SegmentReader::read_block`] does after checksum and decompression. For fuzzing
 /// and tools; `bytes` need not be aligned (they are copied).
 pub fn decode_bytes(bytes: &[u8]) -> Result<Vec<Event>, String> {
+    decode_bytes_via(bytes, DecodePath::Owned)
+}
+
+/// The three ways the decoder hands events out (they share one decoding loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodePath {
+    /// Each event handed over by value ([`decode_with`]).
+    Owned,
+    /// Each event lent from a reused slot ([`visit`]), cloned here.
+    Lent,
+    /// Events decoded in place into a vector ([`decode_into`]).
+    Collected,
+}
+
+/// Like [`decode_bytes`], through the given path: for fuzzing that the paths agree.
+pub fn decode_bytes_via(bytes: &[u8], path: DecodePath) -> Result<Vec<Event>, String> {
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
     let a = rkyv::access::<ArchivedBlockV1, rkyv::rancor::Error>(&aligned)
         .map_err(|e| e.to_string())?;
-    decode(a).map_err(str::to_string)
+    let mut out = Vec::new();
+    match path {
+        DecodePath::Owned => decode_with(a, |e| out.push(e)),
+        DecodePath::Lent => visit(a, |e| out.push(e.clone())),
+        DecodePath::Collected => decode_into(a, &mut out),
+    }
+    .map_err(str::to_string)?;
+    Ok(out)
 }
 
 /// Encodes events into an uncompressed block archive (the inverse of [`decode_bytes`]).
