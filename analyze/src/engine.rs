@@ -19,10 +19,12 @@ use crate::stats::{self, Row};
 /// matters: a capture is analyzed once, offline).
 pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// Interns strings to `u32` ids; id 0 is the empty string.
+/// Interns strings to `u32` ids; id 0 is the empty string. Keys of up to 24 bytes (most
+/// methods, statuses, paths, routes) sit inline in the table: a lookup compares them without
+/// another memory access.
 #[derive(Debug)]
 pub(crate) struct Interner {
-    map: Map<String, u32>,
+    map: Map<l7::Text, u32>,
     pub(crate) strings: Vec<String>,
 }
 
@@ -44,7 +46,7 @@ impl Interner {
         }
         let id = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
         self.strings.push(s.to_string());
-        self.map.insert(s.to_string(), id);
+        self.map.insert(l7::Text::from(s), id);
         id
     }
 
