@@ -10,7 +10,7 @@
 # Usage (as root, from the repository root):
 #   RETRACE=/path/to/retrace benches/capture-syscalls.sh
 # Environment: ROUNDS (3), STREAMS (tcp,l7), N_OTHER (3000000), N_PIPE (1000000),
-#              N_TCP (200000), CC (cc).
+#              N_TCP (200000), CC (cc, else clang).
 # Prints the figures; asserts nothing (exit 0 unless a step broke).
 set -euo pipefail
 
@@ -39,7 +39,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"${CC:-cc}" -O2 -Wall -o "$TMP/syscall-cost" "$ROOT/benches/syscall-cost.c"
+CC=${CC:-$(command -v cc || command -v clang || true)}
+[[ -n $CC ]] || { echo "capture-syscalls: no C compiler (cc or clang)" >&2; exit 2; }
+"$CC" -O2 -Wall -o "$TMP/syscall-cost" "$ROOT/benches/syscall-cost.c"
 
 # Runs the three shapes once; appends "PHASE MODE ns_per_op" lines to $TMP/results.
 run_all() {
