@@ -60,6 +60,12 @@ mod imp {
     use super::{Counters, Dns, Parsed};
     use retrace_protocols as p;
 
+    thread_local! {
+        /// Exchanges completed by one push, before conversion (reused, not reallocated).
+        static SCRATCH: std::cell::RefCell<Vec<p::Exchange>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
     /// One side of one connection, fed in time order.
     pub struct Side {
         inner: p::Session,
@@ -105,8 +111,10 @@ mod imp {
             if folded > 0 {
                 self.inner.add_bytes(egress, folded);
             }
-            let xs = self.inner.push(ts, egress, size, payload);
-            out.extend(xs.into_iter().map(convert));
+            SCRATCH.with_borrow_mut(|xs| {
+                self.inner.push_into(ts, egress, size, payload, xs);
+                out.extend(xs.drain(..).map(convert));
+            });
         }
 
         /// Ends the side; exchanges still open are appended to `out`.

@@ -1,11 +1,11 @@
 //! Aggregation (with polars): edges, services, endpoints and time series from request rows,
 //! and the health rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
-use crate::engine::Interner;
+use crate::engine::{Interner, Map};
 use crate::model::{
     Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
     ServiceSeries, ServiceStats, NO_LATENCY,
@@ -343,7 +343,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let window_secs = window_ns.max(1) as f64 / 1e9;
 
     // Endpoint keys: "METHOD route" (route, else target).
-    let mut endpoint_ids: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut endpoint_ids: Map<(u32, u32), u32> = Map::default();
     let mut endpoint = Vec::with_capacity(rows.len());
     for r in &rows {
         let key = (r.method, if r.route != 0 { r.route } else { r.target });
@@ -573,14 +573,14 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     }
 
     // Services.
-    let mut served: HashMap<String, Agg> = HashMap::new();
+    let mut served: Map<String, Agg> = Map::default();
     {
         let s = u32s(&services_df, "server")?;
         for (i, agg) in aggs(&services_df, false)?.into_iter().enumerate() {
             served.insert(name(s[i]), agg);
         }
     }
-    let mut sent: HashMap<u32, u64> = HashMap::new();
+    let mut sent: Map<u32, u64> = Map::default();
     for r in &rows {
         *sent.entry(r.client).or_insert(0) += 1;
     }

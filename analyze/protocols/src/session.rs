@@ -105,10 +105,25 @@ impl Session {
     /// exchanges completed before this message.
     pub fn push(&mut self, ts: u64, egress: bool, size: u64, payload: &[u8]) -> Vec<Exchange> {
         let mut out = Vec::new();
+        self.push_into(ts, egress, size, payload, &mut out);
+        out
+    }
+
+    /// Like [`Session::push`], appending the completed exchanges to `out` (a buffer the
+    /// caller reuses).
+    pub fn push_into(
+        &mut self,
+        ts: u64,
+        egress: bool,
+        size: u64,
+        payload: &[u8],
+        out: &mut Vec<Exchange>,
+    ) {
+        let before = out.len();
         self.stats.pushes += 1;
         let size = size.max(payload.len() as u64);
         if size == 0 {
-            return out;
+            return;
         }
         let is_request = matches!(
             (self.role, egress),
@@ -116,17 +131,16 @@ impl Session {
         );
         if matches!(self.state, State::Unknown) && !self.try_detect(is_request, payload, size) {
             self.stats.unparsed += 1;
-            return out;
+            return;
         }
         let flipped = self.last_was_request.is_some_and(|r| r != is_request);
         if is_request {
-            self.on_request(ts, size, payload, flipped, &mut out);
+            self.on_request(ts, size, payload, flipped, out);
         } else {
-            self.on_response(ts, size, payload, flipped, &mut out);
+            self.on_response(ts, size, payload, flipped, out);
         }
         self.last_was_request = Some(is_request);
-        self.stats.exchanges += out.len() as u64;
-        out
+        self.stats.exchanges += (out.len() - before) as u64;
     }
 
     /// Adds bytes that belong to the last message in that direction (syscalls the capture
