@@ -7,7 +7,10 @@
 //!
 //! Environment: `RETRACE_BENCH_EVENTS` (default 10 000 000), `RETRACE_BENCH_DIR` (where the
 //! capture and pcap are kept between runs; default a directory under the system temp dir),
-//! `RETRACE_BENCH_TSHARK=0` to skip tshark.
+//! `RETRACE_BENCH_TSHARK=0` to skip tshark. The CPU time (all threads) and the load average
+//! are printed too: on a shared machine they tell how far the wall time can be trusted.
+//! `RETRACE_ANALYZE_TIMING=1` adds the CPU time of each phase (the child's stderr, shown when
+//! the child is run by hand: `BENCH_BINARY --child-analyze CAPTURE_DIR`).
 
 use std::collections::HashMap;
 use std::io::Write;

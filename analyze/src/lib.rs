@@ -2,6 +2,12 @@
 //! service map, RED metrics per edge, service and endpoint, and the report (CSV files,
 //! `summary.json` and a self-contained `index.html`).
 //!
+//! Reading runs on its own thread (decompression, decoding, merging: retrace-replay), handing
+//! batches of events to the analyzer's thread over a bounded channel; the aggregation uses
+//! polars' thread pool and `requests.csv` is formatted on several threads. The output does
+//! not depend on the threads: the same capture gives byte-identical files.
+//! `RETRACE_ANALYZE_TIMING=1` prints the CPU time of each phase on stderr.
+//!
 //! ```no_run
 //! # use std::path::{Path, PathBuf};
 //! # fn main() -> Result<(), retrace_analyze::AnalyzeError> {
