@@ -31,7 +31,7 @@ pub(crate) fn text(b: &[u8], max: usize) -> Text {
 
 /// Appends `b` as text (see [`text`]) without an intermediate allocation when it is printable
 /// ASCII.
-fn push_text(out: &mut Text, b: &[u8]) {
+fn push_text(out: &mut String, b: &[u8]) {
     if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
         if let Ok(s) = std::str::from_utf8(b) {
             out.push_str(s);
@@ -93,25 +93,34 @@ pub(crate) fn route_template(target: &[u8]) -> Text {
     if let Some(rest) = strip_scheme(path) {
         path = rest;
     }
-    let mut out = Text::with_capacity(path.len().min(MAX_ROUTE));
-    for (i, seg) in path.split(|&c| c == b'/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        if is_id_segment(seg) {
-            out.push_str("{id}");
-        } else {
-            push_text(&mut out, seg);
-        }
-        if out.len() >= MAX_ROUTE {
-            break;
-        }
+    thread_local! {
+        /// Where routes are built (then copied into a `Text`, inline when short).
+        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
-    truncate_str(&mut out, MAX_ROUTE);
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    SCRATCH.with_borrow_mut(|out| {
+        out.clear();
+        for (i, seg) in path.split(|&c| c == b'/').enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            if is_id_segment(seg) {
+                out.push_str("{id}");
+            } else {
+                push_text(out, seg);
+            }
+            if out.len() >= MAX_ROUTE {
+                break;
+            }
+        }
+        let mut cut = out.len().min(MAX_ROUTE);
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        match &out[..cut] {
+            "" => Text::const_new("/"),
+            route => Text::from(route),
+        }
+    })
 }
 
 fn strip_scheme(path: &[u8]) -> Option<&[u8]> {
