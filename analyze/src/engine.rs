@@ -641,7 +641,7 @@ impl Analyzer {
                 side,
                 ts: x.request_ts,
                 latency,
-                protocol: self.recent.protocol(&mut self.strings, x.protocol),
+                protocol: self.recent.protocol(&mut self.strings, x.protocol.name()),
                 method: self.recent.method.get(&mut self.strings, &x.method),
                 target: self.strings.intern(&x.target),
                 route: self.recent.route.get(&mut self.strings, &x.route),

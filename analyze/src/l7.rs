@@ -5,28 +5,9 @@
 
 pub use retrace_protocols::Text;
 
-/// A parsed request/response pair, as the analyzer keeps it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Parsed {
-    /// Protocol name (`http`, `postgres`, ...).
-    pub protocol: &'static str,
-    /// First byte of the request (wall ns).
-    pub request_ts: u64,
-    /// First byte of the response (wall ns), when seen.
-    pub response_ts: Option<u64>,
-    /// Method.
-    pub method: Text,
-    /// Target.
-    pub target: Text,
-    /// Route template.
-    pub route: Text,
-    /// Status.
-    pub status: Text,
-    /// Failed.
-    pub error: bool,
-    /// W3C trace id.
-    pub trace_id: Option<Text>,
-}
+/// A parsed request/response pair (`protocol.name()`, `request_ts`, `response_ts`, `method`,
+/// `target`, `route`, `status`, `error`, `trace_id` are what the analyzer reads).
+pub type Parsed = retrace_protocols::Exchange;
 
 /// Parser counters for one connection side.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,29 +41,9 @@ mod imp {
     use super::{Counters, Dns, Parsed};
     use retrace_protocols as p;
 
-    thread_local! {
-        /// Exchanges completed by one push, before conversion (reused, not reallocated).
-        static SCRATCH: std::cell::RefCell<Vec<p::Exchange>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
-
     /// One side of one connection, fed in time order.
     pub struct Side {
         inner: p::Session,
-    }
-
-    fn convert(x: p::Exchange) -> Parsed {
-        Parsed {
-            protocol: x.protocol.name(),
-            request_ts: x.request_ts,
-            response_ts: x.response_ts,
-            method: x.method,
-            target: x.target,
-            route: x.route,
-            status: x.status,
-            error: x.error,
-            trace_id: x.trace_id,
-        }
     }
 
     impl Side {
@@ -111,15 +72,12 @@ mod imp {
             if folded > 0 {
                 self.inner.add_bytes(egress, folded);
             }
-            SCRATCH.with_borrow_mut(|xs| {
-                self.inner.push_into(ts, egress, size, payload, xs);
-                out.extend(xs.drain(..).map(convert));
-            });
+            self.inner.push_into(ts, egress, size, payload, out);
         }
 
         /// Ends the side; exchanges still open are appended to `out`.
         pub fn finish(self, out: &mut Vec<Parsed>) {
-            out.extend(self.inner.finish().into_iter().map(convert));
+            out.extend(self.inner.finish());
         }
 
         /// The detected protocol's name, `None` when unknown.
