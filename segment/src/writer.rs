@@ -182,12 +182,37 @@ pub struct SegmentWriter {
     failed: bool,
 }
 
+thread_local! {
+    /// Reused zstd compression context, one per thread: a fresh context per block costs
+    /// its allocation and initialisation every time.
+    static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd-compresses `data` at `level` with this thread's reused context.
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    CCTX.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            // Re-entered (not done today): a one-off context.
+            return zstd::bulk::compress(data, level);
+        };
+        match slot.as_mut() {
+            Some((l, c)) if *l == level => c.compress(data),
+            _ => {
+                let mut c = zstd::bulk::Compressor::new(level)?;
+                let out = c.compress(data);
+                *slot = Some((level, c));
+                out
+            }
+        }
+    })
+}
 /// Encodes a header: prefix then compressed body.
 pub fn encode_header(header: &SegmentHeader, zstd_level: i32) -> Result<Vec<u8>, SegmentError> {
     let body = rkyv::to_bytes::<rkyv::rancor::Error>(&header.to_body())
         .map_err(|e| SegmentError::Encode(format!("header: {e}")))?;
-    let compressed = zstd::bulk::compress(&body, zstd_level)
-        .map_err(|e| SegmentError::Encode(format!("header: {e}")))?;
+    let compressed =
+        compress(&body, zstd_level).map_err(|e| SegmentError::Encode(format!("header: {e}")))?;
     let too_big = |len: usize| {
         u32::try_from(len)
             .ok()
@@ -228,8 +253,8 @@ pub(crate) fn encode_block(
             format::MAX_BLOCK_BYTES
         )));
     }
-    let compressed = zstd::bulk::compress(&archived, zstd_level)
-        .map_err(|e| SegmentError::Encode(format!("block: {e}")))?;
+    let compressed =
+        compress(&archived, zstd_level).map_err(|e| SegmentError::Encode(format!("block: {e}")))?;
     let compressed_len = u32::try_from(compressed.len())
         .map_err(|_| SegmentError::Encode("compressed block too large".into()))?;
     let uncompressed_len = archived.len() as u32;
@@ -440,7 +465,7 @@ impl SegmentWriter {
         };
         let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&footer)
             .map_err(|e| SegmentError::Encode(format!("footer: {e}")))?;
-        let compressed = zstd::bulk::compress(&archived, self.opts.zstd_level)
+        let compressed = compress(&archived, self.opts.zstd_level)
             .map_err(|e| SegmentError::Encode(format!("footer: {e}")))?;
         let fits = |n: usize| {
             u32::try_from(n)
