@@ -942,7 +942,13 @@ impl Analyzer {
         };
         let ids = rows.iter().flat_map(|r| [r.client, r.server]);
         let ids = ids.chain(conn_rows.iter().flat_map(|c| [c.client, c.server]));
+        let mut seen = vec![false; self.strings.strings.len()];
         for id in ids {
+            match seen.get_mut(id as usize) {
+                Some(true) => continue,
+                Some(s) => *s = true,
+                None => {}
+            }
             let name = self.strings.get(id);
             if !services.contains_key(name) {
                 services.insert(
