@@ -130,6 +130,8 @@ struct Side {
     sent: u64,
     received: u64,
     closed_bytes: Option<(u64, u64)>,
+    /// When the socket was closed (wall ns).
+    closed_at: Option<u64>,
     established: bool,
     failed: bool,
 }
@@ -147,6 +149,8 @@ struct Ex {
     status: u32,
     trace: u32,
     error: bool,
+    /// Failed because its connection closed before any response byte (see `close_side`).
+    cut_off: bool,
 }
 
 struct Failure {
@@ -169,6 +173,8 @@ pub struct Analyzer {
     retransmits: Map<(Endpoint, Endpoint), u64>,
     /// Last reset received per 4-tuple (local, remote), to tell why a request got no response.
     resets: Map<(Endpoint, Endpoint), u64>,
+    /// Intervals (node, from, to; wall ns) in which the capture lost L7 messages.
+    l7_losses: Vec<(u16, u64, u64)>,
     dns_names: HashMap<IpAddr, String>,
     strings: Interner,
     recent: Recent,
@@ -232,6 +238,7 @@ impl Analyzer {
             failures: Vec::new(),
             retransmits: Map::default(),
             resets: Map::default(),
+            l7_losses: Vec::new(),
             dns_names: HashMap::new(),
             strings: Interner::default(),
             recent: Recent::default(),
@@ -321,6 +328,7 @@ impl Analyzer {
             sent: 0,
             received: 0,
             closed_bytes: None,
+            closed_at: None,
             established: !client,
             failed: false,
         });
@@ -473,7 +481,7 @@ impl Analyzer {
                         side.protocol = parser.protocol();
                     }
                 }
-                self.drain_parsed(idx);
+                self.drain_parsed(idx, false);
             }
             EventBody::TcpSample(s) if s.what == TcpSampleKind::Retransmit => {
                 *self.retransmits.entry((s.local, s.remote)).or_insert(0) += 1;
@@ -498,6 +506,21 @@ impl Analyzer {
                 }
             }
             EventBody::Loss(l) => {
+                if l.kind == EventKind::L7 {
+                    // The interval is on the node's monotonic clock, like `ev.ts`.
+                    let wall = |mono: u64| {
+                        if ts >= ev.ts {
+                            mono.saturating_add(ts - ev.ts)
+                        } else {
+                            mono.saturating_sub(ev.ts - ts)
+                        }
+                    };
+                    self.l7_losses.push((
+                        node,
+                        wall(l.from_ns.min(l.to_ns)),
+                        wall(l.to_ns.max(l.from_ns)),
+                    ));
+                }
                 *self
                     .dropped_by_kind
                     .entry(l.kind.name().to_string())
@@ -583,7 +606,7 @@ impl Analyzer {
                     if is_unspecified(&s.remote) {
                         s.remote = e.remote;
                     }
-                    self.close_side(idx, true);
+                    self.close_side(idx, Some(ts));
                 }
             }
         }
@@ -593,8 +616,9 @@ impl Analyzer {
     /// capture ended), so requests still waiting for their first response byte never got one:
     /// they are failed requests, labelled [`NO_RESPONSE_RESET`] when the connection was reset
     /// after they were sent, else [`NO_RESPONSE_CLOSED`].
-    fn close_side(&mut self, idx: u32, closed: bool) {
+    fn close_side(&mut self, idx: u32, closed: Option<u64>) {
         let side = &mut self.sides[idx as usize];
+        side.closed_at = closed;
         if let Some(parser) = side.parser.take() {
             if side.protocol.is_none() {
                 side.protocol = parser.protocol();
@@ -609,7 +633,7 @@ impl Analyzer {
             }
             let from = self.parsed.len();
             parser.finish(&mut self.parsed);
-            if closed {
+            if closed.is_some() {
                 let reset = self.resets.get(&(side.local, side.remote)).copied();
                 for x in &mut self.parsed[from..] {
                     if x.response_ts.is_none() {
@@ -623,11 +647,12 @@ impl Analyzer {
                     }
                 }
             }
-            self.drain_parsed(idx);
+            self.drain_parsed(idx, closed.is_some());
         }
     }
 
-    fn drain_parsed(&mut self, side: u32) {
+    /// Interns the exchanges parsed for `side`; `closing`: they come from its close.
+    fn drain_parsed(&mut self, side: u32, closing: bool) {
         if self.parsed.is_empty() {
             return;
         }
@@ -652,10 +677,47 @@ impl Analyzer {
                     .map(|t| self.strings.intern(t))
                     .unwrap_or(EMPTY),
                 error: x.error,
+                cut_off: closing && x.response_ts.is_none(),
             };
             self.exchanges.push(ex);
         }
         self.parsed = parsed;
+    }
+
+    /// A request cut off by a close is a failure only if the capture could have seen its
+    /// response: when L7 messages of its node were lost between the request and the close,
+    /// the response may have been among them, and the request is left unanswered (no status,
+    /// not an error) as one still open at the end of the capture.
+    fn forgive_cut_offs_in_losses(&mut self) {
+        if self.l7_losses.is_empty() {
+            return;
+        }
+        // Per node: intervals by start, with the running maximum of their ends.
+        let mut losses = std::mem::take(&mut self.l7_losses);
+        losses.sort_unstable();
+        let mut reach = Vec::with_capacity(losses.len());
+        let mut node_max: Option<(u16, u64)> = None;
+        for &(n, _, to) in &losses {
+            let m = match node_max {
+                Some((mn, m)) if mn == n => m.max(to),
+                _ => to,
+            };
+            node_max = Some((n, m));
+            reach.push(m);
+        }
+        for x in self.exchanges.iter_mut().filter(|x| x.cut_off) {
+            let side = &self.sides[x.side as usize];
+            let (from, to) = (x.ts, side.closed_at.unwrap_or(u64::MAX));
+            // The last interval of this node starting at or before `to`.
+            let i = losses.partition_point(|&(n, f, _)| (n, f) <= (side.node, to));
+            let overlaps = i > 0 && losses[i - 1].0 == side.node && reach[i - 1] >= from;
+            if overlaps {
+                x.error = false;
+                x.status = EMPTY;
+                x.cut_off = false;
+            }
+        }
+        self.l7_losses = losses;
     }
 
     /// Ends the analysis: closes open sides, names services, pairs sides and aggregates.
@@ -672,8 +734,9 @@ impl Analyzer {
         self.conns.clear();
         for idx in open {
             // Still open at the end of the capture: a request may yet be answered.
-            self.close_side(idx, false);
+            self.close_side(idx, None);
         }
+        self.forgive_cut_offs_in_losses();
 
         let mut cp = crate::input::Checkpoints::new();
         let names = self.name_services();

@@ -415,12 +415,19 @@ fn requests_cut_off_by_a_close_or_reset_are_failed_requests() {
     let c3 = s.connect(t + 7_000_000, 10, 20, 7000);
     let r = req("/pending");
     s.request(&c3, t + 8_000_000, &r, r.len() as u64);
+    // The capture lost L7 messages between a request and its close: the response may have
+    // been among them, so the request is not called a failure.
+    let c4 = s.connect(t + 9_000_000, 10, 20, 7000);
+    let r = req("/lost");
+    s.request(&c4, t + 10_000_000, &r, r.len() as u64);
+    s.loss(t + 10_500_000, EventKind::L7, 3);
+    s.close(&c4, t + 11_000_000, 0, 0);
     let a = run(&s.finish(), ServicesFile::default());
     let e = a
         .edges_between("client", "server:7000")
         .next()
         .expect("edge");
-    assert_eq!((e.requests, e.errors), (4, 2), "{e:?}");
+    assert_eq!((e.requests, e.errors), (5, 2), "{e:?}");
     let row = |target: &str| {
         a.requests
             .iter()
@@ -444,6 +451,8 @@ fn requests_cut_off_by_a_close_or_reset_are_failed_requests() {
     );
     let pending = row("/pending");
     assert_eq!((pending.status, pending.error), ("", false));
+    let lost = row("/lost");
+    assert_eq!((lost.status, lost.error), ("", false));
     let server = a.service("server:7000").expect("server");
-    assert_eq!((server.requests, server.errors), (4, 2));
+    assert_eq!((server.requests, server.errors), (5, 2));
 }
