@@ -222,7 +222,12 @@ pub struct Converter {
     cgroup_filter: Option<String>,
     /// Read /proc for exec enrichment (off in unit tests).
     read_proc: bool,
+    /// The payload buffer of the last event written, reused by the next one.
+    spare: Vec<u8>,
 }
+
+/// Largest payload buffer kept for reuse (payload prefixes are at most 4 KiB).
+const SPARE_MAX: usize = 64 << 10;
 
 impl Converter {
     /// A converter over `procs`; `cgroup_filter` keeps only processes whose cgroup path
@@ -234,7 +239,30 @@ impl Converter {
             log_paths: HashMap::new(),
             cgroup_filter,
             read_proc: true,
+            spare: Vec::new(),
         }
+    }
+
+    /// Takes back the payload buffer of an event that has been written, for the next event
+    /// (so that converting a record allocates nothing in the steady state).
+    pub fn reclaim(&mut self, ev: Event) {
+        let payload = match ev.body {
+            EventBody::L7(m) => m.payload,
+            EventBody::Udp(m) => m.payload,
+            EventBody::Log(m) => m.payload,
+            _ => return,
+        };
+        if payload.capacity() <= SPARE_MAX && payload.capacity() > self.spare.capacity() {
+            self.spare = payload;
+        }
+    }
+
+    /// `bytes` in the reclaimed buffer (or a new one).
+    fn payload(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut p = std::mem::take(&mut self.spare);
+        p.clear();
+        p.extend_from_slice(bytes);
+        p
     }
 
     /// Does not read /proc (for tests fed with synthetic records).
@@ -442,7 +470,7 @@ impl Converter {
                 tid: d.h.tid,
                 direction,
                 size: d.size,
-                payload: payload.to_vec(),
+                payload: self.payload(payload),
                 tcp_seq: None,
                 folded_calls: d.folded_calls,
                 folded_bytes: d.folded_bytes,
@@ -456,7 +484,7 @@ impl Converter {
                 local,
                 remote,
                 size: d.size,
-                payload: payload.to_vec(),
+                payload: self.payload(payload),
             }),
             rt_kind::RT_K_LOG if d.h.flags & rt_hdr_flags::RT_F_LOG_OPEN.0 as u16 != 0 => {
                 // not an event: the path of a log file fd, for the writes that follow
@@ -476,7 +504,7 @@ impl Converter {
                     fd: d.fd,
                     path,
                     size: d.size,
-                    payload: payload.to_vec(),
+                    payload: self.payload(payload),
                 })
             }
             _ => return None,

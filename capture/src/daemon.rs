@@ -875,7 +875,8 @@ fn writer_loop(
                         if counters.redact {
                             redacted += redact_event(&mut ev) as u64;
                         }
-                        res = sink.append(ev);
+                        res = sink.append(&ev);
+                        converter.reclaim(ev);
                         if res.is_err() {
                             break;
                         }
@@ -890,11 +891,11 @@ fn writer_loop(
                         if let EventBody::Loss(l) = &ev.body {
                             sink.record_loss(l.kind, l.count);
                         }
-                        sink.append(ev)?;
+                        sink.append(&ev)?;
                     }
                 }
                 Ok(Msg::Mark(ts, m, pin_ns)) => {
-                    sink.append(Event::new(ts, EventBody::Mark(m)))?;
+                    sink.append(&Event::new(ts, EventBody::Mark(m)))?;
                     sink.pin(ts.saturating_sub(pin_ns), ts.saturating_add(pin_ns));
                     sink.flush()?;
                 }
@@ -998,7 +999,7 @@ mod tests {
     fn through_writer(msgs: Vec<Msg>, redact: bool) -> (MemorySink, u64) {
         struct Shared(std::sync::Arc<std::sync::Mutex<MemorySink>>);
         impl EventSink for Shared {
-            fn append(&mut self, ev: Event) -> Result<(), CaptureError> {
+            fn append(&mut self, ev: &Event) -> Result<(), CaptureError> {
                 self.0.lock().unwrap().append(ev)
             }
             fn tick(&mut self) -> Result<(), CaptureError> {
@@ -1072,6 +1073,26 @@ mod tests {
         };
         assert_eq!(m.payload, req);
         assert_eq!(n, 0);
+    }
+
+    /// The payload buffer is reused from one event to the next: a short payload after a long
+    /// one must carry nothing of it, and a longer one after a short one all of itself.
+    #[test]
+    fn reused_payload_buffers_carry_nothing_over() {
+        let long = b"GET /a/long/path/with/many/segments HTTP/1.1\r\nHost: example\r\n\r\n";
+        let (sink, _) = through_writer(
+            vec![batch(&[l7(long), l7(b"short"), l7(b""), l7(long)])],
+            true,
+        );
+        let payloads: Vec<&[u8]> = sink
+            .events
+            .iter()
+            .map(|e| match &e.body {
+                EventBody::L7(m) => m.payload.as_slice(),
+                _ => panic!("not l7"),
+            })
+            .collect();
+        assert_eq!(payloads, vec![&long[..], b"short", b"", &long[..]]);
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub struct SinkStats {
 
 /// A destination for events (the writer thread's only view of the capture directory).
 pub trait EventSink: Send {
-    /// Appends one event.
-    fn append(&mut self, ev: Event) -> Result<(), CaptureError>;
+    /// Appends one event (the caller keeps it, and may reuse its buffers).
+    fn append(&mut self, ev: &Event) -> Result<(), CaptureError>;
     /// Periodic work: flush old blocks, rotate, apply the ring policy. Called every 100 ms.
     fn tick(&mut self) -> Result<(), CaptureError>;
     /// Writes the open block now.
@@ -45,8 +45,8 @@ pub trait EventSink: Send {
 }
 
 impl EventSink for retrace_segment::CaptureWriter {
-    fn append(&mut self, ev: Event) -> Result<(), CaptureError> {
-        Ok(retrace_segment::CaptureWriter::append(self, ev)?)
+    fn append(&mut self, ev: &Event) -> Result<(), CaptureError> {
+        Ok(retrace_segment::CaptureWriter::append_ref(self, ev)?)
     }
     fn tick(&mut self) -> Result<(), CaptureError> {
         Ok(retrace_segment::CaptureWriter::tick(self)?)
@@ -95,8 +95,8 @@ pub struct MemorySink {
 }
 
 impl EventSink for MemorySink {
-    fn append(&mut self, ev: Event) -> Result<(), CaptureError> {
-        self.events.push(ev);
+    fn append(&mut self, ev: &Event) -> Result<(), CaptureError> {
+        self.events.push(ev.clone());
         Ok(())
     }
     fn tick(&mut self) -> Result<(), CaptureError> {

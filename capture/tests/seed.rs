@@ -22,7 +22,7 @@ fn is_root() -> bool {
 struct Shared(Arc<Mutex<MemorySink>>);
 
 impl EventSink for Shared {
-    fn append(&mut self, ev: Event) -> Result<(), CaptureError> {
+    fn append(&mut self, ev: &Event) -> Result<(), CaptureError> {
         self.0.lock().expect("lock").append(ev)
     }
     fn tick(&mut self) -> Result<(), CaptureError> {

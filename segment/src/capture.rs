@@ -397,6 +397,12 @@ impl CaptureWriter {
     /// Appends an event: keeps the state snapshot current, writes the block when it is full,
     /// rotates when due.
     pub fn append(&mut self, ev: Event) -> Result<(), SegmentError> {
+        self.append_ref(&ev)
+    }
+
+    /// Like [`CaptureWriter::append`], from a borrowed event (the caller keeps its buffers,
+    /// to reuse them for the next one).
+    pub fn append_ref(&mut self, ev: &Event) -> Result<(), SegmentError> {
         if self.cur.is_none() && self.block.is_empty() && self.next_header_state.is_none() {
             // This event starts a new segment: its header holds the state before it.
             self.next_header_state = Some(self.state.snapshot());
@@ -404,8 +410,8 @@ impl CaptureWriter {
         if self.block.is_empty() {
             self.block_started = Some(Instant::now());
         }
-        self.block.push(&ev);
-        self.state.apply(&ev);
+        self.block.push(ev);
+        self.state.apply(ev);
         self.last_ts = self.last_ts.max(ev.ts);
         if let EventBody::Mark(m) = &ev.body {
             self.marks.push((ev.ts, m.note.clone()));
