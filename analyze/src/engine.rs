@@ -161,6 +161,37 @@ struct Failure {
     errno: i32,
 }
 
+/// A DNS query of a captured process, waiting for its response: keyed by
+/// `(node, pid, local, remote, transaction id)`.
+type DnsKey = (u16, u32, Endpoint, Endpoint, u16);
+
+/// A DNS query seen from the client, answered or not.
+struct DnsQuery {
+    node: u16,
+    pid: u32,
+    /// The server (resolver) asked.
+    remote: Endpoint,
+    /// When the query was sent (wall ns).
+    ts: u64,
+    qtype: String,
+    name: String,
+    /// Response code (`NOERROR`, `NXDOMAIN`...) and latency, once answered.
+    answer: Option<(String, u64)>,
+}
+
+/// How long a DNS query may stay unanswered before the capture's end, for it to count as
+/// failed (resolvers retry after 5 s by default).
+const DNS_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// Status of a DNS query never answered within [`DNS_TIMEOUT_NS`].
+pub const DNS_NO_RESPONSE: &str = "no response (timeout)";
+
+/// Whether a DNS response code is a failure of the resolver. `NXDOMAIN` is an answer (the
+/// name does not exist), routine when search domains are tried, so it is not.
+fn dns_failed(rcode: &str) -> bool {
+    !matches!(rcode, "NOERROR" | "NXDOMAIN")
+}
+
 /// Consumes events and produces an [`Analysis`].
 pub struct Analyzer {
     services_file: ServicesFile,
@@ -176,6 +207,10 @@ pub struct Analyzer {
     /// Intervals (node, from, to; wall ns) in which the capture lost L7 messages.
     l7_losses: Vec<(u16, u64, u64)>,
     dns_names: HashMap<IpAddr, String>,
+    /// DNS queries of captured processes (client side), in the order they were sent.
+    dns_queries: Vec<DnsQuery>,
+    /// Queries waiting for their response (indexes into `dns_queries`).
+    dns_pending: Map<DnsKey, usize>,
     strings: Interner,
     recent: Recent,
     parsed: Vec<Parsed>,
@@ -240,6 +275,8 @@ impl Analyzer {
             resets: Map::default(),
             l7_losses: Vec::new(),
             dns_names: HashMap::new(),
+            dns_queries: Vec::new(),
+            dns_pending: Map::default(),
             strings: Interner::default(),
             recent: Recent::default(),
             parsed: Vec::new(),
@@ -496,6 +533,34 @@ impl Analyzer {
                 match l7::parse_dns(&u.payload) {
                     Some(d) => {
                         self.payload.dns_messages += 1;
+                        // The client's side of a query to a resolver: a request of an edge.
+                        if u.remote.port == 53 {
+                            let key = (node, u.pid, u.local, u.remote, d.id);
+                            match (d.is_response, u.direction) {
+                                (false, Direction::Egress) => {
+                                    self.dns_pending.insert(key, self.dns_queries.len());
+                                    self.dns_queries.push(DnsQuery {
+                                        node,
+                                        pid: u.pid,
+                                        remote: u.remote,
+                                        ts,
+                                        qtype: d.qtype.clone(),
+                                        name: d.name.clone(),
+                                        answer: None,
+                                    });
+                                }
+                                (true, Direction::Ingress) => {
+                                    if let Some(q) = self
+                                        .dns_pending
+                                        .remove(&key)
+                                        .and_then(|i| self.dns_queries.get_mut(i))
+                                    {
+                                        q.answer = Some((d.rcode.clone(), ts.saturating_sub(q.ts)));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
                         if d.is_response && !d.name.is_empty() {
                             for a in d.addrs {
                                 self.dns_names.entry(a).or_insert_with(|| d.name.clone());
@@ -970,6 +1035,46 @@ impl Analyzer {
             });
         }
 
+        // DNS queries of captured clients: requests of the client -> resolver edge. A query
+        // still unanswered when the capture ended counts only once it has waited long enough.
+        let dns = self.strings.intern("dns");
+        for q in &self.dns_queries {
+            let (status, latency, error) = match &q.answer {
+                Some((rcode, latency)) => (rcode.as_str(), *latency, dns_failed(rcode)),
+                None if window_end.saturating_sub(q.ts) >= DNS_TIMEOUT_NS => {
+                    (DNS_NO_RESPONSE, NO_LATENCY, true)
+                }
+                None => continue,
+            };
+            let client = names
+                .get(&(q.node, q.pid))
+                .map(|n| n.0.clone())
+                .unwrap_or_default();
+            if client.is_empty() {
+                continue;
+            }
+            let server = resolver.server(q.node, &q.remote);
+            let client = self.strings.intern(&client);
+            let server = self.strings.intern(&server);
+            let name = self.strings.intern(&q.name);
+            rows.push(Row {
+                ts: q.ts,
+                latency,
+                server_latency: NO_LATENCY,
+                client,
+                server,
+                protocol: dns,
+                method: self.strings.intern(&q.qtype),
+                target: name,
+                route: name,
+                status: self.strings.intern(status),
+                trace: EMPTY,
+                node: node_ids.get(usize::from(q.node)).copied().unwrap_or(EMPTY),
+                error,
+            });
+        }
+        self.dns_queries = Vec::new();
+
         // Every exchange is in `rows` now.
         drop(order);
         self.exchanges = Vec::new();
@@ -1091,6 +1196,9 @@ impl Analyzer {
         }
         for f in &self.failures {
             relevant.insert((f.node, f.pid));
+        }
+        for q in &self.dns_queries {
+            relevant.insert((q.node, q.pid));
         }
         for (k, p) in &self.procs {
             if !p.ports.is_empty() {

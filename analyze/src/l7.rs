@@ -29,6 +29,8 @@ pub struct Dns {
     pub is_response: bool,
     /// Queried name.
     pub name: String,
+    /// Query type (`A`, `AAAA`, `SRV`...).
+    pub qtype: String,
     /// Response code name (`NOERROR`, `NXDOMAIN`...).
     pub rcode: String,
     /// Addresses in the answers.
@@ -112,6 +114,7 @@ mod imp {
             id: m.id,
             is_response: m.is_response,
             name: m.name,
+            qtype: m.qtype,
             rcode: m.rcode,
             addrs,
         })

@@ -111,7 +111,8 @@ fn edges_carry_requests_errors_failures_and_retransmits() {
     );
     // Bytes from the close events of the client side.
     assert!(front.bytes_sent > 2000 * 60 && front.bytes_received > front.bytes_sent);
-    assert_eq!(a.total_requests, 2000 * 3 + refused);
+    // ... and the one DNS query of the shop's client.
+    assert_eq!(a.total_requests, 2000 * 3 + refused + 1);
 }
 
 #[test]
@@ -455,4 +456,79 @@ fn requests_cut_off_by_a_close_or_reset_are_failed_requests() {
     assert_eq!((lost.status, lost.error), ("", false));
     let server = a.service("server:7000").expect("server");
     assert_eq!((server.requests, server.errors), (5, 2));
+}
+
+/// DNS queries of a captured process are requests of its edge to the resolver: latency from
+/// the query to the response, NXDOMAIN an answer, SERVFAIL and a query never answered
+/// (past the resolver's 5 s timeout before the capture's end) failures; one still within its
+/// timeout at the end is not counted at all.
+#[test]
+fn dns_queries_are_requests_to_the_resolver() {
+    use retrace_segment::{Direction, Endpoint, EventBody, UdpMessage};
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    s.exec(t, 20, 1, "/usr/bin/curl", &["curl", "http://db.internal/"]);
+    let resolver = Endpoint::new(std::net::Ipv4Addr::new(10, 0, 0, 53), 53);
+    let local = Endpoint::new(std::net::Ipv4Addr::new(10, 0, 0, 2), 40000);
+    let addr = std::net::Ipv4Addr::new(10, 0, 0, 7);
+    let udp = |s: &mut Synth<Vec<Event>>, ts: u64, direction: Direction, p: Vec<u8>| {
+        s.push(Event::new(
+            ts,
+            EventBody::Udp(UdpMessage {
+                pid: 20,
+                tid: 20,
+                direction,
+                local,
+                remote: resolver,
+                size: p.len() as u64,
+                payload: p,
+            }),
+        ));
+    };
+    // (id, rcode flags byte, sent at, answered after)
+    let queries: [(u16, u8, u64, Option<u64>); 5] = [
+        (1, 0x80, 0, Some(400_000)),            // NOERROR in 0.4 ms
+        (2, 0x83, 1_000_000, Some(2_000_000)),  // NXDOMAIN in 2 ms
+        (3, 0x82, 2_000_000, Some(30_000_000)), // SERVFAIL in 30 ms
+        (4, 0x80, 3_000_000, None),             // never answered, 10 s before the end
+        (5, 0x80, 10_000_000_000, None),        // sent 3 s before the end: may yet be answered
+    ];
+    for (id, rcode, at, answer) in queries {
+        let (q, mut r) = synth::dns_packets(id, "db.internal", addr);
+        r[3] = rcode;
+        udp(&mut s, t + at, Direction::Egress, q);
+        if let Some(after) = answer {
+            udp(&mut s, t + at + after, Direction::Ingress, r);
+        }
+    }
+    s.mark(t + 13_000_000_000, "end");
+    let a = run(&s.finish(), ServicesFile::default());
+    let e = a
+        .edges_between("curl", "10.0.0.53:53")
+        .find(|e| e.protocol == "dns")
+        .unwrap_or_else(|| panic!("a dns edge to the resolver: {:?}", a.edges));
+    assert_eq!((e.requests, e.errors), (4, 2), "{e:?}");
+    assert_eq!(e.connections, 0);
+    // Exact percentiles over the answered queries' latencies (0.4, 2, 30 ms).
+    assert_eq!(e.p50_ms, Some(2.0));
+    let statuses: Vec<&str> = a
+        .requests
+        .iter()
+        .filter(|r| r.protocol == "dns")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            "NOERROR",
+            "NXDOMAIN",
+            "SERVFAIL",
+            crate::engine::DNS_NO_RESPONSE
+        ]
+    );
+    assert!(a
+        .requests
+        .iter()
+        .filter(|r| r.protocol == "dns")
+        .all(|r| r.method == "A" && r.target == "db.internal"));
 }
