@@ -186,6 +186,29 @@ const DNS_TIMEOUT_NS: u64 = 5_000_000_000;
 /// Status of a DNS query never answered within [`DNS_TIMEOUT_NS`].
 pub const DNS_NO_RESPONSE: &str = "no response (timeout)";
 
+/// Pairs a connection's client-side exchanges (`mine`, in time order) with its server-side
+/// ones (`theirs`): each with the next server exchange of the same method and target, looking
+/// a few ahead. Either side may have missed exchanges (a capture that began mid-connection,
+/// lost messages), and one missing exchange must not shift every pairing after it. Returns,
+/// per client exchange, the index of its server exchange in `theirs`.
+fn align(exchanges: &[Ex], mine: &[u32], theirs: &[u32]) -> Vec<Option<usize>> {
+    const LOOKAHEAD: usize = 8;
+    let mut out = Vec::with_capacity(mine.len());
+    let mut next = 0;
+    for &xi in mine {
+        let x = &exchanges[xi as usize];
+        let found = (next..theirs.len().min(next + LOOKAHEAD)).find(|&j| {
+            let y = &exchanges[theirs[j] as usize];
+            y.method == x.method && y.target == x.target
+        });
+        if let Some(j) = found {
+            next = j + 1;
+        }
+        out.push(found);
+    }
+    out
+}
+
 /// Whether a DNS response code is a failure of the resolver. `NXDOMAIN` is an answer (the
 /// name does not exist), routine when search domains are tried, so it is not.
 fn dns_failed(rcode: &str) -> bool {
@@ -952,13 +975,18 @@ impl Analyzer {
                 bytes_received,
                 retransmits,
             });
+            let pairs = align(&self.exchanges, mine, theirs);
+            let mut seen_by_client = vec![false; theirs.len()];
             for (k, &xi) in mine.iter().enumerate() {
                 let x = &self.exchanges[xi as usize];
                 let server_latency = if s.client {
-                    theirs
-                        .get(k)
-                        .map(|&yi| self.exchanges[yi as usize].latency)
-                        .unwrap_or(NO_LATENCY)
+                    match pairs[k] {
+                        Some(j) => {
+                            seen_by_client[j] = true;
+                            self.exchanges[theirs[j] as usize].latency
+                        }
+                        None => NO_LATENCY,
+                    }
                 } else {
                     x.latency
                 };
@@ -978,8 +1006,12 @@ impl Analyzer {
                     error: x.error,
                 });
             }
-            // Exchanges the server saw beyond those the client side saw.
-            for &yi in theirs.iter().skip(mine.len()) {
+            // Exchanges the server saw that the client side did not.
+            for (&yi, _) in theirs
+                .iter()
+                .zip(&seen_by_client)
+                .filter(|(_, &seen)| !seen)
+            {
                 let y = &self.exchanges[yi as usize];
                 rows.push(Row {
                     ts: y.ts,
@@ -1353,5 +1385,53 @@ impl Resolver {
             Some(name) => name.clone(),
             None => ip.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(method: u32, target: u32, latency: u64) -> Ex {
+        Ex {
+            side: 0,
+            ts: 0,
+            latency,
+            protocol: 1,
+            method,
+            target,
+            route: target,
+            status: 0,
+            trace: EMPTY,
+            error: false,
+            cut_off: false,
+        }
+    }
+
+    /// Sides that saw the same exchanges pair one to one; a side that missed one does not shift
+    /// the pairings after it; unknown exchanges pair with nothing.
+    #[test]
+    fn exchanges_align_by_request_not_by_position() {
+        // Client saw /a /b /c /d; the server missed /b (lost) and saw /x the client did not.
+        let all = vec![
+            ex(1, 10, 5), // 0 client /a
+            ex(1, 11, 5), // 1 client /b
+            ex(1, 12, 5), // 2 client /c
+            ex(1, 13, 5), // 3 client /d
+            ex(1, 10, 1), // 4 server /a
+            ex(1, 99, 2), // 5 server /x
+            ex(1, 12, 3), // 6 server /c
+            ex(1, 13, 4), // 7 server /d
+        ];
+        let pairs = align(&all, &[0, 1, 2, 3], &[4, 5, 6, 7]);
+        assert_eq!(pairs, vec![Some(0), None, Some(2), Some(3)]);
+        // By position, /b would have taken /x's latency and every later one shifted.
+        let same = align(&all, &[0, 2, 3], &[4, 6, 7]);
+        assert_eq!(same, vec![Some(0), Some(1), Some(2)]);
+        // A method differing on the same target does not pair.
+        let mut other = all.clone();
+        other[4].method = 2;
+        assert_eq!(align(&other, &[0], &[4]), vec![None]);
+        assert_eq!(align(&all, &[], &[4]), Vec::<Option<usize>>::new());
     }
 }
