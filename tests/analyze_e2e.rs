@@ -619,11 +619,14 @@ fn check_backends(c: &mut Checks, run: &Run, api: &[PyLine], users: &[PyLine]) {
         run.edge("api", "users").errors,
         users.iter().filter(|l| l.status >= 500).count() as u64,
     );
+    // Compared with the api's own log, which a stopped api cannot complete: a checkout it
+    // was serving may have made its calls without being logged (`near`: the in-flight slack,
+    // 0 outside api-down).
     let gets = run
         .rows("api", "redis")
         .filter(|r| r.method.eq_ignore_ascii_case("GET"))
         .count() as u64;
-    c.eq(
+    c.near(
         "api -> redis GETs vs successful checkouts in the api log",
         gets,
         checkout_200,
@@ -639,17 +642,17 @@ fn check_backends(c: &mut Checks, run: &Run, api: &[PyLine], users: &[PyLine]) {
             })
             .count() as u64
     };
-    c.eq(
+    c.near(
         "api -> postgres price SELECTs vs successful checkouts",
         pg("SELECT PRICE FROM PRODUCTS"),
         checkout_200,
     );
-    c.eq(
+    c.near(
         "api -> postgres order INSERTs vs successful checkouts",
         pg("INSERT INTO ORDERS"),
         checkout_200,
     );
-    c.eq(
+    c.near(
         "api -> postgres product SELECTs vs products in the api log",
         pg("SELECT ID, NAME, PRICE FROM PRODUCTS"),
         products_200,
@@ -723,8 +726,9 @@ fn api_down_errors_match_the_ground_truth() {
     let api = parse_python(&run.log("api"));
     let users = parse_python(&run.log("users"));
     // The api is stopped mid-run: at most the load generator's concurrency (4 connections)
-    // of requests can be in flight in it at that moment, missing from its own log (only the
-    // api-log comparisons use this slack). Requests nginx had sent on its keepalive
+    // of requests can be in flight in it at that moment, missing from its own log although
+    // their calls to users, Redis and PostgreSQL were made (only the api-log comparisons use
+    // this slack). Requests nginx had sent on its keepalive
     // connections when the api died, and the kill reset, are counted as failed nginx -> api
     // requests, exactly as nginx's log counts failed upstream attempts (before requests cut
     // off by a close or reset were counted as errors, 328 analyzed errors faced 331 logged).
