@@ -173,10 +173,12 @@ struct DnsQuery {
     remote: Endpoint,
     /// When the query was sent (wall ns).
     ts: u64,
-    qtype: String,
-    name: String,
-    /// Response code (`NOERROR`, `NXDOMAIN`...) and latency, once answered.
-    answer: Option<(String, u64)>,
+    /// Query type and name (ids into the interner).
+    qtype: u32,
+    name: u32,
+    /// Response code (`NOERROR`, `NXDOMAIN`...; interned), whether it is a failure, and the
+    /// latency, once answered.
+    answer: Option<(u32, bool, u64)>,
 }
 
 /// How long a DNS query may stay unanswered before the capture's end, for it to count as
@@ -562,23 +564,26 @@ impl Analyzer {
                             match (d.is_response, u.direction) {
                                 (false, Direction::Egress) => {
                                     self.dns_pending.insert(key, self.dns_queries.len());
+                                    let qtype = self.strings.intern(&d.qtype);
+                                    let name = self.strings.intern(&d.name);
                                     self.dns_queries.push(DnsQuery {
                                         node,
                                         pid: u.pid,
                                         remote: u.remote,
                                         ts,
-                                        qtype: d.qtype.clone(),
-                                        name: d.name.clone(),
+                                        qtype,
+                                        name,
                                         answer: None,
                                     });
                                 }
                                 (true, Direction::Ingress) => {
-                                    if let Some(q) = self
-                                        .dns_pending
-                                        .remove(&key)
-                                        .and_then(|i| self.dns_queries.get_mut(i))
-                                    {
-                                        q.answer = Some((d.rcode.clone(), ts.saturating_sub(q.ts)));
+                                    if let Some(i) = self.dns_pending.remove(&key) {
+                                        let rcode = self.strings.intern(&d.rcode);
+                                        let failed = dns_failed(&d.rcode);
+                                        if let Some(q) = self.dns_queries.get_mut(i) {
+                                            q.answer =
+                                                Some((rcode, failed, ts.saturating_sub(q.ts)));
+                                        }
                                     }
                                 }
                                 _ => {}
@@ -1070,11 +1075,12 @@ impl Analyzer {
         // DNS queries of captured clients: requests of the client -> resolver edge. A query
         // still unanswered when the capture ended counts only once it has waited long enough.
         let dns = self.strings.intern("dns");
+        let no_response = self.strings.intern(DNS_NO_RESPONSE);
         for q in &self.dns_queries {
-            let (status, latency, error) = match &q.answer {
-                Some((rcode, latency)) => (rcode.as_str(), *latency, dns_failed(rcode)),
+            let (status, error, latency) = match q.answer {
+                Some(answer) => answer,
                 None if window_end.saturating_sub(q.ts) >= DNS_TIMEOUT_NS => {
-                    (DNS_NO_RESPONSE, NO_LATENCY, true)
+                    (no_response, true, NO_LATENCY)
                 }
                 None => continue,
             };
@@ -1088,7 +1094,6 @@ impl Analyzer {
             let server = resolver.server(q.node, &q.remote);
             let client = self.strings.intern(&client);
             let server = self.strings.intern(&server);
-            let name = self.strings.intern(&q.name);
             rows.push(Row {
                 ts: q.ts,
                 latency,
@@ -1096,10 +1101,10 @@ impl Analyzer {
                 client,
                 server,
                 protocol: dns,
-                method: self.strings.intern(&q.qtype),
-                target: name,
-                route: name,
-                status: self.strings.intern(status),
+                method: q.qtype,
+                target: q.name,
+                route: q.name,
+                status,
                 trace: EMPTY,
                 node: node_ids.get(usize::from(q.node)).copied().unwrap_or(EMPTY),
                 error,

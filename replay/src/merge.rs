@@ -29,9 +29,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use retrace_segment::{
-    ClockSync, Endpoint, Event, EventBody, Mark, MarkSource, ProcessInfo, StateSnapshot,
-};
+use retrace_segment::{ClockSync, Endpoint, Event, EventBody, ProcessInfo, StateSnapshot};
 
 use crate::filter::Filter;
 use crate::report::{InputReport, Report};
@@ -240,19 +238,10 @@ impl ReorderBuffer {
         let (wall, idx) = *run.keys.get(run.pos)?;
         run.pos += 1;
         let input = run.input;
-        let taken = || {
-            Event::new(
-                0,
-                EventBody::Mark(Mark {
-                    source: MarkSource::User,
-                    note: String::new(),
-                }),
-            )
-        };
         let event = run
             .events
             .get_mut(idx as usize)
-            .map(|e| std::mem::replace(e, taken()));
+            .map(|e| std::mem::replace(e, Event::new(0, EventBody::empty())));
         self.len -= 1;
         match run.keys.get(run.pos) {
             Some((next, _)) => self.heads.push(Reverse((*next, order, slot))),

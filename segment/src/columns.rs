@@ -795,7 +795,7 @@ fn size_of(len: usize, d: i64) -> u64 {
 /// Decodes a validated archived block into its events, in append order.
 pub fn decode(b: &ArchivedBlockV1) -> Result<Vec<Event>, DecodeError> {
     let mut out = Vec::with_capacity(b.kinds.len());
-    decode_with(b, |e| out.push(e))?;
+    decode_into(b, &mut out)?;
     Ok(out)
 }
 
@@ -813,7 +813,7 @@ pub fn decode_with(b: &ArchivedBlockV1, sink: impl FnMut(Event)) -> Result<usize
             let slot = self.0.get(kind);
             (self.1)(Event {
                 ts: slot.ts,
-                body: std::mem::replace(&mut slot.body, placeholder()),
+                body: std::mem::replace(&mut slot.body, EventBody::empty()),
             })
         }
     }
@@ -830,7 +830,7 @@ pub fn decode_into(b: &ArchivedBlockV1, out: &mut Vec<Event>) -> Result<usize, D
         fn body(&mut self, _kind: u8, ts: u64) -> &mut EventBody {
             self.0.push(Event {
                 ts,
-                body: placeholder(),
+                body: EventBody::empty(),
             });
             let last = self.0.len() - 1;
             &mut self.0[last].body
@@ -863,15 +863,6 @@ pub fn visit(b: &ArchivedBlockV1, visit: impl FnMut(&Event)) -> Result<usize, De
     walk(b, &mut Lend(Slots::new(), visit))
 }
 
-/// A body that owns no memory, for slots whose event was handed over.
-#[inline(always)]
-fn placeholder() -> EventBody {
-    EventBody::Mark(Mark {
-        source: MarkSource::User,
-        note: String::new(),
-    })
-}
-
 /// Where the decoding loop puts each event.
 trait Target {
     /// The body to decode an event of `kind` at `ts` into (overwritten in place).
@@ -887,7 +878,7 @@ impl Slots {
     fn new() -> Self {
         Slots(std::array::from_fn(|_| Event {
             ts: 0,
-            body: placeholder(),
+            body: EventBody::empty(),
         }))
     }
 

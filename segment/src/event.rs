@@ -218,6 +218,15 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// A body that owns no memory (an empty user mark): what a slot holds once its event has
+    /// been taken out.
+    pub fn empty() -> Self {
+        EventBody::Mark(Mark {
+            source: MarkSource::User,
+            note: String::new(),
+        })
+    }
+
     /// The kind of this body.
     pub fn kind(&self) -> EventKind {
         match self {

@@ -26,13 +26,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut sc = spec::load_scenario(&args.scenario)?;
     // Ports taken (another scenario running, anything else): move those services rather than
     // refuse, so runs can share a machine (a CI runner, say).
-    let busy =
-        |port: u16| listening(port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err();
     let free_port = || -> anyhow::Result<u16> {
         let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("finding a free port")?;
         Ok(l.local_addr()?.port())
     };
-    for (name, from, to) in sc.move_busy_ports(busy, free_port)? {
+    for (name, from, to) in sc.move_busy_ports(port_busy, free_port)? {
         println!("service {name}: port {from} is in use, using {to}");
     }
     let pre = preflight(&sc, args)?;
@@ -166,6 +164,12 @@ fn lookup_user(name: &str) -> anyhow::Result<(u32, u32)> {
     anyhow::bail!("no user {name:?} on this machine (install the package that creates it)")
 }
 
+/// Whether a service cannot take TCP `port` on loopback: something listens there, or it
+/// cannot be bound.
+fn port_busy(port: u16) -> bool {
+    listening(port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err()
+}
+
 /// Whether something listens on TCP `port` (from /proc/net/tcp{,6}, without connecting).
 pub fn listening(port: u16) -> bool {
     let want = format!(":{port:04X}");
@@ -244,7 +248,7 @@ fn preflight(sc: &Scenario, args: &RunArgs) -> anyhow::Result<Preflight> {
                 problems.push(format!("service {}: {e:#}", s.name));
             }
         }
-        if listening(s.port) || std::net::TcpListener::bind(("127.0.0.1", s.port)).is_err() {
+        if port_busy(s.port) {
             problems.push(format!(
                 "service {}: port {} is already in use",
                 s.name, s.port
