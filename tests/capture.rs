@@ -812,6 +812,187 @@ fn packet_loss_gives_retransmits_on_that_connection_only() {
     );
 }
 
+/// An echo server for any number of connections: every byte read is written back, until EOF.
+fn echo_all_server() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The client of `fd_reuse_is_not_taken_for_the_socket`: four connections whose fds change
+/// hands without a close(2) of the socket's fd (dup2 over it, close_range, exec with
+/// CLOEXEC), and one written through a dup(2). After each, the old fd number reads a file.
+const FD_REUSE_CLIENT: &str = r#"
+import ctypes, os, socket, sys
+port, tag, path = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+
+def conn(label):
+    s = socket.create_connection(("127.0.0.1", port))
+    msg = b"PING-" + label + b"-" + tag
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        got += s.recv(100)
+    print(label.decode(), s.getsockname()[1], flush=True)
+    return s
+
+# dup2 over the socket's only fd: the socket is closed, the fd number now reads a file
+a = conn(b"DUP2")
+f = os.open(path, os.O_RDONLY)
+os.dup2(f, a.fileno())
+os.close(f)
+assert os.read(a.fileno(), 100).startswith(b"FILEDATA")
+os.close(a.detach())
+
+# a dup of the socket: what is written through the copy belongs to the connection
+b = conn(b"DUP")
+d = os.dup(b.fileno())
+os.write(d, b"VIA-DUP-" + tag)
+got = b""
+while len(got) < len(b"VIA-DUP-" + tag):
+    got += b.recv(100)
+os.close(d)
+b.close()
+
+# close_range(2) over the socket's fd, then the same number reads a file
+c = conn(b"RANGE")
+n = c.fileno()
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.syscall(436, n, n, 0) == 0, ctypes.get_errno()
+c.detach()
+f = os.open(path, os.O_RDONLY)
+assert f == n, (f, n)
+assert os.read(f, 100).startswith(b"FILEDATA")
+os.close(f)
+
+# exec: the socket (CLOEXEC) is closed by the kernel; the new program reads a file on that fd
+e = conn(b"EXEC")
+n = e.fileno()
+prog = ("import os,sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "assert fd == int(sys.argv[2]), (fd, sys.argv[2])\n"
+        "assert os.read(fd, 100).startswith(b'FILEDATA')\n"
+        "print('EXECED', fd, flush=True)\n")
+os.execv(sys.executable, [sys.executable, "-c", prog, path, str(n)])
+"#;
+
+/// An fd that stops naming a followed socket without close(2) of that fd (dup2 over it,
+/// close_range, exec closing it) is forgotten: the next file on that number is not read as the
+/// connection's traffic; the socket's close is still reported with its byte counts; and a
+/// dup(2) of a followed socket is followed too.
+#[test]
+fn fd_reuse_is_not_taken_for_the_socket() {
+    let Some(_lock) = root_or_skip("fd_reuse_is_not_taken_for_the_socket") else {
+        return;
+    };
+    let port = echo_all_server();
+    let tag = nonce();
+    let dir = temp_dir("fdreuse");
+    let file = dir.path().join("data.txt");
+    fs::write(&file, format!("FILEDATA-{tag}-not-network-traffic\n")).expect("write file");
+
+    let daemon = Daemon::start("proc,tcp,l7", &[]);
+    let out = Command::new(PYTHON)
+        .args(["-c", FD_REUSE_CLIENT, &port.to_string(), &tag])
+        .arg(&file)
+        .output()
+        .expect("run client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("EXECED"),
+        "client failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    thread::sleep(Duration::from_millis(500));
+    let cap = daemon.stop();
+    let evs = cap.events();
+
+    let ports: std::collections::HashMap<&str, u16> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (label, p) = l.split_once(' ')?;
+            Some((label, p.parse().ok()?))
+        })
+        .collect();
+    let dump = || {
+        describe(&evs, |e| match &e.body {
+            EventBody::Tcp(t) => t.remote.port == port || t.local.port == port,
+            EventBody::L7(m) => m.remote.port == port || m.local.port == port,
+            _ => false,
+        })
+    };
+
+    // No file byte is anywhere in the network traffic.
+    let file_marker = format!("FILEDATA-{tag}");
+    let leaked: Vec<_> = evs
+        .iter()
+        .filter(|e| match &e.body {
+            EventBody::L7(m) => contains(&m.payload, file_marker.as_bytes()),
+            _ => false,
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "file bytes read through a reused fd were taken for a socket's traffic: {leaked:#?}"
+    );
+
+    // Every connection of the client closed once, with exact byte counts.
+    for label in ["DUP2", "DUP", "RANGE", "EXEC"] {
+        let local = *ports
+            .get(label)
+            .unwrap_or_else(|| panic!("no {label} line in {stdout}"));
+        let ping = format!("PING-{label}-{tag}").len() as u64;
+        let extra = if label == "DUP" {
+            format!("VIA-DUP-{tag}").len() as u64
+        } else {
+            0
+        };
+        let closes: Vec<_> = tcp_events(&evs)
+            .into_iter()
+            .filter(|(_, t)| {
+                t.local.port == local
+                    && t.remote.port == port
+                    && matches!(t.step, TcpStep::Closed { .. })
+            })
+            .collect();
+        assert_eq!(closes.len(), 1, "{label}: one close of :{local}\n{}", dump());
+        assert_eq!(
+            closes[0].1.step,
+            TcpStep::Closed {
+                bytes_sent: ping + extra,
+                bytes_received: ping + extra
+            },
+            "{label}: byte counts at close\n{}",
+            dump()
+        );
+    }
+
+    // The write through the dup'ed fd is an L7 message of the DUP connection.
+    let dup_local = ports["DUP"];
+    let via_dup = format!("VIA-DUP-{tag}");
+    assert!(
+        evs.iter().any(|e| matches!(&e.body, EventBody::L7(m)
+            if m.local.port == dup_local
+                && m.direction == Direction::Egress
+                && m.payload == via_dup.as_bytes())),
+        "no egress message {via_dup:?} on :{dup_local}\n{}",
+        dump()
+    );
+}
+
 /// Builds a DNS answer for `query`: same id and question, one A record 10.1.2.3.
 fn dns_answer(query: &[u8]) -> Vec<u8> {
     let mut r = query.to_vec();

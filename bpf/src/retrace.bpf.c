@@ -50,6 +50,8 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_close 3
 #define NR_readv 19
 #define NR_writev 20
+#define NR_dup 32
+#define NR_dup2 33
 #define NR_sendfile 40
 #define NR_connect 42
 #define NR_accept 43
@@ -58,10 +60,17 @@ char LICENSE[] SEC("license") = "GPL";
 #define NR_sendmsg 46
 #define NR_recvmsg 47
 #define NR_listen 50
+#define NR_fcntl 72
 #define NR_openat 257
 #define NR_accept4 288
+#define NR_dup3 292
 #define NR_recvmmsg 299
 #define NR_sendmmsg 307
+#define NR_close_range 436
+
+#define F_DUPFD 0
+#define F_DUPFD_CLOEXEC 1030
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -469,9 +478,15 @@ static __always_inline struct rt_proc *proc_reserve(__u16 kind, __u32 pid, __u32
 	return e;
 }
 
+static void forget_closed_fds(__u32 tgid);
+static void forget_all_fds(__u32 tgid);
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	/* exec has just closed the close-on-exec fds, without a close(2) */
+	if (en_tcp || en_logs)
+		forget_closed_fds(BPF_CORE_READ(p, tgid));
 	if (!en_proc)
 		return 0;
 	__u32 pid = BPF_CORE_READ(p, tgid);
@@ -545,12 +560,15 @@ int BPF_PROG(rt_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(rt_exit, struct task_struct *p)
 {
-	if (!en_proc)
-		return 0;
 	/* the last thread out: signal->live has just dropped to zero */
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
 	__u32 pid = BPF_CORE_READ(p, tgid);
+	/* its fds die with it (the sockets' closes come from their state changes) */
+	if (en_tcp || en_logs)
+		forget_all_fds(pid);
+	if (!en_proc)
+		return 0;
 	__u32 ppid = BPF_CORE_READ(p, real_parent, tgid);
 	if (proc_filtered(pid, ppid))
 		return 0;
@@ -786,6 +804,88 @@ static __noinline void on_close(__u32 tgid, int fd)
 		}
 	}
 	bpf_map_delete_elem(&fds, &k);
+}
+
+/*
+ * Fds that stop naming what `fds` says without a close(2) of their own: exec closes the
+ * close-on-exec ones, close_range(2) closes a range, dup2(2)/dup3(2) close the target first,
+ * exit closes them all. Left in the map, the next file or socket on that number would be
+ * taken for the old one. Fds at or above FORK_FDS are left to the LRU.
+ */
+struct fd_span {
+	__u32 tgid;
+	__u32 first;
+};
+
+static long forget_if_closed(__u64 i, struct fd_span *r)
+{
+	int fd = r->first + i;
+	struct rt_fd_key k = {.tgid = r->tgid, .fd = fd};
+	if (bpf_map_lookup_elem(&fds, &k) && !fd_file(fd))
+		on_close(r->tgid, fd);
+	return 0;
+}
+
+/* After exec, in the exec'ing task: forgets the followed fds it no longer has. */
+static void forget_closed_fds(__u32 tgid)
+{
+	struct fd_span r = {.tgid = tgid};
+	bpf_loop(FORK_FDS, forget_if_closed, &r, 0);
+}
+
+static long forget_one(__u64 i, struct fd_span *r)
+{
+	struct rt_fd_key k = {.tgid = r->tgid, .fd = r->first + i};
+	bpf_map_delete_elem(&fds, &k);
+	return 0;
+}
+
+/* At the exit of the process's last thread. */
+static void forget_all_fds(__u32 tgid)
+{
+	struct fd_span r = {.tgid = tgid};
+	bpf_loop(FORK_FDS, forget_one, &r, 0);
+}
+
+static long close_one(__u64 i, struct fd_span *r)
+{
+	on_close(r->tgid, r->first + i);
+	return 0;
+}
+
+/* close_range(first, last, flags) succeeded. */
+static __noinline void on_close_range(struct pt_regs *regs)
+{
+	__u32 first = regs->di, last = regs->si, flags = regs->dx;
+	if (flags & CLOSE_RANGE_CLOEXEC)
+		return; /* only marked: exec will close them */
+	if (first >= FORK_FDS || last < first)
+		return;
+	__u32 n = last - first + 1;
+	if (n > FORK_FDS - first)
+		n = FORK_FDS - first;
+	struct fd_span r = {.tgid = bpf_get_current_pid_tgid() >> 32, .first = first};
+	bpf_loop(n, close_one, &r, 0);
+}
+
+/* `to` is now a copy of `from` (dup, dup2, dup3, fcntl F_DUPFD): a copy of a followed fd is
+ * followed; for dup2/dup3 whatever `to` named before was closed first. */
+static __noinline void on_dup(int from, int to, bool closes_target)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (from == to)
+		return;
+	if (closes_target)
+		on_close(tgid, to);
+	struct rt_fd_key fk = {.tgid = tgid, .fd = from};
+	struct rt_fd_key tk = {.tgid = tgid, .fd = to};
+	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &fk);
+	if (v) {
+		struct rt_fd_val nv = *v;
+		bpf_map_update_elem(&fds, &tk, &nv, BPF_ANY);
+	} else {
+		bpf_map_delete_elem(&fds, &tk);
+	}
 }
 
 static __always_inline bool is_udp_call(__u32 id)
@@ -1211,9 +1311,27 @@ int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 				on_open(regs, id, ret);
 			return 0;
 		}
+		if (id == NR_dup || id == NR_dup2) {
+			if ((en_tcp || en_logs) && ret >= 0)
+				on_dup(regs->di, ret, id == NR_dup2);
+			return 0;
+		}
 		return 0;
 	}
 	switch (id) {
+	case NR_dup3:
+		if ((en_tcp || en_logs) && ret >= 0)
+			on_dup(regs->di, ret, true);
+		return 0;
+	case NR_fcntl:
+		if ((en_tcp || en_logs) && ret >= 0 &&
+		    (regs->si == F_DUPFD || regs->si == F_DUPFD_CLOEXEC))
+			on_dup(regs->di, ret, false);
+		return 0;
+	case NR_close_range:
+		if ((en_tcp || en_logs) && ret == 0)
+			on_close_range(regs);
+		return 0;
 	case NR_recvmmsg:
 	case NR_sendmmsg:
 		if (ret > 0)
