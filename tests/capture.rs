@@ -831,9 +831,10 @@ fn echo_all_server() -> u16 {
     port
 }
 
-/// The client of `fd_reuse_is_not_taken_for_the_socket`: four connections whose fds change
-/// hands without a close(2) of the socket's fd (dup2 over it, close_range, exec with
-/// CLOEXEC), and one written through a dup(2). After each, the old fd number reads a file.
+/// The client of `fd_reuse_is_not_taken_for_the_socket`: connections whose fd stops naming
+/// them without a close(2) of that fd (dup2 over it, close_range, exec closing it while an
+/// inherited copy keeps the connection open), and one written through a dup(2). After each,
+/// the old fd number reads a file.
 const FD_REUSE_CLIENT: &str = r#"
 import ctypes, os, socket, sys
 port, tag, path = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
@@ -877,15 +878,30 @@ assert f == n, (f, n)
 assert os.read(f, 100).startswith(b"FILEDATA")
 os.close(f)
 
-# exec: the socket (CLOEXEC) is closed by the kernel; the new program reads a file on that fd
+# exec: the socket's fd (close-on-exec, moved to number 100, out of the way of what the new
+# program's start-up opens and closes) is closed by the kernel; an inheritable copy keeps the
+# connection open. The new program opens files until one lands on 100 and reads it, then
+# talks on the copy.
 e = conn(b"EXEC")
-n = e.fileno()
+os.dup2(e.fileno(), 100, inheritable=False)
+os.close(e.detach())
+keep = os.dup(100)
+os.set_inheritable(keep, True)
 prog = ("import os,sys\n"
-        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-        "assert fd == int(sys.argv[2]), (fd, sys.argv[2])\n"
+        "path, keep, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()\n"
+        "while os.open('/dev/null', os.O_RDONLY) < 99:\n"
+        "    pass\n"
+        "fd = os.open(path, os.O_RDONLY)\n"
+        "assert fd == 100, fd\n"
         "assert os.read(fd, 100).startswith(b'FILEDATA')\n"
+        "msg = b'AFTER-EXEC-' + tag\n"
+        "os.write(keep, msg)\n"
+        "got = b''\n"
+        "while len(got) < len(msg):\n"
+        "    got += os.read(keep, 100)\n"
+        "os.close(keep)\n"
         "print('EXECED', fd, flush=True)\n")
-os.execv(sys.executable, [sys.executable, "-c", prog, path, str(n)])
+os.execv(sys.executable, [sys.executable, "-c", prog, path, str(keep), tag.decode()])
 "#;
 
 /// An fd that stops naming a followed socket without close(2) of that fd (dup2 over it,
@@ -903,7 +919,7 @@ fn fd_reuse_is_not_taken_for_the_socket() {
     let file = dir.path().join("data.txt");
     fs::write(&file, format!("FILEDATA-{tag}-not-network-traffic\n")).expect("write file");
 
-    let daemon = Daemon::start("proc,tcp,l7", &[]);
+    let daemon = Daemon::start("tcp,l7", &[]); // without proc: exec and exit still prune fds
     let out = Command::new(PYTHON)
         .args(["-c", FD_REUSE_CLIENT, &port.to_string(), &tag])
         .arg(&file)
@@ -955,10 +971,10 @@ fn fd_reuse_is_not_taken_for_the_socket() {
             .get(label)
             .unwrap_or_else(|| panic!("no {label} line in {stdout}"));
         let ping = format!("PING-{label}-{tag}").len() as u64;
-        let extra = if label == "DUP" {
-            format!("VIA-DUP-{tag}").len() as u64
-        } else {
-            0
+        let extra = match label {
+            "DUP" => format!("VIA-DUP-{tag}").len() as u64,
+            "EXEC" => format!("AFTER-EXEC-{tag}").len() as u64,
+            _ => 0,
         };
         let closes: Vec<_> = tcp_events(&evs)
             .into_iter()
@@ -968,7 +984,12 @@ fn fd_reuse_is_not_taken_for_the_socket() {
                     && matches!(t.step, TcpStep::Closed { .. })
             })
             .collect();
-        assert_eq!(closes.len(), 1, "{label}: one close of :{local}\n{}", dump());
+        assert_eq!(
+            closes.len(),
+            1,
+            "{label}: one close of :{local}\n{}",
+            dump()
+        );
         assert_eq!(
             closes[0].1.step,
             TcpStep::Closed {

@@ -503,11 +503,12 @@ fn configure(
     let proc = s.has(Stream::Proc);
     let tcp = s.has(Stream::Tcp) || s.has(Stream::L7);
     let sys = tcp || s.has(Stream::Dns) || s.has(Stream::Logs);
-    for prog in [&mut p.rt_exec, &mut p.rt_exit, &mut p.rt_oom] {
-        prog.set_autoload(proc);
+    p.rt_oom.set_autoload(proc);
+    // fork also hands followed sockets and log files to the child; exec and exit also forget
+    // the fds they close
+    for prog in [&mut p.rt_exec, &mut p.rt_exit, &mut p.rt_fork] {
+        prog.set_autoload(proc || sys);
     }
-    // fork also hands tracked sockets and log files to the child
-    p.rt_fork.set_autoload(proc || sys);
     for prog in [
         &mut p.rt_set_state,
         &mut p.rt_retransmit,
