@@ -4,6 +4,12 @@
 //! depth-first search are reversed for layering only); the order inside each layer comes from
 //! repeated barycentre sweeps, which reduce crossings; long edges get virtual nodes so that they
 //! take part in the ordering.
+//!
+//! Edge labels carry one fact a line (protocol and rate, p99, errors, failed connections) and are
+//! never cut: the columns move apart until the widest label fits between two boxes. Each label
+//! sits in a gap between columns, near the end of its edge away from a fan-out or fan-in and on
+//! the side its edge does not come from; labels of one gap that would overlap are moved to the
+//! nearest free place.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -16,6 +22,16 @@ const BOX_H: f64 = 56.0;
 const COL_W: f64 = 420.0;
 const ROW_H: f64 = 110.0;
 const MARGIN: f64 = 40.0;
+/// Edge-label font size in px: the size `#service-map .edge-label` sets in html.rs.
+const LABEL_FONT: f64 = 11.0;
+/// Distance between two lines of an edge label.
+const LINE_H: f64 = 14.0;
+/// Baseline of a label's first line below the top of its block.
+const LABEL_BASELINE: f64 = 11.0;
+/// Room kept between a label and the boxes on either side of its gap (arrowheads live there).
+const LABEL_SIDE: f64 = 16.0;
+/// Room kept between a label and its edge, and between two labels.
+const LABEL_SEP: f64 = 4.0;
 
 /// Colour of a health status.
 pub(crate) fn colour(h: Health) -> &'static str {
@@ -23,6 +39,15 @@ pub(crate) fn colour(h: Health) -> &'static str {
         Health::Ok => "#2e9d52",
         Health::Warning => "#d99100",
         Health::Critical => "#d43c3c",
+    }
+}
+
+/// Colour of a label's text for a health status: a darker shade, legible on white.
+fn label_colour(h: Health) -> &'static str {
+    match h {
+        Health::Ok => "#1e7a3c",
+        Health::Warning => "#8f5f00",
+        Health::Critical => "#b42323",
     }
 }
 
@@ -254,6 +279,133 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// Estimated advance width in px of `s` set at `font` px: per-character widths a little above
+/// those of DejaVu Sans (what `system-ui` resolves to on a bare Debian), so that an estimate
+/// errs on the wide side. Characters outside ASCII count as a full em.
+pub(crate) fn text_width(s: &str, font: f64) -> f64 {
+    let ems: f64 = s
+        .chars()
+        .map(|c| match c {
+            ' ' | '.' | ',' | ':' | ';' | '·' | '\'' | '!' | '|' | 'i' | 'j' | 'l' | 'I' => 0.34,
+            'f' | 't' | 'r' | '/' | '(' | ')' | '[' | ']' | '-' => 0.45,
+            'm' | 'w' | 'M' | 'W' | '%' | '@' => 1.0,
+            c if c.is_ascii_uppercase() => 0.78,
+            c if c.is_ascii() => 0.66,
+            _ => 1.0,
+        })
+        .sum();
+    ems * font
+}
+
+/// Where a label block sits along its edge, and which x its text is anchored at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Anchor {
+    Start,
+    Middle,
+    End,
+}
+
+impl Anchor {
+    fn svg(self) -> &'static str {
+        match self {
+            Anchor::Start => "start",
+            Anchor::Middle => "middle",
+            Anchor::End => "end",
+        }
+    }
+}
+
+/// One edge's label: a block of lines in the gap between two columns of boxes.
+struct LabelBlock {
+    /// Index into the drawn pairs.
+    pair: usize,
+    /// Gap it is drawn in (between layer `gap` and `gap + 1`).
+    gap: usize,
+    anchor: Anchor,
+    /// The x its lines are anchored at.
+    x: f64,
+    /// Top of the block.
+    top: f64,
+    width: f64,
+    height: f64,
+}
+
+impl LabelBlock {
+    fn x_range(&self) -> (f64, f64) {
+        match self.anchor {
+            Anchor::Start => (self.x, self.x + self.width),
+            Anchor::Middle => (self.x - self.width / 2.0, self.x + self.width / 2.0),
+            Anchor::End => (self.x - self.width, self.x),
+        }
+    }
+}
+
+/// The lines of an edge label, one fact a line, so that none has to be cut.
+fn edge_lines(e: &crate::EdgeStats, secs: f64) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} · {}/s",
+        e.protocol,
+        human_count(e.requests as f64 / secs)
+    )];
+    if e.p99_ms.is_some() {
+        lines.push(format!("p99 {}", human_ms(e.p99_ms)));
+    }
+    if e.requests > 0 && e.errors > 0 {
+        lines.push(format!(
+            "{:.1}% errors",
+            e.errors as f64 * 100.0 / e.requests as f64
+        ));
+    }
+    if e.failed_connections > 0 {
+        lines.push(format!(
+            "{} failed connection{}",
+            e.failed_connections,
+            if e.failed_connections == 1 { "" } else { "s" }
+        ));
+    }
+    lines
+}
+
+/// Places the label blocks of one gap, in the order given, each at the free position nearest
+/// to the one it asked for (`top`), so that no two blocks overlap.
+fn separate(blocks: &mut [LabelBlock], order: &[usize]) {
+    let mut placed: Vec<usize> = Vec::new();
+    for &i in order {
+        let (x0, x1) = blocks[i].x_range();
+        let h = blocks[i].height;
+        let want = blocks[i].top;
+        // Tops this block may not take: too close to a placed block it shares columns with.
+        let mut taken: Vec<(f64, f64)> = placed
+            .iter()
+            .filter(|&&j| {
+                let (a0, a1) = blocks[j].x_range();
+                a0 < x1 + LABEL_SEP && x0 < a1 + LABEL_SEP
+            })
+            .map(|&j| {
+                (
+                    blocks[j].top - LABEL_SEP - h,
+                    blocks[j].top + blocks[j].height + LABEL_SEP,
+                )
+            })
+            .collect();
+        taken.sort_by(|p, q| p.0.total_cmp(&q.0).then(p.1.total_cmp(&q.1)));
+        let mut merged: Vec<(f64, f64)> = Vec::new();
+        for (lo, hi) in taken {
+            match merged.last_mut() {
+                Some(last) if lo < last.1 => last.1 = last.1.max(hi),
+                _ => merged.push((lo, hi)),
+            }
+        }
+        // The ends of a merged range are free: take the nearer one (down on a tie).
+        blocks[i].top = match merged.iter().find(|&&(lo, hi)| lo < want && want < hi) {
+            Some(&(lo, hi)) if want - lo < hi - want => lo,
+            Some(&(_, hi)) => hi,
+            None => want,
+        };
+        placed.push(i);
+    }
+}
+
 /// Renders the service map of `a` as an inline SVG element.
 pub(crate) fn render(a: &Analysis) -> String {
     // One drawn edge per client/server pair; protocols listed in its label.
@@ -274,29 +426,7 @@ pub(crate) fn render(a: &Analysis) -> String {
                 lines: Vec::new(),
             });
         p.status = p.status.max(e.status);
-        let err = if e.requests > 0 {
-            format!("{:.1}% err", e.errors as f64 * 100.0 / e.requests as f64)
-        } else {
-            String::new()
-        };
-        p.lines.push(format!(
-            "{} · {}/s",
-            e.protocol,
-            human_count(e.requests as f64 / secs)
-        ));
-        let mut parts: Vec<String> = Vec::new();
-        if e.p99_ms.is_some() {
-            parts.push(format!("p99 {}", human_ms(e.p99_ms)));
-        }
-        if !err.is_empty() && e.errors > 0 {
-            parts.push(err);
-        }
-        if e.failed_connections > 0 {
-            parts.push(format!("{} failed conn", e.failed_connections));
-        }
-        if !parts.is_empty() {
-            p.lines.push(parts.join(" · "));
-        }
+        p.lines.extend(edge_lines(e, secs));
     }
     let names: Vec<String> = names.into_iter().map(str::to_string).collect();
     let index: BTreeMap<&str, usize> = names
@@ -312,14 +442,26 @@ pub(crate) fn render(a: &Analysis) -> String {
     let lay = layout(&names, &edge_ids);
     let max_rows = lay.layer_sizes.iter().copied().max().unwrap_or(1).max(1);
     let layers = lay.layer_sizes.len().max(1);
-    let width = MARGIN * 2.0 + (layers as f64 - 1.0) * COL_W + BOX_W;
+    // Columns far enough apart for the widest label to fit between two boxes, uncut.
+    let label_w: Vec<f64> = pair_list
+        .iter()
+        .map(|(_, p)| {
+            p.lines
+                .iter()
+                .map(|l| text_width(l, LABEL_FONT))
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    let widest = label_w.iter().copied().fold(0.0, f64::max);
+    let col_w = COL_W.max((BOX_W + 2.0 * LABEL_SIDE + widest).ceil());
+    let width = MARGIN * 2.0 + (layers as f64 - 1.0) * col_w + BOX_W;
     let height = MARGIN * 2.0 + (max_rows as f64 - 1.0) * ROW_H + BOX_H + 30.0;
     let centre = |v: usize| -> (f64, f64) {
         let l = lay.layer[v];
         let rows = lay.layer_sizes.get(l).copied().unwrap_or(1) as f64;
         let top = MARGIN + ((max_rows as f64 - rows) * ROW_H) / 2.0;
         (
-            MARGIN + l as f64 * COL_W + BOX_W / 2.0,
+            MARGIN + l as f64 * col_w + BOX_W / 2.0,
             top + lay.pos[v] as f64 * ROW_H + BOX_H / 2.0,
         )
     };
@@ -346,11 +488,121 @@ pub(crate) fn render(a: &Analysis) -> String {
         })
         .collect();
 
+    // The layout's chains by their real end nodes (it leaves out self-loops, so positions
+    // do not line up with `pair_list`).
+    let chain_of: BTreeMap<(usize, usize), &Vec<usize>> = lay
+        .chains
+        .iter()
+        .filter_map(|c| Some(((*c.first()?, *c.last()?), c)))
+        .collect();
+
+    // Label blocks: each in one gap between columns, on the segment of its edge that crosses
+    // it (for an edge over several layers, the least crowded gap), clear of the boxes.
+    let mut blocks: Vec<LabelBlock> = Vec::new();
+    let mut seg_of: Vec<(usize, usize)> = Vec::new(); // (from, to) chain nodes of each block
+    let mut per_gap: BTreeMap<usize, usize> = BTreeMap::new();
+    for (k, ((a, b), pair)) in pair_list.iter().enumerate() {
+        let Some(chain) = chain_of.get(&(*a, *b)) else {
+            continue;
+        };
+        if chain.len() < 2 || pair.lines.is_empty() {
+            continue;
+        }
+        let seg = chain
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .min_by_key(|&(u, v)| {
+                let g = lay.layer[u].min(lay.layer[v]);
+                per_gap.get(&g).copied().unwrap_or(0)
+            });
+        let Some((u, v)) = seg else { continue };
+        let gap = lay.layer[u].min(lay.layer[v]);
+        *per_gap.entry(gap).or_default() += 1;
+        blocks.push(LabelBlock {
+            pair: k,
+            gap,
+            anchor: Anchor::Middle,
+            x: 0.0,
+            top: 0.0,
+            width: label_w[k],
+            height: pair.lines.len() as f64 * LINE_H,
+        });
+        seg_of.push((u, v));
+    }
+    // Labelled segments leaving / entering each node within a gap: labels go to the end of
+    // their edge where it has the room (away from a fan-out or a fan-in).
+    let mut fan_out: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    let mut fan_in: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for (blk, &(u, v)) in blocks.iter().zip(&seg_of) {
+        *fan_out.entry((blk.gap, u)).or_default() += 1;
+        *fan_in.entry((blk.gap, v)).or_default() += 1;
+    }
+    for (blk, &(u, v)) in blocks.iter_mut().zip(&seg_of) {
+        let (p, q) = (centre(u), centre(v));
+        let band_l = MARGIN + blk.gap as f64 * col_w + BOX_W + LABEL_SIDE;
+        let band_r = MARGIN + (blk.gap + 1) as f64 * col_w - LABEL_SIDE;
+        let flat = (p.1 - q.1).abs() < 1.0;
+        let outs = fan_out.get(&(blk.gap, u)).copied().unwrap_or(1);
+        let ins = fan_in.get(&(blk.gap, v)).copied().unwrap_or(1);
+        let rightward = q.0 > p.0;
+        let h = blk.height;
+        if flat && outs == 1 && ins == 1 {
+            // A lone straight edge: centred above it.
+            blk.anchor = Anchor::Middle;
+            blk.x = (band_l + band_r) / 2.0;
+            blk.top = p.1 - LABEL_SEP - h;
+        } else if ins <= outs {
+            // Near the target, on the side the edge does not come from.
+            blk.anchor = if rightward {
+                Anchor::End
+            } else {
+                Anchor::Start
+            };
+            blk.x = if rightward { band_r } else { band_l };
+            blk.top = if p.1 < q.1 - 1.0 {
+                q.1 + LABEL_SEP
+            } else {
+                q.1 - LABEL_SEP - h
+            };
+        } else {
+            // Near the source, on the side the edge does not go to.
+            blk.anchor = if rightward {
+                Anchor::Start
+            } else {
+                Anchor::End
+            };
+            blk.x = if rightward { band_l } else { band_r };
+            blk.top = if q.1 < p.1 - 1.0 {
+                p.1 + LABEL_SEP
+            } else {
+                p.1 - LABEL_SEP - h
+            };
+        }
+    }
+    let gaps: BTreeSet<usize> = blocks.iter().map(|b| b.gap).collect();
+    for g in gaps {
+        let mut order: Vec<usize> = (0..blocks.len()).filter(|&i| blocks[i].gap == g).collect();
+        order.sort_by(|&i, &j| blocks[i].top.total_cmp(&blocks[j].top).then(i.cmp(&j)));
+        separate(&mut blocks, &order);
+    }
+    // The drawing grows to hold labels pushed above or below the boxes.
+    let min_top = blocks.iter().map(|b| b.top).fold(MARGIN, f64::min);
+    let max_bottom = blocks
+        .iter()
+        .map(|b| b.top + b.height)
+        .fold(height, f64::max);
+    let view_y = if min_top < MARGIN / 2.0 {
+        (min_top - MARGIN / 2.0).floor().min(0.0)
+    } else {
+        0.0
+    };
+    let view_h = (max_bottom + MARGIN / 2.0).ceil().max(height) - view_y;
+
     let mut svg = String::new();
     let _ = write!(
         svg,
         "<svg id=\"service-map\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" \
-         height=\"{height:.0}\" style=\"max-width:100%;height:auto\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" \
+         height=\"{view_h:.0}\" style=\"max-width:100%;height:auto\" viewBox=\"0 {view_y:.0} {width:.0} {view_h:.0}\" role=\"img\" \
          aria-label=\"Service map\">\n<defs>"
     );
     for h in [Health::Ok, Health::Warning, Health::Critical] {
@@ -371,14 +623,6 @@ pub(crate) fn render(a: &Analysis) -> String {
         );
     }
     // Edges under the nodes, labels above everything.
-    let mut labels = String::new();
-    // The layout's chains by their real end nodes (it leaves out self-loops, so positions
-    // do not line up with `pair_list`).
-    let chain_of: BTreeMap<(usize, usize), &Vec<usize>> = lay
-        .chains
-        .iter()
-        .filter_map(|c| Some(((*c.first()?, *c.last()?), c)))
-        .collect();
     for ((a, b), pair) in pair_list.iter() {
         let Some(chain) = chain_of.get(&(*a, *b)) else {
             continue; // a service calling itself: not drawn
@@ -421,23 +665,6 @@ pub(crate) fn render(a: &Analysis) -> String {
              marker-end=\"url(#arrow-{})\"/>",
             pair.status.name()
         );
-        // Label near the middle of the path.
-        let mid = if path_pts.len() > 2 {
-            path_pts[path_pts.len() / 2]
-        } else {
-            ((start.0 + end.0) / 2.0, (start.1 + end.1) / 2.0)
-        };
-        let n = pair.lines.len() as f64;
-        for (i, line) in pair.lines.iter().enumerate() {
-            let y = mid.1 - 6.0 - (n - 1.0 - i as f64) * 14.0;
-            let _ = writeln!(
-                labels,
-                "<text class=\"edge-label\" x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"middle\" \
-                 fill=\"{c}\">{}</text>",
-                mid.0,
-                escape_html(&truncate(line, 40))
-            );
-        }
     }
     for (i, name) in names.iter().enumerate() {
         let (cx, cy) = centre(i);
@@ -467,7 +694,28 @@ pub(crate) fn render(a: &Analysis) -> String {
             escape_html(&truncate(&sub, 34)),
         );
     }
-    svg.push_str(&labels);
+    for blk in &blocks {
+        let ((a, b), pair) = pair_list[blk.pair];
+        let _ = write!(
+            svg,
+            "<g class=\"edge-label-block\"><title>{} → {}</title>",
+            escape_html(&names[a]),
+            escape_html(&names[b])
+        );
+        let c = label_colour(pair.status);
+        for (i, line) in pair.lines.iter().enumerate() {
+            let y = blk.top + i as f64 * LINE_H + LABEL_BASELINE;
+            let _ = write!(
+                svg,
+                "<text class=\"edge-label\" x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"{}\" \
+                 fill=\"{c}\">{}</text>",
+                blk.x,
+                blk.anchor.svg(),
+                escape_html(line)
+            );
+        }
+        svg.push_str("</g>\n");
+    }
     svg.push_str("</svg>");
     svg
 }
@@ -501,6 +749,330 @@ mod tests {
             server_p50_ms: None,
             server_p99_ms: None,
         }
+    }
+
+    /// A rectangle in SVG user units.
+    #[derive(Debug, Clone, Copy)]
+    struct Bounds {
+        x0: f64,
+        y0: f64,
+        x1: f64,
+        y1: f64,
+    }
+
+    impl Bounds {
+        fn meets(&self, o: &Bounds) -> bool {
+            self.x0 < o.x1 && o.x0 < self.x1 && self.y0 < o.y1 && o.y0 < self.y1
+        }
+    }
+
+    fn attr(tag: &str, name: &str) -> String {
+        let key = format!(" {name}=\"");
+        let at = tag.find(&key).unwrap_or_else(|| panic!("{name} in {tag}")) + key.len();
+        tag[at..at + tag[at..].find('"').expect("closing quote")].to_string()
+    }
+
+    fn num(tag: &str, name: &str) -> f64 {
+        attr(tag, name).parse().expect("a number")
+    }
+
+    fn unescape(s: &str) -> String {
+        s.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&")
+    }
+
+    /// Node boxes drawn (outer rect of each node, with half its stroke).
+    fn node_boxes(svg: &str) -> Vec<Bounds> {
+        svg.split("<g class=\"node ")
+            .skip(1)
+            .map(|g| {
+                let rect = &g[g.find("<rect ").expect("rect")..];
+                let rect = &rect[..rect.find("/>").expect("end")];
+                let (x, y) = (num(rect, "x"), num(rect, "y"));
+                let (w, h) = (num(rect, "width"), num(rect, "height"));
+                Bounds {
+                    x0: x - 1.25,
+                    y0: y - 1.25,
+                    x1: x + w + 1.25,
+                    y1: y + h + 1.25,
+                }
+            })
+            .collect()
+    }
+
+    /// Edge labels drawn: per block, each line's text and estimated ink box (glyphs reach
+    /// 0.8 em above the baseline and 0.25 em below it; the white halo adds 2 px around).
+    fn label_blocks(svg: &str) -> Vec<Vec<(String, Bounds)>> {
+        svg.split("<g class=\"edge-label-block\">")
+            .skip(1)
+            .map(|g| {
+                let g = &g[..g.find("</g>").expect("block end")];
+                g.split("<text class=\"edge-label\"")
+                    .skip(1)
+                    .map(|t| {
+                        let open = &t[..t.find('>').expect("tag end")];
+                        let body = &t[open.len() + 1..t.find("</text>").expect("text end")];
+                        let text = unescape(body);
+                        let w = text_width(&text, LABEL_FONT);
+                        let (x, y) = (num(open, "x"), num(open, "y"));
+                        let x0 = match attr(open, "text-anchor").as_str() {
+                            "start" => x,
+                            "middle" => x - w / 2.0,
+                            "end" => x - w,
+                            other => panic!("anchor {other}"),
+                        };
+                        let b = Bounds {
+                            x0: x0 - 2.0,
+                            y0: y - 0.8 * LABEL_FONT - 2.0,
+                            x1: x0 + w + 2.0,
+                            y1: y + 0.25 * LABEL_FONT + 2.0,
+                        };
+                        (text, b)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Checks that no label covers a node box or a label of another block, and that every
+    /// label is inside the drawing; returns the labels' lines.
+    fn check_labels(svg: &str) -> Vec<String> {
+        let nodes = node_boxes(svg);
+        let blocks = label_blocks(svg);
+        let view: Vec<f64> = attr(svg, "viewBox")
+            .split(' ')
+            .map(|v| v.parse().expect("viewBox number"))
+            .collect();
+        let drawing = Bounds {
+            x0: view[0],
+            y0: view[1],
+            x1: view[0] + view[2],
+            y1: view[1] + view[3],
+        };
+        for (i, blk) in blocks.iter().enumerate() {
+            for (text, b) in blk {
+                assert!(!text.contains('…'), "cut label {text:?}");
+                assert!(
+                    b.x0 >= drawing.x0
+                        && b.y0 >= drawing.y0
+                        && b.x1 <= drawing.x1
+                        && b.y1 <= drawing.y1,
+                    "label {text:?} {b:?} outside the drawing {drawing:?}"
+                );
+                for n in &nodes {
+                    assert!(!b.meets(n), "label {text:?} {b:?} over node box {n:?}");
+                }
+                for other in &blocks[i + 1..] {
+                    for (t2, b2) in other {
+                        assert!(
+                            !b.meets(b2),
+                            "labels {text:?} {b:?} and {t2:?} {b2:?} overlap"
+                        );
+                    }
+                }
+            }
+        }
+        blocks.into_iter().flatten().map(|(t, _)| t).collect()
+    }
+
+    fn service(name: &str, status: Health) -> crate::ServiceStats {
+        crate::ServiceStats {
+            service: name.into(),
+            instances: 1,
+            requests: 1_000,
+            errors: 0,
+            error_rate: 0.0,
+            p50_ms: Some(1.0),
+            p95_ms: Some(5.0),
+            p99_ms: Some(12.0),
+            status,
+            reasons: Vec::new(),
+            kind: "exe".into(),
+            executables: Vec::new(),
+            ports: Vec::new(),
+            requests_sent: 0,
+            latency_objective_ms: 500.0,
+        }
+    }
+
+    /// The api-down map (client → nginx → api → {postgres, redis, users}) with every fact an
+    /// edge can show, in wide numbers.
+    fn api_down_like() -> Analysis {
+        let mut edges = Vec::new();
+        let mut e = edge("client", "nginx", Health::Critical);
+        e.requests = 960_000;
+        e.errors = 330_123;
+        e.p99_ms = Some(20.5);
+        edges.push(e);
+        let mut e = edge("nginx", "api", Health::Critical);
+        e.requests = 961_000;
+        e.errors = 330_456;
+        e.failed_connections = 12_345_678_901_234;
+        e.p99_ms = Some(1234.5);
+        edges.push(e);
+        for (server, proto) in [
+            ("postgres", "postgres"),
+            ("redis", "redis"),
+            ("users", "http"),
+            ("users", "grpc"),
+        ] {
+            let mut e = edge("api", server, Health::Warning);
+            e.protocol = proto.into();
+            e.requests = 3_435_000;
+            e.errors = 17;
+            e.failed_connections = 4_321;
+            e.p99_ms = Some(0.322);
+            edges.push(e);
+        }
+        Analysis {
+            services: ["api", "client", "nginx", "postgres", "redis", "users"]
+                .iter()
+                .map(|s| service(s, Health::Ok))
+                .collect(),
+            edges,
+            window_start_ns: 0,
+            window_end_ns: 24_700_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_fact_of_an_edge_label_is_shown_in_full() {
+        let svg = render(&api_down_like());
+        let lines = check_labels(&svg);
+        for want in [
+            "http · 38.9k/s",
+            "p99 1.23 s",
+            "34.4% errors",
+            "12345678901234 failed connections",
+            "p99 20.5 ms",
+            "postgres · 139.1k/s",
+            "p99 322 µs",
+            "0.0% errors",
+            "4321 failed connections",
+            "grpc · 139.1k/s",
+        ] {
+            assert!(lines.iter().any(|l| l == want), "{want:?} not in {lines:?}");
+        }
+        // One line per fact: protocol and rate, p99, errors, failed connections; the pair
+        // api → users carries two protocols.
+        assert_eq!(lines.len(), 3 + 4 + 4 * 4, "{lines:?}");
+        assert!(!svg.contains('…'), "nothing in the map is cut here");
+    }
+
+    #[test]
+    fn labels_of_a_fan_out_clear_the_boxes_and_each_other() {
+        let a = api_down_like();
+        let svg = render(&a);
+        check_labels(&svg);
+        assert_eq!(label_blocks(&svg).len(), 5);
+        assert_eq!(node_boxes(&svg).len(), 6);
+        // The columns moved apart for the widest line rather than cutting it.
+        let widest = text_width("12345678901234 failed connections", LABEL_FONT);
+        assert!(
+            BOX_W + 2.0 * LABEL_SIDE + widest > COL_W,
+            "the test needs a wide label"
+        );
+        let xs: BTreeSet<i64> = node_boxes(&svg).iter().map(|b| b.x0 as i64).collect();
+        let xs: Vec<i64> = xs.into_iter().collect();
+        assert!(
+            (xs[1] - xs[0]) as f64 >= BOX_W + 2.0 * LABEL_SIDE + widest,
+            "{xs:?}"
+        );
+        // Same input, same bytes.
+        assert_eq!(svg, render(&a));
+    }
+
+    #[test]
+    fn labels_never_collide_in_random_maps() {
+        // Fan-outs, fan-ins, edges over several layers, cycles and self-loops, with labels of
+        // one to eight lines: no label is cut, covers a box or another label.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..150 {
+            let n = 2 + next(11) as usize;
+            let names: Vec<String> = (0..n).map(|i| format!("svc-{i}")).collect();
+            let mut edges = Vec::new();
+            for _ in 0..(1 + next(3 * n as u64)) {
+                let (c, s) = (next(n as u64) as usize, next(n as u64) as usize);
+                let mut e = edge(&names[c], &names[s], Health::Ok);
+                e.protocol =
+                    ["http", "postgres", "redis", "mysql", "grpc"][next(5) as usize].into();
+                e.requests = next(10_000_000);
+                e.errors = if next(2) == 0 {
+                    0
+                } else {
+                    next(e.requests + 1)
+                };
+                e.failed_connections = match next(6) {
+                    0 => next(u64::MAX),
+                    1 | 2 => next(1_000),
+                    _ => 0,
+                };
+                e.p99_ms = if next(4) == 0 {
+                    None
+                } else {
+                    Some(next(100_000) as f64 / 7.0)
+                };
+                edges.push(e);
+            }
+            let a = Analysis {
+                edges,
+                window_start_ns: 0,
+                window_end_ns: 10_000_000_000,
+                ..Default::default()
+            };
+            let svg = render(&a);
+            let lines = check_labels(&svg);
+            let drawn: BTreeSet<(&str, &str)> = a
+                .edges
+                .iter()
+                .filter(|e| e.client != e.server)
+                .map(|e| (e.client.as_str(), e.server.as_str()))
+                .collect();
+            let want: usize = a
+                .edges
+                .iter()
+                .filter(|e| drawn.contains(&(e.client.as_str(), e.server.as_str())))
+                .map(|e| edge_lines(e, a.window_secs()).len())
+                .sum();
+            assert_eq!(lines.len(), want, "every fact of every drawn edge: {svg}");
+        }
+    }
+
+    #[test]
+    fn label_font_matches_the_report_css() {
+        let css = include_str!("html.rs");
+        let rule = format!("#service-map .edge-label{{font-size:{LABEL_FONT}px");
+        assert!(css.contains(&rule), "html.rs sets {rule}");
+    }
+
+    #[test]
+    fn label_text_is_escaped() {
+        let mut e = edge("a<b>", "c&d", Health::Ok);
+        e.protocol = "<script>x</script>".into();
+        let a = Analysis {
+            edges: vec![e],
+            window_start_ns: 0,
+            window_end_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        let svg = render(&a);
+        assert!(!svg.contains("<script>"), "{svg}");
+        assert!(
+            svg.contains("&lt;script&gt;x&lt;/script&gt; · 10/s"),
+            "{svg}"
+        );
+        assert!(svg.contains("<title>a&lt;b&gt; → c&amp;d</title>"), "{svg}");
+        check_labels(&svg);
     }
 
     #[test]
