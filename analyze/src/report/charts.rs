@@ -42,7 +42,8 @@ fn draw(title: &str, y_desc: &str, lines: &[Line<'_>], x_max: f64) -> Result<Str
             .flat_map(|l| l.2.iter().flatten().map(|p| p.1))
             .fold(0.0f64, f64::max)
             .max(1.0)
-            * 1.1;
+            // room above the data for the legend box (upper right), so it hides no point
+            * if lines.len() > 1 { 1.45 } else { 1.1 };
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 14))
             .margin(6)
