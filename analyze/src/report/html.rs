@@ -182,7 +182,7 @@ pub(crate) fn render(a: &Analysis) -> String {
     h.push_str(
         "<section id=\"map\"><h2>Service map</h2><p class=\"muted\">Clients on the left, \
          backends on the right; colours show health (green ok, amber warning, red critical). \
-         Labels: protocol, request rate, p99 latency, errors.</p><div class=\"map\">",
+         Labels: protocol, request rate, p99 latency, errors, failed connections.</p><div class=\"map\">",
     );
     h.push_str(&map::render(a));
     h.push_str("</div></section>\n");
