@@ -25,8 +25,9 @@
  * events (state changes, retransmits) are joined to it by that pointer, never by
  * bpf_get_current_pid_tgid().
  *
- * Ring buffers: `rb_ctl` (proc and tcp) and `rb_data` (payload records, reserved in a few size
- * classes and filled in place). Records are submitted without wakeup until the ring holds
+ * Ring buffers: `rb_ctl` (proc and tcp) and `rb_data`, one ring per CPU for the payload records
+ * (reserved in a few size classes and filled in place): two CPUs never contend for a payload
+ * ring's lock and producer position. Records are submitted without wakeup until the ring holds
  * more than a threshold; user space also consumes on a short timer. Every failed reserve is
  * counted in the per-CPU `drops` map.
  */
@@ -112,10 +113,26 @@ struct {
 	__uint(max_entries, 1 << 20);
 } rb_ctl SEC(".maps");
 
-struct {
+/* The payload rings: slot N is CPU N's ring. User space sizes the array to the possible CPUs
+ * and creates the rings (this inner definition is only their template). */
+struct rb_data_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, 64 << 10);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct rb_data_ring);
 } rb_data SEC(".maps");
+
+/* This CPU's payload ring, or NULL (not created: the record is counted as dropped). */
+static __always_inline void *data_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return bpf_map_lookup_elem(&rb_data, &cpu);
+}
 
 /* failed reserves, per rt_kind, per CPU */
 struct {
@@ -224,18 +241,17 @@ struct {
 	__type(value, __u64);
 } data_submits SEC(".maps");
 
-/* Only one payload record in (wake_check_mask + 1) per CPU looks at the fill level of
- * rb_data: reading the ring's positions touches cache lines that its consumer and the other
- * CPUs write. User space sizes the mask so that what a CPU adds between two looks stays well
+/* Only one payload record in (wake_check_mask + 1) per CPU looks at the fill level of its
+ * ring: reading the ring's positions touches cache lines that its consumer writes. User space sizes the mask so that what a CPU adds between two looks stays well
  * below the wakeup threshold. */
 const volatile __u64 wake_check_mask = 0;
-static __always_inline __u64 data_wake_flags(void)
+static __always_inline __u64 data_wake_flags(void *rb)
 {
 	__u32 zero = 0;
 	__u64 *n = bpf_map_lookup_elem(&data_submits, &zero);
 	if (n && (++*n & wake_check_mask) != 0)
 		return BPF_RB_NO_WAKEUP;
-	return wake_flags(&rb_data, wakeup_data_bytes);
+	return wake_flags(rb, wakeup_data_bytes);
 }
 
 static __always_inline void fill_hdr_ts(struct rt_hdr *h, __u64 ts, __u16 kind, __u32 pid,
@@ -950,14 +966,14 @@ static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, 
 }
 
 /*
- * Reserves a payload record in rb_data for up to `n` payload bytes (n a constant: the
+ * Reserves a payload record in this CPU's ring `rb` for up to `n` payload bytes (n a constant: the
  * verifier needs one per reserve), and copies `len` (<= n) bytes from `src` right into it:
  * no staging buffer, no second copy. Records come in a few size classes so that short
  * messages do not take the room of the longest.
  */
 #define DATA_CLASS(n)                                                                       \
 	if (len <= (n)) {                                                                   \
-		d = bpf_ringbuf_reserve(&rb_data, sizeof(struct rt_data) + (n), 0);          \
+		d = bpf_ringbuf_reserve(rb, sizeof(struct rt_data) + (n), 0);                \
 		if (d && len && bpf_probe_read_user((void *)(d + 1), len, src))             \
 			len = 0;                                                            \
 	} else
@@ -988,6 +1004,11 @@ static __noinline int emit_data(struct call *c, long ret, int i, struct sock_sta
 	__u64 len = avail < payload_bytes ? avail : payload_bytes;
 	if (!src)
 		len = 0;
+	void *rb = data_ring();
+	if (!rb) {
+		count_drop(kind);
+		return -1;
+	}
 	struct rt_data *d = NULL;
 	DATA_CLASS(128)
 	DATA_CLASS(512)
@@ -1017,7 +1038,7 @@ static __noinline int emit_data(struct call *c, long ret, int i, struct sock_sta
 		d->folded_calls = st->folded_calls;
 	}
 	d->payload_len = len;
-	bpf_ringbuf_submit(d, data_wake_flags());
+	bpf_ringbuf_submit(d, data_wake_flags(rb));
 	return 0;
 }
 
@@ -1049,8 +1070,9 @@ static __always_inline void emit_log_open(struct call *c, long fd, __u32 tgid, _
 	if (len > RT_PATH_LEN)
 		len = RT_PATH_LEN;
 	d->payload_len = len;
-	if (bpf_ringbuf_output(&rb_data, b, sizeof(struct rt_data) + len,
-			       wake_flags(&rb_data, wakeup_data_bytes)))
+	void *rb = data_ring();
+	if (!rb || bpf_ringbuf_output(rb, b, sizeof(struct rt_data) + len,
+				      wake_flags(rb, wakeup_data_bytes)))
 		count_drop(RT_K_LOG);
 }
 

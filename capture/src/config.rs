@@ -252,7 +252,8 @@ pub struct CaptureConfig {
     pub node: Option<String>,
     /// Streams.
     pub streams: Streams,
-    /// Size of the payload ring buffer (the control ring is a quarter of it, at least 256 KiB).
+    /// Size of the payload ring buffers, split between one ring per CPU (the control ring is a
+    /// quarter of it, at least 256 KiB).
     pub ring_size: u64,
     /// Redact secrets before they reach disk.
     pub redact: bool,
@@ -334,6 +335,19 @@ impl CaptureConfig {
     /// The data ring's size: a power of two (the kernel requires it), at least 64 KiB.
     pub fn data_ring_bytes(&self) -> u32 {
         pow2_clamp(self.ring_size)
+    }
+
+    /// The size of each CPU's payload ring when `cpus` share the data ring's size: a power
+    /// of two, at least 64 KiB, so that together they take no more than the data ring (unless
+    /// that floor says otherwise).
+    pub fn data_ring_bytes_per_cpu(&self, cpus: usize) -> u32 {
+        let share = u64::from(self.data_ring_bytes()) / (cpus.max(1) as u64);
+        let floor = if share.is_power_of_two() {
+            share
+        } else {
+            share.next_power_of_two() / 2
+        };
+        pow2_clamp(floor)
     }
 
     /// The control ring's size (proc and tcp records): a quarter of the data ring, at least
@@ -462,5 +476,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.ctl_ring_bytes(), 256 << 10);
+        let c = CaptureConfig {
+            ring_size: 8 << 20,
+            ..Default::default()
+        };
+        assert_eq!(c.data_ring_bytes_per_cpu(1), 8 << 20);
+        assert_eq!(c.data_ring_bytes_per_cpu(2), 4 << 20);
+        assert_eq!(c.data_ring_bytes_per_cpu(3), 2 << 20);
+        assert_eq!(c.data_ring_bytes_per_cpu(0), 8 << 20);
+        assert_eq!(c.data_ring_bytes_per_cpu(4096), 64 << 10);
     }
 }

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -247,6 +248,7 @@ pub fn run_with(
     let mut skel = open
         .load()
         .map_err(|e| CaptureError::bpf("loading the BPF programs (run `retrace doctor`)", e))?;
+    let data_rings = create_data_rings(cfg, &skel)?;
 
     // Seed the process table and the kernel's fd table from /proc before attaching.
     let mut procs = ProcTable::from_proc();
@@ -296,7 +298,10 @@ pub fn run_with(
     }));
 
     let mut builder = RingBufferBuilder::new();
-    for map in [&skel.maps.rb_ctl, &skel.maps.rb_data] {
+    let rings: Vec<&dyn MapCore> = std::iter::once(&skel.maps.rb_ctl as &dyn MapCore)
+        .chain(data_rings.iter().map(|r| r as &dyn MapCore))
+        .collect();
+    for map in rings {
         let c = Rc::clone(&consumer);
         builder
             .add(map, move |bytes: &[u8]| {
@@ -448,6 +453,41 @@ pub fn verify_load(cfg: &CaptureConfig) -> Result<(), CaptureError> {
     Ok(())
 }
 
+/// Creates one payload ring per possible CPU and puts each in its CPU's slot of `rb_data`:
+/// a CPU never contends with another for a ring's lock and producer position. The handles
+/// are the consumer's way in (the kernel keeps the rings alive while `rb_data` holds them).
+fn create_data_rings(
+    cfg: &CaptureConfig,
+    skel: &retrace_bpf::RetraceSkel<'_>,
+) -> Result<Vec<libbpf_rs::MapHandle>, CaptureError> {
+    let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+    let size = cfg.data_ring_bytes_per_cpu(cpus);
+    let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let mut rings = Vec::with_capacity(cpus);
+    for cpu in 0..cpus {
+        let ring = libbpf_rs::MapHandle::create(
+            libbpf_rs::MapType::RingBuf,
+            Some("rt_data_cpu"),
+            0,
+            0,
+            size,
+            &opts,
+        )
+        .map_err(|e| CaptureError::bpf("creating a payload ring", e))?;
+        let key = u32::try_from(cpu).unwrap_or(u32::MAX).to_ne_bytes();
+        let fd = ring.as_fd().as_raw_fd().to_ne_bytes();
+        skel.maps
+            .rb_data
+            .update(&key, &fd, MapFlags::ANY)
+            .map_err(|e| CaptureError::bpf("installing a payload ring", e))?;
+        rings.push(ring);
+    }
+    Ok(rings)
+}
+
 /// Keeps libbpf's chatter to warnings, on stderr.
 fn quiet_libbpf() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
@@ -485,15 +525,17 @@ fn configure(
     ro.en_l7 = u8::from(s.has(Stream::L7));
     ro.en_dns = u8::from(s.has(Stream::Dns));
     ro.en_logs = u8::from(s.has(Stream::Logs));
-    let data = cfg.data_ring_bytes();
+    let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+    let data = cfg.data_ring_bytes_per_cpu(cpus);
     let ctl = cfg.ctl_ring_bytes();
     // wake the consumer when a ring is a quarter full; otherwise it polls every 20 ms
     ro.wakeup_data_bytes = u64::from(data / 4);
     ro.wakeup_ctl_bytes = u64::from(ctl / 4);
     ro.wake_check_mask = wake_check_every(data, cfg.payload_bytes) - 1;
+    // one payload ring per CPU (created after load by `create_data_rings`)
     open.maps
         .rb_data
-        .set_max_entries(data)
+        .set_max_entries(u32::try_from(cpus).unwrap_or(u32::MAX))
         .map_err(|e| CaptureError::bpf("sizing rb_data", e))?;
     open.maps
         .rb_ctl
