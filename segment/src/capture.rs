@@ -602,8 +602,7 @@ impl CaptureWriter {
             return Ok(());
         }
         self.block_started = None;
-        let block = std::mem::take(&mut self.block);
-        let enc = encode_block(block, self.opts.zstd_level)?;
+        let enc = encode_block(&mut self.block, self.opts.zstd_level)?;
         let mut need = enc.frame.len() as u64;
         let mut header = None;
         if self.cur.is_none() {

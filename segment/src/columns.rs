@@ -297,6 +297,9 @@ pub struct BlockBuilder {
     conn_ids: FxMap<ConnId, u64>,
     shared: [Vec<u8>; shared::COUNT],
     cols: Vec<Option<Box<KindEnc>>>,
+    /// Emptied column encoders of the previous block, by kind, taken when a kind first
+    /// appears (see [`BlockBuilder::recycled`]).
+    spare_cols: Vec<Option<Box<KindEnc>>>,
     encoded_len: usize,
     by_kind: [u32; 16],
     /// Bytes of strings a reader will materialize (every reference counted).
@@ -307,6 +310,39 @@ impl BlockBuilder {
     /// An empty block.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty block that reuses the buffers of `done` (a block just archived): a writer
+    /// that recycles its blocks this way allocates, and grows its buffers, once.
+    pub fn recycled(done: BlockV1) -> Self {
+        fn emptied(mut v: Vec<u8>) -> Vec<u8> {
+            v.clear();
+            v
+        }
+        let mut b = Self {
+            kinds: emptied(done.kinds),
+            ts: emptied(done.ts),
+            addrs: emptied(done.addrs),
+            ..Self::default()
+        };
+        let mut strings = done.strings;
+        strings.clear();
+        b.strings = strings;
+        for (slot, v) in b.shared.iter_mut().zip(done.shared) {
+            *slot = emptied(v);
+        }
+        for col in done.columns {
+            let k = usize::from(col.kind);
+            let mut enc = Box::<KindEnc>::default();
+            for (slot, v) in enc.streams.iter_mut().zip(col.streams) {
+                *slot = emptied(v);
+            }
+            if b.spare_cols.len() <= k {
+                b.spare_cols.resize_with(k + 1, || None);
+            }
+            b.spare_cols[k] = Some(enc);
+        }
+        b
     }
 
     /// Events appended so far.
@@ -414,7 +450,14 @@ impl BlockBuilder {
         if self.cols.len() <= k {
             self.cols.resize_with(k + 1, || None);
         }
-        let mut enc = self.cols[k].take().unwrap_or_default();
+        let mut enc = match self.cols[k].take() {
+            Some(enc) => enc,
+            None => self
+                .spare_cols
+                .get_mut(k)
+                .and_then(Option::take)
+                .unwrap_or_default(),
+        };
         let before = enc.len();
         self.encode(ev, &mut enc);
         self.encoded_len += enc.len() - before + 2;

@@ -187,6 +187,10 @@ thread_local! {
     /// its allocation and initialisation every time.
     static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
+    /// Reused buffer blocks are archived into before compression, one per thread: a fresh
+    /// one per block is paged in again for every block.
+    static ARCHIVE: std::cell::Cell<rkyv::util::AlignedVec> =
+        std::cell::Cell::new(rkyv::util::AlignedVec::new());
 }
 
 /// zstd-compresses `data` at `level` with this thread's reused context.
@@ -237,15 +241,36 @@ pub fn encode_header(header: &SegmentHeader, zstd_level: i32) -> Result<Vec<u8>,
 }
 
 /// Encodes and compresses a finished block into a frame.
+/// Encodes and compresses `builder`'s block, leaving an empty builder that reuses its
+/// buffers in its place.
 pub(crate) fn encode_block(
-    block: BlockBuilder,
+    builder: &mut BlockBuilder,
     zstd_level: i32,
 ) -> Result<EncodedBlock, SegmentError> {
+    let block = std::mem::take(builder);
     let (min_ts, max_ts) = block.ts_range();
     let by_kind = *block.by_kind();
     let events = block.events();
-    let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&block.finish())
-        .map_err(|e| SegmentError::Encode(format!("block: {e}")))?;
+    let value = block.finish();
+    let mut buf = ARCHIVE.take();
+    buf.clear();
+    let archived = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(&value, buf);
+    *builder = BlockBuilder::recycled(value);
+    let archived = archived.map_err(|e| SegmentError::Encode(format!("block: {e}")))?;
+    let frame = frame_block(&archived, zstd_level, events, min_ts, max_ts, by_kind);
+    ARCHIVE.set(archived);
+    frame
+}
+
+/// Compresses an archived block and frames it.
+fn frame_block(
+    archived: &[u8],
+    zstd_level: i32,
+    events: u32,
+    min_ts: u64,
+    max_ts: u64,
+    by_kind: [u32; 16],
+) -> Result<EncodedBlock, SegmentError> {
     if archived.len() as u64 > format::MAX_BLOCK_BYTES {
         return Err(SegmentError::Encode(format!(
             "block of {} bytes exceeds the {} byte limit (an event too large?)",
@@ -254,7 +279,7 @@ pub(crate) fn encode_block(
         )));
     }
     let compressed =
-        compress(&archived, zstd_level).map_err(|e| SegmentError::Encode(format!("block: {e}")))?;
+        compress(archived, zstd_level).map_err(|e| SegmentError::Encode(format!("block: {e}")))?;
     let compressed_len = u32::try_from(compressed.len())
         .map_err(|_| SegmentError::Encode("compressed block too large".into()))?;
     let uncompressed_len = archived.len() as u32;
@@ -405,8 +430,7 @@ impl SegmentWriter {
             return Ok(None);
         }
         self.block_started = None;
-        let block = std::mem::take(&mut self.block);
-        encode_block(block, self.opts.zstd_level).map(Some)
+        encode_block(&mut self.block, self.opts.zstd_level).map(Some)
     }
 
     /// Writes an encoded block (then fdatasync when `sync` is set).

@@ -29,6 +29,37 @@ fn write_segment(batches: &[Vec<Event>], seal: bool) -> Vec<u8> {
     std::fs::read(&path).expect("read back")
 }
 
+/// The frame bytes of every block of a segment.
+fn frames(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let r = SegmentReader::from_bytes(bytes.to_vec()).expect("opens");
+    r.blocks()
+        .iter()
+        .map(|b| {
+            let start = b.offset as usize;
+            bytes[start..start + b.frame_len() as usize].to_vec()
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// A writer reuses each block's buffers for the next one: what it writes must not depend
+    /// on the blocks before (same bytes as each block written by a fresh writer).
+    #[test]
+    fn blocks_do_not_depend_on_the_blocks_before(
+        batches in proptest::collection::vec(proptest::collection::vec(arb_event(), 1..40), 1..5),
+    ) {
+        let together = frames(&write_segment(&batches, true));
+        prop_assert_eq!(together.len(), batches.len());
+        for (i, b) in batches.iter().enumerate() {
+            let alone = frames(&write_segment(std::slice::from_ref(b), true));
+            prop_assert_eq!(alone.len(), 1);
+            prop_assert!(alone[0] == together[i], "block {} differs when written after others", i);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
