@@ -551,31 +551,22 @@ pub(crate) fn render(a: &Analysis) -> String {
             blk.anchor = Anchor::Middle;
             blk.x = (band_l + band_r) / 2.0;
             blk.top = p.1 - LABEL_SEP - h;
-        } else if ins <= outs {
-            // Near the target, on the side the edge does not come from.
-            blk.anchor = if rightward {
-                Anchor::End
-            } else {
-                Anchor::Start
-            };
-            blk.x = if rightward { band_r } else { band_l };
-            blk.top = if p.1 < q.1 - 1.0 {
-                q.1 + LABEL_SEP
-            } else {
-                q.1 - LABEL_SEP - h
-            };
         } else {
-            // Near the source, on the side the edge does not go to.
-            blk.anchor = if rightward {
-                Anchor::Start
-            } else {
+            // Near the target when it takes no more edges than the source sends, else near
+            // the source; on the side of the line the edge does not come from (or go to).
+            let near_target = ins <= outs;
+            let (at, other) = if near_target { (q, p) } else { (p, q) };
+            let flush_right = rightward == near_target;
+            blk.anchor = if flush_right {
                 Anchor::End
-            };
-            blk.x = if rightward { band_l } else { band_r };
-            blk.top = if q.1 < p.1 - 1.0 {
-                p.1 + LABEL_SEP
             } else {
-                p.1 - LABEL_SEP - h
+                Anchor::Start
+            };
+            blk.x = if flush_right { band_r } else { band_l };
+            blk.top = if other.1 < at.1 - 1.0 {
+                at.1 + LABEL_SEP
+            } else {
+                at.1 - LABEL_SEP - h
             };
         }
     }
