@@ -750,7 +750,8 @@ impl Analyzer {
             return;
         }
         let mut parsed = std::mem::take(&mut self.parsed);
-        for x in parsed.drain(..) {
+        // By reference: the exchanges are not moved out, only dropped by `clear`.
+        for x in &parsed {
             let latency = match x.response_ts {
                 Some(r) => r.saturating_sub(x.request_ts),
                 None => NO_LATENCY,
@@ -774,6 +775,7 @@ impl Analyzer {
             };
             self.exchanges.push(ex);
         }
+        parsed.clear();
         self.parsed = parsed;
     }
 

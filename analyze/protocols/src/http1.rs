@@ -15,14 +15,16 @@ enum Body {
 
 fn body_of(headers: &[httparse::Header<'_>], default_empty: bool) -> Body {
     for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            return match crate::util::parse_dec(h.value.trim_ascii()) {
-                Some(n) => Body::Len(n),
-                None => Body::Unknown,
-            };
-        }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Body::Unknown;
+        // The length first: most names differ from both in it.
+        match h.name.len() {
+            14 if h.name.eq_ignore_ascii_case("content-length") => {
+                return match crate::util::parse_dec(h.value.trim_ascii()) {
+                    Some(n) => Body::Len(n),
+                    None => Body::Unknown,
+                };
+            }
+            17 if h.name.eq_ignore_ascii_case("transfer-encoding") => return Body::Unknown,
+            _ => {}
         }
     }
     if default_empty {
@@ -37,9 +39,10 @@ pub(crate) fn parse_requests(b: &[u8], size: u64, out: &mut Vec<Req>) -> Outcome
     let mut off = 0usize;
     while off < b.len() {
         let buf = &b[off..];
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(buf) {
+        // Uninitialized slots: httparse writes those it returns (no 48-slot fill per message).
+        let mut headers = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(buf, &mut headers) {
             Ok(httparse::Status::Complete(n)) => {
                 let method = req.method.unwrap_or("");
                 let path = req.path.unwrap_or("");
@@ -115,12 +118,18 @@ fn new_req(method: &[u8], path: &[u8], off: usize) -> Req {
 }
 
 fn header(r: &mut Req, name: &[u8], value: &[u8]) {
-    if name.eq_ignore_ascii_case(b"host") {
-        r.host = Some(text(value.trim_ascii(), 128));
-    } else if name.eq_ignore_ascii_case(b"traceparent") {
-        r.trace_id = traceparent_trace_id(value);
-    } else if name.eq_ignore_ascii_case(b"x-request-id") {
-        r.request_id = Some(text(value.trim_ascii(), 128));
+    // The length first: most names are none of these three.
+    match name.len() {
+        4 if name.eq_ignore_ascii_case(b"host") => {
+            r.host = Some(text(value.trim_ascii(), 128));
+        }
+        11 if name.eq_ignore_ascii_case(b"traceparent") => {
+            r.trace_id = traceparent_trace_id(value);
+        }
+        12 if name.eq_ignore_ascii_case(b"x-request-id") => {
+            r.request_id = Some(text(value.trim_ascii(), 128));
+        }
+        _ => {}
     }
 }
 
@@ -161,9 +170,13 @@ pub(crate) fn parse_responses(b: &[u8], size: u64, out: &mut Vec<Resp>) -> Outco
     let mut off = 0usize;
     while off < b.len() {
         let buf = &b[off..];
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let parsed = resp.parse(buf);
+        let mut headers = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut headers,
+        );
         let code = resp.code;
         match parsed {
             Ok(httparse::Status::Complete(n)) => {

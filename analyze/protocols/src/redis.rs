@@ -76,10 +76,11 @@ pub(crate) fn parse_requests(b: &[u8], size: u64, out: &mut Vec<Req>) -> Outcome
             let mut words = line.split(|&c| c == b' ').filter(|w| !w.is_empty());
             let Some(cmd) = words.next() else { break };
             let key = words.next().unwrap_or(b"");
+            let cmd = upper_token(cmd);
             out.push(Req {
-                method: upper_token(cmd),
+                method: cmd.clone(),
                 target: text(key, MAX_TARGET),
-                route: upper_token(cmd),
+                route: cmd,
                 offset: off as u64,
                 truncated: len.is_none() && size > b.len() as u64,
                 ..Req::default()
@@ -152,10 +153,11 @@ fn command(b: &[u8]) -> Option<(Req, Option<usize>)> {
 }
 
 fn req(cmd: &[u8], key: &[u8]) -> Req {
+    let cmd = upper_token(cmd);
     Req {
-        method: upper_token(cmd),
+        method: cmd.clone(),
         target: text(key, MAX_TARGET),
-        route: upper_token(cmd),
+        route: cmd,
         ..Req::default()
     }
 }

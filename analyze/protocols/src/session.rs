@@ -26,17 +26,45 @@ enum State {
     Dns,
 }
 
-/// A request waiting for (the end of) its response.
+/// A request waiting for (the end of) its response: the exchange it will become, built in
+/// place (no copies of its strings from one struct to the next).
 struct Pending {
-    req: Req,
-    ts: u64,
-    request_bytes: u64,
-    response_ts: Option<u64>,
-    response_bytes: u64,
-    status: Text,
-    error: bool,
-    truncated: bool,
+    /// `protocol` is set when the exchange is returned ([`Session::complete`]).
+    x: Exchange,
+    /// Protocol of the request when it differs from the connection's (gRPC).
+    protocol: Option<Protocol>,
+    /// Stream id (HTTP/2) or query id (DNS) that pairs the response.
+    key: Option<u32>,
+    /// Connection set-up: reported only when it fails.
+    hidden: bool,
     complete: bool,
+}
+
+impl Pending {
+    fn new(req: Req, ts: u64, request_bytes: u64) -> Self {
+        Pending {
+            x: Exchange {
+                protocol: Protocol::Unknown,
+                request_ts: ts,
+                response_ts: None,
+                method: req.method,
+                target: req.target,
+                route: req.route,
+                status: Text::default(),
+                error: false,
+                trace_id: req.trace_id,
+                request_id: req.request_id,
+                host: req.host,
+                request_bytes,
+                response_bytes: 0,
+                truncated: req.truncated,
+            },
+            protocol: req.protocol,
+            key: req.key,
+            hidden: req.hidden,
+            complete: false,
+        }
+    }
 }
 
 /// One side of one TCP connection: feed its L7 messages in time order, get exchanges.
@@ -220,22 +248,27 @@ impl Session {
         // After a response, bytes that do not parse still start a new request (one that could
         // not be read, e.g. an empty or garbled prefix): count it, without details.
         // (Not the body that follows a `100 Continue`.)
-        let awaiting_continue = self
-            .pending
-            .iter()
-            .any(|p| !p.complete && p.status.starts_with('1'));
-        let outcome =
-            if flipped && outcome != Outcome::Parsed && !self.keyed() && !awaiting_continue {
-                self.stats.unparsed += 1;
-                reqs.clear();
-                reqs.push(Req {
-                    truncated: true,
-                    ..Req::default()
-                });
-                Outcome::Parsed
-            } else {
-                outcome
-            };
+        // (Scanned only when it matters: the queue can be long.)
+        let awaiting_continue = |pending: &VecDeque<Pending>| {
+            pending
+                .iter()
+                .any(|p| !p.complete && p.x.status.starts_with('1'))
+        };
+        let outcome = if flipped
+            && outcome != Outcome::Parsed
+            && !self.keyed()
+            && !awaiting_continue(&self.pending)
+        {
+            self.stats.unparsed += 1;
+            reqs.clear();
+            reqs.push(Req {
+                truncated: true,
+                ..Req::default()
+            });
+            Outcome::Parsed
+        } else {
+            outcome
+        };
         match outcome {
             Outcome::Garbage => {
                 self.stats.unparsed += 1;
@@ -255,15 +288,13 @@ impl Session {
                 if !self.keyed() {
                     self.close_answered(out);
                 }
-                let n = reqs.len();
-                for i in 0..n {
-                    let start = reqs[i].offset.min(size);
-                    let end = if i + 1 < n {
-                        reqs[i + 1].offset.clamp(start, size)
-                    } else {
-                        size
+                let mut it = reqs.drain(..).peekable();
+                while let Some(req) = it.next() {
+                    let start = req.offset.min(size);
+                    let end = match it.peek() {
+                        Some(next) => next.offset.clamp(start, size),
+                        None => size,
                     };
-                    let mut req = std::mem::take(&mut reqs[i]);
                     if req.protocol == Some(Protocol::Grpc) {
                         self.grpc_seen = true;
                     }
@@ -271,8 +302,6 @@ impl Session {
                     if req.truncated {
                         self.stats.truncated += 1;
                     }
-                    let truncated = req.truncated;
-                    req.offset = 0;
                     if self.pending.len() >= MAX_PENDING {
                         if let Some(old) = self.pending.pop_front() {
                             self.stats.evicted += 1;
@@ -281,17 +310,7 @@ impl Session {
                             }
                         }
                     }
-                    self.pending.push_back(Pending {
-                        req,
-                        ts,
-                        request_bytes: end - start,
-                        response_ts: None,
-                        response_bytes: 0,
-                        status: Text::default(),
-                        error: false,
-                        truncated,
-                        complete: false,
-                    });
+                    self.pending.push_back(Pending::new(req, ts, end - start));
                 }
             }
         }
@@ -304,19 +323,19 @@ impl Session {
         let cutoff = self.last_truncated_response.take();
         while let Some(front) = self.pending.front() {
             let answered = front.complete
-                || front.response_ts.is_some()
-                || cutoff.is_some_and(|t| front.ts <= t);
+                || front.x.response_ts.is_some()
+                || cutoff.is_some_and(|t| front.x.request_ts <= t);
             if !answered {
                 break;
             }
             let Some(mut p) = self.pending.pop_front() else {
                 break;
             };
-            if p.response_ts.is_none() {
-                p.response_ts = cutoff;
-                p.truncated = true;
+            if p.x.response_ts.is_none() {
+                p.x.response_ts = cutoff;
+                p.x.truncated = true;
             } else if !p.complete {
-                p.truncated = true;
+                p.x.truncated = true;
             }
             if let Some(x) = self.complete(p) {
                 out.push(x);
@@ -356,9 +375,9 @@ impl Session {
                 // direction, the oldest request without a response got its first byte now.
                 if !self.keyed() && flipped {
                     if let Some(p) = self.pending.iter_mut().find(|p| !p.complete) {
-                        if p.response_ts.is_none() {
-                            p.response_ts = Some(ts);
-                            p.response_bytes += size;
+                        if p.x.response_ts.is_none() {
+                            p.x.response_ts = Some(ts);
+                            p.x.response_bytes += size;
                             self.resps = resps;
                             return;
                         }
@@ -374,14 +393,13 @@ impl Session {
                     self.stats.messages += 1;
                     self.add_continuation(false, size);
                 }
-                for i in 0..n {
-                    let start = resps[i].offset.min(size);
-                    let end = if i + 1 < n {
-                        resps[i + 1].offset.clamp(start, size)
-                    } else {
-                        size
+                let mut it = resps.drain(..).peekable();
+                while let Some(r) = it.next() {
+                    let start = r.offset.min(size);
+                    let end = match it.peek() {
+                        Some(next) => next.offset.clamp(start, size),
+                        None => size,
                     };
-                    let r = std::mem::take(&mut resps[i]);
                     if !r.continues {
                         self.stats.messages += 1;
                     }
@@ -392,7 +410,7 @@ impl Session {
                         Some(k) => self
                             .pending
                             .iter_mut()
-                            .find(|p| p.req.key == Some(k) && !p.complete),
+                            .find(|p| p.key == Some(k) && !p.complete),
                         None => self.pending.iter_mut().find(|p| !p.complete),
                     };
                     let Some(p) = slot else {
@@ -401,17 +419,18 @@ impl Session {
                         }
                         continue;
                     };
-                    if p.response_ts.is_none() {
-                        p.response_ts = Some(ts);
+                    if p.x.response_ts.is_none() {
+                        p.x.response_ts = Some(ts);
                     }
-                    p.response_bytes += end - start;
-                    if !r.status.is_empty() && (!p.error || r.error) {
-                        p.status = r.status;
+                    p.x.response_bytes += end - start;
+                    if !r.status.is_empty() && (!p.x.error || r.error) {
+                        p.x.status = r.status;
                     }
-                    p.error |= r.error;
-                    p.truncated |= r.truncated;
+                    p.x.error |= r.error;
+                    p.x.truncated |= r.truncated;
                     p.complete |= r.complete;
                 }
+                drop(it);
                 self.collect_complete();
             }
         }
@@ -452,40 +471,26 @@ impl Session {
     fn add_continuation(&mut self, is_request: bool, bytes: u64) {
         if is_request {
             if let Some(p) = self.pending.back_mut() {
-                p.request_bytes += bytes;
+                p.x.request_bytes += bytes;
             }
         } else if let Some(p) = self
             .pending
             .iter_mut()
             .rev()
-            .find(|p| p.response_ts.is_some())
+            .find(|p| p.x.response_ts.is_some())
         {
-            p.response_bytes += bytes;
+            p.x.response_bytes += bytes;
         } else if let Some(x) = self.done.last_mut() {
             x.response_bytes += bytes;
         }
     }
 
     fn complete(&self, p: Pending) -> Option<Exchange> {
-        if p.req.hidden && !p.error {
+        if p.hidden && !p.x.error {
             return None;
         }
-        let protocol = p.req.protocol.unwrap_or(self.protocol);
-        Some(Exchange {
-            protocol,
-            request_ts: p.ts,
-            response_ts: p.response_ts,
-            method: p.req.method,
-            target: p.req.target,
-            route: p.req.route,
-            status: p.status,
-            error: p.error,
-            trace_id: p.req.trace_id,
-            request_id: p.req.request_id,
-            host: p.req.host,
-            request_bytes: p.request_bytes,
-            response_bytes: p.response_bytes,
-            truncated: p.truncated,
-        })
+        let mut x = p.x;
+        x.protocol = p.protocol.unwrap_or(self.protocol);
+        Some(x)
     }
 }

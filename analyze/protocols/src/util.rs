@@ -8,16 +8,37 @@ pub(crate) const MAX_TARGET: usize = 256;
 /// Longest `route` kept.
 pub(crate) const MAX_ROUTE: usize = 200;
 
+/// Whether every byte of `b` is printable ASCII (`0x20..0x7f`).
+#[inline]
+fn printable_ascii(b: &[u8]) -> bool {
+    b.iter().all(|&c| (0x20..0x7f).contains(&c))
+}
+
+/// `b` as a `str` when it is printable ASCII (which is always valid UTF-8).
+#[inline]
+pub(crate) fn printable_str(b: &[u8]) -> Option<&str> {
+    if printable_ascii(b) {
+        // SAFETY: every byte is in 0x20..0x7f, i.e. ASCII, and ASCII is valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        None
+    }
+}
+
 /// Lossy UTF-8 of at most `max` bytes of `b` (cut on a char boundary), control characters
 /// replaced by spaces.
 pub(crate) fn text(b: &[u8], max: usize) -> Text {
     let b = &b[..b.len().min(max)];
     // Fast path: printable ASCII (nearly always).
-    if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
-        if let Ok(s) = std::str::from_utf8(b) {
-            return Text::from(s);
-        }
+    if let Some(s) = printable_str(b) {
+        return Text::from(s);
     }
+    text_slow(b, max)
+}
+
+/// [`text`] for bytes that are not all printable ASCII.
+#[cold]
+fn text_slow(b: &[u8], max: usize) -> Text {
     let s = String::from_utf8_lossy(b);
     let mut out = Text::with_capacity(s.len());
     for c in s.chars() {
@@ -32,11 +53,9 @@ pub(crate) fn text(b: &[u8], max: usize) -> Text {
 /// Appends `b` as text (see [`text`]) without an intermediate allocation when it is printable
 /// ASCII.
 fn push_text(out: &mut String, b: &[u8]) {
-    if b.iter().all(|&c| (0x20..0x7f).contains(&c)) {
-        if let Ok(s) = std::str::from_utf8(b) {
-            out.push_str(s);
-            return;
-        }
+    if let Some(s) = printable_str(b) {
+        out.push_str(s);
+        return;
     }
     out.push_str(&text(b, MAX_ROUTE));
 }
@@ -44,15 +63,19 @@ fn push_text(out: &mut String, b: &[u8]) {
 /// ASCII upper-case copy of a short token (at most 32 bytes).
 pub(crate) fn upper_token(b: &[u8]) -> Text {
     let b = &b[..b.len().min(32)];
-    let mut s = Text::with_capacity(b.len());
-    for &c in b {
-        s.push(if c.is_ascii_graphic() {
-            c.to_ascii_uppercase() as char
+    let mut buf = [0u8; 32];
+    for (d, &c) in buf.iter_mut().zip(b) {
+        *d = if c.is_ascii_graphic() {
+            c.to_ascii_uppercase()
         } else {
-            '?'
-        });
+            b'?'
+        };
     }
-    s
+    let buf = &buf[..b.len()];
+    debug_assert!(buf.is_ascii());
+    // SAFETY: every byte written is ASCII (an upper-cased graphic ASCII byte or `?`), and
+    // ASCII is valid UTF-8.
+    Text::from(unsafe { std::str::from_utf8_unchecked(buf) })
 }
 
 /// Whether a path segment looks like an identifier: a number, a UUID, or a long hex string
@@ -84,43 +107,79 @@ pub(crate) fn is_id_segment(seg: &[u8]) -> bool {
 /// Route template of a request target: the path without query or fragment, with id-like
 /// segments replaced by `{id}`.
 pub(crate) fn route_template(target: &[u8]) -> Text {
-    let end = target
-        .iter()
-        .position(|&c| c == b'?' || c == b'#')
-        .unwrap_or(target.len());
+    let end = memchr::memchr2(b'?', b'#', target).unwrap_or(target.len());
     let mut path = &target[..end];
     // Absolute form (proxies): drop scheme and authority.
     if let Some(rest) = strip_scheme(path) {
         path = rest;
     }
-    thread_local! {
-        /// Where routes are built (then copied into a `Text`, inline when short).
-        static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    if printable_ascii(path) {
+        route_ascii(path)
+    } else {
+        route_general(path)
     }
-    SCRATCH.with_borrow_mut(|out| {
-        out.clear();
-        for (i, seg) in path.split(|&c| c == b'/').enumerate() {
-            if i > 0 {
-                out.push('/');
-            }
-            if is_id_segment(seg) {
-                out.push_str("{id}");
-            } else {
-                push_text(out, seg);
-            }
-            if out.len() >= MAX_ROUTE {
-                break;
-            }
+}
+
+/// [`route_general`] for a printable ASCII path, built in a buffer on the stack: every byte is
+/// a char, so the route is the first [`MAX_ROUTE`] bytes of the whole template.
+fn route_ascii(path: &[u8]) -> Text {
+    if path.is_empty() {
+        return Text::const_new("/");
+    }
+    let mut buf = [0u8; MAX_ROUTE];
+    let mut len = 0usize;
+    let mut push = |len: &mut usize, b: &[u8]| {
+        let n = b.len().min(MAX_ROUTE - *len);
+        buf[*len..*len + n].copy_from_slice(&b[..n]);
+        *len += n;
+    };
+    let mut rest = path;
+    loop {
+        let cut = rest.iter().position(|&c| c == b'/');
+        let seg = &rest[..cut.unwrap_or(rest.len())];
+        if is_id_segment(seg) {
+            push(&mut len, b"{id}");
+        } else {
+            push(&mut len, seg);
         }
-        let mut cut = out.len().min(MAX_ROUTE);
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
+        let Some(cut) = cut else { break };
+        if len >= MAX_ROUTE {
+            break;
         }
-        match &out[..cut] {
-            "" => Text::const_new("/"),
-            route => Text::from(route),
+        push(&mut len, b"/");
+        rest = &rest[cut + 1..];
+    }
+    let out = &buf[..len];
+    debug_assert!(out.is_ascii());
+    // SAFETY: `out` holds bytes of `path` (printable ASCII), `/` and `{id}`: all ASCII, and
+    // ASCII is valid UTF-8.
+    Text::from(unsafe { std::str::from_utf8_unchecked(out) })
+}
+
+/// Route template of a path (query, fragment and scheme already removed), for any bytes.
+fn route_general(path: &[u8]) -> Text {
+    let mut out = String::new();
+    for (i, seg) in path.split(|&c| c == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
         }
-    })
+        if is_id_segment(seg) {
+            out.push_str("{id}");
+        } else {
+            push_text(&mut out, seg);
+        }
+        if out.len() >= MAX_ROUTE {
+            break;
+        }
+    }
+    let mut cut = out.len().min(MAX_ROUTE);
+    while !out.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    match &out[..cut] {
+        "" => Text::const_new("/"),
+        route => Text::from(route),
+    }
 }
 
 fn strip_scheme(path: &[u8]) -> Option<&[u8]> {
@@ -270,6 +329,126 @@ mod tests {
         assert_eq!(route_template(b"http://h:80/a/7"), "/a/{id}");
         assert_eq!(route_template(b"*"), "*");
         assert_eq!(route_template(b""), "/");
+    }
+
+    /// The route as built before the stack-buffer fast path: for every input.
+    fn route_reference(target: &[u8]) -> Text {
+        let end = target
+            .iter()
+            .position(|&c| c == b'?' || c == b'#')
+            .unwrap_or(target.len());
+        let mut path = &target[..end];
+        if let Some(rest) = strip_scheme(path) {
+            path = rest;
+        }
+        route_general(path)
+    }
+
+    /// Tricky pieces for targets: ids, near-ids, UTF-8 (valid and not), control bytes,
+    /// separators, queries, long segments.
+    const PIECES: [&[u8]; 24] = [
+        b"/",
+        b"//",
+        b"api",
+        b"42",
+        b"0",
+        b"c0ffee12",
+        b"deadbeef",
+        b"deadbeefdeadbeef",
+        b"3fa85f64-5717-4562-b3fc-2c963f66afa6",
+        b"3fa85f64-5717-4562-b3fc-2c963f66afaZ",
+        b"caf\xc3\xa9",
+        b"\xe2\x82\xac",
+        b"\xc3",
+        b"\xff\xfe",
+        b"\x00",
+        b"\t\r\n",
+        b"\x7f",
+        b"?q=1/2",
+        b"#frag",
+        b"http://h:80",
+        b"https://x",
+        b" ",
+        b"{id}",
+        b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ];
+
+    #[test]
+    fn route_fast_path_matches_reference() {
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"/".to_vec(),
+            b"*".to_vec(),
+            b"/users/42".to_vec(),
+            b"/a/b/c?x=1#y".to_vec(),
+            b"http://host".to_vec(),
+            b"http://host/a/1".to_vec(),
+        ];
+        // Routes cut at MAX_ROUTE inside a segment, inside `{id}`, at a `/`, and in UTF-8.
+        for pad in 190..=205 {
+            for tail in [&b"/123/x"[..], b"/abc", b"/\xc3\xa9\xc3\xa9", b"/\x01\x02"] {
+                let mut t = vec![b'/'];
+                t.extend(std::iter::repeat_n(b'a', pad));
+                t.extend_from_slice(tail);
+                cases.push(t);
+                let mut t = b"/".to_vec();
+                while t.len() < pad {
+                    t.extend_from_slice(b"7/");
+                }
+                t.extend_from_slice(tail);
+                cases.push(t);
+            }
+        }
+        // Every pair and a pseudo-random sample of longer combinations of the pieces.
+        for a in PIECES {
+            for b in PIECES {
+                cases.push([a, b].concat());
+                cases.push([b"/".as_slice(), a, b"/", b].concat());
+            }
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut t = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..(x % 12) {
+                let i = ((x >> (5 * k + 4)) % PIECES.len() as u64) as usize;
+                t.extend_from_slice(PIECES[i]);
+            }
+            cases.push(t);
+        }
+        let mut fast = 0;
+        for t in &cases {
+            let got = route_template(t);
+            assert_eq!(
+                got,
+                route_reference(t),
+                "target {:?}",
+                t.escape_ascii().to_string()
+            );
+            assert!(got.len() <= MAX_ROUTE);
+            fast += usize::from(printable_ascii(t));
+        }
+        // Both paths were exercised.
+        assert!(
+            fast > 1000 && fast < cases.len() - 1000,
+            "{fast} of {}",
+            cases.len()
+        );
+    }
+
+    #[test]
+    fn text_and_tokens() {
+        assert_eq!(text(b"GET", 16), "GET");
+        assert_eq!(text(b"a\tb\x00c", 16), "a b c");
+        assert_eq!(text(b"caf\xc3\xa9", 16), "caf\u{e9}");
+        assert_eq!(text(b"caf\xc3\xa9", 4), "caf");
+        assert_eq!(text(b"\xff!", 16), "\u{fffd}!");
+        assert_eq!(text(b"abcdef", 3), "abc");
+        assert_eq!(upper_token(b"get"), "GET");
+        assert_eq!(upper_token(b"hs\xc3et x"), "HS?ET?X");
+        assert_eq!(upper_token(&[b'a'; 40]).len(), 32);
     }
 
     #[test]
