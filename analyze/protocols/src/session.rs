@@ -40,6 +40,22 @@ struct Pending {
     complete: bool,
 }
 
+/// Turns the offsets of the messages found in a push of `size` bytes into their lengths: each
+/// runs to the next one's offset (clamped to the push), the last to the end of the push.
+fn lengths_from_offsets<'a>(offsets: impl Iterator<Item = &'a mut u64>, size: u64) {
+    let mut prev: Option<&mut u64> = None;
+    for next in offsets {
+        if let Some(p) = prev.take() {
+            let start = (*p).min(size);
+            *p = (*next).clamp(start, size) - start;
+        }
+        prev = Some(next);
+    }
+    if let Some(p) = prev {
+        *p = size - (*p).min(size);
+    }
+}
+
 impl Pending {
     fn new(req: Req, ts: u64, request_bytes: u64) -> Self {
         Pending {
@@ -288,13 +304,10 @@ impl Session {
                 if !self.keyed() {
                     self.close_answered(out);
                 }
-                let mut it = reqs.drain(..).peekable();
-                while let Some(req) = it.next() {
-                    let start = req.offset.min(size);
-                    let end = match it.peek() {
-                        Some(next) => next.offset.clamp(start, size),
-                        None => size,
-                    };
+                // Offsets to lengths first (each runs to the next request, the last to the end
+                // of the push), so that the requests are then moved only once.
+                lengths_from_offsets(reqs.iter_mut().map(|r| &mut r.offset), size);
+                for req in reqs.drain(..) {
                     if req.protocol == Some(Protocol::Grpc) {
                         self.grpc_seen = true;
                     }
@@ -310,7 +323,8 @@ impl Session {
                             }
                         }
                     }
-                    self.pending.push_back(Pending::new(req, ts, end - start));
+                    let length = req.offset;
+                    self.pending.push_back(Pending::new(req, ts, length));
                 }
             }
         }
@@ -393,13 +407,8 @@ impl Session {
                     self.stats.messages += 1;
                     self.add_continuation(false, size);
                 }
-                let mut it = resps.drain(..).peekable();
-                while let Some(r) = it.next() {
-                    let start = r.offset.min(size);
-                    let end = match it.peek() {
-                        Some(next) => next.offset.clamp(start, size),
-                        None => size,
-                    };
+                lengths_from_offsets(resps.iter_mut().map(|r| &mut r.offset), size);
+                for r in resps.drain(..) {
                     if !r.continues {
                         self.stats.messages += 1;
                     }
@@ -422,7 +431,7 @@ impl Session {
                     if p.x.response_ts.is_none() {
                         p.x.response_ts = Some(ts);
                     }
-                    p.x.response_bytes += end - start;
+                    p.x.response_bytes += r.offset;
                     if !r.status.is_empty() && (!p.x.error || r.error) {
                         p.x.status = r.status;
                     }
@@ -430,7 +439,6 @@ impl Session {
                     p.x.truncated |= r.truncated;
                     p.complete |= r.complete;
                 }
-                drop(it);
                 self.collect_complete();
             }
         }
@@ -492,5 +500,27 @@ impl Session {
         let mut x = p.x;
         x.protocol = p.protocol.unwrap_or(self.protocol);
         Some(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lengths_from_offsets;
+
+    fn lengths(offsets: &[u64], size: u64) -> Vec<u64> {
+        let mut v = offsets.to_vec();
+        lengths_from_offsets(v.iter_mut(), size);
+        v
+    }
+
+    #[test]
+    fn offsets_become_lengths() {
+        assert_eq!(lengths(&[], 10), Vec::<u64>::new());
+        assert_eq!(lengths(&[0], 10), vec![10]);
+        assert_eq!(lengths(&[0, 4, 9], 10), vec![4, 5, 1]);
+        // Offsets beyond the push, or going backwards, give empty messages, never underflow.
+        assert_eq!(lengths(&[0, 12, 3], 10), vec![10, 0, 7]);
+        assert_eq!(lengths(&[5, 2], 10), vec![0, 8]);
+        assert_eq!(lengths(&[11], 10), vec![0]);
     }
 }

@@ -107,13 +107,90 @@ pub(crate) fn is_id_segment(seg: &[u8]) -> bool {
 /// Route template of a request target: the path without query or fragment, with id-like
 /// segments replaced by `{id}`.
 pub(crate) fn route_template(target: &[u8]) -> Text {
-    let end = memchr::memchr2(b'?', b'#', target).unwrap_or(target.len());
+    if target.len() > ROUTE_CACHE_KEY {
+        return route_uncached(target);
+    }
+    // The same request is usually parsed several times in a row (client and server side of a
+    // connection, then the proxied request): the route of a recent target is reused. (It is a
+    // function of the target's bytes alone, compared in full.)
+    let cached = ROUTES.try_with(|cache| {
+        let Ok(mut c) = cache.try_borrow_mut() else {
+            return route_uncached(target);
+        };
+        c.get_or_insert(target)
+    });
+    cached.unwrap_or_else(|_| route_uncached(target))
+}
+
+/// Longest target whose route is remembered.
+const ROUTE_CACHE_KEY: usize = 32;
+/// Routes remembered.
+const ROUTE_CACHE_SLOTS: usize = 4;
+
+/// The routes of the last few short targets (a ring).
+struct RouteCache {
+    keys: [[u8; ROUTE_CACHE_KEY]; ROUTE_CACHE_SLOTS],
+    /// Length of each key; `usize::MAX`: an empty slot.
+    lens: [usize; ROUTE_CACHE_SLOTS],
+    routes: [Text; ROUTE_CACHE_SLOTS],
+    next: usize,
+}
+
+impl RouteCache {
+    /// The route of `target` (at most [`ROUTE_CACHE_KEY`] bytes), remembered or computed.
+    fn get_or_insert(&mut self, target: &[u8]) -> Text {
+        let len = target.len();
+        for i in 0..ROUTE_CACHE_SLOTS {
+            if self.lens[i] == len && self.keys[i][..len] == *target {
+                return self.routes[i].clone();
+            }
+        }
+        let route = route_uncached(target);
+        let i = self.next % ROUTE_CACHE_SLOTS;
+        self.keys[i][..len].copy_from_slice(target);
+        self.lens[i] = len;
+        self.routes[i] = route.clone();
+        self.next = (i + 1) % ROUTE_CACHE_SLOTS;
+        route
+    }
+}
+
+thread_local! {
+    static ROUTES: std::cell::RefCell<RouteCache> = const {
+        std::cell::RefCell::new(RouteCache {
+            keys: [[0; ROUTE_CACHE_KEY]; ROUTE_CACHE_SLOTS],
+            lens: [usize::MAX; ROUTE_CACHE_SLOTS],
+            routes: [
+                Text::const_new(""),
+                Text::const_new(""),
+                Text::const_new(""),
+                Text::const_new(""),
+            ],
+            next: 0,
+        })
+    };
+}
+
+/// [`route_template`] without the cache.
+fn route_uncached(target: &[u8]) -> Text {
+    // One pass: the end of the path, and whether it is printable ASCII (short targets: a
+    // plain loop beats a vectorized search's set-up).
+    let mut end = target.len();
+    let mut printable = true;
+    for (i, &c) in target.iter().enumerate() {
+        if c == b'?' || c == b'#' {
+            end = i;
+            break;
+        }
+        printable &= (0x20..0x7f).contains(&c);
+    }
     let mut path = &target[..end];
     // Absolute form (proxies): drop scheme and authority.
     if let Some(rest) = strip_scheme(path) {
         path = rest;
     }
-    if printable_ascii(path) {
+    // (`path` is a suffix of `target[..end]`: printable when that is.)
+    if printable {
         route_ascii(path)
     } else {
         route_general(path)
@@ -128,26 +205,23 @@ fn route_ascii(path: &[u8]) -> Text {
     }
     let mut buf = [0u8; MAX_ROUTE];
     let mut len = 0usize;
-    let mut push = |len: &mut usize, b: &[u8]| {
-        let n = b.len().min(MAX_ROUTE - *len);
-        buf[*len..*len + n].copy_from_slice(&b[..n]);
-        *len += n;
-    };
-    let mut rest = path;
-    loop {
-        let cut = rest.iter().position(|&c| c == b'/');
-        let seg = &rest[..cut.unwrap_or(rest.len())];
-        if is_id_segment(seg) {
-            push(&mut len, b"{id}");
-        } else {
-            push(&mut len, seg);
+    for (i, seg) in path.split(|&c| c == b'/').enumerate() {
+        if i > 0 {
+            if len >= MAX_ROUTE {
+                break;
+            }
+            buf[len] = b'/';
+            len += 1;
         }
-        let Some(cut) = cut else { break };
-        if len >= MAX_ROUTE {
-            break;
+        let piece: &[u8] = if is_id_segment(seg) { b"{id}" } else { seg };
+        // Byte by byte: segments are short, a call to copy them costs more.
+        for &c in piece {
+            if len >= MAX_ROUTE {
+                break;
+            }
+            buf[len] = c;
+            len += 1;
         }
-        push(&mut len, b"/");
-        rest = &rest[cut + 1..];
     }
     let out = &buf[..len];
     debug_assert!(out.is_ascii());
@@ -436,6 +510,37 @@ mod tests {
             "{fast} of {}",
             cases.len()
         );
+    }
+
+    /// Targets of one length that differ in one byte, repeated in patterns longer and shorter
+    /// than the cache: every route is the target's own.
+    #[test]
+    fn route_cache_never_mixes_targets() {
+        let targets: Vec<Vec<u8>> = (0..7u8)
+            .flat_map(|i| {
+                [
+                    format!("/api/users/{i}").into_bytes(),
+                    format!("/api/user{i}/x").into_bytes(),
+                    format!("/api/users/{i}?q").into_bytes(),
+                ]
+            })
+            .chain([
+                b"/".to_vec(),
+                b"".to_vec(),
+                [b'/'; ROUTE_CACHE_KEY].to_vec(),
+                [b'7'; ROUTE_CACHE_KEY + 1].to_vec(),
+            ])
+            .collect();
+        for round in 0..3 {
+            for (k, t) in targets.iter().enumerate() {
+                for _ in 0..=(k + round) % 3 {
+                    assert_eq!(route_template(t), route_reference(t), "{t:?}");
+                }
+            }
+            for t in targets.iter().rev() {
+                assert_eq!(route_template(t), route_reference(t), "{t:?}");
+            }
+        }
     }
 
     #[test]
