@@ -179,6 +179,28 @@ struct {
 	__type(value, struct rt_fd_val);
 } fds SEC(".maps");
 
+/* Processes that were given an entry in `fds`: fork, exec and exit walk a process's fds only
+ * when it is here, so processes that never touch a followed socket or log file (a shell
+ * loop's children) cost a lookup, not a walk. User space adds the seeded ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} fd_owners SEC(".maps");
+
+static __always_inline void note_fd_owner(__u32 tgid)
+{
+	__u8 one = 1;
+	if (!bpf_map_lookup_elem(&fd_owners, &tgid))
+		bpf_map_update_elem(&fd_owners, &tgid, &one, BPF_ANY);
+}
+
+static __always_inline bool fd_owner(__u32 tgid)
+{
+	return bpf_map_lookup_elem(&fd_owners, &tgid) != NULL;
+}
+
 /* What the exit program knows of the syscall it looks at (on its stack, nothing kept
  * between entry and exit: every argument is still in pt_regs at sys_exit). */
 struct call {
@@ -501,7 +523,7 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	/* exec has just closed the close-on-exec fds, without a close(2) */
-	if (en_tcp || en_logs)
+	if ((en_tcp || en_logs) && fd_owner(BPF_CORE_READ(p, tgid)))
 		forget_closed_fds(BPF_CORE_READ(p, tgid));
 	if (!en_proc)
 		return 0;
@@ -532,6 +554,7 @@ int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 struct fork_ctx {
 	__u32 parent;
 	__u32 child;
+	__u32 copied;
 };
 
 static long copy_fd(__u64 i, struct fork_ctx *c)
@@ -542,6 +565,7 @@ static long copy_fd(__u64 i, struct fork_ctx *c)
 		struct rt_fd_key ck = {.tgid = c->child, .fd = (int)i};
 		struct rt_fd_val nv = *v;
 		bpf_map_update_elem(&fds, &ck, &nv, BPF_NOEXIST);
+		c->copied = 1;
 	}
 	return 0;
 }
@@ -553,11 +577,13 @@ int BPF_PROG(rt_fork, struct task_struct *parent, struct task_struct *child)
 	if (cpid != BPF_CORE_READ(child, tgid))
 		return 0; /* a thread */
 	__u32 ppid = BPF_CORE_READ(parent, tgid);
-	if (en_tcp || en_logs) {
+	if ((en_tcp || en_logs) && fd_owner(ppid)) {
 		/* a pre-fork server's child keeps using the sockets it inherits */
 		struct fork_ctx c = {.parent = ppid, .child = cpid};
 		unsigned int max = BPF_CORE_READ(child, files, fdt, max_fds);
 		bpf_loop(max < FORK_FDS ? max : FORK_FDS, copy_fd, &c, 0);
+		if (c.copied)
+			note_fd_owner(cpid);
 	}
 	if (!en_proc)
 		return 0;
@@ -581,8 +607,10 @@ int BPF_PROG(rt_exit, struct task_struct *p)
 		return 0;
 	__u32 pid = BPF_CORE_READ(p, tgid);
 	/* its fds die with it (the sockets' closes come from their state changes) */
-	if (en_tcp || en_logs)
+	if ((en_tcp || en_logs) && fd_owner(pid)) {
 		forget_all_fds(pid);
+		bpf_map_delete_elem(&fd_owners, &pid);
+	}
 	if (!en_proc)
 		return 0;
 	__u32 ppid = BPF_CORE_READ(p, real_parent, tgid);
@@ -653,6 +681,7 @@ int BPF_PROG(rt_set_state, const struct sock *sk, const int oldstate, const int 
 		struct rt_fd_key k = {.tgid = tgid, .fd = fd};
 		struct rt_fd_val v = {.sk = key, .start_ns = now, .kind = RT_FD_TCP};
 		bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+		note_fd_owner(tgid);
 		emit_tcp(sk, &ns, RT_TCP_CONNECT, RT_K_TCP, 0, newstate);
 		return 0;
 	}
@@ -1239,6 +1268,7 @@ static __noinline void on_accept(long ret)
 	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
 	struct rt_fd_val v = {.sk = key, .start_ns = now, .kind = RT_FD_TCP, .flags = RT_F_INBOUND};
 	bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+	note_fd_owner(tgid);
 	emit_tcp(sk, &ns, RT_TCP_ACCEPTED, RT_K_TCP, 0, TCP_ESTABLISHED);
 }
 
@@ -1291,6 +1321,7 @@ static __noinline void on_open(struct pt_regs *regs, long id, long fd)
 	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
 	struct rt_fd_val v = {.kind = RT_FD_LOG};
 	bpf_map_update_elem(&fds, &k, &v, BPF_ANY);
+	note_fd_owner(tgid);
 	struct call c = {.id = id, .buf = (__u64)path};
 	emit_log_open(&c, fd, tgid, tid);
 }

@@ -707,6 +707,11 @@ fn put_fd(
         .maps
         .fds
         .update(pod_bytes(&k), pod_bytes(&v), MapFlags::ANY);
+    // fork, exec and exit walk the fds of the processes in fd_owners only
+    let _ = skel
+        .maps
+        .fd_owners
+        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY);
 }
 
 fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
