@@ -6,6 +6,7 @@
 //! into `DIR/analysis` and checks the scenario's expectations. Whatever happens (an error,
 //! Ctrl-C, a panic) no process and no iptables rule is left behind (see `guard`).
 
+pub mod cgroup;
 pub mod guard;
 pub mod loadgen;
 pub mod runner;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use super::cgroup::Isolation;
 use super::guard::{self, AbortFlag, DropRule, Proc, TempDir};
 use super::loadgen;
 use super::spec::{self, FaultAction, Scenario, ServiceSpec, Vars};
@@ -42,8 +43,21 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("removed {n} iptables rule(s) left by an earlier, killed run");
         }
     }
+    // Everything started from here on inherits the runner's own cgroup, and the capture
+    // records only that cgroup.
+    let isolation = match Isolation::enter() {
+        Ok(i) => Some(i),
+        Err(e) => {
+            eprintln!(
+                "retrace scenario: warning: the scenario's processes are not isolated ({e:#}); \
+                 other activity on this machine may show up in the capture"
+            );
+            None
+        }
+    };
     let result = {
-        let mut stack = Stack::new(&sc, args, pre, abort.clone())?;
+        let cgroup = isolation.as_ref().map(|i| i.name().to_string());
+        let mut stack = Stack::new(&sc, args, pre, abort.clone(), cgroup)?;
         let r = stack.run_all(t0);
         // Everything is stopped here, before analysis, on success and failure alike.
         stack.shutdown();
@@ -53,6 +67,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if !swept.is_empty() {
         eprintln!("killed {} stray process(es): {swept:?}", swept.len());
     }
+    // back where the runner was; the (now empty) cgroup is removed
+    drop(isolation);
     let mut timings = result?;
     let print_timings = |timings: &[(String, f64)]| {
         println!("\ntimings:");
@@ -364,6 +380,8 @@ struct Stack<'a> {
     fault_log: Vec<FaultLog>,
     workdir: Option<TempDir>,
     keep_workdir: bool,
+    /// The cgroup every process of the scenario is in, when isolated.
+    cgroup: Option<String>,
 }
 
 impl<'a> Stack<'a> {
@@ -372,6 +390,7 @@ impl<'a> Stack<'a> {
         args: &RunArgs,
         pre: Preflight,
         abort: AbortFlag,
+        cgroup: Option<String>,
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&args.out)
             .with_context(|| format!("creating {}", args.out.display()))?;
@@ -433,6 +452,7 @@ impl<'a> Stack<'a> {
             fault_log: Vec::new(),
             workdir: Some(workdir),
             keep_workdir: args.keep_workdir,
+            cgroup,
         })
     }
 
@@ -620,6 +640,18 @@ impl<'a> Stack<'a> {
             .arg(&self.sc.name)
             .args(&self.sc.capture.args)
             .stdin(Stdio::null());
+        // Only the scenario's processes (the filter follows new processes through the proc
+        // stream).
+        match &self.cgroup {
+            Some(c) if self.sc.capture.streams.iter().any(|s| s == "proc") => {
+                cmd.arg("--cgroup").arg(c);
+            }
+            Some(_) => eprintln!(
+                "retrace scenario: warning: the capture has no proc stream, so it cannot keep \
+                 to the scenario's cgroup: other activity on this machine may show up"
+            ),
+            None => {}
+        }
         let log = self.log_file("capture")?;
         cmd.stdout(log.try_clone()?).stderr(log);
         // SIGTERM when the runner dies: the capture seals its files.
