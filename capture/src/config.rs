@@ -252,8 +252,8 @@ pub struct CaptureConfig {
     pub node: Option<String>,
     /// Streams.
     pub streams: Streams,
-    /// Size of the payload ring buffers, split between one ring per CPU (the control ring is a
-    /// quarter of it, at least 256 KiB).
+    /// Size of the payload ring buffers, split between one ring per CPU, each at least 1 MiB
+    /// or the whole size (the control ring is a quarter of it, at least 256 KiB).
     pub ring_size: u64,
     /// Redact secrets before they reach disk.
     pub redact: bool,
@@ -338,16 +338,18 @@ impl CaptureConfig {
     }
 
     /// The size of each CPU's payload ring when `cpus` share the data ring's size: a power
-    /// of two, at least 64 KiB, so that together they take no more than the data ring (unless
-    /// that floor says otherwise).
+    /// of two, together no more than the data ring, except that each gets at least 1 MiB
+    /// (or the whole data ring when that is smaller). Without that floor a machine with many
+    /// CPUs would give each a sliver, and one busy CPU would fill its ring in milliseconds.
     pub fn data_ring_bytes_per_cpu(&self, cpus: usize) -> u32 {
-        let share = u64::from(self.data_ring_bytes()) / (cpus.max(1) as u64);
-        let floor = if share.is_power_of_two() {
+        let total = u64::from(self.data_ring_bytes());
+        let share = total / (cpus.max(1) as u64);
+        let share = if share.is_power_of_two() {
             share
         } else {
             share.next_power_of_two() / 2
         };
-        pow2_clamp(floor)
+        pow2_clamp(share.max(total.min(1 << 20)))
     }
 
     /// The control ring's size (proc and tcp records): a quarter of the data ring, at least
@@ -484,6 +486,12 @@ mod tests {
         assert_eq!(c.data_ring_bytes_per_cpu(2), 4 << 20);
         assert_eq!(c.data_ring_bytes_per_cpu(3), 2 << 20);
         assert_eq!(c.data_ring_bytes_per_cpu(0), 8 << 20);
-        assert_eq!(c.data_ring_bytes_per_cpu(4096), 64 << 10);
+        assert_eq!(c.data_ring_bytes_per_cpu(8), 1 << 20);
+        assert_eq!(c.data_ring_bytes_per_cpu(64), 1 << 20);
+        let small = CaptureConfig {
+            ring_size: 64 << 10,
+            ..Default::default()
+        };
+        assert_eq!(small.data_ring_bytes_per_cpu(2), 64 << 10);
     }
 }

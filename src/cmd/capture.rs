@@ -56,8 +56,8 @@ pub struct Args {
     #[arg(long, default_value = "proc,tcp,l7,dns,logs", value_parser = streams)]
     pub streams: Streams,
     /// Size of the kernel ring buffers for payload records, split between one ring per CPU
-    /// (at least 64 KiB each; raise it on machines with many CPUs); the proc/tcp ring is a
-    /// quarter of it.
+    /// (each at least 1 MiB, or the whole size when smaller: more in all on machines with
+    /// many CPUs); the proc/tcp ring is a quarter of it.
     #[arg(long, value_parser = size, default_value = "8MiB")]
     pub ring_size: u64,
     /// Keep secrets (HTTP Authorization and cookies, PostgreSQL passwords) in payloads.
