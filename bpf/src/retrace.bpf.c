@@ -179,6 +179,10 @@ struct {
 	__type(value, struct rt_fd_val);
 } fds SEC(".maps");
 
+/* Fds that fork, exec, exit and close_range look at: those below this number (higher ones are
+ * left to the LRU). */
+#define FORK_FDS 256
+
 /* Processes that were given an entry in `fds`: fork, exec and exit walk a process's fds only
  * when it is here, so processes that never touch a followed socket or log file (a shell
  * loop's children) cost a lookup, not a walk. User space adds the seeded ones. */
@@ -264,8 +268,9 @@ struct {
 } data_submits SEC(".maps");
 
 /* Only one payload record in (wake_check_mask + 1) per CPU looks at the fill level of its
- * ring: reading the ring's positions touches cache lines that its consumer writes. User space sizes the mask so that what a CPU adds between two looks stays well
- * below the wakeup threshold. */
+ * ring: reading the ring's positions touches cache lines that its consumer writes. User space
+ * sizes the mask so that what a CPU adds between two looks stays well below the wakeup
+ * threshold. */
 const volatile __u64 wake_check_mask = 0;
 static __always_inline __u64 data_wake_flags(void *rb)
 {
@@ -516,18 +521,17 @@ static __always_inline struct rt_proc *proc_reserve(__u16 kind, __u32 pid, __u32
 	return e;
 }
 
-static void forget_closed_fds(__u32 tgid);
-static void forget_all_fds(__u32 tgid);
+static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone);
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	__u32 pid = BPF_CORE_READ(p, tgid);
 	/* exec has just closed the close-on-exec fds, without a close(2) */
-	if ((en_tcp || en_logs) && fd_owner(BPF_CORE_READ(p, tgid)))
-		forget_closed_fds(BPF_CORE_READ(p, tgid));
+	if ((en_tcp || en_logs) && fd_owner(pid))
+		close_fds(pid, 0, FORK_FDS, true);
 	if (!en_proc)
 		return 0;
-	__u32 pid = BPF_CORE_READ(p, tgid);
 	__u32 ppid = BPF_CORE_READ(p, real_parent, tgid);
 	if (proc_filtered(pid, ppid) || skip_task(pid))
 		return 0;
@@ -548,8 +552,6 @@ int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	return 0;
 }
 
-/* Fds inherited across fork are looked at up to this number. */
-#define FORK_FDS 256
 
 struct fork_ctx {
 	__u32 parent;
@@ -606,9 +608,9 @@ int BPF_PROG(rt_exit, struct task_struct *p)
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
 	__u32 pid = BPF_CORE_READ(p, tgid);
-	/* its fds die with it (the sockets' closes come from their state changes) */
+	/* its fds die with it */
 	if ((en_tcp || en_logs) && fd_owner(pid)) {
-		forget_all_fds(pid);
+		close_fds(pid, 0, FORK_FDS, false);
 		bpf_map_delete_elem(&fd_owners, &pid);
 	}
 	if (!en_proc)
@@ -860,42 +862,27 @@ static __noinline void on_close(__u32 tgid, int fd)
 struct fd_span {
 	__u32 tgid;
 	__u32 first;
+	bool only_gone;
 };
 
-static long forget_if_closed(__u64 i, struct fd_span *r)
+static long close_span_fd(__u64 i, struct fd_span *r)
 {
 	int fd = r->first + i;
-	struct rt_fd_key k = {.tgid = r->tgid, .fd = fd};
-	if (bpf_map_lookup_elem(&fds, &k) && !fd_file(fd))
-		on_close(r->tgid, fd);
+	if (r->only_gone) {
+		struct rt_fd_key k = {.tgid = r->tgid, .fd = fd};
+		if (!bpf_map_lookup_elem(&fds, &k) || fd_file(fd))
+			return 0;
+	}
+	on_close(r->tgid, fd);
 	return 0;
 }
 
-/* After exec, in the exec'ing task: forgets the followed fds it no longer has. */
-static void forget_closed_fds(__u32 tgid)
+/* Treats fds first .. first + n - 1 of `tgid` as closed; `only_gone`: those the current task
+ * (the exec'ing one) no longer has. */
+static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone)
 {
-	struct fd_span r = {.tgid = tgid};
-	bpf_loop(FORK_FDS, forget_if_closed, &r, 0);
-}
-
-static long forget_one(__u64 i, struct fd_span *r)
-{
-	struct rt_fd_key k = {.tgid = r->tgid, .fd = r->first + i};
-	bpf_map_delete_elem(&fds, &k);
-	return 0;
-}
-
-/* At the exit of the process's last thread. */
-static void forget_all_fds(__u32 tgid)
-{
-	struct fd_span r = {.tgid = tgid};
-	bpf_loop(FORK_FDS, forget_one, &r, 0);
-}
-
-static long close_one(__u64 i, struct fd_span *r)
-{
-	on_close(r->tgid, r->first + i);
-	return 0;
+	struct fd_span r = {.tgid = tgid, .first = first, .only_gone = only_gone};
+	bpf_loop(n, close_span_fd, &r, 0);
 }
 
 /* close_range(first, last, flags) succeeded. */
@@ -909,8 +896,7 @@ static __noinline void on_close_range(struct pt_regs *regs)
 	__u32 n = last - first + 1;
 	if (n > FORK_FDS - first)
 		n = FORK_FDS - first;
-	struct fd_span r = {.tgid = bpf_get_current_pid_tgid() >> 32, .first = first};
-	bpf_loop(n, close_one, &r, 0);
+	close_fds(bpf_get_current_pid_tgid() >> 32, first, n, false);
 }
 
 /* `to` is now a copy of `from` (dup, dup2, dup3, fcntl F_DUPFD): a copy of a followed fd is
@@ -995,8 +981,8 @@ static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, 
 }
 
 /*
- * Reserves a payload record in this CPU's ring `rb` for up to `n` payload bytes (n a constant: the
- * verifier needs one per reserve), and copies `len` (<= n) bytes from `src` right into it:
+ * Reserves a payload record in this CPU's ring `rb` for up to `n` payload bytes (n a
+ * constant: the verifier needs one per reserve), and copies `len` (<= n) bytes from `src` right into it:
  * no staging buffer, no second copy. Records come in a few size classes so that short
  * messages do not take the room of the longest.
  */

@@ -244,11 +244,11 @@ pub fn run_with(
     let mut open = RetraceSkelBuilder::default()
         .open(&mut storage)
         .map_err(|e| CaptureError::bpf("opening the BPF object", e))?;
-    configure(&mut open, cfg, self_pid)?;
+    let ring_plan = configure(&mut open, cfg, self_pid)?;
     let mut skel = open
         .load()
         .map_err(|e| CaptureError::bpf("loading the BPF programs (run `retrace doctor`)", e))?;
-    let data_rings = create_data_rings(cfg, &skel)?;
+    let data_rings = create_data_rings(ring_plan, &skel)?;
 
     // Seed the process table and the kernel's fd table from /proc before attaching.
     let mut procs = ProcTable::from_proc();
@@ -314,8 +314,7 @@ pub fn run_with(
         .build()
         .map_err(|e| CaptureError::bpf("ring buffer", e))?;
 
-    let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1);
-    let mut drops = DropCounters::new(ncpu);
+    let mut drops = DropCounters::new(ring_plan.cpus);
     let mut last_house = Instant::now();
     let mut last_house_mono = start_mono;
     let mut dropped_queue_seen = [0u64; EventKind::ALL.len()];
@@ -453,15 +452,21 @@ pub fn verify_load(cfg: &CaptureConfig) -> Result<(), CaptureError> {
     Ok(())
 }
 
-/// Creates one payload ring per possible CPU and puts each in its CPU's slot of `rb_data`:
-/// a CPU never contends with another for a ring's lock and producer position. The handles
-/// are the consumer's way in (the kernel keeps the rings alive while `rb_data` holds them).
+/// The payload rings: one per possible CPU, each `bytes` long.
+#[derive(Clone, Copy, Debug)]
+struct DataRings {
+    cpus: usize,
+    bytes: u32,
+}
+
+/// Creates the payload rings and puts each in its CPU's slot of `rb_data`: a CPU never
+/// contends with another for a ring's lock and producer position. The handles are the
+/// consumer's way in (the kernel keeps the rings alive while `rb_data` holds them).
 fn create_data_rings(
-    cfg: &CaptureConfig,
+    rings: DataRings,
     skel: &retrace_bpf::RetraceSkel<'_>,
 ) -> Result<Vec<libbpf_rs::MapHandle>, CaptureError> {
-    let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
-    let size = cfg.data_ring_bytes_per_cpu(cpus);
+    let DataRings { cpus, bytes } = rings;
     let opts = libbpf_rs::libbpf_sys::bpf_map_create_opts {
         sz: std::mem::size_of::<libbpf_rs::libbpf_sys::bpf_map_create_opts>() as _,
         ..Default::default()
@@ -473,7 +478,7 @@ fn create_data_rings(
             Some("rt_data_cpu"),
             0,
             0,
-            size,
+            bytes,
             &opts,
         )
         .map_err(|e| CaptureError::bpf("creating a payload ring", e))?;
@@ -499,11 +504,12 @@ fn quiet_libbpf() {
 }
 
 /// Sets the load-time constants and map sizes; disables the programs of unselected streams.
+/// Returns the payload rings to create once loaded.
 fn configure(
     open: &mut OpenRetraceSkel<'_>,
     cfg: &CaptureConfig,
     self_pid: u32,
-) -> Result<(), CaptureError> {
+) -> Result<DataRings, CaptureError> {
     let s = cfg.streams;
     let ro = open
         .maps
@@ -526,7 +532,11 @@ fn configure(
     ro.en_dns = u8::from(s.has(Stream::Dns));
     ro.en_logs = u8::from(s.has(Stream::Logs));
     let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
-    let data = cfg.data_ring_bytes_per_cpu(cpus);
+    let rings = DataRings {
+        cpus,
+        bytes: cfg.data_ring_bytes_per_cpu(cpus),
+    };
+    let data = rings.bytes;
     let ctl = cfg.ctl_ring_bytes();
     // wake the consumer when a ring is a quarter full; otherwise it polls every 20 ms
     ro.wakeup_data_bytes = u64::from(data / 4);
@@ -563,7 +573,7 @@ fn configure(
     // the seed resolver runs once, by hand (see `resolve_seeded`), not through attach()
     p.rt_seed.set_autoload(tcp);
     p.rt_seed.set_autoattach(false);
-    Ok(())
+    Ok(rings)
 }
 
 /// How many payload records a CPU submits between two looks at the data ring's fill level (a

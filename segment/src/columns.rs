@@ -319,15 +319,15 @@ impl BlockBuilder {
             v.clear();
             v
         }
+        let mut strings = done.strings;
+        strings.clear();
         let mut b = Self {
             kinds: emptied(done.kinds),
             ts: emptied(done.ts),
             addrs: emptied(done.addrs),
+            strings,
             ..Self::default()
         };
-        let mut strings = done.strings;
-        strings.clear();
-        b.strings = strings;
         for (slot, v) in b.shared.iter_mut().zip(done.shared) {
             *slot = emptied(v);
         }

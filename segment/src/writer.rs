@@ -211,6 +211,7 @@ fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
         }
     })
 }
+
 /// Encodes a header: prefix then compressed body.
 pub fn encode_header(header: &SegmentHeader, zstd_level: i32) -> Result<Vec<u8>, SegmentError> {
     let body = rkyv::to_bytes::<rkyv::rancor::Error>(&header.to_body())
@@ -240,9 +241,8 @@ pub fn encode_header(header: &SegmentHeader, zstd_level: i32) -> Result<Vec<u8>,
     Ok(out)
 }
 
-/// Encodes and compresses a finished block into a frame.
-/// Encodes and compresses `builder`'s block, leaving an empty builder that reuses its
-/// buffers in its place.
+/// Encodes and compresses `builder`'s block into a frame, leaving in its place an empty
+/// builder that reuses its buffers.
 pub(crate) fn encode_block(
     builder: &mut BlockBuilder,
     zstd_level: i32,

@@ -57,7 +57,9 @@ fn lengths_from_offsets<'a>(offsets: impl Iterator<Item = &'a mut u64>, size: u6
 }
 
 impl Pending {
-    fn new(req: Req, ts: u64, request_bytes: u64) -> Self {
+    /// A pending request sent at `ts`; its `offset` is by now its length in bytes (see
+    /// [`lengths_from_offsets`]).
+    fn new(req: Req, ts: u64) -> Self {
         Pending {
             x: Exchange {
                 protocol: Protocol::Unknown,
@@ -71,7 +73,7 @@ impl Pending {
                 trace_id: req.trace_id,
                 request_id: req.request_id,
                 host: req.host,
-                request_bytes,
+                request_bytes: req.offset,
                 response_bytes: 0,
                 truncated: req.truncated,
             },
@@ -264,16 +266,14 @@ impl Session {
         // After a response, bytes that do not parse still start a new request (one that could
         // not be read, e.g. an empty or garbled prefix): count it, without details.
         // (Not the body that follows a `100 Continue`.)
-        // (Scanned only when it matters: the queue can be long.)
-        let awaiting_continue = |pending: &VecDeque<Pending>| {
-            pending
-                .iter()
-                .any(|p| !p.complete && p.x.status.starts_with('1'))
-        };
+        // (The queue, which can be long, is scanned last, only when the rest holds.)
         let outcome = if flipped
             && outcome != Outcome::Parsed
             && !self.keyed()
-            && !awaiting_continue(&self.pending)
+            && !self
+                .pending
+                .iter()
+                .any(|p| !p.complete && p.x.status.starts_with('1'))
         {
             self.stats.unparsed += 1;
             reqs.clear();
@@ -323,8 +323,7 @@ impl Session {
                             }
                         }
                     }
-                    let length = req.offset;
-                    self.pending.push_back(Pending::new(req, ts, length));
+                    self.pending.push_back(Pending::new(req, ts));
                 }
             }
         }

@@ -52,7 +52,7 @@ fn text_slow(b: &[u8], max: usize) -> Text {
 
 /// Appends `b` as text (see [`text`]) without an intermediate allocation when it is printable
 /// ASCII.
-fn push_text(out: &mut String, b: &[u8]) {
+fn push_text(out: &mut Text, b: &[u8]) {
     if let Some(s) = printable_str(b) {
         out.push_str(s);
         return;
@@ -133,6 +133,7 @@ struct RouteCache {
     /// Length of each key; `usize::MAX`: an empty slot.
     lens: [usize; ROUTE_CACHE_SLOTS],
     routes: [Text; ROUTE_CACHE_SLOTS],
+    /// The slot the next new route takes (always below [`ROUTE_CACHE_SLOTS`]).
     next: usize,
 }
 
@@ -146,7 +147,7 @@ impl RouteCache {
             }
         }
         let route = route_uncached(target);
-        let i = self.next % ROUTE_CACHE_SLOTS;
+        let i = self.next;
         self.keys[i][..len].copy_from_slice(target);
         self.lens[i] = len;
         self.routes[i] = route.clone();
@@ -160,12 +161,7 @@ thread_local! {
         std::cell::RefCell::new(RouteCache {
             keys: [[0; ROUTE_CACHE_KEY]; ROUTE_CACHE_SLOTS],
             lens: [usize::MAX; ROUTE_CACHE_SLOTS],
-            routes: [
-                Text::const_new(""),
-                Text::const_new(""),
-                Text::const_new(""),
-                Text::const_new(""),
-            ],
+            routes: [const { Text::const_new("") }; ROUTE_CACHE_SLOTS],
             next: 0,
         })
     };
@@ -232,7 +228,7 @@ fn route_ascii(path: &[u8]) -> Text {
 
 /// Route template of a path (query, fragment and scheme already removed), for any bytes.
 fn route_general(path: &[u8]) -> Text {
-    let mut out = String::new();
+    let mut out = Text::default();
     for (i, seg) in path.split(|&c| c == b'/').enumerate() {
         if i > 0 {
             out.push('/');
@@ -246,14 +242,11 @@ fn route_general(path: &[u8]) -> Text {
             break;
         }
     }
-    let mut cut = out.len().min(MAX_ROUTE);
-    while !out.is_char_boundary(cut) {
-        cut -= 1;
+    truncate_str(&mut out, MAX_ROUTE);
+    if out.is_empty() {
+        out.push('/');
     }
-    match &out[..cut] {
-        "" => Text::const_new("/"),
-        route => Text::from(route),
-    }
+    out
 }
 
 fn strip_scheme(path: &[u8]) -> Option<&[u8]> {

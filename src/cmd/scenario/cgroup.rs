@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-/// Prefix of the cgroups this module creates.
+/// Prefix and suffix of the cgroups this module creates (`retrace-scenario-PID-run`). The
+/// suffix keeps one name from being part of another: `retrace capture --cgroup` keeps the
+/// processes whose cgroup path contains the name, and without it run 123's name would also
+/// select run 1234's processes.
 const PREFIX: &str = "retrace-scenario-";
+const SUFFIX: &str = "-run";
 
 /// The runner's own cgroup, left (and removed) when dropped.
 #[derive(Debug)]
@@ -34,7 +38,7 @@ impl Isolation {
             std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let home_rel = unified_path(&own).context("this process has no cgroup v2 path")?;
         remove_stale(&mount);
-        let name = format!("{PREFIX}{}", std::process::id());
+        let name = cgroup_name(std::process::id());
         let dir = mount.join(&name);
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
@@ -77,6 +81,11 @@ impl Drop for Isolation {
     }
 }
 
+/// The name of the cgroup of the run with this pid.
+fn cgroup_name(pid: u32) -> String {
+    format!("{PREFIX}{pid}{SUFFIX}")
+}
+
 /// Where the cgroup2 hierarchy is mounted, from /proc/self/mountinfo.
 fn unified_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
@@ -105,7 +114,10 @@ fn remove_stale(mount: &Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(pid) = name.strip_prefix(PREFIX) else {
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|n| n.strip_suffix(SUFFIX))
+        else {
             continue;
         };
         let alive = pid
@@ -137,6 +149,17 @@ mod tests {
             unified_mount("37 35 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory"),
             None
         );
+    }
+
+    /// The capture selects processes whose cgroup path contains the name: no run's name may
+    /// be part of another's.
+    #[test]
+    fn no_run_selects_another_runs_processes() {
+        for (a, b) in [(123, 1234), (1, 12), (12, 112), (7, 70)] {
+            let path_b = format!("/{}", cgroup_name(b));
+            assert!(!path_b.contains(&cgroup_name(a)), "{a} selects {path_b}");
+        }
+        assert!(format!("/{}", cgroup_name(123)).contains(&cgroup_name(123)));
     }
 
     #[test]
