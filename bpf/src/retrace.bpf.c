@@ -521,7 +521,7 @@ static __always_inline struct rt_proc *proc_reserve(__u16 kind, __u32 pid, __u32
 	return e;
 }
 
-static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone);
+static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone, bool at_exit);
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
@@ -529,7 +529,7 @@ int BPF_PROG(rt_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	__u32 pid = BPF_CORE_READ(p, tgid);
 	/* exec has just closed the close-on-exec fds, without a close(2) */
 	if ((en_tcp || en_logs) && fd_owner(pid))
-		close_fds(pid, 0, FORK_FDS, true);
+		close_fds(pid, 0, FORK_FDS, true, false);
 	if (!en_proc)
 		return 0;
 	__u32 ppid = BPF_CORE_READ(p, real_parent, tgid);
@@ -610,7 +610,7 @@ int BPF_PROG(rt_exit, struct task_struct *p)
 	__u32 pid = BPF_CORE_READ(p, tgid);
 	/* its fds die with it */
 	if ((en_tcp || en_logs) && fd_owner(pid)) {
-		close_fds(pid, 0, FORK_FDS, false);
+		close_fds(pid, 0, FORK_FDS, false, false);
 		bpf_map_delete_elem(&fd_owners, &pid);
 	}
 	if (!en_proc)
@@ -829,14 +829,25 @@ int rt_seed(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
-/* close(2) of a followed fd, at its exit: the fd is gone, the socket may be too. */
-static __noinline void on_close(__u32 tgid, int fd)
+/*
+ * close(2) of a followed fd, at its exit: the fd is gone, the socket may be too.
+ *
+ * The number is free from the moment the kernel released it, before this program runs at the
+ * syscall's exit (`at_exit`: close(2), close_range(2)): another thread of the process may already have been given the same number
+ * by socket(2) or accept(2) and connected it, and its entry is the one in `fds` now. Deleting
+ * it would lose that connection's reads and writes (its close then reports 0 bytes received,
+ * and its requests look unanswered). So an entry whose socket the fd names right now belongs
+ * to the new owner and is left alone.
+ */
+static __noinline void on_close(__u32 tgid, int fd, bool at_exit)
 {
 	struct rt_fd_key k = {.tgid = tgid, .fd = fd};
 	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &k);
 	if (!v)
 		return;
 	__u64 key = v->sk;
+	if (at_exit && v->kind == RT_FD_TCP && key && (__u64)fd_sock(fd) == key)
+		return;
 	/* Only the last reference closes the socket: a pre-fork server's parent closing its
 	 * copy after fork, or one of two dup'ed fds, leaves the connection open. A seeded socket
 	 * the iterator could not resolve (key 0) is forgotten silently. */
@@ -863,6 +874,7 @@ struct fd_span {
 	__u32 tgid;
 	__u32 first;
 	bool only_gone;
+	bool at_exit;
 };
 
 static long close_span_fd(__u64 i, struct fd_span *r)
@@ -873,15 +885,16 @@ static long close_span_fd(__u64 i, struct fd_span *r)
 		if (!bpf_map_lookup_elem(&fds, &k) || fd_file(fd))
 			return 0;
 	}
-	on_close(r->tgid, fd);
+	on_close(r->tgid, fd, r->at_exit);
 	return 0;
 }
 
 /* Treats fds first .. first + n - 1 of `tgid` as closed; `only_gone`: those the current task
- * (the exec'ing one) no longer has. */
-static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone)
+ * (the exec'ing one) no longer has; `at_exit`: at the exit of the syscall that closed them
+ * (see on_close). */
+static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone, bool at_exit)
 {
-	struct fd_span r = {.tgid = tgid, .first = first, .only_gone = only_gone};
+	struct fd_span r = {.tgid = tgid, .first = first, .only_gone = only_gone, .at_exit = at_exit};
 	bpf_loop(n, close_span_fd, &r, 0);
 }
 
@@ -896,7 +909,7 @@ static __noinline void on_close_range(struct pt_regs *regs)
 	__u32 n = last - first + 1;
 	if (n > FORK_FDS - first)
 		n = FORK_FDS - first;
-	close_fds(bpf_get_current_pid_tgid() >> 32, first, n, false);
+	close_fds(bpf_get_current_pid_tgid() >> 32, first, n, false, true);
 }
 
 /* `to` is now a copy of `from` (dup, dup2, dup3, fcntl F_DUPFD): a copy of a followed fd is
@@ -907,7 +920,7 @@ static __noinline void on_dup(int from, int to, bool closes_target)
 	if (from == to)
 		return;
 	if (closes_target)
-		on_close(tgid, to);
+		on_close(tgid, to, false);
 	struct rt_fd_key fk = {.tgid = tgid, .fd = from};
 	struct rt_fd_key tk = {.tgid = tgid, .fd = to};
 	struct rt_fd_val *v = bpf_map_lookup_elem(&fds, &fk);
@@ -925,11 +938,15 @@ static __always_inline bool is_udp_call(__u32 id)
 	       id == NR_recvmsg || id == NR_recvmmsg;
 }
 
-/* Source and available length of the `i`th message's first buffer, for each call shape. */
+/* Source and available length of the `i`th message's first buffer, for each call shape. Only
+ * the fields needed are read from user memory (an iovec, a msghdr's iov pointer, an mmsghdr's
+ * length), never whole structs: this runs under on_data and emit_data, whose combined stack
+ * must stay within the classic 512-byte limit. */
 static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, __u64 *avail)
 {
 	struct iovec iov = {};
-	struct user_msghdr m = {};
+	void *iov_ptr = NULL;
+	__u64 limit = ret;
 
 	switch (c->id) {
 	case NR_read:
@@ -943,33 +960,27 @@ static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, 
 		return 0;
 	case NR_readv:
 	case NR_writev:
-		if (i || bpf_probe_read_user(&iov, sizeof(iov), (void *)c->buf))
+		if (i)
 			return -1;
-		*src = iov.iov_base;
-		*avail = iov.iov_len < (__u64)ret ? iov.iov_len : (__u64)ret;
-		return 0;
+		iov_ptr = (void *)c->buf;
+		break;
 	case NR_sendmsg:
 	case NR_recvmsg:
-		if (i || bpf_probe_read_user(&m, sizeof(m), (void *)c->buf))
+		if (i || bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr),
+					     &((struct user_msghdr *)c->buf)->msg_iov))
 			return -1;
-		if (!m.msg_iov || bpf_probe_read_user(&iov, sizeof(iov), m.msg_iov))
-			return -1;
-		*src = iov.iov_base;
-		*avail = iov.iov_len < (__u64)ret ? iov.iov_len : (__u64)ret;
-		return 0;
+		break;
 	case NR_sendmmsg:
 	case NR_recvmmsg: {
-		struct mmsghdr mm = {};
+		struct mmsghdr *mm = (struct mmsghdr *)c->buf + i;
+		unsigned int mlen = 0;
 		if (i >= ret)
 			return -1;
-		if (bpf_probe_read_user(&mm, sizeof(mm), (struct mmsghdr *)c->buf + i))
+		if (bpf_probe_read_user(&iov_ptr, sizeof(iov_ptr), &mm->msg_hdr.msg_iov) ||
+		    bpf_probe_read_user(&mlen, sizeof(mlen), &mm->msg_len))
 			return -1;
-		if (!mm.msg_hdr.msg_iov ||
-		    bpf_probe_read_user(&iov, sizeof(iov), mm.msg_hdr.msg_iov))
-			return -1;
-		*src = iov.iov_base;
-		*avail = iov.iov_len < mm.msg_len ? iov.iov_len : mm.msg_len;
-		return 0;
+		limit = mlen;
+		break;
 	}
 	default: /* sendfile: no user buffer */
 		if (i)
@@ -978,6 +989,11 @@ static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, 
 		*avail = 0;
 		return 0;
 	}
+	if (!iov_ptr || bpf_probe_read_user(&iov, sizeof(iov), iov_ptr))
+		return -1;
+	*src = iov.iov_base;
+	*avail = iov.iov_len < limit ? iov.iov_len : limit;
+	return 0;
 }
 
 /*
@@ -1108,7 +1124,7 @@ static __always_inline void sample_rtt(const struct sock *sk, struct sock_state 
 }
 
 /* A read/write family syscall that transferred `ret` > 0 bytes. */
-static __always_inline void on_data(struct pt_regs *regs, long id, long ret)
+static __noinline void on_data(struct pt_regs *regs, long id, long ret)
 {
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u32 tgid = pt >> 32, tid = (__u32)pt;
@@ -1332,7 +1348,7 @@ int BPF_PROG(rt_sys_exit, struct pt_regs *regs, long ret)
 		if (id == NR_close) {
 			/* EBADF: nothing was closed; any other result released the fd */
 			if ((en_tcp || en_logs) && ret != -EBADF)
-				on_close(bpf_get_current_pid_tgid() >> 32, (int)regs->di);
+				on_close(bpf_get_current_pid_tgid() >> 32, (int)regs->di, true);
 			return 0;
 		}
 		if (id == NR_accept) {
