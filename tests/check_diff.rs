@@ -144,6 +144,28 @@ fn diff_checkout_against_api_down_fails_on_errors() {
 }
 
 #[test]
+fn diff_without_out_writes_nothing() {
+    let cwd = tempfile::tempdir().expect("tmp");
+    let base = root().join("scenarios/checkout/capture");
+    let cand = root().join("scenarios/api-down/capture");
+    let o = Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args(["diff", path(&base), path(&cand)])
+        .current_dir(cwd.path())
+        .output()
+        .expect("run retrace");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("rule(s) crossed"), "{t}");
+    assert!(!t.contains("wrote"), "{t}");
+    let left: Vec<_> = std::fs::read_dir(cwd.path())
+        .expect("read cwd")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "diff wrote {left:?} without --out");
+}
+
+#[test]
 fn diff_rejects_bad_rules() {
     let o = retrace(&[
         "diff",

@@ -40,9 +40,10 @@ pub struct Args {
     /// Below this many requests (on either side) an edge's percentiles are not judged.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub min_requests: u64,
-    /// Directory for diff.html and diff.csv.
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    pub out: PathBuf,
+    /// Directory for diff.html and diff.csv (without it, only the table on stdout and the
+    /// exit code: nothing is written).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Service naming rules passed to the analyzer (see `retrace analyze --services`).
     #[arg(long, value_name = "FILE.yaml")]
     pub services: Option<PathBuf>,
@@ -58,24 +59,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cand = load(&args.candidate, args.services.as_deref())?;
     let report = compare(&base, &cand, &rules, args.min_requests);
     print!("{}", render_table(&report));
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let csv_path = args.out.join("diff.csv");
-    write_csv(&report, &csv_path)?;
-    let html_path = args.out.join("diff.html");
     let title = format!("{} → {}", args.base.display(), args.candidate.display());
-    std::fs::write(&html_path, render_html(&report, &title, &args.fail_on))
-        .with_context(|| format!("writing {}", html_path.display()))?;
+    let written = match &args.out {
+        Some(out) => {
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            let csv_path = out.join("diff.csv");
+            write_csv(&report, &csv_path)?;
+            let html_path = out.join("diff.html");
+            std::fs::write(&html_path, render_html(&report, &title, &args.fail_on))
+                .with_context(|| format!("writing {}", html_path.display()))?;
+            format!("; wrote {} and {}", csv_path.display(), html_path.display())
+        }
+        None => String::new(),
+    };
     if let Some(j) = &args.junit {
         check::write_junit(j, &format!("retrace diff {title}"), &junit_cases(&report))?;
     }
     let crossed = report.failures();
-    println!(
-        "{} rule(s) crossed; wrote {} and {}",
-        crossed,
-        csv_path.display(),
-        html_path.display()
-    );
+    println!("{crossed} rule(s) crossed{written}");
     Ok(if crossed == 0 {
         ExitCode::SUCCESS
     } else {
