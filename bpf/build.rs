@@ -21,6 +21,8 @@ fn main() {
     let src_dir = manifest.join("src");
     SkeletonBuilder::new()
         .source(&src)
+        // kept in OUT_DIR: lib.rs embeds it for `object()` (the static stack check reads it)
+        .obj(out.join("retrace.bpf.o"))
         .clang_args([
             "-I".into(),
             include.clone().into_os_string(),
