@@ -12,7 +12,8 @@
 //! [`crate::object`]), decodes every function of every program section (`tp_btf/...`,
 //! `iter/...`) and of `.text` (the subprograms), and finds for each:
 //!
-//! - its frame depth: the deepest byte below `r10` it touches or points at (loads and stores
+//! - its frame depth: the deepest byte below `r10` it touches or points at, in whole 8-byte
+//!   slots as the verifier counts them (loads and stores
 //!   based on `r10` or on a register holding `r10 + constant`, and `rX = r10; rX += -N`
 //!   address computations, which is how a stack buffer is handed to a helper), found by a
 //!   small data-flow pass over the function's control flow;
@@ -112,7 +113,8 @@ pub struct Function {
     pub start: usize,
     /// Number of instruction slots (`ld_imm64` takes two).
     pub len: usize,
-    /// Deepest byte below `r10` touched or pointed at (0: no stack).
+    /// Deepest byte below `r10` touched or pointed at, rounded up to whole 8-byte slots as
+    /// the verifier counts them (0: no stack).
     pub depth: u32,
     /// True when an `r10`-derived pointer was moved by a non-constant amount: its accesses
     /// could not be bounded statically (the verifier then counts what it sees).
@@ -456,22 +458,23 @@ impl Analysis {
     }
 
     /// The functions of program `root` in the order libbpf lays them out when it loads it
-    /// (the program, then each subprogram appended when first referenced while scanning the
-    /// growing instruction array): the order of the verifier's subprograms, and so of its
-    /// `stack depth A+B+C` statistics line.
+    /// (`bpf_object__reloc_code`): the program, then, depth first, each subprogram appended
+    /// when first referenced (and its own references relocated at once), in instruction order.
+    /// That is the order of the verifier's subprograms, and so of its `stack depth A+B+C`
+    /// statistics line.
     pub fn libbpf_order(&self, root: usize) -> Vec<usize> {
-        let mut order = vec![root];
-        let mut k = 0;
-        while k < order.len() {
-            let mut refs: Vec<&Reference> = self.functions[order[k]].calls.iter().collect();
+        fn visit(a: &Analysis, f: usize, order: &mut Vec<usize>) {
+            let mut refs: Vec<&Reference> = a.functions[f].calls.iter().collect();
             refs.sort_by_key(|r| r.insn);
             for r in refs {
                 if !order.contains(&r.callee) {
                     order.push(r.callee);
+                    visit(a, r.callee, order);
                 }
             }
-            k += 1;
         }
+        let mut order = vec![root];
+        visit(self, root, &mut order);
         order
     }
 }
@@ -706,8 +709,9 @@ fn frame_depth(insns: &[Insn]) -> (u32, bool) {
             }
         }
     }
+    // whole 8-byte slots, as the verifier counts them
     let depth = u32::try_from(-deepest.max(-TRACK_LIMIT)).unwrap_or(u32::MAX);
-    (depth, variable)
+    (depth.next_multiple_of(8), variable)
 }
 
 fn jump(by_slot: &BTreeMap<usize, usize>, ins: Insn, delta: i64) -> Option<usize> {
@@ -751,7 +755,7 @@ mod tests {
                 insn(0x61, 0, 10, -12, 0),
                 insn(0x95, 0, 0, 0, 0)
             ]),
-            (12, false)
+            (16, false)
         );
         // r2 = r10; r2 += -200; call 1 (helper); exit: the buffer handed to a helper counts
         assert_eq!(
@@ -772,7 +776,7 @@ mod tests {
                 insn(0x72, 4, 0, -100, 1),
                 insn(0x95, 0, 0, 0, 0)
             ]),
-            (164, false)
+            (168, false)
         );
         // a helper call clobbers r1-r5: r1 no longer points into the stack after it
         assert_eq!(
@@ -812,7 +816,7 @@ mod tests {
                 insn(0x72, 1, 0, -100, 0),
                 insn(0x95, 0, 0, 0, 0)
             ]),
-            (92, false)
+            (96, false)
         );
         // r1 = r10; r1 += r2 (unknown): a variable offset is flagged
         assert!(
@@ -883,7 +887,8 @@ mod tests {
             c.to_string(),
             "f0 (tp_btf/x): f0 352 (depth 344) → f1 32 (depth 8) ⇒ f3 320 (depth 300) = 704/512 bytes"
         );
-        assert_eq!(a.libbpf_order(0), vec![0, 1, 2, 3]);
+        // depth first, as libbpf appends them: f1, then f1's callback f3, then f2
+        assert_eq!(a.libbpf_order(0), vec![0, 1, 3, 2]);
         let small = chain_of(&[0], &[]);
         assert_eq!(small.worst_chain(0).expect("chain").total, 32);
     }

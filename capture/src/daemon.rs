@@ -245,9 +245,8 @@ pub fn run_with(
         .open(&mut storage)
         .map_err(|e| CaptureError::bpf("opening the BPF object", e))?;
     let ring_plan = configure(&mut open, cfg, self_pid)?;
-    let mut skel = open
-        .load()
-        .map_err(|e| CaptureError::bpf("loading the BPF programs (run `retrace doctor`)", e))?;
+    let (loaded, logs) = load_logged(open, 0);
+    let mut skel = loaded.map_err(|e| logs.error(e))?;
     let data_rings = create_data_rings(ring_plan, &skel)?;
 
     // Seed the process table and the kernel's fd table from /proc before attaching.
@@ -438,8 +437,67 @@ pub fn run_with(
 }
 
 /// Opens, configures and loads the BPF programs for `cfg` without attaching them: the
-/// verifier's verdict on this kernel (needs root).
+/// verifier's verdict on this kernel (needs root). A refusal names the program and carries
+/// the end of the verifier's log ([`CaptureError::Refused`]).
 pub fn verify_load(cfg: &CaptureConfig) -> Result<(), CaptureError> {
+    let report = load_report(cfg, 0)?;
+    match report.failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The verifier log level that adds statistics to each program's log: instructions
+/// processed and `stack depth A+B+C`, one number per subprogram (`BPF_LOG_STATS`).
+pub const BPF_LOG_STATS: u32 = 4;
+/// Bytes of verifier log kept per program (kernels from 6.4 keep the end of a longer log,
+/// where the reason of a refusal is; older ones keep its start).
+const PROGRAM_LOG_BYTES: usize = 1 << 20;
+/// Lines of the verifier log shown when a program is refused.
+pub const LOG_TAIL_LINES: usize = 20;
+
+/// What happened to one program in a load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramState {
+    /// Passed the verifier and loaded.
+    Loaded,
+    /// Refused (by the verifier, or by libbpf before it).
+    Failed,
+    /// Selected, but not tried: loading stopped at an earlier program's failure.
+    NotTried,
+    /// Not selected by the streams (not loaded).
+    Disabled,
+}
+
+/// One program of a load, with what the kernel said about it.
+#[derive(Clone, Debug)]
+pub struct ProgramVerdict {
+    /// Program name (`rt_sys_exit`).
+    pub name: String,
+    /// Its section (`tp_btf/sys_exit`).
+    pub section: String,
+    /// What happened.
+    pub state: ProgramState,
+    /// The verifier's log: statistics when asked for ([`BPF_LOG_STATS`]), the reason of a
+    /// refusal on failure; empty otherwise.
+    pub log: String,
+}
+
+/// The verdict of one load of the real programs, configured as `retrace capture` would
+/// ([`load_report`]).
+#[derive(Debug)]
+pub struct LoadReport {
+    /// Every program of the object, in load order.
+    pub programs: Vec<ProgramVerdict>,
+    /// The load's error ([`CaptureError::Refused`] when a program was refused), if any.
+    pub failure: Option<CaptureError>,
+}
+
+/// Opens, configures (as `retrace capture` would for `cfg`) and loads the programs without
+/// attaching them, each with its own verifier log at `log_level` (0, or [`BPF_LOG_STATS`]
+/// for statistics): one verdict per program. Fails only when the object cannot be opened or
+/// configured; a refused load is in [`LoadReport::failure`]. Needs root.
+pub fn load_report(cfg: &CaptureConfig, log_level: u32) -> Result<LoadReport, CaptureError> {
     cfg.validate()?;
     quiet_libbpf();
     let mut storage = MaybeUninit::uninit();
@@ -447,9 +505,145 @@ pub fn verify_load(cfg: &CaptureConfig) -> Result<(), CaptureError> {
         .open(&mut storage)
         .map_err(|e| CaptureError::bpf("opening the BPF object", e))?;
     configure(&mut open, cfg, std::process::id())?;
-    open.load()
-        .map_err(|e| CaptureError::bpf("loading the BPF programs", e))?;
-    Ok(())
+    let (loaded, logs) = load_logged(open, log_level);
+    let ok = loaded.is_ok();
+    let failure = loaded.err().map(|e| logs.error(e));
+    Ok(LoadReport {
+        programs: logs.verdicts(ok),
+        failure,
+    })
+}
+
+/// The last `lines` non-empty lines of a verifier log (the reason of a refusal is at its end:
+/// "combined stack size of 2 calls is 704. Too large").
+pub fn log_tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Per-program verifier log buffers of one load, and libbpf's messages during it.
+struct ProgramLogs {
+    /// (name, section, selected, buffer)
+    programs: Vec<(String, String, bool, Vec<u8>)>,
+    /// libbpf's warnings while loading (they name the program that failed).
+    libbpf: Vec<String>,
+}
+
+impl ProgramLogs {
+    fn log(buf: &[u8]) -> String {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    }
+
+    /// The program that failed: the one libbpf names in its warnings, else the last selected
+    /// program with a log (loading stops at the first failure).
+    fn failed(&self) -> Option<usize> {
+        let named = self.libbpf.iter().find_map(|m| {
+            let rest = m.split("prog '").nth(1)?;
+            let name = rest.split('\'').next()?;
+            self.programs.iter().position(|p| p.0 == name)
+        });
+        named.or_else(|| {
+            self.programs
+                .iter()
+                .rposition(|p| p.2 && !Self::log(&p.3).trim().is_empty())
+        })
+    }
+
+    /// The error of a failed load: the program and the end of its log when known.
+    fn error(&self, source: libbpf_rs::Error) -> CaptureError {
+        match self.failed() {
+            Some(i) => {
+                let (name, section, _, buf) = &self.programs[i];
+                let log = Self::log(buf);
+                let mut tail = log_tail(&log, LOG_TAIL_LINES);
+                if tail.is_empty() {
+                    tail = log_tail(&self.libbpf.concat(), LOG_TAIL_LINES);
+                }
+                CaptureError::Refused {
+                    program: format!("{name} ({section})"),
+                    log_tail: tail,
+                    source,
+                }
+            }
+            None => CaptureError::bpf(
+                format!(
+                    "loading the BPF programs (run `retrace doctor`){}",
+                    self.libbpf
+                        .iter()
+                        .map(|m| format!("\n  libbpf: {}", m.trim_end()))
+                        .collect::<String>()
+                ),
+                source,
+            ),
+        }
+    }
+
+    fn verdicts(&self, ok: bool) -> Vec<ProgramVerdict> {
+        let failed = if ok { None } else { self.failed() };
+        self.programs
+            .iter()
+            .enumerate()
+            .map(|(i, (name, section, selected, buf))| ProgramVerdict {
+                name: name.clone(),
+                section: section.clone(),
+                state: match (selected, failed) {
+                    (false, _) => ProgramState::Disabled,
+                    (true, None) if ok => ProgramState::Loaded,
+                    (true, Some(f)) if i == f => ProgramState::Failed,
+                    (true, Some(f)) if i < f => ProgramState::Loaded,
+                    _ => ProgramState::NotTried,
+                },
+                log: Self::log(buf),
+            })
+            .collect()
+    }
+}
+
+/// Loads `open` with a verifier log buffer of its own for each program (libbpf fills it on
+/// failure even at `log_level` 0), libbpf's warnings kept instead of printed.
+fn load_logged(
+    mut open: OpenRetraceSkel<'_>,
+    log_level: u32,
+) -> (libbpf_rs::Result<retrace_bpf::RetraceSkel<'_>>, ProgramLogs) {
+    use libbpf_rs::AsRawLibbpf;
+    let mut logs = ProgramLogs {
+        programs: Vec::new(),
+        libbpf: Vec::new(),
+    };
+    for mut prog in open.open_object_mut().progs_mut() {
+        let mut buf = vec![
+            0u8;
+            if prog.autoload() {
+                PROGRAM_LOG_BYTES
+            } else {
+                0
+            }
+        ];
+        if prog.autoload() {
+            prog.set_log_level(log_level);
+            // SAFETY: the buffer is valid for `buf.len()` bytes and outlives the load (it is
+            // moved into `logs`, which does not move its heap allocation); libbpf writes it
+            // only while loading.
+            unsafe {
+                libbpf_rs::libbpf_sys::bpf_program__set_log_buf(
+                    prog.as_libbpf_object().as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len() as _,
+                );
+            }
+        }
+        logs.programs.push((
+            prog.name().to_string_lossy().into_owned(),
+            prog.section().to_string_lossy().into_owned(),
+            prog.autoload(),
+            buf,
+        ));
+    }
+    let mark = libbpf_messages_mark(true);
+    let loaded = open.load();
+    logs.libbpf = libbpf_messages_since(mark);
+    (loaded, logs)
 }
 
 /// The payload rings: one per possible CPU, each `bytes` long.
@@ -493,11 +687,57 @@ fn create_data_rings(
     Ok(rings)
 }
 
-/// Keeps libbpf's chatter to warnings, on stderr.
+/// libbpf's recent warnings, numbered, and how many loads keep them off stderr.
+struct LibbpfMessages {
+    next: u64,
+    recent: std::collections::VecDeque<(u64, String)>,
+    held: usize,
+}
+
+static LIBBPF_MESSAGES: std::sync::Mutex<LibbpfMessages> = std::sync::Mutex::new(LibbpfMessages {
+    next: 0,
+    recent: std::collections::VecDeque::new(),
+    held: 0,
+});
+
+fn libbpf_messages() -> std::sync::MutexGuard<'static, LibbpfMessages> {
+    LIBBPF_MESSAGES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts keeping libbpf's warnings (off stderr while `hold`): returns the mark to pass to
+/// [`libbpf_messages_since`].
+fn libbpf_messages_mark(hold: bool) -> u64 {
+    let mut m = libbpf_messages();
+    m.held += usize::from(hold);
+    m.next
+}
+
+/// libbpf's warnings since `mark`; releases the hold taken by [`libbpf_messages_mark`].
+fn libbpf_messages_since(mark: u64) -> Vec<String> {
+    let mut m = libbpf_messages();
+    m.held = m.held.saturating_sub(1);
+    m.recent
+        .iter()
+        .filter(|(n, _)| *n >= mark)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// Keeps libbpf's chatter to warnings, on stderr (kept instead while a load holds them).
 fn quiet_libbpf() {
     fn print(level: libbpf_rs::PrintLevel, msg: String) {
-        if level == libbpf_rs::PrintLevel::Warn {
+        if level != libbpf_rs::PrintLevel::Warn {
+            return;
+        }
+        let mut m = libbpf_messages();
+        if m.held == 0 {
             eprint!("libbpf: {msg}");
+        }
+        let n = m.next;
+        m.next += 1;
+        m.recent.push_back((n, msg));
+        if m.recent.len() > 256 {
+            m.recent.pop_front();
         }
     }
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, print)));
@@ -1245,5 +1485,96 @@ mod tests {
         let mapped = a.to_wall(marks::monotonic_ns());
         let diff = now_wall.abs_diff(mapped);
         assert!(diff < 50_000_000, "mono→wall mapping off by {diff} ns");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_non_empty_lines() {
+        let log = "func#0 @0\n0: R1=ctx() R10=fp0\n\n1: (b7) r0 = 0\n\
+                   combined stack size of 2 calls is 704. Too large\n\n\
+                   verification time 1200 usec\nstack depth 472+224\n";
+        assert_eq!(
+            log_tail(log, 3),
+            "combined stack size of 2 calls is 704. Too large\n\
+             verification time 1200 usec\nstack depth 472+224"
+        );
+        assert_eq!(log_tail(log, 100).lines().count(), 6);
+        assert_eq!(log_tail("", 20), "");
+    }
+
+    #[test]
+    fn a_failed_load_names_its_program_and_ends_with_its_log() {
+        let mut log = vec![0u8; 64];
+        log[..27].copy_from_slice(b"1: (b7) r0 = 0\nToo large\n\0\0");
+        let logs = ProgramLogs {
+            programs: vec![
+                (
+                    "rt_exec".into(),
+                    "tp_btf/sched_process_exec".into(),
+                    true,
+                    vec![0; 8],
+                ),
+                (
+                    "rt_oom".into(),
+                    "tp_btf/mark_victim".into(),
+                    false,
+                    Vec::new(),
+                ),
+                ("rt_sys_exit".into(), "tp_btf/sys_exit".into(), true, log),
+                ("rt_seed".into(), "iter/task_file".into(), true, vec![0; 8]),
+            ],
+            libbpf: vec!["prog 'rt_sys_exit': BPF program load failed: -EACCES\n".into()],
+        };
+        let err = logs.error(libbpf_rs::Error::from_raw_os_error(libc::EACCES));
+        let text = err.to_string();
+        assert!(
+            text.starts_with("BPF: program rt_sys_exit (tp_btf/sys_exit) was refused"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\n    1: (b7) r0 = 0\n    Too large"),
+            "{text}"
+        );
+        let states: Vec<ProgramState> = logs.verdicts(false).iter().map(|v| v.state).collect();
+        assert_eq!(
+            states,
+            [
+                ProgramState::Loaded,
+                ProgramState::Disabled,
+                ProgramState::Failed,
+                ProgramState::NotTried
+            ]
+        );
+    }
+
+    #[test]
+    fn a_program_the_verifier_refuses_is_named_with_its_log() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            if std::env::var("RETRACE_REQUIRE_BPF").as_deref() == Ok("1") {
+                panic!("RETRACE_REQUIRE_BPF=1 but not root");
+            }
+            eprintln!("skipped: needs root (loads BPF programs)");
+            return;
+        }
+        quiet_libbpf();
+        let cfg = CaptureConfig::default();
+        let mut storage = MaybeUninit::uninit();
+        let mut open = RetraceSkelBuilder::default().open(&mut storage).unwrap();
+        configure(&mut open, &cfg, std::process::id()).unwrap();
+        // A tracing program's code as a socket filter: the verifier refuses its context reads.
+        open.progs
+            .rt_oom
+            .set_prog_type(libbpf_rs::ProgramType::SocketFilter);
+        let (loaded, logs) = load_logged(open, 0);
+        let err = logs.error(loaded.err().expect("the verifier refuses it"));
+        let CaptureError::Refused {
+            program, log_tail, ..
+        } = &err
+        else {
+            panic!("not a refusal: {err}");
+        };
+        assert_eq!(program, "rt_oom (tp_btf/mark_victim)");
+        assert!(!log_tail.is_empty() && log_tail.lines().count() <= LOG_TAIL_LINES);
+        println!("{err}");
     }
 }

@@ -2,9 +2,12 @@
 //!
 //! Every check looks at the real thing where it can: it parses the kernel's BTF, finds each
 //! attach point the selected streams use, creates a real BPF ring buffer, loads a trivial BPF
-//! program, opens a real software perf event and a real uprobe, and measures free disk space
-//! where the capture will be written. Each check yields one [`Check`]: a status, what was
-//! found, and, when it failed, what to do.
+//! program, then (for `retrace doctor`) loads the real programs configured as `retrace
+//! capture` would for the same options, one check per program (a refusal shows the end of the
+//! verifier's log), checks statically that every program's call chain fits the 512-byte BPF
+//! stack of any kernel ([`retrace_bpf::stack`]), opens a real software perf event and a real
+//! uprobe, and measures free disk space where the capture will be written. Each check yields
+//! one [`Check`]: a status, what was found, and, when it failed, what to do.
 //!
 //! Two entry points:
 //! - [`run_checks`] runs everything and returns every check (for `retrace doctor`);
@@ -22,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 use libbpf_rs::btf::BtfType;
 use libbpf_rs::{Btf, MapHandle, MapType};
+
+use crate::daemon::{self, ProgramState, BPF_LOG_STATS, LOG_TAIL_LINES};
+use crate::CaptureConfig;
 
 /// Where the kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -224,6 +230,10 @@ pub struct DoctorOptions {
     /// Repair what can be repaired safely: mount tracefs when it is missing (whether or not the
     /// selected streams need it).
     pub fix: bool,
+    /// Load the real BPF programs, configured as `retrace capture` would with these options
+    /// (streams, filters, payload size, ring size), one check per program; `None`: only the
+    /// trivial program is loaded.
+    pub programs: Option<CaptureConfig>,
 }
 
 /// Runs every check, in order: kernel, privileges, BTF, tracefs, attach points of each stream,
@@ -273,6 +283,10 @@ fn run_checks_inner(
         ));
     }
     checks.push(check_prog_load());
+    checks.push(check_stack());
+    if let Some(cfg) = &opts.programs {
+        checks.extend(check_programs(cfg));
+    }
     checks.push(check_ringbuf());
     checks.push(check_perf_event());
     checks.push(check_uprobe());
@@ -295,6 +309,8 @@ pub fn preflight(streams: &[String], out: &Path) -> Result<Vec<Check>, DoctorErr
         streams: streams.to_vec(),
         out: out.to_path_buf(),
         fix: false,
+        // capture loads them right after, and names a refused program itself
+        programs: None,
     };
     let all = run_checks_inner(&opts, true)?;
     let failed: Vec<Check> = all.iter().filter(|c| c.failed()).cloned().collect();
@@ -665,6 +681,162 @@ fn check_prog_load() -> Check {
     Check::ok(name, "loaded and released a trivial program")
 }
 
+/// The static stack check of the embedded object: every program's worst call chain within
+/// the 512 bytes of kernels without BPF private stacks.
+fn check_stack() -> Check {
+    let name = "bpf stack";
+    let chains = match retrace_bpf::stack::embedded_chains() {
+        Ok(c) => c,
+        Err(e) => {
+            return Check::warn(
+                name,
+                format!("cannot analyze the BPF object: {e}"),
+                "report it: the stack of the programs is unchecked",
+            )
+        }
+    };
+    let Some(worst) = chains.iter().max_by_key(|c| (c.total, c.frames.len())) else {
+        return Check::warn(name, "the BPF object has no programs", "report it");
+    };
+    let over: Vec<String> = chains
+        .iter()
+        .filter(|c| !c.fits())
+        .map(ToString::to_string)
+        .collect();
+    if over.is_empty() {
+        Check::ok(
+            name,
+            format!(
+                "worst chain {} {}/{} bytes (fits every kernel)",
+                worst.path(),
+                worst.total,
+                retrace_bpf::stack::MAX_STACK
+            ),
+        )
+    } else {
+        Check::warn(
+            name,
+            format!(
+                "call chains over the {}-byte stack of kernels without BPF private stacks:\n{}",
+                retrace_bpf::stack::MAX_STACK,
+                indent(&over.join("\n"))
+            ),
+            "kernels before 6.13 (and some later builds) refuse these programs: this build of \
+             retrace captures only where the programs load (see the `bpf program` checks)",
+        )
+    }
+}
+
+/// `processed 5234 insns (limit ...)` and `stack depth 0+248+120` of a statistics log, as
+/// `5234 insns, stack 0+248+120`.
+fn verifier_stats(log: &str) -> String {
+    let insns = log.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("processed ")
+            .and_then(|r| r.split_whitespace().next())
+    });
+    let stack = log
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("stack depth "));
+    match (insns, stack) {
+        (Some(i), Some(s)) => format!("{i} insns, stack {s}"),
+        (Some(i), None) => format!("{i} insns"),
+        (None, Some(s)) => format!("stack {s}"),
+        (None, None) => "loaded".into(),
+    }
+}
+
+fn indent(text: &str) -> String {
+    let lines: Vec<String> = text.lines().map(|l| format!("    {l}")).collect();
+    lines.join("\n")
+}
+
+/// Loads the real programs as `retrace capture` would for `cfg` (not attached), with the
+/// verifier's statistics: one check per selected program.
+fn check_programs(cfg: &CaptureConfig) -> Vec<Check> {
+    let report = match daemon::load_report(cfg, BPF_LOG_STATS) {
+        Ok(r) => r,
+        Err(e) => {
+            return vec![Check::fail(
+                "bpf programs",
+                format!("cannot open the BPF object: {e}"),
+                "check the options (run `retrace capture --help`)",
+            )]
+        }
+    };
+    program_checks(&report)
+}
+
+/// One check per selected program of a load (and one for a failure no program explains).
+fn program_checks(report: &daemon::LoadReport) -> Vec<Check> {
+    let failed = report
+        .programs
+        .iter()
+        .find(|p| p.state == ProgramState::Failed)
+        .map(|p| p.name.clone());
+    let mut checks = Vec::new();
+    for p in &report.programs {
+        let name = format!("bpf program {}", p.name);
+        checks.push(match p.state {
+            ProgramState::Disabled => continue,
+            ProgramState::Loaded => Check::ok(
+                name,
+                format!("{}: verified ({})", p.section, verifier_stats(&p.log)),
+            ),
+            ProgramState::Failed => {
+                let mut tail = daemon::log_tail(&p.log, LOG_TAIL_LINES);
+                if tail.is_empty() {
+                    if let Some(e) = &report.failure {
+                        tail = e.to_string();
+                    }
+                }
+                Check::fail(
+                    name,
+                    format!(
+                        "{}: refused by this kernel; the end of the verifier's log:\n{}",
+                        p.section,
+                        indent(&tail)
+                    ),
+                    "this build of retrace cannot capture these streams on this kernel: capture \
+                     without the streams that need this program (--streams), and report this \
+                     log",
+                )
+            }
+            ProgramState::NotTried => Check::warn(
+                name,
+                format!(
+                    "{}: not tried (loading stopped at {})",
+                    p.section,
+                    failed.as_deref().unwrap_or("an earlier failure")
+                ),
+                "fix the failure above first",
+            ),
+        });
+    }
+    if failed.is_none() {
+        if let Some(e) = &report.failure {
+            checks.push(Check::fail(
+                "bpf programs",
+                format!("loading the programs failed: {e}"),
+                match e {
+                    crate::CaptureError::Bpf { source, .. } => {
+                        let errno = match source.kind() {
+                            libbpf_rs::ErrorKind::PermissionDenied => libc::EPERM,
+                            libbpf_rs::ErrorKind::OutOfMemory => libc::ENOMEM,
+                            libbpf_rs::ErrorKind::Unsupported => libc::ENOSYS,
+                            _ => 0,
+                        };
+                        bpf_errno_fix(&io::Error::from_raw_os_error(errno))
+                    }
+                    _ => "see the message above".into(),
+                },
+            ));
+        }
+    }
+    checks
+}
+
 fn bpf_errno_fix(e: &io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -1032,6 +1204,7 @@ mod tests {
             streams: vec!["nope".into()],
             out: "/tmp".into(),
             fix: false,
+            programs: None,
         };
         assert!(matches!(run_checks(&opts), Err(DoctorError::UnknownStream(s)) if s == "nope"));
     }
@@ -1069,6 +1242,7 @@ mod tests {
             streams: ALL_STREAMS.iter().map(|s| s.to_string()).collect(),
             out: std::env::temp_dir(),
             fix: false,
+            programs: None,
         };
         let checks = run_checks(&opts).expect("known streams");
         for c in &checks {
@@ -1100,6 +1274,116 @@ mod tests {
             .type_by_name::<BtfType<'_>>("task_struct")
             .expect("task_struct");
         assert!(attach_tp_btf(u32::from(bad.type_id())).is_err());
+    }
+
+    fn is_root_or_skip(test: &str) -> bool {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        if std::env::var("RETRACE_REQUIRE_BPF").as_deref() == Ok("1") {
+            panic!("{test}: RETRACE_REQUIRE_BPF=1 but not root");
+        }
+        eprintln!("{test}: skipped: needs root (loads BPF programs)");
+        false
+    }
+
+    #[test]
+    fn the_real_programs_load_here_one_check_each() {
+        if !is_root_or_skip("the_real_programs_load_here_one_check_each") {
+            return;
+        }
+        for (streams, expected) in [
+            ("proc,tcp,l7,dns,logs", 10),
+            // proc alone: exec, fork, exit, oom
+            ("proc", 4),
+        ] {
+            let opts = DoctorOptions {
+                streams: streams.split(',').map(str::to_string).collect(),
+                out: std::env::temp_dir(),
+                fix: false,
+                programs: Some(CaptureConfig {
+                    streams: streams.parse().expect("streams"),
+                    payload_bytes: 4096,
+                    port: Some(8080),
+                    ..Default::default()
+                }),
+            };
+            let checks = run_checks(&opts).expect("known streams");
+            let programs: Vec<&Check> = checks
+                .iter()
+                .filter(|c| c.name.starts_with("bpf program rt_"))
+                .collect();
+            for c in &programs {
+                println!("{c}");
+                assert_eq!(c.status, Status::Ok, "{c}");
+                assert!(c.detail.contains("insns, stack "), "{c}");
+            }
+            assert_eq!(programs.len(), expected, "--streams {streams}");
+            let stack = checks
+                .iter()
+                .find(|c| c.name == "bpf stack")
+                .expect("the stack check runs");
+            println!("{stack}");
+            assert!(stack.detail.contains("worst chain rt_"), "{stack}");
+        }
+    }
+
+    #[test]
+    fn a_refused_program_shows_the_end_of_its_log() {
+        use daemon::{LoadReport, ProgramVerdict};
+        let verdict = |name: &str, state, log: &str| ProgramVerdict {
+            name: name.into(),
+            section: format!("tp_btf/{name}"),
+            state,
+            log: log.into(),
+        };
+        let mut log: String = (0..40).map(|i| format!("{i}: (b7) r0 = 0\n")).collect();
+        log.push_str("combined stack size of 2 calls is 704. Too large\n");
+        let report = LoadReport {
+            programs: vec![
+                verdict(
+                    "rt_exec",
+                    ProgramState::Loaded,
+                    "processed 809 insns (limit 1000000)\nstack depth 64+24\n",
+                ),
+                verdict("rt_oom", ProgramState::Disabled, ""),
+                verdict("rt_sys_exit", ProgramState::Failed, &log),
+                verdict("rt_seed", ProgramState::NotTried, ""),
+            ],
+            failure: Some(crate::CaptureError::Refused {
+                program: "rt_sys_exit (tp_btf/rt_sys_exit)".into(),
+                log_tail: String::new(),
+                source: libbpf_rs::Error::from_raw_os_error(libc::EACCES),
+            }),
+        };
+        let checks = program_checks(&report);
+        let lines: Vec<String> = checks.iter().map(ToString::to_string).collect();
+        assert_eq!(checks.len(), 3, "{lines:#?}");
+        assert_eq!(
+            lines[0],
+            "ok   bpf program rt_exec: tp_btf/rt_exec: verified (809 insns, stack 64+24)"
+        );
+        let refused = &checks[1];
+        assert_eq!(refused.status, Status::Fail);
+        assert_eq!(refused.name, "bpf program rt_sys_exit");
+        let shown: Vec<&str> = refused.detail.lines().skip(1).collect();
+        assert_eq!(shown.len(), LOG_TAIL_LINES, "{}", refused.detail);
+        assert_eq!(shown[0], "    21: (b7) r0 = 0");
+        assert_eq!(
+            shown[LOG_TAIL_LINES - 1],
+            "    combined stack size of 2 calls is 704. Too large"
+        );
+        assert_eq!(checks[2].status, Status::Warn);
+        assert!(checks[2].detail.contains("loading stopped at rt_sys_exit"));
+    }
+
+    #[test]
+    fn verifier_statistics_read_well() {
+        let log = "processed 17454 insns (limit 1000000) max_states_per_insn 4 total_states 900\n\
+                   stack depth 0+248+120\n";
+        assert_eq!(verifier_stats(log), "17454 insns, stack 0+248+120");
+        assert_eq!(verifier_stats(""), "loaded");
     }
 
     #[test]

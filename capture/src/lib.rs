@@ -44,6 +44,16 @@ pub enum CaptureError {
         /// libbpf's error.
         source: libbpf_rs::Error,
     },
+    /// The kernel (or libbpf) refused one of the BPF programs.
+    #[error("BPF: program {program} was refused ({source}); the end of its verifier log:\n{}", indent(.log_tail))]
+    Refused {
+        /// The program and its section: `rt_sys_exit (tp_btf/sys_exit)`.
+        program: String,
+        /// The last lines of the verifier's log (the reason is at its end).
+        log_tail: String,
+        /// libbpf's error.
+        source: libbpf_rs::Error,
+    },
     /// Writing the capture failed.
     #[error("writing the capture: {0}")]
     Write(#[from] retrace_segment::SegmentError),
@@ -61,6 +71,11 @@ pub enum CaptureError {
     /// The writer thread died.
     #[error("the writer thread stopped: {0}")]
     Writer(String),
+}
+
+fn indent(text: &str) -> String {
+    let lines: Vec<String> = text.lines().map(|l| format!("    {l}")).collect();
+    lines.join("\n")
 }
 
 impl CaptureError {
