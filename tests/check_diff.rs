@@ -178,3 +178,26 @@ fn diff_rejects_bad_rules() {
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("unknown metric \"latency\""), "{t}");
 }
+
+#[test]
+fn check_passes_the_api_down_capture_against_its_own_expectations() {
+    // The stopped api's refused connects are its callers' failed calls, not requests it
+    // served: the expectations assert them as such.
+    let o = retrace(&[
+        "check",
+        "scenarios/api-down/capture",
+        "--expect",
+        "scenarios/api-down/scenario.yaml",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("PASS  service api: failed connections")),
+        "{t}"
+    );
+    assert!(
+        t.lines().any(|l| l.starts_with("PASS  service api: calls")),
+        "{t}"
+    );
+}

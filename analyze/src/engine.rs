@@ -1,15 +1,16 @@
 //! The streaming part of an analysis: events in (time order per node), connection sides,
 //! exchanges, processes and DNS names accumulated; [`Analyzer::finish`] resolves services,
-//! pairs the two sides of loopback connections and aggregates.
+//! joins the two ends of connections (by 4-tuple and time: [`crate::join`]) and aggregates.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use retrace_segment::{
     Addr, ConnId, Direction, Endpoint, Event, EventBody, EventKind, NodeInfo, ProcessInfo,
-    StateSnapshot, TcpSampleKind, TcpStep,
+    StateSnapshot, TcpSample, TcpSampleKind, TcpStep,
 };
 
+use crate::join::{self, Connections, Facts, Opened, Sample, SampleKind, Span};
 use crate::l7::{self, Parsed};
 use crate::model::{Analysis, NodeSummary, PayloadStats, EMPTY, NO_LATENCY};
 use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
@@ -130,6 +131,8 @@ struct Side {
     sent: u64,
     received: u64,
     closed_bytes: Option<(u64, u64)>,
+    /// When the socket was opened (wall ns), exactly or at the latest.
+    opened: Opened,
     /// When the socket was closed (wall ns).
     closed_at: Option<u64>,
     established: bool,
@@ -188,33 +191,66 @@ const DNS_TIMEOUT_NS: u64 = 5_000_000_000;
 /// Status of a DNS query never answered within [`DNS_TIMEOUT_NS`].
 pub const DNS_NO_RESPONSE: &str = "no response (timeout)";
 
-/// Pairs a connection's client-side exchanges (`mine`, in time order) with its server-side
-/// ones (`theirs`): each with the next server exchange of the same method and target, looking
-/// a few ahead. Either side may have missed exchanges (a capture that began mid-connection,
-/// lost messages), and one missing exchange must not shift every pairing after it. Returns,
-/// per client exchange, the index of its server exchange in `theirs`.
-fn align(exchanges: &[Ex], mine: &[u32], theirs: &[u32]) -> Vec<Option<usize>> {
-    const LOOKAHEAD: usize = 8;
-    let mut out = Vec::with_capacity(mine.len());
-    let mut next = 0;
-    for &xi in mine {
-        let x = &exchanges[xi as usize];
-        let found = (next..theirs.len().min(next + LOOKAHEAD)).find(|&j| {
-            let y = &exchanges[theirs[j] as usize];
-            y.method == x.method && y.target == x.target
-        });
-        if let Some(j) = found {
-            next = j + 1;
-        }
-        out.push(found);
+impl join::Request for Ex {
+    fn method(&self) -> u32 {
+        self.method
     }
-    out
+
+    fn target(&self) -> u32 {
+        self.target
+    }
 }
 
 /// Whether a DNS response code is a failure of the resolver. `NXDOMAIN` is an answer (the
 /// name does not exist), routine when search domains are tried, so it is not.
 fn dns_failed(rcode: &str) -> bool {
     !matches!(rcode, "NOERROR" | "NXDOMAIN")
+}
+
+/// The name and kind of every process that took part, by (node, pid).
+type Names = BTreeMap<(u16, u32), (String, String)>;
+
+/// Exchanges grouped by side: `order[by_side[i].0..by_side[i].1]` are side `i`'s, in time
+/// order (indexes into the exchanges).
+struct Grouped {
+    by_side: Vec<(usize, usize)>,
+    order: Vec<u32>,
+}
+
+impl Grouped {
+    fn of(&self, side: u32) -> &[u32] {
+        match self.by_side.get(side as usize) {
+            Some(&(a, b)) => &self.order[a..b],
+            None => &[],
+        }
+    }
+}
+
+/// Ids of strings shared by the rows.
+struct RowIds {
+    /// Node names by node index.
+    nodes: Vec<u32>,
+    tcp: u32,
+    connect: u32,
+}
+
+impl RowIds {
+    fn node(&self, node: u16) -> u32 {
+        self.nodes.get(usize::from(node)).copied().unwrap_or(EMPTY)
+    }
+}
+
+/// Request rows and connection rows, for the aggregation.
+struct Rows {
+    rows: Vec<Row>,
+    conns: Vec<stats::ConnRow>,
+}
+
+/// Events lost, by kind and in all, and the completeness claimed.
+struct Losses {
+    dropped_by_kind: BTreeMap<String, u64>,
+    dropped: u64,
+    completeness: f64,
 }
 
 /// Consumes events and produces an [`Analysis`].
@@ -226,9 +262,9 @@ pub struct Analyzer {
     sides: Vec<Side>,
     exchanges: Vec<Ex>,
     failures: Vec<Failure>,
-    retransmits: Map<(Endpoint, Endpoint), u64>,
-    /// Last reset received per 4-tuple (local, remote), to tell why a request got no response.
-    resets: Map<(Endpoint, Endpoint), u64>,
+    /// Retransmits and resets received, attributed to their connections at the end (they
+    /// carry a 4-tuple, not a socket).
+    samples: Vec<Sample>,
     /// Intervals (node, from, to; wall ns) in which the capture lost L7 messages.
     l7_losses: Vec<(u16, u64, u64)>,
     dns_names: HashMap<IpAddr, String>,
@@ -296,8 +332,7 @@ impl Analyzer {
             sides: Vec::new(),
             exchanges: Vec::new(),
             failures: Vec::new(),
-            retransmits: Map::default(),
-            resets: Map::default(),
+            samples: Vec::new(),
             l7_losses: Vec::new(),
             dns_names: HashMap::new(),
             dns_queries: Vec::new(),
@@ -364,8 +399,7 @@ impl Analyzer {
         }
         for c in &state.connections {
             if !self.conns.contains_key(&(node, c.conn)) {
-                self.new_side(node, c.conn, !c.inbound, c.local, c.remote);
-                let _ = ts;
+                self.new_side(node, c.conn, !c.inbound, c.local, c.remote, Opened::By(ts));
             }
         }
     }
@@ -377,6 +411,7 @@ impl Analyzer {
         client: bool,
         local: Endpoint,
         remote: Endpoint,
+        opened: Opened,
     ) -> u32 {
         let idx = self.sides.len() as u32;
         self.sides.push(Side {
@@ -390,6 +425,7 @@ impl Analyzer {
             sent: 0,
             received: 0,
             closed_bytes: None,
+            opened,
             closed_at: None,
             established: !client,
             failed: false,
@@ -513,7 +549,7 @@ impl Analyzer {
                             !(local.port < 32768 && remote.port >= 32768)
                         };
                         self.payload.orphan_messages += 1;
-                        self.new_side(node, m.conn, client, local, remote)
+                        self.new_side(node, m.conn, client, local, remote, Opened::By(ts))
                     }
                 };
                 let egress = m.direction == Direction::Egress;
@@ -545,12 +581,7 @@ impl Analyzer {
                 }
                 self.drain_parsed(idx, false);
             }
-            EventBody::TcpSample(s) if s.what == TcpSampleKind::Retransmit => {
-                *self.retransmits.entry((s.local, s.remote)).or_insert(0) += 1;
-            }
-            EventBody::TcpSample(s) if s.what == TcpSampleKind::ResetReceived => {
-                self.resets.insert((s.local, s.remote), ts);
-            }
+            EventBody::TcpSample(s) => self.tcp_sample(node, ts, s),
             EventBody::Udp(u) => {
                 if u.remote.port != 53 && u.local.port != 53 {
                     return;
@@ -625,6 +656,24 @@ impl Analyzer {
         }
     }
 
+    /// Keeps retransmits and resets received for [`Connections::tally`].
+    fn tcp_sample(&mut self, node: u16, ts: u64, s: &TcpSample) {
+        let kind = match s.what {
+            TcpSampleKind::Retransmit => SampleKind::Retransmit,
+            TcpSampleKind::ResetReceived => SampleKind::ResetReceived,
+            TcpSampleKind::ResetSent | TcpSampleKind::Rtt => return,
+        };
+        self.samples.push(Sample {
+            node,
+            ts,
+            kind,
+            local: s.local,
+            remote: s.remote,
+            state: s.state,
+            pid: s.pid,
+        });
+    }
+
     fn tcp(&mut self, node: u16, ts: u64, e: &retrace_segment::TcpEvent) {
         let key = (node, e.conn);
         match &e.step {
@@ -638,13 +687,16 @@ impl Analyzer {
             TcpStep::ListenClose => {}
             TcpStep::ConnectAttempt => {
                 if !self.conns.contains_key(&key) {
-                    self.new_side(node, e.conn, true, e.local, e.remote);
+                    self.new_side(node, e.conn, true, e.local, e.remote, Opened::At(ts));
                 }
             }
-            TcpStep::Established { .. } => {
+            TcpStep::Established { latency_ns } => {
                 let idx = match self.conns.get(&key) {
                     Some(&i) => i,
-                    None => self.new_side(node, e.conn, true, e.local, e.remote),
+                    None => {
+                        let at = Opened::At(ts.saturating_sub(*latency_ns));
+                        self.new_side(node, e.conn, true, e.local, e.remote, at)
+                    }
                 };
                 let s = &mut self.sides[idx as usize];
                 s.established = true;
@@ -678,7 +730,7 @@ impl Analyzer {
             }
             TcpStep::Accepted => {
                 if !self.conns.contains_key(&key) {
-                    self.new_side(node, e.conn, false, e.local, e.remote);
+                    self.new_side(node, e.conn, false, e.local, e.remote, Opened::At(ts));
                 }
                 self.procs
                     .entry((node, e.conn.pid))
@@ -707,8 +759,9 @@ impl Analyzer {
 
     /// Ends a side's parsing. `closed`: the socket was closed (not merely still open when the
     /// capture ended), so requests still waiting for their first response byte never got one:
-    /// they are failed requests, labelled [`NO_RESPONSE_RESET`] when the connection was reset
-    /// after they were sent, else [`NO_RESPONSE_CLOSED`].
+    /// they are failed requests, labelled [`NO_RESPONSE_CLOSED`] here and
+    /// [`NO_RESPONSE_RESET`] at the end when their connection was reset after they were sent
+    /// (see `label_resets`: resets are attributed to connections once all sides are known).
     fn close_side(&mut self, idx: u32, closed: Option<u64>) {
         let side = &mut self.sides[idx as usize];
         side.closed_at = closed;
@@ -727,16 +780,10 @@ impl Analyzer {
             let from = self.parsed.len();
             parser.finish(&mut self.parsed);
             if closed.is_some() {
-                let reset = self.resets.get(&(side.local, side.remote)).copied();
                 for x in &mut self.parsed[from..] {
                     if x.response_ts.is_none() {
                         x.error = true;
-                        x.status = if reset.is_some_and(|r| r >= x.request_ts) {
-                            NO_RESPONSE_RESET
-                        } else {
-                            NO_RESPONSE_CLOSED
-                        }
-                        .into();
+                        x.status = NO_RESPONSE_CLOSED.into();
                     }
                 }
             }
@@ -815,12 +862,83 @@ impl Analyzer {
         self.l7_losses = losses;
     }
 
-    /// Ends the analysis: closes open sides, names services, pairs sides and aggregates.
+    /// Ends the analysis, in steps: fold the event counts, close the sides still open,
+    /// forgive cut-offs in losses, name processes, join the ends of connections and attribute
+    /// their samples, label resets, name each side's ends, group exchanges by side, make the
+    /// rows (connections, failed connects, DNS), gather the services, count losses, and
+    /// aggregate.
     pub fn finish(mut self, read: ReadStats) -> Result<Analysis, crate::AnalyzeError> {
+        self.fold_kind_counts();
+        self.close_open_sides();
+        self.forgive_cut_offs_in_losses();
+
+        let mut cp = crate::input::Checkpoints::new();
+        let names = self.name_services();
+        let resolver = self.resolver(&names);
+        let (window_start, window_end) = self.window.unwrap_or((0, 0));
+        let (conns, facts) = self.join();
+        self.label_resets(&facts);
+        let ends = self.name_ends(&conns, &names, &resolver);
+        let grouped = self.group_exchanges();
+        let ids = self.row_ids();
+        cp.at("close, names, join, grouping");
+
+        let mut out = Rows {
+            rows: Vec::with_capacity(self.exchanges.len()),
+            conns: Vec::new(),
+        };
+        self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &mut out);
+        self.rows_from_failures(&names, &resolver, &ids, &mut out);
+        self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
+        // Every exchange is in `rows` now.
+        drop(grouped);
+        self.exchanges = Vec::new();
+        cp.at("rows");
+
+        let services = self.services(&names, &out);
+        let losses = self.losses(&read);
+        let mut nodes: Vec<NodeSummary> = self.nodes.clone();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut marks = self.marks.clone();
+        marks.sort();
+
+        let input = stats::Input {
+            rows: out.rows,
+            conns: out.conns,
+            strings: std::mem::take(&mut self.strings),
+            services,
+            services_file: &self.services_file,
+            window_start,
+            window_end,
+        };
+        cp.at("services");
+        let mut analysis = stats::aggregate(input)?;
+        analysis.nodes = nodes.iter().map(|n| n.name.clone()).collect();
+        analysis.node_details = nodes;
+        analysis.events = self.events;
+        analysis.events_by_kind = self.events_by_kind.clone();
+        analysis.dropped = losses.dropped;
+        analysis.dropped_by_kind = losses.dropped_by_kind;
+        analysis.damaged_blocks = read.damaged_blocks;
+        analysis.missing_segments = read.missing_segments;
+        analysis.completeness = losses.completeness;
+        analysis.warnings = read.warnings;
+        analysis.payload = self.payload.clone();
+        analysis.marks = marks;
+        Ok(analysis)
+    }
+
+    /// Folds the per-kind event counters into `events_by_kind`.
+    fn fold_kind_counts(&mut self) {
         for k in std::mem::take(&mut self.kinds_seen) {
             let n = std::mem::take(&mut self.kind_counts[k as usize]);
             *self.events_by_kind.entry(k.name().to_string()).or_insert(0) += n;
         }
+    }
+
+    /// Ends the parsing of the sides still open at the end of the capture: a request of
+    /// theirs may yet be answered, so none is cut off.
+    fn close_open_sides(&mut self) {
         let open: Vec<u32> = {
             let mut v: Vec<u32> = self.conns.values().copied().collect();
             v.sort_unstable();
@@ -828,74 +946,82 @@ impl Analyzer {
         };
         self.conns.clear();
         for idx in open {
-            // Still open at the end of the capture: a request may yet be answered.
             self.close_side(idx, None);
         }
-        self.forgive_cut_offs_in_losses();
+    }
 
-        let mut cp = crate::input::Checkpoints::new();
-        let names = self.name_services();
-        let resolver = self.resolver(&names);
-        let (window_start, window_end) = self.window.unwrap_or((0, 0));
+    /// Joins the two ends of every connection (by tuple and time) and attributes the
+    /// retransmits and resets to their connections.
+    fn join(&mut self) -> (Connections, Facts) {
+        let spans = self
+            .sides
+            .iter()
+            .map(|s| Span {
+                node: s.node,
+                pid: s.pid,
+                client: s.client,
+                local: s.local,
+                remote: s.remote,
+                opened: s.opened,
+                closed: s.closed_at,
+                joinable: !s.failed && !is_unspecified(&s.remote),
+            })
+            .collect();
+        let conns = Connections::join(spans);
+        let facts = conns.tally(&self.samples);
+        self.samples = Vec::new();
+        (conns, facts)
+    }
 
-        // Pair client and server sides of the same connection by 4-tuple.
-        let mut servers_by_tuple: Map<(Endpoint, Endpoint), u32> = Map::default();
-        for (i, s) in self.sides.iter().enumerate() {
-            if !s.client && !is_unspecified(&s.remote) {
-                servers_by_tuple
-                    .entry((s.local, s.remote))
-                    .or_insert(i as u32);
+    /// A request cut off by its connection's close was reset when the side received a reset
+    /// of that connection after the request was sent.
+    fn label_resets(&mut self, facts: &Facts) {
+        let mut reset = None;
+        for x in self.exchanges.iter_mut().filter(|x| x.cut_off) {
+            if facts.reset_since(x.side, x.ts) {
+                let id = *reset.get_or_insert_with(|| self.strings.intern(NO_RESPONSE_RESET));
+                x.status = id;
             }
         }
-        let mut peer: Vec<Option<u32>> = vec![None; self.sides.len()];
-        for (i, s) in self.sides.iter().enumerate() {
-            if s.client {
-                if let Some(&j) = servers_by_tuple.get(&(s.remote, s.local)) {
-                    if peer[j as usize].is_none() {
-                        peer[i] = Some(j);
-                        peer[j as usize] = Some(i as u32);
-                    }
-                }
-            }
-        }
+    }
 
-        // Who is on each end of each side's connection (ids into `self.strings`).
-        let mut ends: Vec<(u32, u32)> = Vec::with_capacity(self.sides.len());
-        for (i, s) in self.sides.iter().enumerate() {
-            let me = names
-                .get(&(s.node, s.pid))
+    /// Who is on each end of each side's connection, `(client, server)` (ids into
+    /// `self.strings`): the named process of each captured end; an end not captured is named
+    /// from the address (a listener, a DNS name, the address itself).
+    fn name_ends(
+        &mut self,
+        conns: &Connections,
+        names: &Names,
+        resolver: &Resolver,
+    ) -> Vec<(u32, u32)> {
+        let name_of = |side: &Side| {
+            names
+                .get(&(side.node, side.pid))
                 .map(|n| n.0.clone())
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        let mut ends = Vec::with_capacity(self.sides.len());
+        for (i, s) in self.sides.iter().enumerate() {
+            let me = name_of(s);
+            let other = conns
+                .peer(i as u32)
+                .map(|j| name_of(&self.sides[j as usize]));
             let (client, server) = if s.client {
-                let server = match peer[i] {
-                    Some(j) => {
-                        let p = &self.sides[j as usize];
-                        names
-                            .get(&(p.node, p.pid))
-                            .map(|n| n.0.clone())
-                            .unwrap_or_default()
-                    }
-                    None => resolver.server(s.node, &s.remote),
-                };
-                (me, server)
+                (
+                    me,
+                    other.unwrap_or_else(|| resolver.server(s.node, &s.remote)),
+                )
             } else {
-                let client = match peer[i] {
-                    Some(j) => {
-                        let p = &self.sides[j as usize];
-                        names
-                            .get(&(p.node, p.pid))
-                            .map(|n| n.0.clone())
-                            .unwrap_or_default()
-                    }
-                    None => resolver.client(&s.remote),
-                };
-                (client, me)
+                (other.unwrap_or_else(|| resolver.client(&s.remote)), me)
             };
             ends.push((self.strings.intern(&client), self.strings.intern(&server)));
         }
+        ends
+    }
 
-        // Exchanges grouped by side, in time order: a counting sort by side (stable, so each
-        // side's exchanges stay in the order they completed), then each side's few by time.
+    /// Exchanges grouped by side, in time order: a counting sort by side (stable, so each
+    /// side's exchanges stay in the order they completed), then each side's few by time.
+    fn group_exchanges(&self) -> Grouped {
         let mut by_side: Vec<(usize, usize)> = vec![(0, 0); self.sides.len()];
         for x in &self.exchanges {
             by_side[x.side as usize].1 += 1;
@@ -921,68 +1047,87 @@ impl Analyzer {
                 slice.sort_by_key(|&i| self.exchanges[i as usize].ts);
             }
         }
+        Grouped { by_side, order }
+    }
 
-        let node_ids: Vec<u32> = self
+    /// Ids of the strings every kind of row uses.
+    fn row_ids(&mut self) -> RowIds {
+        let nodes: Vec<u32> = self
             .nodes
             .iter()
             .map(|n| n.name.clone())
             .map(|n| self.strings.intern(&n))
             .collect();
-        let tcp = self.strings.intern("tcp");
-        let connect = self.strings.intern("CONNECT");
-        cp.at("close, names, pairing, grouping");
-        let mut rows: Vec<Row> = Vec::with_capacity(self.exchanges.len());
-        let mut conn_rows: Vec<stats::ConnRow> = Vec::new();
+        RowIds {
+            nodes,
+            tcp: self.strings.intern("tcp"),
+            connect: self.strings.intern("CONNECT"),
+        }
+    }
+
+    /// One connection row per connection (a joined pair is one, counted from its client
+    /// side), and a request row per exchange: the client's exchanges with the server-side
+    /// latency of the server exchange they pair with, then the server's exchanges the client
+    /// side did not see.
+    fn rows_from_connections(
+        &self,
+        conns: &Connections,
+        facts: &Facts,
+        ends: &[(u32, u32)],
+        grouped: &Grouped,
+        ids: &RowIds,
+        out: &mut Rows,
+    ) {
         for (i, s) in self.sides.iter().enumerate() {
             let (client, server) = ends[i];
             if client == EMPTY || server == EMPTY {
                 continue;
             }
-            let paired_server = !s.client && peer[i].is_some();
+            let peer = conns.peer(i as u32);
+            let paired_server = !s.client && peer.is_some();
             if paired_server || s.failed {
                 continue; // accounted for by the client side
             }
-            let node = node_ids.get(usize::from(s.node)).copied().unwrap_or(EMPTY);
-            let (a, b) = by_side[i];
-            let mine = &order[a..b];
-            let theirs: &[u32] = match peer[i] {
-                Some(j) => {
-                    let (c, d) = by_side[j as usize];
-                    &order[c..d]
-                }
-                None => &[],
-            };
+            let node = ids.node(s.node);
+            let mine = grouped.of(i as u32);
+            let theirs: &[u32] = peer.map_or(&[], |j| grouped.of(j));
             let proto = s
                 .protocol
-                .or_else(|| peer[i].and_then(|j| self.sides[j as usize].protocol))
-                .map(|p| self.strings.map.get(p).copied().unwrap_or(tcp))
-                .unwrap_or(tcp);
+                .or_else(|| peer.and_then(|j| self.sides[j as usize].protocol))
+                .map(|p| self.strings.map_get(p).unwrap_or(ids.tcp))
+                .unwrap_or(ids.tcp);
             let (sent, received) = s.closed_bytes.unwrap_or((s.sent, s.received));
             let (bytes_sent, bytes_received) = if s.client {
                 (sent, received)
             } else {
                 (received, sent)
             };
-            let retransmits = self
-                .retransmits
-                .get(&(s.local, s.remote))
-                .copied()
-                .unwrap_or(0)
-                + self
-                    .retransmits
-                    .get(&(s.remote, s.local))
-                    .copied()
-                    .unwrap_or(0);
-            conn_rows.push(stats::ConnRow {
+            out.conns.push(stats::ConnRow {
                 client,
                 server,
                 protocol: proto,
                 failed: false,
                 bytes_sent,
                 bytes_received,
-                retransmits,
+                retransmits: facts.retransmits(conns, i as u32),
             });
-            let pairs = align(&self.exchanges, mine, theirs);
+            let row = |x: &Ex, server_latency: u64| Row {
+                ts: x.ts,
+                latency: x.latency,
+                server_latency,
+                client,
+                server,
+                protocol: x.protocol,
+                method: x.method,
+                target: x.target,
+                route: x.route,
+                status: x.status,
+                trace: x.trace,
+                node,
+                error: x.error,
+                served: true,
+            };
+            let pairs = join::align(&self.exchanges, mine, theirs);
             let mut seen_by_client = vec![false; theirs.len()];
             for (k, &xi) in mine.iter().enumerate() {
                 let x = &self.exchanges[xi as usize];
@@ -997,21 +1142,7 @@ impl Analyzer {
                 } else {
                     x.latency
                 };
-                rows.push(Row {
-                    ts: x.ts,
-                    latency: x.latency,
-                    server_latency,
-                    client,
-                    server,
-                    protocol: x.protocol,
-                    method: x.method,
-                    target: x.target,
-                    route: x.route,
-                    status: x.status,
-                    trace: x.trace,
-                    node,
-                    error: x.error,
-                });
+                out.rows.push(row(x, server_latency));
             }
             // Exchanges the server saw that the client side did not.
             for (&yi, _) in theirs
@@ -1020,23 +1151,20 @@ impl Analyzer {
                 .filter(|(_, &seen)| !seen)
             {
                 let y = &self.exchanges[yi as usize];
-                rows.push(Row {
-                    ts: y.ts,
-                    latency: y.latency,
-                    server_latency: y.latency,
-                    client,
-                    server,
-                    protocol: y.protocol,
-                    method: y.method,
-                    target: y.target,
-                    route: y.route,
-                    status: y.status,
-                    trace: y.trace,
-                    node,
-                    error: y.error,
-                });
+                out.rows.push(row(y, y.latency));
             }
         }
+    }
+
+    /// Failed connects: a failed connection of the caller's edge and a failed request
+    /// (`CONNECT`, the errno as status) of the caller, not a request the server served.
+    fn rows_from_failures(
+        &mut self,
+        names: &Names,
+        resolver: &Resolver,
+        ids: &RowIds,
+        out: &mut Rows,
+    ) {
         for f in &self.failures {
             let client = names
                 .get(&(f.node, f.pid))
@@ -1047,35 +1175,45 @@ impl Analyzer {
             let server = self.strings.intern(&server);
             let status = self.strings.intern(&errno_name(f.errno));
             let target = self.strings.intern(&f.remote.to_string());
-            let node = node_ids.get(usize::from(f.node)).copied().unwrap_or(EMPTY);
-            conn_rows.push(stats::ConnRow {
+            let node = ids.node(f.node);
+            out.conns.push(stats::ConnRow {
                 client,
                 server,
-                protocol: tcp,
+                protocol: ids.tcp,
                 failed: true,
                 bytes_sent: 0,
                 bytes_received: 0,
                 retransmits: 0,
             });
-            rows.push(Row {
+            out.rows.push(Row {
                 ts: f.ts,
                 latency: NO_LATENCY,
                 server_latency: NO_LATENCY,
                 client,
                 server,
-                protocol: tcp,
-                method: connect,
+                protocol: ids.tcp,
+                method: ids.connect,
                 target,
-                route: connect,
+                route: ids.connect,
                 status,
                 trace: EMPTY,
                 node,
                 error: true,
+                served: false,
             });
         }
+    }
 
-        // DNS queries of captured clients: requests of the client -> resolver edge. A query
-        // still unanswered when the capture ended counts only once it has waited long enough.
+    /// DNS queries of captured clients: requests of the client -> resolver edge. A query
+    /// still unanswered when the capture ended counts only once it has waited long enough.
+    fn rows_from_dns(
+        &mut self,
+        names: &Names,
+        resolver: &Resolver,
+        window_end: u64,
+        ids: &RowIds,
+        out: &mut Rows,
+    ) {
         let dns = self.strings.intern("dns");
         let no_response = self.strings.intern(DNS_NO_RESPONSE);
         for q in &self.dns_queries {
@@ -1096,7 +1234,7 @@ impl Analyzer {
             let server = resolver.server(q.node, &q.remote);
             let client = self.strings.intern(&client);
             let server = self.strings.intern(&server);
-            rows.push(Row {
+            out.rows.push(Row {
                 ts: q.ts,
                 latency,
                 server_latency: NO_LATENCY,
@@ -1108,19 +1246,19 @@ impl Analyzer {
                 route: q.name,
                 status,
                 trace: EMPTY,
-                node: node_ids.get(usize::from(q.node)).copied().unwrap_or(EMPTY),
+                node: ids.node(q.node),
                 error,
+                served: true,
             });
         }
         self.dns_queries = Vec::new();
+    }
 
-        // Every exchange is in `rows` now.
-        drop(order);
-        self.exchanges = Vec::new();
-        cp.at("rows");
-        // Services: every named process group, plus peers seen only from outside.
+    /// Services: every named process group, plus peers seen only from outside; only those
+    /// that took part in a connection or listen.
+    fn services(&self, names: &Names, out: &Rows) -> BTreeMap<String, stats::ServiceInfo> {
         let mut services: BTreeMap<String, stats::ServiceInfo> = BTreeMap::new();
-        for ((node, pid), (name, kind)) in &names {
+        for ((node, pid), (name, kind)) in names {
             let e = services
                 .entry(name.clone())
                 .or_insert_with(|| stats::ServiceInfo {
@@ -1147,8 +1285,8 @@ impl Analyzer {
                 "dns"
             }
         };
-        let ids = rows.iter().flat_map(|r| [r.client, r.server]);
-        let ids = ids.chain(conn_rows.iter().flat_map(|c| [c.client, c.server]));
+        let ids = out.rows.iter().flat_map(|r| [r.client, r.server]);
+        let ids = ids.chain(out.conns.iter().flat_map(|c| [c.client, c.server]));
         let mut seen = vec![false; self.strings.strings.len()];
         for id in ids {
             match seen.get_mut(id as usize) {
@@ -1169,7 +1307,7 @@ impl Analyzer {
         }
         // Keep only services that took part in something.
         let mut active: BTreeSet<String> = BTreeSet::new();
-        for c in &conn_rows {
+        for c in &out.conns {
             active.insert(self.strings.get(c.client).to_string());
             active.insert(self.strings.get(c.server).to_string());
         }
@@ -1179,15 +1317,17 @@ impl Analyzer {
             }
         }
         services.retain(|k, _| active.contains(k));
+        services
+    }
 
+    /// What the capture lost, and the completeness claimed.
+    fn losses(&self, read: &ReadStats) -> Losses {
         let mut dropped_by_kind = self.dropped_by_kind.clone();
         for (k, v) in &read.manifest_dropped {
             let e = dropped_by_kind.entry(k.clone()).or_insert(0);
             *e = (*e).max(*v);
         }
         let dropped: u64 = dropped_by_kind.values().sum();
-        let mut nodes: Vec<NodeSummary> = self.nodes.clone();
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let denom = self.events + dropped;
         let mut completeness = if denom == 0 {
             1.0
@@ -1198,37 +1338,15 @@ impl Analyzer {
             // Damage loses an unknown number of events: never claim completeness.
             completeness = completeness.min(0.999);
         }
-        let mut marks = self.marks.clone();
-        marks.sort();
-
-        let input = stats::Input {
-            rows,
-            conns: conn_rows,
-            strings: std::mem::take(&mut self.strings),
-            services,
-            services_file: &self.services_file,
-            window_start,
-            window_end,
-        };
-        cp.at("services");
-        let mut analysis = stats::aggregate(input)?;
-        analysis.nodes = nodes.iter().map(|n| n.name.clone()).collect();
-        analysis.node_details = nodes;
-        analysis.events = self.events;
-        analysis.events_by_kind = self.events_by_kind.clone();
-        analysis.dropped = dropped;
-        analysis.dropped_by_kind = dropped_by_kind;
-        analysis.damaged_blocks = read.damaged_blocks;
-        analysis.missing_segments = read.missing_segments;
-        analysis.completeness = completeness;
-        analysis.warnings = read.warnings;
-        analysis.payload = self.payload.clone();
-        analysis.marks = marks;
-        Ok(analysis)
+        Losses {
+            dropped_by_kind,
+            dropped,
+            completeness,
+        }
     }
 
     /// Names every process that took part in a connection or listened: `(name, kind)`.
-    fn name_services(&self) -> BTreeMap<(u16, u32), (String, String)> {
+    fn name_services(&self) -> Names {
         let mut relevant: BTreeSet<(u16, u32)> = BTreeSet::new();
         for s in &self.sides {
             relevant.insert((s.node, s.pid));
@@ -1325,7 +1443,7 @@ impl Analyzer {
     }
 
     /// Where listeners and local addresses are, for naming the far end of connections.
-    fn resolver(&self, names: &BTreeMap<(u16, u32), (String, String)>) -> Resolver {
+    fn resolver(&self, names: &Names) -> Resolver {
         let mut local_addrs = std::collections::HashSet::new();
         for s in &self.sides {
             local_addrs.insert((s.node, s.local.addr));
@@ -1392,53 +1510,5 @@ impl Resolver {
             Some(name) => name.clone(),
             None => ip.to_string(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ex(method: u32, target: u32, latency: u64) -> Ex {
-        Ex {
-            side: 0,
-            ts: 0,
-            latency,
-            protocol: 1,
-            method,
-            target,
-            route: target,
-            status: 0,
-            trace: EMPTY,
-            error: false,
-            cut_off: false,
-        }
-    }
-
-    /// Sides that saw the same exchanges pair one to one; a side that missed one does not shift
-    /// the pairings after it; unknown exchanges pair with nothing.
-    #[test]
-    fn exchanges_align_by_request_not_by_position() {
-        // Client saw /a /b /c /d; the server missed /b (lost) and saw /x the client did not.
-        let all = vec![
-            ex(1, 10, 5), // 0 client /a
-            ex(1, 11, 5), // 1 client /b
-            ex(1, 12, 5), // 2 client /c
-            ex(1, 13, 5), // 3 client /d
-            ex(1, 10, 1), // 4 server /a
-            ex(1, 99, 2), // 5 server /x
-            ex(1, 12, 3), // 6 server /c
-            ex(1, 13, 4), // 7 server /d
-        ];
-        let pairs = align(&all, &[0, 1, 2, 3], &[4, 5, 6, 7]);
-        assert_eq!(pairs, vec![Some(0), None, Some(2), Some(3)]);
-        // By position, /b would have taken /x's latency and every later one shifted.
-        let same = align(&all, &[0, 2, 3], &[4, 6, 7]);
-        assert_eq!(same, vec![Some(0), Some(1), Some(2)]);
-        // A method differing on the same target does not pair.
-        let mut other = all.clone();
-        other[4].method = 2;
-        assert_eq!(align(&other, &[0], &[4]), vec![None]);
-        assert_eq!(align(&all, &[], &[4]), Vec::<Option<usize>>::new());
     }
 }

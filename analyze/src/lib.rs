@@ -18,6 +18,7 @@
 
 mod engine;
 mod input;
+mod join;
 mod l7;
 mod model;
 mod report;

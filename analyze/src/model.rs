@@ -42,9 +42,13 @@ pub struct ServiceStats {
     /// Distinct processes (node, pid) of this service seen in the capture; 0 for peers with no
     /// captured process.
     pub instances: u32,
-    /// Requests this service served (as the server of an edge).
+    /// Requests this service served (as the server of an edge): exchanges seen on either end
+    /// of its connections, and the queries of a resolver. Not its callers' connection attempts
+    /// that failed (refused, timed out): those never reached it; see `calls` and
+    /// `failed_connections`.
     pub requests: u64,
-    /// Of those, failed (5xx, protocol error reply, connection failure).
+    /// Of those, failed (5xx, protocol error reply, no response before the connection was
+    /// closed or reset).
     pub errors: u64,
     /// `errors / requests`, 0 when there were none.
     pub error_rate: f64,
@@ -65,8 +69,17 @@ pub struct ServiceStats {
     pub executables: Vec<String>,
     /// Ports its processes listen on (distinct, sorted).
     pub ports: Vec<u16>,
-    /// Requests this service made to others (as the client of an edge).
+    /// Requests this service made to others (as the client of an edge), connection attempts
+    /// that failed included.
     pub requests_sent: u64,
+    /// Requests its callers addressed to it, as they counted them (the sum of its inbound
+    /// edges' requests): the `requests` it served plus the `failed_connections`.
+    #[serde(default)]
+    pub calls: u64,
+    /// Connection attempts of its callers that failed (refused, timed out, reset while
+    /// connecting): failed requests of its callers' edges, not requests it served.
+    #[serde(default)]
+    pub failed_connections: u64,
     /// Latency objective used for its status, ms.
     pub latency_objective_ms: f64,
 }

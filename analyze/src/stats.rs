@@ -34,6 +34,9 @@ pub(crate) struct Row {
     pub trace: u32,
     pub node: u32,
     pub error: bool,
+    /// A request the server served (or, seen only from the client, was sent to serve); not
+    /// a connection attempt that failed: that is a failed request of its caller only.
+    pub served: bool,
 }
 
 /// One connection (or failed attempt) of an edge.
@@ -313,6 +316,10 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
                 .cmp(&(b.client, b.server, b.method, b.target, b.status, ib))
         })
     });
+    let served: Vec<bool> = keys
+        .iter()
+        .map(|&(_, i)| unsorted[i as usize].served)
+        .collect();
     let rows: Vec<RequestRow> = keys
         .iter()
         .map(|&(_, i)| {
@@ -391,6 +398,9 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             "error".into(),
             rows.iter().map(|r| r.error).collect::<Vec<bool>>(),
         ),
+        // Services, their endpoints and series count what they served: not their callers'
+        // failed connection attempts (edges count those).
+        Column::new("served".into(), served),
         Column::new(
             "lat".into(),
             rows.iter()
@@ -427,19 +437,20 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         .agg(quantiles("lat", true))
         .collect()
         .map_err(pe)?;
-    let services_df = lf
+    let served_lf = lf.clone().filter(col("served"));
+    let services_df = served_lf
         .clone()
         .group_by([col("server")])
         .agg(quantiles("svc_lat", false))
         .collect()
         .map_err(pe)?;
-    let endpoints_df = lf
+    let endpoints_df = served_lf
         .clone()
         .group_by([col("server"), col("protocol"), col("endpoint")])
         .agg(quantiles("svc_lat", false))
         .collect()
         .map_err(pe)?;
-    let series_df = lf
+    let series_df = served_lf
         .group_by([col("server"), col("bucket")])
         .agg(quantiles("svc_lat", false))
         .collect()
@@ -581,8 +592,10 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         }
     }
     let mut sent: Map<u32, u64> = Map::default();
+    let mut calls: Map<u32, u64> = Map::default();
     for r in &rows {
         *sent.entry(r.client).or_insert(0) += 1;
+        *calls.entry(r.server).or_insert(0) += 1;
     }
     let mut services_out = Vec::new();
     for (svc, info) in &services {
@@ -621,6 +634,8 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             executables: info.executables.iter().cloned().collect(),
             ports: info.ports.iter().copied().collect(),
             requests_sent: id.and_then(|id| sent.get(&id)).copied().unwrap_or(0),
+            calls: id.and_then(|id| calls.get(&id)).copied().unwrap_or(0),
+            failed_connections: failed,
             latency_objective_ms: objective,
         });
     }

@@ -220,7 +220,21 @@ impl<S: Sink> Synth<S> {
         } else {
             self.next_port + 1
         };
-        let client_ep = lo(self.next_port);
+        let from = self.next_port;
+        self.connect_from(ts, client_pid, from, server_pid, port)
+    }
+
+    /// Like [`Synth::connect`], from the client port `from` (to reuse a 4-tuple, as busy
+    /// nodes do when ephemeral ports run around).
+    pub fn connect_from(
+        &mut self,
+        ts: u64,
+        client_pid: u32,
+        from: u16,
+        server_pid: u32,
+        port: u16,
+    ) -> Conn {
+        let client_ep = lo(from);
         let server_ep = lo(port);
         let client = ConnId {
             pid: client_pid,
@@ -402,14 +416,24 @@ impl<S: Sink> Synth<S> {
         );
     }
 
-    /// A retransmit on the connection (softirq context: no pid).
+    /// A retransmit by the server's socket of the connection (softirq context: no pid).
     pub fn retransmit(&mut self, ts: u64, c: &Conn) {
+        self.retransmit_by(ts, c, false);
+    }
+
+    /// A retransmit by the client's (`client`) or the server's socket of the connection.
+    pub fn retransmit_by(&mut self, ts: u64, c: &Conn, client: bool) {
+        let (local, remote) = if client {
+            (c.client_ep, c.server_ep)
+        } else {
+            (c.server_ep, c.client_ep)
+        };
         self.push(Event::new(
             ts,
             EventBody::TcpSample(TcpSample {
                 what: TcpSampleKind::Retransmit,
-                local: c.server_ep,
-                remote: c.client_ep,
+                local,
+                remote,
                 state: 1,
                 srtt_us: 80,
                 pid: None,

@@ -532,3 +532,287 @@ fn dns_queries_are_requests_to_the_resolver() {
         .filter(|r| r.protocol == "dns")
         .all(|r| r.method == "A" && r.target == "db.internal"));
 }
+
+/// A client and a server of HTTP on 127.0.0.1:7000, and a request builder.
+fn client_server(s: &mut Synth<Vec<Event>>, t: u64) {
+    s.exec(t, 10, 1, "/usr/bin/client", &["client"]);
+    s.exec(t, 20, 1, "/usr/bin/server", &["server"]);
+    s.listen(t + 1, 20, 7000);
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+/// One tuple carrying three successive connections (ephemeral ports run around on a busy
+/// node): each client side joins its own server side, so there is no edge from the bare
+/// address (`127.0.0.1 -> server:7000`) and every request is counted once, with its
+/// server-side latency.
+#[test]
+fn reused_tuples_make_no_phantom_edges_and_count_each_request_once() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    client_server(&mut s, t);
+    for k in 0..3u64 {
+        let at = t + 1_000_000 + k * 100_000_000;
+        let c = s.connect_from(at, 10, 40000, 20, 7000);
+        for j in 0..2u64 {
+            let r = get(&format!("/c{k}/r{j}"));
+            let ts = at + 1_000_000 + j * 10_000_000;
+            s.exchange(&c, ts, &r, r.len() as u64, OK, OK.len() as u64, 2_000_000);
+        }
+        s.close(&c, at + 50_000_000, 100, 100);
+    }
+    let a = run(&s.finish(), ServicesFile::default());
+    let edges: Vec<String> = a
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {}", e.client, e.server))
+        .collect();
+    assert_eq!(edges, vec!["client -> server:7000"], "{:?}", a.edges);
+    let e = &a.edges[0];
+    assert_eq!((e.requests, e.connections), (6, 3), "{e:?}");
+    assert_eq!(
+        e.server_p50_ms,
+        Some(2.0),
+        "every request paired with its server side"
+    );
+    let server = a.service("server:7000").expect("server");
+    assert_eq!((server.requests, server.calls), (6, 6));
+    assert_eq!(a.total_requests, 6);
+    assert!(a.service("127.0.0.1").is_none(), "{:?}", a.services);
+}
+
+/// Retransmits on a reused tuple belong to the one connection live when they were sent:
+/// each counted once on its edge, whichever socket sent it.
+#[test]
+fn retransmits_count_once_per_connection_on_reused_tuples() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    client_server(&mut s, t);
+    for k in 0..3u64 {
+        let at = t + 1_000_000 + k * 100_000_000;
+        let c = s.connect_from(at, 10, 40000, 20, 7000);
+        let r = get("/x");
+        s.exchange(
+            &c,
+            at + 1_000_000,
+            &r,
+            r.len() as u64,
+            OK,
+            OK.len() as u64,
+            1_000_000,
+        );
+        match k {
+            1 => s.retransmit_by(at + 2_000_000, &c, false),
+            2 => {
+                s.retransmit_by(at + 2_000_000, &c, true);
+                s.retransmit_by(at + 3_000_000, &c, false);
+            }
+            _ => {}
+        }
+        s.close(&c, at + 50_000_000, 100, 100);
+    }
+    let a = run(&s.finish(), ServicesFile::default());
+    let total: u64 = a.edges.iter().map(|e| e.retransmits).sum();
+    assert_eq!(total, 3, "{:?}", a.edges);
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!(e.retransmits, 3);
+    assert_eq!(e.reasons, vec!["3 TCP retransmits".to_string()]);
+}
+
+/// A reset is the reset of the connection that received it: the same loopback tuple on
+/// another node, reset while this node's request waited, does not make this node's request
+/// "reset"; and the two nodes' loopback connections are not joined to each other.
+#[test]
+fn resets_and_joins_keep_to_their_node_and_connection() {
+    let t = 5_000_000_000u64;
+    let node = |server_exe: &str, reset: bool| {
+        let mut s = Synth::new(Vec::new());
+        s.exec(t, 10, 1, "/usr/bin/client", &["client"]);
+        s.exec(t, 20, 1, server_exe, &["server"]);
+        s.listen(t + 1, 20, 7000);
+        let c = s.connect_from(t + 1_000_000, 10, 40000, 20, 7000);
+        let r = get("/wait");
+        s.request(&c, t + 2_000_000, &r, r.len() as u64);
+        if reset {
+            s.reset_to_client(t + 3_000_000, &c);
+        }
+        s.close(&c, t + 4_000_000, 0, 0);
+        s.finish()
+    };
+    let a_events = node("/usr/bin/server-a", false);
+    let b_events = node("/usr/bin/server-b", true);
+    let clock = synth::synth_clock();
+    let mut all: Vec<(&str, u64, &Event)> = a_events
+        .iter()
+        .map(|e| ("node-a", clock.to_wall(e.ts), e))
+        .chain(b_events.iter().map(|e| ("node-b", clock.to_wall(e.ts), e)))
+        .collect();
+    // Node b's events first at equal times: its reset comes before node a's close.
+    all.sort_by_key(|&(n, ts, _)| (ts, n != "node-b"));
+    let a = analyze_events(all, ServicesFile::default()).expect("analysis");
+    let status = |server: &str| {
+        let r: Vec<_> = a.requests.iter().filter(|r| r.server == server).collect();
+        assert_eq!(r.len(), 1, "{server}: {r:?}");
+        (r[0].status, r[0].node)
+    };
+    assert_eq!(
+        status("server-a:7000"),
+        (crate::NO_RESPONSE_CLOSED, "node-a")
+    );
+    assert_eq!(
+        status("server-b:7000"),
+        (crate::NO_RESPONSE_RESET, "node-b")
+    );
+    let edges: Vec<String> = a
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {}", e.client, e.server))
+        .collect();
+    assert_eq!(
+        edges,
+        vec!["client -> server-a:7000", "client -> server-b:7000"]
+    );
+}
+
+/// A refused connect is a failed request of its caller's edge, not a request the server
+/// served: the server's `requests` (and its error rate, endpoints and series) count what
+/// it served; `calls` and `failed_connections` keep the callers' view.
+#[test]
+fn refused_connects_are_failed_calls_not_served_requests() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    client_server(&mut s, t);
+    let c = s.connect(t + 1_000_000, 10, 20, 7000);
+    for j in 0..4u64 {
+        let r = get("/ok");
+        let ts = t + 2_000_000 + j * 1_000_000;
+        s.exchange(&c, ts, &r, r.len() as u64, OK, OK.len() as u64, 100_000);
+    }
+    s.close(&c, t + 10_000_000, 100, 100);
+    for j in 0..2u64 {
+        s.refused(t + 20_000_000 + j * 1_000_000, 10, 7000);
+    }
+    let a = run(&s.finish(), ServicesFile::default());
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!(
+        (e.requests, e.errors, e.failed_connections),
+        (6, 2, 2),
+        "the caller's view: {e:?}"
+    );
+    let server = a.service("server:7000").expect("server");
+    assert_eq!(
+        (server.requests, server.errors, server.error_rate),
+        (4, 0, 0.0),
+        "served: {server:?}"
+    );
+    assert_eq!((server.calls, server.failed_connections), (6, 2));
+    assert_eq!(server.status, Health::Critical, "{:?}", server.reasons);
+    assert_eq!(server.reasons, vec!["2 failed connections".to_string()]);
+    let client = a.service("client").expect("client");
+    assert_eq!(client.requests_sent, 6);
+    // Endpoints and series of the server count what it served.
+    let routes: Vec<(&str, u64)> = a
+        .endpoints
+        .iter()
+        .filter(|x| x.service == "server:7000")
+        .map(|x| (x.route.as_str(), x.requests))
+        .collect();
+    assert_eq!(routes, vec![("GET /ok", 4)]);
+    let series: u64 = a
+        .series
+        .iter()
+        .filter(|x| x.service == "server:7000")
+        .flat_map(|x| x.points.iter().map(|p| p.requests))
+        .sum();
+    assert_eq!(series, 4);
+    // The CSV carries both views.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_report(&a, dir.path()).expect("report");
+    let csv = std::fs::read_to_string(dir.path().join("services.csv")).expect("services.csv");
+    let header: Vec<&str> = csv.lines().next().unwrap_or("").split(',').collect();
+    let row: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with("server:7000,"))
+        .unwrap_or("")
+        .split(',')
+        .collect();
+    let col = |name: &str| {
+        let i = header.iter().position(|h| *h == name).expect(name);
+        row[i]
+    };
+    assert_eq!(
+        (col("requests"), col("calls"), col("failed_connections")),
+        ("4", "6", "2")
+    );
+}
+
+/// A server side whose client was not captured, on a tuple that captured connections also
+/// used, stays unjoined (named from its peer's address) and takes no other's client.
+#[test]
+fn a_server_side_without_its_client_stays_unjoined_on_a_reused_tuple() {
+    use retrace_segment::EventBody;
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    client_server(&mut s, t);
+    let mut hidden = None;
+    for k in 0..3u64 {
+        let at = t + 1_000_000 + k * 100_000_000;
+        let c = s.connect_from(at, 10, 40000, 20, 7000);
+        let r = get(&format!("/c{k}"));
+        s.exchange(
+            &c,
+            at + 1_000_000,
+            &r,
+            r.len() as u64,
+            OK,
+            OK.len() as u64,
+            1_000_000,
+        );
+        s.close(&c, at + 50_000_000, 100, 100);
+        if k == 1 {
+            hidden = Some(c.client);
+        }
+    }
+    let mut evs = s.finish();
+    // The second connection's client side is not in the capture.
+    evs.retain(|e| match &e.body {
+        EventBody::Tcp(x) => Some(x.conn) != hidden,
+        EventBody::L7(m) => Some(m.conn) != hidden,
+        _ => true,
+    });
+    let a = run(&evs, ServicesFile::default());
+    let edges: Vec<(String, u64, u64)> = a
+        .edges
+        .iter()
+        .map(|e| {
+            (
+                format!("{} -> {}", e.client, e.server),
+                e.requests,
+                e.connections,
+            )
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        vec![
+            ("127.0.0.1 -> server:7000".to_string(), 1, 1),
+            ("client -> server:7000".to_string(), 2, 2)
+        ]
+    );
+    let targets: Vec<(&str, &str)> = a.requests.iter().map(|r| (r.client, r.target)).collect();
+    assert_eq!(
+        targets,
+        vec![("client", "/c0"), ("127.0.0.1", "/c1"), ("client", "/c2")]
+    );
+    assert_eq!(a.service("server:7000").expect("server").requests, 3);
+}

@@ -8,7 +8,10 @@
 //!   - name: api
 //!     max_error_rate: 1%        # or 0.01
 //!     max_p99_ms: 300
-//!     requests: { min: 100, max: 5000 }
+//!     requests: { min: 100, max: 5000 }   # requests it served
+//!   - name: users
+//!     calls: { min: 100 }                  # requests its callers made (served + failed connects)
+//!     min_failed_connections: 1            # its callers' connection attempts that failed
 //! edges:
 //!   - edge: nginx -> api
 //!     protocol: http            # optional: only edges of this protocol
@@ -253,8 +256,14 @@ pub struct ServiceExpect {
     pub min_error_rate: Option<Ratio>,
     /// p99 at most, ms.
     pub max_p99_ms: Option<f64>,
-    /// Requests within.
+    /// Requests it served within.
     pub requests: Option<CountRange>,
+    /// Requests its callers made to it (served, and connection attempts that failed) within.
+    pub calls: Option<CountRange>,
+    /// Failed connection attempts of its callers at most.
+    pub max_failed_connections: Option<u64>,
+    /// Failed connection attempts of its callers at least.
+    pub min_failed_connections: Option<u64>,
     /// Health among.
     pub status: Option<StatusSet>,
 }
@@ -570,6 +579,19 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
         if let Some(r) = &se.requests {
             c.range("requests", r, s.requests);
         }
+        if let Some(r) = &se.calls {
+            c.range("calls", r, s.calls);
+        }
+        if se.max_failed_connections.is_some() || se.min_failed_connections.is_some() {
+            c.range(
+                "failed connections",
+                &CountRange {
+                    min: se.min_failed_connections,
+                    max: se.max_failed_connections,
+                },
+                s.failed_connections,
+            );
+        }
         c.status(&se.status, s.status);
     }
     for ee in &expect.edges {
@@ -833,6 +855,8 @@ pub(crate) mod tests {
             executables: Vec::new(),
             ports: Vec::new(),
             requests_sent: 0,
+            calls: requests,
+            failed_connections: 0,
             latency_objective_ms: 500.0,
         }
     }

@@ -190,9 +190,11 @@ pub(crate) fn render(a: &Analysis) -> String {
     // Services.
     h.push_str(
         "<section id=\"services\"><h2>Services</h2><table><thead><tr><th>service</th>\
-         <th>status</th><th>instances</th><th>requests</th><th>rate</th><th>errors</th>\
-         <th>error rate</th><th>p50</th><th>p95</th><th>p99</th><th>sent</th><th>identified by</th>\
-         <th>why</th></tr></thead><tbody>",
+         <th>status</th><th>instances</th><th title=\"requests it served\">served</th><th>rate</th>\
+         <th>errors</th><th>error rate</th><th>p50</th><th>p95</th><th>p99</th>\
+         <th title=\"requests its callers made to it: served, and connection attempts that \
+         failed\">calls</th><th title=\"its callers' connection attempts that failed\">failed \
+         connects</th><th>sent</th><th>identified by</th><th>why</th></tr></thead><tbody>",
     );
     for s in &a.services {
         let _ = write!(
@@ -200,7 +202,8 @@ pub(crate) fn render(a: &Analysis) -> String {
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}/s</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td>{}</td><td class=\"reason\">{}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td>\
+             <td class=\"reason\">{}</td></tr>",
             esc(&s.service),
             pill(s.status),
             s.instances,
@@ -211,6 +214,8 @@ pub(crate) fn render(a: &Analysis) -> String {
             human_ms(s.p50_ms),
             human_ms(s.p95_ms),
             human_ms(s.p99_ms),
+            s.calls,
+            s.failed_connections,
             s.requests_sent,
             esc(&s.kind),
             esc(&s.reasons.join("; "))

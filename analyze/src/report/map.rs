@@ -885,6 +885,8 @@ mod tests {
             executables: Vec::new(),
             ports: Vec::new(),
             requests_sent: 0,
+            calls: 0,
+            failed_connections: 0,
             latency_objective_ms: 500.0,
         }
     }
