@@ -155,7 +155,12 @@ impl fmt::Display for Check {
             self.detail
         )?;
         if let Some(fix) = &self.fix {
-            write!(f, "; fix: {fix}")?;
+            // after a multi-line detail (a verifier log), the fix goes on a line of its own
+            if self.detail.contains('\n') {
+                write!(f, "\n     fix: {fix}")?;
+            } else {
+                write!(f, "; fix: {fix}")?;
+            }
         }
         Ok(())
     }
@@ -1373,6 +1378,11 @@ mod tests {
         assert_eq!(
             shown[LOG_TAIL_LINES - 1],
             "    combined stack size of 2 calls is 704. Too large"
+        );
+        let text = refused.to_string();
+        assert!(
+            text.ends_with("Too large\n     fix: this build of retrace cannot capture these streams on this kernel: capture without the streams that need this program (--streams), and report this log"),
+            "{text}"
         );
         assert_eq!(checks[2].status, Status::Warn);
         assert!(checks[2].detail.contains("loading stopped at rt_sys_exit"));
