@@ -566,16 +566,20 @@ impl ProgramLogs {
                     source,
                 }
             }
-            None => CaptureError::bpf(
-                format!(
-                    "loading the BPF programs (run `retrace doctor`){}",
-                    self.libbpf
-                        .iter()
-                        .map(|m| format!("\n  libbpf: {}", m.trim_end()))
-                        .collect::<String>()
-                ),
-                source,
-            ),
+            None => {
+                let said: Vec<&str> = self
+                    .libbpf
+                    .iter()
+                    .map(|m| m.trim().trim_start_matches("libbpf: "))
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                let what = if said.is_empty() {
+                    "loading the BPF programs".to_string()
+                } else {
+                    format!("loading the BPF programs (libbpf: {})", said.join("; "))
+                };
+                CaptureError::bpf(what, source)
+            }
         }
     }
 

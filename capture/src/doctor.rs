@@ -780,6 +780,30 @@ fn program_checks(report: &daemon::LoadReport) -> Vec<Check> {
         .iter()
         .find(|p| p.state == ProgramState::Failed)
         .map(|p| p.name.clone());
+    if let (None, Some(e)) = (&failed, &report.failure) {
+        // the load failed before any program reached the verifier: one check says why
+        let selected = report
+            .programs
+            .iter()
+            .filter(|p| p.state != ProgramState::Disabled)
+            .count();
+        return vec![Check::fail(
+            "bpf programs",
+            format!("none of the {selected} programs loaded: {e}"),
+            match e {
+                crate::CaptureError::Bpf { source, .. } => {
+                    let errno = match source.kind() {
+                        libbpf_rs::ErrorKind::PermissionDenied => libc::EPERM,
+                        libbpf_rs::ErrorKind::OutOfMemory => libc::ENOMEM,
+                        libbpf_rs::ErrorKind::Unsupported => libc::ENOSYS,
+                        _ => 0,
+                    };
+                    bpf_errno_fix(&io::Error::from_raw_os_error(errno))
+                }
+                _ => "see the message above".into(),
+            },
+        )];
+    }
     let mut checks = Vec::new();
     for p in &report.programs {
         let name = format!("bpf program {}", p.name);
@@ -818,26 +842,6 @@ fn program_checks(report: &daemon::LoadReport) -> Vec<Check> {
                 "fix the failure above first",
             ),
         });
-    }
-    if failed.is_none() {
-        if let Some(e) = &report.failure {
-            checks.push(Check::fail(
-                "bpf programs",
-                format!("loading the programs failed: {e}"),
-                match e {
-                    crate::CaptureError::Bpf { source, .. } => {
-                        let errno = match source.kind() {
-                            libbpf_rs::ErrorKind::PermissionDenied => libc::EPERM,
-                            libbpf_rs::ErrorKind::OutOfMemory => libc::ENOMEM,
-                            libbpf_rs::ErrorKind::Unsupported => libc::ENOSYS,
-                            _ => 0,
-                        };
-                        bpf_errno_fix(&io::Error::from_raw_os_error(errno))
-                    }
-                    _ => "see the message above".into(),
-                },
-            ));
-        }
     }
     checks
 }

@@ -16,7 +16,8 @@ use retrace_capture::{CaptureConfig, Streams};
                   2 on bad arguments."
 )]
 pub struct Args {
-    /// Streams whose attach points to check (comma-separated: proc,tcp,l7,dns,logs).
+    /// Streams whose attach points to check and whose programs to load (comma-separated:
+    /// proc,tcp,l7,dns,logs).
     #[arg(long, value_delimiter = ',', default_value = "proc,tcp,l7,dns,logs")]
     pub streams: Vec<String>,
     /// Where the capture would be written: its free disk space is checked.
