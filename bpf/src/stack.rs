@@ -13,10 +13,10 @@
 //! `iter/...`) and of `.text` (the subprograms), and finds for each:
 //!
 //! - its frame depth: the deepest byte below `r10` it touches or points at, in whole 8-byte
-//!   slots as the verifier counts them (loads and stores
-//!   based on `r10` or on a register holding `r10 + constant`, and `rX = r10; rX += -N`
-//!   address computations, which is how a stack buffer is handed to a helper), found by a
-//!   small data-flow pass over the function's control flow;
+//!   slots as the verifier counts them (loads and stores based on `r10` or on a register
+//!   holding `r10 + constant`, and `rX = r10; rX += -N` address computations, which is how a
+//!   stack buffer is handed to a helper), found by a small data-flow pass over the function's
+//!   control flow;
 //! - its calls: bpf-to-bpf calls (`call` with `src_reg` 1, `BPF_PSEUDO_CALL`), whose target is
 //!   found as libbpf finds it (`bpf_object__reloc_code`): through the relocation against a
 //!   `.text` symbol, `st_value / 8 + imm + 1`, or, without relocation, `insn + imm + 1` in the
@@ -33,7 +33,11 @@
 //!
 //! The depth found here is an upper bound of what the verifier tracks (it counts only the
 //! bytes a path really touches, after dead-code elimination), so a chain that fits here fits
-//! there. [`verifier_stack_depths`] parses the verifier's own `stack depth A+B+C` statistics
+//! there. One difference is expected in the verifier's statistics, not in its check: when it
+//! inlines a `bpf_loop`, it adds 24 bytes (3 slots, plus alignment) to the caller's frame,
+//! after the combined-stack check (`optimize_bpf_loop` runs after `check_max_stack_depth`).
+//! Measured on 6.18 and compared subprogram by subprogram (`capture/tests/verifier_stack.rs`):
+//! every depth equal, but for those 24 bytes. [`verifier_stack_depths`] parses the verifier's own `stack depth A+B+C` statistics
 //! line (log level `BPF_LOG_STATS`) for cross-checks, and [`Analysis::libbpf_order`] gives the
 //! order in which libbpf appends the subprograms to a program, which is the order of that
 //! line.
