@@ -12,6 +12,10 @@ PACKAGES=(
   # Tests and scenarios: real servers, real clients, packet loss, DNS, browser.
   iptables iproute2 curl dnsutils procps python3 python3-psycopg2 python3-redis
   nginx-light redis-server postgresql wrk tcpdump tshark chromium
+  # tests/analyze_e2e.rs (churn): the kernel's own retransmit counts, beside the capture.
+  bpftrace
+  # Kernel matrix (scripts/kernel-matrix.sh): Debian kernels booted in QEMU from a busybox initramfs.
+  qemu-system-x86 busybox-static cpio binutils
 )
 
 missing=()
