@@ -635,6 +635,20 @@ int BPF_PROG(rt_oom, struct task_struct *p)
 {
 	if (!en_proc)
 		return 0;
+	/* Before Linux 6.8 the tracepoint's argument is the victim's pid (an int: its task's pid),
+	 * not its task, and its event has no comm field: the record then has no comm (user space
+	 * names the process from its table). */
+	if (!bpf_core_field_exists(((struct trace_event_raw_mark_victim *)0)->__data_loc_comm)) {
+		__u32 old_pid = (__u32)ctx[0];
+		if (old_pid == self_tgid)
+			return 0;
+		struct rt_proc *e = proc_reserve(RT_K_OOM, old_pid, old_pid);
+		if (!e)
+			return 0;
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
+		bpf_ringbuf_submit(e, wake_flags(&rb_ctl, wakeup_ctl_bytes));
+		return 0;
+	}
 	__u32 pid = BPF_CORE_READ(p, tgid);
 	if (pid == self_tgid)
 		return 0;
@@ -1000,12 +1014,17 @@ static __always_inline int msg_buf(struct call *c, long ret, int i, void **src, 
  * Reserves a payload record in this CPU's ring `rb` for up to `n` payload bytes (n a
  * constant: the verifier needs one per reserve), and copies `len` (<= n) bytes from `src` right into it:
  * no staging buffer, no second copy. Records come in a few size classes so that short
- * messages do not take the room of the longest.
+ * messages do not take the room of the longest. A failed reserve leaves at once: were `d`
+ * tested again after the classes, Linux 6.1's verifier (which does not take a record it has
+ * seen non-NULL for non-NULL at a second test) would follow the NULL branch with the record
+ * still held and refuse rt_sys_exit ("Unreleased reference").
  */
 #define DATA_CLASS(n)                                                                       \
 	if (len <= (n)) {                                                                   \
 		d = bpf_ringbuf_reserve(rb, sizeof(struct rt_data) + (n), 0);                \
-		if (d && len && bpf_probe_read_user((void *)(d + 1), len, src))             \
+		if (!d)                                                                     \
+			goto drop;                                                          \
+		if (len && bpf_probe_read_user((void *)(d + 1), len, src))                  \
 			len = 0;                                                            \
 	} else
 
@@ -1048,10 +1067,6 @@ static __noinline int emit_data(struct call *c, long ret, int i, struct sock_sta
 	{
 		return -1;
 	}
-	if (!d) {
-		count_drop(kind);
-		return -1;
-	}
 	fill_hdr_ts(&d->h, c->ts ? c->ts : bpf_ktime_get_ns(), kind, c->tgid, c->tid);
 	d->t = t;
 	d->sk = c->sk;
@@ -1071,6 +1086,9 @@ static __noinline int emit_data(struct call *c, long ret, int i, struct sock_sta
 	d->payload_len = len;
 	bpf_ringbuf_submit(d, data_wake_flags(rb));
 	return 0;
+drop:
+	count_drop(kind);
+	return -1;
 }
 
 /* Tells user space the path of a log file just opened (the process may be gone before it
