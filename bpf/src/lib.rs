@@ -27,6 +27,7 @@ mod skel {
 
 pub use skel::*;
 
+pub mod features;
 pub mod stack;
 
 /// The compiled BPF ELF object, byte for byte the one the skeleton loads: for static checks

@@ -125,6 +125,8 @@ pub struct Function {
     pub variable_offset: bool,
     /// Calls and callbacks, in instruction order.
     pub calls: Vec<Reference>,
+    /// Kernel helpers it calls (`BPF_FUNC_*` ids: `call` with src_reg 0), in order, once each.
+    pub helpers: Vec<u32>,
 }
 
 impl Function {
@@ -277,6 +279,7 @@ impl Analysis {
                     depth: 0,
                     variable_offset: false,
                     calls: Vec::new(),
+                    helpers: Vec::new(),
                 });
             }
             sections.push(section.index());
@@ -308,8 +311,12 @@ impl Analysis {
                 let insns = decode(data, start, len);
                 let (depth, variable) = frame_depth(&insns);
                 let mut calls = Vec::new();
+                let mut helpers = BTreeSet::new();
                 for ins in &insns {
                     let at = start + ins.slot;
+                    if ins.code == 0x85 && ins.src == 0 {
+                        helpers.insert(ins.imm.unsigned_abs());
+                    }
                     // (target section, target byte, edge)
                     let target = match (ins.code, relocs.get(&at)) {
                         (0x85, reloc) if ins.src == 1 => {
@@ -363,6 +370,7 @@ impl Analysis {
                 f.depth = depth;
                 f.variable_offset = variable;
                 f.calls = calls;
+                f.helpers = helpers.into_iter().collect();
             }
         }
         Ok(Self { functions })
@@ -857,6 +865,7 @@ mod tests {
                 len: 1,
                 depth: d,
                 variable_offset: false,
+                helpers: Vec::new(),
                 calls: calls
                     .iter()
                     .filter(|c| c.0 == i)

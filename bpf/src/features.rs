@@ -1,0 +1,176 @@
+//! What the programs need of the kernel besides their attach points: the BPF helpers they
+//! call, read from the compiled object (never listed by hand), and the first Linux release of
+//! each, so that a kernel without one is told precisely what it lacks and what needs it.
+//!
+//! A kernel knows a helper when its own BTF has a member of `enum bpf_func_id` with that
+//! helper's id (ids are stable: new helpers are only ever appended). Backporting
+//! distributions (RHEL) carry helpers newer than their version number says, so the check is
+//! on the BTF, not on the release.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::stack::{Analysis, StackError};
+
+/// A BPF helper the programs call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Helper {
+    /// `BPF_FUNC_*` id.
+    pub id: u32,
+    /// Name without the `bpf_` prefix, as in `enum bpf_func_id` (`loop`, `task_pt_regs`).
+    pub name: &'static str,
+    /// The first mainline Linux release that has it.
+    pub since: &'static str,
+}
+
+/// The helpers our programs call, with their first release (from the kernel's
+/// `include/uapi/linux/bpf.h` history). A helper the object calls that is missing here is
+/// still checked, only named by its id (a unit test keeps this table complete).
+pub const KNOWN_HELPERS: &[Helper] = &[
+    helper(1, "map_lookup_elem", "3.19"),
+    helper(2, "map_update_elem", "3.19"),
+    helper(3, "map_delete_elem", "3.19"),
+    helper(5, "ktime_get_ns", "4.1"),
+    helper(8, "get_smp_processor_id", "4.1"),
+    helper(14, "get_current_pid_tgid", "4.2"),
+    helper(16, "get_current_comm", "4.2"),
+    helper(112, "probe_read_user", "5.5"),
+    helper(113, "probe_read_kernel", "5.5"),
+    helper(114, "probe_read_user_str", "5.5"),
+    helper(115, "probe_read_kernel_str", "5.5"),
+    helper(130, "ringbuf_output", "5.8"),
+    helper(131, "ringbuf_reserve", "5.8"),
+    helper(132, "ringbuf_submit", "5.8"),
+    helper(134, "ringbuf_query", "5.8"),
+    helper(158, "get_current_task_btf", "5.11"),
+    helper(162, "sock_from_file", "5.11"),
+    helper(175, "task_pt_regs", "5.15"),
+    helper(181, "loop", "5.17"),
+];
+
+const fn helper(id: u32, name: &'static str, since: &'static str) -> Helper {
+    Helper { id, name, since }
+}
+
+/// The known facts of helper `id`, if it is in [`KNOWN_HELPERS`].
+pub fn known(id: u32) -> Option<&'static Helper> {
+    KNOWN_HELPERS.iter().find(|h| h.id == id)
+}
+
+/// `bpf_NAME (Linux X+)`, or `BPF helper #ID` for one not in [`KNOWN_HELPERS`].
+pub fn describe(id: u32) -> String {
+    match known(id) {
+        Some(h) => format!("bpf_{} (Linux {}+)", h.name, h.since),
+        None => format!("BPF helper #{id}"),
+    }
+}
+
+/// For every helper the object's programs call (directly or through their subprograms and
+/// callbacks), the programs that call it.
+pub fn helpers_by_program(analysis: &Analysis) -> BTreeMap<u32, Vec<String>> {
+    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (root, program) in analysis.programs() {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![root];
+        let mut ids = BTreeSet::new();
+        while let Some(f) = stack.pop() {
+            if !seen.insert(f) {
+                continue;
+            }
+            let Some(func) = analysis.functions.get(f) else {
+                continue;
+            };
+            ids.extend(func.helpers.iter().copied());
+            stack.extend(func.calls.iter().map(|c| c.callee));
+        }
+        for id in ids {
+            out.entry(id).or_default().push(program.name.clone());
+        }
+    }
+    out
+}
+
+/// [`helpers_by_program`] of the embedded object ([`crate::object`]).
+pub fn embedded_helpers() -> Result<BTreeMap<u32, Vec<String>>, StackError> {
+    Ok(helpers_by_program(&Analysis::from_elf(crate::object())?))
+}
+
+/// A helper the kernel lacks, and the programs that need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// `BPF_FUNC_*` id.
+    pub id: u32,
+    /// The programs that call it.
+    pub programs: Vec<String>,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (needed by {})",
+            describe(self.id),
+            self.programs.join(", ")
+        )
+    }
+}
+
+/// The helpers of `needed` that are not among `kernel` (the ids of the kernel's
+/// `enum bpf_func_id`).
+pub fn missing(needed: &BTreeMap<u32, Vec<String>>, kernel: &BTreeSet<u32>) -> Vec<Missing> {
+    needed
+        .iter()
+        .filter(|(id, _)| !kernel.contains(id))
+        .map(|(&id, programs)| Missing {
+            id,
+            programs: programs.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_helper_the_object_calls_is_known() {
+        let needed = embedded_helpers().expect("analysis of the embedded object");
+        assert!(
+            needed.contains_key(&131),
+            "ringbuf_reserve not found: {needed:?}"
+        );
+        let unknown: Vec<u32> = needed
+            .keys()
+            .copied()
+            .filter(|&id| known(id).is_none())
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "add these helper ids to KNOWN_HELPERS with their first Linux release: {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn bpf_loop_is_needed_by_the_fd_walks() {
+        let needed = embedded_helpers().expect("analysis of the embedded object");
+        let users = needed.get(&181).expect("bpf_loop is called");
+        for p in ["rt_fork", "rt_exec", "rt_exit"] {
+            assert!(users.iter().any(|u| u == p), "{p} not among {users:?}");
+        }
+    }
+
+    #[test]
+    fn a_kernel_without_a_helper_is_told_which_and_who_needs_it() {
+        let needed = embedded_helpers().expect("analysis of the embedded object");
+        // A 5.15 kernel: everything up to task_pt_regs (175), no bpf_loop (181).
+        let kernel: BTreeSet<u32> = (0..=180).collect();
+        let gone = missing(&needed, &kernel);
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        let text = gone[0].to_string();
+        assert!(
+            text.starts_with("bpf_loop (Linux 5.17+) (needed by "),
+            "{text}"
+        );
+        assert!(text.contains("rt_fork"), "{text}");
+        assert!(missing(&needed, &(0..=300).collect()).is_empty());
+    }
+}
