@@ -16,6 +16,8 @@
 //!     after_ready: [[cmd, arg...]]
 //!     templates: { "{scenario}/nginx.conf": "{dir}/nginx.conf" }  # rendered with placeholders
 //!     stop_signal: INT        # TERM (default), INT, QUIT
+//! service_env:                # extra environment by service name, over its `env` (also for
+//!   api: { MODE: "1" }        # services taken by `extends`: a variant without a copy of them)
 //! traffic:
 //!   duration: 24s
 //!   rate: 40                  # requests/s over all connections (omit for closed loop)
@@ -399,6 +401,8 @@ struct RawScenario {
     description: String,
     extends: Option<String>,
     services: Option<Vec<ServiceSpec>>,
+    #[serde(default)]
+    service_env: BTreeMap<String, BTreeMap<String, String>>,
     traffic: Option<TrafficSpec>,
     #[serde(default)]
     faults: Vec<Fault>,
@@ -571,6 +575,12 @@ pub fn parse_scenario(path: &Path, text: &str) -> anyhow::Result<Scenario> {
         if raw.analyze.is_none() {
             sc.services_file = b.analyze.and_then(|a| a.services).map(|s| base_dir.join(s));
         }
+    }
+    for (name, env) in raw.service_env {
+        let Some(svc) = sc.services.iter_mut().find(|s| s.name == name) else {
+            anyhow::bail!("{}: service_env: no service named {name:?}", path.display());
+        };
+        svc.env.extend(env);
     }
     validate(path, &sc)?;
     Ok(sc)
@@ -846,6 +856,41 @@ expect:
             parse_scenario(Path::new("s.yaml"), &bad).expect_err("bad")
         );
         assert!(err.contains("no service named \"apx\""), "{err}");
+    }
+
+    #[test]
+    fn service_env_reaches_inherited_services() {
+        let dir = std::env::temp_dir().join(format!("retrace-spec-env-{}", std::process::id()));
+        let base = dir.join("base");
+        let variant = dir.join("variant");
+        std::fs::create_dir_all(&base).expect("base folder");
+        std::fs::create_dir_all(&variant).expect("variant folder");
+        let base_text = GOOD.replace("    stop_signal: INT\n", "    env: { A: \"1\", B: x }\n");
+        std::fs::write(base.join("scenario.yaml"), &base_text).expect("base file");
+        let text = "extends: ../base\nservice_env:\n  api: { B: \"2\", C: \"{port}\" }\n";
+        let file = variant.join("scenario.yaml");
+        let sc = parse_scenario(&file, text).expect("parses");
+        let api = sc.service("api").expect("inherited api");
+        let env: Vec<(&str, &str)> = api
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(env, vec![("A", "1"), ("B", "2"), ("C", "{port}")]);
+        assert!(sc.service("redis").expect("redis").env.is_empty());
+        let err = format!(
+            "{:#}",
+            parse_scenario(
+                &file,
+                "extends: ../base\nservice_env: { apx: { B: \"2\" } }\n"
+            )
+            .expect_err("unknown service")
+        );
+        assert!(
+            err.contains("service_env: no service named \"apx\""),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
