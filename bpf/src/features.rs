@@ -51,6 +51,35 @@ const fn helper(id: u32, name: &'static str, since: &'static str) -> Helper {
     Helper { id, name, since }
 }
 
+/// `bpf_loop`'s id: the one helper the programs can do without (configuration `has_bpf_loop`:
+/// bounded loops instead, on kernels before 5.17).
+pub const BPF_LOOP: u32 = 181;
+
+/// What the programs do instead of a helper the kernel lacks, for those they can do without.
+pub fn fallback(id: u32) -> Option<&'static str> {
+    match id {
+        BPF_LOOP => Some("the fd walks at fork, exec and exit run as bounded loops instead"),
+        _ => None,
+    }
+}
+
+/// The helpers the running kernel has: the ids of `enum bpf_func_id` in its BTF
+/// (`/sys/kernel/btf/vmlinux`); `None` when there is no BTF or no such enum.
+pub fn kernel_helpers() -> Option<BTreeSet<u32>> {
+    let btf = libbpf_rs::Btf::from_vmlinux().ok()?;
+    helpers_in(&btf)
+}
+
+/// The ids of `enum bpf_func_id` in `btf`.
+pub fn helpers_in(btf: &libbpf_rs::Btf<'_>) -> Option<BTreeSet<u32>> {
+    let e = btf.type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_func_id")?;
+    Some(
+        e.iter()
+            .filter_map(|m| u32::try_from(m.value).ok())
+            .collect(),
+    )
+}
+
 /// The known facts of helper `id`, if it is in [`KNOWN_HELPERS`].
 pub fn known(id: u32) -> Option<&'static Helper> {
     KNOWN_HELPERS.iter().find(|h| h.id == id)
@@ -110,7 +139,11 @@ impl std::fmt::Display for Missing {
             "{} (needed by {})",
             describe(self.id),
             self.programs.join(", ")
-        )
+        )?;
+        if let Some(instead) = fallback(self.id) {
+            write!(f, ": {instead}")?;
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +183,15 @@ mod tests {
     }
 
     #[test]
+    fn the_running_kernel_lists_its_helpers() {
+        // Every kernel we run on has BTF; this one's enum must at least know map lookups.
+        let Some(ids) = kernel_helpers() else {
+            panic!("no enum bpf_func_id in /sys/kernel/btf/vmlinux");
+        };
+        assert!(ids.contains(&1) && ids.len() > 100, "{} ids", ids.len());
+    }
+
+    #[test]
     fn bpf_loop_is_needed_by_the_fd_walks() {
         let needed = embedded_helpers().expect("analysis of the embedded object");
         let users = needed.get(&181).expect("bpf_loop is called");
@@ -170,6 +212,8 @@ mod tests {
             text.starts_with("bpf_loop (Linux 5.17+) (needed by "),
             "{text}"
         );
+        assert!(text.ends_with("run as bounded loops instead"), "{text}");
+        assert!(fallback(gone[0].id).is_some());
         assert!(text.contains("rt_fork"), "{text}");
         assert!(missing(&needed, &(0..=300).collect()).is_empty());
     }

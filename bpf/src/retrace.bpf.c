@@ -104,6 +104,10 @@ const volatile __u8 en_l7 = 1;
 const volatile __u8 en_dns = 1;
 const volatile __u8 en_logs = 1;
 const volatile __u64 rtt_interval_ns = 1000000000ULL;
+/* The kernel has bpf_loop (5.17+); without it (Ubuntu 22.04's 5.15) the fd walks are bounded
+ * loops, which the verifier walks iteration by iteration (the bpf_loop calls are then dead code
+ * it never looks at). */
+const volatile __u8 has_bpf_loop = 1;
 const volatile __u64 wakeup_ctl_bytes = 64 * 1024;
 const volatile __u64 wakeup_data_bytes = 1024 * 1024;
 
@@ -182,6 +186,8 @@ struct {
 /* Fds that fork, exec, exit and close_range look at: those below this number (higher ones are
  * left to the LRU). */
 #define FORK_FDS 256
+/* The same where the kernel has no bpf_loop (see copy_fds_bounded). */
+#define FALLBACK_FDS FORK_FDS
 
 /* Processes that were given an entry in `fds`: fork, exec and exit walk a process's fds only
  * when it is here, so processes that never touch a followed socket or log file (a shell
@@ -572,6 +578,20 @@ static long copy_fd(__u64 i, struct fork_ctx *c)
 	return 0;
 }
 
+/* The bounded-loop fallback of bpf_loop(n, copy_fd) for kernels before 5.17: 1 when an entry
+ * was copied. The verifier walks a bounded loop iteration by iteration, so it covers the first
+ * FALLBACK_FDS fds only (the others are left to the LRU, as those above FORK_FDS always are). A
+ * subprogram of its own: its caller's rest is walked once, not from each of the loop's exits;
+ * static: where bpf_loop is used, the verifier drops it as dead code. */
+static __noinline int copy_fds_bounded(__u32 parent, __u32 child, __u32 n)
+{
+	struct fork_ctx c = {.parent = parent, .child = child};
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < FALLBACK_FDS; i++)
+		copy_fd(i, &c);
+	return c.copied;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(rt_fork, struct task_struct *parent, struct task_struct *child)
 {
@@ -583,7 +603,11 @@ int BPF_PROG(rt_fork, struct task_struct *parent, struct task_struct *child)
 		/* a pre-fork server's child keeps using the sockets it inherits */
 		struct fork_ctx c = {.parent = ppid, .child = cpid};
 		unsigned int max = BPF_CORE_READ(child, files, fdt, max_fds);
-		bpf_loop(max < FORK_FDS ? max : FORK_FDS, copy_fd, &c, 0);
+		__u32 n = max < FORK_FDS ? max : FORK_FDS;
+		if (has_bpf_loop)
+			bpf_loop(n, copy_fd, &c, 0);
+		else
+			c.copied = copy_fds_bounded(ppid, cpid, n);
 		if (c.copied)
 			note_fd_owner(cpid);
 	}
@@ -906,10 +930,26 @@ static long close_span_fd(__u64 i, struct fd_span *r)
 /* Treats fds first .. first + n - 1 of `tgid` as closed; `only_gone`: those the current task
  * (the exec'ing one) no longer has; `at_exit`: at the exit of the syscall that closed them
  * (see on_close). */
+static __noinline int close_fds_bounded(__u32 tgid, __u32 first, __u32 n, __u32 flags);
+
 static void close_fds(__u32 tgid, __u32 first, __u32 n, bool only_gone, bool at_exit)
 {
 	struct fd_span r = {.tgid = tgid, .first = first, .only_gone = only_gone, .at_exit = at_exit};
-	bpf_loop(n, close_span_fd, &r, 0);
+	if (has_bpf_loop)
+		bpf_loop(n, close_span_fd, &r, 0);
+	else
+		close_fds_bounded(tgid, first, n, (only_gone ? 1 : 0) | (at_exit ? 2 : 0));
+}
+
+/* The bounded-loop fallback of close_fds' bpf_loop (see copy_fds_bounded); `flags`: 1 only_gone,
+ * 2 at_exit. */
+static __noinline int close_fds_bounded(__u32 tgid, __u32 first, __u32 n, __u32 flags)
+{
+	struct fd_span r = {.tgid = tgid, .first = first, .only_gone = flags & 1, .at_exit = flags & 2};
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < FALLBACK_FDS && i < n; i++)
+		close_span_fd(i, &r);
+	return 0;
 }
 
 /* close_range(first, last, flags) succeeded. */

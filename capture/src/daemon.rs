@@ -749,6 +749,20 @@ fn quiet_libbpf() {
 
 /// Sets the load-time constants and map sizes; disables the programs of unselected streams.
 /// Returns the payload rings to create once loaded.
+/// Set to `1` to verify and run the bounded-loop fallback of the fd walks even on a kernel
+/// that has `bpf_loop` (the kernel matrix tests it this way on kernels that have it).
+pub const NO_BPF_LOOP_ENV: &str = "RETRACE_NO_BPF_LOOP";
+
+/// Whether the programs may call `bpf_loop` (Linux 5.17+, or a backport): read from the
+/// kernel's BTF; without an answer, assume it (a kernel without BTF loads no tp_btf program).
+fn use_bpf_loop() -> bool {
+    if std::env::var_os(NO_BPF_LOOP_ENV).is_some_and(|v| v == "1") {
+        return false;
+    }
+    retrace_bpf::features::kernel_helpers()
+        .is_none_or(|ids| ids.contains(&retrace_bpf::features::BPF_LOOP))
+}
+
 fn configure(
     open: &mut OpenRetraceSkel<'_>,
     cfg: &CaptureConfig,
@@ -775,6 +789,7 @@ fn configure(
     ro.en_l7 = u8::from(s.has(Stream::L7));
     ro.en_dns = u8::from(s.has(Stream::Dns));
     ro.en_logs = u8::from(s.has(Stream::Logs));
+    ro.has_bpf_loop = u8::from(use_bpf_loop());
     let cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
     let rings = DataRings {
         cpus,

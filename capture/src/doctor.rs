@@ -16,7 +16,6 @@
 //!   checks (its `Display` lists each failure with its fix) when it cannot. It mounts tracefs
 //!   when an attach point needs it and it is missing, as the daemon would have to anyway.
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fmt;
 use std::fs;
@@ -354,23 +353,23 @@ fn check_kernel() -> Check {
             "is /proc mounted?",
         ),
         Some(rel) => match parse_release(&rel) {
-            Some(v) if v >= (5, 17) => Check::ok(name, format!("Linux {rel}")),
+            Some(v) if v >= (5, 15) => Check::ok(name, format!("Linux {rel}")),
             // Distributions backport BPF features (RHEL 9's 5.14 has most of 6.x's): the
             // helper check says what this one really lacks.
             Some(v) if v >= (5, 8) => Check::warn(
                 name,
-                format!("Linux {rel} is older than 5.17, the oldest release with every BPF helper retrace uses"),
+                format!("Linux {rel} is older than 5.15, the oldest release with every BPF helper retrace needs"),
                 "see the bpf helpers check: it reads what this kernel really has",
             ),
             Some(_) => Check::fail(
                 name,
                 format!("Linux {rel} is older than 5.8 (no BPF ring buffer, no CAP_BPF)"),
-                "run retrace on Linux 5.17 or newer (Debian 12 and Ubuntu 22.10 and later ship one)",
+                "run retrace on Linux 5.15 or newer (Debian 12, Ubuntu 22.04 and later ship one)",
             ),
             None => Check::warn(
                 name,
                 format!("unrecognised release {rel:?}"),
-                "check the kernel is 5.17+",
+                "check the kernel is 5.15+",
             ),
         },
     }
@@ -697,16 +696,6 @@ fn check_prog_load() -> Check {
 
 /// The static stack check of the embedded object: every program's worst call chain within
 /// the 512 bytes of kernels without BPF private stacks.
-/// The ids of the kernel's `enum bpf_func_id`: the helpers it knows.
-fn kernel_helpers(btf: &Btf<'_>) -> Option<BTreeSet<u32>> {
-    let e = btf.type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_func_id")?;
-    Some(
-        e.iter()
-            .filter_map(|m| u32::try_from(m.value).ok())
-            .collect(),
-    )
-}
-
 /// Does the kernel have every BPF helper our programs call? Read from its BTF, not guessed from
 /// its release (distributions backport helpers).
 fn check_helpers(btf: Option<&Btf<'_>>) -> Check {
@@ -721,7 +710,7 @@ fn check_helpers(btf: Option<&Btf<'_>>) -> Check {
             )
         }
     };
-    let Some(kernel) = btf.and_then(kernel_helpers) else {
+    let Some(kernel) = btf.and_then(retrace_bpf::features::helpers_in) else {
         return Check::warn(
             name,
             "the kernel's BTF has no enum bpf_func_id: cannot tell which helpers it has",
@@ -744,10 +733,21 @@ fn check_helpers(btf: Option<&Btf<'_>>) -> Check {
         );
     }
     let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+    let detail = format!("this kernel lacks {}", list.join("; "));
+    if missing
+        .iter()
+        .all(|m| retrace_bpf::features::fallback(m.id).is_some())
+    {
+        return Check::warn(
+            name,
+            detail,
+            "nothing to do: the programs do without them (a kernel with them loads faster)",
+        );
+    }
     Check::fail(
         name,
-        format!("this kernel lacks {}", list.join("; ")),
-        "run retrace on a kernel that has them (Linux 5.17 or newer has them all; see the \
+        detail,
+        "run retrace on a kernel that has them (Linux 5.15 or newer has them all; see the \
          README's kernel section)",
     )
 }
