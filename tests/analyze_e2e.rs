@@ -1137,7 +1137,12 @@ impl Call {
     fn sql_error(&self) -> bool {
         self.outcome
             .strip_prefix("error:")
-            .is_some_and(|k| k.len() == 5 && k.bytes().all(|b| b.is_ascii_alphanumeric()))
+            // SQLSTATE: five digits or capital letters (not `reset`, `close`...)
+            .is_some_and(|k| {
+                k.len() == 5
+                    && k.bytes()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+            })
     }
     /// The connection could not be opened: nothing reached the server.
     fn failed_connect(&self) -> bool {
@@ -1455,7 +1460,9 @@ fn check_churn(run: &Run, rec: &KernelRecord, truth_errors: &[String]) {
             "users' request log",
             users.len() as u64,
             users.iter().filter(|l| l.status >= 500).count() as u64,
-            0,
+            // a request users read but died before answering (stopped mid-request) is in
+            // no log of its own: the api saw it reset or cut off
+            sent_then_failed("users"),
         ),
         (
             "redis",

@@ -4,7 +4,7 @@
 //! The file format does not follow the kernel ABI: when a kernel struct changes, this module
 //! changes, and the event model stays.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem::size_of;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -212,11 +212,23 @@ impl ProcTable {
     }
 }
 
+/// How long (kernel time) a process that exited is still known to the converter: records of
+/// its last moments come through other rings than its exit (one payload ring per CPU, consumed
+/// one after the other), so they are often converted after it.
+const EXITED_GRACE_NS: u64 = 5_000_000_000;
+
 /// Turns kernel records into events, keeping the process table current.
 #[derive(Debug)]
 pub struct Converter {
     /// Live processes.
     pub procs: ProcTable,
+    /// Processes that exited less than [`EXITED_GRACE_NS`] ago (by the newest record time), for
+    /// their records converted after their exit: by pid, the exit time and what was known.
+    exited: HashMap<u32, (u64, ProcessInfo)>,
+    /// The same, in exit order, for forgetting them.
+    exit_order: VecDeque<(u64, u32)>,
+    /// The newest record time seen.
+    newest_ts: u64,
     oom_victims: HashSet<u32>,
     log_paths: HashMap<(u32, i32), String>,
     cgroup_filter: Option<String>,
@@ -235,6 +247,9 @@ impl Converter {
     pub fn new(procs: ProcTable, cgroup_filter: Option<String>) -> Self {
         Self {
             procs,
+            exited: HashMap::new(),
+            exit_order: VecDeque::new(),
+            newest_ts: 0,
             oom_victims: HashSet::new(),
             log_paths: HashMap::new(),
             cgroup_filter,
@@ -277,12 +292,47 @@ impl Converter {
             Some(f) => self
                 .procs
                 .get(pid)
+                .or_else(|| self.exited.get(&pid).map(|(_, p)| p))
                 .is_some_and(|p| p.cgroup.contains(f.as_str())),
+        }
+    }
+
+    /// Keeps an exited process for its late records (see [`EXITED_GRACE_NS`]).
+    fn bury(&mut self, pid: u32, ts: u64) {
+        if let Some(info) = self.procs.remove(pid) {
+            self.exited.insert(pid, (ts, info));
+            self.exit_order.push_back((ts, pid));
+        } else {
+            self.log_paths.retain(|(p, _), _| *p != pid);
+        }
+    }
+
+    /// Forgets the processes that exited more than [`EXITED_GRACE_NS`] before `ts`; a pid
+    /// used again meanwhile (fork, exec) is left to its new process.
+    fn forget_exited(&mut self, ts: u64) {
+        self.newest_ts = self.newest_ts.max(ts);
+        while let Some(&(at, pid)) = self.exit_order.front() {
+            if at.saturating_add(EXITED_GRACE_NS) >= self.newest_ts {
+                break;
+            }
+            self.exit_order.pop_front();
+            if self.exited.get(&pid).is_some_and(|(t, _)| *t == at) {
+                self.exited.remove(&pid);
+                if self.procs.get(pid).is_none() {
+                    self.log_paths.retain(|(p, _), _| *p != pid);
+                }
+            }
         }
     }
 
     /// Converts one record; `None` when it is filtered out.
     pub fn convert(&mut self, rec: Record<'_>) -> Option<Event> {
+        let ts = match &rec {
+            Record::Proc(p) => p.h.ts,
+            Record::Tcp(t) => t.h.ts,
+            Record::Data(d, _) => d.h.ts,
+        };
+        self.forget_exited(ts);
         match rec {
             Record::Proc(p) => self.proc(&p),
             Record::Tcp(t) => self.tcp(&t),
@@ -358,8 +408,7 @@ impl Converter {
             }
             rt_kind::RT_K_EXIT => {
                 let keep = self.cgroup_ok(pid);
-                self.procs.remove(pid);
-                self.log_paths.retain(|(p, _), _| *p != pid);
+                self.bury(pid, p.h.ts);
                 let oom_killed = self.oom_victims.remove(&pid);
                 if !keep {
                     return None;
@@ -785,6 +834,44 @@ mod tests {
         d.fd = 2;
         assert!(c.convert(parse_record(&bytes_of(&d)).unwrap()).is_some());
         d.h.pid = 6;
+        assert!(c.convert(parse_record(&bytes_of(&d)).unwrap()).is_none());
+    }
+
+    /// A process's last records come through its CPU's payload ring, its exit through the
+    /// control ring, consumed first: they are converted after the exit and must not be taken
+    /// for another cgroup's (the last response a load client read was lost that way).
+    #[test]
+    fn records_converted_after_their_process_exit_keep_its_cgroup() {
+        let mut procs = ProcTable::default();
+        procs.insert(ProcessInfo {
+            pid: 5,
+            cgroup: "/retrace-scenario-1-run".into(),
+            ..Default::default()
+        });
+        let mut c = Converter::new(procs, Some("retrace-scenario-1".into())).without_proc_reads();
+        let mut exit = rt_proc::default();
+        exit.h.kind = rt_kind::RT_K_EXIT.0 as u16;
+        exit.h.pid = 5;
+        exit.h.ts = 2_000_000_000;
+        assert!(c.convert(parse_record(&bytes_of(&exit)).unwrap()).is_some());
+        let mut d = rt_data::default();
+        d.h.kind = rt_kind::RT_K_LOG.0 as u16;
+        d.h.pid = 5;
+        d.h.ts = 1_999_000_000;
+        d.fd = 2;
+        assert!(
+            c.convert(parse_record(&bytes_of(&d)).unwrap()).is_some(),
+            "a record from before the exit, converted after it, was dropped"
+        );
+        assert!(
+            c.procs.get(5).is_none(),
+            "an exited process stays in the live table"
+        );
+        // Long after the exit, the pid is forgotten.
+        d.h.pid = 7;
+        d.h.ts = 2_000_000_000 + EXITED_GRACE_NS + 1;
+        assert!(c.convert(parse_record(&bytes_of(&d)).unwrap()).is_none());
+        d.h.pid = 5;
         assert!(c.convert(parse_record(&bytes_of(&d)).unwrap()).is_none());
     }
 }
