@@ -880,6 +880,7 @@ impl Analyzer {
         self.label_resets(&facts);
         let ends = self.name_ends(&conns, &names, &resolver);
         let grouped = self.group_exchanges();
+        self.fail_connections_reset_before_any_byte(&conns, &facts, &grouped);
         let ids = self.row_ids();
         cp.at("close, names, join, grouping");
 
@@ -1158,6 +1159,48 @@ impl Analyzer {
 
     /// Failed connects: a failed connection of the caller's edge and a failed request
     /// (`CONNECT`, the errno as status) of the caller, not a request the server served.
+    /// A connection that its client saw established, then reset before a byte went either
+    /// way, is a failed connect (ECONNRESET) of the client's edge, as the client's own code
+    /// sees it: a server that was going down accepted the handshake in the kernel and never
+    /// read. Not a connection of an unknown protocol beside the edge's real one.
+    fn fail_connections_reset_before_any_byte(
+        &mut self,
+        conns: &Connections,
+        facts: &Facts,
+        grouped: &Grouped,
+    ) {
+        const ECONNRESET: i32 = 104;
+        for i in 0..self.sides.len() {
+            let s = &self.sides[i];
+            let side = i as u32;
+            let silent = |j: u32| {
+                grouped.of(j).is_empty()
+                    && matches!(self.sides[j as usize].closed_bytes, Some((0, 0)) | None)
+            };
+            let Some(closed) = s.closed_at else {
+                continue;
+            };
+            if !s.client
+                || s.failed
+                || s.closed_bytes != Some((0, 0))
+                || !silent(side)
+                || conns.peer(side).is_some_and(|j| !silent(j))
+                || !facts.reset_since(side, s.opened.earliest())
+            {
+                continue;
+            }
+            let f = Failure {
+                node: s.node,
+                pid: s.pid,
+                remote: s.remote,
+                ts: closed,
+                errno: ECONNRESET,
+            };
+            self.sides[i].failed = true;
+            self.failures.push(f);
+        }
+    }
+
     fn rows_from_failures(
         &mut self,
         names: &Names,

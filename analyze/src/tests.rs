@@ -684,6 +684,44 @@ fn resets_and_joins_keep_to_their_node_and_connection() {
 /// A refused connect is a failed request of its caller's edge, not a request the server
 /// served: the server's `requests` (and its error rate, endpoints and series) count what
 /// it served; `calls` and `failed_connections` keep the callers' view.
+/// A server going down completes handshakes in the kernel and resets them unread: its caller
+/// sees a connect fail (ECONNRESET). That is a failed connection of the caller's edge, not a
+/// connection of some other protocol beside it.
+#[test]
+fn a_connection_reset_before_any_byte_is_a_failed_connect() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    client_server(&mut s, t);
+    let c = s.connect(t + 1_000_000, 10, 20, 7000);
+    let r = get("/ok");
+    s.exchange(
+        &c,
+        t + 2_000_000,
+        &r,
+        r.len() as u64,
+        OK,
+        OK.len() as u64,
+        100_000,
+    );
+    s.close(&c, t + 3_000_000, r.len() as u64, OK.len() as u64);
+    let dead = s.connect(t + 4_000_000, 10, 20, 7000);
+    s.reset_to_client(t + 4_100_000, &dead);
+    s.close(&dead, t + 4_200_000, 0, 0);
+    let a = run(&s.finish(), ServicesFile::default());
+    let edges: Vec<_> = a.edges_between("client", "server:7000").collect();
+    assert_eq!(edges.len(), 1, "one edge, its protocol's: {edges:?}");
+    let e = edges[0];
+    assert_eq!(e.protocol, "http");
+    assert_eq!(
+        (e.requests, e.errors, e.failed_connections),
+        (2, 1, 1),
+        "{e:?}"
+    );
+    let server = a.service("server:7000").expect("server");
+    assert_eq!((server.requests, server.errors), (1, 0), "{server:?}");
+    assert_eq!((server.calls, server.failed_connections), (2, 1));
+}
+
 #[test]
 fn refused_connects_are_failed_calls_not_served_requests() {
     let mut s = Synth::new(Vec::new());
