@@ -1144,9 +1144,10 @@ impl Call {
                         .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
             })
     }
-    /// The connection could not be opened: nothing reached the server.
+    /// The connection could not be opened, or was reset before the request could be written
+    /// (`SEND`): no byte went either way, nothing reached the server.
     fn failed_connect(&self) -> bool {
-        self.op == "CONNECT" && self.failed() && !self.sql_error()
+        matches!(self.op.as_str(), "CONNECT" | "SEND") && self.failed() && !self.sql_error()
     }
 }
 
@@ -1530,12 +1531,10 @@ fn check_churn(run: &Run, rec: &KernelRecord, truth_errors: &[String]) {
     let backend = |service: &'static str| Truth {
         requests: of(service).count() as u64,
         errors: of(service).filter(|c| c.failed()).count() as u64,
-        failed_connections: of(service)
-            .filter(|c| c.op == "CONNECT" && c.failed())
-            .count() as u64,
+        failed_connections: of(service).filter(|c| c.failed_connect()).count() as u64,
         unanswered: of(service)
             .filter(|c| {
-                c.op != "CONNECT" && matches!(c.outcome.as_str(), "error:closed" | "error:reset")
+                !c.failed_connect() && matches!(c.outcome.as_str(), "error:closed" | "error:reset")
             })
             .count() as u64,
     };

@@ -17,7 +17,9 @@ within milliseconds and loopback 4-tuples come back. Every call made downstream 
 as the ground truth of the calls:
   `call <epoch> <service> <op> <outcome> <ms>`
 service: users, redis or postgres; op: GET (users, Redis), SET, SELECT, INSERT, or CONNECT when
-the connection could not be opened (nothing was sent); outcome: `ok`, or for users the HTTP
+the connection could not be opened (nothing was sent), or for users SEND when the request could
+not be written (the connection was reset before a byte went out, e.g. accepted by the kernel for
+a server going down); outcome: `ok`, or for users the HTTP
 status when not 200, or `error:<kind>` (refused, reset, closed, timeout, the SQLSTATE of a
 PostgreSQL error, else the exception's class name). The first line says `api: pid N, fresh
 connections`.
@@ -109,7 +111,9 @@ class Fresh:
                 conn.connect()
                 self.users = conn
                 op = "GET"
+            op = "SEND"
             self.users.request("GET", path)
+            op = "GET"
             resp = self.users.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as e:
