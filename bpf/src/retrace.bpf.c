@@ -774,6 +774,12 @@ int BPF_PROG(rt_retransmit, const struct sock *sk)
 {
 	if (!en_tcp || !sk)
 		return 0;
+	/* Newer kernels also fire it for a retransmit that could not leave (its third argument,
+	 * err, is not 0: the kernel counts those as TCPRetransFail, not RetransSegs): no segment
+	 * went out. Older ones have no such argument (CO-RE: no err field in its event). */
+	if (bpf_core_field_exists(((struct trace_event_raw_tcp_retransmit_skb *)0)->err) &&
+	    (int)ctx[2] != 0)
+		return 0;
 	__u64 key = (__u64)sk;
 	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
 	if (!st && filter_port) {
