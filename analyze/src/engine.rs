@@ -162,6 +162,9 @@ struct Failure {
     remote: Endpoint,
     ts: u64,
     errno: i32,
+    /// The side of the attempt, when the capture saw its socket (its SYN retransmits are
+    /// attributed to it).
+    side: Option<u32>,
 }
 
 /// A DNS query of a captured process, waiting for its response: keyed by
@@ -706,11 +709,16 @@ impl Analyzer {
                 }
             }
             TcpStep::Failed { errno, .. } => {
-                let remote = match self.conns.remove(&key) {
+                let side = self.conns.remove(&key);
+                let remote = match side {
                     Some(i) => {
                         let s = &mut self.sides[i as usize];
                         s.parser = None;
                         s.failed = true;
+                        // the port the attempt was sent from: its SYN retransmits carry it
+                        if !is_unspecified(&e.local) {
+                            s.local = e.local;
+                        }
                         if is_unspecified(&e.remote) {
                             s.remote
                         } else {
@@ -726,6 +734,7 @@ impl Analyzer {
                     remote,
                     ts,
                     errno: *errno,
+                    side,
                 });
             }
             TcpStep::Accepted => {
@@ -889,7 +898,7 @@ impl Analyzer {
             conns: Vec::new(),
         };
         self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &mut out);
-        self.rows_from_failures(&names, &resolver, &ids, &mut out);
+        self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
         // Every exchange is in `rows` now.
         drop(grouped);
@@ -1195,6 +1204,7 @@ impl Analyzer {
                 remote: s.remote,
                 ts: closed,
                 errno: ECONNRESET,
+                side: Some(side),
             };
             self.sides[i].failed = true;
             self.failures.push(f);
@@ -1205,6 +1215,8 @@ impl Analyzer {
         &mut self,
         names: &Names,
         resolver: &Resolver,
+        conns: &Connections,
+        facts: &Facts,
         ids: &RowIds,
         out: &mut Rows,
     ) {
@@ -1226,7 +1238,7 @@ impl Analyzer {
                 failed: true,
                 bytes_sent: 0,
                 bytes_received: 0,
-                retransmits: 0,
+                retransmits: f.side.map_or(0, |s| facts.retransmits(conns, s)),
             });
             out.rows.push(Row {
                 ts: f.ts,

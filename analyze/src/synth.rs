@@ -295,6 +295,47 @@ impl<S: Sink> Synth<S> {
         );
     }
 
+    /// A connection attempt from 127.0.0.1:`from` to 127.0.0.1:`port` that times out after
+    /// `syn_retries` SYN retransmits (one a second, softirq context: no pid).
+    pub fn timed_out(&mut self, ts: u64, client_pid: u32, from: u16, port: u16, syn_retries: u64) {
+        let client = ConnId {
+            pid: client_pid,
+            fd: self.fd(),
+            start_ns: ts,
+        };
+        self.tcp(
+            ts,
+            client,
+            Endpoint::default(),
+            lo(port),
+            TcpStep::ConnectAttempt,
+        );
+        for k in 1..=syn_retries {
+            self.push(Event::new(
+                ts + k * 1_000_000_000,
+                EventBody::TcpSample(TcpSample {
+                    what: TcpSampleKind::Retransmit,
+                    local: lo(from),
+                    remote: lo(port),
+                    state: 2, // SYN_SENT
+                    srtt_us: 0,
+                    pid: None,
+                }),
+            ));
+        }
+        let end = ts + (syn_retries + 1) * 1_000_000_000;
+        self.tcp(
+            end,
+            client,
+            lo(from),
+            lo(port),
+            TcpStep::Failed {
+                errno: 110,
+                latency_ns: end - ts,
+            },
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn l7(
         &mut self,

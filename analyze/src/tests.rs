@@ -684,6 +684,38 @@ fn resets_and_joins_keep_to_their_node_and_connection() {
 /// A refused connect is a failed request of its caller's edge, not a request the server
 /// served: the server's `requests` (and its error rate, endpoints and series) count what
 /// it served; `calls` and `failed_connections` keep the callers' view.
+/// A connect that times out sent its SYN several times: those retransmits are the failed
+/// attempt's, on its caller's edge.
+#[test]
+fn syn_retransmits_of_a_failed_connect_count_on_the_edge() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    client_server(&mut s, t);
+    let c = s.connect(t + 1_000_000, 10, 20, 7000);
+    let r = get("/ok");
+    s.exchange(
+        &c,
+        t + 2_000_000,
+        &r,
+        r.len() as u64,
+        OK,
+        OK.len() as u64,
+        100_000,
+    );
+    s.close(&c, t + 3_000_000, r.len() as u64, OK.len() as u64);
+    s.timed_out(t + 4_000_000, 10, 45678, 7000, 3);
+    let a = run(&s.finish(), ServicesFile::default());
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!(
+        (e.requests, e.failed_connections, e.retransmits),
+        (2, 1, 3),
+        "{e:?}"
+    );
+}
+
 /// A server going down completes handshakes in the kernel and resets them unread: its caller
 /// sees a connect fail (ECONNRESET). That is a failed connection of the caller's edge, not a
 /// connection of some other protocol beside it.

@@ -477,6 +477,13 @@ impl Collector {
         self.push(desc, v.to_string(), ok);
     }
 
+    /// [`Self::range`] between `min` and `max`, when either is set.
+    fn bounds(&mut self, what: &str, min: Option<u64>, max: Option<u64>, v: u64) {
+        if min.is_some() || max.is_some() {
+            self.range(what, &CountRange { min, max }, v);
+        }
+    }
+
     fn rates(&mut self, max: Option<Ratio>, min: Option<Ratio>, rate: f64, errors: u64, req: u64) {
         let measured = format!("{} ({errors}/{req})", pct(rate));
         if let Some(m) = max {
@@ -582,16 +589,12 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
         if let Some(r) = &se.calls {
             c.range("calls", r, s.calls);
         }
-        if se.max_failed_connections.is_some() || se.min_failed_connections.is_some() {
-            c.range(
-                "failed connections",
-                &CountRange {
-                    min: se.min_failed_connections,
-                    max: se.max_failed_connections,
-                },
-                s.failed_connections,
-            );
-        }
+        c.bounds(
+            "failed connections",
+            se.min_failed_connections,
+            se.max_failed_connections,
+            s.failed_connections,
+        );
         c.status(&se.status, s.status);
     }
     for ee in &expect.edges {
@@ -631,26 +634,18 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
         if let Some(r) = &ee.requests {
             c.range("requests", r, a.requests);
         }
-        if ee.max_retransmits.is_some() || ee.min_retransmits.is_some() {
-            c.range(
-                "retransmits",
-                &CountRange {
-                    min: ee.min_retransmits,
-                    max: ee.max_retransmits,
-                },
-                a.retransmits,
-            );
-        }
-        if ee.max_failed_connections.is_some() || ee.min_failed_connections.is_some() {
-            c.range(
-                "failed connections",
-                &CountRange {
-                    min: ee.min_failed_connections,
-                    max: ee.max_failed_connections,
-                },
-                a.failed_connections,
-            );
-        }
+        c.bounds(
+            "retransmits",
+            ee.min_retransmits,
+            ee.max_retransmits,
+            a.retransmits,
+        );
+        c.bounds(
+            "failed connections",
+            ee.min_failed_connections,
+            ee.max_failed_connections,
+            a.failed_connections,
+        );
         c.status(&ee.status, a.status);
     }
     if let Some(allowed) = &expect.only_services {
