@@ -269,8 +269,8 @@ impl<S: Sink> Synth<S> {
         }
     }
 
-    /// A connection attempt to 127.0.0.1:`port` refused (no listener).
-    pub fn refused(&mut self, ts: u64, client_pid: u32, port: u16) {
+    /// `client_pid` starts connecting to 127.0.0.1:`port` (its socket, before any port is bound).
+    fn attempt(&mut self, ts: u64, client_pid: u32, port: u16) -> ConnId {
         let client = ConnId {
             pid: client_pid,
             fd: self.fd(),
@@ -283,6 +283,12 @@ impl<S: Sink> Synth<S> {
             lo(port),
             TcpStep::ConnectAttempt,
         );
+        client
+    }
+
+    /// A connection attempt to 127.0.0.1:`port` refused (no listener).
+    pub fn refused(&mut self, ts: u64, client_pid: u32, port: u16) {
+        let client = self.attempt(ts, client_pid, port);
         self.tcp(
             ts + 30_000,
             client,
@@ -298,18 +304,7 @@ impl<S: Sink> Synth<S> {
     /// A connection attempt from 127.0.0.1:`from` to 127.0.0.1:`port` that times out after
     /// `syn_retries` SYN retransmits (one a second, softirq context: no pid).
     pub fn timed_out(&mut self, ts: u64, client_pid: u32, from: u16, port: u16, syn_retries: u64) {
-        let client = ConnId {
-            pid: client_pid,
-            fd: self.fd(),
-            start_ns: ts,
-        };
-        self.tcp(
-            ts,
-            client,
-            Endpoint::default(),
-            lo(port),
-            TcpStep::ConnectAttempt,
-        );
+        let client = self.attempt(ts, client_pid, port);
         for k in 1..=syn_retries {
             self.push(Event::new(
                 ts + k * 1_000_000_000,

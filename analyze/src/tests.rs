@@ -681,15 +681,10 @@ fn resets_and_joins_keep_to_their_node_and_connection() {
     );
 }
 
-/// A refused connect is a failed request of its caller's edge, not a request the server
-/// served: the server's `requests` (and its error rate, endpoints and series) count what
-/// it served; `calls` and `failed_connections` keep the callers' view.
-/// A connect that times out sent its SYN several times: those retransmits are the failed
-/// attempt's, on its caller's edge.
-#[test]
-fn syn_retransmits_of_a_failed_connect_count_on_the_edge() {
+/// A client and a server:7000 (see `client_server`) with one answered request on a
+/// connection closed by `t` + 3 ms.
+fn one_answered_request(t: u64) -> Synth<Vec<Event>> {
     let mut s = Synth::new(Vec::new());
-    let t = 5_000_000_000u64;
     client_server(&mut s, t);
     let c = s.connect(t + 1_000_000, 10, 20, 7000);
     let r = get("/ok");
@@ -703,6 +698,15 @@ fn syn_retransmits_of_a_failed_connect_count_on_the_edge() {
         100_000,
     );
     s.close(&c, t + 3_000_000, r.len() as u64, OK.len() as u64);
+    s
+}
+
+/// A connect that times out sent its SYN several times: those retransmits are the failed
+/// attempt's, on its caller's edge.
+#[test]
+fn syn_retransmits_of_a_failed_connect_count_on_the_edge() {
+    let t = 5_000_000_000u64;
+    let mut s = one_answered_request(t);
     s.timed_out(t + 4_000_000, 10, 45678, 7000, 3);
     let a = run(&s.finish(), ServicesFile::default());
     let e = a
@@ -721,21 +725,8 @@ fn syn_retransmits_of_a_failed_connect_count_on_the_edge() {
 /// connection of some other protocol beside it.
 #[test]
 fn a_connection_reset_before_any_byte_is_a_failed_connect() {
-    let mut s = Synth::new(Vec::new());
     let t = 5_000_000_000u64;
-    client_server(&mut s, t);
-    let c = s.connect(t + 1_000_000, 10, 20, 7000);
-    let r = get("/ok");
-    s.exchange(
-        &c,
-        t + 2_000_000,
-        &r,
-        r.len() as u64,
-        OK,
-        OK.len() as u64,
-        100_000,
-    );
-    s.close(&c, t + 3_000_000, r.len() as u64, OK.len() as u64);
+    let mut s = one_answered_request(t);
     let dead = s.connect(t + 4_000_000, 10, 20, 7000);
     s.reset_to_client(t + 4_100_000, &dead);
     s.close(&dead, t + 4_200_000, 0, 0);
@@ -754,6 +745,9 @@ fn a_connection_reset_before_any_byte_is_a_failed_connect() {
     assert_eq!((server.calls, server.failed_connections), (2, 1));
 }
 
+/// A refused connect is a failed request of its caller's edge, not a request the server
+/// served: the server's `requests` (and its error rate, endpoints and series) count what
+/// it served; `calls` and `failed_connections` keep the callers' view.
 #[test]
 fn refused_connects_are_failed_calls_not_served_requests() {
     let mut s = Synth::new(Vec::new());
