@@ -1623,7 +1623,12 @@ fn check_churn(run: &Run, rec: &KernelRecord, truth_errors: &[String]) {
     }
 
     // Retransmits per edge against the kernel's own count (ftrace, tcp:tcp_retransmit_skb
-    // with err 0), by the edge's server port (both directions of its connections).
+    // with err 0), by the edge's server port (both directions of its connections), within 5%.
+    // A BPF program does not run when its tracepoint fires while a BPF program is already
+    // running on that CPU (the kernel's recursion protection: a retransmit timer's softirq on
+    // top of a traced syscall): every BPF tracer misses those few, retrace as bpftrace does.
+    // What bpftrace missed in the same run, against ftrace, is their measure, and the slack
+    // (seen: 2 of 20 on nginx -> api, with bpftrace missing 3).
     for (client, server, protocol, _, _) in &edges {
         let port = ports[server];
         let get = |m: &std::collections::BTreeMap<u16, u64>| m.get(&port).copied().unwrap_or(0);
@@ -1643,7 +1648,7 @@ fn check_churn(run: &Run, rec: &KernelRecord, truth_errors: &[String]) {
             edge_of(run, client, server, protocol).map_or(0, |e| e.retransmits),
             get(&k.retransmits),
             0.05,
-            0,
+            get(&k.retransmits).saturating_sub(get(&k.bpftrace_retransmits)),
         );
     }
     c.finish("churn vs ground truth", run);
