@@ -64,6 +64,10 @@ pub struct Summary {
     pub dropped_ring: BTreeMap<String, u64>,
     /// Dropped in user space (queue full), by event kind name.
     pub dropped_queue: BTreeMap<String, u64>,
+    /// Runs of each program the kernel skipped because a BPF program was already running on
+    /// that CPU (its recursion protection: a softirq's tracepoint on top of a traced syscall),
+    /// by program name; only those that missed any. Not yet loss markers in the capture.
+    pub skipped_runs: BTreeMap<String, u64>,
     /// Secret values redacted.
     pub redacted: u64,
     /// Marks recorded.
@@ -425,6 +429,7 @@ pub fn run_with(
     }
     drop(c);
     summary.dropped_ring = drops.totals_by_name();
+    summary.skipped_runs = skipped_runs(&skel);
     let result = writer
         .join()
         .map_err(|_| CaptureError::Writer("panicked".into()))?;
@@ -434,6 +439,33 @@ pub fn run_with(
     summary.bad_records = counters.bad_records.load(Ordering::Relaxed);
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The runs each loaded program missed to the kernel's recursion protection
+/// (`bpf_prog_info.recursion_misses`, Linux 5.12+), by name, those above 0.
+fn skipped_runs(skel: &retrace_bpf::RetraceSkel<'_>) -> BTreeMap<String, u64> {
+    use libbpf_rs::skel::Skel;
+    let mut out = BTreeMap::new();
+    for prog in skel.object().progs() {
+        let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of_val(&info) as u32;
+        // SAFETY: `info` is a valid bpf_prog_info of `len` bytes, written by the kernel only
+        // during the call; the fd is the loaded program's, alive for the call.
+        let rc = unsafe {
+            libbpf_rs::libbpf_sys::bpf_prog_get_info_by_fd(
+                prog.as_fd().as_raw_fd(),
+                &mut info,
+                &mut len,
+            )
+        };
+        if rc == 0 && info.recursion_misses > 0 {
+            out.insert(
+                prog.name().to_string_lossy().into_owned(),
+                info.recursion_misses,
+            );
+        }
+    }
+    out
 }
 
 /// Opens, configures and loads the BPF programs for `cfg` without attaching them: the

@@ -153,6 +153,11 @@ fn print_summary(s: &Summary) {
     if w.dropped_quota > 0 {
         println!("    {:<16} {} (--max-size reached)", "any", w.dropped_quota);
     }
+    for (prog, n) in &s.skipped_runs {
+        println!(
+            "  skipped by the kernel: {prog} {n} runs (a BPF program already running on that CPU)"
+        );
+    }
     if s.bad_records > 0 {
         println!("  unreadable kernel records: {}", s.bad_records);
     }
