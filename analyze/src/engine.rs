@@ -320,8 +320,11 @@ fn errno_name(errno: i32) -> String {
     }
 }
 
+/// An endpoint not known yet: no port. A connect attempt knows its local address before its
+/// port (`127.0.0.1:0` until the SYN leaves), so a side keeps looking for its port in later
+/// events (established, messages, close): without it, it joins nothing.
 fn is_unspecified(e: &Endpoint) -> bool {
-    e.port == 0 && e.addr.ip().is_unspecified()
+    e.port == 0
 }
 
 impl Analyzer {
@@ -1088,6 +1091,7 @@ impl Analyzer {
         ids: &RowIds,
         out: &mut Rows,
     ) {
+        let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
         for (i, s) in self.sides.iter().enumerate() {
             let (client, server) = ends[i];
             if client == EMPTY || server == EMPTY {
@@ -1141,18 +1145,36 @@ impl Analyzer {
             let mut seen_by_client = vec![false; theirs.len()];
             for (k, &xi) in mine.iter().enumerate() {
                 let x = &self.exchanges[xi as usize];
-                let server_latency = if s.client {
-                    match pairs[k] {
-                        Some(j) => {
-                            seen_by_client[j] = true;
-                            self.exchanges[theirs[j] as usize].latency
-                        }
-                        None => NO_LATENCY,
+                let answer = match pairs[k] {
+                    Some(j) if s.client => {
+                        seen_by_client[j] = true;
+                        Some(&self.exchanges[theirs[j] as usize])
                     }
-                } else {
-                    x.latency
+                    _ => None,
                 };
-                out.rows.push(row(x, server_latency));
+                let server_latency = match answer {
+                    Some(y) => y.latency,
+                    None if s.client => NO_LATENCY,
+                    None => x.latency,
+                };
+                match answer {
+                    // Closed by the client's own end (its process died, it gave up) after the
+                    // server answered: the server's answer, not a failure of the server. (A
+                    // reset stays a failure: the client's code saw it.)
+                    Some(y)
+                        if x.cut_off
+                            && Some(x.status) == closed_unanswered
+                            && y.latency != NO_LATENCY =>
+                    {
+                        let answered = Ex {
+                            status: y.status,
+                            error: y.error,
+                            ..*x
+                        };
+                        out.rows.push(row(&answered, server_latency));
+                    }
+                    _ => out.rows.push(row(x, server_latency)),
+                }
             }
             // Exchanges the server saw that the client side did not.
             for (&yi, _) in theirs

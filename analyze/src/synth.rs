@@ -269,6 +269,39 @@ impl<S: Sink> Synth<S> {
         }
     }
 
+    /// Like [`Synth::connect_from`], but the capture saw no `Established` of the client: its
+    /// connect attempt knows its address but not yet its port (`127.0.0.1:0`, as the kernel
+    /// reports it at SYN_SENT).
+    pub fn connect_unconfirmed(
+        &mut self,
+        ts: u64,
+        client_pid: u32,
+        from: u16,
+        server_pid: u32,
+        port: u16,
+    ) -> Conn {
+        let client_ep = lo(from);
+        let server_ep = lo(port);
+        let client = ConnId {
+            pid: client_pid,
+            fd: self.fd(),
+            start_ns: ts,
+        };
+        let server = ConnId {
+            pid: server_pid,
+            fd: self.fd(),
+            start_ns: ts + 50_000,
+        };
+        self.tcp(ts, client, lo(0), server_ep, TcpStep::ConnectAttempt);
+        self.tcp(ts + 50_000, server, server_ep, client_ep, TcpStep::Accepted);
+        Conn {
+            client,
+            server,
+            client_ep,
+            server_ep,
+        }
+    }
+
     /// `client_pid` starts connecting to 127.0.0.1:`port` (its socket, before any port is bound).
     fn attempt(&mut self, ts: u64, client_pid: u32, port: u16) -> ConnId {
         let client = ConnId {
@@ -410,6 +443,30 @@ impl<S: Sink> Synth<S> {
             ce,
             req,
             req_size,
+        );
+    }
+
+    /// A request the server answers `server_latency_ns` after reading it, while the client
+    /// never reads the answer (it closes first: its process dies, or it gives up).
+    pub fn answered_unread(
+        &mut self,
+        c: &Conn,
+        ts: u64,
+        req: &[u8],
+        resp: &[u8],
+        server_latency_ns: u64,
+    ) {
+        self.request(c, ts, req, req.len() as u64);
+        let (ce, se) = (c.client_ep, c.server_ep);
+        let t = ts + 20_000 + server_latency_ns;
+        self.l7(
+            t,
+            c.server,
+            Direction::Egress,
+            se,
+            ce,
+            resp,
+            resp.len() as u64,
         );
     }
 

@@ -701,6 +701,61 @@ fn one_answered_request(t: u64) -> Synth<Vec<Event>> {
     s
 }
 
+/// A client whose `Established` the capture did not see keeps `127.0.0.1:0` from its connect
+/// attempt until a message or its close names its port: it must still join its server (else
+/// the server's side makes a `127.0.0.1 -> server` edge of its own).
+#[test]
+fn a_client_known_only_by_its_connect_attempt_joins_its_server() {
+    let t = 5_000_000_000u64;
+    let mut s = one_answered_request(t);
+    let c = s.connect_unconfirmed(t + 4_000_000, 10, 45000, 20, 7000);
+    let r = get("/late");
+    s.exchange(
+        &c,
+        t + 5_000_000,
+        &r,
+        r.len() as u64,
+        OK,
+        OK.len() as u64,
+        100_000,
+    );
+    s.close(&c, t + 6_000_000, r.len() as u64, OK.len() as u64);
+    let a = run(&s.finish(), ServicesFile::default());
+    let edges: Vec<String> = a
+        .edges
+        .iter()
+        .map(|e| format!("{} -> {}", e.client, e.server))
+        .collect();
+    assert_eq!(edges, vec!["client -> server:7000"], "{edges:?}");
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!(e.requests, 2, "{e:?}");
+    assert!(e.server_p50_ms.is_some(), "joined: {e:?}");
+}
+
+/// A client that closes (dies, gives up) after the server answered but before reading the
+/// answer: the server did not fail, it answered (the api-down run: the api killed while
+/// PostgreSQL's answer to its BEGIN was on its way).
+#[test]
+fn an_answer_the_client_closed_before_reading_is_not_a_server_failure() {
+    let t = 5_000_000_000u64;
+    let mut s = one_answered_request(t);
+    let c = s.connect(t + 4_000_000, 10, 20, 7000);
+    let r = get("/slow");
+    s.answered_unread(&c, t + 5_000_000, &r, OK, 100_000);
+    s.close(&c, t + 6_000_000, r.len() as u64, 0);
+    let a = run(&s.finish(), ServicesFile::default());
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!((e.requests, e.errors), (2, 0), "{e:?}");
+    let server = a.service("server:7000").expect("server");
+    assert_eq!((server.requests, server.errors), (2, 0), "{server:?}");
+}
+
 /// A connect that times out sent its SYN several times: those retransmits are the failed
 /// attempt's, on its caller's edge.
 #[test]
