@@ -12,9 +12,12 @@ use retrace_segment::{
 
 use crate::join::{self, Connections, Facts, Opened, Sample, SampleKind, Span};
 use crate::l7::{self, Parsed};
-use crate::model::{Analysis, NodeSummary, PayloadStats, EMPTY, NO_LATENCY};
+use crate::model::{
+    Analysis, NodeSummary, PayloadStats, SpanFacts, TraceCoverage, EMPTY, NO_LATENCY,
+};
 use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
 use crate::stats::{self, Row};
+use crate::traces::LinkIn;
 
 /// Hash map with a fast, fixed-seed hasher (keys here are not attacker-chosen in a way that
 /// matters: a capture is analyzed once, offline).
@@ -137,6 +140,45 @@ struct Side {
     closed_at: Option<u64>,
     established: bool,
     failed: bool,
+    /// Thread that connected (0 when not seen).
+    tid: u32,
+    /// The last message starts (time, thread) of this side, for the exchanges' threads
+    /// (dropped when the side closes).
+    starts: MessageThreads,
+}
+
+/// The threads of a side's recent message starts: an exchange's request and response start
+/// with a message, found here by time. A ring of the last [`MessageThreads::CAP`].
+#[derive(Default)]
+struct MessageThreads {
+    ring: Vec<(u64, u32)>,
+    next: usize,
+}
+
+impl MessageThreads {
+    const CAP: usize = 32;
+
+    fn push(&mut self, ts: u64, tid: u32) {
+        if self.ring.len() < Self::CAP {
+            self.ring.push((ts, tid));
+        } else {
+            self.ring[self.next] = (ts, tid);
+        }
+        self.next = (self.next + 1) % Self::CAP;
+    }
+
+    /// The thread of the message that started at `ts`, 0 when forgotten.
+    fn at(&self, ts: u64) -> u32 {
+        self.ring
+            .iter()
+            .find(|&&(t, _)| t == ts)
+            .map_or(0, |&(_, tid)| tid)
+    }
+
+    fn clear(&mut self) {
+        self.ring = Vec::new();
+        self.next = 0;
+    }
 }
 
 /// A parsed exchange of one side, strings interned.
@@ -151,9 +193,15 @@ struct Ex {
     route: u32,
     status: u32,
     trace: u32,
+    /// `X-Request-ID` (string id).
+    request_id: u32,
     error: bool,
     /// Failed because its connection closed before any response byte (see `close_side`).
     cut_off: bool,
+    /// Thread that wrote (client) or read (server) the request's first byte, 0 if unknown.
+    tid_request: u32,
+    /// Thread that read (client) or wrote (server) the response's first byte, 0 if unknown.
+    tid_response: u32,
 }
 
 struct Failure {
@@ -165,6 +213,8 @@ struct Failure {
     /// The side of the attempt, when the capture saw its socket (its SYN retransmits are
     /// attributed to it).
     side: Option<u32>,
+    /// Thread that connected, 0 when unknown.
+    tid: u32,
 }
 
 /// A DNS query of a captured process, waiting for its response: keyed by
@@ -175,6 +225,7 @@ type DnsKey = (u16, u32, Endpoint, Endpoint, u16);
 struct DnsQuery {
     node: u16,
     pid: u32,
+    tid: u32,
     /// The server (resolver) asked.
     remote: Endpoint,
     /// When the query was sent (wall ns).
@@ -246,7 +297,16 @@ impl RowIds {
 /// Request rows and connection rows, for the aggregation.
 struct Rows {
     rows: Vec<Row>,
+    /// What the trace linker needs of each row beyond its spans (`links[i]` is `rows[i]`'s).
+    links: Vec<LinkIn>,
     conns: Vec<stats::ConnRow>,
+}
+
+impl Rows {
+    fn push(&mut self, row: Row, link: LinkIn) {
+        self.rows.push(row);
+        self.links.push(link);
+    }
 }
 
 /// Events lost, by kind and in all, and the completeness claimed.
@@ -435,6 +495,8 @@ impl Analyzer {
             closed_at: None,
             established: !client,
             failed: false,
+            tid: 0,
+            starts: MessageThreads::default(),
         });
         self.conns.insert((node, conn), idx);
         self.procs.entry((node, conn.pid)).or_default();
@@ -566,6 +628,7 @@ impl Analyzer {
                 if is_unspecified(&side.remote) && !is_unspecified(&remote) {
                     side.remote = remote;
                 }
+                side.starts.push(ts, m.tid);
                 let total = m.size.saturating_add(m.folded_bytes);
                 if egress {
                     side.sent = side.sent.saturating_add(total);
@@ -606,6 +669,7 @@ impl Analyzer {
                                     self.dns_queries.push(DnsQuery {
                                         node,
                                         pid: u.pid,
+                                        tid: u.tid,
                                         remote: u.remote,
                                         ts,
                                         qtype,
@@ -693,7 +757,8 @@ impl Analyzer {
             TcpStep::ListenClose => {}
             TcpStep::ConnectAttempt => {
                 if !self.conns.contains_key(&key) {
-                    self.new_side(node, e.conn, true, e.local, e.remote, Opened::At(ts));
+                    let i = self.new_side(node, e.conn, true, e.local, e.remote, Opened::At(ts));
+                    self.sides[i as usize].tid = e.tid;
                 }
             }
             TcpStep::Established { latency_ns } => {
@@ -706,6 +771,9 @@ impl Analyzer {
                 };
                 let s = &mut self.sides[idx as usize];
                 s.established = true;
+                if s.tid == 0 {
+                    s.tid = e.tid;
+                }
                 s.local = e.local;
                 if !is_unspecified(&e.remote) {
                     s.remote = e.remote;
@@ -713,10 +781,15 @@ impl Analyzer {
             }
             TcpStep::Failed { errno, .. } => {
                 let side = self.conns.remove(&key);
+                let mut tid = e.tid;
                 let remote = match side {
                     Some(i) => {
                         let s = &mut self.sides[i as usize];
                         s.parser = None;
+                        s.starts.clear();
+                        if tid == 0 {
+                            tid = s.tid;
+                        }
                         s.failed = true;
                         // the port the attempt was sent from: its SYN retransmits carry it
                         if !is_unspecified(&e.local) {
@@ -738,6 +811,7 @@ impl Analyzer {
                     ts,
                     errno: *errno,
                     side,
+                    tid,
                 });
             }
             TcpStep::Accepted => {
@@ -801,6 +875,7 @@ impl Analyzer {
             }
             self.drain_parsed(idx, closed.is_some());
         }
+        self.sides[idx as usize].starts.clear();
     }
 
     /// Interns the exchanges parsed for `side`; `closing`: they come from its close.
@@ -809,6 +884,7 @@ impl Analyzer {
             return;
         }
         let mut parsed = std::mem::take(&mut self.parsed);
+        let starts = &self.sides[side as usize].starts;
         // By reference: the exchanges are not moved out, only dropped by `clear`.
         for x in &parsed {
             let latency = match x.response_ts {
@@ -829,8 +905,15 @@ impl Analyzer {
                     .as_deref()
                     .map(|t| self.strings.intern(t))
                     .unwrap_or(EMPTY),
+                request_id: x
+                    .request_id
+                    .as_deref()
+                    .map(|t| self.strings.intern(t))
+                    .unwrap_or(EMPTY),
                 error: x.error,
                 cut_off: closing && x.response_ts.is_none(),
+                tid_request: starts.at(x.request_ts),
+                tid_response: x.response_ts.map_or(0, |r| starts.at(r)),
             };
             self.exchanges.push(ex);
         }
@@ -898,15 +981,20 @@ impl Analyzer {
 
         let mut out = Rows {
             rows: Vec::with_capacity(self.exchanges.len()),
+            links: Vec::with_capacity(self.exchanges.len()),
             conns: Vec::new(),
         };
-        self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &mut out);
+        let addrs = self.side_addresses();
+        self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &addrs, &mut out);
         self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
         // Every exchange is in `rows` now.
         drop(grouped);
         self.exchanges = Vec::new();
         cp.at("rows");
+        let trace_coverage = crate::traces::link(&mut out.rows, &out.links);
+        out.links = Vec::new();
+        cp.at("trace links");
 
         let services = self.services(&names, &out);
         let losses = self.losses(&read);
@@ -923,6 +1011,7 @@ impl Analyzer {
             services_file: &self.services_file,
             window_start,
             window_end,
+            id_seed: self.id_seed(window_start),
         };
         cp.at("services");
         let mut analysis = stats::aggregate(input)?;
@@ -938,6 +1027,10 @@ impl Analyzer {
         analysis.warnings = read.warnings;
         analysis.payload = self.payload.clone();
         analysis.marks = marks;
+        analysis.trace_coverage = TraceCoverage {
+            traces: analysis.traces.len() as u64,
+            ..trace_coverage
+        };
         Ok(analysis)
     }
 
@@ -1063,6 +1156,46 @@ impl Analyzer {
         Grouped { by_side, order }
     }
 
+    /// A seed for span and trace ids, from what identifies the capture (its nodes and its
+    /// start): the same capture gives the same ids, two captures different ones.
+    fn id_seed(&self, window_start: u64) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        for n in &self.nodes {
+            eat(n.name.as_bytes());
+            eat(&[0]);
+        }
+        eat(&window_start.to_le_bytes());
+        h
+    }
+
+    /// `(client, server)` addresses (`ip:port`, string ids) of each side's connection.
+    fn side_addresses(&mut self) -> Vec<(u32, u32)> {
+        let mut out = Vec::with_capacity(self.sides.len());
+        for i in 0..self.sides.len() {
+            let s = &self.sides[i];
+            let (c, sv) = if s.client {
+                (s.local, s.remote)
+            } else {
+                (s.remote, s.local)
+            };
+            let name = |e: &Endpoint| {
+                if is_unspecified(e) {
+                    String::new()
+                } else {
+                    e.to_string()
+                }
+            };
+            let (c, sv) = (name(&c), name(&sv));
+            out.push((self.strings.intern(&c), self.strings.intern(&sv)));
+        }
+        out
+    }
+
     /// Ids of the strings every kind of row uses.
     fn row_ids(&mut self) -> RowIds {
         let nodes: Vec<u32> = self
@@ -1082,6 +1215,7 @@ impl Analyzer {
     /// side), and a request row per exchange: the client's exchanges with the server-side
     /// latency of the server exchange they pair with, then the server's exchanges the client
     /// side did not see.
+    #[allow(clippy::too_many_arguments)]
     fn rows_from_connections(
         &self,
         conns: &Connections,
@@ -1089,6 +1223,7 @@ impl Analyzer {
         ends: &[(u32, u32)],
         grouped: &Grouped,
         ids: &RowIds,
+        addrs: &[(u32, u32)],
         out: &mut Rows,
     ) {
         let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
@@ -1125,7 +1260,46 @@ impl Analyzer {
                 bytes_received,
                 retransmits: facts.retransmits(conns, i as u32),
             });
-            let row = |x: &Ex, server_latency: u64| Row {
+            let (client_addr, server_addr) = addrs[i];
+            let peer_side = peer.map(|j| &self.sides[j as usize]);
+            // The spans of an exchange: `mine` of this side, `answer` of the peer's.
+            let spans = |mine: Option<&Ex>, answer: Option<&Ex>| {
+                let (cx, sx, server_side) = if s.client {
+                    (mine, answer, peer_side.zip(peer))
+                } else {
+                    (None, mine, Some((s, i as u32)))
+                };
+                let mut f = SpanFacts {
+                    client_addr,
+                    server_addr,
+                    ..SpanFacts::default()
+                };
+                let mut l = LinkIn {
+                    server_socket: u32::MAX,
+                    ..LinkIn::default()
+                };
+                if let Some(x) = cx {
+                    f.client = true;
+                    f.client_node = node;
+                    f.client_pid = s.pid;
+                    f.client_tid = x.tid_request;
+                    l.request_id = x.request_id;
+                }
+                if let (Some(y), Some((ss, sj))) = (sx, server_side) {
+                    f.server = true;
+                    f.server_node = ids.node(ss.node);
+                    f.server_pid = ss.pid;
+                    f.server_tid = y.tid_request;
+                    f.server_ts_ns = y.ts;
+                    l.server_tid_out = y.tid_response;
+                    l.server_socket = sj;
+                    if l.request_id == EMPTY {
+                        l.request_id = y.request_id;
+                    }
+                }
+                (f, l)
+            };
+            let row = |x: &Ex, server_latency: u64, spans: SpanFacts| Row {
                 ts: x.ts,
                 latency: x.latency,
                 server_latency,
@@ -1140,6 +1314,7 @@ impl Analyzer {
                 node,
                 error: x.error,
                 served: true,
+                spans,
             };
             let pairs = join::align(&self.exchanges, mine, theirs);
             let mut seen_by_client = vec![false; theirs.len()];
@@ -1157,6 +1332,7 @@ impl Analyzer {
                     None if s.client => NO_LATENCY,
                     None => x.latency,
                 };
+                let (f, l) = spans(Some(x), answer);
                 match answer {
                     // Closed by the client's own end (its process died, it gave up) after the
                     // server answered: the server's answer, not a failure of the server. (A
@@ -1171,9 +1347,9 @@ impl Analyzer {
                             error: y.error,
                             ..*x
                         };
-                        out.rows.push(row(&answered, server_latency));
+                        out.push(row(&answered, server_latency, f), l);
                     }
-                    _ => out.rows.push(row(x, server_latency)),
+                    _ => out.push(row(x, server_latency, f), l),
                 }
             }
             // Exchanges the server saw that the client side did not.
@@ -1183,7 +1359,8 @@ impl Analyzer {
                 .filter(|(_, &seen)| !seen)
             {
                 let y = &self.exchanges[yi as usize];
-                out.rows.push(row(y, y.latency));
+                let (f, l) = spans(None, Some(y));
+                out.push(row(y, y.latency, f), l);
             }
         }
     }
@@ -1227,6 +1404,7 @@ impl Analyzer {
                 ts: closed,
                 errno: ECONNRESET,
                 side: Some(side),
+                tid: s.tid,
             };
             self.sides[i].failed = true;
             self.failures.push(f);
@@ -1262,7 +1440,15 @@ impl Analyzer {
                 bytes_received: 0,
                 retransmits: f.side.map_or(0, |s| facts.retransmits(conns, s)),
             });
-            out.rows.push(Row {
+            let spans = SpanFacts {
+                client: true,
+                client_node: node,
+                client_pid: f.pid,
+                client_tid: f.tid,
+                server_addr: target,
+                ..SpanFacts::default()
+            };
+            let row = Row {
                 ts: f.ts,
                 latency: NO_LATENCY,
                 server_latency: NO_LATENCY,
@@ -1277,7 +1463,9 @@ impl Analyzer {
                 node,
                 error: true,
                 served: false,
-            });
+                spans,
+            };
+            out.push(row, LinkIn::default());
         }
     }
 
@@ -1311,7 +1499,16 @@ impl Analyzer {
             let server = resolver.server(q.node, &q.remote);
             let client = self.strings.intern(&client);
             let server = self.strings.intern(&server);
-            out.rows.push(Row {
+            let node = ids.node(q.node);
+            let spans = SpanFacts {
+                client: true,
+                client_node: node,
+                client_pid: q.pid,
+                client_tid: q.tid,
+                server_addr: self.strings.intern(&q.remote.to_string()),
+                ..SpanFacts::default()
+            };
+            let row = Row {
                 ts: q.ts,
                 latency,
                 server_latency: NO_LATENCY,
@@ -1323,10 +1520,12 @@ impl Analyzer {
                 route: q.name,
                 status,
                 trace: EMPTY,
-                node: ids.node(q.node),
+                node,
                 error,
                 served: true,
-            });
+                spans,
+            };
+            out.push(row, LinkIn::default());
         }
         self.dns_queries = Vec::new();
     }

@@ -27,6 +27,7 @@ mod stats;
 pub mod synth;
 #[cfg(test)]
 mod tests;
+mod traces;
 
 use std::path::PathBuf;
 

@@ -194,6 +194,292 @@ pub(crate) struct RequestRow {
     pub trace_id: u32,
     pub node: u32,
     pub error: bool,
+    /// What the trace linking knows of the row's spans.
+    pub spans: SpanFacts,
+}
+
+/// The spans of one request row: a CLIENT span when the client's end was captured, a SERVER
+/// span when the server's end was, and where the row's top span hangs in its trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanFacts {
+    /// The client's end was captured (a CLIENT span).
+    pub client: bool,
+    /// The server's end was captured (a SERVER span).
+    pub server: bool,
+    /// Node, process and thread of the client's end (the thread that wrote the request).
+    pub client_node: u32,
+    pub client_pid: u32,
+    pub client_tid: u32,
+    /// Node, process and thread of the server's end (the thread that read the request).
+    pub server_node: u32,
+    pub server_pid: u32,
+    pub server_tid: u32,
+    /// When the server read the request's first byte (wall ns; the row's `ts_ns` when the
+    /// server end alone was captured).
+    pub server_ts_ns: u64,
+    /// `ip:port` of each end (string ids), empty when unknown.
+    pub client_addr: u32,
+    pub server_addr: u32,
+    /// Row whose SERVER span is the parent of this row's top span, [`NO_ROW`] for a root.
+    pub parent: u32,
+    /// Row of the root of this row's trace.
+    pub root: u32,
+    /// How the top span was linked to its parent.
+    pub link: Link,
+    /// Confidence of that link, percent.
+    pub confidence: u8,
+}
+
+impl Default for SpanFacts {
+    fn default() -> Self {
+        Self {
+            client: false,
+            server: false,
+            client_node: EMPTY,
+            client_pid: 0,
+            client_tid: 0,
+            server_node: EMPTY,
+            server_pid: 0,
+            server_tid: 0,
+            server_ts_ns: 0,
+            client_addr: EMPTY,
+            server_addr: EMPTY,
+            parent: NO_ROW,
+            root: NO_ROW,
+            link: Link::Root,
+            confidence: 100,
+        }
+    }
+}
+
+/// "No row" in [`SpanFacts`].
+pub(crate) const NO_ROW: u32 = u32::MAX;
+
+/// Which end of an exchange a span describes (OpenTelemetry's span kinds).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanKind {
+    /// The caller's end: from writing the request to reading the response's first byte.
+    Client,
+    /// The callee's end: from reading the request to writing the response's first byte.
+    Server,
+}
+
+impl SpanKind {
+    /// `client` or `server`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpanKind::Client => "client",
+            SpanKind::Server => "server",
+        }
+    }
+}
+
+/// The rule that gave a span its parent.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Link {
+    /// No parent: the root of its trace.
+    #[default]
+    Root,
+    /// A SERVER span under the CLIENT span of the same exchange (same connection, both ends
+    /// captured, on one node or across nodes).
+    Connection,
+    /// A CLIENT span under the SERVER span whose request its thread was serving (it wrote the
+    /// call after reading that request and before writing its response).
+    Thread,
+    /// A CLIENT span under the SERVER span of its process that carried the same trace header
+    /// (W3C `traceparent`, B3, `X-Request-ID`) and was in progress when the call was made.
+    Header,
+    /// A CLIENT span of an event-loop proxy under the one inbound request of the same method
+    /// and target that was in progress when the call was made and answered after it.
+    Proxy,
+}
+
+impl Link {
+    /// The `link` column: empty for roots, else `connection`, `thread`, `header`, `proxy`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Root => "",
+            Link::Connection => "connection",
+            Link::Thread => "thread",
+            Link::Header => "header",
+            Link::Proxy => "proxy",
+        }
+    }
+}
+
+/// One span, as read from a [`RequestTable`] (ids are numbers; print them as 32 and 16 lower
+/// hex digits).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpanView<'a> {
+    /// The request row the span belongs to.
+    pub request: usize,
+    /// Trace id (never 0).
+    pub trace_id: u128,
+    /// Span id (never 0).
+    pub span_id: u64,
+    /// The parent's span id; `None` for a root.
+    pub parent_span_id: Option<u64>,
+    /// CLIENT or SERVER.
+    pub kind: SpanKind,
+    /// The service the span belongs to (the client for a CLIENT span).
+    pub service: &'a str,
+    /// The service on the other end.
+    pub peer: &'a str,
+    /// Protocol name.
+    pub protocol: &'a str,
+    /// Method (GET, query, SET, CONNECT for connection failures...).
+    pub method: &'a str,
+    /// Route template or normalized statement.
+    pub route: &'a str,
+    /// Raw target (path with query, statement, key...).
+    pub target: &'a str,
+    /// Status (`200`, `ECONNREFUSED`...).
+    pub status: &'a str,
+    /// Failed.
+    pub error: bool,
+    /// Start, wall ns since the epoch.
+    pub start_ns: u64,
+    /// Duration (to the response's first byte), none when no response was seen.
+    pub duration_ns: Option<u64>,
+    /// How the span got its parent.
+    pub link: Link,
+    /// Confidence of the link, 0..=1 (1 for roots).
+    pub confidence: f64,
+    /// Node the span was seen on.
+    pub node: &'a str,
+    /// Process and thread (the thread that wrote the request for a CLIENT span, that read it
+    /// for a SERVER span; 0 when unknown).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// `ip:port` of the server's end, empty when unknown.
+    pub server_address: &'a str,
+    /// `ip:port` of the client's end, empty when unknown.
+    pub client_address: &'a str,
+}
+
+impl SpanView<'_> {
+    /// The span's name as OpenTelemetry names it: `{method} {route}` for HTTP and gRPC, the
+    /// normalized statement or command for databases and caches, `{method}` alone when there
+    /// is no route.
+    pub fn name(&self) -> String {
+        span_name(self.protocol, self.method, self.route)
+    }
+}
+
+/// See [`SpanView::name`].
+pub fn span_name(protocol: &str, method: &str, route: &str) -> String {
+    match protocol {
+        _ if route.is_empty() => method.to_string(),
+        "http" | "http2" | "grpc" => format!("{method} {route}"),
+        _ if method == "CONNECT" => format!("CONNECT {route}"),
+        _ => route.to_string(),
+    }
+}
+
+/// One trace: spans linked into one tree.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TraceSummary {
+    /// Trace id.
+    pub trace_id: u128,
+    /// The request row of the root span.
+    pub root: usize,
+    /// Service of the root span.
+    pub root_service: String,
+    /// Name of the root span.
+    pub root_name: String,
+    /// Start of the earliest span, wall ns.
+    pub start_ns: u64,
+    /// From the earliest start to the latest end, ns.
+    pub duration_ns: u64,
+    /// Spans in the trace.
+    pub spans: u32,
+    /// Distinct services in the trace (both ends of every span).
+    pub services: u32,
+    /// Failed spans.
+    pub errors: u32,
+}
+
+/// How much of the traffic the linking covered.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct TraceCoverage {
+    /// Traces (trees) found.
+    pub traces: u64,
+    /// Spans in all.
+    pub spans: u64,
+    /// SERVER spans.
+    pub server_spans: u64,
+    /// Of those, whose CLIENT end was captured (a parent exists in the capture).
+    pub server_spans_with_client: u64,
+    /// Of those, linked to it.
+    pub server_spans_linked: u64,
+    /// CLIENT spans.
+    pub client_spans: u64,
+    /// Of those, made by a process that served requests (a parent could exist).
+    pub client_spans_in_servers: u64,
+    /// Of those, linked to a parent.
+    pub client_spans_linked: u64,
+    /// Links by rule (`connection`, `thread`, `header`, `proxy`).
+    pub by_link: std::collections::BTreeMap<String, u64>,
+    /// CLIENT spans of event-loop processes left unlinked because several inbound requests
+    /// could have made them.
+    pub ambiguous: u64,
+}
+
+impl TraceCoverage {
+    /// Linked share of the SERVER spans whose client was captured (1 when there were none).
+    pub fn server_share(&self) -> f64 {
+        share(self.server_spans_linked, self.server_spans_with_client)
+    }
+
+    /// Linked share of the CLIENT spans of processes that served requests (1 when none).
+    pub fn client_share(&self) -> f64 {
+        share(self.client_spans_linked, self.client_spans_in_servers)
+    }
+}
+
+fn share(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        1.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Where the time of an endpoint's requests went: in the service itself, or waiting for each
+/// downstream service (summed over the endpoint's SERVER spans and the CLIENT spans linked
+/// under them).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TimeBreakdown {
+    /// Service.
+    pub service: String,
+    /// Span name (`GET /checkout/{id}`).
+    pub name: String,
+    /// SERVER spans with a duration.
+    pub requests: u64,
+    /// Their summed duration, ms.
+    pub total_ms: f64,
+    /// Of which not spent waiting for a downstream call, ms.
+    pub self_ms: f64,
+    /// Time waiting for each downstream service (largest first).
+    pub downstream: Vec<DownstreamTime>,
+}
+
+/// Time an endpoint spent waiting for one downstream service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DownstreamTime {
+    /// Downstream service.
+    pub service: String,
+    /// Protocol.
+    pub protocol: String,
+    /// Calls.
+    pub calls: u64,
+    /// Summed duration of the calls (clipped to the parent span), ms.
+    pub total_ms: f64,
 }
 
 /// Sentinel for "no latency" in [`RequestRow`].
@@ -206,6 +492,15 @@ pub(crate) const EMPTY: u32 = 0;
 pub struct RequestTable {
     pub(crate) strings: Vec<String>,
     pub(crate) rows: Vec<RequestRow>,
+    /// Mixed into span and trace ids, so that two captures do not give the same ids.
+    pub(crate) id_seed: u64,
+}
+
+/// A 64-bit mix (splitmix64's finalizer): distinct inputs give distinct outputs.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl RequestTable {
@@ -217,6 +512,11 @@ impl RequestTable {
     /// No requests.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// String `id` of the pool.
+    pub(crate) fn string(&self, id: u32) -> &str {
+        self.s(id)
     }
 
     fn s(&self, id: u32) -> &str {
@@ -250,6 +550,132 @@ impl RequestTable {
     /// All requests in time order.
     pub fn iter(&self) -> impl Iterator<Item = RequestView<'_>> + '_ {
         (0..self.rows.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Span id of row `i`'s span of `kind` (never 0).
+    pub fn span_id(&self, i: usize, kind: SpanKind) -> u64 {
+        let k = match kind {
+            SpanKind::Client => 0,
+            SpanKind::Server => 1,
+        };
+        mix64(self.id_seed ^ mix64((i as u64) << 1 | k)).max(1)
+    }
+
+    /// Trace id of the trace whose root is row `root` (never 0).
+    pub fn trace_id_of_root(&self, root: usize) -> u128 {
+        let hi = mix64(self.id_seed ^ mix64((root as u64) << 1 | 1).rotate_left(17));
+        let lo = mix64(hi ^ self.id_seed.rotate_left(29) ^ root as u64);
+        ((u128::from(hi) << 64) | u128::from(lo)).max(1)
+    }
+
+    /// Row whose SERVER span is the parent of row `i`'s top span (its CLIENT span when the
+    /// client was captured, else its SERVER span); `None` for a root.
+    pub fn parent_of(&self, i: usize) -> Option<usize> {
+        let p = self.rows.get(i)?.spans.parent;
+        (p != NO_ROW).then_some(p as usize)
+    }
+
+    /// Row of the root of row `i`'s trace.
+    pub fn root_of(&self, i: usize) -> usize {
+        self.rows.get(i).map(|r| r.spans.root as usize).unwrap_or(i)
+    }
+
+    /// Row `i`'s spans: its CLIENT span, then its SERVER span (each when captured).
+    pub fn spans_of(&self, i: usize) -> impl Iterator<Item = SpanView<'_>> + '_ {
+        [SpanKind::Client, SpanKind::Server]
+            .into_iter()
+            .filter_map(move |k| self.span(i, k))
+    }
+
+    /// Every span, row by row (time order of the rows).
+    pub fn spans(&self) -> impl Iterator<Item = SpanView<'_>> + '_ {
+        (0..self.rows.len()).flat_map(move |i| self.spans_of(i))
+    }
+
+    /// Row `i`'s span of `kind`, if that end was captured.
+    pub fn span(&self, i: usize, kind: SpanKind) -> Option<SpanView<'_>> {
+        let r = self.rows.get(i)?;
+        let f = &r.spans;
+        let lat = |v: u64| (v != NO_LATENCY).then_some(v);
+        let trace_id = self.trace_id_of_root(f.root as usize);
+        let top_parent = self.parent_of(i).map(|p| self.span_id(p, SpanKind::Server));
+        let (link, confidence) = (f.link, f64::from(f.confidence) / 100.0);
+        let v = match kind {
+            SpanKind::Client if f.client => SpanView {
+                request: i,
+                trace_id,
+                span_id: self.span_id(i, SpanKind::Client),
+                parent_span_id: top_parent,
+                kind,
+                service: self.s(r.client),
+                peer: self.s(r.server),
+                protocol: self.s(r.protocol),
+                method: self.s(r.method),
+                route: self.s(r.route),
+                target: self.s(r.target),
+                status: self.s(r.status),
+                error: r.error,
+                start_ns: r.ts_ns,
+                duration_ns: lat(r.latency_ns),
+                link,
+                confidence,
+                node: self.s(f.client_node),
+                pid: f.client_pid,
+                tid: f.client_tid,
+                server_address: self.s(f.server_addr),
+                client_address: self.s(f.client_addr),
+            },
+            SpanKind::Server if f.server => {
+                let (parent_span_id, link, confidence) = if f.client {
+                    (
+                        Some(self.span_id(i, SpanKind::Client)),
+                        Link::Connection,
+                        1.0,
+                    )
+                } else {
+                    (top_parent, link, confidence)
+                };
+                SpanView {
+                    request: i,
+                    trace_id,
+                    span_id: self.span_id(i, SpanKind::Server),
+                    parent_span_id,
+                    kind,
+                    service: self.s(r.server),
+                    peer: self.s(r.client),
+                    protocol: self.s(r.protocol),
+                    method: self.s(r.method),
+                    route: self.s(r.route),
+                    target: self.s(r.target),
+                    status: self.s(r.status),
+                    error: r.error,
+                    start_ns: f.server_ts_ns,
+                    duration_ns: lat(r.server_latency_ns),
+                    link,
+                    confidence,
+                    node: self.s(f.server_node),
+                    pid: f.server_pid,
+                    tid: f.server_tid,
+                    server_address: self.s(f.server_addr),
+                    client_address: self.s(f.client_addr),
+                }
+            }
+            _ => return None,
+        };
+        Some(v)
+    }
+
+    /// The rows of each of the traces rooted at `roots`, in time order (one pass over the
+    /// table).
+    pub fn rows_of_traces(&self, roots: &[usize]) -> std::collections::BTreeMap<usize, Vec<usize>> {
+        let mut out: std::collections::BTreeMap<usize, Vec<usize>> =
+            roots.iter().map(|&r| (r, Vec::new())).collect();
+        for (i, r) in self.rows.iter().enumerate() {
+            if let Some(v) = out.get_mut(&(r.spans.root as usize)) {
+                v.push(i);
+            }
+        }
+        out
     }
 }
 
@@ -356,6 +782,15 @@ pub struct Analysis {
     pub total_errors: u64,
     /// Marks recorded in the capture: (wall ns, note).
     pub marks: Vec<(u64, String)>,
+    /// How much of the traffic the trace linking covered.
+    #[serde(default)]
+    pub trace_coverage: TraceCoverage,
+    /// Where each endpoint's time went (sorted by service, name).
+    #[serde(default)]
+    pub time_breakdown: Vec<TimeBreakdown>,
+    /// Every trace, by the time of its root; not in summary.json (traces.csv).
+    #[serde(skip)]
+    pub traces: Vec<TraceSummary>,
     /// Every request, in time order (for requests.csv); not in summary.json.
     #[serde(skip)]
     pub requests: RequestTable,

@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::engine::{Interner, Map};
 use crate::model::{
     Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
-    ServiceSeries, ServiceStats, NO_LATENCY,
+    ServiceSeries, ServiceStats, SpanFacts, NO_LATENCY, NO_ROW,
 };
 use crate::services::ServicesFile;
 use crate::AnalyzeError;
@@ -37,6 +37,9 @@ pub(crate) struct Row {
     /// A request the server served (or, seen only from the client, was sent to serve); not
     /// a connection attempt that failed: that is a failed request of its caller only.
     pub served: bool,
+    /// Its spans; `parent` and `root` are indexes into the unsorted rows until
+    /// [`aggregate`] sorts them.
+    pub spans: SpanFacts,
 }
 
 /// One connection (or failed attempt) of an edge.
@@ -68,6 +71,8 @@ pub(crate) struct Input<'a> {
     pub services_file: &'a ServicesFile,
     pub window_start: u64,
     pub window_end: u64,
+    /// Mixed into span and trace ids.
+    pub id_seed: u64,
 }
 
 fn pe(e: PolarsError) -> AnalyzeError {
@@ -301,6 +306,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         services_file,
         window_start,
         window_end,
+        id_seed,
     } = input;
     // Time order (ties by the other fields, then by position: a stable order), sorting small
     // keys rather than whole rows.
@@ -320,11 +326,22 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         .iter()
         .map(|&(_, i)| unsorted[i as usize].served)
         .collect();
+    // Where each unsorted row went, for the span links.
+    let mut position = vec![NO_ROW; unsorted.len()];
+    for (k, &(_, i)) in keys.iter().enumerate() {
+        position[i as usize] = k as u32;
+    }
+    let moved = |i: u32| position.get(i as usize).copied().unwrap_or(NO_ROW);
     let rows: Vec<RequestRow> = keys
         .iter()
         .map(|&(_, i)| {
             let r = &unsorted[i as usize];
             RequestRow {
+                spans: SpanFacts {
+                    parent: moved(r.spans.parent),
+                    root: moved(r.spans.root),
+                    ..r.spans
+                },
                 ts_ns: r.ts,
                 latency_ns: r.latency,
                 server_latency_ns: r.server_latency,
@@ -700,7 +717,10 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let requests = RequestTable {
         rows,
         strings: std::mem::take(&mut strings.strings),
+        id_seed,
     };
+    let traces = crate::traces::summarize(&requests);
+    cp.at("aggregate: traces");
 
     Ok(Analysis {
         window_start_ns: window_start,
@@ -713,6 +733,8 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         total_requests,
         total_errors,
         requests,
+        traces: traces.traces,
+        time_breakdown: traces.breakdown,
         ..Default::default()
     })
 }

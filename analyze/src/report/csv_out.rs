@@ -197,35 +197,106 @@ pub(crate) fn write_tables(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError>
 
 /// Writes `requests.csv` (the bulk of the report: one line per request).
 pub(crate) fn write_requests(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
+    let header = [
+        "ts",
+        "client",
+        "server",
+        "protocol",
+        "method",
+        "target",
+        "status",
+        "latency_ms",
+        "trace_id",
+        "route",
+        "error",
+        "server_latency_ms",
+        "node",
+    ];
+    write_by_blocks(a, &dir.join("requests.csv"), &header, format_requests)
+}
+
+/// Writes `spans.csv`: one line per span (a request row's CLIENT span, then its SERVER
+/// span).
+pub(crate) fn write_spans(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
+    let header = [
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "kind",
+        "service",
+        "peer",
+        "protocol",
+        "name",
+        "target",
+        "start",
+        "duration_ms",
+        "status",
+        "error",
+        "link",
+        "node",
+        "confidence",
+        "pid",
+        "tid",
+        "server_address",
+        "client_address",
+        "request_index",
+    ];
+    write_by_blocks(a, &dir.join("spans.csv"), &header, format_spans)
+}
+
+/// Writes `traces.csv`: one line per trace.
+pub(crate) fn write_traces(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
+    let path = dir.join("traces.csv");
+    let mut w = writer(&path)?;
+    w.write_record([
+        "trace_id",
+        "root_service",
+        "root_name",
+        "start",
+        "duration_ms",
+        "spans",
+        "services",
+        "errors",
+        "root_request_index",
+    ])
+    .map_err(|e| err(&path, e))?;
+    let mut wall = WallFormatter::default();
+    let mut dur = String::new();
+    for t in &a.traces {
+        ns_ms_into(&mut dur, Some(t.duration_ns));
+        w.write_record([
+            format!("{:032x}", t.trace_id).as_str(),
+            t.root_service.as_str(),
+            t.root_name.as_str(),
+            wall.format(t.start_ns),
+            dur.as_str(),
+            t.spans.to_string().as_str(),
+            t.services.to_string().as_str(),
+            t.errors.to_string().as_str(),
+            t.root.to_string().as_str(),
+        ])
+        .map_err(|e| err(&path, e))?;
+    }
+    w.flush().map_err(|e| err(&path, e))
+}
+
+/// Writes a CSV file of `a.requests.len()` rows' lines: the header, then blocks of rows
+/// formatted by `format` on several threads, written in order by this one (a worker is at
+/// most two blocks ahead, and buffers are reused).
+fn write_by_blocks(
+    a: &Analysis,
+    path: &Path,
+    header: &[&str],
+    format: fn(&Analysis, std::ops::Range<usize>, Vec<u8>) -> Vec<u8>,
+) -> Result<(), AnalyzeError> {
     use std::io::Write as _;
-    let path = dir.join("requests.csv");
+    let path = path.to_path_buf();
     let e = |x: std::io::Error| err(&path, x);
     let file = std::fs::File::create(&path).map_err(e)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let mut header = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    header
-        .write_record([
-            "ts",
-            "client",
-            "server",
-            "protocol",
-            "method",
-            "target",
-            "status",
-            "latency_ms",
-            "trace_id",
-            "route",
-            "error",
-            "server_latency_ms",
-            "node",
-        ])
-        .map_err(|x| err(&path, x))?;
-    out.write_all(&header.into_inner().map_err(|x| err(&path, x.error()))?)
-        .map_err(e)?;
-    // Blocks of rows formatted on several threads, written in order by this one; a worker
-    // is at most two blocks ahead, and buffers are reused.
+    let mut head = Vec::new();
+    push_record(&mut head, header);
+    out.write_all(&head).map_err(e)?;
     let n = a.requests.len();
     let blocks = n.div_ceil(REQUEST_BLOCK);
     let workers = std::thread::available_parallelism()
@@ -247,7 +318,7 @@ pub(crate) fn write_requests(a: &Analysis, dir: &Path) -> Result<(), AnalyzeErro
                         .and_then(|mut p| p.pop())
                         .unwrap_or_default();
                     let rows = b * REQUEST_BLOCK..((b + 1) * REQUEST_BLOCK).min(n);
-                    if tx.send(format_requests(a, rows, buf)).is_err() {
+                    if tx.send(format(a, rows, buf)).is_err() {
                         break;
                     }
                 }
@@ -300,6 +371,59 @@ fn format_requests(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>)
                 r.node,
             ],
         );
+    }
+    buf
+}
+
+/// The lines of `spans.csv` for the spans of `rows`, into `buf` (cleared first).
+fn format_spans(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) -> Vec<u8> {
+    use std::fmt::Write as _;
+    buf.clear();
+    let mut wall = WallFormatter::default();
+    let mut dur = String::new();
+    let mut ids = String::new();
+    for i in rows {
+        for s in a.requests.spans_of(i) {
+            ns_ms_into(&mut dur, s.duration_ns);
+            ids.clear();
+            let _ = write!(ids, "{:032x}{:016x}", s.trace_id, s.span_id);
+            if let Some(p) = s.parent_span_id {
+                let _ = write!(ids, "{p:016x}");
+            }
+            let conf = format!("{:.2}", s.confidence);
+            let (pid, tid, req) = (s.pid.to_string(), s.tid.to_string(), s.request.to_string());
+            let name = s.name();
+            push_record(
+                &mut buf,
+                &[
+                    &ids[..32],
+                    &ids[32..48],
+                    ids.get(48..).unwrap_or(""),
+                    s.kind.name(),
+                    s.service,
+                    s.peer,
+                    s.protocol,
+                    &name,
+                    s.target,
+                    wall.format(s.start_ns),
+                    &dur,
+                    s.status,
+                    if s.error { "1" } else { "0" },
+                    s.link.name(),
+                    s.node,
+                    if s.link == crate::model::Link::Root {
+                        ""
+                    } else {
+                        &conf
+                    },
+                    &pid,
+                    &tid,
+                    s.server_address,
+                    s.client_address,
+                    &req,
+                ],
+            );
+        }
     }
     buf
 }

@@ -1,0 +1,479 @@
+//! Zero-code distributed traces: every request row has a CLIENT span (its caller's end), a
+//! SERVER span (its callee's end) or both, joined by their connection. This module gives each
+//! row's top span its parent, the SERVER span of another row, by the first rule that applies:
+//!
+//! 1. `header`: the call carries the trace id (W3C `traceparent`, B3) or `X-Request-ID` of an
+//!    inbound request of the same process that was in progress when the call was written
+//!    (bounded by that request's own duration, so an id seen again later, or on a
+//!    long-lived connection, does not merge unrelated traces);
+//! 2. `thread`: the thread that wrote the call was serving exactly one inbound request (it had
+//!    read it and not yet written its response). Several in progress on one thread are
+//!    pipelined requests of one socket, or requests handed to a worker thread by another
+//!    (read by one thread, answered by this one), served in order: the call belongs to the
+//!    one answered next. Several from different sockets read by this thread itself make an
+//!    event loop: the rule does not apply;
+//! 3. `proxy`: an event-loop proxy (nginx) with no header: the one inbound request of the same
+//!    process with the same method and target that started before the call and was answered
+//!    after it; none is linked when several could be (`ambiguous`).
+//!
+//! Then [`summarize`] turns the linked table into traces (`traces.csv`), the coverage figures
+//! and, per endpoint, where the time went.
+
+use std::collections::BTreeMap;
+
+use crate::engine::Map;
+use crate::model::{
+    span_name, DownstreamTime, Link, RequestTable, TimeBreakdown, TraceCoverage, TraceSummary,
+    EMPTY, NO_LATENCY, NO_ROW,
+};
+use crate::stats::Row;
+
+/// What the linker needs of a row beyond its [`SpanFacts`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LinkIn {
+    /// Thread that wrote the SERVER span's response, 0 when unknown.
+    pub server_tid_out: u32,
+    /// The server's socket (side index), for pipelined requests; `u32::MAX` when none.
+    pub server_socket: u32,
+    /// `X-Request-ID` of the request (string id), [`EMPTY`] when none.
+    pub request_id: u32,
+}
+
+/// How long after an inbound request started a call may still inherit its header id when the
+/// inbound request was never answered.
+const HEADER_WINDOW_NS: u64 = 60_000_000_000;
+
+/// At most this many inbound requests of one thread are looked at for one call (event loops
+/// with more in flight are ambiguous for the thread rule anyway).
+const THREAD_SCAN: usize = 256;
+
+/// A SERVER span, as the linker sees it.
+#[derive(Clone, Copy)]
+struct Inbound {
+    row: u32,
+    start: u64,
+    /// End (first response byte), `u64::MAX` when none was seen.
+    end: u64,
+    socket: u32,
+    handed_off: bool,
+}
+
+fn end_of(start: u64, latency: u64) -> u64 {
+    if latency == NO_LATENCY {
+        u64::MAX
+    } else {
+        start.saturating_add(latency)
+    }
+}
+
+/// Inbound requests sorted by start, with the longest duration among them (to bound the scan
+/// back from a call).
+#[derive(Default)]
+struct Timeline {
+    spans: Vec<Inbound>,
+    longest: u64,
+}
+
+impl Timeline {
+    fn finish(&mut self) {
+        self.spans.sort_unstable_by_key(|s| (s.start, s.end, s.row));
+        // An inbound request never answered is in progress until the next one of its
+        // timeline starts (its thread or process moved on).
+        for k in 0..self.spans.len() {
+            if self.spans[k].end == u64::MAX {
+                if let Some(next) = self.spans.get(k + 1) {
+                    self.spans[k].end = next.start;
+                }
+            }
+        }
+        self.longest = self
+            .spans
+            .iter()
+            .filter(|s| s.end != u64::MAX)
+            .map(|s| s.end - s.start)
+            .max()
+            .unwrap_or(0);
+    }
+
+    /// Inbound requests in progress at `t` (started at or before, answered at or after), the
+    /// latest first, at most `cap`.
+    fn in_progress(&self, t: u64, cap: usize, out: &mut Vec<Inbound>) {
+        out.clear();
+        let upto = self.spans.partition_point(|s| s.start <= t);
+        for s in self.spans[..upto].iter().rev() {
+            if s.end != u64::MAX && t.saturating_sub(s.start) > self.longest {
+                break;
+            }
+            if s.end >= t {
+                out.push(*s);
+                if out.len() >= cap {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Links the rows (unsorted; `links[i]` belongs to `rows[i]`): sets `parent`, `link`,
+/// `confidence` and `root` of every row's [`SpanFacts`], and counts the coverage.
+pub(crate) fn link(rows: &mut [Row], links: &[LinkIn]) -> TraceCoverage {
+    let mut cov = TraceCoverage::default();
+    // Inbound requests per process, per thread, per header id and per (method, target).
+    let mut by_process: Map<(u32, u32), u32> = Map::default();
+    let mut by_thread: Map<(u32, u32, u32), Timeline> = Map::default();
+    let mut by_header: Map<(u32, u32, u32), Timeline> = Map::default();
+    let mut by_call: Map<(u32, u32, u32, u32), Timeline> = Map::default();
+    for (i, r) in rows.iter().enumerate() {
+        let f = &r.spans;
+        if !f.server {
+            continue;
+        }
+        let l = links.get(i).copied().unwrap_or_default();
+        let start = f.server_ts_ns;
+        let span = Inbound {
+            row: i as u32,
+            start,
+            end: end_of(start, r.server_latency),
+            socket: l.server_socket,
+            handed_off: l.server_tid_out != 0 && l.server_tid_out != f.server_tid,
+        };
+        let proc_key = (f.server_node, f.server_pid);
+        *by_process.entry(proc_key).or_insert(0) += 1;
+        let worker = if l.server_tid_out != 0 {
+            l.server_tid_out
+        } else {
+            f.server_tid
+        };
+        if worker != 0 {
+            by_thread
+                .entry((f.server_node, f.server_pid, worker))
+                .or_default()
+                .spans
+                .push(span);
+        }
+        for id in [r.trace, l.request_id] {
+            if id != EMPTY {
+                by_header
+                    .entry((f.server_node, f.server_pid, id))
+                    .or_default()
+                    .spans
+                    .push(span);
+            }
+        }
+        by_call
+            .entry((f.server_node, f.server_pid, r.method, r.target))
+            .or_default()
+            .spans
+            .push(span);
+    }
+    for t in by_thread
+        .values_mut()
+        .chain(by_header.values_mut())
+        .chain(by_call.values_mut())
+    {
+        t.finish();
+    }
+
+    // Calls in time order, so that the proxy rule's inbound requests are taken first come,
+    // first served.
+    let mut calls: Vec<u32> = (0..rows.len() as u32)
+        .filter(|&i| rows[i as usize].spans.client)
+        .collect();
+    calls.sort_unstable_by_key(|&i| (rows[i as usize].ts, i));
+    let mut proxied = vec![false; rows.len()];
+    let mut found = Vec::new();
+    for &i in &calls {
+        let r = rows[i as usize];
+        let f = r.spans;
+        let l = links.get(i as usize).copied().unwrap_or_default();
+        let proc_key = (f.client_node, f.client_pid);
+        cov.client_spans += 1;
+        if !by_process.contains_key(&proc_key) {
+            continue; // a process that served nothing: its calls are roots
+        }
+        cov.client_spans_in_servers += 1;
+        let t = r.ts;
+        let not_me = |s: &Inbound| s.row != i;
+
+        // 1. header
+        let mut parent: Option<(u32, Link, u8)> = None;
+        for id in [r.trace, l.request_id] {
+            if id == EMPTY || parent.is_some() {
+                continue;
+            }
+            if let Some(tl) = by_header.get(&(f.client_node, f.client_pid, id)) {
+                tl.in_progress(t, THREAD_SCAN, &mut found);
+                parent = found
+                    .iter()
+                    .filter(|s| not_me(s))
+                    .find(|s| s.end != u64::MAX || t - s.start <= HEADER_WINDOW_NS)
+                    .map(|s| (s.row, Link::Header, 100));
+            }
+        }
+
+        // 2. thread
+        if parent.is_none() && f.client_tid != 0 {
+            if let Some(tl) = by_thread.get(&(f.client_node, f.client_pid, f.client_tid)) {
+                tl.in_progress(t, THREAD_SCAN, &mut found);
+                found.retain(not_me);
+                parent = match found.as_slice() {
+                    [] => None,
+                    [one] => Some((one.row, Link::Thread, 100)),
+                    many => {
+                        let pipelined = many.iter().all(|s| s.socket == many[0].socket);
+                        let handed_off = many.iter().all(|s| s.handed_off);
+                        (pipelined || handed_off).then(|| {
+                            let next = many
+                                .iter()
+                                .min_by_key(|s| (s.end, s.start, s.row))
+                                .map_or(NO_ROW, |s| s.row);
+                            (next, Link::Thread, if pipelined { 100 } else { 90 })
+                        })
+                    }
+                };
+            }
+        }
+
+        // 3. proxy
+        if parent.is_none() {
+            if let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) {
+                let call_end = end_of(t, r.latency);
+                tl.in_progress(t, usize::MAX, &mut found);
+                found.retain(|s| {
+                    not_me(s)
+                        && !proxied[s.row as usize]
+                        && (call_end == u64::MAX || s.end >= call_end)
+                });
+                match found.as_slice() {
+                    [] => {}
+                    [one] => {
+                        proxied[one.row as usize] = true;
+                        parent = Some((one.row, Link::Proxy, 95));
+                    }
+                    _ => cov.ambiguous += 1,
+                }
+            }
+        }
+
+        if let Some((p, how, confidence)) = parent.filter(|p| p.0 != NO_ROW) {
+            let f = &mut rows[i as usize].spans;
+            f.parent = p;
+            f.link = how;
+            f.confidence = confidence;
+            cov.client_spans_linked += 1;
+            *cov.by_link.entry(how.name().to_string()).or_insert(0) += 1;
+        }
+    }
+
+    for r in rows.iter() {
+        if r.spans.server {
+            cov.server_spans += 1;
+            if r.spans.client {
+                cov.server_spans_with_client += 1;
+                cov.server_spans_linked += 1;
+                *cov.by_link
+                    .entry(Link::Connection.name().into())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    cov.spans = cov.client_spans + cov.server_spans;
+    set_roots(rows);
+    cov
+}
+
+/// Sets every row's `root`, following parents; a cycle (impossible with consistent clocks,
+/// conceivable across nodes whose clocks disagree) is cut where it closes.
+fn set_roots(rows: &mut [Row]) {
+    const TODO: u8 = 0;
+    const BUSY: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![TODO; rows.len()];
+    let mut path: Vec<u32> = Vec::new();
+    for start in 0..rows.len() {
+        if state[start] == DONE {
+            continue;
+        }
+        path.clear();
+        let mut cur = start as u32;
+        let root = loop {
+            match state[cur as usize] {
+                DONE => break rows[cur as usize].spans.root,
+                BUSY => {
+                    // A cycle: cut it at `cur`, which becomes a root.
+                    let f = &mut rows[cur as usize].spans;
+                    f.parent = NO_ROW;
+                    f.link = Link::Root;
+                    f.confidence = 0;
+                    break cur;
+                }
+                _ => {}
+            }
+            state[cur as usize] = BUSY;
+            path.push(cur);
+            let p = rows[cur as usize].spans.parent;
+            if p == NO_ROW || p as usize >= rows.len() {
+                break cur;
+            }
+            cur = p;
+        };
+        for &k in &path {
+            rows[k as usize].spans.root = root;
+            state[k as usize] = DONE;
+        }
+    }
+}
+
+/// What [`summarize`] finds.
+pub(crate) struct Summary {
+    pub traces: Vec<TraceSummary>,
+    pub breakdown: Vec<TimeBreakdown>,
+}
+
+#[derive(Default)]
+struct TraceAcc {
+    start: u64,
+    end: u64,
+    spans: u32,
+    errors: u32,
+    services: Vec<u32>,
+}
+
+/// Traces, and where each endpoint's time went, from the linked table (rows in time order,
+/// `parent` and `root` already rows of this order).
+pub(crate) fn summarize(table: &RequestTable) -> Summary {
+    let rows = &table.rows;
+    let strings = table;
+    let mut acc: Map<u32, TraceAcc> = Map::default();
+    // Per parent row: (covered until, time covered by children) of its SERVER span.
+    let mut covered: Map<u32, (u64, u64)> = Map::default();
+    // Per (endpoint, downstream service, protocol): (calls, ns).
+    let mut downstream: Map<((u32, u32, u32, u32), u32, u32), (u64, u64)> = Map::default();
+    for r in rows.iter() {
+        let f = &r.spans;
+        let a = acc.entry(f.root).or_insert_with(|| TraceAcc {
+            start: u64::MAX,
+            ..Default::default()
+        });
+        let mut see = |start: u64, latency: u64| {
+            a.start = a.start.min(start);
+            a.end = a.end.max(if latency == NO_LATENCY {
+                start
+            } else {
+                start.saturating_add(latency)
+            });
+            a.spans += 1;
+            a.errors += u32::from(r.error);
+        };
+        if f.client {
+            see(r.ts_ns, r.latency_ns);
+        }
+        if f.server {
+            see(f.server_ts_ns, r.server_latency_ns);
+        }
+        for s in [r.client, r.server] {
+            if s != EMPTY && !a.services.contains(&s) {
+                a.services.push(s);
+            }
+        }
+        // A call linked under its parent's SERVER span: its time, clipped to the parent's.
+        if f.parent != NO_ROW && f.client && r.latency_ns != NO_LATENCY {
+            if let Some(p) = rows.get(f.parent as usize) {
+                if p.server_latency_ns != NO_LATENCY {
+                    let p_start = p.spans.server_ts_ns;
+                    let p_end = p_start.saturating_add(p.server_latency_ns);
+                    let from = r.ts_ns.max(p_start);
+                    let to = r.ts_ns.saturating_add(r.latency_ns).min(p_end);
+                    let clipped = to.saturating_sub(from);
+                    let c = covered.entry(f.parent).or_insert((p_start, 0));
+                    // Calls come in time order: the union of their intervals grows forward.
+                    let from_new = from.max(c.0);
+                    if to > from_new {
+                        c.1 += to - from_new;
+                    }
+                    c.0 = c.0.max(to);
+                    let ep = (p.server, p.protocol, p.method, p.route);
+                    let d = downstream
+                        .entry((ep, r.server, r.protocol))
+                        .or_insert((0, 0));
+                    d.0 += 1;
+                    d.1 += clipped;
+                }
+            }
+        }
+    }
+
+    let mut traces: Vec<TraceSummary> = acc
+        .into_iter()
+        .filter_map(|(root, a)| {
+            let r = rows.get(root as usize)?;
+            let top_service = if r.spans.client { r.client } else { r.server };
+            Some(TraceSummary {
+                trace_id: table.trace_id_of_root(root as usize),
+                root: root as usize,
+                root_service: strings.string(top_service).to_string(),
+                root_name: span_name(
+                    strings.string(r.protocol),
+                    strings.string(r.method),
+                    strings.string(r.route),
+                ),
+                start_ns: a.start,
+                duration_ns: a.end.saturating_sub(a.start),
+                spans: a.spans,
+                services: a.services.len() as u32,
+                errors: a.errors,
+            })
+        })
+        .collect();
+    traces.sort_unstable_by_key(|t| t.root);
+
+    // Endpoints: every SERVER span with a duration.
+    let mut endpoints: BTreeMap<(u32, u32, u32, u32), (u64, u64, u64)> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if !r.spans.server || r.server_latency_ns == NO_LATENCY {
+            continue;
+        }
+        let e = endpoints
+            .entry((r.server, r.protocol, r.method, r.route))
+            .or_insert((0, 0, 0));
+        e.0 += 1;
+        e.1 += r.server_latency_ns;
+        e.2 += covered.get(&(i as u32)).map_or(0, |c| c.1);
+    }
+    let mut per_endpoint: BTreeMap<(u32, u32, u32, u32), Vec<DownstreamTime>> = BTreeMap::new();
+    for ((ep, service, protocol), (calls, ns)) in downstream {
+        per_endpoint.entry(ep).or_default().push(DownstreamTime {
+            service: strings.string(service).to_string(),
+            protocol: strings.string(protocol).to_string(),
+            calls,
+            total_ms: ns as f64 / 1e6,
+        });
+    }
+    let mut breakdown: Vec<TimeBreakdown> = endpoints
+        .into_iter()
+        .map(|(ep, (requests, total, covered))| {
+            let (service, protocol, method, route) = ep;
+            let mut downstream = per_endpoint.remove(&ep).unwrap_or_default();
+            downstream.sort_by(|a, b| {
+                b.total_ms
+                    .total_cmp(&a.total_ms)
+                    .then_with(|| a.service.cmp(&b.service))
+                    .then_with(|| a.protocol.cmp(&b.protocol))
+            });
+            TimeBreakdown {
+                service: strings.string(service).to_string(),
+                name: span_name(
+                    strings.string(protocol),
+                    strings.string(method),
+                    strings.string(route),
+                ),
+                requests,
+                total_ms: total as f64 / 1e6,
+                self_ms: total.saturating_sub(covered) as f64 / 1e6,
+                downstream,
+            }
+        })
+        .collect();
+    breakdown.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    Summary { traces, breakdown }
+}
