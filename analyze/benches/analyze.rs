@@ -154,9 +154,13 @@ fn generate(dir: &Path, events: u64) -> (PathBuf, PathBuf) {
     (cap, pcap)
 }
 
-fn child(cap: &Path) {
+fn child(cap: &Path, no_traces: bool) {
     let t = Instant::now();
-    let a = retrace_analyze::analyze(&[cap.to_path_buf()], &Default::default()).expect("analyze");
+    let opts = retrace_analyze::AnalyzeOptions {
+        no_traces,
+        ..Default::default()
+    };
+    let a = retrace_analyze::analyze(&[cap.to_path_buf()], &opts).expect("analyze");
     let analyze_s = t.elapsed().as_secs_f64();
     let out = std::env::temp_dir().join("retrace-bench-report");
     let t2 = Instant::now();
@@ -171,28 +175,27 @@ fn child(cap: &Path) {
     );
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--child-analyze") {
-        child(Path::new(&args[i + 1]));
-        return;
-    }
-    let events: u64 = std::env::var("RETRACE_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000_000);
-    let dir = std::env::var_os("RETRACE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("retrace-analyze-bench"));
-    let (cap, pcap) = generate(&dir, events);
+/// What one analysis child measured.
+struct ChildRun {
+    events: f64,
+    requests: f64,
+    analyze_s: f64,
+    report_s: f64,
+    hwm_kib: f64,
+    cpu_s: f64,
+    wall_s: f64,
+}
 
+/// Analyzes `cap` in a child process (so that its peak memory is the analysis' own).
+fn run_child(cap: &Path, no_traces: bool) -> ChildRun {
     let t = Instant::now();
-    let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .arg("--child-analyze")
-        .arg(&cap)
-        .output()
-        .expect("child");
-    let wall = t.elapsed().as_secs_f64();
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
+    cmd.arg("--child-analyze").arg(cap);
+    if no_traces {
+        cmd.arg("--no-traces");
+    }
+    let out = cmd.output().expect("child");
+    let wall_s = t.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         panic!("analysis failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -207,16 +210,47 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let (analyze_s, report_s, hwm) = (field("analyze_s"), field("report_s"), field("vmhwm_kib"));
-    let cpu_s = field("cpu_s");
+    ChildRun {
+        events: field("events"),
+        requests: field("requests"),
+        analyze_s: field("analyze_s"),
+        report_s: field("report_s"),
+        hwm_kib: field("vmhwm_kib"),
+        cpu_s: field("cpu_s"),
+        wall_s,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child-analyze") {
+        child(
+            Path::new(&args[i + 1]),
+            args.iter().any(|a| a == "--no-traces"),
+        );
+        return;
+    }
+    let events: u64 = std::env::var("RETRACE_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let dir = std::env::var_os("RETRACE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("retrace-analyze-bench"));
+    let (cap, pcap) = generate(&dir, events);
+
+    let with = run_child(&cap, false);
+    let analyze_s = with.analyze_s;
+    let report_s = with.report_s;
     println!(
         "retrace-analyze: {} events, {} requests",
-        field("events"),
-        field("requests")
+        with.events, with.requests
     );
     println!(
-        "  analyze {analyze_s:.2} s + report {report_s:.2} s (process wall {wall:.2} s, cpu {cpu_s:.2} s), peak RSS {:.0} MiB",
-        hwm / 1024.0
+        "  analyze {analyze_s:.2} s + report {report_s:.2} s (process wall {:.2} s, cpu {:.2} s), peak RSS {:.0} MiB",
+        with.wall_s,
+        with.cpu_s,
+        with.hwm_kib / 1024.0
     );
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         let l: Vec<&str> = load.split_whitespace().take(3).collect();
@@ -224,7 +258,23 @@ fn main() {
     }
     println!(
         "  {:.2} M events/s; goals: < 10 s and < 2048 MiB",
-        field("events") / (analyze_s + report_s) / 1e6
+        with.events / (analyze_s + report_s) / 1e6
+    );
+    // The same capture without trace linking: what linking (spans.csv and traces.csv
+    // included) costs.
+    let without = run_child(&cap, true);
+    let (a, b) = (
+        with.analyze_s + with.report_s,
+        without.analyze_s + without.report_s,
+    );
+    println!(
+        "  without trace linking: analyze {:.2} s + report {:.2} s, peak RSS {:.0} MiB; traces add {:+.1}% time ({:+.1}% analysis alone), {:+.0} MiB (goal <= +25% analysis time)",
+        without.analyze_s,
+        without.report_s,
+        without.hwm_kib / 1024.0,
+        (a / b - 1.0) * 100.0,
+        (with.analyze_s / without.analyze_s - 1.0) * 100.0,
+        (with.hwm_kib - without.hwm_kib) / 1024.0
     );
 
     if std::env::var("RETRACE_BENCH_TSHARK").as_deref() == Ok("0") {

@@ -319,6 +319,8 @@ struct Losses {
 /// Consumes events and produces an [`Analysis`].
 pub struct Analyzer {
     services_file: ServicesFile,
+    /// Link spans into traces (see [`Analyzer::link_traces`]).
+    traces: bool,
     nodes: Vec<NodeSummary>,
     procs: Map<(u16, u32), Proc>,
     conns: Map<(u16, ConnId), u32>,
@@ -392,6 +394,7 @@ impl Analyzer {
     pub fn new(services_file: ServicesFile) -> Self {
         Self {
             services_file,
+            traces: true,
             nodes: Vec::new(),
             procs: Map::default(),
             conns: Map::default(),
@@ -536,6 +539,11 @@ impl Analyzer {
         self.hint_endpoints = endpoints;
         self.push(node, ts, ev);
         self.hint_endpoints = None;
+    }
+
+    /// Whether to link spans into traces (on by default).
+    pub fn link_traces(&mut self, on: bool) {
+        self.traces = on;
     }
 
     /// Feeds one event of `node`; `ts` is its wall-clock time (ns since the epoch). Events of
@@ -992,7 +1000,12 @@ impl Analyzer {
         drop(grouped);
         self.exchanges = Vec::new();
         cp.at("rows");
-        let trace_coverage = crate::traces::link(&mut out.rows, &out.links);
+        let trace_coverage = if self.traces {
+            crate::traces::link(&mut out.rows, &out.links)
+        } else {
+            crate::traces::unlinked(&mut out.rows);
+            TraceCoverage::default()
+        };
         out.links = Vec::new();
         cp.at("trace links");
 
@@ -1012,6 +1025,7 @@ impl Analyzer {
             window_start,
             window_end,
             id_seed: self.id_seed(window_start),
+            traces: self.traces,
         };
         cp.at("services");
         let mut analysis = stats::aggregate(input)?;

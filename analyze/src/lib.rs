@@ -27,6 +27,8 @@ mod stats;
 pub mod synth;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_traces;
 mod traces;
 
 use std::path::PathBuf;
@@ -104,6 +106,9 @@ pub struct AnalyzeOptions {
     pub to: Option<TimeSpec>,
     /// Show a progress bar on stderr when it is a terminal.
     pub progress: bool,
+    /// Do not link spans into traces (no spans.csv, traces.csv, waterfalls): what linking
+    /// costs is measured against this.
+    pub no_traces: bool,
 }
 
 impl AnalyzeOptions {
@@ -123,6 +128,7 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
     }
     let services = opts.load_services()?;
     let mut analyzer = Analyzer::new(services);
+    analyzer.link_traces(!opts.no_traces);
     let read = input::feed(paths, opts, &mut analyzer)?;
     let before = input::thread_cpu_s();
     let analysis = analyzer.finish(read);

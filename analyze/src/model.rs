@@ -791,6 +791,9 @@ pub struct Analysis {
     /// Every trace, by the time of its root; not in summary.json (traces.csv).
     #[serde(skip)]
     pub traces: Vec<TraceSummary>,
+    /// Trace linking was skipped (`--no-traces`): no spans.csv, traces.csv or waterfalls.
+    #[serde(skip)]
+    pub traces_skipped: bool,
     /// Every request, in time order (for requests.csv); not in summary.json.
     #[serde(skip)]
     pub requests: RequestTable,

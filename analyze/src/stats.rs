@@ -73,6 +73,8 @@ pub(crate) struct Input<'a> {
     pub window_end: u64,
     /// Mixed into span and trace ids.
     pub id_seed: u64,
+    /// Summarize traces (linking was done).
+    pub traces: bool,
 }
 
 fn pe(e: PolarsError) -> AnalyzeError {
@@ -307,6 +309,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         window_start,
         window_end,
         id_seed,
+        traces,
     } = input;
     // Time order (ties by the other fields, then by position: a stable order), sorting small
     // keys rather than whole rows.
@@ -719,7 +722,11 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         strings: std::mem::take(&mut strings.strings),
         id_seed,
     };
-    let traces = crate::traces::summarize(&requests);
+    let traces = if traces {
+        crate::traces::summarize(&requests)
+    } else {
+        crate::traces::Summary::skipped()
+    };
     cp.at("aggregate: traces");
 
     Ok(Analysis {
@@ -733,6 +740,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         total_requests,
         total_errors,
         requests,
+        traces_skipped: traces.skipped,
         traces: traces.traces,
         time_breakdown: traces.breakdown,
         ..Default::default()

@@ -365,6 +365,7 @@ impl<S: Sink> Synth<S> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)]
     fn l7(
         &mut self,
         ts: u64,
@@ -375,11 +376,51 @@ impl<S: Sink> Synth<S> {
         payload: &[u8],
         size: u64,
     ) {
+        self.l7_on(ts, conn, conn.pid, dir, local, remote, payload, size);
+    }
+
+    /// One message of `c` on thread `tid`: written (`egress`) or read by the client's end
+    /// (`client_end`) or the server's.
+    pub fn message(
+        &mut self,
+        c: &Conn,
+        ts: u64,
+        client_end: bool,
+        egress: bool,
+        tid: u32,
+        payload: &[u8],
+    ) {
+        let (conn, local, remote) = if client_end {
+            (c.client, c.client_ep, c.server_ep)
+        } else {
+            (c.server, c.server_ep, c.client_ep)
+        };
+        let dir = if egress {
+            Direction::Egress
+        } else {
+            Direction::Ingress
+        };
+        let size = payload.len() as u64;
+        self.l7_on(ts, conn, tid, dir, local, remote, payload, size);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn l7_on(
+        &mut self,
+        ts: u64,
+        conn: ConnId,
+        tid: u32,
+        dir: Direction,
+        local: Endpoint,
+        remote: Endpoint,
+        payload: &[u8],
+        size: u64,
+    ) {
         self.push(Event::new(
             ts,
             EventBody::L7(L7Message {
                 conn,
-                tid: conn.pid,
+                tid,
                 direction: dir,
                 size,
                 payload: payload.to_vec(),
@@ -536,6 +577,11 @@ impl<S: Sink> Synth<S> {
 
     /// A DNS query and its answer (`name` → `addr`) over UDP.
     pub fn dns(&mut self, ts: u64, pid: u32, name: &str, addr: std::net::Ipv4Addr) {
+        self.dns_on(ts, pid, pid, name, addr);
+    }
+
+    /// A DNS lookup like [`Synth::dns`], by thread `tid` of `pid`.
+    pub fn dns_on(&mut self, ts: u64, pid: u32, tid: u32, name: &str, addr: std::net::Ipv4Addr) {
         let server = Endpoint::new(std::net::Ipv4Addr::new(127, 0, 0, 53), 53);
         let local = lo(45000);
         let (q, r) = dns_packets(0x1234, name, addr);
@@ -547,7 +593,7 @@ impl<S: Sink> Synth<S> {
                 t,
                 EventBody::Udp(UdpMessage {
                     pid,
-                    tid: pid,
+                    tid,
                     direction: dir,
                     local,
                     remote: server,

@@ -282,6 +282,13 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn]) -> TraceCoverage {
     cov
 }
 
+/// Leaves every row a trace of its own (linking skipped).
+pub(crate) fn unlinked(rows: &mut [Row]) {
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.spans.root = i as u32;
+    }
+}
+
 /// Sets every row's `root`, following parents; a cycle (impossible with consistent clocks,
 /// conceivable across nodes whose clocks disagree) is cut where it closes.
 fn set_roots(rows: &mut [Row]) {
@@ -328,7 +335,23 @@ fn set_roots(rows: &mut [Row]) {
 pub(crate) struct Summary {
     pub traces: Vec<TraceSummary>,
     pub breakdown: Vec<TimeBreakdown>,
+    /// Linking was skipped.
+    pub skipped: bool,
 }
+
+impl Summary {
+    /// Nothing: linking was skipped.
+    pub(crate) fn skipped() -> Self {
+        Self {
+            traces: Vec::new(),
+            breakdown: Vec::new(),
+            skipped: true,
+        }
+    }
+}
+
+/// An endpoint: (service, protocol, method, route), string ids.
+type Endpoint = (u32, u32, u32, u32);
 
 #[derive(Default)]
 struct TraceAcc {
@@ -348,7 +371,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // Per parent row: (covered until, time covered by children) of its SERVER span.
     let mut covered: Map<u32, (u64, u64)> = Map::default();
     // Per (endpoint, downstream service, protocol): (calls, ns).
-    let mut downstream: Map<((u32, u32, u32, u32), u32, u32), (u64, u64)> = Map::default();
+    let mut downstream: Map<(Endpoint, u32, u32), (u64, u64)> = Map::default();
     for r in rows.iter() {
         let f = &r.spans;
         let a = acc.entry(f.root).or_insert_with(|| TraceAcc {
@@ -428,7 +451,8 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     traces.sort_unstable_by_key(|t| t.root);
 
     // Endpoints: every SERVER span with a duration.
-    let mut endpoints: BTreeMap<(u32, u32, u32, u32), (u64, u64, u64)> = BTreeMap::new();
+    // Per endpoint: (requests, summed duration, time covered by calls).
+    let mut endpoints: BTreeMap<Endpoint, (u64, u64, u64)> = BTreeMap::new();
     for (i, r) in rows.iter().enumerate() {
         if !r.spans.server || r.server_latency_ns == NO_LATENCY {
             continue;
@@ -440,7 +464,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         e.1 += r.server_latency_ns;
         e.2 += covered.get(&(i as u32)).map_or(0, |c| c.1);
     }
-    let mut per_endpoint: BTreeMap<(u32, u32, u32, u32), Vec<DownstreamTime>> = BTreeMap::new();
+    let mut per_endpoint: BTreeMap<Endpoint, Vec<DownstreamTime>> = BTreeMap::new();
     for ((ep, service, protocol), (calls, ns)) in downstream {
         per_endpoint.entry(ep).or_default().push(DownstreamTime {
             service: strings.string(service).to_string(),
@@ -475,5 +499,9 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         })
         .collect();
     breakdown.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
-    Summary { traces, breakdown }
+    Summary {
+        traces,
+        breakdown,
+        skipped: false,
+    }
 }

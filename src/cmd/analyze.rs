@@ -28,6 +28,9 @@ pub struct Args {
     /// Do not show a progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Do not link spans into traces (no spans.csv, traces.csv or waterfalls).
+    #[arg(long)]
+    pub no_traces: bool,
 }
 
 fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
@@ -41,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         progress: !args.quiet && std::io::stderr().is_terminal(),
         from: args.from,
         to: args.to,
+        no_traces: args.no_traces,
     };
     let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
     retrace_analyze::write_report(&analysis, &args.out)

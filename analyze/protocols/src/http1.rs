@@ -1,6 +1,6 @@
 //! HTTP/1.x requests and responses (httparse), with pipelining.
 
-use crate::util::{route_template, text, traceparent_trace_id, MAX_TARGET};
+use crate::util::{b3_trace_id, route_template, text, traceparent_trace_id, MAX_TARGET};
 use crate::{Outcome, Req, Resp, Text};
 
 /// Headers read per message (more are skipped: httparse then reports an error we recover from).
@@ -118,13 +118,20 @@ fn new_req(method: &[u8], path: &[u8], off: usize) -> Req {
 }
 
 fn header(r: &mut Req, name: &[u8], value: &[u8]) {
-    // The length first: most names are none of these three.
+    // The length first: most names are none of these.
     match name.len() {
         4 if name.eq_ignore_ascii_case(b"host") => {
             r.host = Some(text(value.trim_ascii(), 128));
         }
         11 if name.eq_ignore_ascii_case(b"traceparent") => {
             r.trace_id = traceparent_trace_id(value);
+        }
+        // B3, when no traceparent came first (W3C wins when both are sent).
+        2 if r.trace_id.is_none() && name.eq_ignore_ascii_case(b"b3") => {
+            r.trace_id = b3_trace_id(value);
+        }
+        12 if r.trace_id.is_none() && name.eq_ignore_ascii_case(b"x-b3-traceid") => {
+            r.trace_id = b3_trace_id(value);
         }
         12 if name.eq_ignore_ascii_case(b"x-request-id") => {
             r.request_id = Some(text(value.trim_ascii(), 128));

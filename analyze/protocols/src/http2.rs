@@ -5,7 +5,7 @@
 
 use loona_hpack::Decoder;
 
-use crate::util::{route_template, text, traceparent_trace_id, MAX_TARGET};
+use crate::util::{b3_trace_id, route_template, text, traceparent_trace_id, MAX_TARGET};
 use crate::{Outcome, Protocol, Req, Resp, Text};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -341,6 +341,7 @@ fn field(f: &mut Fields, name: &[u8], value: &[u8]) {
         }
         b"content-type" => f.grpc = value.starts_with(b"application/grpc"),
         b"traceparent" => f.trace_id = traceparent_trace_id(value),
+        b"b3" | b"x-b3-traceid" if f.trace_id.is_none() => f.trace_id = b3_trace_id(value),
         b"x-request-id" => f.request_id = Some(text(value, 128)),
         _ => {}
     }

@@ -116,7 +116,7 @@ pub struct Exchange {
     pub status: Text,
     /// 5xx, gRPC status other than OK, protocol error reply, database error, DNS server error.
     pub error: bool,
-    /// Trace id of a W3C `traceparent` header.
+    /// Trace id of a W3C `traceparent` header, else of a B3 header (`b3`, `X-B3-TraceId`).
     pub trace_id: Option<Text>,
     /// `X-Request-ID` header.
     pub request_id: Option<Text>,

@@ -377,9 +377,45 @@ pub(crate) fn traceparent_trace_id(v: &[u8]) -> Option<Text> {
     }
 }
 
+/// Trace id of a B3 header: `X-B3-TraceId` (16 or 32 hex digits) or the single `b3` header
+/// (`<trace id>-<span id>[-<sampled>[-<parent>]]`), as 32 lower-case hex digits (a 64-bit id
+/// padded with zeros on the left, as B3 says).
+pub(crate) fn b3_trace_id(v: &[u8]) -> Option<Text> {
+    let v = v.trim_ascii();
+    let id = v.split(|&c| c == b'-').next()?;
+    if !(id.len() == 16 || id.len() == 32)
+        || !id.iter().all(u8::is_ascii_hexdigit)
+        || id.iter().all(|&c| c == b'0')
+    {
+        return None;
+    }
+    let mut out = String::with_capacity(32);
+    for _ in id.len()..32 {
+        out.push('0');
+    }
+    out.extend(id.iter().map(|&c| char::from(c.to_ascii_lowercase())));
+    Some(Text::from(out.as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn b3() {
+        let full = "463ac35c9f6413ad48485a3953bb6124";
+        assert_eq!(
+            b3_trace_id(format!("{full}-0020000000000001-1").as_bytes()).as_deref(),
+            Some(full)
+        );
+        assert_eq!(
+            b3_trace_id(b" 463AC35C9F6413AD ").as_deref(),
+            Some("0000000000000000463ac35c9f6413ad")
+        );
+        assert_eq!(b3_trace_id(b"0"), None, "a sampling decision alone");
+        assert_eq!(b3_trace_id(b"0000000000000000"), None);
+        assert_eq!(b3_trace_id(b"xyz"), None);
+    }
 
     #[test]
     fn routes() {

@@ -22,8 +22,10 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
     std::thread::scope(|scope| {
         let requests = scope.spawn(|| {
             let mut cp = crate::input::Checkpoints::new();
-            let r = csv_out::write_requests(analysis, out_dir)
-                .and_then(|()| csv_out::write_spans(analysis, out_dir));
+            let mut r = csv_out::write_requests(analysis, out_dir);
+            if !analysis.traces_skipped {
+                r = r.and_then(|()| csv_out::write_spans(analysis, out_dir));
+            }
             cp.at("report: requests.csv");
             r
         });
@@ -42,7 +44,9 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
 fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
     let mut cp = crate::input::Checkpoints::new();
     csv_out::write_tables(analysis, out_dir)?;
-    csv_out::write_traces(analysis, out_dir)?;
+    if !analysis.traces_skipped {
+        csv_out::write_traces(analysis, out_dir)?;
+    }
     cp.at("report: tables");
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {

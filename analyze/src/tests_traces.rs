@@ -1,0 +1,385 @@
+//! Tests of the trace linking (`traces.rs`) on synthetic events: each rule, the cases that
+//! break naive rules (keep-alive connections used by several threads, DNS lookups between
+//! calls, pipelined requests, event loops, ids seen again later), and the ids and files.
+
+use std::collections::BTreeMap;
+
+use retrace_segment::Event;
+
+use crate::synth::{Conn, Synth};
+use crate::{analyze_events, Analysis, Link, ServicesFile, SpanKind};
+
+const MS: u64 = 1_000_000;
+const T0: u64 = 5_000_000_000;
+
+fn run(evs: &[Event]) -> Analysis {
+    let clock = crate::synth::synth_clock();
+    analyze_events(
+        evs.iter().map(|e| ("node-a", clock.to_wall(e.ts), e)),
+        ServicesFile::default(),
+    )
+    .expect("analysis")
+}
+
+fn get(path: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}\r\n").into_bytes()
+}
+
+/// The front service's name (program and port).
+const FRONT: &str = "front:7000";
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+/// A client (pid 10), a front service (pid 20, port 7000) and a back service (pid 30, port
+/// 8000), all captured.
+fn three_tier(s: &mut Synth<Vec<Event>>) {
+    s.exec(T0, 10, 1, "/usr/bin/client", &["client"]);
+    s.exec(T0, 20, 1, "/usr/bin/front", &["front"]);
+    s.exec(T0, 30, 1, "/usr/bin/back", &["back"]);
+    s.listen(T0 + 1, 20, 7000);
+    s.listen(T0 + 1, 30, 8000);
+}
+
+/// An exchange on `c` whose request the client writes on thread `ctid` at `at` and the
+/// server reads on `stid` 10 µs later; the server answers on `stid` at `answer`, read by the
+/// client 10 µs later.
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    s: &mut Synth<Vec<Event>>,
+    c: &Conn,
+    ctid: u32,
+    stid: u32,
+    at: u64,
+    answer: u64,
+    req: &[u8],
+) {
+    s.message(c, at, true, true, ctid, req);
+    s.message(c, at + 10_000, false, false, stid, req);
+    s.message(c, answer, false, true, stid, OK);
+    s.message(c, answer + 10_000, true, false, ctid, OK);
+}
+
+/// The parent (its request's target and span kind) of every CLIENT span of `service`, by
+/// the call's target: `(parent target, link)`.
+fn parents_of_calls(a: &Analysis, service: &str) -> BTreeMap<String, (String, Link)> {
+    let spans: Vec<_> = a.requests.spans().collect();
+    let by_id: BTreeMap<u64, _> = spans.iter().map(|s| (s.span_id, *s)).collect();
+    spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client && s.service == service)
+        .map(|s| {
+            let parent = s
+                .parent_span_id
+                .and_then(|p| by_id.get(&p))
+                .map(|p| {
+                    assert_eq!(p.kind, SpanKind::Server, "a call's parent is a SERVER span");
+                    assert_eq!(p.service, service, "a call's parent is in its own service");
+                    assert_eq!(p.trace_id, s.trace_id, "parent and child share the trace");
+                    p.target.to_string()
+                })
+                .unwrap_or_default();
+            (s.target.to_string(), (parent, s.link))
+        })
+        .collect()
+}
+
+/// Thread-per-request: two worker threads of `front` serve two inbound requests at once; each
+/// calls `back` over ONE keep-alive connection (used by thread 21, then by 22, then 21
+/// again), with a DNS lookup between calls. Every call belongs to the request its thread was
+/// serving; the connection's reuse across threads and the lookup change nothing.
+#[test]
+fn calls_belong_to_the_request_their_thread_serves() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let in1 = s.connect(T0 + MS, 10, 20, 7000);
+    let in2 = s.connect(T0 + MS, 10, 20, 7000);
+    let out = s.connect(T0 + MS, 20, 30, 8000);
+    // Inbound 1 on worker 21 (10 ms..30 ms), inbound 2 on worker 22 (11 ms..31 ms).
+    s.message(&in1, T0 + 10 * MS, true, true, 10, &get("/order/1", ""));
+    s.message(
+        &in1,
+        T0 + 10 * MS + 10_000,
+        false,
+        false,
+        21,
+        &get("/order/1", ""),
+    );
+    s.message(&in2, T0 + 11 * MS, true, true, 11, &get("/order/2", ""));
+    s.message(
+        &in2,
+        T0 + 11 * MS + 10_000,
+        false,
+        false,
+        22,
+        &get("/order/2", ""),
+    );
+    let r = |p: &str| get(p, "");
+    exchange(
+        &mut s,
+        &out,
+        21,
+        31,
+        T0 + 12 * MS,
+        T0 + 13 * MS,
+        &r("/user/1"),
+    );
+    s.dns_on(
+        T0 + 14 * MS,
+        20,
+        21,
+        "db.local",
+        std::net::Ipv4Addr::new(10, 0, 0, 9),
+    );
+    exchange(
+        &mut s,
+        &out,
+        22,
+        31,
+        T0 + 15 * MS,
+        T0 + 16 * MS,
+        &r("/user/2"),
+    );
+    exchange(
+        &mut s,
+        &out,
+        21,
+        31,
+        T0 + 17 * MS,
+        T0 + 18 * MS,
+        &r("/cart/1"),
+    );
+    exchange(
+        &mut s,
+        &out,
+        22,
+        31,
+        T0 + 19 * MS,
+        T0 + 20 * MS,
+        &r("/cart/2"),
+    );
+    s.message(&in1, T0 + 30 * MS, false, true, 21, OK);
+    s.message(&in1, T0 + 30 * MS + 10_000, true, false, 10, OK);
+    s.message(&in2, T0 + 31 * MS, false, true, 22, OK);
+    s.message(&in2, T0 + 31 * MS + 10_000, true, false, 11, OK);
+    let a = run(&s.finish());
+    let p = parents_of_calls(&a, FRONT);
+    for (call, parent) in [
+        ("/user/1", "/order/1"),
+        ("/cart/1", "/order/1"),
+        ("db.local", "/order/1"),
+        ("/user/2", "/order/2"),
+        ("/cart/2", "/order/2"),
+    ] {
+        assert_eq!(
+            p.get(call),
+            Some(&(parent.to_string(), Link::Thread)),
+            "{call}: {p:?}"
+        );
+    }
+    let cov = &a.trace_coverage;
+    assert_eq!(cov.client_spans_in_servers, 5, "{cov:?}");
+    assert_eq!(cov.client_spans_linked, 5, "{cov:?}");
+    assert_eq!(cov.by_link.get("thread"), Some(&5));
+    // Two traces (one per order), each: client -> front -> {3 calls, back}.
+    let traces: Vec<_> = a
+        .traces
+        .iter()
+        .filter(|t| t.root_service == "client")
+        .collect();
+    assert_eq!(traces.len(), 2, "{:?}", a.traces);
+    for t in traces {
+        // client span + front server span + 2 HTTP calls (client + server spans) + order 1's
+        // DNS lookup (client only).
+        assert!(t.spans == 6 || t.spans == 7, "{t:?}");
+        assert_eq!(t.services, 3 + u32::from(t.spans == 7), "{t:?}");
+    }
+}
+
+/// Keep-alive requests one after the other on one inbound connection, served by one thread:
+/// each call belongs to the request read last before it.
+#[test]
+fn consecutive_requests_on_one_connection_keep_their_calls() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let inb = s.connect(T0 + MS, 10, 20, 7000);
+    let out = s.connect(T0 + MS, 20, 30, 8000);
+    for k in 0..4u64 {
+        let at = T0 + (10 + 10 * k) * MS;
+        let path = format!("/order/{k}");
+        s.message(&inb, at, true, true, 10, &get(&path, ""));
+        s.message(&inb, at + 10_000, false, false, 21, &get(&path, ""));
+        let call = get(&format!("/user/{k}"), "");
+        exchange(&mut s, &out, 21, 31, at + MS, at + 2 * MS, &call);
+        s.message(&inb, at + 3 * MS, false, true, 21, OK);
+        s.message(&inb, at + 3 * MS + 10_000, true, false, 10, OK);
+    }
+    let a = run(&s.finish());
+    let p = parents_of_calls(&a, FRONT);
+    for k in 0..4 {
+        assert_eq!(
+            p.get(&format!("/user/{k}")),
+            Some(&(format!("/order/{k}"), Link::Thread)),
+            "{p:?}"
+        );
+    }
+}
+
+/// An event loop (every message on thread 20): the thread rule does not apply to calls made
+/// while several inbound requests are in progress. The proxy rule links a call to the one
+/// inbound request with its method and target, and links nothing when two such requests are
+/// in progress together.
+#[test]
+fn an_event_loop_links_by_target_and_never_guesses() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let ins: Vec<Conn> = (0..4).map(|_| s.connect(T0 + MS, 10, 20, 7000)).collect();
+    let outs: Vec<Conn> = (0..4).map(|_| s.connect(T0 + MS, 20, 30, 8000)).collect();
+    // Four inbound requests in progress together: /a/1, /a/2, and /same twice.
+    let targets = ["/a/1", "/a/2", "/same", "/same"];
+    for (k, (c, t)) in ins.iter().zip(targets).enumerate() {
+        let at = T0 + (10 + k as u64) * MS;
+        s.message(c, at, true, true, 10 + k as u32, &get(t, ""));
+        s.message(c, at + 10_000, false, false, 20, &get(t, ""));
+    }
+    // Proxied in order, answered, then answered inbound.
+    for (k, (c, t)) in outs.iter().zip(targets).enumerate() {
+        let at = T0 + (20 + k as u64) * MS;
+        exchange(&mut s, c, 20, 31, at, at + 5 * MS, &get(t, ""));
+    }
+    for (k, c) in ins.iter().enumerate() {
+        let at = T0 + (40 + k as u64) * MS;
+        s.message(c, at, false, true, 20, OK);
+        s.message(c, at + 10_000, true, false, 10 + k as u32, OK);
+    }
+    let a = run(&s.finish());
+    let spans: Vec<_> = a
+        .requests
+        .spans()
+        .filter(|s| s.kind == SpanKind::Client && s.service == FRONT)
+        .collect();
+    assert_eq!(spans.len(), 4);
+    let by_id: BTreeMap<u64, _> = a.requests.spans().map(|s| (s.span_id, s)).collect();
+    for s in &spans {
+        let parent = s.parent_span_id.and_then(|p| by_id.get(&p));
+        if s.target == "/same" {
+            assert!(parent.is_none(), "ambiguous: {s:?} under {parent:?}");
+            assert_eq!(s.link, Link::Root);
+        } else {
+            let p = parent.expect("a unique target is linked");
+            assert_eq!((p.target, s.link), (s.target, Link::Proxy));
+            assert!(s.confidence > 0.5 && s.confidence < 1.0, "{}", s.confidence);
+        }
+    }
+    assert_eq!(a.trace_coverage.ambiguous, 2);
+    assert_eq!(a.trace_coverage.by_link.get("proxy"), Some(&2));
+}
+
+/// The same event loop with an `X-Request-ID` on every request: the header links even the
+/// requests with the same target. An id seen again after its request was answered (a client
+/// reusing ids) does not join the old trace.
+#[test]
+fn header_ids_link_within_their_request_only() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let ins: Vec<Conn> = (0..2).map(|_| s.connect(T0 + MS, 10, 20, 7000)).collect();
+    let outs: Vec<Conn> = (0..3).map(|_| s.connect(T0 + MS, 20, 30, 8000)).collect();
+    for (k, c) in ins.iter().enumerate() {
+        let at = T0 + (10 + k as u64) * MS;
+        let req = get("/same", &format!("X-Request-ID: id-{k}\r\n"));
+        s.message(c, at, true, true, 10 + k as u32, &req);
+        s.message(c, at + 10_000, false, false, 20, &req);
+    }
+    // Proxied in the other order.
+    for (n, k) in [1u64, 0].into_iter().enumerate() {
+        let at = T0 + (20 + n as u64) * MS;
+        let req = get("/same", &format!("X-Request-ID: id-{k}\r\n"));
+        exchange(&mut s, &outs[n], 20, 31, at, at + 5 * MS, &req);
+    }
+    for (k, c) in ins.iter().enumerate() {
+        let at = T0 + (40 + k as u64) * MS;
+        s.message(c, at, false, true, 20, OK);
+        s.message(c, at + 10_000, true, false, 10 + k as u32, OK);
+    }
+    // A call with id-0 a second after its request was answered (no request in progress).
+    let late = T0 + 1_100 * MS;
+    let req = get("/other", "X-Request-ID: id-0\r\n");
+    exchange(&mut s, &outs[2], 20, 31, late, late + MS, &req);
+    let a = run(&s.finish());
+    let by_id: BTreeMap<u64, _> = a.requests.spans().map(|s| (s.span_id, s)).collect();
+    let calls: Vec<_> = a
+        .requests
+        .spans()
+        .filter(|s| s.kind == SpanKind::Client && s.service == FRONT)
+        .collect();
+    assert_eq!(calls.len(), 3);
+    for c in &calls {
+        let parent = c.parent_span_id.and_then(|p| by_id.get(&p));
+        if c.target == "/other" {
+            assert!(parent.is_none(), "late id joined an old trace: {parent:?}");
+            continue;
+        }
+        let p = parent.expect("linked by header");
+        assert_eq!(c.link, Link::Header);
+        // outs[0] carried id-1 (ins[1]'s), outs[1] id-0.
+        let n = outs
+            .iter()
+            .position(|o| o.client_ep.to_string() == c.client_address)
+            .expect("a call of outs");
+        let k = 1 - n;
+        assert_eq!(
+            p.client_address,
+            ins[k].client_ep.to_string(),
+            "{c:?} under {p:?}"
+        );
+    }
+    // Each inbound request got exactly one call.
+    let mut per_parent: BTreeMap<u64, u32> = BTreeMap::new();
+    for c in &calls {
+        if let Some(p) = c.parent_span_id {
+            *per_parent.entry(p).or_default() += 1;
+        }
+    }
+    assert_eq!(per_parent.values().copied().collect::<Vec<_>>(), vec![1, 1]);
+}
+
+/// Span and trace ids: non-zero, unique, the same for the same capture; parents exist;
+/// spans.csv and traces.csv agree with them.
+#[test]
+fn ids_are_unique_stable_and_written() {
+    let opts = crate::synth::ShopOptions {
+        requests: 300,
+        ..Default::default()
+    };
+    let evs = crate::synth::shop(Vec::new(), &opts);
+    let a = run(&evs);
+    let b = run(&evs);
+    let ids: Vec<(u128, u64, Option<u64>)> = a
+        .requests
+        .spans()
+        .map(|s| (s.trace_id, s.span_id, s.parent_span_id))
+        .collect();
+    let again: Vec<(u128, u64, Option<u64>)> = b
+        .requests
+        .spans()
+        .map(|s| (s.trace_id, s.span_id, s.parent_span_id))
+        .collect();
+    assert_eq!(ids, again);
+    let unique: std::collections::BTreeSet<u64> = ids.iter().map(|x| x.1).collect();
+    assert_eq!(unique.len(), ids.len(), "span ids are unique");
+    assert!(ids.iter().all(|x| x.0 != 0 && x.1 != 0));
+    for (trace, _, parent) in &ids {
+        if let Some(p) = parent {
+            let found = ids.iter().find(|x| x.1 == *p).expect("parent exists");
+            assert_eq!(found.0, *trace);
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::write_report(&a, dir.path()).expect("report");
+    let spans = std::fs::read_to_string(dir.path().join("spans.csv")).expect("spans.csv");
+    assert_eq!(spans.lines().count(), ids.len() + 1);
+    let traces = std::fs::read_to_string(dir.path().join("traces.csv")).expect("traces.csv");
+    assert_eq!(traces.lines().count(), a.traces.len() + 1);
+    let spans_in_traces: u64 = a.traces.iter().map(|t| u64::from(t.spans)).sum();
+    assert_eq!(spans_in_traces, ids.len() as u64);
+    assert_eq!(a.trace_coverage.traces, a.traces.len() as u64);
+}
