@@ -333,6 +333,9 @@ pub struct Analyzer {
     /// Intervals (node, from, to; wall ns) in which the capture lost L7 messages.
     l7_losses: Vec<(u16, u64, u64)>,
     dns_names: HashMap<IpAddr, String>,
+    /// Threads started in processes with sockets: (node, pid, tid) → (wall ns, starting
+    /// thread), for the trace linking's thread rule.
+    spawns: Map<(u16, u32, u32), Vec<(u64, u32)>>,
     /// DNS queries of captured processes (client side), in the order they were sent.
     dns_queries: Vec<DnsQuery>,
     /// Queries waiting for their response (indexes into `dns_queries`).
@@ -395,6 +398,7 @@ impl Analyzer {
         Self {
             services_file,
             traces: true,
+            spawns: Map::default(),
             nodes: Vec::new(),
             procs: Map::default(),
             conns: Map::default(),
@@ -730,6 +734,11 @@ impl Analyzer {
             }
             EventBody::Mark(m) => self.marks.push((ts, m.note.clone())),
             EventBody::Node(n) => self.node_info(node, n),
+            EventBody::ThreadStart(t) => self
+                .spawns
+                .entry((node, t.pid, t.tid))
+                .or_default()
+                .push((ts, t.parent_tid)),
             _ => {}
         }
     }
@@ -1001,7 +1010,11 @@ impl Analyzer {
         self.exchanges = Vec::new();
         cp.at("rows");
         let trace_coverage = if self.traces {
-            crate::traces::link(&mut out.rows, &out.links)
+            let spawns: crate::traces::Spawns = std::mem::take(&mut self.spawns)
+                .into_iter()
+                .map(|((node, pid, tid), v)| ((ids.node(node), pid, tid), v))
+                .collect();
+            crate::traces::link(&mut out.rows, &out.links, &spawns)
         } else {
             crate::traces::unlinked(&mut out.rows);
             TraceCoverage::default()

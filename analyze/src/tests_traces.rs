@@ -383,3 +383,287 @@ fn ids_are_unique_stable_and_written() {
     assert_eq!(spans_in_traces, ids.len() as u64);
     assert_eq!(a.trace_coverage.traces, a.traces.len() as u64);
 }
+
+/// One TCP step of a socket with explicit endpoints (for connections between nodes).
+fn tcp_step(
+    ts: u64,
+    pid: u32,
+    fd: i32,
+    local: retrace_segment::Endpoint,
+    remote: retrace_segment::Endpoint,
+    step: retrace_segment::TcpStep,
+) -> Event {
+    Event::new(
+        ts,
+        retrace_segment::EventBody::Tcp(retrace_segment::TcpEvent {
+            conn: retrace_segment::ConnId {
+                pid,
+                fd,
+                start_ns: T0,
+            },
+            tid: pid,
+            local,
+            remote,
+            step,
+        }),
+    )
+}
+
+/// One L7 message of a socket with explicit endpoints.
+fn l7_msg(
+    ts: u64,
+    pid: u32,
+    tid: u32,
+    fd: i32,
+    local: retrace_segment::Endpoint,
+    remote: retrace_segment::Endpoint,
+    egress: bool,
+    payload: &[u8],
+) -> Event {
+    Event::new(
+        ts,
+        retrace_segment::EventBody::L7(retrace_segment::L7Message {
+            conn: retrace_segment::ConnId {
+                pid,
+                fd,
+                start_ns: T0,
+            },
+            tid,
+            direction: if egress {
+                retrace_segment::Direction::Egress
+            } else {
+                retrace_segment::Direction::Ingress
+            },
+            size: payload.len() as u64,
+            payload: payload.to_vec(),
+            tcp_seq: None,
+            folded_calls: 0,
+            folded_bytes: 0,
+            local,
+            remote,
+        }),
+    )
+}
+
+/// Two nodes, each with its own capture: a client on node a calls `front` on node b
+/// (10.0.0.1 -> 10.0.0.2:7000), which calls `back` on its own node. One trace across the
+/// nodes: client (a) -> front (b), joined by the connection's 4-tuple and time, then front's
+/// call under front's request by its thread.
+#[test]
+fn a_trace_crosses_nodes_by_the_connection() {
+    use retrace_segment::{Endpoint, TcpStep};
+    let ip = |d: u8| std::net::Ipv4Addr::new(10, 0, 0, d);
+    let (client_ep, front_ep) = (Endpoint::new(ip(1), 41000), Endpoint::new(ip(2), 7000));
+    let req = get("/order/9", "");
+    let mut a = Synth::new(Vec::new());
+    a.exec(T0, 10, 1, "/usr/bin/client", &["client"]);
+    a.push(tcp_step(
+        T0 + MS,
+        10,
+        3,
+        client_ep,
+        front_ep,
+        TcpStep::ConnectAttempt,
+    ));
+    let est = TcpStep::Established {
+        latency_ns: 100_000,
+    };
+    a.push(tcp_step(T0 + MS + 100_000, 10, 3, client_ep, front_ep, est));
+    a.push(l7_msg(
+        T0 + 10 * MS,
+        10,
+        10,
+        3,
+        client_ep,
+        front_ep,
+        true,
+        &req,
+    ));
+    a.push(l7_msg(
+        T0 + 30 * MS,
+        10,
+        10,
+        3,
+        client_ep,
+        front_ep,
+        false,
+        OK,
+    ));
+    let mut b = Synth::new(Vec::new());
+    three_tier(&mut b);
+    b.push(tcp_step(
+        T0 + MS + 50_000,
+        20,
+        9,
+        front_ep,
+        client_ep,
+        TcpStep::Accepted,
+    ));
+    b.push(l7_msg(
+        T0 + 10 * MS + 80_000,
+        20,
+        21,
+        9,
+        front_ep,
+        client_ep,
+        false,
+        &req,
+    ));
+    let out = b.connect(T0 + 2 * MS, 20, 30, 8000);
+    exchange(
+        &mut b,
+        &out,
+        21,
+        31,
+        T0 + 12 * MS,
+        T0 + 14 * MS,
+        &get("/user/9", ""),
+    );
+    b.push(l7_msg(
+        T0 + 29 * MS,
+        20,
+        21,
+        9,
+        front_ep,
+        client_ep,
+        true,
+        OK,
+    ));
+    let (a, b) = (a.finish(), b.finish());
+    let clock = crate::synth::synth_clock();
+    let mut all: Vec<(&str, u64, &Event)> = a
+        .iter()
+        .map(|e| ("node-a", clock.to_wall(e.ts), e))
+        .chain(b.iter().map(|e| ("node-b", clock.to_wall(e.ts), e)))
+        .collect();
+    all.sort_by_key(|&(n, ts, _)| (ts, n));
+    let an = analyze_events(all, ServicesFile::default()).expect("analysis");
+    let spans: Vec<_> = an.requests.spans().collect();
+    let find = |service: &str, kind: SpanKind, target: &str| {
+        spans
+            .iter()
+            .find(|s| s.service == service && s.kind == kind && s.target == target)
+            .unwrap_or_else(|| panic!("{service} {kind:?} {target}: {spans:#?}"))
+    };
+    let root = find("client", SpanKind::Client, "/order/9");
+    let front = find(FRONT, SpanKind::Server, "/order/9");
+    let call = find(FRONT, SpanKind::Client, "/user/9");
+    let back = find("back:8000", SpanKind::Server, "/user/9");
+    assert_eq!((root.node, front.node), ("node-a", "node-b"));
+    assert_eq!(root.parent_span_id, None);
+    assert_eq!(front.parent_span_id, Some(root.span_id));
+    assert_eq!(front.link, Link::Connection);
+    assert_eq!(call.parent_span_id, Some(front.span_id));
+    assert_eq!(call.link, Link::Thread);
+    assert_eq!(back.parent_span_id, Some(call.span_id));
+    for s in [front, call, back] {
+        assert_eq!(s.trace_id, root.trace_id);
+    }
+    let t = an
+        .traces
+        .iter()
+        .find(|t| t.trace_id == root.trace_id)
+        .expect("the trace");
+    assert_eq!((t.spans, t.services), (4, 3));
+}
+
+/// A thread started by the thread serving a request, to do that request's work (Python's
+/// `threading.Thread(...).start(); join()` in a handler): its calls belong to that request,
+/// through the capture's thread starts, even with another request in progress at once.
+/// The acceptor thread that started the handlers serves nothing: its starts are followed
+/// past it, not to a request.
+#[test]
+fn work_handed_to_a_new_thread_keeps_its_request() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let start = |s: &mut Synth<Vec<Event>>, ts: u64, parent_tid: u32, tid: u32| {
+        s.push(Event::new(
+            ts,
+            retrace_segment::EventBody::ThreadStart(retrace_segment::ThreadStart {
+                pid: 20,
+                parent_tid,
+                tid,
+            }),
+        ));
+    };
+    let in1 = s.connect(T0 + MS, 10, 20, 7000);
+    let in2 = s.connect(T0 + MS, 10, 20, 7000);
+    let out1 = s.connect(T0 + 2 * MS, 20, 30, 8000);
+    let out2 = s.connect(T0 + 2 * MS, 20, 30, 8000);
+    // The acceptor (20) starts handlers 21 and 22.
+    start(&mut s, T0 + 5 * MS, 20, 21);
+    start(&mut s, T0 + 5 * MS + 1, 20, 22);
+    s.message(&in1, T0 + 10 * MS, true, true, 10, &get("/order/1", ""));
+    s.message(
+        &in1,
+        T0 + 10 * MS + 10_000,
+        false,
+        false,
+        21,
+        &get("/order/1", ""),
+    );
+    s.message(&in2, T0 + 11 * MS, true, true, 11, &get("/order/2", ""));
+    s.message(
+        &in2,
+        T0 + 11 * MS + 10_000,
+        false,
+        false,
+        22,
+        &get("/order/2", ""),
+    );
+    // Each handler starts a worker; worker 40 starts a helper 41 of its own.
+    start(&mut s, T0 + 12 * MS, 21, 40);
+    start(&mut s, T0 + 12 * MS + 500_000, 22, 50);
+    start(&mut s, T0 + 13 * MS, 40, 41);
+    exchange(
+        &mut s,
+        &out1,
+        41,
+        31,
+        T0 + 14 * MS,
+        T0 + 15 * MS,
+        &get("/user/1", ""),
+    );
+    exchange(
+        &mut s,
+        &out2,
+        50,
+        32,
+        T0 + 14 * MS,
+        T0 + 16 * MS,
+        &get("/user/2", ""),
+    );
+    s.message(&in1, T0 + 30 * MS, false, true, 21, OK);
+    s.message(&in1, T0 + 30 * MS + 10_000, true, false, 10, OK);
+    s.message(&in2, T0 + 31 * MS, false, true, 22, OK);
+    s.message(&in2, T0 + 31 * MS + 10_000, true, false, 11, OK);
+    // A thread started by the acceptor calls later, with no request in progress: a root.
+    let out3 = s.connect(T0 + 40 * MS, 20, 30, 8000);
+    start(&mut s, T0 + 40 * MS, 20, 60);
+    exchange(
+        &mut s,
+        &out3,
+        60,
+        33,
+        T0 + 41 * MS,
+        T0 + 42 * MS,
+        &get("/refresh", ""),
+    );
+    let a = run(&s.finish());
+    let p = parents_of_calls(&a, FRONT);
+    assert_eq!(
+        p.get("/user/1"),
+        Some(&("/order/1".to_string(), Link::Thread)),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.get("/user/2"),
+        Some(&("/order/2".to_string(), Link::Thread)),
+        "{p:?}"
+    );
+    assert_eq!(
+        p.get("/refresh"),
+        Some(&(String::new(), Link::Root)),
+        "{p:?}"
+    );
+}

@@ -39,6 +39,13 @@ pub(crate) struct LinkIn {
     pub request_id: u32,
 }
 
+/// Threads started in processes with sockets: (node string id, pid, tid) → (wall ns, the
+/// thread that started it), in time order.
+pub(crate) type Spawns = Map<(u32, u32, u32), Vec<(u64, u32)>>;
+
+/// How many thread starts the thread rule follows back from a call.
+const SPAWN_DEPTH: usize = 4;
+
 /// How long after an inbound request started a call may still inherit its header id when the
 /// inbound request was never answered.
 const HEADER_WINDOW_NS: u64 = 60_000_000_000;
@@ -116,7 +123,7 @@ impl Timeline {
 
 /// Links the rows (unsorted; `links[i]` belongs to `rows[i]`): sets `parent`, `link`,
 /// `confidence` and `root` of every row's [`SpanFacts`], and counts the coverage.
-pub(crate) fn link(rows: &mut [Row], links: &[LinkIn]) -> TraceCoverage {
+pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> TraceCoverage {
     let mut cov = TraceCoverage::default();
     // Inbound requests per process, per thread, per header id and per (method, target).
     let mut by_process: Map<(u32, u32), u32> = Map::default();
@@ -212,6 +219,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn]) -> TraceCoverage {
         }
 
         // 2. thread
+        found.clear();
         if parent.is_none() && f.client_tid != 0 {
             if let Some(tl) = by_thread.get(&(f.client_node, f.client_pid, f.client_tid)) {
                 tl.in_progress(t, THREAD_SCAN, &mut found);
@@ -231,6 +239,19 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn]) -> TraceCoverage {
                         })
                     }
                 };
+            }
+            // The thread serves nothing: was it started by a thread serving one request, to
+            // do that request's work (a worker thread per request), the call within it?
+            if found.is_empty() && parent.is_none() {
+                parent = spawned_for(
+                    &by_thread,
+                    spawns,
+                    (f.client_node, f.client_pid),
+                    f.client_tid,
+                    t,
+                    i,
+                    &mut found,
+                );
             }
         }
 
@@ -287,6 +308,37 @@ pub(crate) fn unlinked(rows: &mut [Row]) {
     for (i, r) in rows.iter_mut().enumerate() {
         r.spans.root = i as u32;
     }
+}
+
+/// The inbound request a call belongs to when its thread was started (directly, or through
+/// threads started by it) by a thread that was serving exactly that request, which is still
+/// in progress at the call.
+fn spawned_for(
+    by_thread: &Map<(u32, u32, u32), Timeline>,
+    spawns: &Spawns,
+    (node, pid): (u32, u32),
+    tid: u32,
+    t: u64,
+    me: u32,
+    found: &mut Vec<Inbound>,
+) -> Option<(u32, Link, u8)> {
+    let (mut tid, mut at) = (tid, t);
+    for _ in 0..SPAWN_DEPTH {
+        // The latest start of this thread id before `at` (ids are reused).
+        let starts = spawns.get(&(node, pid, tid))?;
+        let &(started, by) = starts.iter().rev().find(|&&(s, _)| s <= at)?;
+        if let Some(tl) = by_thread.get(&(node, pid, by)) {
+            tl.in_progress(started, THREAD_SCAN, found);
+            found.retain(|s| s.row != me && s.end >= t);
+            match found.as_slice() {
+                [] => {}
+                [one] => return Some((one.row, Link::Thread, 90)),
+                _ => return None,
+            }
+        }
+        (tid, at) = (by, started);
+    }
+    None
 }
 
 /// Sets every row's `root`, following parents; a cycle (impossible with consistent clocks,

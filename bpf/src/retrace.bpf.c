@@ -593,8 +593,22 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(rt_fork, struct task_struct *parent, struct task_struct *child)
 {
 	__u32 cpid = BPF_CORE_READ(child, pid);
-	if (cpid != BPF_CORE_READ(child, tgid))
-		return 0; /* a thread */
+	__u32 ctgid = BPF_CORE_READ(child, tgid);
+	if (cpid != ctgid) {
+		/* A thread of a process that has sockets: which thread started it, so that the
+		 * analysis can follow a request's work handed to a new thread (the header holds the
+		 * starting thread). Other processes' threads cost one map lookup. */
+		if (en_proc && en_l7 && fd_owner(ctgid) && !proc_filtered(ctgid, ctgid)) {
+			struct rt_proc *e = proc_reserve(RT_K_THREAD, ctgid, BPF_CORE_READ(parent, pid));
+			if (!e)
+				return 0;
+			e->ppid = ctgid;
+			e->child_pid = cpid;
+			BPF_CORE_READ_STR_INTO(&e->comm, parent, comm);
+			bpf_ringbuf_submit(e, wake_flags(&rb_ctl, wakeup_ctl_bytes));
+		}
+		return 0;
+	}
 	__u32 ppid = BPF_CORE_READ(parent, tgid);
 	if ((en_tcp || en_logs) && fd_owner(ppid)) {
 		/* a pre-fork server's child keeps using the sockets it inherits */

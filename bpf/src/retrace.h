@@ -35,6 +35,7 @@ enum rt_kind {
 	RT_K_L7 = 7,         /* struct rt_data */
 	RT_K_UDP = 8,        /* DNS datagram: struct rt_data */
 	RT_K_LOG = 9,        /* struct rt_data */
+	RT_K_THREAD = 10,    /* a thread started: struct rt_proc (ppid: tgid, child_pid: new tid) */
 	/* room for profiling streams (cpu, alloc) here */
 	RT_K__COUNT = 16,
 };
@@ -91,8 +92,8 @@ struct rt_tuple {
 /* exec, fork, exit, OOM victim. */
 struct rt_proc {
 	struct rt_hdr h;
-	__u32 ppid;       /* exec: parent tgid; fork: parent tgid */
-	__u32 child_pid;  /* fork: child tgid */
+	__u32 ppid;       /* exec: parent tgid; fork: parent tgid; thread: tgid */
+	__u32 child_pid;  /* fork: child tgid; thread: the new thread's id */
 	__s32 exit_code;  /* exit: (status >> 8) & 0xff */
 	__s32 signal;     /* exit: status & 0x7f */
 	__u32 args_len;   /* exec: bytes of args (NUL-separated) */

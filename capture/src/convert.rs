@@ -12,7 +12,7 @@ use retrace_bpf::types::{rt_data, rt_hdr, rt_hdr_flags, rt_kind, rt_proc, rt_tcp
 use retrace_segment::{
     Addr, ConnId, Direction, Endpoint, Event, EventBody, EventKind, L7Message, LogWrite, OomKill,
     ProcExec, ProcExit, ProcFork, ProcessInfo, TcpEvent, TcpSample, TcpSampleKind, TcpStep,
-    UdpMessage,
+    ThreadStart, UdpMessage,
 };
 
 use crate::procfs;
@@ -95,9 +95,11 @@ pub fn record_used_len(bytes: &[u8]) -> usize {
 pub fn parse_record(bytes: &[u8]) -> Result<Record<'_>, RecordError> {
     let kind = record_kind(bytes)?;
     match rt_kind(u32::from(kind)) {
-        rt_kind::RT_K_EXEC | rt_kind::RT_K_FORK | rt_kind::RT_K_EXIT | rt_kind::RT_K_OOM => {
-            Ok(Record::Proc(Box::new(read_pod(bytes, kind)?)))
-        }
+        rt_kind::RT_K_EXEC
+        | rt_kind::RT_K_FORK
+        | rt_kind::RT_K_EXIT
+        | rt_kind::RT_K_OOM
+        | rt_kind::RT_K_THREAD => Ok(Record::Proc(Box::new(read_pod(bytes, kind)?))),
         rt_kind::RT_K_TCP | rt_kind::RT_K_TCP_SAMPLE => Ok(Record::Tcp(read_pod(bytes, kind)?)),
         rt_kind::RT_K_L7 | rt_kind::RT_K_UDP | rt_kind::RT_K_LOG => {
             let d: rt_data = read_pod(bytes, kind)?;
@@ -121,6 +123,7 @@ pub fn event_kind(kind: u32) -> Option<EventKind> {
         rt_kind::RT_K_FORK => EventKind::ProcFork,
         rt_kind::RT_K_EXIT => EventKind::ProcExit,
         rt_kind::RT_K_OOM => EventKind::OomKill,
+        rt_kind::RT_K_THREAD => EventKind::ThreadStart,
         rt_kind::RT_K_TCP => EventKind::Tcp,
         rt_kind::RT_K_TCP_SAMPLE => EventKind::TcpSample,
         rt_kind::RT_K_L7 => EventKind::L7,
@@ -427,6 +430,16 @@ impl Converter {
                     return None;
                 }
                 EventBody::OomKill(OomKill { pid, comm })
+            }
+            rt_kind::RT_K_THREAD => {
+                if !self.cgroup_ok(pid) {
+                    return None;
+                }
+                EventBody::ThreadStart(ThreadStart {
+                    pid,
+                    parent_tid: p.h.tid,
+                    tid: p.child_pid,
+                })
             }
             _ => return None,
         };

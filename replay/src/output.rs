@@ -414,6 +414,9 @@ fn details_of(out: &mut String, v: &EventView<'_>, payload_bytes: usize) {
                 e.cpus
             );
         }
+        EventBody::ThreadStart(e) => {
+            let _ = write!(out, "started_by={} tid={}", e.parent_tid, e.tid);
+        }
     }
 }
 

@@ -301,7 +301,7 @@ pub struct BlockBuilder {
     /// appears (see [`BlockBuilder::recycled`]).
     spare_cols: Vec<Option<Box<KindEnc>>>,
     encoded_len: usize,
-    by_kind: [u32; 16],
+    by_kind: [u32; EventKind::ALL.len()],
     /// Bytes of strings a reader will materialize (every reference counted).
     string_bytes: usize,
 }
@@ -361,7 +361,7 @@ impl BlockBuilder {
     }
 
     /// Events per kind discriminant.
-    pub fn by_kind(&self) -> &[u32; 16] {
+    pub fn by_kind(&self) -> &[u32; EventKind::ALL.len()] {
         &self.by_kind
     }
 
@@ -685,6 +685,11 @@ impl BlockBuilder {
                 put(&mut s[5], n.clock.wall_ns);
                 put(&mut s[6], u64::from(n.cpus));
             }
+            EventBody::ThreadStart(t) => {
+                put(&mut s[0], u64::from(t.pid));
+                put_i(&mut s[1], i64::from(t.parent_tid) - i64::from(t.pid));
+                put_i(&mut s[2], i64::from(t.tid) - i64::from(t.parent_tid));
+            }
         }
     }
 
@@ -914,8 +919,11 @@ trait Target {
     fn decoded(&mut self, kind: u8);
 }
 
+/// Slots: a power of two above the number of kinds (kinds are masked, not bounds-checked).
+const SLOTS: usize = EventKind::ALL.len().next_power_of_two();
+
 /// One event slot per kind, so that a kind's buffers are reused by its next event.
-struct Slots([Event; 16]);
+struct Slots([Event; SLOTS]);
 
 impl Slots {
     fn new() -> Self {
@@ -927,7 +935,7 @@ impl Slots {
 
     #[inline(always)]
     fn get(&mut self, kind: u8) -> &mut Event {
-        &mut self.0[usize::from(kind & 15)]
+        &mut self.0[usize::from(kind) & (SLOTS - 1)]
     }
 
     #[inline(always)]
@@ -958,7 +966,7 @@ fn walk(b: &ArchivedBlockV1, target: &mut impl Target) -> Result<usize, DecodeEr
         endpoints: Vec::new(),
         string_budget: MAX_STRING_BYTES_PER_BLOCK,
     };
-    let mut decs: Vec<Option<KindDec<'_>>> = (0..16).map(|_| None).collect();
+    let mut decs: Vec<Option<KindDec<'_>>> = EventKind::ALL.iter().map(|_| None).collect();
     for col in b.columns.iter() {
         let k = usize::from(col.kind);
         if k >= decs.len() {
@@ -1378,6 +1386,16 @@ fn decode_rare(
                 boot_time_ns,
                 clock: ClockSync { mono_ns, wall_ns },
                 cpus,
+            })
+        }
+        EventKind::ThreadStart => {
+            let pid = s[0].u32()?;
+            let parent_tid = tid_of(pid, s[1].i()?)?;
+            let tid = tid_of(parent_tid, s[2].i()?)?;
+            EventBody::ThreadStart(ThreadStart {
+                pid,
+                parent_tid,
+                tid,
             })
         }
         EventKind::Tcp | EventKind::L7 => return Err("hot kind on the rare path"),

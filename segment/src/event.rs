@@ -18,7 +18,7 @@ use rkyv::{Archive, Deserialize as RDeserialize, Serialize as RSerialize};
 use serde::{Deserialize, Serialize};
 
 /// Version of the event model carried by this crate.
-pub const MODEL_VERSION: u16 = 1;
+pub const MODEL_VERSION: u16 = 2;
 
 /// One recorded event: a timestamp and what happened.
 #[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -56,6 +56,7 @@ impl Event {
             EventBody::CpuSample(e) => Some(e.pid),
             EventBody::StackDef(e) => e.pid,
             EventBody::Log(e) => Some(e.pid),
+            EventBody::ThreadStart(e) => Some(e.pid),
             EventBody::Loss(_) | EventBody::Mark(_) | EventBody::Node(_) => None,
         }
     }
@@ -112,11 +113,13 @@ pub enum EventKind {
     Mark = 14,
     /// [`NodeInfo`]
     Node = 15,
+    /// [`ThreadStart`] (format version 2)
+    ThreadStart = 16,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::ProcExec,
         EventKind::ProcFork,
         EventKind::ProcExit,
@@ -133,6 +136,7 @@ impl EventKind {
         EventKind::Loss,
         EventKind::Mark,
         EventKind::Node,
+        EventKind::ThreadStart,
     ];
 
     /// The short name used on the command line, in filters and in output.
@@ -154,6 +158,7 @@ impl EventKind {
             EventKind::Loss => "loss",
             EventKind::Mark => "mark",
             EventKind::Node => "node",
+            EventKind::ThreadStart => "thread",
         }
     }
 
@@ -215,6 +220,8 @@ pub enum EventBody {
     Mark(Mark),
     /// Facts about the node that recorded the capture.
     Node(NodeInfo),
+    /// A thread was started (format version 2).
+    ThreadStart(ThreadStart),
 }
 
 impl EventBody {
@@ -246,6 +253,7 @@ impl EventBody {
             EventBody::Loss(_) => EventKind::Loss,
             EventBody::Mark(_) => EventKind::Mark,
             EventBody::Node(_) => EventKind::Node,
+            EventBody::ThreadStart(_) => EventKind::ThreadStart,
         }
     }
 }
@@ -291,6 +299,18 @@ pub struct ProcExec {
     pub cgroup: String,
     /// Container id, when the cgroup names one.
     pub container_id: Option<String>,
+}
+
+/// A thread was started in a process that has sockets: which thread started it (the trace
+/// linking's thread rule follows work handed to a new thread).
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ThreadStart {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// The thread that started it.
+    pub parent_tid: u32,
+    /// The new thread.
+    pub tid: u32,
 }
 
 /// A process was forked.
@@ -900,7 +920,7 @@ mod tests {
             assert_eq!(EventKind::from_name(k.name()), Some(k));
             assert_eq!(EventKind::from_u8(k.as_u8()), Some(k));
         }
-        assert_eq!(EventKind::from_u8(16), None);
+        assert_eq!(EventKind::from_u8(EventKind::ALL.len() as u8), None);
     }
 
     #[test]

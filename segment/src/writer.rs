@@ -6,6 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Event kinds (the per-kind counters' length).
+const KINDS: usize = crate::event::EventKind::ALL.len();
+
 use crate::columns::BlockBuilder;
 use crate::error::SegmentError;
 use crate::event::{ClockSync, Event, NodeInfo, StateSnapshot};
@@ -141,7 +144,7 @@ pub struct EncodedBlock {
     /// Its index entry (offset filled in when written).
     pub info: BlockInfo,
     /// Events per kind discriminant.
-    pub by_kind: [u32; 16],
+    pub by_kind: [u32; KINDS],
 }
 
 /// What a sealed segment holds.
@@ -174,7 +177,7 @@ pub struct SegmentWriter {
     block: BlockBuilder,
     block_started: Option<Instant>,
     index: Vec<IndexEntryV1>,
-    by_kind: [u64; 16],
+    by_kind: [u64; KINDS],
     events: u64,
     bytes_uncompressed: u64,
     min_ts: u64,
@@ -269,7 +272,7 @@ fn frame_block(
     events: u32,
     min_ts: u64,
     max_ts: u64,
-    by_kind: [u32; 16],
+    by_kind: [u32; KINDS],
 ) -> Result<EncodedBlock, SegmentError> {
     if archived.len() as u64 > format::MAX_BLOCK_BYTES {
         return Err(SegmentError::Encode(format!(
@@ -351,7 +354,7 @@ impl SegmentWriter {
             block: BlockBuilder::new(),
             block_started: None,
             index: Vec::new(),
-            by_kind: [0; 16],
+            by_kind: [0; KINDS],
             events: 0,
             bytes_uncompressed: 0,
             min_ts: 0,

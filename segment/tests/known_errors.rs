@@ -90,30 +90,37 @@ fn bad_magic() {
 #[test]
 fn unsupported_version_too_new() {
     let (mut b, _) = segment(true);
-    b[8..10].copy_from_slice(&2u16.to_le_bytes());
-    b[10..12].copy_from_slice(&2u16.to_le_bytes());
+    let next = FORMAT_VERSION + 1;
+    b[8..10].copy_from_slice(&next.to_le_bytes());
+    b[10..12].copy_from_slice(&next.to_le_bytes());
     fix_prefix_crc(&mut b);
     let err = SegmentReader::from_bytes(b).expect_err("too new");
     assert!(matches!(
         err,
         SegmentError::UnsupportedVersion {
-            found: 2,
+            found,
             oldest: 1,
-            newest: 1
-        }
+            newest: FORMAT_VERSION
+        } if found == next
     ));
     let msg = err.to_string();
-    assert!(msg.contains("version 2") && msg.contains("1 to 1"), "{msg}");
+    let range = format!("1 to {FORMAT_VERSION}");
+    assert!(
+        msg.contains(&format!("version {next}")) && msg.contains(&range),
+        "{msg}"
+    );
 }
 
 #[test]
 fn newer_version_readable_by_old_readers_is_accepted() {
-    // A v2 writer that declares v1 readers compatible (additive change).
+    // A newer writer that declares this reader compatible (additive change).
     let (mut b, blocks) = segment(true);
-    b[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let next = FORMAT_VERSION + 1;
+    b[8..10].copy_from_slice(&next.to_le_bytes());
+    b[10..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     fix_prefix_crc(&mut b);
-    let r = SegmentReader::from_bytes(b).expect("min_reader_version 1 is readable");
-    assert_eq!(r.header().format_version, 2);
+    let r = SegmentReader::from_bytes(b).expect("min_reader_version of this build is readable");
+    assert_eq!(r.header().format_version, next);
     first_blocks_read(&r, &blocks, BLOCKS);
 }
 
@@ -129,7 +136,7 @@ fn unsupported_version_too_old() {
         SegmentError::UnsupportedVersion {
             found: 0,
             oldest: 1,
-            newest: 1
+            newest: FORMAT_VERSION
         }
     ));
 }
@@ -174,7 +181,7 @@ fn header_checksum_mismatch() {
         }
     ));
     assert_eq!(r.header().capture_id, "");
-    assert_eq!(r.header().format_version, 1);
+    assert_eq!(r.header().format_version, FORMAT_VERSION);
     assert!(r.is_sealed());
     first_blocks_read(&r, &blocks, BLOCKS);
     let (good, _) = segment(true);

@@ -330,6 +330,13 @@ pub fn arb_body() -> impl Strategy<Value = EventBody> {
                     })
                 }
             ),
+        (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(pid, parent_tid, tid)| {
+            EventBody::ThreadStart(ThreadStart {
+                pid,
+                parent_tid,
+                tid,
+            })
+        }),
     ]
 }
 
