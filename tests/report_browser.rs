@@ -161,7 +161,8 @@ fn console_errors(stderr: &[u8]) -> Vec<String> {
 
 /// The traces section of real scenario captures: the slowest traces of `checkout` and the
 /// failed ones of `api-down` render as waterfalls (one row per span, the first of each list
-/// open), a link into a closed waterfall opens it, and a screenshot of the section is written.
+/// open), a link into a closed waterfall opens it (no script: `<details>` open on fragment
+/// navigation), and a screenshot of the section is written.
 #[test]
 fn trace_waterfalls_render_in_headless_chromium() {
     let Some(bin) = chromium() else {
@@ -207,8 +208,8 @@ fn trace_waterfalls_render_in_headless_chromium() {
     let console = console_errors(&dom.stderr);
     assert!(console.is_empty(), "console messages: {console:?}");
 
-    // A link to a request of the last (closed) waterfall: the script opens it and the
-    // requests table.
+    // A link to a request (the requests table is closed when loaded): the browser opens the
+    // <details> holding it.
     let req = attr_values(&html, "id", "req-")
         .pop()
         .expect("a request row");

@@ -1,5 +1,4 @@
-//! `index.html`: one self-contained page (inline CSS and SVG, no external resource; one tiny
-//! inline script, in the traces section, opens the `<details>` a link points into).
+//! `index.html`: one self-contained page (inline CSS and SVG, no script, no external resource).
 
 use std::fmt::Write as _;
 

@@ -5,8 +5,8 @@
 //! Only the chosen traces are rendered (their rows found in one pass over the request table),
 //! so a big capture opens as fast as a small one. Anchors are stable: `trace-{trace id}` on a
 //! trace, `span-{span id}` on a waterfall row, `req-{request index}` on a request (the row of
-//! requests.csv and `request_index` of spans.csv). A tiny inline script opens the `<details>`
-//! holding the target of a link; without it the page still reads.
+//! requests.csv and `request_index` of spans.csv). No script: waterfalls are `<details>`,
+//! which browsers open when a link points into them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,11 +66,6 @@ details.trace>summary code{font-weight:600}
 tr.wf-err td{color:#c02929}
 tr.tr-group th{background:#f7f8fa;font-weight:400}
 "#;
-
-/// Opens every `<details>` holding the element a link points at, then shows it.
-const SCRIPT: &str = "<script>(function(){function o(){var h=location.hash.slice(1);if(!h)return;\
-var e=document.getElementById(decodeURIComponent(h)),t=e;for(;e;e=e.parentElement){if(e.tagName==='DETAILS')e.open=true}\
-if(t)t.scrollIntoView({block:'center'})}addEventListener('hashchange',o);o()})()</script>";
 
 /// Colours of services in bars (red is kept for errors).
 const PALETTE: [&str; 10] = [
@@ -132,28 +127,33 @@ pub(crate) fn choose(traces: &[TraceSummary]) -> (Vec<usize>, Vec<usize>) {
     }
     slowest.sort_unstable_by(slower);
 
-    // Failed: the first of each kind (root service and name, errors, spans), then the
-    // earliest others; shown in time order, so that the first says when it started.
-    let mut failed = Vec::new();
+    // Failed: the first of each kind (root service and name, errors, spans), then others
+    // spread evenly over the failed ones, so that the list spans the incident; shown in time
+    // order, the first saying when it started.
+    let all: Vec<usize> = (0..traces.len())
+        .filter(|&i| traces[i].errors > 0)
+        .collect();
+    let mut failed: Vec<usize> = Vec::new();
     let mut kinds: BTreeMap<(&str, &str, u32, u32), ()> = BTreeMap::new();
-    for (i, t) in traces.iter().enumerate() {
+    for &i in &all {
         if failed.len() >= FAILED {
             break;
         }
-        if t.errors > 0
-            && kinds
-                .insert((&t.root_service, &t.root_name, t.errors, t.spans), ())
-                .is_none()
+        let t = &traces[i];
+        if kinds
+            .insert((&t.root_service, &t.root_name, t.errors, t.spans), ())
+            .is_none()
         {
             failed.push(i);
         }
     }
-    for (i, t) in traces.iter().enumerate() {
+    let spread = (0..FAILED).map(|j| all.get(j * all.len() / FAILED));
+    for i in spread.flatten().chain(all.iter()) {
         if failed.len() >= FAILED {
             break;
         }
-        if t.errors > 0 && !failed.contains(&i) {
-            failed.push(i);
+        if !failed.contains(i) {
+            failed.push(*i);
         }
     }
     failed.sort_unstable_by_key(|&i| traces[i].root);
@@ -239,64 +239,64 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
          request (requests.csv row)</div>",
     );
 
-    let mut shown: Vec<(&TraceSummary, Vec<(usize, u64)>)> = Vec::new();
-    let _ = write!(
-        h,
-        "<h3 id=\"slowest-traces\">Slowest traces</h3><p class=\"muted\">The {} slowest of {}.</p>",
-        slowest.len(),
-        a.traces.len()
-    );
-    if slowest.is_empty() {
-        h.push_str("<p class=\"muted\">No traces.</p>");
-    }
-    for (k, &i) in slowest.iter().enumerate() {
-        let t = &a.traces[i];
-        let reqs = trace(
-            a,
-            &colors,
-            t,
-            rows.get(&t.root).map_or(&[][..], Vec::as_slice),
-            k < OPEN,
-            h,
-        );
-        shown.push((t, reqs));
-    }
+    // Failed traces first when there are any: during an incident they say what broke.
     let failed_all = a.traces.iter().filter(|t| t.errors > 0).count();
-    let _ = write!(
-        h,
-        "<h3 id=\"failed-traces\">Failed traces</h3><p class=\"muted\">{} of {} traces with a \
-         failed span: the first of each kind, then the earliest.</p>",
-        failed.len(),
-        failed_all
-    );
-    if failed.is_empty() {
-        h.push_str("<p class=\"muted\">No failed traces.</p>");
-    }
-    let mut opened = 0;
-    for &i in &failed {
-        let t = &a.traces[i];
-        if shown.iter().any(|(s, _)| s.root == t.root) {
-            let _ = write!(
-                h,
-                "<p class=\"tr-link\">{} <a href=\"#trace-{:032x}\">shown above among the slowest</a></p>",
-                summary_text(t),
-                t.trace_id
-            );
-            continue;
-        }
-        let reqs = trace(
-            a,
-            &colors,
-            t,
-            rows.get(&t.root).map_or(&[][..], Vec::as_slice),
-            opened < OPEN,
+    let lists = [
+        (
+            "failed-traces",
+            "Failed traces",
+            format!(
+                "{} of {} traces with a failed span: the first of each kind, then others spread \
+                 over the capture.",
+                failed.len(),
+                failed_all
+            ),
+            "No failed traces.",
+            &failed,
+        ),
+        (
+            "slowest-traces",
+            "Slowest traces",
+            format!("The {} slowest of {}.", slowest.len(), a.traces.len()),
+            "No traces.",
+            &slowest,
+        ),
+    ];
+    let order: [usize; 2] = if failed.is_empty() { [1, 0] } else { [0, 1] };
+    let mut shown: Vec<(&TraceSummary, Vec<(usize, u64)>)> = Vec::new();
+    for (id, title, what, none, list) in order.iter().filter_map(|&k| lists.get(k)) {
+        let _ = write!(
             h,
+            "<h3 id=\"{id}\">{title}</h3><p class=\"muted\">{what}</p>"
         );
-        opened += 1;
-        shown.push((t, reqs));
+        if list.is_empty() {
+            let _ = write!(h, "<p class=\"muted\">{none}</p>");
+        }
+        let mut opened = 0;
+        for &i in list.iter() {
+            let t = &a.traces[i];
+            if shown.iter().any(|(s, _)| s.root == t.root) {
+                let _ = write!(
+                    h,
+                    "<p class=\"tr-link\">{} <a href=\"#trace-{:032x}\">shown above</a></p>",
+                    summary_text(t),
+                    t.trace_id
+                );
+                continue;
+            }
+            let reqs = trace(
+                a,
+                &colors,
+                t,
+                rows.get(&t.root).map_or(&[][..], Vec::as_slice),
+                opened < OPEN,
+                h,
+            );
+            opened += 1;
+            shown.push((t, reqs));
+        }
     }
     requests(a, &shown, h);
-    h.push_str(SCRIPT);
     h.push_str("</section>\n");
 }
 
