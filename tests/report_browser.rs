@@ -66,10 +66,20 @@ fn report_renders_in_headless_chromium() {
         ..Default::default()
     };
     write_shop_capture(&cap, &opts).expect("capture");
+    // The Python backends get a hostile name too (it reaches the traces' waterfalls, the
+    // time breakdown and the map).
+    let services = dir.path().join("services.yaml");
+    std::fs::write(
+        &services,
+        "services:\n  - name: '<script>alert(2)</script>\"''b'\n    cmdline: 'app\\.py'\n",
+    )
+    .expect("services file");
     let out = dir.path().join("report");
     let st = Command::new(env!("CARGO_BIN_EXE_retrace"))
         .args(["analyze", "--quiet"])
         .arg(&cap)
+        .arg("--services")
+        .arg(&services)
         .arg("--out")
         .arg(&out)
         .status()
@@ -96,6 +106,14 @@ fn report_renders_in_headless_chromium() {
     assert!(
         html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "it is shown as text"
+    );
+    assert!(!html.contains("<script>alert(2)"), "nor the service's");
+    let traces = html
+        .find("<section id=\"traces\">")
+        .expect("traces section");
+    assert!(
+        html[traces..].contains("&lt;script&gt;alert(2)&lt;/script&gt;\"'b</div>"),
+        "the hostile service names a waterfall row, as text"
     );
     let log = String::from_utf8_lossy(&dom.stderr);
     let console: Vec<&str> = log
