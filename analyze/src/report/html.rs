@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{charts, escape_html as esc, format_wall, human_count, human_ms, map};
+use super::{charts, escape_html as esc, format_wall, human_count, human_ms, map, traces_html};
 use crate::model::{Analysis, Health};
 
 /// Services with charts, at most (by requests served).
@@ -64,8 +64,9 @@ pub(crate) fn render(a: &Analysis) -> String {
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>retrace report</title><style>{CSS}</style></head><body>\n\
+         <title>retrace report</title><style>{CSS}{}</style></head><body>\n\
          <header><h1>retrace report</h1><p>{} → {} ({}) · nodes: {}</p></header><main>\n",
+        traces_html::CSS,
         esc(&format_wall(a.window_start_ns)),
         esc(&format_wall(a.window_end_ns)),
         duration(a.window_end_ns.saturating_sub(a.window_start_ns)),
@@ -222,6 +223,7 @@ pub(crate) fn render(a: &Analysis) -> String {
         );
     }
     h.push_str("</tbody></table></section>\n");
+    traces_html::render(a, &mut h);
 
     // Charts.
     let mut charted: Vec<&crate::model::ServiceSeries> = a.series.iter().collect();

@@ -4,6 +4,7 @@ mod charts;
 mod csv_out;
 mod html;
 mod map;
+mod traces_html;
 
 use std::path::Path;
 
