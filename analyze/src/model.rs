@@ -374,7 +374,8 @@ impl SpanView<'_> {
 /// See [`SpanView::name`].
 pub fn span_name(protocol: &str, method: &str, route: &str) -> String {
     match protocol {
-        _ if route.is_empty() => method.to_string(),
+        // A failed connect: method and route are both `CONNECT`.
+        _ if route.is_empty() || route == method => method.to_string(),
         "http" | "http2" | "grpc" => format!("{method} {route}"),
         _ if method == "CONNECT" => format!("CONNECT {route}"),
         _ => route.to_string(),
