@@ -667,3 +667,65 @@ fn work_handed_to_a_new_thread_keeps_its_request() {
         "{p:?}"
     );
 }
+
+/// Two requests pipelined in one read on one connection, served in order by one thread: the
+/// calls made before the first response belong to the first request, the later ones to the
+/// second.
+#[test]
+fn pipelined_requests_keep_their_calls() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let inb = s.connect(T0 + MS, 10, 20, 7000);
+    let out = s.connect(T0 + MS, 20, 30, 8000);
+    let both = [get("/order/1", ""), get("/order/2", "")].concat();
+    s.message(&inb, T0 + 10 * MS, true, true, 10, &both);
+    s.message(&inb, T0 + 10 * MS + 10_000, false, false, 21, &both);
+    exchange(
+        &mut s,
+        &out,
+        21,
+        31,
+        T0 + 11 * MS,
+        T0 + 12 * MS,
+        &get("/user/1", ""),
+    );
+    s.message(&inb, T0 + 13 * MS, false, true, 21, OK);
+    exchange(
+        &mut s,
+        &out,
+        21,
+        31,
+        T0 + 14 * MS,
+        T0 + 15 * MS,
+        &get("/user/2", ""),
+    );
+    s.message(&inb, T0 + 16 * MS, false, true, 21, OK);
+    s.message(
+        &inb,
+        T0 + 16 * MS + 10_000,
+        true,
+        false,
+        10,
+        &[OK, OK].concat(),
+    );
+    let a = run(&s.finish());
+    let servers: Vec<_> = a
+        .requests
+        .spans()
+        .filter(|s| s.kind == SpanKind::Server && s.service == FRONT)
+        .map(|s| s.target.to_string())
+        .collect();
+    assert_eq!(
+        servers,
+        ["/order/1", "/order/2"],
+        "the parser split the pipelined read"
+    );
+    let p = parents_of_calls(&a, FRONT);
+    for k in 1..=2 {
+        assert_eq!(
+            p.get(&format!("/user/{k}")),
+            Some(&(format!("/order/{k}"), Link::Thread)),
+            "{p:?}"
+        );
+    }
+}
