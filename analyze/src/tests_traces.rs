@@ -410,6 +410,7 @@ fn tcp_step(
 }
 
 /// One L7 message of a socket with explicit endpoints.
+#[allow(clippy::too_many_arguments)]
 fn l7_msg(
     ts: u64,
     pid: u32,
