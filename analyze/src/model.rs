@@ -373,12 +373,22 @@ impl SpanView<'_> {
 
 /// See [`SpanView::name`].
 pub fn span_name(protocol: &str, method: &str, route: &str) -> String {
+    let mut out = String::new();
+    write_span_name(&mut out, protocol, method, route);
+    out
+}
+
+/// [`span_name`] appended to `out`.
+pub fn write_span_name(out: &mut String, protocol: &str, method: &str, route: &str) {
     match protocol {
         // A failed connect: method and route are both `CONNECT`.
-        _ if route.is_empty() || route == method => method.to_string(),
-        "http" | "http2" | "grpc" => format!("{method} {route}"),
-        _ if method == "CONNECT" => format!("CONNECT {route}"),
-        _ => route.to_string(),
+        _ if route.is_empty() || route == method => out.push_str(method),
+        "http" | "http2" | "grpc" => {
+            out.push_str(method);
+            out.push(' ');
+            out.push_str(route);
+        }
+        _ => out.push_str(route),
     }
 }
 

@@ -225,24 +225,38 @@ fn consecutive_requests_on_one_connection_keep_their_calls() {
 }
 
 /// An event loop (every message on thread 20): the thread rule does not apply to calls made
-/// while several inbound requests are in progress. The proxy rule links a call to the one
-/// inbound request with its method and target, and links nothing when two such requests are
-/// in progress together.
+/// while several inbound requests are in progress. The proxy rule links a call to the
+/// inbound request with its method and target; of several such requests, to the earliest not
+/// yet proxied (first come, first served), and to none when two were read at the same moment.
 #[test]
-fn an_event_loop_links_by_target_and_never_guesses() {
+fn an_event_loop_links_by_target_first_come_first_served_and_never_guesses() {
     let mut s = Synth::new(Vec::new());
     three_tier(&mut s);
-    let ins: Vec<Conn> = (0..4).map(|_| s.connect(T0 + MS, 10, 20, 7000)).collect();
-    let outs: Vec<Conn> = (0..4).map(|_| s.connect(T0 + MS, 20, 30, 8000)).collect();
-    // Four inbound requests in progress together: /a/1, /a/2, and /same twice.
-    let targets = ["/a/1", "/a/2", "/same", "/same"];
-    for (k, (c, t)) in ins.iter().zip(targets).enumerate() {
-        let at = T0 + (10 + k as u64) * MS;
+    // Inbound requests in progress together (read at these µs after T0 + 10 ms): /a/1, /a/2,
+    // /same twice 50 µs apart, /fifo twice 1 ms apart.
+    let inbound = [
+        ("/a/1", 0),
+        ("/a/2", 1_000),
+        ("/same", 2_000),
+        ("/same", 2_050),
+        ("/fifo", 3_000),
+        ("/fifo", 4_000),
+    ];
+    let ins: Vec<Conn> = inbound
+        .iter()
+        .map(|_| s.connect(T0 + MS, 10, 20, 7000))
+        .collect();
+    let outs: Vec<Conn> = inbound
+        .iter()
+        .map(|_| s.connect(T0 + MS, 20, 30, 8000))
+        .collect();
+    for (k, (c, (t, us))) in ins.iter().zip(inbound).enumerate() {
+        let at = T0 + 10 * MS + us * 1_000;
         s.message(c, at, true, true, 10 + k as u32, &get(t, ""));
         s.message(c, at + 10_000, false, false, 20, &get(t, ""));
     }
-    // Proxied in order, answered, then answered inbound.
-    for (k, (c, t)) in outs.iter().zip(targets).enumerate() {
+    // Proxied in order, answered, then the inbound requests answered.
+    for (k, (c, (t, _))) in outs.iter().zip(inbound).enumerate() {
         let at = T0 + (20 + k as u64) * MS;
         exchange(&mut s, c, 20, 31, at, at + 5 * MS, &get(t, ""));
     }
@@ -252,26 +266,32 @@ fn an_event_loop_links_by_target_and_never_guesses() {
         s.message(c, at + 10_000, true, false, 10 + k as u32, OK);
     }
     let a = run(&s.finish());
-    let spans: Vec<_> = a
+    let by_id: BTreeMap<u64, _> = a.requests.spans().map(|s| (s.span_id, s)).collect();
+    let calls: Vec<_> = a
         .requests
         .spans()
         .filter(|s| s.kind == SpanKind::Client && s.service == FRONT)
         .collect();
-    assert_eq!(spans.len(), 4);
-    let by_id: BTreeMap<u64, _> = a.requests.spans().map(|s| (s.span_id, s)).collect();
-    for s in &spans {
-        let parent = s.parent_span_id.and_then(|p| by_id.get(&p));
-        if s.target == "/same" {
-            assert!(parent.is_none(), "ambiguous: {s:?} under {parent:?}");
-            assert_eq!(s.link, Link::Root);
-        } else {
-            let p = parent.expect("a unique target is linked");
-            assert_eq!((p.target, s.link), (s.target, Link::Proxy));
-            assert!(s.confidence > 0.5 && s.confidence < 1.0, "{}", s.confidence);
+    assert_eq!(calls.len(), inbound.len());
+    for (k, c) in calls.iter().enumerate() {
+        let parent = c.parent_span_id.and_then(|p| by_id.get(&p));
+        if c.target == "/same" {
+            assert!(parent.is_none(), "ambiguous: {c:?} under {parent:?}");
+            assert_eq!(c.link, Link::Root);
+            continue;
         }
+        let p = parent.expect("linked");
+        assert_eq!((p.target, c.link), (c.target, Link::Proxy));
+        // The k-th call belongs to the k-th inbound request (the one on ins[k]).
+        assert_eq!(p.client_address, ins[k].client_ep.to_string(), "{c:?}");
+        assert!(
+            c.confidence >= 0.5 && c.confidence < 1.0,
+            "{}",
+            c.confidence
+        );
     }
     assert_eq!(a.trace_coverage.ambiguous, 2);
-    assert_eq!(a.trace_coverage.by_link.get("proxy"), Some(&2));
+    assert_eq!(a.trace_coverage.by_link.get("proxy"), Some(&4));
 }
 
 /// The same event loop with an `X-Request-ID` on every request: the header links even the

@@ -73,35 +73,68 @@ fn end_of(start: u64, latency: u64) -> u64 {
     }
 }
 
-/// Inbound requests sorted by start, with the longest duration among them (to bound the scan
-/// back from a call).
-#[derive(Default)]
-struct Timeline {
+/// Inbound requests grouped by a key (a thread, a header id, a method and target), each
+/// group sorted by start: one flat vector, sorted once, searched by binary search (millions of
+/// small groups would cost an allocation each).
+struct Index<K> {
+    /// Distinct keys, sorted, with the range of their group in `spans` and the longest
+    /// duration in the group (to bound the scan back from a call).
+    keys: Vec<(K, u32, u32, u64)>,
     spans: Vec<Inbound>,
+}
+
+/// One group of an [`Index`].
+#[derive(Clone, Copy)]
+struct Timeline<'a> {
+    spans: &'a [Inbound],
     longest: u64,
 }
 
-impl Timeline {
-    fn finish(&mut self) {
-        self.spans.sort_unstable_by_key(|s| (s.start, s.end, s.row));
-        // An inbound request never answered is in progress until the next one of its
-        // timeline starts (its thread or process moved on).
-        for k in 0..self.spans.len() {
-            if self.spans[k].end == u64::MAX {
-                if let Some(next) = self.spans.get(k + 1) {
-                    self.spans[k].end = next.start;
+impl<K: Ord + Copy> Index<K> {
+    fn build(mut entries: Vec<(K, Inbound)>) -> Self {
+        entries.sort_unstable_by(|(ka, a), (kb, b)| {
+            ka.cmp(kb)
+                .then_with(|| (a.start, a.end, a.row).cmp(&(b.start, b.end, b.row)))
+        });
+        let mut keys: Vec<(K, u32, u32, u64)> = Vec::new();
+        let mut spans: Vec<Inbound> = Vec::with_capacity(entries.len());
+        for (k, s) in entries {
+            match keys.last_mut() {
+                Some(last) if last.0 == k => last.2 += 1,
+                _ => keys.push((k, spans.len() as u32, spans.len() as u32 + 1, 0)),
+            }
+            spans.push(s);
+        }
+        for key in &mut keys {
+            let group = &mut spans[key.1 as usize..key.2 as usize];
+            // An inbound request never answered is in progress until the next one of its
+            // group starts (its thread or process moved on).
+            for j in 1..group.len() {
+                if group[j - 1].end == u64::MAX {
+                    group[j - 1].end = group[j].start;
                 }
             }
+            key.3 = group
+                .iter()
+                .filter(|s| s.end != u64::MAX)
+                .map(|s| s.end - s.start)
+                .max()
+                .unwrap_or(0);
         }
-        self.longest = self
-            .spans
-            .iter()
-            .filter(|s| s.end != u64::MAX)
-            .map(|s| s.end - s.start)
-            .max()
-            .unwrap_or(0);
+        Self { keys, spans }
     }
 
+    fn get(&self, k: &K) -> Option<Timeline<'_>> {
+        let i = self.keys.binary_search_by(|e| e.0.cmp(k)).ok()?;
+        let (_, a, b, longest) = self.keys[i];
+        Some(Timeline {
+            spans: &self.spans[a as usize..b as usize],
+            longest,
+        })
+    }
+}
+
+impl Timeline<'_> {
     /// Inbound requests in progress at `t` (started at or before, answered at or after), the
     /// latest first, at most `cap`.
     fn in_progress(&self, t: u64, cap: usize, out: &mut Vec<Inbound>) {
@@ -121,20 +154,35 @@ impl Timeline {
     }
 }
 
+/// Two inbound requests of the same method and target read closer together than this are
+/// not told apart by their order: the proxy rule links neither's call.
+const SAME_TIME_NS: u64 = 100_000;
+
 /// Links the rows (unsorted; `links[i]` belongs to `rows[i]`): sets `parent`, `link`,
 /// `confidence` and `root` of every row's [`SpanFacts`], and counts the coverage.
 pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> TraceCoverage {
     let mut cov = TraceCoverage::default();
-    // Inbound requests per process, per thread, per header id and per (method, target).
-    let mut by_process: Map<(u32, u32), u32> = Map::default();
-    let mut by_thread: Map<(u32, u32, u32), Timeline> = Map::default();
-    let mut by_header: Map<(u32, u32, u32), Timeline> = Map::default();
-    let mut by_call: Map<(u32, u32, u32, u32), Timeline> = Map::default();
+    // Processes that made calls: only their inbound requests can be parents.
+    let mut callers: Vec<(u32, u32)> = rows
+        .iter()
+        .filter(|r| r.spans.client)
+        .map(|r| (r.spans.client_node, r.spans.client_pid))
+        .collect();
+    callers.sort_unstable();
+    callers.dedup();
+    let mut servers: Vec<(u32, u32)> = Vec::new();
+    let mut by_thread: Vec<((u32, u32, u32), Inbound)> = Vec::new();
+    let mut by_header: Vec<((u32, u32, u32), Inbound)> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let f = &r.spans;
         if !f.server {
             continue;
         }
+        let proc_key = (f.server_node, f.server_pid);
+        if callers.binary_search(&proc_key).is_err() {
+            continue;
+        }
+        servers.push(proc_key);
         let l = links.get(i).copied().unwrap_or_default();
         let start = f.server_ts_ns;
         let span = Inbound {
@@ -144,58 +192,43 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
             socket: l.server_socket,
             handed_off: l.server_tid_out != 0 && l.server_tid_out != f.server_tid,
         };
-        let proc_key = (f.server_node, f.server_pid);
-        *by_process.entry(proc_key).or_insert(0) += 1;
         let worker = if l.server_tid_out != 0 {
             l.server_tid_out
         } else {
             f.server_tid
         };
         if worker != 0 {
-            by_thread
-                .entry((f.server_node, f.server_pid, worker))
-                .or_default()
-                .spans
-                .push(span);
+            by_thread.push(((f.server_node, f.server_pid, worker), span));
         }
         for id in [r.trace, l.request_id] {
             if id != EMPTY {
-                by_header
-                    .entry((f.server_node, f.server_pid, id))
-                    .or_default()
-                    .spans
-                    .push(span);
+                by_header.push(((f.server_node, f.server_pid, id), span));
             }
         }
-        by_call
-            .entry((f.server_node, f.server_pid, r.method, r.target))
-            .or_default()
-            .spans
-            .push(span);
     }
-    for t in by_thread
-        .values_mut()
-        .chain(by_header.values_mut())
-        .chain(by_call.values_mut())
-    {
-        t.finish();
-    }
+    servers.sort_unstable();
+    servers.dedup();
+    let by_thread = Index::build(by_thread);
+    let by_header = Index::build(by_header);
 
-    // Calls in time order, so that the proxy rule's inbound requests are taken first come,
-    // first served.
+    // Calls in time order, so that the proxy rule takes inbound requests first come, first
+    // served.
     let mut calls: Vec<u32> = (0..rows.len() as u32)
         .filter(|&i| rows[i as usize].spans.client)
         .collect();
     calls.sort_unstable_by_key(|&i| (rows[i as usize].ts, i));
-    let mut proxied = vec![false; rows.len()];
     let mut found = Vec::new();
+    // Calls left to the proxy rule.
+    let mut for_proxy: Vec<u32> = Vec::new();
     for &i in &calls {
         let r = rows[i as usize];
         let f = r.spans;
         let l = links.get(i as usize).copied().unwrap_or_default();
-        let proc_key = (f.client_node, f.client_pid);
         cov.client_spans += 1;
-        if !by_process.contains_key(&proc_key) {
+        if servers
+            .binary_search(&(f.client_node, f.client_pid))
+            .is_err()
+        {
             continue; // a process that served nothing: its calls are roots
         }
         cov.client_spans_in_servers += 1;
@@ -255,34 +288,75 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
             }
         }
 
-        // 3. proxy
-        if parent.is_none() {
-            if let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) {
-                let call_end = end_of(t, r.latency);
-                tl.in_progress(t, usize::MAX, &mut found);
-                found.retain(|s| {
-                    not_me(s)
-                        && !proxied[s.row as usize]
-                        && (call_end == u64::MAX || s.end >= call_end)
-                });
-                match found.as_slice() {
-                    [] => {}
-                    [one] => {
-                        proxied[one.row as usize] = true;
-                        parent = Some((one.row, Link::Proxy, 95));
-                    }
-                    _ => cov.ambiguous += 1,
-                }
-            }
+        match parent.filter(|p| p.0 != NO_ROW) {
+            Some(p) => set_parent(rows, &mut cov, i, p),
+            None => for_proxy.push(i),
         }
+    }
 
-        if let Some((p, how, confidence)) = parent.filter(|p| p.0 != NO_ROW) {
-            let f = &mut rows[i as usize].spans;
-            f.parent = p;
-            f.link = how;
-            f.confidence = confidence;
-            cov.client_spans_linked += 1;
-            *cov.by_link.entry(how.name().to_string()).or_insert(0) += 1;
+    // 3. proxy, for the calls left, in time order: inbound requests indexed by process,
+    // method and target only where such a call exists.
+    let mut wanted: Vec<(u32, u32, u32, u32)> = for_proxy
+        .iter()
+        .map(|&i| {
+            let r = &rows[i as usize];
+            (r.spans.client_node, r.spans.client_pid, r.method, r.target)
+        })
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut by_call: Vec<((u32, u32, u32, u32), Inbound)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let f = &r.spans;
+        let key = (f.server_node, f.server_pid, r.method, r.target);
+        if !f.server || wanted.binary_search(&key).is_err() {
+            continue;
+        }
+        let l = links.get(i).copied().unwrap_or_default();
+        let start = f.server_ts_ns;
+        by_call.push((
+            key,
+            Inbound {
+                row: i as u32,
+                start,
+                end: end_of(start, r.server_latency),
+                socket: l.server_socket,
+                handed_off: false,
+            },
+        ));
+    }
+    drop(wanted);
+    let by_call = Index::build(by_call);
+    let mut proxied = vec![false; rows.len()];
+    for i in for_proxy {
+        let r = rows[i as usize];
+        let f = r.spans;
+        let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) else {
+            continue;
+        };
+        let t = r.ts;
+        let call_end = end_of(t, r.latency);
+        tl.in_progress(t, usize::MAX, &mut found);
+        found.retain(|s| {
+            s.row != i && !proxied[s.row as usize] && (call_end == u64::MAX || s.end >= call_end)
+        });
+        // First come, first served: the earliest inbound request not yet proxied, unless
+        // another was read at the same moment (their order tells nothing).
+        found.sort_unstable_by_key(|s| (s.start, s.row));
+        let parent = match found.as_slice() {
+            [] => None,
+            [one] => Some((one.row, 95)),
+            [first, second, ..] if second.start - first.start >= SAME_TIME_NS => {
+                Some((first.row, (100 / found.len()).max(50) as u8))
+            }
+            _ => {
+                cov.ambiguous += 1;
+                None
+            }
+        };
+        if let Some((p, confidence)) = parent {
+            proxied[p as usize] = true;
+            set_parent(rows, &mut cov, i, (p, Link::Proxy, confidence));
         }
     }
 
@@ -303,6 +377,20 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     cov
 }
 
+fn set_parent(
+    rows: &mut [Row],
+    cov: &mut TraceCoverage,
+    i: u32,
+    (p, how, confidence): (u32, Link, u8),
+) {
+    let f = &mut rows[i as usize].spans;
+    f.parent = p;
+    f.link = how;
+    f.confidence = confidence;
+    cov.client_spans_linked += 1;
+    *cov.by_link.entry(how.name().to_string()).or_insert(0) += 1;
+}
+
 /// Leaves every row a trace of its own (linking skipped).
 pub(crate) fn unlinked(rows: &mut [Row]) {
     for (i, r) in rows.iter_mut().enumerate() {
@@ -314,7 +402,7 @@ pub(crate) fn unlinked(rows: &mut [Row]) {
 /// threads started by it) by a thread that was serving exactly that request, which is still
 /// in progress at the call.
 fn spawned_for(
-    by_thread: &Map<(u32, u32, u32), Timeline>,
+    by_thread: &Index<(u32, u32, u32)>,
     spawns: &Spawns,
     (node, pid): (u32, u32),
     tid: u32,
@@ -405,13 +493,36 @@ impl Summary {
 /// An endpoint: (service, protocol, method, route), string ids.
 type Endpoint = (u32, u32, u32, u32);
 
-#[derive(Default)]
+/// What is summed up of one trace.
 struct TraceAcc {
+    root: u32,
     start: u64,
     end: u64,
     spans: u32,
     errors: u32,
-    services: Vec<u32>,
+    /// Distinct services: the first few inline (most traces have few), the rest spilled.
+    services: [u32; 6],
+    n_services: u8,
+    more: Vec<u32>,
+}
+
+impl TraceAcc {
+    fn see_service(&mut self, s: u32) {
+        let n = usize::from(self.n_services);
+        if self.services[..n].contains(&s) || self.more.contains(&s) {
+            return;
+        }
+        if n < self.services.len() {
+            self.services[n] = s;
+            self.n_services += 1;
+        } else {
+            self.more.push(s);
+        }
+    }
+
+    fn services(&self) -> u32 {
+        u32::from(self.n_services) + self.more.len() as u32
+    }
 }
 
 /// Traces, and where each endpoint's time went, from the linked table (rows in time order,
@@ -419,17 +530,33 @@ struct TraceAcc {
 pub(crate) fn summarize(table: &RequestTable) -> Summary {
     let rows = &table.rows;
     let strings = table;
-    let mut acc: Map<u32, TraceAcc> = Map::default();
+    // Traces in the order of their first row; `trace_of[root row]` is the index of its
+    // trace (rows come in time order, so a trace's first row is usually its root).
+    let mut acc: Vec<TraceAcc> = Vec::new();
+    let mut trace_of: Vec<u32> = vec![u32::MAX; rows.len()];
     // Per parent row: (covered until, time covered by children) of its SERVER span.
     let mut covered: Map<u32, (u64, u64)> = Map::default();
     // Per (endpoint, downstream service, protocol): (calls, ns).
     let mut downstream: Map<(Endpoint, u32, u32), (u64, u64)> = Map::default();
     for r in rows.iter() {
         let f = &r.spans;
-        let a = acc.entry(f.root).or_insert_with(|| TraceAcc {
-            start: u64::MAX,
-            ..Default::default()
-        });
+        let Some(slot) = trace_of.get_mut(f.root as usize) else {
+            continue;
+        };
+        if *slot == u32::MAX {
+            *slot = acc.len() as u32;
+            acc.push(TraceAcc {
+                root: f.root,
+                start: u64::MAX,
+                end: 0,
+                spans: 0,
+                errors: 0,
+                services: [EMPTY; 6],
+                n_services: 0,
+                more: Vec::new(),
+            });
+        }
+        let a = &mut acc[*slot as usize];
         let mut see = |start: u64, latency: u64| {
             a.start = a.start.min(start);
             a.end = a.end.max(if latency == NO_LATENCY {
@@ -447,8 +574,8 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
             see(f.server_ts_ns, r.server_latency_ns);
         }
         for s in [r.client, r.server] {
-            if s != EMPTY && !a.services.contains(&s) {
-                a.services.push(s);
+            if s != EMPTY {
+                a.see_service(s);
             }
         }
         // A call linked under its parent's SERVER span: its time, clipped to the parent's.
@@ -480,12 +607,13 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
 
     let mut traces: Vec<TraceSummary> = acc
         .into_iter()
-        .filter_map(|(root, a)| {
-            let r = rows.get(root as usize)?;
+        .filter_map(|a| {
+            let root = a.root as usize;
+            let r = rows.get(root)?;
             let top_service = if r.spans.client { r.client } else { r.server };
             Some(TraceSummary {
-                trace_id: table.trace_id_of_root(root as usize),
-                root: root as usize,
+                trace_id: table.trace_id_of_root(root),
+                root,
                 root_service: strings.string(top_service).to_string(),
                 root_name: span_name(
                     strings.string(r.protocol),
@@ -495,7 +623,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                 start_ns: a.start,
                 duration_ns: a.end.saturating_sub(a.start),
                 spans: a.spans,
-                services: a.services.len() as u32,
+                services: a.services(),
                 errors: a.errors,
             })
         })

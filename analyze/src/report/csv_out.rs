@@ -375,13 +375,14 @@ fn format_requests(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>)
     buf
 }
 
-/// The lines of `spans.csv` for the spans of `rows`, into `buf` (cleared first).
+/// The lines of `spans.csv` for the spans of `rows`, into `buf` (cleared first). Numbers
+/// and names go through buffers reused from line to line.
 fn format_spans(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) -> Vec<u8> {
     use std::fmt::Write as _;
     buf.clear();
     let mut wall = WallFormatter::default();
     let mut dur = String::new();
-    let mut ids = String::new();
+    let (mut ids, mut nums, mut name) = (String::new(), String::new(), String::new());
     for i in rows {
         for s in a.requests.spans_of(i) {
             ns_ms_into(&mut dur, s.duration_ns);
@@ -390,9 +391,19 @@ fn format_spans(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) ->
             if let Some(p) = s.parent_span_id {
                 let _ = write!(ids, "{p:016x}");
             }
-            let conf = format!("{:.2}", s.confidence);
-            let (pid, tid, req) = (s.pid.to_string(), s.tid.to_string(), s.request.to_string());
-            let name = s.name();
+            // confidence (empty for roots), pid, tid, request: one buffer, cut below.
+            nums.clear();
+            if s.link != crate::model::Link::Root {
+                let _ = write!(nums, "{:.2}", s.confidence);
+            }
+            let c = nums.len();
+            let _ = write!(nums, "{}", s.pid);
+            let p = nums.len();
+            let _ = write!(nums, "{}", s.tid);
+            let t = nums.len();
+            let _ = write!(nums, "{}", s.request);
+            name.clear();
+            crate::model::write_span_name(&mut name, s.protocol, s.method, s.route);
             push_record(
                 &mut buf,
                 &[
@@ -411,16 +422,12 @@ fn format_spans(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) ->
                     if s.error { "1" } else { "0" },
                     s.link.name(),
                     s.node,
-                    if s.link == crate::model::Link::Root {
-                        ""
-                    } else {
-                        &conf
-                    },
-                    &pid,
-                    &tid,
+                    &nums[..c],
+                    &nums[c..p],
+                    &nums[p..t],
                     s.server_address,
                     s.client_address,
-                    &req,
+                    &nums[t..],
                 ],
             );
         }
