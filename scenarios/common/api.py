@@ -31,7 +31,9 @@ inbound request every downstream call was made for. Each inbound request is logg
 response headers written), each call made for it as
   `trace-call <seq> <service> <local port> <tid> <start epoch> <end epoch> <op>`
 with the local port of the connection the call used (held by this thread from start to end:
-PostgreSQL's BEGIN, statement and COMMIT are one call). Pooled mode only.
+PostgreSQL's BEGIN, statement and COMMIT are one call). With API_FRESH_CONNECTIONS=1, each
+connection the request's worker thread opened, once, as a call lasting the whole request (the
+connection is the request's own), op `CONN`.
 API_JITTER_MS=N (opt-in): a random 0..N ms more before each GET's work (after the admin delay).
 """
 import http.client
@@ -56,7 +58,7 @@ USERS_HOST, USERS_PORT = os.environ.get("USERS_ADDR", "127.0.0.1:28082").split("
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "26379"))
 PG_PORT = int(os.environ.get("PG_PORT", "25432"))
 FRESH = os.environ.get("API_FRESH_CONNECTIONS") == "1"
-TRACE = os.environ.get("API_TRACE_LOG") == "1" and not FRESH
+TRACE = os.environ.get("API_TRACE_LOG") == "1"
 # Opt-in (the `traces` scenarios): a random extra 0..N ms before every GET's work, so that
 # requests overtake one another.
 JITTER_MS = float(os.environ.get("API_JITTER_MS", "0"))
@@ -130,6 +132,8 @@ class Fresh:
         self.users = None
         self.cache = None
         self.db = None
+        # (service, local port) of every connection opened (API_TRACE_LOG=1).
+        self.opened = []
 
     def users_get(self, path):
         started = time.monotonic()
@@ -140,6 +144,8 @@ class Fresh:
                 conn = http.client.HTTPConnection(USERS_HOST, int(USERS_PORT), timeout=5)
                 conn.connect()
                 self.users = conn
+                if TRACE:
+                    self.opened.append(("users", local_port(conn.sock)))
                 op = "GET"
             op = "SEND"
             self.users.request("GET", path)
@@ -168,6 +174,8 @@ class Fresh:
                         host="127.0.0.1", port=REDIS_PORT, socket_timeout=5,
                         socket_connect_timeout=5, single_connection_client=True,
                     )
+                    if TRACE:
+                        self.opened.append(("redis", local_port(self.cache.connection._sock)))
                 except redis.RedisError as e:
                     log_call("redis", "CONNECT", error_kind(e), started)
                     raise
@@ -198,6 +206,9 @@ class Fresh:
                 )
                 # One simple-query message per statement: no BEGIN/COMMIT around it.
                 self.db.autocommit = True
+                if TRACE:
+                    with socket.socket(fileno=os.dup(self.db.fileno())) as sock:
+                        self.opened.append(("postgres", local_port(sock)))
             except psycopg2.Error as e:
                 log_call("postgres", "CONNECT", error_kind(e), started)
                 raise
@@ -402,6 +413,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def route_fresh(self):
         """(status, body) of this request, computed with fresh connections (FRESH mode)."""
         conns = Fresh()
+        begun = time.time()
         try:
             m = CHECKOUT.match(self.path)
             if m:
@@ -411,6 +423,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return product_work(int(m.group(1)), conns.query)
             return 404, {"error": "not found"}
         finally:
+            if TRACE:
+                seq = self.headers.get("X-Seq", "-")
+                tid = threading.get_native_id()
+                for service, port in conns.opened:
+                    log_line(f"trace-call {seq} {service} {port} {tid} {begun:.6f} {time.time():.6f} CONN\n")
             conns.close()
 
     def checkout(self, uid, started):
