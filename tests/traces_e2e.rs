@@ -32,9 +32,9 @@
 //! something: the ground truth names the request of at least 99 % of the calls and agrees with
 //! the ids the calls carry, the run had several requests in flight at nginx and identical
 //! targets in flight together (the proxy rule's ambiguous case), and summary.json's
-//! `trace_coverage` agrees with the spans. The `traces-worker` tests fail as of the first cut
-//! of analyze/src/traces.rs: the thread rule links none of the worker threads' calls (the
-//! worker neither read nor answered the request).
+//! `trace_coverage` agrees with the spans. (`traces-worker` needs the capture's thread starts,
+//! format version 2: without them the thread rule links none of the worker threads' calls, the
+//! worker having neither read nor answered the request.)
 //!
 //! The `committed_*` tests (no root) judge the committed capture of each scenario against the
 //! truth logs recorded with it (`truth/*.log.zst`, the `trace-*` lines of the run's logs); the
