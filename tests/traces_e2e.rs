@@ -299,6 +299,8 @@ struct Tally {
     by_rule: BTreeMap<&'static str, (u64, u64)>,
     twin: u64,
     twin_correct: u64,
+    /// Linked under the request of the next or previous seq (a control of the measure).
+    neighbour: u64,
 }
 
 /// Everything measured on one run.
@@ -373,21 +375,22 @@ fn measure(analysis: &Analysis, nginx_log: &str, api_log: &str) -> Measure {
     // apart), the api's by nginx's port and the read (the api logs it after the read, µs; one
     // request at a time per connection, 60 ms apart at least).
     let mut seq_of_span: HashMap<u64, u64> = HashMap::new();
+    // (SERVER spans, named by the truth) of nginx (from the client) and the api (from nginx).
+    let mut named = [(0u64, 0u64); 2];
     for s in &spans {
-        if s.kind != SpanKind::Server {
-            continue;
-        }
-        let Some(port) = port_of(s.client_address) else {
-            continue;
+        let k = match (s.kind, s.service, s.peer) {
+            (SpanKind::Server, "nginx", "client") => 0,
+            (SpanKind::Server, "api", "nginx") => 1,
+            _ => continue,
         };
-        let seq = match s.service {
-            "nginx" => nearest(&access_by_port, port, ts(s.start_ns), 0.020).map(|i| access[i].seq),
-            "api" => {
-                first_after(&inbound_by_port, port, ts(s.start_ns), 1.0).map(|i| inbound[i].seq)
-            }
-            _ => None,
-        };
+        let t = ts(s.start_ns);
+        let seq = port_of(s.client_address).and_then(|port| match k {
+            0 => nearest(&access_by_port, port, t, 0.020).map(|i| access[i].seq),
+            _ => first_after(&inbound_by_port, port, t, 1.0).map(|i| inbound[i].seq),
+        });
+        named[k].0 += 1;
         if let Some(seq) = seq {
+            named[k].1 += 1;
             seq_of_span.insert(s.span_id, seq);
         }
     }
@@ -488,6 +491,11 @@ fn measure(analysis: &Analysis, nginx_log: &str, api_log: &str) -> Measure {
             r.1 += u64::from(correct);
         }
         t.correct += u64::from(correct);
+        // A control: linked under the request made just before or after the right one.
+        t.neighbour += u64::from(
+            j.linked_to
+                .is_some_and(|l| l == truth + 1 || l + 1 == truth),
+        );
         if j.twin_in_flight {
             t.twin += 1;
             t.twin_correct += u64::from(correct);
@@ -654,6 +662,28 @@ fn measure(analysis: &Analysis, nginx_log: &str, api_log: &str) -> Measure {
             &format!("{service}'s calls the ground truth names the request of"),
             truth,
             calls,
+            0.99,
+        );
+    }
+    let (neighbour, linked) = m
+        .tallies
+        .values()
+        .fold((0, 0), |a, t| (a.0 + t.neighbour, a.1 + t.linked));
+    m.holds(
+        neighbour * 100 <= linked,
+        format!(
+            "control: calls linked under the request of the seq just before or after the right one: {neighbour} of {linked} linked (want <= 1%)"
+        ),
+    );
+    for (k, what) in ["nginx's SERVER spans", "the api's SERVER spans"]
+        .into_iter()
+        .enumerate()
+    {
+        let (all, n) = named[k];
+        m.at_least(
+            &format!("{what} the ground truth names the request of"),
+            n,
+            all,
             0.99,
         );
     }
