@@ -23,12 +23,25 @@ a server going down); outcome: `ok`, or for users the HTTP
 status when not 200, or `error:<kind>` (refused, reset, closed, timeout, the SQLSTATE of a
 PostgreSQL error, else the exception's class name). The first line says `api: pid N, fresh
 connections`.
+
+API_TRACE_LOG=1 (opt-in; the `traces` scenarios, tests/traces_e2e.rs): the ground truth of which
+inbound request every downstream call was made for. Each inbound request is logged as
+  `trace-in <seq> <peer port> <tid> <read epoch> <answered epoch> <path>`
+(seq: the request's `X-Seq` header, `-` when none; read: the request line read; answered: the
+response headers written), each call made for it as
+  `trace-call <seq> <service> <local port> <tid> <start epoch> <end epoch> <op>`
+with the local port of the connection the call used (held by this thread from start to end:
+PostgreSQL's BEGIN, statement and COMMIT are one call). With API_FRESH_CONNECTIONS=1, each
+connection the request's worker thread opened, once, as a call lasting the whole request (the
+connection is the request's own), op `CONN`.
+API_JITTER_MS=N (opt-in): a random 0..N ms more before each GET's work (after the admin delay).
 """
 import http.client
 import http.server
 import json
 import os
 import queue
+import random
 import re
 import socket
 import sys
@@ -45,6 +58,12 @@ USERS_HOST, USERS_PORT = os.environ.get("USERS_ADDR", "127.0.0.1:28082").split("
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "26379"))
 PG_PORT = int(os.environ.get("PG_PORT", "25432"))
 FRESH = os.environ.get("API_FRESH_CONNECTIONS") == "1"
+TRACE = os.environ.get("API_TRACE_LOG") == "1"
+# Opt-in (the `traces` scenarios): a random extra 0..N ms before every GET's work, so that
+# requests overtake one another.
+JITTER_MS = float(os.environ.get("API_JITTER_MS", "0"))
+# The inbound request this thread serves (`seq`), in TRACE mode.
+serving = threading.local()
 
 CHECKOUT = re.compile(r"^/checkout/(\d+)$")
 PRODUCT = re.compile(r"^/products/(\d+)$")
@@ -92,6 +111,19 @@ def log_call(service, op, outcome, started):
     log_line(f"call {time.time():.6f} {service} {op} {outcome} {ms:.3f}\n")
 
 
+def local_port(sock):
+    try:
+        return sock.getsockname()[1]
+    except (OSError, AttributeError):
+        return 0
+
+
+def log_trace_call(service, port, started, op):
+    seq = getattr(serving, "seq", "-")
+    tid = threading.get_native_id()
+    log_line(f"trace-call {seq} {service} {port} {tid} {started:.6f} {time.time():.6f} {op}\n")
+
+
 class Fresh:
     """One request's own connections (API_FRESH_CONNECTIONS=1), each opened on first use, every
     call logged; `close` closes them all."""
@@ -100,6 +132,8 @@ class Fresh:
         self.users = None
         self.cache = None
         self.db = None
+        # (service, local port) of every connection opened (API_TRACE_LOG=1).
+        self.opened = []
 
     def users_get(self, path):
         started = time.monotonic()
@@ -110,6 +144,8 @@ class Fresh:
                 conn = http.client.HTTPConnection(USERS_HOST, int(USERS_PORT), timeout=5)
                 conn.connect()
                 self.users = conn
+                if TRACE:
+                    self.opened.append(("users", local_port(conn.sock)))
                 op = "GET"
             op = "SEND"
             self.users.request("GET", path)
@@ -138,6 +174,8 @@ class Fresh:
                         host="127.0.0.1", port=REDIS_PORT, socket_timeout=5,
                         socket_connect_timeout=5, single_connection_client=True,
                     )
+                    if TRACE:
+                        self.opened.append(("redis", local_port(self.cache.connection._sock)))
                 except redis.RedisError as e:
                     log_call("redis", "CONNECT", error_kind(e), started)
                     raise
@@ -168,6 +206,9 @@ class Fresh:
                 )
                 # One simple-query message per statement: no BEGIN/COMMIT around it.
                 self.db.autocommit = True
+                if TRACE:
+                    with socket.socket(fileno=os.dup(self.db.fileno())) as sock:
+                        self.opened.append(("postgres", local_port(sock)))
             except psycopg2.Error as e:
                 log_call("postgres", "CONNECT", error_kind(e), started)
                 raise
@@ -201,13 +242,20 @@ def users_get(path):
         conn = users_conns.get_nowait()
     except queue.Empty:
         conn = http.client.HTTPConnection(USERS_HOST, int(USERS_PORT), timeout=5)
+    started = time.time()
+    port = 0
     try:
         conn.request("GET", path)
+        if TRACE:
+            port = local_port(conn.sock)
         resp = conn.getresponse()
         body = resp.read()
     except Exception:
         conn.close()
         raise
+    finally:
+        if TRACE:
+            log_trace_call("users", port, started, "GET")
     users_conns.put(conn)
     return resp.status, body
 
@@ -216,6 +264,7 @@ def query(sql, args, fetch=True):
     with db_slots:
         conn = db.getconn()
         broken = False
+        started = time.time()
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, args)
@@ -230,11 +279,34 @@ def query(sql, args, fetch=True):
                 broken = True
             raise
         finally:
+            if TRACE:
+                with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                    port = local_port(sock)
+                log_trace_call("postgres", port, started, sql.split()[0].upper())
             db.putconn(conn, close=broken)
 
 
 def pooled_redis(op, *args):
+    if TRACE:
+        return traced_redis(op, *args)
     return cache.execute_command(op, *args)
+
+
+def traced_redis(op, *args):
+    """`cache.execute_command` (redis-py 4's steps, no retry), logging the connection's port."""
+    pool = cache.connection_pool
+    conn = pool.get_connection(op)
+    started = time.time()
+    port = local_port(conn._sock)
+    try:
+        conn.send_command(op, *args)
+        return cache.parse_response(conn, op)
+    except redis.RedisError:
+        conn.disconnect()
+        raise
+    finally:
+        log_trace_call("redis", port, started, op)
+        pool.release(conn)
 
 
 def pooled_query(op, sql, args, fetch=True):
@@ -287,6 +359,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def parse_request(self):
         # The request line has just been read (one read returns the whole small request).
         self.t_read = time.monotonic()
+        self.t_read_wall = time.time()
         return super().parse_request()
 
     def flush_headers(self):
@@ -299,17 +372,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        answered = time.time()
         self.wfile.write(data)
         ms = (time.monotonic() - started) * 1000
         first_ms = (self.t_headers - self.t_read) * 1000
         log_line(f"{time.time():.6f} {self.command} {self.path} {status} {ms:.3f} {first_ms:.3f}\n")
+        if TRACE:
+            log_line(
+                f"trace-in {self.headers.get('X-Seq', '-')} {self.client_address[1]} "
+                f"{threading.get_native_id()} {self.t_read_wall:.6f} {answered:.6f} {self.path}\n"
+            )
 
     def do_GET(self):
         started = time.monotonic()
+        if TRACE:
+            serving.seq = self.headers.get("X-Seq", "-")
         if self.path == "/health":
             return self.reply(200, {"ok": True}, started)
         if delay_ms[0]:
             time.sleep(delay_ms[0] / 1000)
+        if JITTER_MS:
+            time.sleep(random.uniform(0, JITTER_MS) / 1000)
         if FRESH:
             # The work in a thread of its own, with connections of its own; the answer from
             # this (the connection's) thread.
@@ -330,6 +413,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def route_fresh(self):
         """(status, body) of this request, computed with fresh connections (FRESH mode)."""
         conns = Fresh()
+        begun = time.time()
         try:
             m = CHECKOUT.match(self.path)
             if m:
@@ -339,6 +423,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return product_work(int(m.group(1)), conns.query)
             return 404, {"error": "not found"}
         finally:
+            if TRACE:
+                seq = self.headers.get("X-Seq", "-")
+                tid = threading.get_native_id()
+                for service, port in conns.opened:
+                    log_line(f"trace-call {seq} {service} {port} {tid} {begun:.6f} {time.time():.6f} CONN\n")
             conns.close()
 
     def checkout(self, uid, started):

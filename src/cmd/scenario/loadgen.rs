@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::spec::{parse_url, RequestSpec, TrafficSpec};
+use super::spec::{parse_url, TrafficSpec};
 
 /// Largest response head or body accepted.
 const MAX_RESPONSE: usize = 16 << 20;
@@ -71,19 +71,28 @@ pub struct Response {
     pub close: bool,
 }
 
+/// `{id}` and `{seq}` of a URL path, header value or body filled in: the request's random id
+/// and its sequence number (1, 2, ... over all connections, in the order the requests are
+/// made: unique in a run, for ground truth carried through the services, e.g. a header).
+pub fn fill_in(template: &str, id: u64, seq: u64) -> String {
+    template
+        .replace("{id}", &id.to_string())
+        .replace("{seq}", &seq.to_string())
+}
+
 /// Serializes a request.
 pub fn request_bytes(
     method: &str,
     host: &str,
     port: u16,
     path: &str,
-    req: &RequestSpec,
+    headers: &BTreeMap<String, String>,
     body: Option<&str>,
 ) -> Vec<u8> {
     let mut s = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: retrace-scenario\r\nAccept: */*\r\n"
     );
-    for (k, v) in &req.headers {
+    for (k, v) in headers {
         s.push_str(&format!("{k}: {v}\r\n"));
     }
     let body = body.unwrap_or("");
@@ -261,14 +270,8 @@ pub fn http_once(
         .with_context(|| format!("connecting to {url}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    let spec = RequestSpec {
-        method: method.to_string(),
-        url: url.to_string(),
-        weight: 1,
-        headers: BTreeMap::from([("Connection".to_string(), "close".to_string())]),
-        body: None,
-    };
-    s.write_all(&request_bytes(method, &host, port, &path, &spec, body))?;
+    let headers = BTreeMap::from([("Connection".to_string(), "close".to_string())]);
+    s.write_all(&request_bytes(method, &host, port, &path, &headers, body))?;
     let mut buf = Vec::new();
     read_response(&mut s, &mut buf, method == "HEAD")
         .with_context(|| format!("reading the response of {url}"))
@@ -358,6 +361,7 @@ pub fn run_traffic(t: &TrafficSpec, stop: &AtomicBool) -> anyhow::Result<LoadRep
         })
         .collect::<anyhow::Result<_>>()?;
     let weights: Vec<u32> = t.requests.iter().map(|r| r.weight).collect();
+    let next_seq = AtomicU64::new(1);
     let shared = Arc::new(Mutex::new(Shared::default()));
     let start = Instant::now();
     let duration = t.duration.0;
@@ -374,6 +378,7 @@ pub fn run_traffic(t: &TrafficSpec, stop: &AtomicBool) -> anyhow::Result<LoadRep
             let shared = Arc::clone(&shared);
             let targets = &targets;
             let weights = &weights;
+            let next_seq = &next_seq;
             scope.spawn(move || {
                 let mut rng = Rng::new(t.seed.wrapping_add(w as u64 * 7919));
                 let mut conn: Option<(usize, TcpStream, Vec<u8>)> = None;
@@ -402,11 +407,10 @@ pub fn run_traffic(t: &TrafficSpec, stop: &AtomicBool) -> anyhow::Result<LoadRep
                     let spec = &t.requests[i];
                     let (host, port, path_t, addr) = &targets[i];
                     let id = 1 + rng.below(t.ids);
-                    let path = path_t.replace("{id}", &id.to_string());
-                    let body = spec
-                        .body
-                        .as_ref()
-                        .map(|b| b.replace("{id}", &id.to_string()));
+                    let seq = next_seq.fetch_add(1, Ordering::Relaxed);
+                    let fill = |s: &str| fill_in(s, id, seq);
+                    let path = fill(path_t);
+                    let body = spec.body.as_deref().map(fill);
                     let sent_at = Instant::now();
                     let sec = (start.elapsed().as_secs() as usize).min(secs - 1);
                     // Reuse the connection when it goes to the same server.
@@ -444,8 +448,13 @@ pub fn run_traffic(t: &TrafficSpec, stop: &AtomicBool) -> anyhow::Result<LoadRep
                     let Some((_, stream, buf)) = conn.as_mut() else {
                         continue;
                     };
+                    let headers: BTreeMap<String, String> = spec
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), fill(v)))
+                        .collect();
                     let bytes =
-                        request_bytes(&spec.method, host, *port, &path, spec, body.as_deref());
+                        request_bytes(&spec.method, host, *port, &path, &headers, body.as_deref());
                     let result = stream
                         .write_all(&bytes)
                         .and_then(|_| read_response(stream, buf, spec.method == "HEAD"));
@@ -522,6 +531,7 @@ pub fn main(spec: &Path, report: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::scenario::spec::RequestSpec;
     use std::net::TcpListener;
 
     #[test]
@@ -547,6 +557,15 @@ mod tests {
         assert!(read_response(&mut short, &mut Vec::new(), false).is_err());
         let mut junk: &[u8] = b"\x00\x01garbage\r\n\r\n";
         assert!(read_response(&mut junk, &mut Vec::new(), false).is_err());
+    }
+
+    #[test]
+    fn fills_in_id_and_seq() {
+        assert_eq!(fill_in("/x/{id}?s={seq}", 7, 42), "/x/7?s=42");
+        assert_eq!(fill_in("req-{seq}-{seq}", 1, 3), "req-3-3");
+        let headers = BTreeMap::from([("X-Seq".to_string(), fill_in("{seq}", 1, 9))]);
+        let bytes = request_bytes("GET", "h", 80, "/", &headers, None);
+        assert!(String::from_utf8_lossy(&bytes).contains("\r\nX-Seq: 9\r\n"));
     }
 
     #[test]

@@ -23,8 +23,9 @@
 //!   rate: 40                  # requests/s over all connections (omit for closed loop)
 //!   concurrency: 4            # keep-alive connections
 //!   ids: 500                  # `{id}` in URLs: a random integer in 1..=ids
-//!   requests:
+//!   requests:                 # `{id}`, `{seq}` (1, 2, ... unique in the run) in URL, headers, body
 //!     - { method: GET, url: "http://127.0.0.1:18080/checkout/{id}", weight: 4 }
+//!     - { url: "http://127.0.0.1:18080/products/7", headers: { X-Seq: "{seq}" } }
 //! faults:                     # times from the start of the traffic
 //!   - { at: 8s, stop: api, for: 8s }           # or kill: api; start: api
 //!   - { at: 4s, loss: { port: 15432, probability: 0.25 }, for: 14s }
@@ -184,7 +185,8 @@ pub struct RequestSpec {
     /// HTTP method.
     #[serde(default = "default_method")]
     pub method: String,
-    /// `http://host:port/path`, `{id}` replaced by a random id.
+    /// `http://host:port/path`, `{id}` replaced by a random id, `{seq}` by the request's
+    /// sequence number in the run (also in header values and the body).
     pub url: String,
     /// Relative frequency.
     #[serde(default = "default_weight")]
