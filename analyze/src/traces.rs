@@ -50,9 +50,13 @@ const SPAWN_DEPTH: usize = 4;
 /// inbound request was never answered.
 const HEADER_WINDOW_NS: u64 = 60_000_000_000;
 
-/// At most this many inbound requests of one thread are looked at for one call (event loops
+/// At most this many inbound requests in progress are collected for one call (event loops
 /// with more in flight are ambiguous for the thread rule anyway).
-const THREAD_SCAN: usize = 256;
+const THREAD_SCAN: usize = 16;
+
+/// At most this many inbound requests of a timeline are stepped over for one call (a request
+/// in progress for long, e.g. a long poll, on a busy event loop).
+const WALK: usize = 4096;
 
 /// A SERVER span, as the linker sees it.
 #[derive(Clone, Copy)]
@@ -63,6 +67,8 @@ struct Inbound {
     end: u64,
     socket: u32,
     handed_off: bool,
+    /// The latest end of this request and of every one started before it in its group.
+    reach: u64,
 }
 
 fn end_of(start: u64, latency: u64) -> u64 {
@@ -77,9 +83,8 @@ fn end_of(start: u64, latency: u64) -> u64 {
 /// group sorted by start: one flat vector, sorted once, searched by binary search (millions of
 /// small groups would cost an allocation each).
 struct Index<K> {
-    /// Distinct keys, sorted, with the range of their group in `spans` and the longest
-    /// duration in the group (to bound the scan back from a call).
-    keys: Vec<(K, u32, u32, u64)>,
+    /// Distinct keys, sorted, with the range of their group in `spans`.
+    keys: Vec<(K, u32, u32)>,
     spans: Vec<Inbound>,
 }
 
@@ -87,7 +92,6 @@ struct Index<K> {
 #[derive(Clone, Copy)]
 struct Timeline<'a> {
     spans: &'a [Inbound],
-    longest: u64,
 }
 
 impl<K: Ord + Copy> Index<K> {
@@ -96,16 +100,16 @@ impl<K: Ord + Copy> Index<K> {
             ka.cmp(kb)
                 .then_with(|| (a.start, a.end, a.row).cmp(&(b.start, b.end, b.row)))
         });
-        let mut keys: Vec<(K, u32, u32, u64)> = Vec::new();
+        let mut keys: Vec<(K, u32, u32)> = Vec::new();
         let mut spans: Vec<Inbound> = Vec::with_capacity(entries.len());
         for (k, s) in entries {
             match keys.last_mut() {
                 Some(last) if last.0 == k => last.2 += 1,
-                _ => keys.push((k, spans.len() as u32, spans.len() as u32 + 1, 0)),
+                _ => keys.push((k, spans.len() as u32, spans.len() as u32 + 1)),
             }
             spans.push(s);
         }
-        for key in &mut keys {
+        for key in &keys {
             let group = &mut spans[key.1 as usize..key.2 as usize];
             // An inbound request never answered is in progress until the next one of its
             // group starts (its thread or process moved on).
@@ -114,43 +118,47 @@ impl<K: Ord + Copy> Index<K> {
                     group[j - 1].end = group[j].start;
                 }
             }
-            key.3 = group
-                .iter()
-                .filter(|s| s.end != u64::MAX)
-                .map(|s| s.end - s.start)
-                .max()
-                .unwrap_or(0);
+            let mut reach = 0;
+            for s in group.iter_mut() {
+                reach = reach.max(s.end);
+                s.reach = reach;
+            }
         }
         Self { keys, spans }
     }
 
     fn get(&self, k: &K) -> Option<Timeline<'_>> {
         let i = self.keys.binary_search_by(|e| e.0.cmp(k)).ok()?;
-        let (_, a, b, longest) = self.keys[i];
+        let (_, a, b) = self.keys[i];
         Some(Timeline {
             spans: &self.spans[a as usize..b as usize],
-            longest,
         })
     }
 }
 
 impl Timeline<'_> {
     /// Inbound requests in progress at `t` (started at or before, answered at or after), the
-    /// latest first, at most `cap`.
-    fn in_progress(&self, t: u64, cap: usize, out: &mut Vec<Inbound>) {
+    /// latest first, at most `cap`. The walk back stops where no earlier request can still be
+    /// in progress (`reach`), so a thread serving one request at a time costs a step or two.
+    /// False when the walk was cut short ([`WALK`] steps): there may be more.
+    fn in_progress(&self, t: u64, cap: usize, out: &mut Vec<Inbound>) -> bool {
         out.clear();
         let upto = self.spans.partition_point(|s| s.start <= t);
-        for s in self.spans[..upto].iter().rev() {
-            if s.end != u64::MAX && t.saturating_sub(s.start) > self.longest {
-                break;
+        for (step, s) in self.spans[..upto].iter().rev().enumerate() {
+            if s.reach < t {
+                return true;
+            }
+            if step >= WALK {
+                return false;
             }
             if s.end >= t {
                 out.push(*s);
                 if out.len() >= cap {
-                    break;
+                    return true;
                 }
             }
         }
+        true
     }
 }
 
@@ -191,6 +199,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
             end: end_of(start, r.server_latency),
             socket: l.server_socket,
             handed_off: l.server_tid_out != 0 && l.server_tid_out != f.server_tid,
+            reach: 0,
         };
         let worker = if l.server_tid_out != 0 {
             l.server_tid_out
@@ -242,7 +251,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
                 continue;
             }
             if let Some(tl) = by_header.get(&(f.client_node, f.client_pid, id)) {
-                tl.in_progress(t, THREAD_SCAN, &mut found);
+                let _ = tl.in_progress(t, THREAD_SCAN, &mut found);
                 parent = found
                     .iter()
                     .filter(|s| not_me(s))
@@ -255,9 +264,10 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         found.clear();
         if parent.is_none() && f.client_tid != 0 {
             if let Some(tl) = by_thread.get(&(f.client_node, f.client_pid, f.client_tid)) {
-                tl.in_progress(t, THREAD_SCAN, &mut found);
+                let complete = tl.in_progress(t, THREAD_SCAN, &mut found);
                 found.retain(not_me);
                 parent = match found.as_slice() {
+                    _ if !complete => None,
                     [] => None,
                     [one] => Some((one.row, Link::Thread, 100)),
                     many => {
@@ -322,6 +332,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
                 end: end_of(start, r.server_latency),
                 socket: l.server_socket,
                 handed_off: false,
+                reach: 0,
             },
         ));
     }
@@ -336,7 +347,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         };
         let t = r.ts;
         let call_end = end_of(t, r.latency);
-        tl.in_progress(t, usize::MAX, &mut found);
+        let complete = tl.in_progress(t, usize::MAX, &mut found);
         found.retain(|s| {
             s.row != i && !proxied[s.row as usize] && (call_end == u64::MAX || s.end >= call_end)
         });
@@ -344,6 +355,10 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         // another was read at the same moment (their order tells nothing).
         found.sort_unstable_by_key(|s| (s.start, s.row));
         let parent = match found.as_slice() {
+            _ if !complete => {
+                cov.ambiguous += 1;
+                None
+            }
             [] => None,
             [one] => Some((one.row, 95)),
             [first, second, ..] if second.start - first.start >= SAME_TIME_NS => {
@@ -416,7 +431,9 @@ fn spawned_for(
         let starts = spawns.get(&(node, pid, tid))?;
         let &(started, by) = starts.iter().rev().find(|&&(s, _)| s <= at)?;
         if let Some(tl) = by_thread.get(&(node, pid, by)) {
-            tl.in_progress(started, THREAD_SCAN, found);
+            if !tl.in_progress(started, THREAD_SCAN, found) {
+                return None;
+            }
             found.retain(|s| s.row != me && s.end >= t);
             match found.as_slice() {
                 [] => {}
