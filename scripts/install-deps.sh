@@ -11,6 +11,8 @@ PACKAGES=(
   clang llvm libelf-dev zlib1g-dev pkg-config make bpftool
   # Tests and scenarios: real servers, real clients, packet loss, DNS, browser.
   iptables iproute2 curl dnsutils procps python3 python3-psycopg2 python3-redis
+  # tests/export_otlp.rs: a venv (below) with OpenTelemetry's protobuf classes.
+  python3-venv
   nginx-light redis-server postgresql wrk tcpdump tshark chromium
   # tests/analyze_e2e.rs (churn): the kernel's own retransmit counts, beside the capture.
   bpftrace
@@ -34,6 +36,20 @@ fi
 for svc in nginx redis-server postgresql; do
   $SUDO systemctl stop "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
+
+# tests/export_otlp.rs validates the OTLP export with OpenTelemetry's own generated classes
+# (PyPI: opentelemetry-proto, protobuf), pinned in tests/otlp/requirements.txt, in a venv of
+# Debian's python3 (RETRACE_PY_VENV, default /opt/retrace-py). Rebuilt only when the pins
+# change.
+venv="${RETRACE_PY_VENV:-/opt/retrace-py}"
+reqs="$(cd "$(dirname "$0")/.." && pwd)/tests/otlp/requirements.txt"
+if ! cmp -s "$reqs" "$venv/retrace-requirements.txt" || ! "$venv/bin/python" -c 'import opentelemetry.proto, google.protobuf' 2>/dev/null; then
+  echo "install-deps: creating the Python venv $venv (tests/otlp/requirements.txt)"
+  $SUDO rm -rf "$venv"
+  $SUDO /usr/bin/python3 -m venv "$venv"
+  $SUDO "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$reqs"
+  $SUDO cp "$reqs" "$venv/retrace-requirements.txt"
+fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -74,6 +74,77 @@ fn check_fails_when_the_api_went_down() {
 }
 
 #[test]
+fn check_asserts_where_traces_go() {
+    // The healthy capture: every checkout's trace reaches every service behind nginx.
+    let o = retrace(&[
+        "check",
+        "scenarios/checkout/capture",
+        "--expect",
+        "scenarios/checkout/scenario.yaml",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    for line in [
+        "PASS  traces: client spans linked >= 95.00% (measured: ",
+        "PASS  traces: server spans linked >= 99.00% (measured: ",
+        "PASS  route nginx \"GET /checkout/{id}\": reaches api, users, redis, postgres in >= \
+         95.00% of its traces (measured: ",
+        "PASS  route nginx \"GET /products/{id}\": reaches api, postgres in >= 95.00% of its \
+         traces (measured: ",
+    ] {
+        assert!(t.lines().any(|l| l.starts_with(line)), "{line}\n{t}");
+    }
+    // The api stopped for 8 of 24 s: the checkouts nginx could not pass on reached nothing
+    // behind it; JUnit says which route and what was missing.
+    let dir = tempfile::tempdir().expect("tmp");
+    let junit = dir.path().join("junit.xml");
+    let o = retrace(&[
+        "check",
+        "scenarios/api-down/capture",
+        "--expect",
+        "scenarios/checkout/scenario.yaml",
+        "--junit",
+        path(&junit),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("FAIL  route nginx \"GET /checkout/{id}\": reaches api,"))
+        .unwrap_or_else(|| panic!("no failed route in:\n{t}"));
+    assert!(line.contains("; missing api in "), "{line}");
+    let xml = std::fs::read_to_string(&junit).expect("junit written");
+    assert!(
+        xml.contains("<testcase classname=\"route nginx &quot;GET /checkout/{id}&quot;\""),
+        "{xml}"
+    );
+    // A route that does not exist fails; a misspelled key is an error with its line.
+    let f = dir.path().join("exp.yaml");
+    std::fs::write(
+        &f,
+        "traces:\n  routes:\n    - { service: nginx, name: GET /nowhere, reaches: [api] }\n",
+    )
+    .expect("write");
+    let o = retrace(&[
+        "check",
+        "scenarios/checkout/capture",
+        "--expect",
+        path(&f),
+        "--services",
+        "scenarios/common/services.yaml",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("measured: no trace holds this route (nginx's SERVER spans: GET /checkout/{id}, GET /products/{id})"), "{t}");
+    std::fs::write(&f, "traces:\n  min_client_linked: 95%\n  min_linked: 1\n").expect("write");
+    let o = retrace(&["check", "scenarios/checkout/capture", "--expect", path(&f)]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains(&format!("{}:3:", f.display())), "{t}");
+    assert!(t.contains("unknown field `min_linked`"), "{t}");
+}
+
+#[test]
 fn check_reports_malformed_files_with_their_line() {
     let dir = tempfile::tempdir().expect("tmp");
     let f = dir.path().join("exp.yaml");

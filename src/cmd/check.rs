@@ -21,6 +21,14 @@
 //!     exists: false
 //! only_services: [client, nginx, api, users, redis, postgres]
 //! only_edges: ["client -> nginx", "nginx -> api"]
+//! traces:                       # over the linked spans (see `TraceExpect`)
+//!   min_client_linked: 95%      # CLIENT spans of serving processes given a parent
+//!   min_server_linked: 99%      # SERVER spans whose client was captured, linked to it
+//!   routes:
+//!     - service: nginx
+//!       name: "GET /checkout/{id}"               # the SERVER span's name
+//!       reaches: [api, users, redis, postgres]   # spans of each in its traces
+//!       min_share: 95%                           # of its traces (default: all)
 //! ```
 //!
 //! Every key of every entry is one assertion; `check` prints one line per assertion with the
@@ -55,8 +63,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (expect, scenario_services) = load_expectations(&args.expect)?;
     let services = args.services.clone().or(scenario_services);
-    let snapshot = analyze_capture(std::slice::from_ref(&args.capture), services.as_deref())?;
-    let results = evaluate(&expect, &snapshot);
+    let analysis = run_analysis(std::slice::from_ref(&args.capture), services.as_deref())?;
+    let results = evaluate_analysis(&expect, &analysis);
     print!("{}", render_results(&results));
     if let Some(junit) = &args.junit {
         let cases: Vec<JunitCase> = results.iter().map(JunitCase::from).collect();
@@ -350,6 +358,9 @@ pub struct Expectations {
     pub only_services: Option<Vec<String>>,
     /// No edge beyond these.
     pub only_edges: Option<Vec<EdgeName>>,
+    /// Assertions over the traces.
+    #[serde(default)]
+    pub traces: Option<TraceExpect>,
 }
 
 impl Expectations {
@@ -359,6 +370,7 @@ impl Expectations {
             && self.edges.is_empty()
             && self.only_services.is_none()
             && self.only_edges.is_none()
+            && self.traces.as_ref().is_none_or(TraceExpect::is_empty)
     }
 }
 
@@ -393,7 +405,7 @@ pub fn parse_expectations(path: &Path, text: &str) -> anyhow::Result<Expectation
     let expect = if is_scenario {
         super::scenario::spec::parse_scenario(path, text)?.expect
     } else if value.is_null() {
-        anyhow::bail!("{}: empty file: expected expectations (services:, edges:, only_services:, only_edges:)", path.display())
+        anyhow::bail!("{}: empty file: expected expectations (services:, edges:, only_services:, only_edges:, traces:)", path.display())
     } else {
         serde_yaml_ng::from_str::<Expectations>(text).map_err(|e| yaml_error(path, &e))?
     };
@@ -693,6 +705,19 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
     c.out
 }
 
+/// Evaluates every assertion of `expect` against an analysis: [`evaluate`] on its
+/// [`Snapshot`], then the trace assertions ([`evaluate_traces`]).
+pub fn evaluate_analysis(
+    expect: &Expectations,
+    a: &retrace_analyze::Analysis,
+) -> Vec<AssertionResult> {
+    let mut results = evaluate(expect, &Snapshot::from_analysis(a));
+    if let Some(t) = &expect.traces {
+        results.extend(evaluate_traces(t, a));
+    }
+    results
+}
+
 /// One line per assertion.
 pub fn render_results(results: &[AssertionResult]) -> String {
     let mut s = String::new();
@@ -707,6 +732,219 @@ pub fn render_results(results: &[AssertionResult]) -> String {
         );
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traces: assertions over the spans the analysis linked into traces (`traces:`).
+
+/// Assertions about the traces (`traces:`).
+///
+/// `min_client_linked` and `min_server_linked` bound the linked shares of the analysis's
+/// trace coverage (summary.json `trace_coverage`): the CLIENT spans made by processes that
+/// served requests which were given a parent, and the SERVER spans whose client was captured
+/// which were linked to it. A route's `reaches` asserts that the traces holding one of its
+/// SERVER spans (`service` and span `name`, as in spans.csv) also hold a span of each listed
+/// service (the service's own span: a call that never got through does not count); at least
+/// `min_share` of them (default: all). A route no trace holds fails.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TraceExpect {
+    /// Linked share of the CLIENT spans of processes that served requests, at least.
+    pub min_client_linked: Option<Ratio>,
+    /// Linked share of the SERVER spans whose client was captured, at least.
+    pub min_server_linked: Option<Ratio>,
+    /// Number of traces within.
+    pub count: Option<CountRange>,
+    /// Routes whose traces must reach services.
+    #[serde(default)]
+    pub routes: Vec<RouteExpect>,
+}
+
+impl TraceExpect {
+    /// Whether nothing is asserted.
+    pub fn is_empty(&self) -> bool {
+        self.min_client_linked.is_none()
+            && self.min_server_linked.is_none()
+            && self.count.is_none()
+            && self.routes.is_empty()
+    }
+}
+
+/// The services a route's traces must reach.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteExpect {
+    /// The service serving the route.
+    pub service: String,
+    /// The name of its SERVER span (`GET /checkout/{id}`).
+    pub name: String,
+    /// Services with a span in each of the route's traces.
+    #[serde(default)]
+    pub reaches: Vec<String>,
+    /// Share of the route's traces that must reach all of them (default 1).
+    pub min_share: Option<Ratio>,
+}
+
+/// What a route's traces reached.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RouteReach {
+    /// Traces holding a SERVER span of the route.
+    pub traces: u64,
+    /// Of those, reaching every listed service.
+    pub reaching_all: u64,
+    /// Per listed service (in the order listed), the route's traces without a span of it.
+    pub missing: Vec<u64>,
+    /// Other names of the route's service's SERVER spans (sorted, for the message when the
+    /// route has no trace).
+    pub other_names: Vec<String>,
+}
+
+/// Measures what the traces of each route of `routes` reached, in one pass over the spans
+/// for the routes' SERVER spans and one for the listed services' spans.
+pub fn route_reach(a: &retrace_analyze::Analysis, routes: &[RouteExpect]) -> Vec<RouteReach> {
+    use retrace_analyze::SpanKind;
+    use std::collections::{BTreeSet, HashMap, HashSet};
+    // Per route: its traces, and for each, which listed services a span was seen of.
+    let mut traces: Vec<HashMap<u128, Vec<bool>>> = vec![HashMap::new(); routes.len()];
+    let mut others: Vec<BTreeSet<String>> = vec![BTreeSet::new(); routes.len()];
+    let serving: HashSet<&str> = routes.iter().map(|r| r.service.as_str()).collect();
+    for s in a.requests.spans() {
+        if s.kind != SpanKind::Server || !serving.contains(s.service) {
+            continue;
+        }
+        let name = s.name();
+        for (i, r) in routes.iter().enumerate() {
+            if r.service != s.service {
+                continue;
+            }
+            if r.name == name {
+                traces[i]
+                    .entry(s.trace_id)
+                    .or_insert_with(|| vec![false; r.reaches.len()]);
+            } else if others[i].len() < 8 {
+                others[i].insert(name.clone());
+            }
+        }
+    }
+    let reached: HashSet<&str> = routes
+        .iter()
+        .flat_map(|r| r.reaches.iter().map(String::as_str))
+        .collect();
+    for s in a.requests.spans() {
+        if !reached.contains(s.service) {
+            continue;
+        }
+        for (i, r) in routes.iter().enumerate() {
+            let Some(seen) = traces[i].get_mut(&s.trace_id) else {
+                continue;
+            };
+            for (j, want) in r.reaches.iter().enumerate() {
+                if want == s.service {
+                    seen[j] = true;
+                }
+            }
+        }
+    }
+    routes
+        .iter()
+        .zip(traces)
+        .zip(others)
+        .map(|((r, t), o)| {
+            let mut missing = vec![0u64; r.reaches.len()];
+            let mut reaching_all = 0;
+            for seen in t.values() {
+                if seen.iter().all(|&x| x) {
+                    reaching_all += 1;
+                }
+                for (m, &x) in missing.iter_mut().zip(seen) {
+                    *m += u64::from(!x);
+                }
+            }
+            RouteReach {
+                traces: t.len() as u64,
+                reaching_all,
+                missing,
+                other_names: o.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+/// Evaluates the trace assertions against an analysis.
+pub fn evaluate_traces(t: &TraceExpect, a: &retrace_analyze::Analysis) -> Vec<AssertionResult> {
+    let mut c = Collector {
+        subject: "traces".to_string(),
+        out: Vec::new(),
+    };
+    let cov = &a.trace_coverage;
+    let share = |what: &str, min: Option<Ratio>, v: f64, n: u64, of: u64, c: &mut Collector| {
+        if let Some(m) = min {
+            c.push(
+                format!("{what} linked >= {}", pct(m.0)),
+                format!("{} ({n}/{of})", pct(v)),
+                v >= m.0,
+            );
+        }
+    };
+    share(
+        "client spans",
+        t.min_client_linked,
+        cov.client_share(),
+        cov.client_spans_linked,
+        cov.client_spans_in_servers,
+        &mut c,
+    );
+    share(
+        "server spans",
+        t.min_server_linked,
+        cov.server_share(),
+        cov.server_spans_linked,
+        cov.server_spans_with_client,
+        &mut c,
+    );
+    if let Some(r) = &t.count {
+        c.range("traces", r, a.traces.len() as u64);
+    }
+    for (r, m) in t.routes.iter().zip(route_reach(a, &t.routes)) {
+        c.subject = format!("route {} {:?}", r.service, r.name);
+        let min = r.min_share.map_or(1.0, |x| x.0);
+        let assertion = if r.reaches.is_empty() {
+            "has traces".to_string()
+        } else {
+            format!(
+                "reaches {} in >= {} of its traces",
+                r.reaches.join(", "),
+                pct(min)
+            )
+        };
+        if m.traces == 0 {
+            let others = if m.other_names.is_empty() {
+                format!("no SERVER span of {}", r.service)
+            } else {
+                format!("{}'s SERVER spans: {}", r.service, m.other_names.join(", "))
+            };
+            c.push(
+                assertion,
+                format!("no trace holds this route ({others})"),
+                false,
+            );
+            continue;
+        }
+        let v = m.reaching_all as f64 / m.traces as f64;
+        let mut measured = format!("{} ({}/{})", pct(v), m.reaching_all, m.traces);
+        let short: Vec<String> = r
+            .reaches
+            .iter()
+            .zip(&m.missing)
+            .filter(|(_, &n)| n > 0)
+            .map(|(s, n)| format!("{s} in {n}"))
+            .collect();
+        if !short.is_empty() {
+            let _ = write!(measured, "; missing {}", short.join(", "));
+        }
+        c.push(assertion, measured, v >= min);
+    }
+    c.out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -977,5 +1215,169 @@ pub(crate) mod tests {
         assert!(x.contains("&apos;x&apos; \u{FFFD} &lt;/failure&gt;"));
         assert_eq!(x.matches("</failure>").count(), 1);
         assert!(x.contains("tests=\"1\" failures=\"1\""));
+    }
+
+    #[test]
+    fn parses_trace_expectations() {
+        let e = parse(
+            "traces:\n  min_client_linked: 95%\n  min_server_linked: 0.99\n  count: {min: 10}\n  routes:\n\
+             \x20   - { service: nginx, name: \"GET /checkout/{id}\", reaches: [api, postgres] }\n",
+        )
+        .expect("parses");
+        let t = e.traces.expect("traces");
+        assert_eq!(t.min_client_linked, Some(Ratio(0.95)));
+        assert_eq!(t.routes[0].reaches, vec!["api", "postgres"]);
+        assert_eq!(t.routes[0].min_share, None);
+        let err = parse("traces:\n  routes:\n    - { service: a, name: b, reach: [c] }\n")
+            .expect_err("unknown field")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:3:"), "{err}");
+        assert!(err.contains("unknown field `reach`"), "{err}");
+        let err = parse("traces:\n  min_server_linked: 2\n")
+            .expect_err("range")
+            .to_string();
+        assert!(err.contains("fraction between 0 and 1"), "{err}");
+        // An empty traces block asserts nothing.
+        let err = parse("traces: {}\n").expect_err("empty").to_string();
+        assert!(err.contains("no assertions"), "{err}");
+    }
+
+    /// The synthetic shop: wrk -> nginx (an event loop: few of its calls are linked) -> two
+    /// Python backends (threads: all linked) -> Redis.
+    fn shop_analysis() -> retrace_analyze::Analysis {
+        use retrace_analyze::synth::{write_shop_capture, ShopOptions};
+        let dir = tempfile::tempdir().expect("tmp");
+        let cap = dir.path().join("cap");
+        let opts = ShopOptions {
+            requests: 300,
+            ..Default::default()
+        };
+        write_shop_capture(&cap, &opts).expect("capture");
+        retrace_analyze::analyze(&[cap], &Default::default()).expect("analysis")
+    }
+
+    #[test]
+    fn trace_assertions_on_the_shop() {
+        let a = shop_analysis();
+        let cov = &a.trace_coverage;
+        let users = "GET /api/users/{id}";
+        let route = |service: &str, reaches: &[&str], min: Option<f64>| RouteExpect {
+            service: service.into(),
+            name: users.into(),
+            reaches: reaches.iter().map(|s| s.to_string()).collect(),
+            min_share: min.map(Ratio),
+        };
+        let t = TraceExpect {
+            min_client_linked: Some(Ratio(0.99)),
+            min_server_linked: Some(Ratio(0.99)),
+            count: Some(CountRange {
+                min: Some(1),
+                max: None,
+            }),
+            routes: vec![
+                route("python3:18081", &["redis-server:6379"], None),
+                route("nginx:8080", &["redis-server:6379"], Some(0.5)),
+                route("nginx:8080", &["python3:18081", "python3:18082"], Some(0.0)),
+                RouteExpect {
+                    name: "GET /nope".into(),
+                    ..route("nginx:8080", &["redis-server:6379"], None)
+                },
+            ],
+        };
+        let r = evaluate_traces(&t, &a);
+        let lines: Vec<(String, bool)> = r
+            .iter()
+            .map(|r| (format!("{}: {}", r.subject, r.assertion), r.passed))
+            .collect();
+        // nginx's calls are mostly unlinked (an event loop), its inbound requests all are.
+        assert!(
+            cov.client_share() < 0.99 && cov.server_share() >= 0.99,
+            "{cov:?}"
+        );
+        assert_eq!(
+            lines[..3],
+            [
+                ("traces: client spans linked >= 99.00%".to_string(), false),
+                ("traces: server spans linked >= 99.00%".to_string(), true),
+                ("traces: traces >= 1".to_string(), true),
+            ]
+        );
+        assert_eq!(
+            r[0].measured,
+            format!(
+                "{} ({}/{})",
+                pct(cov.client_share()),
+                cov.client_spans_linked,
+                cov.client_spans_in_servers
+            )
+        );
+        // A backend's route: passes only when every one of its traces reached Redis.
+        let reach = route_reach(&a, &t.routes);
+        assert!(reach[0].traces > 0, "{:?}", reach[0]);
+        assert_eq!(r[3].passed, reach[0].reaching_all == reach[0].traces);
+        assert!(
+            r[3].measured.starts_with(&format!(
+                "{} ({}/{})",
+                pct(reach[0].reaching_all as f64 / reach[0].traces as f64),
+                reach[0].reaching_all,
+                reach[0].traces
+            )),
+            "{}",
+            r[3].measured
+        );
+        // nginx's route reaches Redis exactly in the traces (rooted at wrk) holding a span of
+        // Redis: counted another way, from the trace summaries and each one's rows.
+        let roots: Vec<usize> = a
+            .traces
+            .iter()
+            .filter(|x| x.root_service == "wrk" && x.root_name == users)
+            .map(|x| x.root)
+            .collect();
+        let rows = a.requests.rows_of_traces(&roots);
+        let with_all = |services: &[&str]| {
+            rows.values()
+                .filter(|rows| {
+                    services.iter().all(|&want| {
+                        rows.iter()
+                            .any(|&i| a.requests.spans_of(i).any(|s| s.service == want))
+                    })
+                })
+                .count() as u64
+        };
+        let with_redis = with_all(&["redis-server:6379"]);
+        assert_eq!(reach[1].traces, roots.len() as u64);
+        assert_eq!(reach[1].reaching_all, with_redis);
+        assert!(
+            with_redis > 0 && with_redis < reach[1].traces,
+            "{:?}",
+            reach[1]
+        );
+        assert_eq!(reach[1].missing, vec![reach[1].traces - with_redis]);
+        assert_eq!(
+            r[4].passed,
+            with_redis as f64 / reach[1].traces as f64 >= 0.5,
+            "{:?}",
+            r[4]
+        );
+        // A request goes to one backend: few traces reach both (nginx's calls are linked by
+        // its event loop's rules, which can take two calls for one request's).
+        let both = with_all(&["python3:18081", "python3:18082"]);
+        assert_eq!(reach[2].reaching_all, both);
+        assert!(both * 10 < reach[2].traces, "{:?}", reach[2]);
+        assert!(r[5].passed, "min_share 0: {:?}", r[5]);
+        assert!(
+            r[5].measured.contains("; missing python3:18081 in "),
+            "{}",
+            r[5].measured
+        );
+        // A route no trace holds fails, naming the ones there are.
+        assert!(!r[6].passed);
+        assert_eq!(
+            r[6].measured,
+            "no trace holds this route (nginx:8080's SERVER spans: GET /api/orders/{id}, \
+             GET /api/users/{id})"
+        );
+        assert_eq!(r[6].subject, "route nginx:8080 \"GET /nope\"");
+        assert_eq!(r.len(), 7);
     }
 }

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod check;
 pub mod diff;
 pub mod doctor;
+pub mod export;
 pub mod mark;
 pub mod replay;
 pub mod scenario;
@@ -41,6 +42,8 @@ enum Command {
     Check(check::Args),
     /// Compare the analyses of two captures.
     Diff(diff::Args),
+    /// Export the analysis of captures for other tools (`export otlp`: traces as OTLP/JSON).
+    Export(export::Args),
     /// Run, capture and analyze real workloads (scenarios/).
     Scenario(scenario::Args),
 }
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(args) => analyze::run(args),
         Command::Check(args) => check::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Export(args) => export::run(args),
         Command::Scenario(args) => scenario::run(args),
     }
 }

@@ -106,8 +106,7 @@ fn analyze_and_check(sc: &Scenario, args: &RunArgs) -> anyhow::Result<ExitCode> 
     if sc.expect.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let snap = check::Snapshot::from_analysis(&analysis);
-    let results = check::evaluate(&sc.expect, &snap);
+    let results = check::evaluate_analysis(&sc.expect, &analysis);
     let text = check::render_results(&results);
     print!("\nexpectations:\n{text}");
     std::fs::write(args.out.join("check.txt"), &text)?;
