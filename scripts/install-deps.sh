@@ -45,6 +45,10 @@ venv="${RETRACE_PY_VENV:-/opt/retrace-py}"
 reqs="$(cd "$(dirname "$0")/.." && pwd)/tests/otlp/requirements.txt"
 if ! cmp -s "$reqs" "$venv/retrace-requirements.txt" || ! "$venv/bin/python" -c 'import opentelemetry.proto, google.protobuf' 2>/dev/null; then
   echo "install-deps: creating the Python venv $venv (tests/otlp/requirements.txt)"
+  if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+    echo "install-deps: $venv exists and is not a Python venv: not replacing it" >&2
+    exit 1
+  fi
   $SUDO rm -rf "$venv"
   $SUDO /usr/bin/python3 -m venv "$venv"
   $SUDO "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$reqs"

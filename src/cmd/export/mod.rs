@@ -69,6 +69,8 @@ impl Input {
             progress: !self.quiet && std::io::stderr().is_terminal(),
             from: self.from,
             to: self.to,
+            // Spans and traces are what the exports are made of.
+            no_traces: false,
         };
         let names: Vec<String> = self
             .captures

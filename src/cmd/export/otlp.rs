@@ -79,23 +79,27 @@ const SCOPE: &str = "retrace";
 pub fn write_otlp(a: &Analysis, w: &mut dyn Write) -> std::io::Result<OtlpStats> {
     // Pass 1: the resources, and each one's spans (row, kind) in time order.
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut resources: Vec<((&str, &str), Vec<(usize, SpanKind)>)> = Vec::new();
+    let mut resources: Vec<Resource<'_>> = Vec::new();
     for s in a.requests.spans() {
-        let key = (s.service, s.node);
-        let i = *index.entry(key).or_insert_with(|| {
-            resources.push((key, Vec::new()));
+        let i = *index.entry((s.service, s.node)).or_insert_with(|| {
+            resources.push(Resource {
+                service: s.service,
+                node: s.node,
+                spans: Vec::new(),
+            });
             resources.len() - 1
         });
-        resources[i].1.push((s.request, s.kind));
+        resources[i].spans.push((s.request, s.kind));
     }
     drop(index);
-    resources.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+    resources.sort_unstable_by(|x, y| (x.service, x.node).cmp(&(y.service, y.node)));
 
     // Pass 2: write them.
     let mut stats = OtlpStats::default();
     let mut attrs: Vec<(&'static str, Value<'_>)> = Vec::new();
     w.write_all(b"{\"resourceSpans\":[")?;
-    for (ri, ((service, node), spans)) in resources.iter().enumerate() {
+    for (ri, r) in resources.iter().enumerate() {
+        let (service, node) = (r.service, r.node);
         if ri > 0 {
             w.write_all(b",")?;
         }
@@ -108,7 +112,7 @@ pub fn write_otlp(a: &Analysis, w: &mut dyn Write) -> std::io::Result<OtlpStats>
         write_attr(w, "service.name", &Value::Str(service_name.into()))?;
         if !node.is_empty() {
             w.write_all(b",")?;
-            write_attr(w, "host.name", &Value::Str((*node).into()))?;
+            write_attr(w, "host.name", &Value::Str(node.into()))?;
         }
         w.write_all(b"]},\"scopeSpans\":[{\"scope\":{\"name\":")?;
         json_str(w, SCOPE)?;
@@ -116,7 +120,7 @@ pub fn write_otlp(a: &Analysis, w: &mut dyn Write) -> std::io::Result<OtlpStats>
         json_str(w, env!("CARGO_PKG_VERSION"))?;
         w.write_all(b"},\"spans\":[")?;
         let mut first = true;
-        for &(row, kind) in spans {
+        for &(row, kind) in &r.spans {
             let Some(s) = a.requests.span(row, kind) else {
                 continue;
             };
@@ -130,6 +134,13 @@ pub fn write_otlp(a: &Analysis, w: &mut dyn Write) -> std::io::Result<OtlpStats>
     }
     w.write_all(b"\n]}\n")?;
     Ok(stats)
+}
+
+/// The spans of one (service, node): rows and kinds, in time order.
+struct Resource<'a> {
+    service: &'a str,
+    node: &'a str,
+    spans: Vec<(usize, SpanKind)>,
 }
 
 /// An attribute's value.
