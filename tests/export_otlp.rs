@@ -431,3 +431,71 @@ fn bad_input_gives_clear_errors() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn writes_through_links_and_fifos_without_replacing_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cap = "scenarios/checkout/capture";
+    let plain = tmp.path().join("plain.json");
+    let o = retrace(&[
+        "export",
+        "otlp",
+        "--quiet",
+        cap,
+        "--to",
+        "+2s",
+        "--out",
+        path(&plain),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let want = std::fs::read(&plain).expect("plain");
+    // A symbolic link: its target is written, the link stays.
+    let target = tmp.path().join("target.json");
+    std::fs::write(&target, "old").expect("write");
+    let link = tmp.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let o = retrace(&[
+        "export",
+        "otlp",
+        "--quiet",
+        cap,
+        "--to",
+        "+2s",
+        "--out",
+        path(&link),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m = std::fs::symlink_metadata(&link).expect("link");
+    assert!(m.file_type().is_symlink(), "the link was replaced");
+    assert!(std::fs::read(&target).expect("target") == want);
+    // A FIFO: read by another thread, still a FIFO afterwards.
+    let fifo = tmp.path().join("fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(st.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("read the fifo"))
+    };
+    let o = retrace(&[
+        "export",
+        "otlp",
+        "--quiet",
+        cap,
+        "--to",
+        "+2s",
+        "--out",
+        path(&fifo),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // (Checked before joining the reader, which a replaced FIFO would leave blocked.)
+    use std::os::unix::fs::FileTypeExt as _;
+    let m = std::fs::symlink_metadata(&fifo).expect("fifo");
+    assert!(m.file_type().is_fifo(), "the FIFO was replaced");
+    let got = reader.join().expect("reader");
+    assert!(got == want, "the FIFO carried {} bytes", got.len());
+    // A directory is refused.
+    let o = retrace(&["export", "otlp", "--quiet", cap, "--out", path(tmp.path())]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("is a directory"), "{t}");
+}

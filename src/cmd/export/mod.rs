@@ -82,19 +82,37 @@ impl Input {
     }
 }
 
-/// Writes an export through a buffer into `out` (`-`: standard output). A file is written
-/// under a temporary name beside it and renamed when complete, so that a failed export
-/// leaves no truncated file under the name asked for.
+/// Writes an export through a buffer into `out` (`-`: standard output). A new or regular
+/// file is written under a temporary name beside it and renamed when complete, so that a
+/// failed export leaves no truncated file under the name asked for; anything else that
+/// exists (a symbolic link, a FIFO, a device) is opened and written as it is.
 pub fn write_output<T>(
     out: &Path,
     write: impl FnOnce(&mut dyn Write) -> std::io::Result<T>,
 ) -> anyhow::Result<T> {
+    let ctx = || format!("writing {}", out.display());
     if out == Path::new("-") {
         let stdout = std::io::stdout();
         let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
         let v = write(&mut w).context("writing to standard output")?;
         w.flush().context("writing to standard output")?;
         return Ok(v);
+    }
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => anyhow::bail!("{}: is a directory", out.display()),
+        Ok(m) if !m.is_file() => {
+            // Replacing it would replace the link or the device itself.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(out)
+                .with_context(|| format!("opening {}", out.display()))?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            let v = write(&mut w).with_context(ctx)?;
+            w.flush().with_context(ctx)?;
+            return Ok(v);
+        }
+        _ => {}
     }
     let name = out
         .file_name()
@@ -106,12 +124,9 @@ pub fn write_output<T>(
     let result = (|| -> anyhow::Result<T> {
         let file = File::create(&tmp).with_context(|| format!("creating {}", out.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let v = write(&mut w).with_context(|| format!("writing {}", out.display()))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", out.display()))?;
-        drop(file);
+        let v = write(&mut w).with_context(ctx)?;
+        w.flush().with_context(ctx)?;
+        drop(w);
         std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
         Ok(v)
     })();
