@@ -499,3 +499,68 @@ fn writes_through_links_and_fifos_without_replacing_them() {
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains("is a directory"), "{t}");
 }
+
+#[test]
+fn batches_are_json_lines_of_complete_requests() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let capture = root().join("scenarios/checkout/capture");
+    let services = root().join("scenarios/common/services.yaml");
+    let (report, json) = analyze_and_export(&capture, &["--services", path(&services)], tmp.path());
+    let lines = tmp.path().join("traces.jsonl");
+    let o = retrace(&[
+        "export",
+        "otlp",
+        "--quiet",
+        path(&capture),
+        "--services",
+        path(&services),
+        "--batch",
+        "700",
+        "--out",
+        path(&lines),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The same spans as the single document, resource by resource, at most 700 a line.
+    let spans_of = |doc: &serde_json::Value| -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for rs in doc["resourceSpans"].as_array().expect("resourceSpans") {
+            let service = rs["resource"]["attributes"][0]["value"]["stringValue"].to_string();
+            for s in rs["scopeSpans"][0]["spans"].as_array().expect("spans") {
+                v.push((service.clone(), s["spanId"].to_string()));
+            }
+        }
+        v
+    };
+    let whole: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("JSON");
+    let text_lines = std::fs::read_to_string(&lines).expect("jsonl");
+    let mut from_lines = Vec::new();
+    let mut n_lines = 0;
+    for line in text_lines.lines() {
+        let doc: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        let spans = spans_of(&doc);
+        assert!(
+            !spans.is_empty() && spans.len() <= 700,
+            "{} spans",
+            spans.len()
+        );
+        assert_eq!(doc["resourceSpans"].as_array().map(Vec::len), Some(1));
+        from_lines.extend(spans);
+        n_lines += 1;
+    }
+    assert_eq!(from_lines, spans_of(&whole));
+    assert!(n_lines > from_lines.len() / 700, "{n_lines} lines");
+    if let Some(py) = venv_python() {
+        let o = Command::new(&py)
+            .arg(root().join("tests/otlp/validate_otlp.py"))
+            .arg("--jsonl")
+            .arg(&lines)
+            .arg(report.join("spans.csv"))
+            .arg(report.join("traces.csv"))
+            .output()
+            .expect("run the validator");
+        assert!(o.status.success(), "{}", text(&o));
+        let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("summary");
+        assert_eq!(summary["requests"].as_u64(), Some(n_lines as u64));
+    }
+}

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Validates `retrace export otlp` output independently of retrace's own code.
 
-Usage: validate_otlp.py TRACES.json SPANS.csv TRACES.csv
+Usage: validate_otlp.py [--jsonl] TRACES.json SPANS.csv TRACES.csv
+
+With --jsonl, the file is JSON Lines (`retrace export otlp --batch N`): each line a complete
+request, validated as above, the lines together as one export.
 
 1. The file is parsed into OpenTelemetry's `ExportTraceServiceRequest` by the generated
    classes of PyPI's `opentelemetry-proto` and protobuf's `json_format.Parse` with
@@ -173,23 +176,36 @@ def typed_attributes(where, raw, allowed_strings):
 
 
 def main():
-    if len(sys.argv) != 4:
+    args = sys.argv[1:]
+    jsonl = args[:1] == ["--jsonl"]
+    if jsonl:
+        args = args[1:]
+    if len(args) != 3:
         sys.stderr.write(__doc__)
         sys.exit(2)
-    traces_json, spans_csv, traces_csv = sys.argv[1:]
+    traces_json, spans_csv, traces_csv = args
     t0 = time.monotonic()
 
     # -- 1. JSON shape and ids, then protobuf with the ids converted ---------------------
     with open(traces_json, "rb") as f:
         raw_bytes = f.read()
     try:
-        doc = json.loads(raw_bytes.decode("utf-8"), parse_constant=bad_constant)
+        text = raw_bytes.decode("utf-8")
+        if jsonl:
+            docs = [json.loads(line, parse_constant=bad_constant)
+                    for line in text.split("\n") if line]
+        else:
+            docs = [json.loads(text, parse_constant=bad_constant)]
     except (UnicodeDecodeError, ValueError) as e:
         fail("not JSON (UTF-8): %s" % e)
         finish({})
-    if not isinstance(doc, dict) or set(doc) != {"resourceSpans"}:
-        fail("top level must be exactly {resourceSpans}")
-        finish({})
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict) or set(d) != {"resourceSpans"}:
+            fail("request %d: top level must be exactly {resourceSpans}" % i)
+            finish({})
+    # The requests' resources in order, each with the request it came in.
+    doc = {"resourceSpans": [rs for d in docs for rs in d["resourceSpans"]]}
+    request_of = [i for i, d in enumerate(docs) for _ in d["resourceSpans"]]
 
     spans = []  # (span dict with hex ids, service, host, ids as hex)
     resources_seen = set()
@@ -204,9 +220,10 @@ def main():
         service, host = rattrs.get("service.name"), rattrs.get("host.name", "")
         if not service:
             fail("%s: no service.name" % where)
-        if (service, host) in resources_seen:
-            fail("%s: resource (%s, %s) twice" % (where, service, host))
-        resources_seen.add((service, host))
+        # One resource per (service, node) in a request.
+        if (request_of[ri], service, host) in resources_seen:
+            fail("%s: resource (%s, %s) twice in a request" % (where, service, host))
+        resources_seen.add((request_of[ri], service, host))
         scopes = rs.get("scopeSpans", [])
         if len(scopes) != 1 or scopes[0].get("scope", {}).get("name") != "retrace":
             fail("%s: expected one scopeSpans with scope retrace" % where)
@@ -445,7 +462,8 @@ def main():
     finish({
         "spans": len(by_id),
         "traces": len(per_trace),
-        "resources": len(resources_seen),
+        "resources": len({(s, h) for _, s, h in resources_seen}),
+        "requests": len(docs),
         "server_spans": kinds[SERVER],
         "client_spans": kinds[CLIENT],
         "errors": sum(1 for s in by_id.values() if s["error"]),

@@ -18,6 +18,10 @@
 //! marked it failed, and as OpenTelemetry has it for HTTP: a SERVER span on 5xx, a CLIENT span
 //! on 4xx and 5xx; the message is the status seen (`HTTP 502`, `ECONNREFUSED`, ...).
 //!
+//! With `--batch N` the file is JSON Lines instead: each line a complete request of one
+//! resource and at most N spans (what the Collector's `otlpjsonfile` receiver reads; small
+//! enough to send line by line to an OTLP/HTTP endpoint).
+//!
 //! The file is written as it goes (through a buffer): a first pass over the spans groups them
 //! by resource (two numbers a span), the second writes each resource's spans.
 
@@ -40,6 +44,11 @@ pub struct Args {
     /// File to write (`-`: standard output).
     #[arg(long, short, value_name = "FILE.json")]
     out: PathBuf,
+    /// Write JSON Lines: one complete request of at most N spans (of one resource) per line,
+    /// as the Collector's `otlpjsonfile` receiver reads, and small enough for an OTLP/HTTP
+    /// endpoint's request limit when each line is sent on its own.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
 }
 
 /// Runs `retrace export otlp`.
@@ -47,14 +56,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let analysis = args.input.analyze()?;
     let t1 = Instant::now();
-    let stats = super::write_output(&args.out, |w| write_otlp(&analysis, w))?;
+    let layout = match args.batch {
+        Some(n) => Layout::Lines(n as usize),
+        None => Layout::Document,
+    };
+    let stats = super::write_output(&args.out, |w| write_otlp(&analysis, layout, w))?;
     if !args.input.quiet {
         eprintln!(
-            "{} spans of {} traces, {} resources (service, node) written to {} \
+            "{} spans of {} traces, {} resources (service, node), {} request(s) written to {} \
              (analysis {:.2} s, export {:.2} s)",
             stats.spans,
             analysis.traces.len(),
             stats.resources,
+            stats.requests,
             args.out.display(),
             (t1 - t0).as_secs_f64(),
             t1.elapsed().as_secs_f64(),
@@ -70,13 +84,24 @@ pub struct OtlpStats {
     pub spans: u64,
     /// Resources: (service, node) pairs.
     pub resources: u64,
+    /// `ExportTraceServiceRequest`s (lines with [`Layout::Lines`], else 1).
+    pub requests: u64,
+}
+
+/// How the spans are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One request holding every resource, a span a line.
+    Document,
+    /// JSON Lines: one request a line, of one resource and at most this many spans.
+    Lines(usize),
 }
 
 /// The scope every span is under.
 const SCOPE: &str = "retrace";
 
-/// Writes every span of `a` as one OTLP/JSON `ExportTraceServiceRequest`.
-pub fn write_otlp(a: &Analysis, w: &mut dyn Write) -> std::io::Result<OtlpStats> {
+/// Writes every span of `a` as OTLP/JSON `ExportTraceServiceRequest`s: one, or one a line.
+pub fn write_otlp(a: &Analysis, layout: Layout, w: &mut dyn Write) -> std::io::Result<OtlpStats> {
     // Pass 1: the resources, and each one's spans (row, kind) in time order.
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     let mut resources: Vec<Resource<'_>> = Vec::new();
@@ -97,43 +122,64 @@ pub fn write_otlp(a: &Analysis, w: &mut dyn Write) -> std::io::Result<OtlpStats>
     // Pass 2: write them.
     let mut stats = OtlpStats::default();
     let mut attrs: Vec<(&'static str, Value<'_>)> = Vec::new();
-    w.write_all(b"{\"resourceSpans\":[")?;
-    for (ri, r) in resources.iter().enumerate() {
-        let (service, node) = (r.service, r.node);
-        if ri > 0 {
-            w.write_all(b",")?;
-        }
-        w.write_all(b"\n{\"resource\":{\"attributes\":[")?;
-        let service_name = if service.is_empty() {
-            "unknown_service"
-        } else {
-            service
-        };
-        write_attr(w, "service.name", &Value::Str(service_name.into()))?;
-        if !node.is_empty() {
-            w.write_all(b",")?;
-            write_attr(w, "host.name", &Value::Str(node.into()))?;
-        }
-        w.write_all(b"]},\"scopeSpans\":[{\"scope\":{\"name\":")?;
-        json_str(w, SCOPE)?;
-        w.write_all(b",\"version\":")?;
-        json_str(w, env!("CARGO_PKG_VERSION"))?;
-        w.write_all(b"},\"spans\":[")?;
-        let mut first = true;
-        for &(row, kind) in &r.spans {
+    let mut write_spans = |w: &mut dyn Write, spans: &[(usize, SpanKind)], sep: &[u8]| {
+        let mut n = 0;
+        for &(row, kind) in spans {
             let Some(s) = a.requests.span(row, kind) else {
                 continue;
             };
-            w.write_all(if first { b"\n" } else { b",\n" })?;
-            first = false;
+            w.write_all(if n == 0 { &sep[1..] } else { sep })?;
             write_span(w, &s, &mut attrs)?;
-            stats.spans += 1;
+            n += 1;
         }
-        w.write_all(b"]}]}")?;
-        stats.resources += 1;
+        std::io::Result::Ok(n)
+    };
+    match layout {
+        Layout::Document => {
+            w.write_all(b"{\"resourceSpans\":[")?;
+            for (ri, r) in resources.iter().enumerate() {
+                w.write_all(if ri > 0 { b",\n" } else { b"\n" })?;
+                write_resource_start(w, r)?;
+                stats.spans += write_spans(w, &r.spans, b",\n")?;
+                w.write_all(b"]}]}")?;
+            }
+            w.write_all(b"\n]}\n")?;
+            stats.requests = 1;
+        }
+        Layout::Lines(n) => {
+            for r in &resources {
+                for chunk in r.spans.chunks(n.max(1)) {
+                    w.write_all(b"{\"resourceSpans\":[")?;
+                    write_resource_start(w, r)?;
+                    stats.spans += write_spans(w, chunk, b",")?;
+                    w.write_all(b"]}]}]}\n")?;
+                    stats.requests += 1;
+                }
+            }
+        }
     }
-    w.write_all(b"\n]}\n")?;
+    stats.resources = resources.len() as u64;
     Ok(stats)
+}
+
+/// A resource's object up to its spans' opening bracket.
+fn write_resource_start(w: &mut dyn Write, r: &Resource<'_>) -> std::io::Result<()> {
+    w.write_all(b"{\"resource\":{\"attributes\":[")?;
+    let service_name = if r.service.is_empty() {
+        "unknown_service"
+    } else {
+        r.service
+    };
+    write_attr(w, "service.name", &Value::Str(service_name.into()))?;
+    if !r.node.is_empty() {
+        w.write_all(b",")?;
+        write_attr(w, "host.name", &Value::Str(r.node.into()))?;
+    }
+    w.write_all(b"]},\"scopeSpans\":[{\"scope\":{\"name\":")?;
+    json_str(w, SCOPE)?;
+    w.write_all(b",\"version\":")?;
+    json_str(w, env!("CARGO_PKG_VERSION"))?;
+    w.write_all(b"},\"spans\":[")
 }
 
 /// The spans of one (service, node): rows and kinds, in time order.
