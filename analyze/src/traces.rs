@@ -95,19 +95,23 @@ struct Timeline<'a> {
 }
 
 impl<K: Ord + Copy> Index<K> {
-    fn build(mut entries: Vec<(K, Inbound)>) -> Self {
-        entries.sort_unstable_by(|(ka, a), (kb, b)| {
-            ka.cmp(kb)
-                .then_with(|| (a.start, a.end, a.row).cmp(&(b.start, b.end, b.row)))
-        });
+    fn build(entries: Vec<(K, Inbound)>) -> Self {
+        // Sorted by small keys (key, start, position), then gathered: moving whole entries
+        // while sorting costs more than the sort.
+        let mut order: Vec<(K, u64, u32)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (k, s))| (*k, s.start, i as u32))
+            .collect();
+        order.sort_unstable();
         let mut keys: Vec<(K, u32, u32)> = Vec::new();
         let mut spans: Vec<Inbound> = Vec::with_capacity(entries.len());
-        for (k, s) in entries {
+        for (k, _, i) in order {
             match keys.last_mut() {
                 Some(last) if last.0 == k => last.2 += 1,
                 _ => keys.push((k, spans.len() as u32, spans.len() as u32 + 1)),
             }
-            spans.push(s);
+            spans.push(entries[i as usize].1);
         }
         for key in &keys {
             let group = &mut spans[key.1 as usize..key.2 as usize];
@@ -170,6 +174,7 @@ const SAME_TIME_NS: u64 = 100_000;
 /// `confidence` and `root` of every row's [`SpanFacts`], and counts the coverage.
 pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> TraceCoverage {
     let mut cov = TraceCoverage::default();
+    let mut cp = crate::input::Checkpoints::new();
     // Processes that made calls: only their inbound requests can be parents.
     let mut callers: Vec<(u32, u32)> = rows
         .iter()
@@ -219,6 +224,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     servers.dedup();
     let by_thread = Index::build(by_thread);
     let by_header = Index::build(by_header);
+    cp.at("links: index by thread and header");
 
     // Calls in time order, so that the proxy rule takes inbound requests first come, first
     // served.
@@ -230,8 +236,8 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     // Calls left to the proxy rule.
     let mut for_proxy: Vec<u32> = Vec::new();
     for &i in &calls {
-        let r = rows[i as usize];
-        let f = r.spans;
+        let r = &rows[i as usize];
+        let (t, trace, f) = (r.ts, r.trace, r.spans);
         let l = links.get(i as usize).copied().unwrap_or_default();
         cov.client_spans += 1;
         if servers
@@ -241,12 +247,11 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
             continue; // a process that served nothing: its calls are roots
         }
         cov.client_spans_in_servers += 1;
-        let t = r.ts;
         let not_me = |s: &Inbound| s.row != i;
 
         // 1. header
         let mut parent: Option<(u32, Link, u8)> = None;
-        for id in [r.trace, l.request_id] {
+        for id in [trace, l.request_id] {
             if id == EMPTY || parent.is_some() {
                 continue;
             }
@@ -304,6 +309,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         }
     }
 
+    cp.at("links: header and thread rules");
     // 3. proxy, for the calls left, in time order: inbound requests indexed by process,
     // method and target only where such a call exists.
     let mut wanted: Vec<(u32, u32, u32, u32)> = for_proxy
@@ -338,15 +344,15 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     }
     drop(wanted);
     let by_call = Index::build(by_call);
+    cp.at("links: index by method and target");
     let mut proxied = vec![false; rows.len()];
     for i in for_proxy {
-        let r = rows[i as usize];
-        let f = r.spans;
+        let r = &rows[i as usize];
+        let (t, latency, f) = (r.ts, r.latency, &r.spans);
         let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) else {
             continue;
         };
-        let t = r.ts;
-        let call_end = end_of(t, r.latency);
+        let call_end = end_of(t, latency);
         let complete = tl.in_progress(t, usize::MAX, &mut found);
         found.retain(|s| {
             s.row != i && !proxied[s.row as usize] && (call_end == u64::MAX || s.end >= call_end)
@@ -381,14 +387,18 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
             if r.spans.client {
                 cov.server_spans_with_client += 1;
                 cov.server_spans_linked += 1;
-                *cov.by_link
-                    .entry(Link::Connection.name().into())
-                    .or_insert(0) += 1;
             }
         }
     }
+    // Links by rule, counted by `set_parent` in `cov.by_link` under "" until now.
+    if cov.server_spans_linked > 0 {
+        cov.by_link
+            .insert(Link::Connection.name().into(), cov.server_spans_linked);
+    }
     cov.spans = cov.client_spans + cov.server_spans;
+    cp.at("links: proxy rule");
     set_roots(rows);
+    cp.at("links: roots");
     cov
 }
 
@@ -403,7 +413,12 @@ fn set_parent(
     f.link = how;
     f.confidence = confidence;
     cov.client_spans_linked += 1;
-    *cov.by_link.entry(how.name().to_string()).or_insert(0) += 1;
+    match cov.by_link.get_mut(how.name()) {
+        Some(n) => *n += 1,
+        None => {
+            cov.by_link.insert(how.name().to_string(), 1);
+        }
+    }
 }
 
 /// Leaves every row a trace of its own (linking skipped).
