@@ -269,8 +269,17 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         found.clear();
         if parent.is_none() && f.client_tid != 0 {
             if let Some(tl) = by_thread.get(&(f.client_node, f.client_pid, f.client_tid)) {
-                let complete = tl.in_progress(t, THREAD_SCAN, &mut found);
+                // Two in progress on different sockets, not handed off: an event loop (the
+                // usual case that fails the rule), known without collecting more.
+                let mut complete = tl.in_progress(t, 3, &mut found);
                 found.retain(not_me);
+                let loop_like = found.len() >= 2
+                    && found[0].socket != found[1].socket
+                    && !(found[0].handed_off && found[1].handed_off);
+                if !loop_like && complete && found.len() >= 2 {
+                    complete = tl.in_progress(t, THREAD_SCAN, &mut found);
+                    found.retain(not_me);
+                }
                 parent = match found.as_slice() {
                     _ if !complete => None,
                     [] => None,
@@ -312,20 +321,21 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     cp.at("links: header and thread rules");
     // 3. proxy, for the calls left, in time order: inbound requests indexed by process,
     // method and target only where such a call exists.
-    let mut wanted: Vec<(u32, u32, u32, u32)> = for_proxy
+    let wanted: Map<(u32, u32, u32, u32), ()> = for_proxy
         .iter()
         .map(|&i| {
             let r = &rows[i as usize];
-            (r.spans.client_node, r.spans.client_pid, r.method, r.target)
+            (
+                (r.spans.client_node, r.spans.client_pid, r.method, r.target),
+                (),
+            )
         })
         .collect();
-    wanted.sort_unstable();
-    wanted.dedup();
     let mut by_call: Vec<((u32, u32, u32, u32), Inbound)> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let f = &r.spans;
         let key = (f.server_node, f.server_pid, r.method, r.target);
-        if !f.server || wanted.binary_search(&key).is_err() {
+        if !f.server || !wanted.contains_key(&key) {
             continue;
         }
         let l = links.get(i).copied().unwrap_or_default();
@@ -566,8 +576,10 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // trace (rows come in time order, so a trace's first row is usually its root).
     let mut acc: Vec<TraceAcc> = Vec::new();
     let mut trace_of: Vec<u32> = vec![u32::MAX; rows.len()];
-    // Per parent row: (covered until, time covered by children) of its SERVER span.
-    let mut covered: Map<u32, (u64, u64)> = Map::default();
+    // Per parent row: until when its SERVER span's time is covered by its calls (0: none
+    // yet); per endpoint: (requests, summed duration, time covered by calls).
+    let mut covered_until: Vec<u64> = vec![0; rows.len()];
+    let mut endpoints: Map<Endpoint, (u64, u64, u64)> = Map::default();
     // Per (endpoint, downstream service, protocol): (calls, ns).
     let mut downstream: Map<(Endpoint, u32, u32), (u64, u64)> = Map::default();
     for r in rows.iter() {
@@ -619,14 +631,14 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                     let from = r.ts_ns.max(p_start);
                     let to = r.ts_ns.saturating_add(r.latency_ns).min(p_end);
                     let clipped = to.saturating_sub(from);
-                    let c = covered.entry(f.parent).or_insert((p_start, 0));
-                    // Calls come in time order: the union of their intervals grows forward.
-                    let from_new = from.max(c.0);
-                    if to > from_new {
-                        c.1 += to - from_new;
-                    }
-                    c.0 = c.0.max(to);
                     let ep = (p.server, p.protocol, p.method, p.route);
+                    // Calls come in time order: the union of their intervals grows forward.
+                    let until = &mut covered_until[f.parent as usize];
+                    let from_new = from.max(*until);
+                    if to > from_new {
+                        endpoints.entry(ep).or_insert((0, 0, 0)).2 += to - from_new;
+                    }
+                    *until = (*until).max(to);
                     let d = downstream
                         .entry((ep, r.server, r.protocol))
                         .or_insert((0, 0));
@@ -663,9 +675,8 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     traces.sort_unstable_by_key(|t| t.root);
 
     // Endpoints: every SERVER span with a duration.
-    // Per endpoint: (requests, summed duration, time covered by calls).
-    let mut endpoints: BTreeMap<Endpoint, (u64, u64, u64)> = BTreeMap::new();
-    for (i, r) in rows.iter().enumerate() {
+    drop(covered_until);
+    for r in rows.iter() {
         if !r.spans.server || r.server_latency_ns == NO_LATENCY {
             continue;
         }
@@ -674,8 +685,8 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
             .or_insert((0, 0, 0));
         e.0 += 1;
         e.1 += r.server_latency_ns;
-        e.2 += covered.get(&(i as u32)).map_or(0, |c| c.1);
     }
+    let endpoints: BTreeMap<Endpoint, (u64, u64, u64)> = endpoints.into_iter().collect();
     let mut per_endpoint: BTreeMap<Endpoint, Vec<DownstreamTime>> = BTreeMap::new();
     for ((ep, service, protocol), (calls, ns)) in downstream {
         per_endpoint.entry(ep).or_default().push(DownstreamTime {
