@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+use common::*;
+
 /// Files of the report compared with the blessed ones.
 const GOLDEN_FILES: &[&str] = &["services.csv", "edges.csv", "endpoints.csv", "summary.json"];
 
@@ -25,10 +28,6 @@ fn digest(text: &str) -> String {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("lines {} fnv1a64 {h:016x}\n", text.lines().count())
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn scenario_dirs() -> Vec<PathBuf> {

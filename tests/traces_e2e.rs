@@ -49,6 +49,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
+mod common;
+use common::*;
+
 use retrace_analyze::{Analysis, AnalyzeOptions, Link, SpanKind};
 
 /// Both scenarios use the same ports: one live run at a time.
@@ -58,41 +61,6 @@ static LIVE: Mutex<()> = Mutex::new(());
 const GOAL_THREAD: f64 = 0.99;
 const GOAL_PROXY: f64 = 0.95;
 const GOAL_HEADER: f64 = 0.995;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Whether the live test can run here; panics when it cannot but must (CI).
-fn may_run(test: &str) -> bool {
-    if effective_uid() == Some(0) {
-        return true;
-    }
-    if std::env::var_os("RETRACE_REQUIRE_BPF").is_some_and(|v| v == "1") {
-        panic!("{test}: needs root to capture, and RETRACE_REQUIRE_BPF=1 requires it to run");
-    }
-    eprintln!("{test}: skipped: needs root (live capture with eBPF)");
-    false
-}
-
-/// A run folder, removed when the test passes, kept for diagnosis when it fails.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("run folder kept for diagnosis: {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Ground truth: the services' own logs.

@@ -1,0 +1,67 @@
+//! What the integration tests share: the repository root, running the `retrace` binary, and
+//! for the live tests, whether they may run here (root) and a run folder kept on failure.
+//! Each test file takes what it needs (`mod common;`), so some of it is unused in each.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (the tests run the binary from there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `retrace ARGS` in the repository root.
+pub fn retrace(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_retrace"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run retrace")
+}
+
+/// Standard output then standard error of a run, as text.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A path as a command-line argument.
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The effective user id of this process.
+pub fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Whether a live test can run here; panics when it cannot but must (CI).
+pub fn may_run(test: &str) -> bool {
+    if effective_uid() == Some(0) {
+        return true;
+    }
+    if std::env::var_os("RETRACE_REQUIRE_BPF").is_some_and(|v| v == "1") {
+        panic!("{test}: needs root to capture, and RETRACE_REQUIRE_BPF=1 requires it to run");
+    }
+    eprintln!("{test}: skipped: needs root (live capture with eBPF)");
+    false
+}
+
+/// A run folder, removed when the test passes, kept for diagnosis when it fails.
+pub struct RunDir(pub PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("run folder kept for diagnosis: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
