@@ -1545,6 +1545,83 @@ fn authorization_header_value_is_not_on_disk() {
     }
 }
 
+/// The secrets of a real client, as a user sends them (issue 16's example): curl with a
+/// bearer token, a cookie and an API key in the query string, against a Python server whose
+/// log line repeats the query. None of them reaches the disk: not in the payloads, not in the
+/// server's captured log write, not in curl's exec arguments; the rest of the query does.
+/// With `--no-redact` they all do (the control that shows the check can fail).
+#[test]
+fn secrets_of_a_real_client_are_not_on_disk() {
+    let Some(_lock) = root_or_skip("secrets_of_a_real_client_are_not_on_disk") else {
+        return;
+    };
+    let www = temp_dir("www-secrets");
+    let port = free_port();
+    let log_path = www.path().join("server.log");
+    let log = fs::File::create(&log_path).expect("server log");
+    let _server = ChildGuard::spawn(
+        Command::new(PYTHON)
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(www.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    wait_port(port);
+    for redact in [true, false] {
+        let n = nonce();
+        let (token, cookie, key) = (format!("tok{n}X"), format!("ck{n}X"), format!("KEY{n}X"));
+        let extra: &[&str] = if redact { &[] } else { &["--no-redact"] };
+        let daemon = Daemon::start("proc,tcp,l7,logs", extra);
+        let url = format!("http://127.0.0.1:{port}/x?api_key={key}&user=bob{n}");
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg("-H")
+            .arg(format!("Cookie: sid={cookie}"))
+            .arg(&url)
+            .status()
+            .expect("curl runs");
+        assert!(status.success(), "curl: {status}");
+        thread::sleep(Duration::from_millis(300));
+        let cap = daemon.stop();
+        let logged = fs::read_to_string(&log_path).expect("server log");
+        assert!(
+            logged.contains(&key),
+            "the server logged the query: {logged}"
+        );
+        let disk = all_bytes(&cap.out);
+        for secret in [&token, &cookie, &key] {
+            assert_eq!(
+                contains(&disk, secret.as_bytes()),
+                !redact,
+                "{secret} on disk (redact={redact})"
+            );
+        }
+        // What the capture must have seen, redacted or not: the request (both ends), the
+        // server's log line and curl's exec, each with the query's other parameter.
+        let user = format!("user=bob{n}");
+        let evs = cap.events();
+        let l7 = evs
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::L7(m) if contains(&m.payload, user.as_bytes())));
+        let logs = evs
+            .iter()
+            .any(|e| matches!(&e.body, EventBody::Log(m) if contains(&m.payload, user.as_bytes())));
+        let exec = evs.iter().any(|e| {
+            matches!(&e.body, EventBody::ProcExec(x)
+                if x.cmdline.iter().any(|a| a.contains(&user)))
+        });
+        assert!(l7 && logs && exec, "seen: l7 {l7}, log {logs}, exec {exec}");
+    }
+}
+
 /// `retrace doctor`: all checks pass as root here; without privileges the privilege, program
 /// load and ring buffer checks fail with their fixes and the exit status is 1; a bad stream
 /// name is a usage error (2).

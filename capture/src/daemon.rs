@@ -257,7 +257,10 @@ pub fn run_with(
     let mut procs = ProcTable::from_proc();
     procs.remove(self_pid);
     let mut converter = Converter::new(procs, cfg.cgroup.clone());
-    let state = seed(cfg, &skel, &mut converter, start_mono, self_pid);
+    let mut state = seed(cfg, &skel, &mut converter, start_mono, self_pid);
+    if cfg.redact {
+        redact_state(&mut state);
+    }
 
     skel.attach()
         .map_err(|e| CaptureError::bpf("attaching the BPF programs", e))?;
@@ -1185,13 +1188,26 @@ struct WriterCounters {
     bad_records: AtomicU64,
 }
 
-/// Redacts secrets in an event's payload before it reaches disk; returns how many.
+/// Redacts secrets in an event before it reaches disk (payloads, log writes, command lines);
+/// returns how many.
 pub fn redact_event(ev: &mut Event) -> usize {
+    use retrace_protocols::redact::{redact_args, redact_in_place};
     match &mut ev.body {
-        EventBody::L7(m) => retrace_protocols::redact::redact_in_place(&mut m.payload),
-        EventBody::Log(m) => retrace_protocols::redact::redact_in_place(&mut m.payload),
+        EventBody::L7(m) => redact_in_place(&mut m.payload),
+        EventBody::Log(m) => redact_in_place(&mut m.payload),
+        EventBody::Udp(m) => redact_in_place(&mut m.payload),
+        EventBody::ProcExec(e) => redact_args(&mut e.cmdline),
         _ => 0,
     }
+}
+
+/// Redacts the command lines of the processes of a state snapshot (read from /proc).
+fn redact_state(state: &mut StateSnapshot) -> usize {
+    state
+        .processes
+        .iter_mut()
+        .map(|p| retrace_protocols::redact::redact_args(&mut p.cmdline))
+        .sum()
 }
 
 fn writer_loop(

@@ -16,7 +16,16 @@
 //!   referenced through the dynamic table or Huffman-coded literal names are not recognized);
 //! - the content of PostgreSQL `PasswordMessage`s (tag `p`: cleartext or MD5 password,
 //!   `SASLInitialResponse`, `SASLResponse`) found in a chain of frontend messages, including
-//!   when the prefix ends inside the message.
+//!   when the prefix ends inside the message;
+//! - API-key headers (`X-Api-Key`, `Api-Key`, `X-Auth-Token`, `X-Access-Token`,
+//!   `X-Amz-Security-Token`) like the four above;
+//! - secret parameters anywhere in the bytes (query strings, form bodies, log lines, command
+//!   lines): the value of `KEY=VALUE` up to `&`, `;`, `,`, a quote, a bracket or white space, and
+//!   of JSON `"KEY": "VALUE"`, for the keys of [`SECRET_KEYS`] (any case, `-` or `_` alike,
+//!   leading dashes ignored: `--password=x` too);
+//! - the token after `Bearer ` (any case) anywhere in the bytes (bodies, logs, arguments);
+//! - the password of a Redis `AUTH` command at the start of a client's write (RESP
+//!   `AUTH [user] password`, or inline `AUTH password`).
 //!
 //! Redaction errs on the side of hiding: a line that merely looks like one of those headers in
 //! a request body is redacted too. It never touches the bytes of a request that contains none
@@ -26,12 +35,49 @@
 pub const MASK: u8 = b'*';
 
 /// Header names whose values are secret, lower case, without the colon.
-const SECRET_HEADERS: [&[u8]; 4] = [
+const SECRET_HEADERS: [&[u8]; 9] = [
     b"authorization",
     b"proxy-authorization",
     b"cookie",
     b"set-cookie",
+    b"x-api-key",
+    b"api-key",
+    b"x-auth-token",
+    b"x-access-token",
+    b"x-amz-security-token",
 ];
+
+/// Parameter names whose values are secret (compared in lower case, `-` read as `_`, after
+/// leading dashes).
+pub const SECRET_KEYS: [&str; 24] = [
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "auth_token",
+    "client_secret",
+    "id_token",
+    "pass",
+    "passwd",
+    "password",
+    "private_key",
+    "pwd",
+    "refresh_token",
+    "secret",
+    "secret_key",
+    "session",
+    "session_id",
+    "sessionid",
+    "sig",
+    "signature",
+    "token",
+    "x_amz_credential",
+    "x_amz_security_token",
+    "x_amz_signature",
+];
+
+/// Longest parameter name compared with [`SECRET_KEYS`].
+const MAX_KEY: usize = 32;
 
 /// Largest PostgreSQL password message length accepted as plausible (1 MiB). Anything longer
 /// is not taken for a password message: real ones are a few hundred bytes at most.
@@ -44,7 +90,261 @@ const PG_MAX_PASSWORD_LEN: u32 = 1 << 20;
 /// header values and PostgreSQL password messages (see the [module docs](self)). Safe to call
 /// on any bytes, any number of times: it never allocates and never panics.
 pub fn redact_in_place(payload: &mut [u8]) -> usize {
-    redact_http_headers(payload) + redact_postgres_password(payload) + redact_http2_headers(payload)
+    redact_http_headers(payload)
+        + redact_postgres_password(payload)
+        + redact_http2_headers(payload)
+        + redact_secret_params(payload)
+        + redact_bearer_tokens(payload)
+        + redact_redis_auth(payload)
+}
+
+/// Redacts a command line (exec arguments, or `/proc/PID/cmdline` at start): each argument as
+/// [`redact_in_place`] does, and the argument after one that names a secret parameter alone
+/// (`--password SECRET`, `--token SECRET`). Returns how many values were overwritten.
+pub fn redact_args(args: &mut [String]) -> usize {
+    let mut count = 0;
+    let mut secret_next = false;
+    for a in args.iter_mut() {
+        if secret_next && !a.is_empty() {
+            *a = "*".repeat(a.chars().count());
+            count += 1;
+            secret_next = false;
+            continue;
+        }
+        let bytes = a.as_bytes();
+        secret_next = bytes.starts_with(b"-") && is_secret_key(bytes);
+        let mut b = std::mem::take(a).into_bytes();
+        let n = redact_in_place(&mut b);
+        count += n;
+        // Only ASCII bytes are written over whole runs of bytes: still UTF-8; lossy anyway.
+        *a = match String::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+    }
+    count
+}
+
+/// Whether `key` (as written: any case, dashes or underscores, leading dashes) is one of
+/// [`SECRET_KEYS`].
+fn is_secret_key(key: &[u8]) -> bool {
+    let mut start = 0;
+    while start < key.len() && key[start] == b'-' {
+        start += 1;
+    }
+    let key = &key[start..];
+    if key.is_empty() || key.len() > MAX_KEY {
+        return false;
+    }
+    let mut norm = [0u8; MAX_KEY];
+    for (d, &c) in norm.iter_mut().zip(key) {
+        *d = if c == b'-' {
+            b'_'
+        } else {
+            c.to_ascii_lowercase()
+        };
+    }
+    let norm = &norm[..key.len()];
+    SECRET_KEYS.iter().any(|k| k.as_bytes() == norm)
+}
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Where a parameter value ends: `&`, `;`, `,`, quotes, brackets, white space, `#`.
+fn is_value_end(b: u8) -> bool {
+    matches!(
+        b,
+        b'&' | b';'
+            | b','
+            | b'"'
+            | b'\''
+            | b' '
+            | b'\t'
+            | b'\r'
+            | b'\n'
+            | b'#'
+            | b')'
+            | b'}'
+            | b']'
+    )
+}
+
+/// Masks the values of secret parameters: `KEY=VALUE` and JSON `"KEY": "VALUE"`.
+fn redact_secret_params(buf: &mut [u8]) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'=', b':', &buf[i..]) {
+        let sep = i + off;
+        i = sep + 1;
+        let json = buf[sep] == b':';
+        // The key: key bytes right before `=`, or a quoted key before `:`.
+        let key_end = if json {
+            match sep.checked_sub(1) {
+                Some(q) if buf[q] == b'"' => q,
+                _ => continue,
+            }
+        } else {
+            sep
+        };
+        let mut key_start = key_end;
+        while key_start > 0 && key_end - key_start <= MAX_KEY && is_key_byte(buf[key_start - 1]) {
+            key_start -= 1;
+        }
+        if key_start == key_end || !is_secret_key(&buf[key_start..key_end]) {
+            continue;
+        }
+        if json && (key_start == 0 || buf[key_start - 1] != b'"') {
+            continue;
+        }
+        // The value: after `=`; after `:`, spaces and an opening quote (JSON strings only).
+        let mut v = sep + 1;
+        if json {
+            while v < buf.len() && buf[v] == b' ' {
+                v += 1;
+            }
+            if v >= buf.len() || buf[v] != b'"' {
+                continue;
+            }
+            v += 1;
+        }
+        let mut end = v;
+        let quoted = !json && v < buf.len() && (buf[v] == b'"' || buf[v] == b'\'');
+        if json || quoted {
+            // A JSON string, or `password='x'`: up to the closing quote.
+            let quote = if json { b'"' } else { buf[v] };
+            if quoted {
+                v += 1;
+            }
+            end = v;
+            while end < buf.len() && buf[end] != quote {
+                end += 1;
+            }
+        } else {
+            while end < buf.len() && !is_value_end(buf[end]) {
+                end += 1;
+            }
+        }
+        if end > v && buf[v..end].iter().any(|&b| b != MASK) {
+            buf[v..end].fill(MASK);
+            count += 1;
+        }
+        i = end.max(i);
+    }
+    count
+}
+
+/// Masks the token after `Bearer ` (any case), wherever it stands.
+fn redact_bearer_tokens(buf: &mut [u8]) -> usize {
+    const WORD: &[u8] = b"bearer";
+    let mut count = 0;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr2(b'b', b'B', &buf[i..]) {
+        let at = i + off;
+        i = at + 1;
+        let Some(word) = buf.get(at..at + WORD.len()) else {
+            break;
+        };
+        if !word.eq_ignore_ascii_case(WORD) || (at > 0 && buf[at - 1].is_ascii_alphanumeric()) {
+            continue;
+        }
+        let mut v = at + WORD.len();
+        let spaces = v;
+        while v < buf.len() && buf[v] == b' ' {
+            v += 1;
+        }
+        if v == spaces {
+            continue;
+        }
+        let mut end = v;
+        while end < buf.len()
+            && (buf[end].is_ascii_alphanumeric()
+                || matches!(buf[end], b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'='))
+        {
+            end += 1;
+        }
+        if end > v {
+            buf[v..end].fill(MASK);
+            count += 1;
+        }
+        i = end.max(i);
+    }
+    count
+}
+
+/// Masks the password of a Redis `AUTH` command at the start of the buffer (where a client's
+/// write begins): RESP `*2 AUTH password` or `*3 AUTH user password`, or inline
+/// `AUTH password`.
+fn redact_redis_auth(buf: &mut [u8]) -> usize {
+    const RESP: usize = 8; // `*N\r\n$4\r\n`
+    let is_auth = |at: usize| {
+        buf.get(at..at + 4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"auth"))
+    };
+    if buf.first() == Some(&b'*')
+        && buf.get(2..RESP) == Some(b"\r\n$4\r\n")
+        && is_auth(RESP)
+        && buf.get(RESP + 4..RESP + 6) == Some(b"\r\n")
+    {
+        let args = match buf[1] {
+            b'2' => 1,
+            b'3' => 2,
+            _ => return 0,
+        };
+        // Over the arguments to the last (the password), masking it.
+        let mut pos = RESP + 6;
+        for k in 0..args {
+            let Some((start, len)) = bulk(buf, pos) else {
+                return 0;
+            };
+            let end = start.saturating_add(len);
+            if k + 1 == args {
+                let stop = end.min(buf.len());
+                if start < stop {
+                    buf[start..stop].fill(MASK);
+                    return 1;
+                }
+                return 0;
+            }
+            pos = end.saturating_add(2);
+        }
+        return 0;
+    }
+    if is_auth(0) && buf.get(4) == Some(&b' ') {
+        let mut end = 5;
+        while end < buf.len() && buf[end] != b'\r' && buf[end] != b'\n' {
+            end += 1;
+        }
+        if end > 5 && buf[5..end].iter().any(|&b| b != MASK) {
+            buf[5..end].fill(MASK);
+            return 1;
+        }
+    }
+    0
+}
+
+/// A RESP bulk string header `$LEN\r\n` at `pos`: where its bytes start and how many.
+fn bulk(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+    if *buf.get(pos)? != b'$' {
+        return None;
+    }
+    let mut len = 0usize;
+    let mut p = pos + 1;
+    while let Some(&d) = buf.get(p) {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        len = len.checked_mul(10)?.checked_add(usize::from(d - b'0'))?;
+        if len > 1 << 20 {
+            return None;
+        }
+        p += 1;
+    }
+    if buf.get(p..p + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((p + 2, len))
 }
 
 /// Redacts the values of secret HTTP/1 headers found at the start of any line.
@@ -81,7 +381,7 @@ fn redact_http_headers(buf: &mut [u8]) -> usize {
 /// after the colon.
 fn secret_header_value_start(line: &[u8]) -> Option<usize> {
     let first = line.first()?.to_ascii_lowercase();
-    if !matches!(first, b'a' | b'p' | b'c' | b's') {
+    if !matches!(first, b'a' | b'p' | b'c' | b's' | b'x') {
         return None;
     }
     for name in SECRET_HEADERS {
@@ -367,6 +667,119 @@ mod tests {
         let (out, n) = redacted(req.as_bytes());
         assert_eq!(n, 2);
         assert_eq!(out, masked(req, &["Bearer abc.def", "a=1; b=2"]));
+    }
+
+    /// The issue's own example: curl with a bearer token, a cookie and `api_key` in the query,
+    /// as it reaches the server (headers masked, the query's secret too, the rest kept).
+    #[test]
+    fn query_string_keys_and_api_key_headers() {
+        let req = "GET /x?api_key=KEY999&user=bob HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7.88.1\r\nAuthorization: Bearer sekrit-token-123\r\nCookie: sid=abc\r\nX-Api-Key: k-42\r\n\r\n";
+        let (out, _) = redacted(req.as_bytes());
+        assert_eq!(
+            out,
+            masked(
+                req,
+                &["KEY999", "Bearer sekrit-token-123", "sid=abc", "k-42"]
+            )
+        );
+        let out = String::from_utf8(out).expect("ascii");
+        assert!(
+            out.contains("user=bob") && out.contains("curl/7.88.1"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn secret_parameters_in_bodies_logs_and_arguments() {
+        for (text, secrets) in [
+            // form body, any case, dashes or underscores
+            ("grant_type=pw&Client-Secret=s3cr3t&scope=a", vec!["s3cr3t"]),
+            // a log line of the server that got the request
+            (
+                "127.0.0.1 - - \"GET /x?user=bob&api_key=KEY999 HTTP/1.1\" 200 -",
+                vec!["KEY999"],
+            ),
+            // JSON
+            (
+                r#"{"user":"bob","password": "hunter2","n":1}"#,
+                vec!["hunter2"],
+            ),
+            // command lines
+            ("--password=hunter2", vec!["hunter2"]),
+            (
+                "postgres://u@h/db?sslmode=require&password=pw1",
+                vec!["pw1"],
+            ),
+            // quoted values
+            ("SET password='quoted secret' WHERE", vec!["quoted secret"]),
+            // a bearer token in a body or an argument
+            (
+                "curl -H Authorization:\\ Bearer abc.DEF-123_x",
+                vec!["abc.DEF-123_x"],
+            ),
+            (
+                r#"{"auth":"bearer eyJhbGciOi.eyJzdWIi.sig"}"#,
+                vec!["bearer eyJhbGciOi.eyJzdWIi.sig"],
+            ),
+        ] {
+            let (out, n) = redacted(text.as_bytes());
+            assert!(n >= 1, "{text}");
+            assert_eq!(out, masked(text, &secrets), "{text}");
+        }
+        // Names that only contain a secret word, and words that only start like one.
+        for text in [
+            "csrf_token_name=x&page=2",
+            "mytoken=abc",
+            "Bearerish words",
+            "password = ",
+            "tokens: 5",
+        ] {
+            let (out, n) = redacted(text.as_bytes());
+            assert_eq!((out.as_slice(), n), (text.as_bytes(), 0), "{text}");
+        }
+    }
+
+    #[test]
+    fn redis_auth() {
+        for (text, secret) in [
+            ("*2\r\n$4\r\nAUTH\r\n$6\r\nfoobar\r\n", "foobar"),
+            (
+                "*3\r\n$4\r\nauth\r\n$5\r\nalice\r\n$7\r\npa55wd!\r\n",
+                "pa55wd!",
+            ),
+            ("AUTH inline-pw\r\n", "inline-pw"),
+            // cut in the middle of the password
+            ("*2\r\n$4\r\nAUTH\r\n$10\r\nabcd", "abcd"),
+        ] {
+            let (out, n) = redacted(text.as_bytes());
+            assert_eq!(n, 1, "{text:?}");
+            assert_eq!(out, masked(text, &[secret]), "{text:?}");
+        }
+        let get = "*2\r\n$3\r\nGET\r\n$4\r\nAUTH\r\n";
+        assert_eq!(redacted(get.as_bytes()), (get.as_bytes().to_vec(), 0));
+    }
+
+    #[test]
+    fn command_line_arguments() {
+        let mut args: Vec<String> = [
+            "curl",
+            "-H",
+            "Authorization: Bearer sekrit-token-123",
+            "http://127.0.0.1:8080/x?api_key=KEY999&user=bob",
+            "--password",
+            "hunter2",
+            "--user",
+            "bob",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let n = redact_args(&mut args);
+        assert_eq!(n, 3, "{args:?}");
+        assert_eq!(args[2], "Authorization: ***********************");
+        assert_eq!(args[3], "http://127.0.0.1:8080/x?api_key=******&user=bob");
+        assert_eq!(args[5], "*******");
+        assert_eq!(args[7], "bob");
     }
 
     #[test]
