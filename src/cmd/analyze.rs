@@ -31,6 +31,10 @@ pub struct Args {
     /// Do not link spans into traces (no spans.csv, traces.csv or waterfalls).
     #[arg(long)]
     pub no_traces: bool,
+    /// YAML file overriding the thresholds of the findings engine (Coroot's inspections by
+    /// default): see the documentation of `retrace_analyze::findings::config`.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub findings_config: Option<PathBuf>,
 }
 
 fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
@@ -45,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         from: args.from,
         to: args.to,
         no_traces: args.no_traces,
+        findings_config: args.findings_config.clone(),
     };
     let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
     retrace_analyze::write_report(&analysis, &args.out)
