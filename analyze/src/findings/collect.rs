@@ -273,7 +273,7 @@ pub(crate) fn finish(
         }
     }
     let mut rtt: Vec<_> = c.rtt.into_iter().collect();
-    rtt.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rtt.sort_unstable_by_key(|&(k, _)| k);
     for ((node, pid, remote, sec), h) in rtt {
         let Some(e) = client_edges
             .get(&(node, pid, remote))

@@ -162,13 +162,19 @@ impl Lat {
     }
 }
 
+/// (requests, errors) per bucket, per edge (client, server).
+type EdgeRequests<'a> = BTreeMap<(&'a str, &'a str), BTreeMap<u64, (u64, u64)>>;
+
+/// Failed connects per cause, per bucket, per edge.
+type EdgeFailures<'a> = BTreeMap<(&'a str, &'a str), BTreeMap<u64, BTreeMap<&'a str, u64>>>;
+
 /// Detection context.
 struct Cx<'a> {
     a: &'a Analysis,
     net: &'a NetFacts,
     cfg: &'a FindingsConfig,
     /// Requests per edge and bucket: (requests, errors).
-    edge_buckets: BTreeMap<(&'a str, &'a str), BTreeMap<u64, (u64, u64)>>,
+    edge_buckets: EdgeRequests<'a>,
 }
 
 fn signal_name(sig: i32) -> String {
@@ -210,7 +216,7 @@ fn proc_label(p: &ProcFact) -> String {
 
 impl<'a> Cx<'a> {
     fn new(a: &'a Analysis, net: &'a NetFacts, cfg: &'a FindingsConfig) -> Self {
-        let mut edge_buckets: BTreeMap<(&str, &str), BTreeMap<u64, (u64, u64)>> = BTreeMap::new();
+        let mut edge_buckets: EdgeRequests<'a> = BTreeMap::new();
         for r in a.requests.iter() {
             let b = edge_buckets
                 .entry((r.client, r.server))
@@ -1197,8 +1203,7 @@ impl<'a> Cx<'a> {
     fn tcp_points(&self) -> Vec<TcpPoint> {
         let net = self.net;
         // Failed connects per edge and bucket, by cause.
-        let mut failed: BTreeMap<(&str, &str), BTreeMap<u64, BTreeMap<&str, u64>>> =
-            BTreeMap::new();
+        let mut failed: EdgeFailures<'_> = BTreeMap::new();
         for (_, r) in self.rows() {
             if is_connect_failure(&r) {
                 *failed
