@@ -16,10 +16,25 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The analyzer's services file of a scenario (`analyze: services:`, or its base's).
+fn services_file(dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dir.join("scenario.yaml")).expect("read scenario.yaml");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("scenario.yaml is YAML");
+    if let Some(s) = v
+        .get("analyze")
+        .and_then(|a| a.get("services"))
+        .and_then(|s| s.as_str())
+    {
+        return Some(dir.join(s));
+    }
+    let base = v.get("extends").and_then(|e| e.as_str())?;
+    services_file(&dir.join(base))
+}
+
 fn analyze(name: &str) -> Analysis {
     let dir = root().join("scenarios").join(name);
     let opts = retrace_analyze::AnalyzeOptions {
-        services_file: Some(root().join("scenarios/common/services.yaml")),
+        services_file: services_file(&dir),
         ..Default::default()
     };
     retrace_analyze::analyze(&[dir.join("capture")], &opts).expect("analysis")
@@ -209,9 +224,13 @@ fn loss_on_one_edge_is_a_retransmit_finding_on_that_edge_only() {
 
 #[test]
 fn a_healthy_run_has_no_findings_above_info() {
-    let a = analyze("checkout");
-    let bad = serious(&a);
-    assert!(bad.is_empty(), "{}", describe(&a));
+    // checkout, and the traces scenarios (the same stack, busier, no fault injected).
+    for name in ["checkout", "traces", "traces-header", "traces-worker"] {
+        let a = analyze(name);
+        assert!(a.total_requests > 500, "{name}: a real run");
+        let bad = serious(&a);
+        assert!(bad.is_empty(), "{name}:\n{}", describe(&a));
+    }
 }
 
 #[test]

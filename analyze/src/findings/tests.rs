@@ -246,3 +246,112 @@ fn thresholds_come_from_the_configuration() {
     let a = an.finish(Default::default()).expect("analysis");
     assert!(!a.findings.iter().any(|f| f.kind == "retransmits"));
 }
+
+/// `pid` asks 127.0.0.53 for `name` at `ts`; the answer (`rcode`, 0 NOERROR, 2 SERVFAIL,
+/// 3 NXDOMAIN) comes `latency` later, or never (`None`).
+fn dns_query(
+    s: &mut Synth<Vec<Event>>,
+    ts: u64,
+    pid: u32,
+    id: u16,
+    name: &str,
+    answer: Option<(u8, u64)>,
+) {
+    use retrace_segment::{Direction, Endpoint, UdpMessage};
+    let server = Endpoint::new(std::net::Ipv4Addr::new(127, 0, 0, 53), 53);
+    let local = Endpoint::new(std::net::Ipv4Addr::new(127, 0, 0, 1), 45000);
+    let (q, mut r) = synth::dns_packets(id, name, std::net::Ipv4Addr::new(10, 0, 0, 1));
+    let mut msgs = vec![(ts, Direction::Egress, q)];
+    if let Some((rcode, latency)) = answer {
+        r[3] = (r[3] & 0xf0) | rcode;
+        msgs.push((ts + latency, Direction::Ingress, r));
+    }
+    for (t, direction, payload) in msgs {
+        s.push(Event::new(
+            t,
+            EventBody::Udp(UdpMessage {
+                pid,
+                tid: pid,
+                direction,
+                local,
+                remote: server,
+                size: payload.len() as u64,
+                payload,
+            }),
+        ));
+    }
+}
+
+#[test]
+fn dns_failures_per_name_and_resolver() {
+    let t0 = 1_000 * S;
+    let mut s = Synth::new(Vec::new());
+    s.exec(t0, 10, 1, "/usr/bin/curl", &["curl"]);
+    for k in 0..20u64 {
+        let t = t0 + k * 500 * MS;
+        let id = k as u16 * 4;
+        dns_query(&mut s, t, 10, id, "ok.example", Some((0, MS)));
+        dns_query(&mut s, t + MS, 10, id + 1, "typo.example", Some((3, MS)));
+        dns_query(
+            &mut s,
+            t + 2 * MS,
+            10,
+            id + 2,
+            "slow.example",
+            Some((0, 300 * MS)),
+        );
+        if k < 3 {
+            dns_query(
+                &mut s,
+                t + 3 * MS,
+                10,
+                id + 3,
+                "broken.example",
+                Some((2, MS)),
+            );
+        }
+    }
+    // Unanswered, long enough before the end to count.
+    dns_query(&mut s, t0 + 2 * S, 10, 999, "lost.example", None);
+    dns_query(
+        &mut s,
+        t0 + 9_500 * MS,
+        10,
+        998,
+        "ok.example",
+        Some((0, MS)),
+    );
+    s.exec(t0 + 12 * S, 11, 1, "/usr/bin/true", &["true"]);
+    let a = run(&s.finish());
+    let by_name = |n: &str| a.dns.iter().find(|d| d.name == n).expect(n).clone();
+    assert_eq!(by_name("typo.example").nxdomain, 20);
+    assert_eq!(by_name("broken.example").server_errors, 3);
+    assert_eq!(by_name("lost.example").timeouts, 1);
+    assert_eq!(by_name("ok.example").queries, 21);
+    assert!(by_name("slow.example").p95_ms.is_some_and(|p| p > 250.0));
+    let dns: BTreeMap<&str, &Finding> = a
+        .findings
+        .iter()
+        .filter(|f| f.kind == "dns")
+        .map(|f| (f.summary.split(' ').nth(1).unwrap_or(""), f))
+        .collect();
+    let names: Vec<&str> = dns.keys().copied().collect();
+    assert_eq!(
+        names,
+        [
+            "broken.example",
+            "lost.example",
+            "slow.example",
+            "typo.example"
+        ]
+    );
+    assert_eq!(dns["typo.example"].severity, Severity::Warning);
+    assert!(dns["typo.example"].likely_cause.contains("does not exist"));
+    assert_eq!(dns["broken.example"].severity, Severity::Critical);
+    assert_eq!(dns["lost.example"].severity, Severity::Critical);
+    assert!(dns["slow.example"].summary.contains("p95"));
+    assert!(
+        dns.values().all(|f| f.service == "127.0.0.53:53"),
+        "{dns:#?}"
+    );
+}
