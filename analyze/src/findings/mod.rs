@@ -46,6 +46,7 @@ pub(crate) fn detect(a: &mut Analysis, net: &NetFacts, cfg: &FindingsConfig) {
         cx.connection_failures(&mut out);
         cx.retransmits(&mut out);
         cx.resets(&mut out);
+        cx.errors(&mut out);
         cx.dns_findings(&dns, &mut out);
         cx.processes(&mut out);
         (out.finish(), cx.tcp_points(), dns)
@@ -61,6 +62,8 @@ struct Out {
     list: Vec<(Finding, Vec<usize>)>,
     /// Processes (service, pid) already the cause of a finding.
     cited: BTreeSet<(String, u32)>,
+    /// Services whose served errors and latency are explained by a finding, and when.
+    explained: Vec<(String, u64, u64)>,
 }
 
 impl Out {
@@ -191,7 +194,7 @@ fn signal_name(sig: i32) -> String {
     if name.is_empty() {
         format!("signal {sig}")
     } else {
-        format!("signal {sig} ({name})")
+        format!("{name} (signal {sig})")
     }
 }
 
@@ -392,6 +395,7 @@ impl<'a> Cx<'a> {
                     ..Default::default()
                 };
                 let i = out.push(f, vec![cause]);
+                out.explained.push((caller.to_string(), from, to));
                 frontier.push((caller.to_string(), i));
             }
         }
@@ -469,7 +473,11 @@ impl<'a> Cx<'a> {
         };
         let mut evidence = vec![format!(
             "{n} failed connects from {} to {} ({}) between {} and {}",
-            list(&callers),
+            callers
+                .iter()
+                .map(|(k, v)| format!("{k} ({v})"))
+                .collect::<Vec<_>>()
+                .join(", "),
             server,
             list(&causes),
             self.when(start),
@@ -595,11 +603,11 @@ impl<'a> Cx<'a> {
                 }
             ));
             if errors_rose || latency_rose {
-                affected.push(c.to_string());
+                affected.push((c.to_string(), during));
             }
         }
         let mut samples: Vec<usize> = fails.iter().take(2).map(|(i, _)| *i).collect();
-        for c in &affected {
+        for (c, _) in &affected {
             samples.extend(
                 self.sample_rows(|r| r.server == c && r.error, start, to, false)
                     .into_iter()
@@ -630,11 +638,13 @@ impl<'a> Cx<'a> {
                 "{n} connections to {server} failed ({}) over {:.1} s{}",
                 list(&causes),
                 (end - start) as f64 / 1e9,
-                if affected.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {} answered with errors", affected.join(", "))
-                }
+                affected
+                    .iter()
+                    .map(|(c, d)| format!(
+                        "; {c} failed {} of {} requests meanwhile",
+                        d.errors, d.n
+                    ))
+                    .collect::<String>()
             ),
             likely_cause: cause,
             evidence,
@@ -643,7 +653,8 @@ impl<'a> Cx<'a> {
         };
         let i = out.push(f, Vec::new());
         out.cited.extend(cited);
-        for c in affected {
+        for (c, _) in affected {
+            out.explained.push((c.clone(), start, to));
             self.chain(out, i, &c, start, to);
         }
     }
@@ -815,6 +826,7 @@ impl<'a> Cx<'a> {
         let i = out.push(f, Vec::new());
         if cerr || clat {
             // The client's own served requests are in the evidence; the chain goes on above.
+            out.explained.push((client.to_string(), start, end));
             self.chain(out, i, client, start, end);
         }
     }
@@ -939,6 +951,164 @@ impl<'a> Cx<'a> {
                 out.push(f, Vec::new());
             }
         }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Errors with no finding below them
+
+    fn errors(&self, out: &mut Out) {
+        let c = &self.cfg.errors;
+        let net = self.net;
+        let mut by_service: BTreeMap<&str, BTreeMap<u64, (u64, u64)>> = BTreeMap::new();
+        for (_, r) in self.rows() {
+            if is_connect_failure(&r) || r.protocol == "dns" {
+                continue;
+            }
+            let b = by_service
+                .entry(r.server)
+                .or_default()
+                .entry(net.bucket(r.ts_ns))
+                .or_default();
+            b.0 += 1;
+            b.1 += u64::from(r.error);
+        }
+        let gap = (gap_ns(self.cfg) / net.bucket_ns.max(1)).max(1);
+        // Candidates; those whose failed requests made failed calls last, so that the
+        // service at the bottom of a chain is the root and the others follow from it.
+        let mut candidates: Vec<(bool, &str, u64, u64)> = Vec::new();
+        for (service, buckets) in by_service {
+            let mut windows: Vec<(u64, u64)> = Vec::new();
+            for (&b, &(n, e)) in &buckets {
+                if e < 2 || (e as f64) < c.min_rate * n as f64 {
+                    continue;
+                }
+                match windows.last_mut() {
+                    Some(w) if b <= w.1 + gap => w.1 = b,
+                    _ => windows.push((b, b)),
+                }
+            }
+            for (first, last) in windows {
+                let start = net.start_ns + first * net.bucket_ns;
+                let end = (net.start_ns + (last + 1) * net.bucket_ns)
+                    .min(self.a.window_end_ns.max(start));
+                let calls_failed = self.failed_with_failed_call(service, start, end) > 0;
+                candidates.push((calls_failed, service, start, end));
+            }
+        }
+        candidates.sort();
+        for (_, service, start, end) in candidates {
+            let explained = out
+                .explained
+                .iter()
+                .any(|(s, from, to)| s == service && *from <= end && *to >= start);
+            if explained {
+                continue;
+            }
+            let (before, during, errors_rose, _) = self.served_change(service, start, end);
+            if !errors_rose {
+                continue;
+            }
+            self.errors_window(out, service, start, end, before, during);
+        }
+    }
+
+    fn errors_window(
+        &self,
+        out: &mut Out,
+        service: &str,
+        start: u64,
+        end: u64,
+        before: Lat,
+        during: Lat,
+    ) {
+        let t = &self.a.requests;
+        let mut statuses: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut failed_rows: BTreeSet<usize> = BTreeSet::new();
+        for (i, r) in self.rows() {
+            if r.server == service
+                && r.error
+                && !is_connect_failure(&r)
+                && r.ts_ns >= start
+                && r.ts_ns < end
+            {
+                *statuses.entry(r.status).or_default() += 1;
+                failed_rows.insert(i);
+            }
+        }
+        // Their failed calls (traces), by callee.
+        let mut callees: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
+        for (i, r) in self.rows() {
+            if r.error && r.client == service && r.ts_ns >= start && r.ts_ns < end {
+                if let Some(p) = t.parent_of(i).filter(|p| failed_rows.contains(p)) {
+                    callees.entry(r.server).or_default().insert(p);
+                }
+            }
+        }
+        let mut top: Vec<(&str, u64)> = statuses.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let top_text = top
+            .iter()
+            .take(3)
+            .map(|(s, n)| format!("{s} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let callee = callees
+            .iter()
+            .map(|(s, v)| (v.len(), *s))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)));
+        let mut evidence = vec![
+            format!("served during: {}", during.text()),
+            format!("served before: {}", before.text()),
+            format!("statuses: {top_text}"),
+        ];
+        let cause = match callee {
+            Some((k, callee)) if k as u64 * 2 >= during.errors => {
+                evidence.push(format!(
+                    "{k} of its {} failed requests had a failed call to {callee} (traces)",
+                    during.errors
+                ));
+                format!("its calls to {callee} failed ({k} of its failed requests; traces)")
+            }
+            _ => format!(
+                "{service} itself: its failed requests made no failed call the capture saw \
+                 (statuses {top_text})"
+            ),
+        };
+        let severity = if during.rate() >= crate::stats::ERROR_RATE_CRITICAL {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let f = Finding {
+            start_ns: start,
+            end_ns: end,
+            severity,
+            kind: "errors".into(),
+            service: service.to_string(),
+            summary: format!(
+                "{service} failed {} of {} requests ({:.1}%; {})",
+                during.errors,
+                during.n,
+                during.rate() * 100.0,
+                if before.n == 0 {
+                    "from the capture's start".to_string()
+                } else {
+                    format!("{:.1}% before", before.rate() * 100.0)
+                }
+            ),
+            likely_cause: cause,
+            evidence,
+            sample_requests: self.sample_rows(
+                |r| r.server == service && r.error && !is_connect_failure(r),
+                start,
+                end,
+                false,
+            ),
+            ..Default::default()
+        };
+        let i = out.push(f, Vec::new());
+        out.explained.push((service.to_string(), start, end));
+        self.chain(out, i, service, start, end);
     }
 
     // ---------------------------------------------------------------------------------------

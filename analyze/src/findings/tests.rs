@@ -213,8 +213,9 @@ fn a_retransmit_burst_is_found_with_its_window_and_the_slower_requests() {
 }
 
 #[test]
-fn the_shop_finds_only_its_refused_port() {
-    // The synthetic shop is healthy but for curl's connects to a port nothing listens on.
+fn the_shop_finds_its_refused_port_and_its_failing_backend() {
+    // The synthetic shop: curl connects to a port nothing listens on, and one backend fails
+    // one call in ten (500) all along, which nginx passes on.
     let evs = synth::shop(Vec::new(), &synth::ShopOptions::default());
     let a = run(&evs);
     let bad: Vec<&Finding> = a
@@ -222,10 +223,44 @@ fn the_shop_finds_only_its_refused_port() {
         .iter()
         .filter(|f| f.severity > Severity::Info)
         .collect();
-    assert_eq!(bad.len(), 1, "{bad:#?}");
-    assert_eq!(bad[0].kind, "connection_failures");
-    assert_eq!(bad[0].service, "127.0.0.1:18083");
-    assert!(bad[0].likely_cause.starts_with("nothing was listening"));
+    let kinds: Vec<(&str, &str)> = bad
+        .iter()
+        .map(|f| (f.kind.as_str(), f.service.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("errors", "python3:18082"),
+            ("upstream_errors", "nginx:8080"),
+            ("connection_failures", "127.0.0.1:18083")
+        ],
+        "{bad:#?}"
+    );
+    assert!(bad[0]
+        .summary
+        .contains("failed 100 of 1000 requests (10.0%"));
+    assert!(
+        bad[0].likely_cause.contains("500 ×100"),
+        "{}",
+        bad[0].likely_cause
+    );
+    assert_eq!(bad[1].caused_by, vec![bad[0].id.clone()]);
+    assert!(bad[2].likely_cause.starts_with("nothing was listening"));
+    // Without the failing calls, only the refused port remains.
+    let quiet = run(&synth::shop(
+        Vec::new(),
+        &synth::ShopOptions {
+            error_every: 0,
+            ..Default::default()
+        },
+    ));
+    let kinds: Vec<&str> = quiet
+        .findings
+        .iter()
+        .filter(|f| f.severity > Severity::Info)
+        .map(|f| f.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["connection_failures"]);
 }
 
 #[test]
@@ -353,5 +388,74 @@ fn dns_failures_per_name_and_resolver() {
     assert!(
         dns.values().all(|f| f.service == "127.0.0.53:53"),
         "{dns:#?}"
+    );
+}
+
+#[test]
+fn errors_at_the_bottom_of_a_chain_are_the_root_and_their_callers_follow() {
+    // wrk -> api (18081) -> db (18082); from 10 s to 15 s db answers 500 and api 502.
+    const E500: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n";
+    const E502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
+    let t0 = 1_000 * S;
+    let mut s = Synth::new(Vec::new());
+    s.exec(t0, 10, 1, "/usr/bin/wrk", &["wrk"]);
+    s.exec(t0, 20, 1, "/usr/bin/python3", &["python3", "api.py"]);
+    s.exec(t0, 30, 1, "/usr/bin/db", &["db"]);
+    s.listen(t0 + MS, 20, 18081);
+    s.listen(t0 + MS, 30, 18082);
+    let up = s.connect(t0 + 10 * MS, 10, 20, 18081);
+    let down = s.connect(t0 + 20 * MS, 20, 30, 18082);
+    let mut t = t0 + 100 * MS;
+    while t < t0 + 25 * S {
+        let bad = t >= t0 + 10 * S && t < t0 + 15 * S;
+        let (inner, outer) = if bad { (E500, E502) } else { (OK, OK) };
+        s.exchange(
+            &down,
+            t + MS,
+            GET,
+            GET.len() as u64,
+            inner,
+            inner.len() as u64,
+            2 * MS,
+        );
+        s.exchange(
+            &up,
+            t,
+            GET,
+            GET.len() as u64,
+            outer,
+            outer.len() as u64,
+            5 * MS,
+        );
+        t += 100 * MS;
+    }
+    let a = run(&s.finish());
+    let serious: Vec<&Finding> = a
+        .findings
+        .iter()
+        .filter(|f| f.severity > Severity::Info)
+        .collect();
+    let roots: Vec<&&Finding> = serious.iter().filter(|f| f.caused_by.is_empty()).collect();
+    assert_eq!(roots.len(), 1, "{serious:#?}");
+    let root = roots[0];
+    assert_eq!(
+        (root.kind.as_str(), root.service.as_str()),
+        ("errors", "db:18082")
+    );
+    assert!(root.summary.contains("failed 50 of 50"), "{}", root.summary);
+    assert!((rel(&a, root.start_ns) - 10.0).abs() <= 1.0);
+    assert!((rel(&a, root.end_ns) - 15.0).abs() <= 1.0);
+    let api = serious
+        .iter()
+        .find(|f| f.service == "python3:18081")
+        .expect("the api's errors follow");
+    assert_eq!(api.kind, "upstream_errors");
+    assert_eq!(api.caused_by, vec![root.id.clone()]);
+    assert!(
+        api.evidence
+            .iter()
+            .any(|e| e.contains("50 of its failed requests made a call that failed")),
+        "{:?}",
+        api.evidence
     );
 }
