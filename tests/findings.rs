@@ -316,4 +316,9 @@ fn the_same_capture_gives_the_same_findings_byte_for_byte() {
     let f = html.find("id=\"findings\"").expect("findings section");
     let m = html.find("id=\"map\"").expect("map section");
     assert!(f < m);
+    assert!(html.contains("id=\"network\""), "the network panel");
+    assert!(
+        html.contains("edge <a href=\"#net-edge-"),
+        "the finding's edge links to it"
+    );
 }

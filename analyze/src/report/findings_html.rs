@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{escape_html as esc, format_wall, human_ms};
-use crate::model::{Analysis, Finding, Severity};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{escape_html as esc, format_wall, human_ms, traces_html};
+use crate::model::{Analysis, Finding, Severity, TcpPoint};
 
 const CSS: &str = r#"
 #findings .f{border-left:4px solid #9aa3b2;padding:6px 12px;margin:8px 0;background:#fafbfc}
@@ -74,20 +76,22 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
         );
     }
     timeline(a, h);
+    let links = Links::new(a);
     // Root findings, each followed by the findings it caused (depth first).
     let mut shown = vec![false; a.findings.len()];
     for (i, f) in a.findings.iter().enumerate() {
         if f.caused_by.is_empty() {
-            card(a, f, 0, h);
+            card(a, &links, f, 0, h);
             shown[i] = true;
-            children(a, &f.id, 1, &mut shown, h);
+            children(a, &links, &f.id, 1, &mut shown, h);
         }
     }
     for (i, f) in a.findings.iter().enumerate() {
         if !shown[i] {
-            card(a, f, 1, h);
+            card(a, &links, f, 1, h);
         }
     }
+    network(a, &links, h);
     h.push_str(
         "<p class=\"muted\">All findings: findings.csv; per edge over time: tcp.csv; DNS: dns.csv. \
          Thresholds: Coroot's inspections, overridable with <code>--findings-config</code>.</p>\
@@ -95,15 +99,22 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
     );
 }
 
-fn children(a: &Analysis, id: &str, depth: usize, shown: &mut [bool], h: &mut String) {
+fn children(
+    a: &Analysis,
+    links: &Links,
+    id: &str,
+    depth: usize,
+    shown: &mut [bool],
+    h: &mut String,
+) {
     if depth > 8 {
         return;
     }
     for (i, f) in a.findings.iter().enumerate() {
         if !shown[i] && f.caused_by.iter().any(|c| c == id) {
             shown[i] = true;
-            card(a, f, depth, h);
-            children(a, &f.id, depth + 1, shown, h);
+            card(a, links, f, depth, h);
+            children(a, links, &f.id, depth + 1, shown, h);
         }
     }
 }
@@ -157,7 +168,37 @@ fn timeline(a: &Analysis, h: &mut String) {
     h.push_str("</svg>");
 }
 
-fn card(a: &Analysis, f: &Finding, depth: usize, h: &mut String) {
+/// Where the evidence is on the page: the traces shown as waterfalls, the network panel's
+/// rows.
+struct Links {
+    /// Trace ids with a waterfall in the traces section.
+    traces: BTreeSet<u128>,
+    /// `client -> server` → row id in the network panel.
+    edges: BTreeMap<String, usize>,
+}
+
+impl Links {
+    fn new(a: &Analysis) -> Self {
+        let traces = if a.traces_skipped {
+            BTreeSet::new()
+        } else {
+            let (slowest, failed) = traces_html::choose(&a.traces);
+            slowest
+                .into_iter()
+                .chain(failed)
+                .filter_map(|i| a.traces.get(i).map(|t| t.trace_id))
+                .collect()
+        };
+        let edges = per_edge(&a.tcp)
+            .keys()
+            .enumerate()
+            .map(|(k, (c, s))| (format!("{c} -> {s}"), k))
+            .collect();
+        Self { traces, edges }
+    }
+}
+
+fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) {
     let _ = write!(
         h,
         "<div class=\"f {}{}\" id=\"finding-{}\"><div class=\"what\">{} {} · {}</div>",
@@ -170,7 +211,18 @@ fn card(a: &Analysis, f: &Finding, depth: usize, h: &mut String) {
     );
     let mut where_ = format!("<code>{}</code>", esc(&f.service));
     if !f.edge.is_empty() {
-        let _ = write!(where_, " · edge <code>{}</code>", esc(&f.edge));
+        match links.edges.get(&f.edge) {
+            Some(k) => {
+                let _ = write!(
+                    where_,
+                    " · edge <a href=\"#net-edge-{k}\"><code>{}</code></a>",
+                    esc(&f.edge)
+                );
+            }
+            None => {
+                let _ = write!(where_, " · edge <code>{}</code>", esc(&f.edge));
+            }
+        }
     }
     if !f.processes.is_empty() {
         let _ = write!(
@@ -218,10 +270,12 @@ fn card(a: &Analysis, f: &Finding, depth: usize, h: &mut String) {
             let trace = if a.traces_skipped {
                 String::new()
             } else {
-                format!(
-                    "<code>{:032x}</code>",
-                    a.requests.trace_id_of_root(a.requests.root_of(i))
-                )
+                let id = a.requests.trace_id_of_root(a.requests.root_of(i));
+                if links.traces.contains(&id) {
+                    format!("<a href=\"#trace-{id:032x}\"><code>{id:032x}</code></a>")
+                } else {
+                    format!("<code>{id:032x}</code>")
+                }
             };
             let _ = write!(
                 h,
@@ -244,6 +298,74 @@ fn card(a: &Analysis, f: &Finding, depth: usize, h: &mut String) {
          <a href=\"#services\">services</a> · <a href=\"#traces\">traces</a> \
          (# is the row of requests.csv)</div></details></div>",
     );
+}
+
+/// Per edge, the sum of its series: (connects, failed, causes, retransmits, resets sent,
+/// resets received, RTT p99 max).
+type EdgeTotals = (u64, u64, BTreeMap<String, u64>, u64, u64, u64, Option<u32>);
+
+fn per_edge(tcp: &[TcpPoint]) -> BTreeMap<(&str, &str), EdgeTotals> {
+    let mut m: BTreeMap<(&str, &str), EdgeTotals> = BTreeMap::new();
+    for p in tcp {
+        let e = m.entry((p.client.as_str(), p.server.as_str())).or_default();
+        e.0 += p.connects;
+        e.1 += p.failed_connects;
+        for part in p.failure_cause.split(' ').filter(|s| !s.is_empty()) {
+            if let Some((k, v)) = part.rsplit_once(':') {
+                *e.2.entry(k.to_string()).or_default() += v.parse::<u64>().unwrap_or(0);
+            }
+        }
+        e.3 += p.retransmits;
+        e.4 += p.resets_sent;
+        e.5 += p.resets_received;
+        e.6 = e.6.max(p.rtt_p99_us);
+    }
+    m
+}
+
+/// The network panel: per edge, its TCP health over the capture (tcp.csv summed).
+fn network(a: &Analysis, links: &Links, h: &mut String) {
+    let edges = per_edge(&a.tcp);
+    if edges.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<details id=\"network\"><summary><strong>Network health per edge</strong> \
+         <span class=\"muted\">({} edges; over time: tcp.csv)</span></summary><table><thead><tr>\
+         <th>client</th><th>server</th><th>connects</th><th>failed connects</th><th>cause</th>\
+         <th>retransmits</th><th>RTT p99 (worst bucket)</th><th>resets sent</th>\
+         <th>resets received</th><th>findings</th></tr></thead><tbody>",
+        edges.len()
+    );
+    for ((c, s), e) in &edges {
+        let name = format!("{c} -> {s}");
+        let k = links.edges.get(&name).copied().unwrap_or(0);
+        let causes: Vec<String> = e.2.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let found: Vec<String> = a
+            .findings
+            .iter()
+            .filter(|f| f.edge == name)
+            .map(|f| format!("<a href=\"#finding-{0}\">{0}</a>", esc(&f.id)))
+            .collect();
+        let _ = write!(
+            h,
+            "<tr id=\"net-edge-{k}\"><td><code>{}</code></td><td><code>{}</code></td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(c),
+            esc(s),
+            e.0,
+            e.1,
+            esc(&causes.join(", ")),
+            e.3,
+            human_ms(e.6.map(|us| f64::from(us) / 1000.0)),
+            e.4,
+            e.5,
+            found.join(" ")
+        );
+    }
+    h.push_str("</tbody></table></details>");
 }
 
 #[cfg(test)]
@@ -269,6 +391,15 @@ mod tests {
                 evidence: vec!["<e>".into()],
                 ..Default::default()
             }],
+            tcp: vec![TcpPoint {
+                ts_ns: 2_000_000_000,
+                client: "a".into(),
+                server: "<b>".into(),
+                failed_connects: 3,
+                failure_cause: "ECONNREFUSED:3".into(),
+                rtt_p99_us: Some(1500),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let mut h = String::new();
@@ -277,6 +408,11 @@ mod tests {
             assert!(!h.contains(bad), "{bad} unescaped");
         }
         assert!(h.contains("&lt;script&gt;"));
+        // The edge links to its row in the network panel, which links back.
+        assert!(h.contains("href=\"#net-edge-0\""), "{h}");
+        assert!(h.contains("<tr id=\"net-edge-0\">"));
+        assert!(h.contains("ECONNREFUSED 3"));
+        assert!(h.contains("1.50 ms"));
         assert!(h.contains("id=\"finding-F1\""));
         assert!(h.contains("1 problem(s)"));
     }
