@@ -94,12 +94,18 @@ impl Hist {
     }
 }
 
+/// At most this many RTT histograms are kept: past it, their time slots double in width
+/// (merged), so that a long capture costs no more than a short one.
+const RTT_CAP: usize = 1 << 16;
+
 /// Collected during the streaming pass (see the module doc).
 #[derive(Default)]
 pub(crate) struct Collector {
     lives: Map<(u16, u32), Life>,
-    /// Client-side srtt: (node, pid, server endpoint, wall second) → histogram.
+    /// Client-side srtt: (node, pid, server endpoint, slot) → histogram; a slot is
+    /// `2^rtt_shift` seconds.
     rtt: Map<(u16, u32, Endpoint, u64), Hist>,
+    rtt_shift: u32,
 }
 
 impl Collector {
@@ -147,10 +153,26 @@ impl Collector {
         if server_side || s.srtt_us == 0 || s.remote.port == 0 {
             return;
         }
+        let slot = (ts / 1_000_000_000) >> self.rtt_shift;
         self.rtt
-            .entry((node, pid, s.remote, ts / 1_000_000_000))
+            .entry((node, pid, s.remote, slot))
             .or_default()
             .add(s.srtt_us);
+        if self.rtt.len() > RTT_CAP {
+            self.coarsen();
+        }
+    }
+
+    /// Doubles the RTT slots' width, merging their histograms.
+    fn coarsen(&mut self) {
+        self.rtt_shift += 1;
+        let old = std::mem::take(&mut self.rtt);
+        for ((node, pid, remote, slot), h) in old {
+            self.rtt
+                .entry((node, pid, remote, slot >> 1))
+                .or_default()
+                .merge(&h);
+        }
     }
 }
 
@@ -272,9 +294,11 @@ pub(crate) fn finish(
             client_edges.entry((s.node, s.pid, s.remote)).or_insert(i);
         }
     }
+    let shift = c.rtt_shift;
     let mut rtt: Vec<_> = c.rtt.into_iter().collect();
     rtt.sort_unstable_by_key(|&(k, _)| k);
     for ((node, pid, remote, sec), h) in rtt {
+        // A slot wider than a bucket lands in the bucket of its start.
         let Some(e) = client_edges
             .get(&(node, pid, remote))
             .and_then(|&i| edge_of(i))
@@ -284,7 +308,7 @@ pub(crate) fn finish(
         let b = edges
             .entry(e.clone())
             .or_default()
-            .entry(bucket(sec.saturating_mul(1_000_000_000)))
+            .entry(bucket((sec << shift).saturating_mul(1_000_000_000)))
             .or_default();
         b.rtt.merge(&h);
     }
@@ -313,6 +337,37 @@ pub(crate) fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtt_memory_is_bounded_whatever_the_length() {
+        let mut c = Collector::default();
+        let s = TcpSample {
+            what: retrace_segment::TcpSampleKind::Rtt,
+            local: Endpoint::new(std::net::Ipv4Addr::LOCALHOST, 40000),
+            remote: Endpoint::new(std::net::Ipv4Addr::LOCALHOST, 5432),
+            state: 1,
+            srtt_us: 100,
+            pid: Some(7),
+        };
+        // Four sockets' worth of samples every second for three days.
+        for sec in 0..3 * 86_400u64 {
+            for pid in 0..4 {
+                c.rtt(
+                    0,
+                    sec * 1_000_000_000,
+                    &TcpSample {
+                        pid: Some(pid),
+                        ..s.clone()
+                    },
+                    false,
+                );
+            }
+        }
+        assert!(c.rtt.len() <= RTT_CAP, "{}", c.rtt.len());
+        assert!(c.rtt_shift >= 2);
+        let n: u64 = c.rtt.values().map(Hist::count).sum();
+        assert_eq!(n, 4 * 3 * 86_400, "no sample lost in the merging");
+    }
 
     #[test]
     fn histogram_quantiles_are_close() {
