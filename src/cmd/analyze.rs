@@ -66,6 +66,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             analysis.completeness * 100.0,
             args.out.join("index.html").display()
         );
+        // What went wrong, first: the findings worth a look (all in findings.csv).
+        let serious: Vec<&retrace_analyze::Finding> = analysis
+            .findings
+            .iter()
+            .filter(|f| f.severity > retrace_analyze::Severity::Info)
+            .collect();
+        for f in serious.iter().take(8) {
+            eprintln!(
+                "{} {}: {} — {}",
+                f.id,
+                f.severity.name(),
+                f.summary,
+                f.likely_cause
+            );
+        }
+        if serious.len() > 8 {
+            eprintln!("… {} more in findings.csv", serious.len() - 8);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
