@@ -178,6 +178,10 @@ struct Cx<'a> {
     cfg: &'a FindingsConfig,
     /// Requests per edge and bucket: (requests, errors).
     edge_buckets: EdgeRequests<'a>,
+    /// Rows (in time order) by server and by client, so that a window's requests are found
+    /// without a pass over all of them.
+    by_server: BTreeMap<&'a str, Vec<u32>>,
+    by_client: BTreeMap<&'a str, Vec<u32>>,
 }
 
 fn signal_name(sig: i32) -> String {
@@ -220,7 +224,12 @@ fn proc_label(p: &ProcFact) -> String {
 impl<'a> Cx<'a> {
     fn new(a: &'a Analysis, net: &'a NetFacts, cfg: &'a FindingsConfig) -> Self {
         let mut edge_buckets: EdgeRequests<'a> = BTreeMap::new();
-        for r in a.requests.iter() {
+        let mut by_server: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        let mut by_client: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (i, r) in a.requests.iter().enumerate() {
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            by_server.entry(r.server).or_default().push(i);
+            by_client.entry(r.client).or_default().push(i);
             let b = edge_buckets
                 .entry((r.client, r.server))
                 .or_default()
@@ -234,7 +243,47 @@ impl<'a> Cx<'a> {
             net,
             cfg,
             edge_buckets,
+            by_server,
+            by_client,
         }
+    }
+
+    /// The rows of `idx` (row numbers in time order) in `[from, to)`.
+    fn slice<'s>(
+        &'s self,
+        idx: Option<&'s Vec<u32>>,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (usize, RequestView<'a>)> + 's {
+        let a: &'a Analysis = self.a;
+        let t = &a.requests;
+        let idx: &'s [u32] = idx.map_or(&[], Vec::as_slice);
+        let ts = |i: &u32| t.rows.get(*i as usize).map_or(u64::MAX, |r| r.ts_ns);
+        let lo = idx.partition_point(|i| ts(i) < from);
+        let hi = idx.partition_point(|i| ts(i) < to).max(lo);
+        idx[lo..hi]
+            .iter()
+            .filter_map(move |&i| t.get(i as usize).map(|r| (i as usize, r)))
+    }
+
+    /// Rows whose server is `s`, in `[from, to)`.
+    fn of_server(
+        &self,
+        s: &str,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (usize, RequestView<'a>)> + '_ {
+        self.slice(self.by_server.get(s), from, to)
+    }
+
+    /// Rows whose client is `c`, in `[from, to)`.
+    fn of_client(
+        &self,
+        c: &str,
+        from: u64,
+        to: u64,
+    ) -> impl Iterator<Item = (usize, RequestView<'a>)> + '_ {
+        self.slice(self.by_client.get(c), from, to)
     }
 
     /// `07:52:00.841 (+8.01 s)`.
@@ -264,10 +313,9 @@ impl<'a> Cx<'a> {
     /// `[from, to)`.
     fn served(&self, server: &str, from: u64, to: u64) -> Lat {
         Lat::of(
-            self.rows()
+            self.of_server(server, from, to)
                 .map(|(_, r)| r)
-                .filter(|r| r.server == server && !is_connect_failure(r))
-                .filter(|r| r.ts_ns >= from && r.ts_ns < to),
+                .filter(|r| !is_connect_failure(r)),
         )
     }
 
@@ -308,8 +356,8 @@ impl<'a> Cx<'a> {
     fn failed_with_failed_call(&self, caller: &str, from: u64, to: u64) -> u64 {
         let t = &self.a.requests;
         let mut parents: BTreeSet<usize> = BTreeSet::new();
-        for (i, r) in self.rows() {
-            if r.error && r.client == caller && r.ts_ns >= from && r.ts_ns < to {
+        for (i, r) in self.of_client(caller, from, to) {
+            if r.error {
                 if let Some(p) = t.parent_of(i) {
                     parents.insert(p);
                 }
@@ -373,9 +421,8 @@ impl<'a> Cx<'a> {
                     ));
                 }
                 let samples = self.sample_rows(
-                    |r| r.server == caller && (r.error || !errors_rose),
-                    from,
-                    to,
+                    self.of_server(caller, from, to),
+                    |r| r.error || !errors_rose,
                     !errors_rose,
                 );
                 let f = Finding {
@@ -402,16 +449,14 @@ impl<'a> Cx<'a> {
     }
 
     /// A few rows in `[from, to)` matching `keep`: the first ones, or the slowest.
-    fn sample_rows(
+    fn sample_rows<'r>(
         &self,
+        rows: impl Iterator<Item = (usize, RequestView<'r>)>,
         keep: impl Fn(&RequestView<'_>) -> bool,
-        from: u64,
-        to: u64,
         slowest: bool,
     ) -> Vec<usize> {
-        let mut v: Vec<(usize, u64)> = self
-            .rows()
-            .filter(|(_, r)| r.ts_ns >= from && r.ts_ns < to && keep(r))
+        let mut v: Vec<(usize, u64)> = rows
+            .filter(|(_, r)| keep(r))
             .map(|(i, r)| (i, r.latency_ns.unwrap_or(0)))
             .collect();
         if slowest {
@@ -609,7 +654,7 @@ impl<'a> Cx<'a> {
         let mut samples: Vec<usize> = fails.iter().take(2).map(|(i, _)| *i).collect();
         for (c, _) in &affected {
             samples.extend(
-                self.sample_rows(|r| r.server == c && r.error, start, to, false)
+                self.sample_rows(self.of_server(c, start, to), |r| r.error, false)
                     .into_iter()
                     .take(2),
             );
@@ -731,14 +776,14 @@ impl<'a> Cx<'a> {
         }
         let on_edge = |r: &RequestView<'_>| r.client == client && r.server == server;
         let before = Lat::of(
-            self.rows()
+            self.of_client(client, 0, start)
                 .map(|(_, r)| r)
-                .filter(|r| on_edge(r) && r.ts_ns < start),
+                .filter(on_edge),
         );
         let during = Lat::of(
-            self.rows()
+            self.of_client(client, start, end)
                 .map(|(_, r)| r)
-                .filter(|r| on_edge(r) && r.ts_ns >= start && r.ts_ns < end),
+                .filter(on_edge),
         );
         let us = |v: Option<u32>| {
             v.map_or("–".to_string(), |x| {
@@ -820,7 +865,7 @@ impl<'a> Cx<'a> {
                  and sent again (each loss costs the request at least one retransmission timeout)"
             ),
             evidence,
-            sample_requests: self.sample_rows(on_edge, start, end, true),
+            sample_requests: self.sample_rows(self.of_client(client, start, end), on_edge, true),
             ..Default::default()
         };
         let i = out.push(f, Vec::new());
@@ -887,13 +932,9 @@ impl<'a> Cx<'a> {
                     .filter(|(e, _)| e.ts + 2 * S >= start && e.ts <= end)
                     .min_by_key(|(e, p)| (e.ts, p.pid));
                 let cut: Vec<usize> = self
-                    .rows()
+                    .of_client(client, start.saturating_sub(5 * S), end)
                     .filter(|(_, r)| {
-                        r.client == client.as_str()
-                            && r.server == server.as_str()
-                            && r.status == crate::engine::NO_RESPONSE_RESET
-                            && r.ts_ns + 5 * S >= start
-                            && r.ts_ns < end
+                        r.server == server.as_str() && r.status == crate::engine::NO_RESPONSE_RESET
                     })
                     .map(|(i, _)| i)
                     .collect();
@@ -1024,21 +1065,16 @@ impl<'a> Cx<'a> {
         let t = &self.a.requests;
         let mut statuses: BTreeMap<&str, u64> = BTreeMap::new();
         let mut failed_rows: BTreeSet<usize> = BTreeSet::new();
-        for (i, r) in self.rows() {
-            if r.server == service
-                && r.error
-                && !is_connect_failure(&r)
-                && r.ts_ns >= start
-                && r.ts_ns < end
-            {
+        for (i, r) in self.of_server(service, start, end) {
+            if r.error && !is_connect_failure(&r) {
                 *statuses.entry(r.status).or_default() += 1;
                 failed_rows.insert(i);
             }
         }
         // Their failed calls (traces), by callee.
         let mut callees: BTreeMap<&str, BTreeSet<usize>> = BTreeMap::new();
-        for (i, r) in self.rows() {
-            if r.error && r.client == service && r.ts_ns >= start && r.ts_ns < end {
+        for (i, r) in self.of_client(service, start, end) {
+            if r.error {
                 if let Some(p) = t.parent_of(i).filter(|p| failed_rows.contains(p)) {
                     callees.entry(r.server).or_default().insert(p);
                 }
@@ -1099,9 +1135,8 @@ impl<'a> Cx<'a> {
             likely_cause: cause,
             evidence,
             sample_requests: self.sample_rows(
-                |r| r.server == service && r.error && !is_connect_failure(r),
-                start,
-                end,
+                self.of_server(service, start, end),
+                |r| r.error && !is_connect_failure(r),
                 false,
             ),
             ..Default::default()
@@ -1200,14 +1235,12 @@ impl<'a> Cx<'a> {
             };
             let (resolver, name) = (d.resolver.as_str(), d.name.as_str());
             let samples = self.sample_rows(
+                self.of_server(resolver, d.first_ns, d.last_ns + 1),
                 |r| {
                     r.protocol == "dns"
-                        && r.server == resolver
                         && r.target == name
                         && (r.error || r.status == "NXDOMAIN" || slow)
                 },
-                d.first_ns,
-                d.last_ns + 1,
                 slow,
             );
             out.push(
