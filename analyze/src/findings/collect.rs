@@ -185,6 +185,8 @@ pub(crate) struct EdgeBucket {
     pub retransmits: u64,
     /// Retransmits while it was being closed (FIN_WAIT1, LAST_ACK, CLOSING): a FIN sent again.
     pub retransmits_closing: u64,
+    /// Of all the retransmits, those the server's end sent (the others: the client's).
+    pub retransmits_by_server: u64,
     /// Resets received by the client's side (sent by the server).
     pub resets_to_client: u64,
     /// Resets received by the server's side (sent by the client).
@@ -280,6 +282,12 @@ pub(crate) fn finish(
             .or_default()
             .entry(bucket(smp.ts))
             .or_default();
+        // The end that sent it: the sample's local endpoint is the retransmitting socket's.
+        let by_server =
+            (side.client && smp.local == side.remote) || (!side.client && smp.local != side.remote);
+        if smp.kind == SampleKind::Retransmit && by_server {
+            b.retransmits_by_server += 1;
+        }
         match smp.kind {
             SampleKind::Retransmit if carries_data(smp.state) => b.retransmits += 1,
             SampleKind::Retransmit => b.retransmits_closing += 1,

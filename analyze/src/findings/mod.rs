@@ -753,6 +753,12 @@ impl<'a> Cx<'a> {
             .filter(|(b, _)| inside(b))
             .map(|(_, e)| e.retransmits_closing)
             .sum();
+        let by_server: u64 = buckets
+            .iter()
+            .filter(|(b, _)| inside(b))
+            .map(|(_, e)| e.retransmits_by_server)
+            .sum();
+        let by_client = (total + closing).saturating_sub(by_server);
         let outside: u64 = buckets
             .iter()
             .filter(|(b, _)| !inside(b))
@@ -800,6 +806,10 @@ impl<'a> Cx<'a> {
                 } else {
                     String::new()
                 }
+            ),
+            format!(
+                "sent again by {client}: {by_client} (its segments or {server}'s ACKs lost); \
+                 by {server}: {by_server} (its segments or {client}'s ACKs lost)"
             ),
             format!("edge requests during: {}", during.text()),
             format!("edge requests before: {}", before.text()),

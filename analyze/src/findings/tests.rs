@@ -201,6 +201,13 @@ fn a_retransmit_burst_is_found_with_its_window_and_the_slower_requests() {
     );
     assert!(f.summary.contains("50 TCP retransmits"), "{}", f.summary);
     assert!(f.summary.contains("p99"), "slower requests: {}", f.summary);
+    // Who sent the segments again: every other one the client's socket.
+    assert!(
+        f.evidence.iter().any(|e| e.starts_with("sent again by wrk: 25 ")
+            && e.contains("by python3:18081: 25 ")),
+        "{:?}",
+        f.evidence
+    );
     // Its sample requests are the slowest of the window.
     for &i in &f.sample_requests {
         let r = a.requests.get(i).expect("row");
