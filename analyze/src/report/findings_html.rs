@@ -55,7 +55,7 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
     if serious.is_empty() {
         let _ = write!(
             h,
-            "<p class=\"verdict\">No problem found: no failed connections, retransmit bursts, \
+            "<p class=\"verdict\">No problem found: no failed connections, error bursts, retransmit bursts, \
              resets cutting requests, DNS failures, OOM kills or restarts above the thresholds.{}</p>",
             if a.findings.is_empty() {
                 String::new()
