@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use retrace_analyze::{Analysis, Finding, Severity};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+
+use common::root;
 
 /// The analyzer's services file of a scenario (`analyze: services:`, or its base's).
 fn services_file(dir: &Path) -> Option<PathBuf> {
