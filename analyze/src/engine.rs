@@ -353,6 +353,10 @@ pub struct Analyzer {
     window: Option<(u64, u64)>,
     marks: Vec<(u64, String)>,
     hint_endpoints: Option<(Endpoint, Endpoint)>,
+    /// What the findings need beyond the rest (process lives, RTT): `crate::findings`.
+    net: crate::findings::collect::Collector,
+    /// Thresholds of the findings engine.
+    findings_config: crate::findings::FindingsConfig,
 }
 
 /// Statistics carried from reading into the analysis.
@@ -422,7 +426,14 @@ impl Analyzer {
             window: None,
             marks: Vec::new(),
             hint_endpoints: None,
+            net: Default::default(),
+            findings_config: Default::default(),
         }
+    }
+
+    /// The thresholds of the findings engine (Coroot's defaults otherwise).
+    pub fn findings_config(&mut self, config: crate::findings::FindingsConfig) {
+        self.findings_config = config;
     }
 
     /// The index of node `name`, registering it on first use.
@@ -575,6 +586,7 @@ impl Analyzer {
         self.see_ts(ts);
         match &ev.body {
             EventBody::ProcExec(e) => {
+                self.net.exec(node, e.pid, ts);
                 let p = self.procs.entry((node, e.pid)).or_default();
                 p.ppid = e.ppid;
                 p.comm.clone_from(&e.comm);
@@ -596,6 +608,7 @@ impl Analyzer {
                 p.comm.clone_from(&e.comm);
             }
             EventBody::ProcExit(e) => {
+                self.net.exit(node, ts, e);
                 let p = self.procs.entry((node, e.pid)).or_default();
                 if p.comm.is_empty() {
                     p.comm.clone_from(&e.comm);
@@ -734,6 +747,7 @@ impl Analyzer {
             }
             EventBody::Mark(m) => self.marks.push((ts, m.note.clone())),
             EventBody::Node(n) => self.node_info(node, n),
+            EventBody::OomKill(o) => self.net.oom(node, o.pid, ts),
             EventBody::ThreadStart(t) => self
                 .spawns
                 .entry((node, t.pid, t.tid))
@@ -748,7 +762,17 @@ impl Analyzer {
         let kind = match s.what {
             TcpSampleKind::Retransmit => SampleKind::Retransmit,
             TcpSampleKind::ResetReceived => SampleKind::ResetReceived,
-            TcpSampleKind::ResetSent | TcpSampleKind::Rtt => return,
+            TcpSampleKind::Rtt => {
+                let listens = s.pid.is_some_and(|pid| {
+                    self.procs
+                        .get(&(node, pid))
+                        .is_some_and(|p| p.ports.contains(&s.local.port))
+                });
+                let server_side = listens || (s.local.port < 32768 && s.remote.port >= 32768);
+                self.net.rtt(node, ts, s, server_side);
+                return;
+            }
+            TcpSampleKind::ResetSent => return,
         };
         self.samples.push(Sample {
             node,
@@ -765,6 +789,7 @@ impl Analyzer {
         let key = (node, e.conn);
         match &e.step {
             TcpStep::ListenOpen => {
+                self.net.listen(node, e.conn.pid, ts);
                 self.procs
                     .entry((node, e.conn.pid))
                     .or_default()
@@ -991,6 +1016,7 @@ impl Analyzer {
         let (conns, facts) = self.join();
         self.label_resets(&facts);
         let ends = self.name_ends(&conns, &names, &resolver);
+        let net = self.net_facts(&conns, &ends, &names, window_start, window_end);
         let grouped = self.group_exchanges();
         self.fail_connections_reset_before_any_byte(&conns, &facts, &grouped);
         let ids = self.row_ids();
@@ -1058,6 +1084,7 @@ impl Analyzer {
             traces: analysis.traces.len() as u64,
             ..trace_coverage
         };
+        crate::findings::detect(&mut analysis, &net, &self.findings_config);
         Ok(analysis)
     }
 
@@ -1102,7 +1129,7 @@ impl Analyzer {
             .collect();
         let conns = Connections::join(spans);
         let facts = conns.tally(&self.samples);
-        self.samples = Vec::new();
+        // The samples stay for the findings (`net_facts`), which drops them.
         (conns, facts)
     }
 
@@ -1813,5 +1840,69 @@ impl Resolver {
             Some(name) => name.clone(),
             None => ip.to_string(),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Findings (issue 12): what the findings engine needs from the streaming pass and the join.
+
+impl Analyzer {
+    /// Per-edge, per-bucket TCP counters and process lives for `crate::findings`; drops the
+    /// retransmit and reset samples (attributed to sides by the join).
+    fn net_facts(
+        &mut self,
+        conns: &Connections,
+        ends: &[(u32, u32)],
+        names: &Names,
+        window_start: u64,
+        window_end: u64,
+    ) -> crate::findings::collect::NetFacts {
+        use crate::findings::collect::{finish, SideBrief};
+        let samples = std::mem::take(&mut self.samples);
+        let sides: Vec<SideBrief> = self
+            .sides
+            .iter()
+            .map(|s| SideBrief {
+                node: s.node,
+                pid: s.pid,
+                client: s.client,
+                failed: s.failed,
+                connected_at: match s.opened {
+                    Opened::At(t) if s.client => Some(t),
+                    _ => None,
+                },
+                remote: s.remote,
+            })
+            .collect();
+        let ends: Vec<(String, String)> = ends
+            .iter()
+            .map(|&(c, s)| {
+                (
+                    self.strings.get(c).to_string(),
+                    self.strings.get(s).to_string(),
+                )
+            })
+            .collect();
+        let node_names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let procs = &self.procs;
+        let comms = |node: u16, pid: u32| {
+            procs
+                .get(&(node, pid))
+                .map(|p| p.comm.clone())
+                .unwrap_or_default()
+        };
+        let report_bucket = stats::bucket_width_ns(window_end.saturating_sub(window_start));
+        finish(
+            std::mem::take(&mut self.net),
+            &sides,
+            &ends,
+            &samples,
+            conns,
+            names,
+            &comms,
+            &node_names,
+            window_start,
+            self.findings_config.bucket_ns(report_bucket),
+        )
     }
 }

@@ -17,6 +17,7 @@
 //! ```
 
 mod engine;
+pub mod findings;
 mod input;
 mod join;
 mod l7;
@@ -34,6 +35,7 @@ mod traces;
 use std::path::PathBuf;
 
 pub use engine::{Analyzer, ReadStats, NO_RESPONSE_CLOSED, NO_RESPONSE_RESET};
+pub use findings::FindingsConfig;
 pub use model::*;
 pub use report::{escape_html, write_report};
 pub use retrace_replay::TimeSpec;
@@ -54,6 +56,18 @@ pub enum AnalyzeError {
     /// The services file is malformed.
     #[error("{}{}: {message}", path.display(), location(*line, *column))]
     ServicesFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// The findings configuration is malformed.
+    #[error("{}{}: {message}", path.display(), location(*line, *column))]
+    FindingsConfig {
         /// The file.
         path: PathBuf,
         /// 1-based line, when known.
@@ -109,6 +123,8 @@ pub struct AnalyzeOptions {
     /// Do not link spans into traces (no spans.csv, traces.csv, waterfalls): what linking
     /// costs is measured against this.
     pub no_traces: bool,
+    /// `--findings-config FILE.yaml`: thresholds of the findings engine.
+    pub findings_config: Option<PathBuf>,
 }
 
 impl AnalyzeOptions {
@@ -119,6 +135,14 @@ impl AnalyzeOptions {
             None => Ok(ServicesFile::default()),
         }
     }
+
+    /// Loads the findings configuration, if any (else Coroot's defaults).
+    pub fn load_findings_config(&self) -> Result<FindingsConfig, AnalyzeError> {
+        match &self.findings_config {
+            Some(p) => FindingsConfig::load(p),
+            None => Ok(FindingsConfig::default()),
+        }
+    }
 }
 
 /// Analyzes the captures at `paths` (capture directories or segment files).
@@ -127,8 +151,10 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
         return Err(AnalyzeError::NoInput);
     }
     let services = opts.load_services()?;
+    let findings = opts.load_findings_config()?;
     let mut analyzer = Analyzer::new(services);
     analyzer.link_traces(!opts.no_traces);
+    analyzer.findings_config(findings);
     let read = input::feed(paths, opts, &mut analyzer)?;
     let before = input::thread_cpu_s();
     let analysis = analyzer.finish(read);

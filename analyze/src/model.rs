@@ -808,6 +808,15 @@ pub struct Analysis {
     /// Every request, in time order (for requests.csv); not in summary.json.
     #[serde(skip)]
     pub requests: RequestTable,
+    /// What went wrong, where, when and why (the findings engine), by start time.
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// TCP time series per edge (tcp.csv); not in summary.json.
+    #[serde(skip)]
+    pub tcp: Vec<TcpPoint>,
+    /// DNS per resolver and name (dns.csv); not in summary.json.
+    #[serde(skip)]
+    pub dns: Vec<DnsStats>,
 }
 
 impl Analysis {
@@ -835,4 +844,117 @@ impl Analysis {
             .iter()
             .filter(move |e| e.client == client && e.server == server)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Findings (issue 12): what went wrong, where, when and why. Made by `crate::findings`.
+
+/// How bad a finding is.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing, not a problem by itself.
+    #[default]
+    Info,
+    /// Something deserves a look.
+    Warning,
+    /// Clearly broken.
+    Critical,
+}
+
+impl Severity {
+    /// `info`, `warning` or `critical`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One thing that went wrong: when, where, what, why, and the evidence.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Finding {
+    /// `F1`, `F2`... in the order of the findings (by start time); other findings refer to it.
+    pub id: String,
+    /// Start, wall ns since the epoch.
+    pub start_ns: u64,
+    /// End, wall ns since the epoch.
+    pub end_ns: u64,
+    /// How bad.
+    pub severity: Severity,
+    /// `connection_failures`, `retransmits`, `resets`, `upstream_errors`, `upstream_latency`,
+    /// `errors`, `dns`, `oom_kill`, `restart`.
+    pub kind: String,
+    /// The service it is about.
+    pub service: String,
+    /// The edge it is about (`client -> server`), empty when none.
+    pub edge: String,
+    /// Processes involved (`node/pid comm`), empty when none.
+    pub processes: Vec<String>,
+    /// One sentence: what happened.
+    pub summary: String,
+    /// Why, as far as the capture tells.
+    pub likely_cause: String,
+    /// The evidence, one fact a line (counts, before/during, process events, sample requests).
+    pub evidence: Vec<String>,
+    /// The findings this one follows from (ids), for a chain.
+    pub caused_by: Vec<String>,
+    /// Rows of requests.csv that illustrate it (a few).
+    pub sample_requests: Vec<usize>,
+}
+
+/// One bucket of one edge's TCP time series (tcp.csv).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct TcpPoint {
+    /// Bucket start, wall ns.
+    pub ts_ns: u64,
+    /// Client service.
+    pub client: String,
+    /// Server service.
+    pub server: String,
+    /// Connections established by the client in the bucket.
+    pub connects: u64,
+    /// Connection attempts that failed.
+    pub failed_connects: u64,
+    /// The failures by cause (`ECONNREFUSED:3 ETIMEDOUT:1`).
+    pub failure_cause: String,
+    /// Segments retransmitted (either end).
+    pub retransmits: u64,
+    /// Median smoothed RTT sampled by the client, µs.
+    pub rtt_p50_us: Option<u32>,
+    /// 99th percentile smoothed RTT, µs.
+    pub rtt_p99_us: Option<u32>,
+    /// Resets the client sent (received by the server's side).
+    pub resets_sent: u64,
+    /// Resets the client received.
+    pub resets_received: u64,
+}
+
+/// DNS queries to one resolver for one name (dns.csv).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DnsStats {
+    /// The resolver (server service).
+    pub resolver: String,
+    /// The name asked.
+    pub name: String,
+    /// Queries.
+    pub queries: u64,
+    /// Answered NXDOMAIN.
+    pub nxdomain: u64,
+    /// Answered with a server error (SERVFAIL, REFUSED...).
+    pub server_errors: u64,
+    /// Never answered.
+    pub timeouts: u64,
+    /// Median latency of answered queries, ms.
+    pub p50_ms: Option<f64>,
+    /// 95th percentile, ms.
+    pub p95_ms: Option<f64>,
+    /// First query, wall ns.
+    pub first_ns: u64,
+    /// Last query, wall ns.
+    pub last_ns: u64,
 }

@@ -31,6 +31,10 @@ pub struct Args {
     /// Do not link spans into traces (no spans.csv, traces.csv or waterfalls).
     #[arg(long)]
     pub no_traces: bool,
+    /// YAML file overriding the thresholds of the findings engine (Coroot's inspections by
+    /// default): see the documentation of `retrace_analyze::findings::config`.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub findings_config: Option<PathBuf>,
 }
 
 fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
@@ -45,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         from: args.from,
         to: args.to,
         no_traces: args.no_traces,
+        findings_config: args.findings_config.clone(),
     };
     let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
     retrace_analyze::write_report(&analysis, &args.out)
@@ -61,6 +66,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             analysis.completeness * 100.0,
             args.out.join("index.html").display()
         );
+        // What went wrong, first: the findings worth a look (all in findings.csv).
+        let serious: Vec<&retrace_analyze::Finding> = analysis
+            .findings
+            .iter()
+            .filter(|f| f.severity > retrace_analyze::Severity::Info)
+            .collect();
+        for f in serious.iter().take(8) {
+            eprintln!(
+                "{} {}: {} — {}",
+                f.id,
+                f.severity.name(),
+                f.summary,
+                f.likely_cause
+            );
+        }
+        if serious.len() > 8 {
+            eprintln!("… {} more in findings.csv", serious.len() - 8);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

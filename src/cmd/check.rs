@@ -29,6 +29,11 @@
 //!       name: "GET /checkout/{id}"               # the SERVER span's name
 //!       reaches: [api, users, redis, postgres]   # spans of each in its traces
 //!       min_share: 95%                           # of its traces (default: all)
+//! findings:                     # the findings engine's (findings.csv)
+//!   - { kind: connection_failures, service: api, min_severity: critical }
+//!   - { kind: retransmits, edge: api -> redis }   # min_severity: warning by default
+//!   - { kind: retransmits, exists: false }        # none worth a look
+//! max_finding_severity: info    # nothing worth a look (a healthy run)
 //! ```
 //!
 //! Every key of every entry is one assertion; `check` prints one line per assertion with the
@@ -125,6 +130,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceStats>,
     /// Edges.
     pub edges: Vec<EdgeStats>,
+    /// The findings engine's findings.
+    pub findings: Vec<retrace_analyze::Finding>,
 }
 
 impl Snapshot {
@@ -137,6 +144,7 @@ impl Snapshot {
             window_s,
             services,
             edges,
+            findings: a.findings.clone(),
         }
     }
 }
@@ -361,6 +369,62 @@ pub struct Expectations {
     /// Assertions over the traces.
     #[serde(default)]
     pub traces: Option<TraceExpect>,
+    /// Findings expected (or not).
+    #[serde(default)]
+    pub findings: Vec<FindingExpect>,
+    /// No finding above this severity.
+    pub max_finding_severity: Option<retrace_analyze::Severity>,
+}
+
+/// A finding expected, or not: every key given must match.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingExpect {
+    /// Its kind (`connection_failures`, `retransmits`, ...).
+    pub kind: Option<String>,
+    /// Its service.
+    pub service: Option<String>,
+    /// Its edge.
+    pub edge: Option<EdgeName>,
+    /// At least this severity (default warning).
+    pub min_severity: Option<retrace_analyze::Severity>,
+    /// Whether one must be present (default) or none.
+    pub exists: Option<bool>,
+}
+
+impl FindingExpect {
+    fn matches(&self, f: &retrace_analyze::Finding) -> bool {
+        self.kind.as_ref().is_none_or(|k| *k == f.kind)
+            && self.service.as_ref().is_none_or(|s| *s == f.service)
+            && self
+                .edge
+                .as_ref()
+                .is_none_or(|e| format!("{} -> {}", e.client, e.server) == f.edge)
+            && f.severity
+                >= self
+                    .min_severity
+                    .unwrap_or(retrace_analyze::Severity::Warning)
+    }
+
+    fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(k) = &self.kind {
+            v.push(k.clone());
+        }
+        if let Some(s) = &self.service {
+            v.push(format!("service {s}"));
+        }
+        if let Some(e) = &self.edge {
+            v.push(format!("edge {e}"));
+        }
+        v.push(format!(
+            "severity >= {}",
+            self.min_severity
+                .unwrap_or(retrace_analyze::Severity::Warning)
+                .name()
+        ));
+        v.join(", ")
+    }
 }
 
 impl Expectations {
@@ -371,6 +435,8 @@ impl Expectations {
             && self.only_services.is_none()
             && self.only_edges.is_none()
             && self.traces.as_ref().is_none_or(TraceExpect::is_empty)
+            && self.findings.is_empty()
+            && self.max_finding_severity.is_none()
     }
 }
 
@@ -700,6 +766,47 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
                 format!("extra: {}", extra.join(", "))
             },
             extra.is_empty(),
+        );
+    }
+    for fe in &expect.findings {
+        c.subject = "findings".to_string();
+        let found: Vec<&str> = snap
+            .findings
+            .iter()
+            .filter(|f| fe.matches(f))
+            .map(|f| f.id.as_str())
+            .collect();
+        let want = fe.exists.unwrap_or(true);
+        c.push(
+            format!(
+                "{} finding: {}",
+                if want { "a" } else { "no" },
+                fe.describe()
+            ),
+            if found.is_empty() {
+                "none".to_string()
+            } else {
+                found.join(", ")
+            },
+            found.is_empty() != want,
+        );
+    }
+    if let Some(max) = expect.max_finding_severity {
+        c.subject = "findings".to_string();
+        let above: Vec<String> = snap
+            .findings
+            .iter()
+            .filter(|f| f.severity > max)
+            .map(|f| format!("{} {} {} {}", f.id, f.severity.name(), f.kind, f.service))
+            .collect();
+        c.push(
+            format!("none above {}", max.name()),
+            if above.is_empty() {
+                format!("{} findings, none above", snap.findings.len())
+            } else {
+                above.join("; ")
+            },
+            above.is_empty(),
         );
     }
     c.out
@@ -1105,11 +1212,77 @@ pub(crate) mod tests {
                 edge("client", "nginx", 1000, 0, 9.0, 0),
                 edge("nginx", "api", 1000, 30, 8.0, 2),
             ],
+            ..Default::default()
         }
     }
 
     fn parse(text: &str) -> anyhow::Result<Expectations> {
         parse_expectations(Path::new("exp.yaml"), text)
+    }
+
+    #[test]
+    fn findings_are_asserted() {
+        let mut sn = snap();
+        sn.findings = vec![
+            retrace_analyze::Finding {
+                id: "F1".into(),
+                severity: retrace_analyze::Severity::Critical,
+                kind: "connection_failures".into(),
+                service: "api".into(),
+                edge: "nginx -> api".into(),
+                ..Default::default()
+            },
+            retrace_analyze::Finding {
+                id: "F2".into(),
+                severity: retrace_analyze::Severity::Info,
+                kind: "retransmits".into(),
+                service: "api".into(),
+                edge: "nginx -> api".into(),
+                ..Default::default()
+            },
+        ];
+        let e = parse(
+            "findings:\n  - { kind: connection_failures, service: api, min_severity: critical }\n\
+             \x20 - { kind: retransmits, edge: nginx -> api }\n\
+             \x20 - { kind: retransmits, edge: nginx -> api, min_severity: info }\n\
+             \x20 - { kind: dns, exists: false }\n\
+             max_finding_severity: warning\n",
+        )
+        .expect("parses");
+        let r: Vec<(String, String, bool)> = evaluate(&e, &sn)
+            .into_iter()
+            .map(|r| (r.assertion, r.measured, r.passed))
+            .collect();
+        let want = |a: &str, m: &str, p: bool| (a.to_string(), m.to_string(), p);
+        assert_eq!(
+            r,
+            vec![
+                want(
+                    "a finding: connection_failures, service api, severity >= critical",
+                    "F1",
+                    true
+                ),
+                want(
+                    "a finding: retransmits, edge nginx -> api, severity >= warning",
+                    "none",
+                    false
+                ),
+                want(
+                    "a finding: retransmits, edge nginx -> api, severity >= info",
+                    "F2",
+                    true
+                ),
+                want("no finding: dns, severity >= warning", "none", true),
+                want(
+                    "none above warning",
+                    "F1 critical connection_failures api",
+                    false
+                ),
+            ]
+        );
+        let err =
+            parse("findings:\n  - { kind: dns, min_severity: bad }\n").expect_err("a bad severity");
+        assert!(err.to_string().starts_with("exp.yaml:2:"), "{err}");
     }
 
     #[test]

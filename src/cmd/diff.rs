@@ -946,6 +946,7 @@ mod tests {
                 edge("api", "old", 5, 0, 1.0, 0),
                 edge("api", "tiny", 10, 0, 1.0, 0),
             ],
+            ..Default::default()
         };
         let cand = Snapshot {
             window_s: 20.0,
@@ -960,6 +961,7 @@ mod tests {
                 edge("api", "cache", 9, 0, 1.0, 0),
                 edge("api", "tiny", 12, 0, 100.0, 0),
             ],
+            ..Default::default()
         };
         let rules = parse_rules(DEFAULT_FAIL_ON).expect("ok");
         let r = compare(&base, &cand, &rules, 20);

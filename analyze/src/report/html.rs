@@ -73,6 +73,7 @@ pub(crate) fn render(a: &Analysis) -> String {
         esc(&a.nodes.join(", "))
     );
 
+    super::findings_html::render(a, &mut h);
     // Capture facts and completeness.
     h.push_str("<section id=\"capture\"><h2>Capture</h2><div class=\"kv\">");
     let mut kv = |k: &str, v: String| {

@@ -2,6 +2,8 @@
 
 mod charts;
 mod csv_out;
+mod findings_csv;
+mod findings_html;
 mod html;
 mod map;
 mod traces_html;
@@ -45,6 +47,7 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
 fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
     let mut cp = crate::input::Checkpoints::new();
     csv_out::write_tables(analysis, out_dir)?;
+    findings_csv::write(analysis, out_dir)?;
     if !analysis.traces_skipped {
         csv_out::write_traces(analysis, out_dir)?;
     }
