@@ -29,6 +29,12 @@
 //!       name: "GET /checkout/{id}"               # the SERVER span's name
 //!       reaches: [api, users, redis, postgres]   # spans of each in its traces
 //!       min_share: 95%                           # of its traces (default: all)
+//! slo:                          # one entry or a list (objectives: `--slo`, default Coroot's)
+//!   - { service: api, availability: met }       # met, breached, missed, no_data, or a list
+//!   - { service: users, latency: [met, breached], max_breaches: 0 }
+//! alerts:                       # rules: `--alerts FILE.yaml`
+//!   fired: [SLO Breach]
+//!   not_fired: [Memory Pressure]
 //! ```
 //!
 //! Every key of every entry is one assertion; `check` prints one line per assertion with the
@@ -57,13 +63,30 @@ pub struct Args {
     /// Also write the results as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Service level objectives (see `retrace analyze --slo`).
+    #[arg(long, value_name = "FILE.yaml")]
+    pub slo: Option<PathBuf>,
+    /// Alert rules (see `retrace analyze --alerts`), for `alerts:` assertions.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub alerts: Option<PathBuf>,
+    /// Baseline capture for `baseline` in alert rules (see `retrace analyze --baseline`).
+    #[arg(long, value_name = "CAPTURE")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// Runs `retrace check`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (expect, scenario_services) = load_expectations(&args.expect)?;
     let services = args.services.clone().or(scenario_services);
-    let analysis = run_analysis(std::slice::from_ref(&args.capture), services.as_deref())?;
+    let opts = retrace_analyze::AnalyzeOptions {
+        services_file: services.clone(),
+        slo_file: args.slo.clone(),
+        alerts_file: args.alerts.clone(),
+        baseline: args.baseline.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let analysis = retrace_analyze::analyze(std::slice::from_ref(&args.capture), &opts)
+        .with_context(|| format!("analyzing {}", args.capture.display()))?;
     let results = evaluate_analysis(&expect, &analysis);
     print!("{}", render_results(&results));
     if let Some(junit) = &args.junit {
@@ -125,6 +148,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceStats>,
     /// Edges.
     pub edges: Vec<EdgeStats>,
+    /// Objectives, breaches and alerts.
+    pub slo: retrace_analyze::SloReport,
 }
 
 impl Snapshot {
@@ -137,6 +162,7 @@ impl Snapshot {
             window_s,
             services,
             edges,
+            slo: a.slo.clone(),
         }
     }
 }
@@ -361,6 +387,11 @@ pub struct Expectations {
     /// Assertions over the traces.
     #[serde(default)]
     pub traces: Option<TraceExpect>,
+    /// Assertions on service level objectives.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub slo: Vec<SloExpect>,
+    /// Assertions on alert rules.
+    pub alerts: Option<AlertsExpect>,
 }
 
 impl Expectations {
@@ -371,6 +402,187 @@ impl Expectations {
             && self.only_services.is_none()
             && self.only_edges.is_none()
             && self.traces.as_ref().is_none_or(TraceExpect::is_empty)
+            && self.slo.is_empty()
+            && self.alerts.is_none()
+    }
+}
+
+/// One value or a list of them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// One.
+    One(T),
+    /// Several.
+    Many(Vec<T>),
+}
+
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    // A sequence or a single mapping; errors of an entry keep their location.
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an entry or a list of entries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                v.push(x);
+            }
+            Ok(v)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            Ok(vec![T::deserialize(
+                serde::de::value::MapAccessDeserializer::new(map),
+            )?])
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+/// Assertions about one service's objectives.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloExpect {
+    /// Service name.
+    pub service: String,
+    /// Status of its availability objective among these.
+    pub availability: Option<OneOrMany<retrace_analyze::SloStatus>>,
+    /// Status of its latency objective among these.
+    pub latency: Option<OneOrMany<retrace_analyze::SloStatus>>,
+    /// Breaches (of either objective) at most.
+    pub max_breaches: Option<u64>,
+    /// Breaches at least.
+    pub min_breaches: Option<u64>,
+}
+
+/// Assertions about alert rules (given with `--alerts`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsExpect {
+    /// Rules (by name) that must have fired.
+    #[serde(default)]
+    pub fired: Vec<String>,
+    /// Rules that must not have fired.
+    #[serde(default)]
+    pub not_fired: Vec<String>,
+}
+
+fn statuses(want: &OneOrMany<retrace_analyze::SloStatus>) -> Vec<retrace_analyze::SloStatus> {
+    match want {
+        OneOrMany::One(s) => vec![*s],
+        OneOrMany::Many(v) => v.clone(),
+    }
+}
+
+/// The `slo:` and `alerts:` assertions.
+fn evaluate_slo(expect: &Expectations, snap: &Snapshot, c: &mut Collector) {
+    let r = &snap.slo;
+    for se in &expect.slo {
+        c.subject = format!("slo {}", se.service);
+        for (objective, want) in [("availability", &se.availability), ("latency", &se.latency)] {
+            let Some(want) = want else { continue };
+            let want = statuses(want);
+            let names: Vec<&str> = want.iter().map(|s| s.name()).collect();
+            let (measured, ok) = match r.objective(&se.service, objective) {
+                Some(o) => (
+                    format!(
+                        "{} (actual {}, target {}%, budget remaining {:.2}%)",
+                        o.status,
+                        o.actual.map_or("none".to_string(), |x| format!("{x:.3}%")),
+                        o.target,
+                        o.budget_remaining * 100.0
+                    ),
+                    want.contains(&o.status),
+                ),
+                None => (
+                    "no objective (the service was not called)".to_string(),
+                    want.contains(&retrace_analyze::SloStatus::NoData),
+                ),
+            };
+            c.push(format!("{objective} is {}", names.join("|")), measured, ok);
+        }
+        let breaches: Vec<&retrace_analyze::Breach> = r
+            .breaches
+            .iter()
+            .filter(|b| b.service == se.service)
+            .collect();
+        let listed: Vec<String> = breaches
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {} -> {}",
+                    b.objective,
+                    retrace_analyze::format_wall(b.start_ns),
+                    retrace_analyze::format_wall(b.end_ns)
+                )
+            })
+            .collect();
+        let n = breaches.len() as u64;
+        let desc = match (se.min_breaches, se.max_breaches) {
+            (Some(a), Some(b)) => Some(format!("breaches in [{a}, {b}]")),
+            (Some(a), None) => Some(format!("breaches >= {a}")),
+            (None, Some(b)) => Some(format!("breaches <= {b}")),
+            (None, None) => None,
+        };
+        if let Some(desc) = desc {
+            let ok =
+                se.min_breaches.is_none_or(|a| n >= a) && se.max_breaches.is_none_or(|b| n <= b);
+            c.push(
+                desc,
+                if listed.is_empty() {
+                    "0".to_string()
+                } else {
+                    format!("{n}: {}", listed.join("; "))
+                },
+                ok,
+            );
+        }
+    }
+    if let Some(ae) = &expect.alerts {
+        c.subject = "alerts".to_string();
+        let fired_for = |name: &str| -> Vec<&str> {
+            let mut v: Vec<&str> = r
+                .alerts
+                .iter()
+                .filter(|f| f.name == name)
+                .map(|f| f.service.as_str())
+                .collect();
+            v.dedup();
+            v
+        };
+        let known = |name: &str| r.alert_rules.iter().any(|x| x.name == name);
+        for name in &ae.fired {
+            let on = fired_for(name);
+            let measured = if !known(name) {
+                "no such rule (give the rules with --alerts)".to_string()
+            } else if on.is_empty() {
+                "did not fire".to_string()
+            } else {
+                format!("fired for {}", on.join(", "))
+            };
+            c.push(format!("{name:?} fired"), measured, !on.is_empty());
+        }
+        for name in &ae.not_fired {
+            let on = fired_for(name);
+            let measured = if !known(name) {
+                "no such rule (give the rules with --alerts)".to_string()
+            } else if on.is_empty() {
+                "did not fire".to_string()
+            } else {
+                format!("fired for {}", on.join(", "))
+            };
+            c.push(
+                format!("{name:?} did not fire"),
+                measured,
+                known(name) && on.is_empty(),
+            );
+        }
     }
 }
 
@@ -702,6 +914,7 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
             extra.is_empty(),
         );
     }
+    evaluate_slo(expect, snap, &mut c);
     c.out
 }
 

@@ -946,6 +946,7 @@ mod tests {
                 edge("api", "old", 5, 0, 1.0, 0),
                 edge("api", "tiny", 10, 0, 1.0, 0),
             ],
+            slo: Default::default(),
         };
         let cand = Snapshot {
             window_s: 20.0,

@@ -4,6 +4,7 @@ mod charts;
 mod csv_out;
 mod html;
 mod map;
+mod slo_html;
 mod traces_html;
 
 use std::path::Path;
@@ -48,6 +49,7 @@ fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeErr
     if !analysis.traces_skipped {
         csv_out::write_traces(analysis, out_dir)?;
     }
+    csv_out::write_slo(analysis, out_dir)?;
     cp.at("report: tables");
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {

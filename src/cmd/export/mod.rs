@@ -71,6 +71,7 @@ impl Input {
             to: self.to,
             // Spans and traces are what the exports are made of.
             no_traces: false,
+            ..Default::default()
         };
         let names: Vec<String> = self
             .captures
