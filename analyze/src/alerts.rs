@@ -620,7 +620,7 @@ impl Baseline {
             start_ns: a.window_start_ns,
             end_ns: a.window_end_ns.max(a.window_start_ns + 1),
             resolution_ns: resolution,
-            buckets: (span / resolution + 1) as usize,
+            buckets: span.div_ceil(resolution).max(1) as usize,
         };
         let data = accumulate(a, config, &tl);
         Self::from_range(source.to_string(), &data, &tl, tl.buckets)

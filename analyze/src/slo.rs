@@ -189,7 +189,7 @@ pub(crate) fn parse_duration(t: &str) -> Option<u64> {
         _ => return None,
     };
     let ns = v * mul;
-    (ns.is_finite() && ns >= 0.0 && ns < 1e19).then_some(ns.round() as u64)
+    (0.0..1e19).contains(&ns).then_some(ns.round() as u64)
 }
 
 impl<'de> Deserialize<'de> for DurationNs {
@@ -884,7 +884,7 @@ pub(crate) struct Timeline {
 impl Timeline {
     fn new(start_ns: u64, end_ns: u64, resolution_ns: u64) -> Self {
         let span = end_ns.saturating_sub(start_ns);
-        let buckets = (span / resolution_ns + 1) as usize;
+        let buckets = span.div_ceil(resolution_ns).max(1) as usize;
         Self {
             start_ns,
             end_ns,
@@ -1050,8 +1050,11 @@ pub struct SloOptions {
     pub baseline: Option<crate::alerts::Baseline>,
 }
 
+/// A window pair as used: (long ns, short ns, factor, severity, the pair it was scaled from).
+type Pair = (u64, u64, f64, &'static str, String);
+
 /// The pairs used for a capture of `span_ns` and the scale.
-fn scaled_pairs(span_ns: u64) -> (f64, Vec<(u64, u64, f64, &'static str, String)>) {
+fn scaled_pairs(span_ns: u64) -> (f64, Vec<Pair>) {
     let scale = (span_ns as f64 / HOUR as f64).min(1.0);
     let mut v = Vec::new();
     for (i, (l, s, f, sev)) in PAIRS.iter().enumerate() {
@@ -1331,4 +1334,330 @@ pub fn breach_intervals(r: &SloReport, objective: &str) -> BTreeMap<String, Vec<
             .push((b.start_ns, b.end_ns));
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{RequestRow, RequestTable, SpanFacts};
+
+    const T0: u64 = 1_800_000_000 * S;
+
+    /// One request: (time s, server, endpoint "METHOD route", failed, latency ms).
+    type Req<'a> = (f64, &'a str, &'a str, bool, Option<f64>);
+
+    fn analysis(span_s: u64, reqs: &[Req<'_>]) -> Analysis {
+        let mut strings = vec![String::new()];
+        let mut id = |s: &str| -> u32 {
+            match strings.iter().position(|x| x == s) {
+                Some(i) => i as u32,
+                None => {
+                    strings.push(s.to_string());
+                    (strings.len() - 1) as u32
+                }
+            }
+        };
+        let mut rows: Vec<RequestRow> = reqs
+            .iter()
+            .map(|&(t, server, ep, error, lat)| {
+                let (m, r) = ep.split_once(' ').unwrap_or((ep, ""));
+                RequestRow {
+                    ts_ns: T0 + (t * 1e9) as u64,
+                    latency_ns: lat.map_or(NO_LATENCY, |ms| (ms * 1e6) as u64),
+                    server_latency_ns: NO_LATENCY,
+                    client: id("client"),
+                    server: id(server),
+                    protocol: id("http"),
+                    method: id(m),
+                    target: id(r),
+                    route: id(r),
+                    status: id(if error { "502" } else { "200" }),
+                    trace_id: 0,
+                    node: id("n"),
+                    error,
+                    spans: SpanFacts::default(),
+                }
+            })
+            .collect();
+        rows.sort_by_key(|r| r.ts_ns);
+        Analysis {
+            window_start_ns: T0,
+            window_end_ns: T0 + span_s * S,
+            requests: RequestTable {
+                strings,
+                rows,
+                id_seed: 0,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// `rate` requests per second to `server` over [from, to), failing in [fail_from, fail_to).
+    fn traffic<'a>(
+        server: &'a str,
+        rate: u32,
+        (from, to): (f64, f64),
+        (fail_from, fail_to): (f64, f64),
+        out: &mut Vec<Req<'a>>,
+    ) {
+        let n = ((to - from) * f64::from(rate)) as u32;
+        for k in 0..n {
+            let t = from + f64::from(k) / f64::from(rate);
+            let fail = t >= fail_from && t < fail_to;
+            out.push((t, server, "GET /x", fail, (!fail).then_some(5.0)));
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let g = |p: &str, s: &str| Glob(p.into()).matches(s);
+        assert!(g("payment-*", "payment-api"));
+        assert!(!g("payment-*", "api"));
+        assert!(g("*", ""));
+        assert!(g("a?c", "abc") && !g("a?c", "ac"));
+        assert!(g("GET /poll*", "GET /poll/{id}"));
+        assert!(g("*-db", "orders-db") && !g("*-db", "orders-dbx"));
+    }
+
+    const SEED: &str = "# coroot-config.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: coroot-config\n  namespace: coroot\ndata:\n  config.yaml: |\n    slo:\n      # Custom availability targets\n      availability:\n        default: 99.9\n        overrides:\n          - service: \"payment-*\"\n            target: 99.99\n          - service: \"internal-*\"\n            target: 99.0\n\n      # Custom latency targets\n      latency:\n        default:\n          p99: 100ms\n        overrides:\n          - service: \"api-gateway\"\n            p99: 50ms\n          - service: \"batch-processor\"\n            p99: 5s\n";
+
+    #[test]
+    fn the_seeds_file_plain_and_as_a_configmap() {
+        let cm = SloConfig::parse(SEED, Path::new("coroot-config.yaml")).expect("configmap");
+        let inner: String = SEED
+            .lines()
+            .skip_while(|l| !l.contains("config.yaml: |"))
+            .skip(1)
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect();
+        let plain = SloConfig::parse(&inner, Path::new("slo.yaml")).expect("plain");
+        for c in [&cm, &plain] {
+            assert_eq!(c.availability_of("payment-api"), 99.99);
+            assert_eq!(c.availability_of("internal-cache"), 99.0);
+            assert_eq!(c.availability_of("frontend"), 99.9);
+            assert_eq!(c.latency_of("api-gateway").threshold_ns, 50_000_000);
+            assert_eq!(c.latency_of("batch-processor").threshold_ns, 5 * S);
+            assert_eq!(c.latency_of("frontend").threshold_ns, 100_000_000);
+            assert_eq!(c.latency_of("frontend").percent, 99.0);
+        }
+        let d = SloConfig::default();
+        assert_eq!(d.availability_of("x"), 99.0);
+        assert_eq!(d.latency_of("x").threshold_ns, 500_000_000);
+    }
+
+    fn err(text: &str) -> String {
+        SloConfig::parse(text, Path::new("conf/slo.yaml"))
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn malformed_objectives_say_where_and_what() {
+        let e = err("slo:\n  availability:\n    default: 150\n");
+        assert!(e.starts_with("conf/slo.yaml:3:"), "{e}");
+        assert!(e.contains("percentage between 0 and 100"), "{e}");
+        let e = err("slo:\n  latency:\n    default:\n      p99: fast\n");
+        assert!(
+            e.starts_with("conf/slo.yaml:4:") && e.contains("duration"),
+            "{e}"
+        );
+        let e = err("slo:\n  availabilty:\n    default: 99\n");
+        assert!(
+            e.starts_with("conf/slo.yaml:2:") && e.contains("expected `availability`"),
+            "{e}"
+        );
+        let e = err("slo:\n  latency:\n    default:\n      p99: 1s\n      p95: 200ms\n");
+        assert!(
+            e.starts_with("conf/slo.yaml:3") && e.contains("one percentile"),
+            "{e}"
+        );
+        let e = err("slo:\n  availability:\n    overrides:\n      - service: a\n      - service: b\n        target: 99\n");
+        assert!(
+            e.starts_with("conf/slo.yaml:4") && e.contains("`target:`"),
+            "{e}"
+        );
+        let e = err("other: 1\n");
+        assert!(e.contains("expected a `slo:` section"), "{e}");
+        // Inside a ConfigMap: the line in the file, not in the embedded text.
+        let e = SloConfig::parse(
+            &SEED.replace("p99: 50ms", "p99: 50 parsecs"),
+            Path::new("cm.yaml"),
+        )
+        .expect_err("bad duration")
+        .to_string();
+        assert!(e.starts_with("cm.yaml:25:18:"), "{e}");
+    }
+
+    #[test]
+    fn an_outage_breaches_at_its_own_times_and_spends_the_budget() {
+        let mut reqs = Vec::new();
+        traffic("db", 50, (0.0, 60.0), (20.0, 30.0), &mut reqs);
+        traffic("cache", 50, (0.0, 60.0), (5.0, 5.02), &mut reqs);
+        let a = analysis(60, &reqs);
+        let r = evaluate(&a, &SloOptions::default());
+        assert_eq!(r.windows.len(), 1);
+        assert_eq!(r.windows[0].long_s, 60.0);
+        assert_eq!(r.windows[0].short_s, 5.0);
+        assert_eq!(r.resolution_ns, S);
+        assert_eq!(r.period_s, 43_200.0);
+        assert_eq!(r.breaches.len(), 1, "{:?}", r.breaches);
+        let b = &r.breaches[0];
+        assert_eq!(
+            (b.service.as_str(), b.objective.as_str()),
+            ("db", "availability")
+        );
+        assert_eq!(b.start_ns, T0 + 20 * S);
+        assert_eq!(b.end_ns, T0 + 30 * S);
+        assert_eq!(b.peak_burn_rate, 100.0);
+        // 500 failures of the 21 600 the 12 h period allows at 50/s (1%).
+        assert!((b.budget_consumed - 500.0 / 21_600.0).abs() < 1e-6, "{b:?}");
+        // Detected once the long window (the whole capture so far) burns at 14.4.
+        assert!(
+            b.detected_ns > b.start_ns && b.detected_ns <= T0 + 24 * S,
+            "{b:?}"
+        );
+        let db = r.objective("db", "availability").expect("db");
+        assert_eq!(db.status, SloStatus::Missed);
+        assert_eq!((db.requests, db.bad), (3000, 500));
+        assert!((db.budget_remaining - (1.0 - 500.0 / 21_600.0)).abs() < 1e-6);
+        // Burning at 500/3000/1% = ×16.7 over the last hour (the capture): the rest of the
+        // budget lasts remaining × 12 h / 16.7.
+        let want = (1.0 - 500.0 / 21_600.0) * 43_200.0 / (500.0 / 3000.0 / 0.01);
+        assert!(
+            (db.budget_remaining_s.expect("burning") - want).abs() <= 1.0,
+            "{db:?}"
+        );
+        let cache = r.objective("cache", "availability").expect("cache");
+        assert_eq!(
+            cache.status,
+            SloStatus::Met,
+            "one failure is noise: {cache:?}"
+        );
+        assert_eq!(
+            r.objective("db", "latency").map(|o| o.status),
+            Some(SloStatus::Met)
+        );
+        // Deterministic.
+        assert_eq!(r, evaluate(&a, &SloOptions::default()));
+    }
+
+    #[test]
+    fn two_failures_of_a_quiet_service_are_not_a_breach() {
+        let mut reqs = Vec::new();
+        traffic("quiet", 1, (0.0, 60.0), (30.0, 32.0), &mut reqs);
+        let r = evaluate(&analysis(60, &reqs), &SloOptions::default());
+        assert!(r.breaches.is_empty(), "{:?}", r.breaches);
+        // Over the capture, 2 of 60 failed: the objective is missed all the same.
+        assert_eq!(
+            r.objective("quiet", "availability").map(|o| o.status),
+            Some(SloStatus::Missed)
+        );
+    }
+
+    #[test]
+    fn a_long_polling_endpoint_gets_its_own_threshold() {
+        let mut reqs: Vec<Req<'_>> = Vec::new();
+        for k in 0..600 {
+            let t = f64::from(k) * 0.1;
+            let (ep, lat) = if k % 10 == 0 {
+                ("GET /poll/{id}", 25_000.0)
+            } else {
+                ("GET /items", 3.0)
+            };
+            reqs.push((t, "api", ep, false, Some(lat)));
+        }
+        let a = analysis(60, &reqs);
+        let plain = evaluate(&a, &SloOptions::default());
+        let lat = plain.objective("api", "latency").expect("latency");
+        assert_eq!(lat.status, SloStatus::Missed, "{lat:?}");
+        assert_eq!(lat.bad, 60);
+        let cfg = SloConfig::parse(
+            "slo:\n  latency:\n    overrides:\n      - service: api\n        endpoint: \"GET /poll*\"\n        p99: 30s\n",
+            Path::new("s.yaml"),
+        )
+        .expect("valid");
+        let opts = SloOptions {
+            config: cfg,
+            ..Default::default()
+        };
+        let r = evaluate(&a, &opts);
+        let lat = r.objective("api", "latency").expect("latency");
+        assert_eq!(
+            (lat.status, lat.bad, lat.requests),
+            (SloStatus::Met, 0, 600)
+        );
+        let cfg = SloConfig::parse(
+            "slo:\n  availability:\n    overrides:\n      - service: \"a*\"\n        endpoint: \"GET /poll*\"\n        exclude: true\n  latency:\n    overrides:\n      - service: api\n        endpoint: \"GET /poll*\"\n        exclude: true\n",
+            Path::new("s.yaml"),
+        )
+        .expect("valid");
+        let r = evaluate(
+            &a,
+            &SloOptions {
+                config: cfg,
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.objective("api", "latency").map(|o| o.requests), Some(540));
+        assert_eq!(
+            r.objective("api", "availability").map(|o| o.requests),
+            Some(540)
+        );
+    }
+
+    #[test]
+    fn alert_rules_over_the_timeline() {
+        let mut reqs = Vec::new();
+        traffic("db", 50, (0.0, 60.0), (20.0, 30.0), &mut reqs);
+        // Slow from 40 s on: p99 far above the first quarter's.
+        for k in 0..200 {
+            reqs.push((40.0 + f64::from(k) * 0.1, "db", "GET /x", false, Some(80.0)));
+        }
+        let a = analysis(60, &reqs);
+        let rules = crate::alerts::AlertRules::parse(
+            "alerts:\n  - name: High Error Rate\n    condition: error_rate > 1%\n    for: 5m\n  - name: Slow\n    condition: latency.p99 > baseline * 2 and request_rate > 10\n    for: 2m\n  - name: Memory Pressure\n    condition: container.memory.usage > 90%\n  - name: Either\n    condition: container.memory.usage > 90% or error_rate > 50%\n",
+            Path::new("a.yaml"),
+        )
+        .expect("rules");
+        let r = evaluate(
+            &a,
+            &SloOptions {
+                rules,
+                ..Default::default()
+            },
+        );
+        let st: Vec<(&str, &str)> = r
+            .alert_rules
+            .iter()
+            .map(|x| (x.name.as_str(), x.status.as_str()))
+            .collect();
+        assert_eq!(
+            st,
+            [
+                ("High Error Rate", "fired"),
+                ("Slow", "fired"),
+                ("Memory Pressure", "no_data"),
+                ("Either", "fired")
+            ]
+        );
+        let f = |name: &str| -> Vec<&AlertFiring> {
+            r.alerts.iter().filter(|x| x.name == name).collect()
+        };
+        let e = f("High Error Rate");
+        assert_eq!(e.len(), 1, "{e:?}");
+        // Pending from the first step whose 5 s window saw a failure (20 s), firing 5 s
+        // (`for: 5m` scaled) later, until the last window with a failure (ending at 34 s).
+        assert_eq!(e[0].start_ns, T0 + 26 * S);
+        assert_eq!(e[0].end_ns, T0 + 34 * S);
+        assert_eq!(e[0].value, "error_rate=100.00%");
+        let s = f("Slow");
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!(
+            s[0].start_ns >= T0 + 42 * S && s[0].end_ns == T0 + 60 * S,
+            "{s:?}"
+        );
+        assert!(s[0].value.starts_with("latency.p99=80.000ms"), "{s:?}");
+        assert_eq!(r.alert_rules[1].effective_for_s, 2.0);
+        assert!(r.alert_rules[2].note.contains("does not record"));
+    }
 }

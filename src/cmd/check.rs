@@ -1318,6 +1318,7 @@ pub(crate) mod tests {
                 edge("client", "nginx", 1000, 0, 9.0, 0),
                 edge("nginx", "api", 1000, 30, 8.0, 2),
             ],
+            slo: Default::default(),
         }
     }
 
@@ -1361,6 +1362,67 @@ pub(crate) mod tests {
         assert_eq!(r[9].measured, "extra: nginx -> api");
         let text = render_results(&r);
         assert!(text.contains("FAIL  edge nginx -> api: retransmits <= 1 (measured: 2)"));
+    }
+
+    #[test]
+    fn slo_and_alert_assertions() {
+        let one = parse("slo: { service: api, availability: met }\n").expect("one entry");
+        assert_eq!(one.slo.len(), 1);
+        let e = parse(
+            "slo:\n  - { service: api, availability: [met, breached], max_breaches: 0 }\n  - { service: gone, latency: no_data }\nalerts:\n  fired: [SLO Breach]\n  not_fired: [Memory Pressure]\n",
+        )
+        .expect("parses");
+        let mut s = snap();
+        s.slo.objectives.push(retrace_analyze::ObjectiveResult {
+            service: "api".into(),
+            objective: "availability".into(),
+            target: 99.0,
+            threshold_ms: None,
+            requests: 1000,
+            bad: 30,
+            actual: Some(97.0),
+            budget_remaining: 0.9,
+            current_burn_rate: 3.0,
+            budget_remaining_s: Some(100.0),
+            status: retrace_analyze::SloStatus::Missed,
+        });
+        s.slo.alert_rules.push(retrace_analyze::AlertRuleResult {
+            name: "SLO Breach".into(),
+            severity: "critical".into(),
+            condition: "slo.availability < target".into(),
+            for_s: 300.0,
+            effective_for_s: 5.0,
+            status: "quiet".into(),
+            note: String::new(),
+        });
+        let r = evaluate(&e, &s);
+        let lines: Vec<(String, bool)> = r
+            .iter()
+            .map(|r| (format!("{}: {}", r.subject, r.assertion), r.passed))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("slo api: availability is met|breached".to_string(), false),
+                ("slo api: breaches <= 0".to_string(), true),
+                ("slo gone: latency is no_data".to_string(), true),
+                ("alerts: \"SLO Breach\" fired".to_string(), false),
+                (
+                    "alerts: \"Memory Pressure\" did not fire".to_string(),
+                    false
+                ),
+            ]
+        );
+        assert!(
+            r[0].measured.starts_with("missed (actual 97.000%"),
+            "{}",
+            r[0].measured
+        );
+        assert_eq!(r[4].measured, "no such rule (give the rules with --alerts)");
+        let err = parse("slo:\n  - { service: api, availability: fine }\n")
+            .expect_err("bad status")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:2:"), "{err}");
     }
 
     #[test]

@@ -961,6 +961,7 @@ mod tests {
                 edge("api", "cache", 9, 0, 1.0, 0),
                 edge("api", "tiny", 12, 0, 100.0, 0),
             ],
+            slo: Default::default(),
         };
         let rules = parse_rules(DEFAULT_FAIL_ON).expect("ok");
         let r = compare(&base, &cand, &rules, 20);

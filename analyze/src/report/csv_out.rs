@@ -461,58 +461,6 @@ fn push_record(out: &mut Vec<u8>, fields: &[&str]) {
     out.push(b'\n');
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_are_written_as_the_csv_crate_writes_them() {
-        let mut rng = crate::synth::Rng::new(5);
-        let alphabet = [
-            "a", ",", "\"", "\r", "\n", " ", "é", "<", "'", "x\"y", "", "\t", ";",
-        ];
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        let mut mine = Vec::new();
-        for _ in 0..2000 {
-            let fields: Vec<String> = (0..13)
-                .map(|_| {
-                    (0..rng.below(5))
-                        .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
-                        .collect()
-                })
-                .collect();
-            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-            w.write_record(&refs).expect("csv");
-            push_record(&mut mine, &refs);
-        }
-        let theirs = w.into_inner().expect("flush");
-        assert_eq!(
-            String::from_utf8_lossy(&mine),
-            String::from_utf8_lossy(&theirs)
-        );
-    }
-
-    #[test]
-    fn fast_formats_match_the_general_ones() {
-        let mut rng = crate::synth::Rng::new(11);
-        let mut wall = WallFormatter::default();
-        let mut s = String::new();
-        let mut values: Vec<u64> = vec![0, 1, 499, 500, 501, 999_500, 1_000_500, 2_500, 3_500];
-        values.extend((0..20_000).map(|_| rng.below(5_000_000_000)));
-        values.extend((0..2_000).map(|_| rng.below(10_000) * 1000 + 500));
-        for ns in values {
-            ns_ms_into(&mut s, Some(ns));
-            assert_eq!(s, ns_ms(Some(ns)), "{ns} ns");
-            let t = 1_795_500_148_000_000_000 + ns * 7;
-            assert_eq!(wall.format(t), format_wall(t), "{t}");
-        }
-        ns_ms_into(&mut s, None);
-        assert_eq!(s, "");
-    }
-}
-
 /// Writes `slo.csv`, `breaches.csv` and `alerts.csv` (issue 14: the fixed columns first).
 pub(crate) fn write_slo(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
     let r = &a.slo;
@@ -601,4 +549,56 @@ pub(crate) fn write_slo(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
     }
     w.flush().map_err(|x| err(&path, x))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_written_as_the_csv_crate_writes_them() {
+        let mut rng = crate::synth::Rng::new(5);
+        let alphabet = [
+            "a", ",", "\"", "\r", "\n", " ", "é", "<", "'", "x\"y", "", "\t", ";",
+        ];
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(Vec::new());
+        let mut mine = Vec::new();
+        for _ in 0..2000 {
+            let fields: Vec<String> = (0..13)
+                .map(|_| {
+                    (0..rng.below(5))
+                        .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+            w.write_record(&refs).expect("csv");
+            push_record(&mut mine, &refs);
+        }
+        let theirs = w.into_inner().expect("flush");
+        assert_eq!(
+            String::from_utf8_lossy(&mine),
+            String::from_utf8_lossy(&theirs)
+        );
+    }
+
+    #[test]
+    fn fast_formats_match_the_general_ones() {
+        let mut rng = crate::synth::Rng::new(11);
+        let mut wall = WallFormatter::default();
+        let mut s = String::new();
+        let mut values: Vec<u64> = vec![0, 1, 499, 500, 501, 999_500, 1_000_500, 2_500, 3_500];
+        values.extend((0..20_000).map(|_| rng.below(5_000_000_000)));
+        values.extend((0..2_000).map(|_| rng.below(10_000) * 1000 + 500));
+        for ns in values {
+            ns_ms_into(&mut s, Some(ns));
+            assert_eq!(s, ns_ms(Some(ns)), "{ns} ns");
+            let t = 1_795_500_148_000_000_000 + ns * 7;
+            assert_eq!(wall.format(t), format_wall(t), "{t}");
+        }
+        ns_ms_into(&mut s, None);
+        assert_eq!(s, "");
+    }
 }

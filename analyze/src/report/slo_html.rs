@@ -252,7 +252,7 @@ fn timeline(a: &Analysis) -> String {
             format!("<td>mark</td><td></td><td>{}</td><td></td>", esc(note)),
         ));
     }
-    events.sort_by(|x, y| x.0.cmp(&y.0));
+    events.sort_by_key(|x| x.0);
     h.push_str(
         "<table><thead><tr><th>start</th><th>what</th><th>service</th><th>detail</th>\
          <th>end</th></tr></thead><tbody>",
