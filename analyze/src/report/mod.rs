@@ -12,8 +12,8 @@ use std::path::Path;
 use crate::model::Analysis;
 use crate::AnalyzeError;
 
-/// Writes `services.csv`, `edges.csv`, `requests.csv`, `endpoints.csv`, `summary.json` and
-/// `index.html` into `out_dir` (created when missing). The same analysis gives byte-identical
+/// Writes `services.csv`, `edges.csv`, `requests.csv`, `endpoints.csv`, `slo.csv`,
+/// `breaches.csv`, `alerts.csv`, `summary.json` and `index.html` into `out_dir` (created when missing). The same analysis gives byte-identical
 /// files.
 pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
     std::fs::create_dir_all(out_dir).map_err(|source| AnalyzeError::Io {
