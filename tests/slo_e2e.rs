@@ -468,3 +468,63 @@ fn users_down_breaches_cover_the_outage() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[test]
+fn a_baseline_capture_sets_what_degradation_means() {
+    // lossy-db: 20 % of the packets towards PostgreSQL dropped from 3 s to 21 s of the
+    // traffic, so the capture's own first quarter is already degraded; the healthy checkout
+    // run as the baseline shows PostgreSQL's slow queries against normal ones.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let alerts = seed_alerts(tmp.path());
+    let capture = root().join("scenarios/lossy-db/capture");
+    let own = analyze(&capture, Some(&alerts));
+    let opts = AnalyzeOptions {
+        services_file: Some(services_yaml()),
+        alerts_file: Some(alerts.clone()),
+        baseline: vec![root().join("scenarios/checkout/capture")],
+        ..Default::default()
+    };
+    let based = retrace_analyze::analyze(std::slice::from_ref(&capture), &opts).expect("analysis");
+    let degraded = |a: &Analysis| -> Vec<String> {
+        let mut v: Vec<String> = a
+            .slo
+            .alerts
+            .iter()
+            .filter(|f| f.name == "Latency Degradation")
+            .map(|f| f.service.clone())
+            .collect();
+        v.dedup();
+        v.sort();
+        v
+    };
+    assert!(
+        own.slo.baseline.starts_with("the first 25%"),
+        "{}",
+        own.slo.baseline
+    );
+    assert!(
+        based.slo.baseline.contains("--baseline"),
+        "{}",
+        based.slo.baseline
+    );
+    assert!(
+        !degraded(&own).contains(&"postgres".to_string()),
+        "{:?}",
+        own.slo.alerts
+    );
+    assert!(
+        degraded(&based).contains(&"postgres".to_string()),
+        "{:?}",
+        based.slo.alerts
+    );
+    // Never an availability breach: lost packets are retransmitted, nothing fails.
+    assert!(
+        based
+            .slo
+            .breaches
+            .iter()
+            .all(|b| b.objective != "availability"),
+        "{:?}",
+        based.slo.breaches
+    );
+}
