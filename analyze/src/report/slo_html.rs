@@ -390,6 +390,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn captured_and_configured_strings_are_escaped() {
+        use crate::slo::{AlertFiring, AlertRuleResult, Breach, SloReport};
+        let evil = "<script>alert(1)</script>";
+        let mut a = Analysis {
+            window_start_ns: 1_000_000_000,
+            window_end_ns: 61_000_000_000,
+            marks: vec![(2_000_000_000, evil.to_string())],
+            ..Default::default()
+        };
+        a.slo = SloReport {
+            source: evil.into(),
+            series: vec![SloSeries {
+                service: evil.into(),
+                requests: vec![1, 2, 3],
+                errors: vec![0, 1, 0],
+                latency_ms: [Some(1.0), None, None, Some(2.0), Some(3.0)],
+            }],
+            breaches: vec![Breach {
+                service: evil.into(),
+                objective: "availability".into(),
+                start_ns: 3_000_000_000,
+                end_ns: 9_000_000_000,
+                detected_ns: 4_000_000_000,
+                peak_burn_rate: 50.0,
+                budget_consumed: 0.01,
+                severity: "page".into(),
+                windows: evil.into(),
+            }],
+            alerts: vec![AlertFiring {
+                name: evil.into(),
+                severity: "critical".into(),
+                service: evil.into(),
+                start_ns: 4_000_000_000,
+                end_ns: 8_000_000_000,
+                value: evil.into(),
+            }],
+            alert_rules: vec![AlertRuleResult {
+                name: evil.into(),
+                severity: "critical".into(),
+                condition: evil.into(),
+                for_s: 300.0,
+                effective_for_s: 5.0,
+                status: "fired".into(),
+                note: evil.into(),
+            }],
+            ..Default::default()
+        };
+        let h = render(&a);
+        assert!(!h.contains("<script>"), "{h}");
+        assert!(h.contains("&lt;script&gt;"));
+        assert!(h.contains("Incident timeline") && h.contains("<svg"));
+    }
+
+    #[test]
     fn budget_times() {
         assert_eq!(human_budget(4.0 * 3600.0 + 32.0 * 60.0), "4h 32m");
         assert_eq!(human_budget(725.0), "12m 5s");
