@@ -22,35 +22,17 @@ use std::process::Command;
 
 use retrace_analyze::{Analysis, AnalyzeOptions};
 
+mod common;
+use common::{may_run, root, RunDir};
+
 /// How far a breach's ends may be from the fault's (the goal).
 const TOLERANCE_NS: u64 = 5_000_000_000;
 /// Services the users outage affects, and those it does not.
 const AFFECTED: &[&str] = &["users", "api", "nginx"];
 const UNAFFECTED: &[&str] = &["redis", "postgres"];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn services_yaml() -> PathBuf {
     root().join("scenarios/common/services.yaml")
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn may_run(test: &str) -> bool {
-    if effective_uid() == Some(0) {
-        return true;
-    }
-    if std::env::var_os("RETRACE_REQUIRE_BPF").is_some_and(|v| v == "1") {
-        panic!("{test}: needs root to capture, and RETRACE_REQUIRE_BPF=1 requires it to run");
-    }
-    eprintln!("{test}: skipped: needs root (live capture with eBPF)");
-    false
 }
 
 /// The stop and the restart of the fault, wall ns, from a run's `faults.json`.
@@ -423,8 +405,10 @@ fn users_down_breaches_cover_the_outage() {
     if !may_run("users_down_breaches_cover_the_outage") {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    let out = tmp.path().join("run");
+    let dir = std::env::temp_dir().join(format!("retrace-slo-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("run folder");
+    let dir = RunDir(dir);
+    let out = dir.0.join("run");
     let o = Command::new(env!("CARGO_BIN_EXE_retrace"))
         .args(["scenario", "run"])
         .arg(root().join("scenarios/users-down"))
@@ -438,34 +422,23 @@ fn users_down_breaches_cover_the_outage() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    let summary = out.join("analysis/summary.json");
-    let keep = || {
-        let kept = std::env::temp_dir().join(format!("retrace-slo-e2e-{}", std::process::id()));
-        let _ = std::fs::rename(&out, &kept);
-        eprintln!("run folder kept for diagnosis: {}", kept.display());
-    };
-    if !summary.is_file() {
-        keep();
-        panic!("the run wrote no analysis ({})", o.status);
-    }
+    assert!(
+        out.join("analysis/summary.json").is_file(),
+        "the run wrote no analysis ({})",
+        o.status
+    );
     let (stop, start) = outage(&out.join("faults.json"));
     let users_log = std::fs::read_to_string(out.join("logs/users.log")).unwrap_or_default();
     let a = analyze(&out.join("capture"), None);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check_outage(&a, stop, start, Some(&users_log));
-        // What the run wrote is what the library gives for its capture.
-        let again = report_files(&a, &tmp.path().join("again"));
-        for (name, bytes) in &again[..4] {
-            let written = std::fs::read(out.join("analysis").join(name)).expect(name);
-            assert!(
-                &written == bytes,
-                "{name}: the run's file differs from a re-analysis"
-            );
-        }
-    }));
-    if let Err(e) = result {
-        keep();
-        std::panic::resume_unwind(e);
+    check_outage(&a, stop, start, Some(&users_log));
+    // What the run wrote is what the library gives for its capture.
+    let again = report_files(&a, &dir.0.join("again"));
+    for (name, bytes) in &again[..4] {
+        let written = std::fs::read(out.join("analysis").join(name)).expect(name);
+        assert!(
+            &written == bytes,
+            "{name}: the run's file differs from a re-analysis"
+        );
     }
 }
 
