@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod alerts;
 mod engine;
 pub mod findings;
 mod input;
@@ -24,6 +25,7 @@ mod l7;
 mod model;
 mod report;
 pub mod services;
+pub mod slo;
 mod stats;
 pub mod synth;
 #[cfg(test)]
@@ -37,9 +39,13 @@ use std::path::PathBuf;
 pub use engine::{Analyzer, ReadStats, NO_RESPONSE_CLOSED, NO_RESPONSE_RESET};
 pub use findings::FindingsConfig;
 pub use model::*;
-pub use report::{escape_html, write_report};
+pub use report::{escape_html, format_wall, write_report};
 pub use retrace_replay::TimeSpec;
 pub use services::ServicesFile;
+pub use slo::{
+    AlertFiring, AlertRuleResult, Breach, BurnWindow, ObjectiveResult, SloOptions, SloReport,
+    SloStatus,
+};
 pub use stats::{bucket_width_ns, ERROR_RATE_CRITICAL, ERROR_RATE_WARNING};
 
 /// What can go wrong in an analysis.
@@ -68,6 +74,18 @@ pub enum AnalyzeError {
     /// The findings configuration is malformed.
     #[error("{}{}: {message}", path.display(), location(*line, *column))]
     FindingsConfig {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// An objectives (`--slo`) or alert rules (`--alerts`) file is malformed.
+    #[error("{}{}: {message}", path.display(), location(*line, *column))]
+    Config {
         /// The file.
         path: PathBuf,
         /// 1-based line, when known.
@@ -125,6 +143,13 @@ pub struct AnalyzeOptions {
     pub no_traces: bool,
     /// `--findings-config FILE.yaml`: thresholds of the findings engine.
     pub findings_config: Option<PathBuf>,
+    /// `--slo FILE.yaml`: service level objectives (defaults: Coroot's).
+    pub slo_file: Option<PathBuf>,
+    /// `--alerts FILE.yaml`: alert rules evaluated over the timeline.
+    pub alerts_file: Option<PathBuf>,
+    /// `--baseline CAPTURE`: what `baseline` means in alert rules (default: the capture's own
+    /// first quarter).
+    pub baseline: Vec<PathBuf>,
 }
 
 impl AnalyzeOptions {
@@ -152,19 +177,47 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
     }
     let services = opts.load_services()?;
     let findings = opts.load_findings_config()?;
+    let mut slo_opts = slo::load_options(opts.slo_file.as_deref(), opts.alerts_file.as_deref())?;
+    if !opts.baseline.is_empty() {
+        let base_opts = AnalyzeOptions {
+            services_file: opts.services_file.clone(),
+            progress: opts.progress,
+            no_traces: true,
+            ..Default::default()
+        };
+        let base = analyze(&opts.baseline, &base_opts)?;
+        let names: Vec<String> = opts
+            .baseline
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        slo_opts.baseline = Some(alerts::Baseline::from_analysis(
+            &base,
+            &slo_opts.config,
+            &names.join(", "),
+        ));
+    }
     let mut analyzer = Analyzer::new(services);
     analyzer.link_traces(!opts.no_traces);
     analyzer.findings_config(findings);
     let read = input::feed(paths, opts, &mut analyzer)?;
     let before = input::thread_cpu_s();
-    let analysis = analyzer.finish(read);
+    let mut analysis = analyzer.finish(read)?;
     if input::timing() {
         eprintln!(
             "timing: finish {:.2} s cpu (analyzer thread)",
             input::thread_cpu_s() - before
         );
     }
-    analysis
+    let before = input::thread_cpu_s();
+    analysis.slo = slo::evaluate(&analysis, &slo_opts);
+    if input::timing() {
+        eprintln!(
+            "timing: slo {:.3} s cpu (analyzer thread)",
+            input::thread_cpu_s() - before
+        );
+    }
+    Ok(analysis)
 }
 
 /// Analyzes events given directly: `(node name, wall-clock ns, event)`, in time order per node.
@@ -186,5 +239,7 @@ pub fn analyze_events<'a>(
         };
         analyzer.push(idx, ts, ev);
     }
-    analyzer.finish(ReadStats::default())
+    let mut analysis = analyzer.finish(ReadStats::default())?;
+    analysis.slo = slo::evaluate(&analysis, &SloOptions::default());
+    Ok(analysis)
 }

@@ -799,6 +799,9 @@ pub struct Analysis {
     /// Where each endpoint's time went (sorted by service, name).
     #[serde(default)]
     pub time_breakdown: Vec<TimeBreakdown>,
+    /// Service level objectives, burn-rate breaches and alert rules.
+    #[serde(default)]
+    pub slo: crate::slo::SloReport,
     /// Every trace, by the time of its root; not in summary.json (traces.csv).
     #[serde(skip)]
     pub traces: Vec<TraceSummary>,

@@ -25,6 +25,18 @@ pub struct Args {
     /// End of the window (same forms as --from).
     #[arg(long, value_parser = parse_time)]
     pub to: Option<retrace_analyze::TimeSpec>,
+    /// Service level objectives (the seed's `slo:` YAML, plain or as a ConfigMap); default:
+    /// availability 99%, latency 99% faster than 500 ms, for every service.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub slo: Option<PathBuf>,
+    /// Alert rules (the seed's `alerts.yaml`, plain or as a ConfigMap) to evaluate over the
+    /// capture's timeline (alerts.csv).
+    #[arg(long, value_name = "FILE.yaml")]
+    pub alerts: Option<PathBuf>,
+    /// A capture whose values `baseline` in alert rules means (default: the first quarter of
+    /// this capture).
+    #[arg(long, value_name = "CAPTURE")]
+    pub baseline: Option<PathBuf>,
     /// Do not show a progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -50,6 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         to: args.to,
         no_traces: args.no_traces,
         findings_config: args.findings_config.clone(),
+        slo_file: args.slo.clone(),
+        alerts_file: args.alerts.clone(),
+        baseline: args.baseline.iter().cloned().collect(),
     };
     let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
     retrace_analyze::write_report(&analysis, &args.out)
@@ -57,13 +72,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         eprintln!(
             "{} events, {} services, {} edges, {} requests ({} failed); completeness {:.2}%; \
-             report: {}",
+             {} SLO breaches, {} alerts fired; report: {}",
             analysis.events,
             analysis.services.len(),
             analysis.edges.len(),
             analysis.total_requests,
             analysis.total_errors,
             analysis.completeness * 100.0,
+            analysis.slo.breaches.len(),
+            analysis.slo.alerts.len(),
             args.out.join("index.html").display()
         );
         // What went wrong, first: the findings worth a look (all in findings.csv).

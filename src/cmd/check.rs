@@ -34,6 +34,12 @@
 //!   - { kind: retransmits, edge: api -> redis }   # min_severity: warning by default
 //!   - { kind: retransmits, exists: false }        # none worth a look
 //! max_finding_severity: info    # nothing worth a look (a healthy run)
+//! slo:                          # one entry or a list (objectives: `--slo`, default Coroot's)
+//!   - { service: api, availability: met }       # met, breached, missed, no_data, or a list
+//!   - { service: users, latency: [met, breached], max_breaches: 0 }
+//! alerts:                       # rules: `--alerts FILE.yaml`
+//!   fired: [SLO Breach]
+//!   not_fired: [Memory Pressure]
 //! ```
 //!
 //! Every key of every entry is one assertion; `check` prints one line per assertion with the
@@ -62,13 +68,30 @@ pub struct Args {
     /// Also write the results as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Service level objectives (see `retrace analyze --slo`).
+    #[arg(long, value_name = "FILE.yaml")]
+    pub slo: Option<PathBuf>,
+    /// Alert rules (see `retrace analyze --alerts`), for `alerts:` assertions.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub alerts: Option<PathBuf>,
+    /// Baseline capture for `baseline` in alert rules (see `retrace analyze --baseline`).
+    #[arg(long, value_name = "CAPTURE")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// Runs `retrace check`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (expect, scenario_services) = load_expectations(&args.expect)?;
     let services = args.services.clone().or(scenario_services);
-    let analysis = run_analysis(std::slice::from_ref(&args.capture), services.as_deref())?;
+    let opts = retrace_analyze::AnalyzeOptions {
+        services_file: services.clone(),
+        slo_file: args.slo.clone(),
+        alerts_file: args.alerts.clone(),
+        baseline: args.baseline.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let analysis = retrace_analyze::analyze(std::slice::from_ref(&args.capture), &opts)
+        .with_context(|| format!("analyzing {}", args.capture.display()))?;
     let results = evaluate_analysis(&expect, &analysis);
     print!("{}", render_results(&results));
     if let Some(junit) = &args.junit {
@@ -132,6 +155,8 @@ pub struct Snapshot {
     pub edges: Vec<EdgeStats>,
     /// The findings engine's findings.
     pub findings: Vec<retrace_analyze::Finding>,
+    /// Objectives, breaches and alerts.
+    pub slo: retrace_analyze::SloReport,
 }
 
 impl Snapshot {
@@ -145,6 +170,7 @@ impl Snapshot {
             services,
             edges,
             findings: a.findings.clone(),
+            slo: a.slo.clone(),
         }
     }
 }
@@ -374,6 +400,11 @@ pub struct Expectations {
     pub findings: Vec<FindingExpect>,
     /// No finding above this severity.
     pub max_finding_severity: Option<retrace_analyze::Severity>,
+    /// Assertions on service level objectives.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub slo: Vec<SloExpect>,
+    /// Assertions on alert rules.
+    pub alerts: Option<AlertsExpect>,
 }
 
 /// A finding expected, or not: every key given must match.
@@ -437,6 +468,187 @@ impl Expectations {
             && self.traces.as_ref().is_none_or(TraceExpect::is_empty)
             && self.findings.is_empty()
             && self.max_finding_severity.is_none()
+            && self.slo.is_empty()
+            && self.alerts.is_none()
+    }
+}
+
+/// One value or a list of them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// One.
+    One(T),
+    /// Several.
+    Many(Vec<T>),
+}
+
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    // A sequence or a single mapping; errors of an entry keep their location.
+    struct V<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an entry or a list of entries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut v = Vec::new();
+            while let Some(x) = seq.next_element()? {
+                v.push(x);
+            }
+            Ok(v)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            Ok(vec![T::deserialize(
+                serde::de::value::MapAccessDeserializer::new(map),
+            )?])
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
+/// Assertions about one service's objectives.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloExpect {
+    /// Service name.
+    pub service: String,
+    /// Status of its availability objective among these.
+    pub availability: Option<OneOrMany<retrace_analyze::SloStatus>>,
+    /// Status of its latency objective among these.
+    pub latency: Option<OneOrMany<retrace_analyze::SloStatus>>,
+    /// Breaches (of either objective) at most.
+    pub max_breaches: Option<u64>,
+    /// Breaches at least.
+    pub min_breaches: Option<u64>,
+}
+
+/// Assertions about alert rules (given with `--alerts`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsExpect {
+    /// Rules (by name) that must have fired.
+    #[serde(default)]
+    pub fired: Vec<String>,
+    /// Rules that must not have fired.
+    #[serde(default)]
+    pub not_fired: Vec<String>,
+}
+
+fn statuses(want: &OneOrMany<retrace_analyze::SloStatus>) -> Vec<retrace_analyze::SloStatus> {
+    match want {
+        OneOrMany::One(s) => vec![*s],
+        OneOrMany::Many(v) => v.clone(),
+    }
+}
+
+/// The `slo:` and `alerts:` assertions.
+fn evaluate_slo(expect: &Expectations, snap: &Snapshot, c: &mut Collector) {
+    let r = &snap.slo;
+    for se in &expect.slo {
+        c.subject = format!("slo {}", se.service);
+        for (objective, want) in [("availability", &se.availability), ("latency", &se.latency)] {
+            let Some(want) = want else { continue };
+            let want = statuses(want);
+            let names: Vec<&str> = want.iter().map(|s| s.name()).collect();
+            let (measured, ok) = match r.objective(&se.service, objective) {
+                Some(o) => (
+                    format!(
+                        "{} (actual {}, target {}%, budget remaining {:.2}%)",
+                        o.status,
+                        o.actual.map_or("none".to_string(), |x| format!("{x:.3}%")),
+                        o.target,
+                        o.budget_remaining * 100.0
+                    ),
+                    want.contains(&o.status),
+                ),
+                None => (
+                    "no objective (the service was not called)".to_string(),
+                    want.contains(&retrace_analyze::SloStatus::NoData),
+                ),
+            };
+            c.push(format!("{objective} is {}", names.join("|")), measured, ok);
+        }
+        let breaches: Vec<&retrace_analyze::Breach> = r
+            .breaches
+            .iter()
+            .filter(|b| b.service == se.service)
+            .collect();
+        let listed: Vec<String> = breaches
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {} -> {}",
+                    b.objective,
+                    retrace_analyze::format_wall(b.start_ns),
+                    retrace_analyze::format_wall(b.end_ns)
+                )
+            })
+            .collect();
+        let n = breaches.len() as u64;
+        let desc = match (se.min_breaches, se.max_breaches) {
+            (Some(a), Some(b)) => Some(format!("breaches in [{a}, {b}]")),
+            (Some(a), None) => Some(format!("breaches >= {a}")),
+            (None, Some(b)) => Some(format!("breaches <= {b}")),
+            (None, None) => None,
+        };
+        if let Some(desc) = desc {
+            let ok =
+                se.min_breaches.is_none_or(|a| n >= a) && se.max_breaches.is_none_or(|b| n <= b);
+            c.push(
+                desc,
+                if listed.is_empty() {
+                    "0".to_string()
+                } else {
+                    format!("{n}: {}", listed.join("; "))
+                },
+                ok,
+            );
+        }
+    }
+    if let Some(ae) = &expect.alerts {
+        c.subject = "alerts".to_string();
+        let fired_for = |name: &str| -> Vec<&str> {
+            let mut v: Vec<&str> = r
+                .alerts
+                .iter()
+                .filter(|f| f.name == name)
+                .map(|f| f.service.as_str())
+                .collect();
+            v.dedup();
+            v
+        };
+        let known = |name: &str| r.alert_rules.iter().any(|x| x.name == name);
+        for name in &ae.fired {
+            let on = fired_for(name);
+            let measured = if !known(name) {
+                "no such rule (give the rules with --alerts)".to_string()
+            } else if on.is_empty() {
+                "did not fire".to_string()
+            } else {
+                format!("fired for {}", on.join(", "))
+            };
+            c.push(format!("{name:?} fired"), measured, !on.is_empty());
+        }
+        for name in &ae.not_fired {
+            let on = fired_for(name);
+            let measured = if !known(name) {
+                "no such rule (give the rules with --alerts)".to_string()
+            } else if on.is_empty() {
+                "did not fire".to_string()
+            } else {
+                format!("fired for {}", on.join(", "))
+            };
+            c.push(
+                format!("{name:?} did not fire"),
+                measured,
+                known(name) && on.is_empty(),
+            );
+        }
     }
 }
 
@@ -809,6 +1021,7 @@ pub fn evaluate(expect: &Expectations, snap: &Snapshot) -> Vec<AssertionResult> 
             above.is_empty(),
         );
     }
+    evaluate_slo(expect, snap, &mut c);
     c.out
 }
 
@@ -1321,6 +1534,67 @@ pub(crate) mod tests {
         assert_eq!(r[9].measured, "extra: nginx -> api");
         let text = render_results(&r);
         assert!(text.contains("FAIL  edge nginx -> api: retransmits <= 1 (measured: 2)"));
+    }
+
+    #[test]
+    fn slo_and_alert_assertions() {
+        let one = parse("slo: { service: api, availability: met }\n").expect("one entry");
+        assert_eq!(one.slo.len(), 1);
+        let e = parse(
+            "slo:\n  - { service: api, availability: [met, breached], max_breaches: 0 }\n  - { service: gone, latency: no_data }\nalerts:\n  fired: [SLO Breach]\n  not_fired: [Memory Pressure]\n",
+        )
+        .expect("parses");
+        let mut s = snap();
+        s.slo.objectives.push(retrace_analyze::ObjectiveResult {
+            service: "api".into(),
+            objective: "availability".into(),
+            target: 99.0,
+            threshold_ms: None,
+            requests: 1000,
+            bad: 30,
+            actual: Some(97.0),
+            budget_remaining: 0.9,
+            current_burn_rate: 3.0,
+            budget_remaining_s: Some(100.0),
+            status: retrace_analyze::SloStatus::Missed,
+        });
+        s.slo.alert_rules.push(retrace_analyze::AlertRuleResult {
+            name: "SLO Breach".into(),
+            severity: "critical".into(),
+            condition: "slo.availability < target".into(),
+            for_s: 300.0,
+            effective_for_s: 5.0,
+            status: "quiet".into(),
+            note: String::new(),
+        });
+        let r = evaluate(&e, &s);
+        let lines: Vec<(String, bool)> = r
+            .iter()
+            .map(|r| (format!("{}: {}", r.subject, r.assertion), r.passed))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("slo api: availability is met|breached".to_string(), false),
+                ("slo api: breaches <= 0".to_string(), true),
+                ("slo gone: latency is no_data".to_string(), true),
+                ("alerts: \"SLO Breach\" fired".to_string(), false),
+                (
+                    "alerts: \"Memory Pressure\" did not fire".to_string(),
+                    false
+                ),
+            ]
+        );
+        assert!(
+            r[0].measured.starts_with("missed (actual 97.000%"),
+            "{}",
+            r[0].measured
+        );
+        assert_eq!(r[4].measured, "no such rule (give the rules with --alerts)");
+        let err = parse("slo:\n  - { service: api, availability: fine }\n")
+            .expect_err("bad status")
+            .to_string();
+        assert!(err.starts_with("exp.yaml:2:"), "{err}");
     }
 
     #[test]

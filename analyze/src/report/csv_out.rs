@@ -461,6 +461,96 @@ fn push_record(out: &mut Vec<u8>, fields: &[&str]) {
     out.push(b'\n');
 }
 
+/// Writes `slo.csv`, `breaches.csv` and `alerts.csv` (issue 14: the fixed columns first).
+pub(crate) fn write_slo(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
+    let r = &a.slo;
+    let path = dir.join("slo.csv");
+    let mut w = writer(&path)?;
+    let e = |x| err(&path, x);
+    w.write_record([
+        "service",
+        "objective",
+        "target",
+        "actual",
+        "budget_remaining",
+        "status",
+        "threshold_ms",
+        "requests",
+        "bad",
+        "current_burn_rate",
+        "budget_remaining_s",
+    ])
+    .map_err(e)?;
+    for o in &r.objectives {
+        w.write_record([
+            o.service.clone(),
+            o.objective.clone(),
+            o.target.to_string(),
+            o.actual.map_or(String::new(), |x| format!("{x:.4}")),
+            format!("{:.6}", o.budget_remaining),
+            o.status.name().to_string(),
+            fmt_ms(o.threshold_ms),
+            o.requests.to_string(),
+            o.bad.to_string(),
+            format!("{:.3}", o.current_burn_rate),
+            o.budget_remaining_s
+                .map_or(String::new(), |x| format!("{x:.0}")),
+        ])
+        .map_err(e)?;
+    }
+    w.flush().map_err(|x| err(&path, x))?;
+
+    let path = dir.join("breaches.csv");
+    let mut w = writer(&path)?;
+    let e = |x| err(&path, x);
+    w.write_record([
+        "service",
+        "objective",
+        "start",
+        "end",
+        "peak_burn_rate",
+        "budget_consumed",
+        "detected",
+        "severity",
+        "windows",
+    ])
+    .map_err(e)?;
+    for b in &r.breaches {
+        w.write_record([
+            b.service.clone(),
+            b.objective.clone(),
+            format_wall(b.start_ns),
+            format_wall(b.end_ns),
+            format!("{:.3}", b.peak_burn_rate),
+            format!("{:.6}", b.budget_consumed),
+            format_wall(b.detected_ns),
+            b.severity.clone(),
+            b.windows.clone(),
+        ])
+        .map_err(e)?;
+    }
+    w.flush().map_err(|x| err(&path, x))?;
+
+    let path = dir.join("alerts.csv");
+    let mut w = writer(&path)?;
+    let e = |x| err(&path, x);
+    w.write_record(["name", "severity", "service", "start", "end", "value"])
+        .map_err(e)?;
+    for f in &r.alerts {
+        w.write_record([
+            f.name.clone(),
+            f.severity.clone(),
+            f.service.clone(),
+            format_wall(f.start_ns),
+            format_wall(f.end_ns),
+            f.value.clone(),
+        ])
+        .map_err(e)?;
+    }
+    w.flush().map_err(|x| err(&path, x))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,6 +224,7 @@ pub(crate) fn render(a: &Analysis) -> String {
         );
     }
     h.push_str("</tbody></table></section>\n");
+    h.push_str(&super::slo_html::render(a));
     traces_html::render(a, &mut h);
 
     // Charts.

@@ -6,6 +6,7 @@ mod findings_csv;
 mod findings_html;
 mod html;
 mod map;
+mod slo_html;
 mod traces_html;
 
 use std::path::Path;
@@ -13,8 +14,8 @@ use std::path::Path;
 use crate::model::Analysis;
 use crate::AnalyzeError;
 
-/// Writes `services.csv`, `edges.csv`, `requests.csv`, `endpoints.csv`, `summary.json` and
-/// `index.html` into `out_dir` (created when missing). The same analysis gives byte-identical
+/// Writes `services.csv`, `edges.csv`, `requests.csv`, `endpoints.csv`, `slo.csv`,
+/// `breaches.csv`, `alerts.csv`, `summary.json` and `index.html` into `out_dir` (created when missing). The same analysis gives byte-identical
 /// files.
 pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
     std::fs::create_dir_all(out_dir).map_err(|source| AnalyzeError::Io {
@@ -51,6 +52,7 @@ fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeErr
     if !analysis.traces_skipped {
         csv_out::write_traces(analysis, out_dir)?;
     }
+    csv_out::write_slo(analysis, out_dir)?;
     cp.at("report: tables");
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {

@@ -72,6 +72,7 @@ impl Input {
             // Spans and traces are what the exports are made of.
             no_traces: false,
             findings_config: None,
+            ..Default::default()
         };
         let names: Vec<String> = self
             .captures

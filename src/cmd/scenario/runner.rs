@@ -362,6 +362,14 @@ struct Service {
 struct FaultLog {
     t_s: f64,
     what: String,
+    /// Wall-clock time, ns since the epoch: the ground truth of live tests (tests/slo_e2e.rs).
+    wall_ns: u64,
+}
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 struct Stack<'a> {
@@ -820,7 +828,11 @@ impl<'a> Stack<'a> {
                 let what = self.apply(idx, undo)?;
                 let t = start.elapsed().as_secs_f64();
                 println!("  t+{t:5.1}s  {what}");
-                self.fault_log.push(FaultLog { t_s: t, what });
+                self.fault_log.push(FaultLog {
+                    t_s: t,
+                    what,
+                    wall_ns: wall_ns(),
+                });
             }
             for s in &mut self.services {
                 if let Some(e) = s.proc.as_mut().and_then(Proc::try_wait) {
@@ -829,6 +841,7 @@ impl<'a> Stack<'a> {
                     self.fault_log.push(FaultLog {
                         t_s: start.elapsed().as_secs_f64(),
                         what: msg,
+                        wall_ns: wall_ns(),
                     });
                     s.proc = None;
                 }
@@ -857,6 +870,7 @@ impl<'a> Stack<'a> {
                 self.fault_log.push(FaultLog {
                     t_s: start.elapsed().as_secs_f64(),
                     what,
+                    wall_ns: wall_ns(),
                 });
             }
         }
