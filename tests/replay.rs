@@ -595,7 +595,10 @@ fn bad_inputs_exit_2_with_one_line() {
     fs::write(&newer_path, &newer).expect("write");
     check(
         &["replay", p(&newer_path)],
-        "unsupported segment format version 9 (this build reads versions 1 to 1)",
+        &format!(
+            "unsupported segment format version 9 (this build reads versions 1 to {})",
+            retrace_segment::FORMAT_VERSION
+        ),
     );
     let mut older = good;
     older[8..10].copy_from_slice(&0u16.to_le_bytes());
