@@ -83,18 +83,22 @@ fn end_of(start: u64, latency: u64) -> u64 {
 /// group sorted by start: one flat vector, sorted once, searched by binary search (millions of
 /// small groups would cost an allocation each).
 struct Index<K> {
-    /// Distinct keys, sorted, with the range of their group in `spans`.
-    keys: Vec<(K, u32, u32)>,
+    /// Distinct keys, with the range of their group in `spans` and the group's number.
+    keys: Map<K, (u32, u32, u32)>,
     spans: Vec<Inbound>,
+    /// Per group: where the last lookup stopped and its time. Calls come in time order, so
+    /// a lookup usually starts from there instead of a binary search over the whole group.
+    cursors: Vec<std::cell::Cell<(u32, u64)>>,
 }
 
 /// One group of an [`Index`].
 #[derive(Clone, Copy)]
 struct Timeline<'a> {
     spans: &'a [Inbound],
+    cursor: &'a std::cell::Cell<(u32, u64)>,
 }
 
-impl<K: Ord + Copy> Index<K> {
+impl<K: Ord + Copy + std::hash::Hash> Index<K> {
     fn build(entries: Vec<(K, Inbound)>) -> Self {
         // Sorted by small keys (key, start, position), then gathered: moving whole entries
         // while sorting costs more than the sort.
@@ -128,14 +132,26 @@ impl<K: Ord + Copy> Index<K> {
                 s.reach = reach;
             }
         }
-        Self { keys, spans }
+        let cursors = (0..keys.len())
+            .map(|_| std::cell::Cell::new((0, 0)))
+            .collect();
+        let keys = keys
+            .into_iter()
+            .enumerate()
+            .map(|(g, (k, a, b))| (k, (a, b, g as u32)))
+            .collect();
+        Self {
+            keys,
+            spans,
+            cursors,
+        }
     }
 
     fn get(&self, k: &K) -> Option<Timeline<'_>> {
-        let i = self.keys.binary_search_by(|e| e.0.cmp(k)).ok()?;
-        let (_, a, b) = self.keys[i];
+        let &(a, b, g) = self.keys.get(k)?;
         Some(Timeline {
             spans: &self.spans[a as usize..b as usize],
+            cursor: self.cursors.get(g as usize)?,
         })
     }
 }
@@ -147,7 +163,18 @@ impl Timeline<'_> {
     /// False when the walk was cut short ([`WALK`] steps): there may be more.
     fn in_progress(&self, t: u64, cap: usize, out: &mut Vec<Inbound>) -> bool {
         out.clear();
-        let upto = self.spans.partition_point(|s| s.start <= t);
+        // How many started at or before `t`: from the last lookup when `t` is not earlier.
+        let (from, last) = self.cursor.get();
+        let upto = if t >= last {
+            let mut upto = (from as usize).min(self.spans.len());
+            while upto < self.spans.len() && self.spans[upto].start <= t {
+                upto += 1;
+            }
+            upto
+        } else {
+            self.spans.partition_point(|s| s.start <= t)
+        };
+        self.cursor.set((upto as u32, t));
         for (step, s) in self.spans[..upto].iter().rev().enumerate() {
             if s.reach < t {
                 return true;
