@@ -35,10 +35,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::config_file::{error as config_error, find_line, unwrap_configmap, yaml_error};
 use crate::model::Analysis;
 use crate::slo::{
-    accumulate, config_error, find_line, quantile, unwrap_configmap, yaml_error, AlertFiring,
-    AlertRuleResult, DurationNs, Glob, ServiceData, SloConfig, Timeline,
+    accumulate, quantile, AlertFiring, AlertRuleResult, DurationNs, Glob, ServiceData, SloConfig,
+    Timeline,
 };
 use crate::AnalyzeError;
 
@@ -474,11 +475,7 @@ fn parse_condition(s: &str) -> Result<Cond, ParseError> {
 impl AlertRules {
     /// Reads an alerts file (plain, or a ConfigMap with `data: alerts.yaml: |`).
     pub fn load(path: &Path) -> Result<Self, AnalyzeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::config_file::read(path)?, path)
     }
 
     /// Parses an alerts file's text (`path` names it in errors).

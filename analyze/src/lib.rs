@@ -17,6 +17,7 @@
 //! ```
 
 pub mod alerts;
+mod config_file;
 mod engine;
 pub mod findings;
 mod input;
@@ -59,31 +60,8 @@ pub enum AnalyzeError {
         /// The error.
         source: std::io::Error,
     },
-    /// The services file is malformed.
-    #[error("{}{}: {message}", path.display(), location(*line, *column))]
-    ServicesFile {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line, when known.
-        line: Option<usize>,
-        /// 1-based column, when known.
-        column: Option<usize>,
-        /// What was wrong and what was expected.
-        message: String,
-    },
-    /// The findings configuration is malformed.
-    #[error("{}{}: {message}", path.display(), location(*line, *column))]
-    FindingsConfig {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line, when known.
-        line: Option<usize>,
-        /// 1-based column, when known.
-        column: Option<usize>,
-        /// What was wrong and what was expected.
-        message: String,
-    },
-    /// An objectives (`--slo`) or alert rules (`--alerts`) file is malformed.
+    /// A configuration file (`--services`, `--slo`, `--alerts`, `--findings-config`) is
+    /// malformed.
     #[error("{}{}: {message}", path.display(), location(*line, *column))]
     Config {
         /// The file.

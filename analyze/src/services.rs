@@ -136,39 +136,19 @@ impl ServicesFile {
     /// Reads and validates a services file; errors name the file, the line and what was
     /// expected.
     pub fn load(path: &Path) -> Result<Self, AnalyzeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::config_file::read(path)?, path)
     }
 
     /// Parses a services file's text (`path` is used in messages).
     pub fn parse(text: &str, path: &Path) -> Result<Self, AnalyzeError> {
         let bad = |line: Option<usize>, column: Option<usize>, message: String| {
-            AnalyzeError::ServicesFile {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
+            crate::config_file::error(path, line, column, message)
         };
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let file: ServicesFile = serde_yaml_ng::from_str(text).map_err(|e| {
-            let loc = e.location();
-            let mut msg = e.to_string();
-            // serde_yaml_ng appends " at line L column C"; we print the location ourselves.
-            if let Some(i) = msg.find(" at line ") {
-                msg.truncate(i);
-            }
-            bad(
-                loc.as_ref().map(|l| l.line()),
-                loc.as_ref().map(|l| l.column()),
-                msg,
-            )
-        })?;
+        let file: ServicesFile = serde_yaml_ng::from_str(text)
+            .map_err(|e| crate::config_file::yaml_error(path, &e, 0, 0))?;
         let check_objective = |v: Option<f64>, what: &str| match v {
             Some(x) if !(x.is_finite() && x > 0.0) => Err(format!(
                 "{what}: expected a positive number of milliseconds, found {x}"

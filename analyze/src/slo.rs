@@ -372,142 +372,19 @@ impl Default for SloConfig {
     }
 }
 
-/// A configuration error at a place in a file.
-pub(crate) fn config_error(
-    path: &Path,
-    line: Option<usize>,
-    column: Option<usize>,
-    message: String,
-) -> AnalyzeError {
-    AnalyzeError::Config {
-        path: path.to_path_buf(),
-        line,
-        column,
-        message,
-    }
-}
-
-/// The YAML document to read from a file that may be a Kubernetes ConfigMap: the text of the
-/// entry `key` of its `data` (else of its only entry), with the line offset and indentation
-/// of that text in the file. A plain file is returned as it is.
-pub(crate) fn unwrap_configmap<'a>(
-    text: &'a str,
-    path: &Path,
-    key: &str,
-) -> Result<(std::borrow::Cow<'a, str>, usize, usize), AnalyzeError> {
-    let value: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(text).map_err(|e| yaml_error(path, &e, 0, 0))?;
-    let Some(data) = value
-        .as_mapping()
-        .filter(|m| m.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
-        .and_then(|m| m.get("data"))
-    else {
-        return Ok((std::borrow::Cow::Borrowed(text), 0, 0));
-    };
-    let Some(data) = data.as_mapping() else {
-        return Err(config_error(
-            path,
-            find_line(text, "data", 0),
-            None,
-            "ConfigMap: expected `data:` to map file names to their text".into(),
-        ));
-    };
-    let (name, inner) = match data.get(key) {
-        Some(v) => (key.to_string(), v),
-        None if data.len() == 1 => match data.iter().next() {
-            Some((k, v)) => (k.as_str().unwrap_or_default().to_string(), v),
-            None => unreachable_empty(path)?,
-        },
-        None => {
-            return Err(config_error(
-                path,
-                find_line(text, "data", 0),
-                None,
-                format!("ConfigMap: expected an entry `{key}: |` under `data:`"),
-            ))
-        }
-    };
-    let Some(inner) = inner.as_str() else {
-        return Err(config_error(
-            path,
-            find_line(text, &name, 0),
-            None,
-            format!("ConfigMap: expected `{name}` to hold the file's text (`{name}: |`)"),
-        ));
-    };
-    // The block scalar's text starts on the line after its key.
-    let key_line = find_line(text, &name, 0).unwrap_or(0);
-    let indent = text
-        .lines()
-        .skip(key_line)
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .unwrap_or(0);
-    Ok((std::borrow::Cow::Owned(inner.to_string()), key_line, indent))
-}
-
-fn unreachable_empty<T>(path: &Path) -> Result<T, AnalyzeError> {
-    Err(config_error(
-        path,
-        None,
-        None,
-        "ConfigMap: empty `data:`".into(),
-    ))
-}
-
-/// A YAML error as a config error, its location moved by `line_offset` lines and
-/// `column_offset` columns (text taken out of a ConfigMap).
-pub(crate) fn yaml_error(
-    path: &Path,
-    e: &serde_yaml_ng::Error,
-    line_offset: usize,
-    column_offset: usize,
-) -> AnalyzeError {
-    let loc = e.location();
-    let mut msg = e.to_string();
-    if let Some(i) = msg.find(" at line ") {
-        msg.truncate(i);
-    }
-    config_error(
-        path,
-        loc.as_ref().map(|l| l.line() + line_offset),
-        loc.as_ref().map(|l| l.column() + column_offset),
-        msg,
-    )
-}
-
-/// 1-based line of the first line at or after line `from` (0-based) whose content starts with
-/// `key:` (or `- key:`).
-pub(crate) fn find_line(text: &str, key: &str, from: usize) -> Option<usize> {
-    let k1 = format!("{key}:");
-    let k2 = format!("\"{key}\":");
-    text.lines()
-        .enumerate()
-        .skip(from)
-        .find(|(_, l)| {
-            let t = l.trim_start().trim_start_matches("- ").trim_start();
-            t.starts_with(&k1) || t.starts_with(&k2)
-        })
-        .map(|(i, _)| i + 1)
-}
-
 impl SloConfig {
     /// Reads an objectives file (plain, or a ConfigMap with `data: config.yaml: |`).
     pub fn load(path: &Path) -> Result<Self, AnalyzeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::config_file::read(path)?, path)
     }
 
     /// Parses an objectives file's text (`path` names it in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Self, AnalyzeError> {
-        let (inner, dl, dc) = unwrap_configmap(text, path, "config.yaml")?;
-        let raw: RawFile =
-            serde_yaml_ng::from_str(&inner).map_err(|e| yaml_error(path, &e, dl, dc))?;
+        let (inner, dl, dc) = crate::config_file::unwrap_configmap(text, path, "config.yaml")?;
+        let raw: RawFile = serde_yaml_ng::from_str(&inner)
+            .map_err(|e| crate::config_file::yaml_error(path, &e, dl, dc))?;
         let Some(slo) = raw.slo else {
-            return Err(config_error(
+            return Err(crate::config_file::error(
                 path,
                 Some(dl + 1),
                 None,
@@ -518,7 +395,7 @@ impl SloConfig {
             let mut from = 0;
             let mut found = None;
             for _ in 0..=nth {
-                found = find_line(&inner, key, from);
+                found = crate::config_file::find_line(&inner, key, from);
                 from = found?;
             }
             found.map(|l| l + dl)
@@ -537,7 +414,7 @@ impl SloConfig {
                 service_items += 1;
                 let exclude = o.exclude.unwrap_or(false);
                 if o.target.is_none() && !exclude {
-                    return Err(config_error(
+                    return Err(crate::config_file::error(
                         path,
                         line,
                         None,
@@ -548,7 +425,7 @@ impl SloConfig {
                     ));
                 }
                 if o.endpoint.is_some() && o.target.is_some() {
-                    return Err(config_error(
+                    return Err(crate::config_file::error(
                         path,
                         line,
                         None,
@@ -573,7 +450,7 @@ impl SloConfig {
                 match d.one() {
                     Ok(Some(t)) => cfg.latency = t,
                     Ok(None) => {
-                        return Err(config_error(
+                        return Err(crate::config_file::error(
                             path,
                             line_of("default", 0),
                             None,
@@ -583,7 +460,7 @@ impl SloConfig {
                         ))
                     }
                     Err(m) => {
-                        return Err(config_error(
+                        return Err(crate::config_file::error(
                             path,
                             line_of("default", 0),
                             None,
@@ -604,7 +481,7 @@ impl SloConfig {
                     p999: o.p999,
                 };
                 let target = p.one().map_err(|m| {
-                    config_error(
+                    crate::config_file::error(
                         path,
                         line,
                         None,
@@ -613,7 +490,7 @@ impl SloConfig {
                 })?;
                 let exclude = o.exclude.unwrap_or(false);
                 if target.is_none() && !exclude {
-                    return Err(config_error(
+                    return Err(crate::config_file::error(
                         path,
                         line,
                         None,

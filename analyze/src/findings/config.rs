@@ -210,44 +210,25 @@ impl Default for FindingsConfig {
 impl FindingsConfig {
     /// Reads and validates a findings file.
     pub fn load(path: &Path) -> Result<Self, AnalyzeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AnalyzeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::config_file::read(path)?, path)
     }
 
     /// Parses a findings file's text (`path` is used in messages).
     pub fn parse(text: &str, path: &Path) -> Result<Self, AnalyzeError> {
         let bad = |line: Option<usize>, column: Option<usize>, message: String| {
-            AnalyzeError::FindingsConfig {
-                path: path.to_path_buf(),
-                line,
-                column,
-                message,
-            }
+            crate::config_file::error(path, line, column, message)
         };
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let c: FindingsConfig = serde_yaml_ng::from_str(text).map_err(|e| {
-            let loc = e.location();
-            let mut msg = e.to_string();
-            if let Some(i) = msg.find(" at line ") {
-                msg.truncate(i);
-            }
-            bad(
-                loc.as_ref().map(|l| l.line()),
-                loc.as_ref().map(|l| l.column()),
-                msg,
-            )
-        })?;
+        let c: FindingsConfig = serde_yaml_ng::from_str(text)
+            .map_err(|e| crate::config_file::yaml_error(path, &e, 0, 0))?;
         let positive = |v: f64, key: &str| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
                 Err(bad(
-                    find_line(text, key),
+                    crate::config_file::find_line(text, key, 0),
                     None,
                     format!("{key}: expected a positive number, found {v}"),
                 ))
@@ -265,7 +246,7 @@ impl FindingsConfig {
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(bad(
-                    find_line(text, key),
+                    crate::config_file::find_line(text, key, 0),
                     None,
                     format!("{key}: expected a number at least 0, found {v}"),
                 ));
@@ -281,14 +262,6 @@ impl FindingsConfig {
         let unit = report_bucket_ns.max(1);
         want.div_ceil(unit).max(1) * unit
     }
-}
-
-/// 1-based line of the first line containing `key:`.
-fn find_line(text: &str, key: &str) -> Option<usize> {
-    let pat = format!("{key}:");
-    text.lines()
-        .position(|l| l.trim_start().starts_with(&pat))
-        .map(|i| i + 1)
 }
 
 #[cfg(test)]
