@@ -9,12 +9,29 @@ use anyhow::Context;
 /// Arguments of `retrace analyze`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Capture directories or segment files (several are merged, e.g. one per node).
-    #[arg(required = true, value_name = "CAPTURE")]
-    pub captures: Vec<PathBuf>,
+    #[command(flatten)]
+    pub input: Input,
     /// Directory to write the report into (index.html, *.csv, summary.json).
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub objectives: Objectives,
+    /// Do not link spans into traces (no spans.csv, traces.csv or waterfalls).
+    #[arg(long)]
+    pub no_traces: bool,
+    /// YAML file overriding the thresholds of the findings engine (Coroot's inspections by
+    /// default): see the documentation of `retrace_analyze::findings::config`.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub findings_config: Option<PathBuf>,
+}
+
+/// What every analysis reads (`analyze`, each `export`): the captures, the service naming
+/// rules and the time window.
+#[derive(clap::Args, Debug)]
+pub struct Input {
+    /// Capture directories or segment files (several are merged, e.g. one per node).
+    #[arg(required = true, value_name = "CAPTURE")]
+    pub captures: Vec<PathBuf>,
     /// YAML file naming and merging services, and their latency objectives.
     #[arg(long, value_name = "FILE.yaml")]
     pub services: Option<PathBuf>,
@@ -25,6 +42,38 @@ pub struct Args {
     /// End of the window (same forms as --from).
     #[arg(long, value_parser = parse_time)]
     pub to: Option<retrace_analyze::TimeSpec>,
+    /// Print nothing but errors (no progress bar, no summary line).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl Input {
+    /// The analysis options these arguments give.
+    pub fn options(&self) -> retrace_analyze::AnalyzeOptions {
+        retrace_analyze::AnalyzeOptions {
+            services_file: self.services.clone(),
+            progress: !self.quiet && std::io::stderr().is_terminal(),
+            from: self.from,
+            to: self.to,
+            ..Default::default()
+        }
+    }
+
+    /// Analyzes the captures (spans and traces included: what the exports are made of).
+    pub fn analyze(&self) -> anyhow::Result<retrace_analyze::Analysis> {
+        let names: Vec<String> = self
+            .captures
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        retrace_analyze::analyze(&self.captures, &self.options())
+            .with_context(|| format!("analyzing {}", names.join(", ")))
+    }
+}
+
+/// The objectives and alert rules an analysis judges the capture by (`analyze`, `check`).
+#[derive(clap::Args, Debug)]
+pub struct Objectives {
     /// Service level objectives (the seed's `slo:` YAML, plain or as a ConfigMap); default:
     /// availability 99%, latency 99% faster than 500 ms, for every service.
     #[arg(long, value_name = "FILE.yaml")]
@@ -37,16 +86,15 @@ pub struct Args {
     /// this capture).
     #[arg(long, value_name = "CAPTURE")]
     pub baseline: Option<PathBuf>,
-    /// Do not show a progress bar.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Do not link spans into traces (no spans.csv, traces.csv or waterfalls).
-    #[arg(long)]
-    pub no_traces: bool,
-    /// YAML file overriding the thresholds of the findings engine (Coroot's inspections by
-    /// default): see the documentation of `retrace_analyze::findings::config`.
-    #[arg(long, value_name = "FILE.yaml")]
-    pub findings_config: Option<PathBuf>,
+}
+
+impl Objectives {
+    /// Sets them in `opts`.
+    pub fn apply(&self, opts: &mut retrace_analyze::AnalyzeOptions) {
+        opts.slo_file.clone_from(&self.slo);
+        opts.alerts_file.clone_from(&self.alerts);
+        opts.baseline = self.baseline.iter().cloned().collect();
+    }
 }
 
 fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
@@ -55,21 +103,16 @@ fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
 
 /// Runs `retrace analyze`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let opts = retrace_analyze::AnalyzeOptions {
-        services_file: args.services.clone(),
-        progress: !args.quiet && std::io::stderr().is_terminal(),
-        from: args.from,
-        to: args.to,
+    let mut opts = retrace_analyze::AnalyzeOptions {
         no_traces: args.no_traces,
         findings_config: args.findings_config.clone(),
-        slo_file: args.slo.clone(),
-        alerts_file: args.alerts.clone(),
-        baseline: args.baseline.iter().cloned().collect(),
+        ..args.input.options()
     };
-    let analysis = retrace_analyze::analyze(&args.captures, &opts)?;
+    args.objectives.apply(&mut opts);
+    let analysis = retrace_analyze::analyze(&args.input.captures, &opts)?;
     retrace_analyze::write_report(&analysis, &args.out)
         .with_context(|| format!("writing the report into {}", args.out.display()))?;
-    if !args.quiet {
+    if !args.input.quiet {
         eprintln!(
             "{} events, {} services, {} edges, {} requests ({} failed); completeness {:.2}%; \
              {} SLO breaches, {} alerts fired; report: {}",

@@ -68,28 +68,19 @@ pub struct Args {
     /// Also write the results as JUnit XML to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Service level objectives (see `retrace analyze --slo`).
-    #[arg(long, value_name = "FILE.yaml")]
-    pub slo: Option<PathBuf>,
-    /// Alert rules (see `retrace analyze --alerts`), for `alerts:` assertions.
-    #[arg(long, value_name = "FILE.yaml")]
-    pub alerts: Option<PathBuf>,
-    /// Baseline capture for `baseline` in alert rules (see `retrace analyze --baseline`).
-    #[arg(long, value_name = "CAPTURE")]
-    pub baseline: Option<PathBuf>,
+    #[command(flatten)]
+    pub objectives: super::analyze::Objectives,
 }
 
 /// Runs `retrace check`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (expect, scenario_services) = load_expectations(&args.expect)?;
     let services = args.services.clone().or(scenario_services);
-    let opts = retrace_analyze::AnalyzeOptions {
+    let mut opts = retrace_analyze::AnalyzeOptions {
         services_file: services.clone(),
-        slo_file: args.slo.clone(),
-        alerts_file: args.alerts.clone(),
-        baseline: args.baseline.iter().cloned().collect(),
         ..Default::default()
     };
+    args.objectives.apply(&mut opts);
     let analysis = retrace_analyze::analyze(std::slice::from_ref(&args.capture), &opts)
         .with_context(|| format!("analyzing {}", args.capture.display()))?;
     let results = evaluate_analysis(&expect, &analysis);

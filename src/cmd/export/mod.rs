@@ -1,12 +1,12 @@
 //! `retrace export FORMAT CAPTURE... --out FILE`: the analysis of captures in formats other
 //! tools read. One module per format (`otlp`), each a subcommand with its own `Args` (the
-//! shared [`Input`] flattened in) and `run`.
+//! shared [`crate::cmd::analyze::Input`] flattened in) and `run`.
 
 pub mod otlp;
 
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal as _, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -32,55 +32,6 @@ pub enum Format {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Otlp(a) => otlp::run(a),
-    }
-}
-
-/// What every export reads: the captures, the service naming rules and the time window, as
-/// `retrace analyze` takes them.
-#[derive(clap::Args, Debug)]
-pub struct Input {
-    /// Capture directories or segment files (several are merged, e.g. one per node).
-    #[arg(required = true, value_name = "CAPTURE")]
-    pub captures: Vec<PathBuf>,
-    /// YAML file naming and merging services (see `retrace analyze --services`).
-    #[arg(long, value_name = "FILE.yaml")]
-    pub services: Option<PathBuf>,
-    /// Start of the window: RFC 3339 time, time of day (`14:03:10`), or offset from the
-    /// capture start (`+30s`).
-    #[arg(long, value_parser = parse_time)]
-    pub from: Option<retrace_analyze::TimeSpec>,
-    /// End of the window (same forms as --from).
-    #[arg(long, value_parser = parse_time)]
-    pub to: Option<retrace_analyze::TimeSpec>,
-    /// Print nothing but errors (no progress bar, no summary line).
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-fn parse_time(s: &str) -> Result<retrace_analyze::TimeSpec, String> {
-    retrace_analyze::TimeSpec::parse(s).map_err(|e| e.to_string())
-}
-
-impl Input {
-    /// Analyzes the captures.
-    pub fn analyze(&self) -> anyhow::Result<retrace_analyze::Analysis> {
-        let opts = retrace_analyze::AnalyzeOptions {
-            services_file: self.services.clone(),
-            progress: !self.quiet && std::io::stderr().is_terminal(),
-            from: self.from,
-            to: self.to,
-            // Spans and traces are what the exports are made of.
-            no_traces: false,
-            findings_config: None,
-            ..Default::default()
-        };
-        let names: Vec<String> = self
-            .captures
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        retrace_analyze::analyze(&self.captures, &opts)
-            .with_context(|| format!("analyzing {}", names.join(", ")))
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use retrace_analyze::{Analysis, Link, SpanKind, SpanView};
 
-use super::Input;
+use crate::cmd::analyze::Input;
 
 /// Arguments of `retrace export otlp`.
 #[derive(clap::Args, Debug)]
