@@ -418,6 +418,11 @@ fn wait_port(port: u16) {
 
 /// A python3 http.server on 127.0.0.1:port serving `root`.
 fn python_http_server(root: &Path, port: u16) -> ChildGuard {
+    python_http_server_logging(root, port, Stdio::null())
+}
+
+/// Like [`python_http_server`], its request log (stderr) written to `log`.
+fn python_http_server_logging(root: &Path, port: u16, log: Stdio) -> ChildGuard {
     let g = ChildGuard::spawn(
         Command::new(PYTHON)
             .args([
@@ -430,7 +435,7 @@ fn python_http_server(root: &Path, port: u16) -> ChildGuard {
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+            .stderr(log),
     );
     wait_port(port);
     g
@@ -1559,21 +1564,7 @@ fn secrets_of_a_real_client_are_not_on_disk() {
     let port = free_port();
     let log_path = www.path().join("server.log");
     let log = fs::File::create(&log_path).expect("server log");
-    let _server = ChildGuard::spawn(
-        Command::new(PYTHON)
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .current_dir(www.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log),
-    );
-    wait_port(port);
+    let _server = python_http_server_logging(www.path(), port, Stdio::from(log));
     for redact in [true, false] {
         let n = nonce();
         let (token, cookie, key) = (format!("tok{n}X"), format!("ck{n}X"), format!("KEY{n}X"));

@@ -45,21 +45,6 @@ fn venv_python() -> Option<PathBuf> {
     None
 }
 
-/// The analyzer's services file of a scenario (`analyze: services:`, or its base's).
-fn services_file(dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("scenario.yaml")).expect("read scenario.yaml");
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("scenario.yaml is YAML");
-    if let Some(s) = v
-        .get("analyze")
-        .and_then(|a| a.get("services"))
-        .and_then(|s| s.as_str())
-    {
-        return Some(dir.join(s));
-    }
-    let base = v.get("extends").and_then(|e| e.as_str())?;
-    services_file(&dir.join(base))
-}
-
 /// `retrace analyze` (for spans.csv and traces.csv) and `retrace export otlp` of the same
 /// capture with the same options, into `out/report` and `out/traces.json`.
 fn analyze_and_export(capture: &Path, extra: &[&str], out: &Path) -> (PathBuf, PathBuf) {

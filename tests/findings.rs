@@ -8,28 +8,13 @@
 //! 5 s; a healthy run gives nothing above info. The same capture gives the same findings,
 //! byte for byte.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use retrace_analyze::{Analysis, Finding, Severity};
 
 mod common;
 
-use common::root;
-
-/// The analyzer's services file of a scenario (`analyze: services:`, or its base's).
-fn services_file(dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("scenario.yaml")).expect("read scenario.yaml");
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("scenario.yaml is YAML");
-    if let Some(s) = v
-        .get("analyze")
-        .and_then(|a| a.get("services"))
-        .and_then(|s| s.as_str())
-    {
-        return Some(dir.join(s));
-    }
-    let base = v.get("extends").and_then(|e| e.as_str())?;
-    services_file(&dir.join(base))
-}
+use common::{root, services_file};
 
 fn analyze(name: &str) -> Analysis {
     let dir = root().join("scenarios").join(name);

@@ -8,7 +8,7 @@
 //! `lossy-db` scenario is interrupted with SIGINT in the middle of its traffic, and the test
 //! checks that no process and no iptables rule is left behind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -39,21 +39,6 @@ fn scenario_dirs() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// The analyzer's services file of a scenario (`analyze: services:`, or its base's).
-fn services_file(dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(dir.join("scenario.yaml")).expect("read scenario.yaml");
-    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("scenario.yaml is YAML");
-    if let Some(s) = v
-        .get("analyze")
-        .and_then(|a| a.get("services"))
-        .and_then(|s| s.as_str())
-    {
-        return Some(dir.join(s));
-    }
-    let base = v.get("extends").and_then(|e| e.as_str())?;
-    services_file(&dir.join(base))
 }
 
 fn first_difference(expected: &str, actual: &str) -> String {

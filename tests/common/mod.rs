@@ -65,3 +65,18 @@ impl Drop for RunDir {
         }
     }
 }
+
+/// The analyzer's services file of a scenario (`analyze: services:`, or its base's).
+pub fn services_file(dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(dir.join("scenario.yaml")).expect("read scenario.yaml");
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("scenario.yaml is YAML");
+    if let Some(s) = v
+        .get("analyze")
+        .and_then(|a| a.get("services"))
+        .and_then(|s| s.as_str())
+    {
+        return Some(dir.join(s));
+    }
+    let base = v.get("extends").and_then(|e| e.as_str())?;
+    services_file(&dir.join(base))
+}
