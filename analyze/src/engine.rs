@@ -629,18 +629,8 @@ impl Analyzer {
                 let idx = match self.conns.get(&key) {
                     Some(&i) => i,
                     None => {
-                        // A socket opened before the capture: the side that listens on the
-                        // local port is the server; failing that, the side on an ephemeral
-                        // port is the client.
-                        let listens = self
-                            .procs
-                            .get(&(node, m.conn.pid))
-                            .is_some_and(|p| p.ports.contains(&local.port));
-                        let client = if listens {
-                            false
-                        } else {
-                            !(local.port < 32768 && remote.port >= 32768)
-                        };
+                        // A socket opened before the capture.
+                        let client = !self.is_server_end(node, Some(m.conn.pid), &local, &remote);
                         self.payload.orphan_messages += 1;
                         self.new_side(node, m.conn, client, local, remote, Opened::By(ts))
                     }
@@ -757,18 +747,31 @@ impl Analyzer {
         }
     }
 
+    /// Whether the end `local` of a connection whose opening the capture did not see is its
+    /// server's: its process listens on the local port; failing that, the remote port is
+    /// ephemeral and the local one is not.
+    fn is_server_end(
+        &self,
+        node: u16,
+        pid: Option<u32>,
+        local: &Endpoint,
+        remote: &Endpoint,
+    ) -> bool {
+        let listens = pid.is_some_and(|pid| {
+            self.procs
+                .get(&(node, pid))
+                .is_some_and(|p| p.ports.contains(&local.port))
+        });
+        listens || (local.port < 32768 && remote.port >= 32768)
+    }
+
     /// Keeps retransmits and resets received for [`Connections::tally`].
     fn tcp_sample(&mut self, node: u16, ts: u64, s: &TcpSample) {
         let kind = match s.what {
             TcpSampleKind::Retransmit => SampleKind::Retransmit,
             TcpSampleKind::ResetReceived => SampleKind::ResetReceived,
             TcpSampleKind::Rtt => {
-                let listens = s.pid.is_some_and(|pid| {
-                    self.procs
-                        .get(&(node, pid))
-                        .is_some_and(|p| p.ports.contains(&s.local.port))
-                });
-                let server_side = listens || (s.local.port < 32768 && s.remote.port >= 32768);
+                let server_side = self.is_server_end(node, s.pid, &s.local, &s.remote);
                 self.net.rtt(node, ts, s, server_side);
                 return;
             }
