@@ -417,6 +417,63 @@ fn details_of(out: &mut String, v: &EventView<'_>, payload_bytes: usize) {
         EventBody::ThreadStart(e) => {
             let _ = write!(out, "started_by={} tid={}", e.parent_tid, e.tid);
         }
+        EventBody::Binary(e) => {
+            let _ = write!(
+                out,
+                "id={} build_id={} path={} symbols={}",
+                e.id,
+                escape_str(&e.build_id),
+                escape_str(&e.path),
+                e.symbols.len()
+            );
+        }
+        EventBody::UserStack(e) => {
+            let _ = write!(out, "id={} frames={}", e.id, e.frames.len());
+            if e.truncated {
+                out.push_str(" truncated");
+            }
+        }
+        EventBody::HeapAlloc(e) => {
+            let _ = write!(
+                out,
+                "size={} addr={:#x} period={} stack={}",
+                e.size, e.addr, e.period, e.stack
+            );
+        }
+        EventBody::HeapFree(e) => {
+            let _ = write!(out, "addr={:#x}", e.addr);
+        }
+        EventBody::OffCpu(e) => {
+            let _ = write!(
+                out,
+                "blocked={} syscall={}",
+                format_duration(e.blocked_ns),
+                e.syscall
+            );
+            if let Some(s) = e.user_stack {
+                let _ = write!(out, " ustack={s}");
+            }
+            if let Some(s) = e.kernel_stack {
+                let _ = write!(out, " kstack={s}");
+            }
+        }
+        EventBody::MemUsage(e) => {
+            let _ = write!(
+                out,
+                "rss_anon={} rss_file={} rss_shmem={}",
+                e.rss_anon, e.rss_file, e.rss_shmem
+            );
+        }
+        EventBody::CgroupMemory(e) => {
+            let _ = write!(out, "cgroup={} usage={}", escape_str(&e.cgroup), e.usage);
+            match e.limit {
+                Some(l) => {
+                    let _ = write!(out, " limit={l}");
+                }
+                None => out.push_str(" limit=max"),
+            }
+            let _ = write!(out, " oom_kills={}", e.oom_kills);
+        }
     }
 }
 

@@ -42,6 +42,9 @@ impl<'a> EventView<'a> {
             EventBody::AllocSample(e) => Some(e.tid),
             EventBody::CpuSample(e) => Some(e.tid),
             EventBody::Log(e) => Some(e.tid),
+            EventBody::HeapAlloc(e) => Some(e.tid),
+            EventBody::HeapFree(e) => Some(e.tid),
+            EventBody::OffCpu(e) => Some(e.tid),
             _ => None,
         }
     }
@@ -126,6 +129,7 @@ impl<'a> EventView<'a> {
             EventBody::Udp(e) => Some(e.size),
             EventBody::Log(e) => Some(e.size),
             EventBody::AllocSample(e) => Some(e.size),
+            EventBody::HeapAlloc(e) => Some(e.size),
             _ => None,
         }
     }

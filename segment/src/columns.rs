@@ -690,6 +690,78 @@ impl BlockBuilder {
                 put_i(&mut s[1], i64::from(t.parent_tid) - i64::from(t.pid));
                 put_i(&mut s[2], i64::from(t.tid) - i64::from(t.parent_tid));
             }
+            EventBody::Binary(b) => {
+                put(&mut s[0], u64::from(b.id));
+                let id = self.string(&b.build_id);
+                put(&mut s[1], id);
+                let id = self.string(&b.path);
+                put(&mut s[2], id);
+                put(&mut s[3], b.symbols.len() as u64);
+                let mut prev = 0u64;
+                for sym in &b.symbols {
+                    put_i(&mut s[4], sym.offset.wrapping_sub(prev) as i64);
+                    prev = sym.offset;
+                    put(&mut s[5], sym.size);
+                    put(&mut s[6], sym.name.len() as u64);
+                    s[7].extend_from_slice(sym.name.as_bytes());
+                }
+            }
+            EventBody::UserStack(u) => {
+                put(&mut s[0], u.id);
+                put(&mut s[1], u64::from(u.pid));
+                s[2].push(u8::from(u.truncated));
+                put(&mut s[3], u.frames.len() as u64);
+                for f in &u.frames {
+                    put(&mut s[4], u64::from(f.binary));
+                    put(&mut s[5], f.offset);
+                }
+            }
+            EventBody::HeapAlloc(a) => {
+                put(&mut s[0], u64::from(a.pid));
+                put_i(&mut s[1], i64::from(a.tid) - i64::from(a.pid));
+                put(&mut s[2], a.size);
+                put_i(&mut s[3], a.addr.wrapping_sub(e.last) as i64);
+                e.last = a.addr;
+                put(&mut s[4], a.period);
+                put(&mut s[5], a.stack);
+            }
+            EventBody::HeapFree(f) => {
+                put(&mut s[0], u64::from(f.pid));
+                put_i(&mut s[1], i64::from(f.tid) - i64::from(f.pid));
+                put_i(&mut s[2], f.addr.wrapping_sub(e.last) as i64);
+                e.last = f.addr;
+            }
+            EventBody::OffCpu(o) => {
+                put(&mut s[0], u64::from(o.pid));
+                put_i(&mut s[1], i64::from(o.tid) - i64::from(o.pid));
+                put(&mut s[2], o.blocked_ns);
+                put_i(&mut s[3], i64::from(o.syscall));
+                s[4].push(
+                    u8::from(o.user_stack.is_some()) | (u8::from(o.kernel_stack.is_some()) << 1),
+                );
+                if let Some(u) = o.user_stack {
+                    put(&mut s[5], u);
+                }
+                if let Some(k) = o.kernel_stack {
+                    put(&mut s[6], k);
+                }
+            }
+            EventBody::MemUsage(m) => {
+                put(&mut s[0], u64::from(m.pid));
+                put(&mut s[1], m.rss_anon);
+                put(&mut s[2], m.rss_file);
+                put(&mut s[3], m.rss_shmem);
+            }
+            EventBody::CgroupMemory(c) => {
+                let id = self.string(&c.cgroup);
+                put(&mut s[0], id);
+                put(&mut s[1], c.usage);
+                s[2].push(u8::from(c.limit.is_some()));
+                if let Some(limit) = c.limit {
+                    put(&mut s[3], limit);
+                }
+                put(&mut s[4], c.oom_kills);
+            }
         }
     }
 
@@ -1396,6 +1468,135 @@ fn decode_rare(
                 pid,
                 parent_tid,
                 tid,
+            })
+        }
+        EventKind::Binary => {
+            let id = s[0].u32()?;
+            let build_id = ctx.string(s[1].u()?)?;
+            let path = ctx.string(s[2].u()?)?;
+            let n = s[3].u()?;
+            let n = s[4].count_for(n)?;
+            let mut symbols = Vec::with_capacity(n);
+            let mut prev = 0u64;
+            for _ in 0..n {
+                prev = prev.wrapping_add(s[4].i()? as u64);
+                let size = s[5].u()?;
+                let len = s[6].u()?;
+                let name = String::from_utf8_lossy(s[7].take(len)?).into_owned();
+                symbols.push(Symbol {
+                    offset: prev,
+                    size,
+                    name,
+                });
+            }
+            EventBody::Binary(BinaryInfo {
+                id,
+                build_id,
+                path,
+                symbols,
+            })
+        }
+        EventKind::UserStack => {
+            let id = s[0].u()?;
+            let pid = s[1].u32()?;
+            let truncated = match s[2].byte()? {
+                0 => false,
+                1 => true,
+                _ => return Err("unknown user stack flags"),
+            };
+            let n = s[3].u()?;
+            let n = s[4].count_for(n)?;
+            let mut frames = Vec::with_capacity(n);
+            for _ in 0..n {
+                let binary = s[4].u32()?;
+                frames.push(Frame {
+                    binary,
+                    offset: s[5].u()?,
+                });
+            }
+            EventBody::UserStack(UserStack {
+                id,
+                pid,
+                frames,
+                truncated,
+            })
+        }
+        EventKind::HeapAlloc => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let size = s[2].u()?;
+            let addr = d.last.wrapping_add(s[3].i()? as u64);
+            d.last = addr;
+            let period = s[4].u()?;
+            let stack = s[5].u()?;
+            EventBody::HeapAlloc(HeapAlloc {
+                pid,
+                tid,
+                size,
+                addr,
+                period,
+                stack,
+            })
+        }
+        EventKind::HeapFree => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let addr = d.last.wrapping_add(s[2].i()? as u64);
+            d.last = addr;
+            EventBody::HeapFree(HeapFree { pid, tid, addr })
+        }
+        EventKind::OffCpu => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let blocked_ns = s[2].u()?;
+            let syscall = i32::try_from(s[3].i()?).map_err(|_| "syscall number out of range")?;
+            let flags = s[4].byte()?;
+            if flags > 3 {
+                return Err("unknown off-CPU flags");
+            }
+            let user_stack = if flags & 1 != 0 {
+                Some(s[5].u()?)
+            } else {
+                None
+            };
+            let kernel_stack = if flags & 2 != 0 {
+                Some(s[6].u()?)
+            } else {
+                None
+            };
+            EventBody::OffCpu(OffCpu {
+                pid,
+                tid,
+                blocked_ns,
+                syscall,
+                user_stack,
+                kernel_stack,
+            })
+        }
+        EventKind::MemUsage => {
+            let pid = s[0].u32()?;
+            let rss_anon = s[1].u()?;
+            let rss_file = s[2].u()?;
+            EventBody::MemUsage(MemUsage {
+                pid,
+                rss_anon,
+                rss_file,
+                rss_shmem: s[3].u()?,
+            })
+        }
+        EventKind::CgroupMemory => {
+            let cgroup = ctx.string(s[0].u()?)?;
+            let usage = s[1].u()?;
+            let limit = match s[2].byte()? {
+                0 => None,
+                1 => Some(s[3].u()?),
+                _ => return Err("unknown cgroup memory flags"),
+            };
+            EventBody::CgroupMemory(CgroupMemory {
+                cgroup,
+                usage,
+                limit,
+                oom_kills: s[4].u()?,
             })
         }
         EventKind::Tcp | EventKind::L7 => return Err("hot kind on the rare path"),

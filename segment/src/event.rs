@@ -18,7 +18,7 @@ use rkyv::{Archive, Deserialize as RDeserialize, Serialize as RSerialize};
 use serde::{Deserialize, Serialize};
 
 /// Version of the event model carried by this crate.
-pub const MODEL_VERSION: u16 = 2;
+pub const MODEL_VERSION: u16 = 3;
 
 /// One recorded event: a timestamp and what happened.
 #[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -57,6 +57,13 @@ impl Event {
             EventBody::StackDef(e) => e.pid,
             EventBody::Log(e) => Some(e.pid),
             EventBody::ThreadStart(e) => Some(e.pid),
+            EventBody::Binary(_) => None,
+            EventBody::UserStack(e) => Some(e.pid),
+            EventBody::HeapAlloc(e) => Some(e.pid),
+            EventBody::HeapFree(e) => Some(e.pid),
+            EventBody::OffCpu(e) => Some(e.pid),
+            EventBody::MemUsage(e) => Some(e.pid),
+            EventBody::CgroupMemory(_) => None,
             EventBody::Loss(_) | EventBody::Mark(_) | EventBody::Node(_) => None,
         }
     }
@@ -115,11 +122,25 @@ pub enum EventKind {
     Node = 15,
     /// [`ThreadStart`] (format version 2)
     ThreadStart = 16,
+    /// [`BinaryInfo`] (format version 3)
+    Binary = 17,
+    /// [`UserStack`] (format version 3)
+    UserStack = 18,
+    /// [`HeapAlloc`] (format version 3)
+    HeapAlloc = 19,
+    /// [`HeapFree`] (format version 3)
+    HeapFree = 20,
+    /// [`OffCpu`] (format version 3)
+    OffCpu = 21,
+    /// [`MemUsage`] (format version 3)
+    MemUsage = 22,
+    /// [`CgroupMemory`] (format version 3)
+    CgroupMemory = 23,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::ProcExec,
         EventKind::ProcFork,
         EventKind::ProcExit,
@@ -137,6 +158,13 @@ impl EventKind {
         EventKind::Mark,
         EventKind::Node,
         EventKind::ThreadStart,
+        EventKind::Binary,
+        EventKind::UserStack,
+        EventKind::HeapAlloc,
+        EventKind::HeapFree,
+        EventKind::OffCpu,
+        EventKind::MemUsage,
+        EventKind::CgroupMemory,
     ];
 
     /// The short name used on the command line, in filters and in output.
@@ -159,6 +187,13 @@ impl EventKind {
             EventKind::Mark => "mark",
             EventKind::Node => "node",
             EventKind::ThreadStart => "thread",
+            EventKind::Binary => "binary",
+            EventKind::UserStack => "ustack",
+            EventKind::HeapAlloc => "malloc",
+            EventKind::HeapFree => "free",
+            EventKind::OffCpu => "offcpu",
+            EventKind::MemUsage => "mem",
+            EventKind::CgroupMemory => "cgroup_mem",
         }
     }
 
@@ -222,6 +257,21 @@ pub enum EventBody {
     Node(NodeInfo),
     /// A thread was started (format version 2).
     ThreadStart(ThreadStart),
+    /// A binary whose code user stacks point into: its build id and symbols (format 3).
+    Binary(BinaryInfo),
+    /// A user stack unwound at capture time, frames normalized to (binary, file offset)
+    /// (format 3).
+    UserStack(UserStack),
+    /// A sampled heap allocation (format 3).
+    HeapAlloc(HeapAlloc),
+    /// A sampled allocation was freed (format 3).
+    HeapFree(HeapFree),
+    /// A thread was off CPU in a syscall for at least the capture's minimum (format 3).
+    OffCpu(OffCpu),
+    /// A process's resident memory at a moment (format 3).
+    MemUsage(MemUsage),
+    /// A cgroup's memory usage and limit at a moment (format 3).
+    CgroupMemory(CgroupMemory),
 }
 
 impl EventBody {
@@ -254,6 +304,13 @@ impl EventBody {
             EventBody::Mark(_) => EventKind::Mark,
             EventBody::Node(_) => EventKind::Node,
             EventBody::ThreadStart(_) => EventKind::ThreadStart,
+            EventBody::Binary(_) => EventKind::Binary,
+            EventBody::UserStack(_) => EventKind::UserStack,
+            EventBody::HeapAlloc(_) => EventKind::HeapAlloc,
+            EventBody::HeapFree(_) => EventKind::HeapFree,
+            EventBody::OffCpu(_) => EventKind::OffCpu,
+            EventBody::MemUsage(_) => EventKind::MemUsage,
+            EventBody::CgroupMemory(_) => EventKind::CgroupMemory,
         }
     }
 }
@@ -716,6 +773,151 @@ pub struct CpuSample {
     pub user_stack: Option<StackId>,
     /// Kernel stack, if any.
     pub kernel_stack: Option<StackId>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profiles, format version 3: stacks unwound at capture time and normalized, so that a
+// capture names functions on a machine without its binaries.
+//
+// A user stack's frames are (binary, file offset) pairs; the binary's build id and the symbol
+// table needed to name those offsets travel in the capture as `BinaryInfo` events. Kernel
+// stacks are `StackDef`s (pid `None`), symbolized at capture time from the kernel's symbols.
+// Definitions (`BinaryInfo`, `UserStack`, `StackDef`) precede their first use in every
+// segment, so each segment is self-contained; ids are unique within a capture's node.
+
+/// A capture-local binary id, as [`BinaryInfo::id`] and [`Frame::binary`].
+pub type BinaryId = u32;
+
+/// A function symbol of a binary.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Symbol {
+    /// File offset of the function's first byte (the ELF symbol's address translated through
+    /// the program header that loads it).
+    pub offset: u64,
+    /// Size in bytes (0 when the symbol table does not say; it then reaches the next symbol).
+    pub size: u64,
+    /// Name, demangled when it was mangled.
+    pub name: String,
+}
+
+/// A binary (executable or shared library) that user frames point into.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BinaryInfo {
+    /// The id frames refer to.
+    pub id: BinaryId,
+    /// GNU build id, lower-case hex; empty when the binary has none.
+    pub build_id: String,
+    /// Path of the binary as the process mapped it.
+    pub path: String,
+    /// Function symbols (`.symtab`, else `.dynsym`), sorted by offset.
+    pub symbols: Vec<Symbol>,
+}
+
+/// One user frame, normalized.
+#[derive(
+    Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq,
+)]
+pub struct Frame {
+    /// The binary, or [`Frame::UNKNOWN_BINARY`] when the address is in no file mapping
+    /// (anonymous memory, JIT code); `offset` is then the virtual address.
+    pub binary: BinaryId,
+    /// File offset within the binary. For frames other than the innermost, the offset of
+    /// the return address minus one (inside the call instruction).
+    pub offset: u64,
+}
+
+impl Frame {
+    /// [`Frame::binary`] of a frame outside any file mapping.
+    pub const UNKNOWN_BINARY: BinaryId = u32::MAX;
+}
+
+/// A user stack, unwound at capture time, stored once and referred to by id.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UserStack {
+    /// The id events refer to (shared id space with [`StackDef`]).
+    pub id: StackId,
+    /// Process whose address space it was taken in.
+    pub pid: u32,
+    /// Frames, innermost first.
+    pub frames: Vec<Frame>,
+    /// The unwinding stopped before the outermost frame (the stack copy ended, or unwind
+    /// information was missing).
+    pub truncated: bool,
+}
+
+/// A sampled heap allocation (malloc, calloc, realloc, memalign family).
+///
+/// Sampling is by bytes: on average one sample every `period` bytes allocated (Poisson, as
+/// tcmalloc and jemalloc do); `period` 1 means every allocation. An allocation of `size`
+/// bytes stands for `1 / (1 - exp(-size / period))` allocations of its size.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HeapAlloc {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Bytes requested.
+    pub size: u64,
+    /// Address returned.
+    pub addr: u64,
+    /// The mean sampling period in bytes (1: every allocation).
+    pub period: u64,
+    /// The allocating user stack ([`UserStack`] id).
+    pub stack: StackId,
+}
+
+/// A sampled allocation was freed (or reallocated).
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HeapFree {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The address freed (that of an earlier [`HeapAlloc`] of the process).
+    pub addr: u64,
+}
+
+/// A thread blocked off CPU inside one syscall for at least the capture's minimum.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OffCpu {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Time spent off CPU during the syscall, ns.
+    pub blocked_ns: u64,
+    /// The syscall number (x86_64), or -1 when unknown.
+    pub syscall: i32,
+    /// The user stack at the syscall ([`UserStack`] id).
+    pub user_stack: Option<StackId>,
+    /// The kernel stack where it blocked ([`StackDef`] id).
+    pub kernel_stack: Option<StackId>,
+}
+
+/// A process's resident memory at a moment.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MemUsage {
+    /// Process id.
+    pub pid: u32,
+    /// Resident anonymous memory, bytes.
+    pub rss_anon: u64,
+    /// Resident file-backed memory, bytes.
+    pub rss_file: u64,
+    /// Resident shared memory, bytes.
+    pub rss_shmem: u64,
+}
+
+/// A cgroup's memory at a moment.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CgroupMemory {
+    /// cgroup path (v2 unified path).
+    pub cgroup: String,
+    /// Memory in use (`memory.current`), bytes.
+    pub usage: u64,
+    /// The limit (`memory.max`), bytes; `None` when unlimited.
+    pub limit: Option<u64>,
+    /// OOM kills in the cgroup so far (`memory.events` oom_kill).
+    pub oom_kills: u64,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -337,6 +337,105 @@ pub fn arb_body() -> impl Strategy<Value = EventBody> {
                 tid,
             })
         }),
+        (
+            any::<u32>(),
+            arb_string(),
+            arb_string(),
+            proptest::collection::vec(
+                (any::<u64>(), any::<u64>(), arb_string())
+                    .prop_map(|(offset, size, name)| Symbol { offset, size, name }),
+                0..5
+            )
+        )
+            .prop_map(|(id, build_id, path, symbols)| {
+                EventBody::Binary(BinaryInfo {
+                    id,
+                    build_id,
+                    path,
+                    symbols,
+                })
+            }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec(
+                (any::<u32>(), any::<u64>()).prop_map(|(binary, offset)| Frame { binary, offset }),
+                0..6
+            ),
+            any::<bool>()
+        )
+            .prop_map(|(id, pid, frames, truncated)| {
+                EventBody::UserStack(UserStack {
+                    id,
+                    pid,
+                    frames,
+                    truncated,
+                })
+            }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(pid, tid, size, addr, period, stack)| {
+                EventBody::HeapAlloc(HeapAlloc {
+                    pid,
+                    tid,
+                    size,
+                    addr,
+                    period,
+                    stack,
+                })
+            }),
+        (any::<u32>(), any::<u32>(), any::<u64>())
+            .prop_map(|(pid, tid, addr)| EventBody::HeapFree(HeapFree { pid, tid, addr })),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<i32>(),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(
+                |(pid, tid, blocked_ns, syscall, user_stack, kernel_stack)| {
+                    EventBody::OffCpu(OffCpu {
+                        pid,
+                        tid,
+                        blocked_ns,
+                        syscall,
+                        user_stack,
+                        kernel_stack,
+                    })
+                }
+            ),
+        (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+            |(pid, rss_anon, rss_file, rss_shmem)| {
+                EventBody::MemUsage(MemUsage {
+                    pid,
+                    rss_anon,
+                    rss_file,
+                    rss_shmem,
+                })
+            }
+        ),
+        (
+            arb_string(),
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            any::<u64>()
+        )
+            .prop_map(|(cgroup, usage, limit, oom_kills)| {
+                EventBody::CgroupMemory(CgroupMemory {
+                    cgroup,
+                    usage,
+                    limit,
+                    oom_kills,
+                })
+            }),
     ]
 }
 
