@@ -16,25 +16,34 @@ fn main() {
             panic!("retrace-bpf: no vmlinux.h committed for {other} (run gen-vmlinux.sh there)")
         }
     };
-    let src = manifest.join("src").join("retrace.bpf.c");
     let include = manifest.join("include").join(include_arch);
     let src_dir = manifest.join("src");
-    SkeletonBuilder::new()
-        .source(&src)
-        // kept in OUT_DIR: lib.rs embeds it for `object()` (the static stack check reads it)
-        .obj(out.join("retrace.bpf.o"))
-        .clang_args([
-            "-I".into(),
-            include.clone().into_os_string(),
-            "-I".into(),
-            src_dir.into_os_string(),
-            "-Wall".into(),
-            target_define.into(),
-        ])
-        .build_and_generate(out.join("retrace.skel.rs"))
-        .expect("compiling src/retrace.bpf.c (needs clang; see bpf/README or build-notes)");
+    // Two objects: the capture's programs, and the profiler's (loaded only when a profile
+    // stream is on).
+    for name in ["retrace", "profile"] {
+        let src = src_dir.join(format!("{name}.bpf.c"));
+        SkeletonBuilder::new()
+            .source(&src)
+            // kept in OUT_DIR: lib.rs embeds it for `object()` (the static stack check reads it)
+            .obj(out.join(format!("{name}.bpf.o")))
+            .clang_args([
+                "-I".into(),
+                include.clone().into_os_string(),
+                "-I".into(),
+                src_dir.clone().into_os_string(),
+                "-Wall".into(),
+                target_define.into(),
+            ])
+            .build_and_generate(out.join(format!("{name}.skel.rs")))
+            .unwrap_or_else(|e| {
+                panic!("compiling src/{name}.bpf.c (needs clang; see build-notes): {e}")
+            });
+    }
     println!("cargo:rerun-if-changed=src/retrace.bpf.c");
     println!("cargo:rerun-if-changed=src/retrace.h");
+    println!("cargo:rerun-if-changed=src/profile.bpf.c");
+    println!("cargo:rerun-if-changed=src/profile.h");
+    println!("cargo:rerun-if-changed=src/exp_table.h");
     println!(
         "cargo:rerun-if-changed={}",
         include.join("vmlinux.h").display()

@@ -55,10 +55,17 @@ const fn helper(id: u32, name: &'static str, since: &'static str) -> Helper {
 /// bounded loops instead, on kernels before 5.17).
 pub const BPF_LOOP: u32 = 181;
 
+/// `bpf_task_pt_regs`'s id (5.15+): the profiler's CPU samples taken in kernel mode get the
+/// user registers from it (configuration `has_task_pt_regs`), else keep only the kernel stack.
+pub const TASK_PT_REGS: u32 = 175;
+
 /// What the programs do instead of a helper the kernel lacks, for those they can do without.
 pub fn fallback(id: u32) -> Option<&'static str> {
     match id {
         BPF_LOOP => Some("the fd walks at fork, exec and exit run as bounded loops instead"),
+        TASK_PT_REGS => {
+            Some("CPU samples taken in kernel mode keep their kernel stack only (no user stack)")
+        }
         _ => None,
     }
 }

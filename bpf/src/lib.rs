@@ -27,6 +27,31 @@ mod skel {
 
 pub use skel::*;
 
+/// The profiler's programs (`src/profile.bpf.c`, records in `src/profile.h`): CPU samples,
+/// heap sampling uprobes and off-CPU time, loaded only when a profile stream is on.
+pub mod profile {
+    #[allow(
+        missing_docs,
+        clippy::all,
+        clippy::pedantic,
+        clippy::unwrap_used,
+        unsafe_op_in_unsafe_fn,
+        non_camel_case_types,
+        non_upper_case_globals,
+        dead_code
+    )]
+    mod skel {
+        include!(concat!(env!("OUT_DIR"), "/profile.skel.rs"));
+    }
+    pub use skel::*;
+
+    /// The compiled profiler object, byte for byte the one its skeleton loads.
+    pub fn object() -> &'static [u8] {
+        static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/profile.bpf.o"));
+        OBJECT
+    }
+}
+
 pub mod features;
 pub mod stack;
 

@@ -262,6 +262,8 @@ pub struct CaptureConfig {
     pub zstd_level: i32,
     /// Print a line per second with rates and drops.
     pub verbose: bool,
+    /// The profile streams: CPU, off-CPU, heap sampling, memory growth.
+    pub profile: crate::profile::ProfileConfig,
 }
 
 impl Default for CaptureConfig {
@@ -285,6 +287,7 @@ impl Default for CaptureConfig {
             redact: true,
             zstd_level: 1,
             verbose: false,
+            profile: crate::profile::ProfileConfig::default(),
         }
     }
 }
@@ -293,6 +296,7 @@ impl CaptureConfig {
     /// Checks the values that parsing alone cannot.
     pub fn validate(&self) -> Result<(), CaptureError> {
         let bad = |m: String| Err(CaptureError::Config(m));
+        self.profile.validate()?;
         if self.payload_bytes > MAX_PAYLOAD_BYTES {
             return bad(format!(
                 "--payload-bytes {} is over the maximum {MAX_PAYLOAD_BYTES}",

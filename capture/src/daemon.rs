@@ -74,6 +74,8 @@ pub struct Summary {
     pub marks: u64,
     /// What the writer reports.
     pub writer: SinkStats,
+    /// What the profiler did, when it ran.
+    pub profile: Option<crate::profile::ProfileSummary>,
 }
 
 impl Summary {
@@ -124,6 +126,8 @@ enum Msg {
     /// Kernel records, and the bytes they count in the queue's budget.
     Records(RecordBatch, usize),
     Control(Vec<Event>),
+    /// Profile samples and the definitions they need.
+    Profile(crate::profile::Batch),
     /// A mark at a monotonic time, and how far around it segments are pinned.
     Mark(u64, Mark, u64),
     Stop,
@@ -294,6 +298,18 @@ pub fn run_with(
         EventBody::Node(node.clone()),
     )]));
 
+    let profiler = {
+        let tx = tx.clone();
+        let scope = crate::profile::memory::Scope {
+            pid: cfg.pid,
+            cgroup: cfg.cgroup.clone(),
+            self_pid,
+        };
+        crate::profile::Profiler::start(&cfg.profile, self_pid, scope, move |b| {
+            tx.send(Msg::Profile(b)).is_ok()
+        })?
+    };
+
     let consumer = Rc::new(RefCell::new(Consumer {
         batch: RecordBatch::with_buffer(Vec::with_capacity(BATCH_BYTES)),
         tx: tx.clone(),
@@ -419,6 +435,7 @@ pub fn run_with(
     if !losses.is_empty() {
         let _ = tx.send(Msg::Control(losses));
     }
+    summary.profile = profiler.map(crate::profile::Profiler::stop);
     let _ = tx.send(Msg::Stop);
     drop(tx);
     let c = consumer.borrow();
@@ -1220,6 +1237,7 @@ fn writer_loop(
 ) -> Result<SinkStats, CaptureError> {
     let mut last_tick = Instant::now();
     let mut result: Result<(), CaptureError> = Ok(());
+    let mut defs = crate::profile::DefWriter::default();
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(100));
         let step = (|| -> Result<bool, CaptureError> {
@@ -1259,6 +1277,7 @@ fn writer_loop(
                         sink.append(&ev)?;
                     }
                 }
+                Ok(Msg::Profile(batch)) => defs.write(batch, sink.as_mut())?,
                 Ok(Msg::Mark(ts, m, pin_ns)) => {
                     sink.append(&Event::new(ts, EventBody::Mark(m)))?;
                     sink.pin(ts.saturating_sub(pin_ns), ts.saturating_add(pin_ns));

@@ -964,12 +964,12 @@ fn check_ringbuf() -> Check {
 
 /// A `perf_event_attr` as 136 bytes (PERF_ATTR_SIZE_VER7/8 prefix), zeroed.
 #[repr(C)]
-struct PerfEventAttr {
-    words: [u64; 17],
+pub(crate) struct PerfEventAttr {
+    pub(crate) words: [u64; 17],
 }
 
 impl PerfEventAttr {
-    fn new(type_: u32, config: u64) -> Self {
+    pub(crate) fn new(type_: u32, config: u64) -> Self {
         let mut words = [0u64; 17];
         let size = std::mem::size_of::<Self>() as u64;
         words[0] = u64::from(type_) | (size << 32); // type, size
@@ -980,7 +980,11 @@ impl PerfEventAttr {
     }
 }
 
-fn perf_event_open(attr: &mut PerfEventAttr, pid: i32, cpu: i32) -> Result<OwnedFd, io::Error> {
+pub(crate) fn perf_event_open(
+    attr: &mut PerfEventAttr,
+    pid: i32,
+    cpu: i32,
+) -> Result<OwnedFd, io::Error> {
     const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
     // SAFETY: `attr` points to a valid perf_event_attr-sized buffer whose `size` field tells the
     // kernel how much to read; the other arguments are plain integers.

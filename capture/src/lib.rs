@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod marks;
 pub mod procfs;
+pub mod profile;
 pub mod sink;
 
 pub use config::{CaptureConfig, KeepPolicy, Stream, Streams};

@@ -40,6 +40,11 @@ pub trait EventSink: Send {
     fn record_loss(&mut self, kind: EventKind, count: u64);
     /// Totals so far.
     fn stats(&self) -> SinkStats;
+    /// Which segment appends go to now: it changes when a new segment is started (profile
+    /// definitions are written again in each).
+    fn segment_seq(&self) -> u64 {
+        0
+    }
     /// Flushes, seals and writes the manifest.
     fn close(self: Box<Self>) -> Result<SinkStats, CaptureError>;
 }
@@ -62,6 +67,9 @@ impl EventSink for retrace_segment::CaptureWriter {
     }
     fn stats(&self) -> SinkStats {
         convert_stats(retrace_segment::CaptureWriter::stats(self))
+    }
+    fn segment_seq(&self) -> u64 {
+        retrace_segment::CaptureWriter::segment_seq(self)
     }
     fn close(self: Box<Self>) -> Result<SinkStats, CaptureError> {
         let s = retrace_segment::CaptureWriter::close(*self)?;

@@ -465,6 +465,12 @@ impl CaptureWriter {
             .or_insert(0) += count;
     }
 
+    /// The sequence number of the next segment: it changes when a segment is started, so
+    /// callers that keep each segment self-contained know when to repeat definitions.
+    pub fn segment_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// What was done so far.
     pub fn stats(&self) -> &WriterStats {
         &self.stats

@@ -815,7 +815,17 @@ pub struct BinaryInfo {
 
 /// One user frame, normalized.
 #[derive(
-    Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq,
+    Archive,
+    RSerialize,
+    RDeserialize,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
 )]
 pub struct Frame {
     /// The binary, or [`Frame::UNKNOWN_BINARY`] when the address is in no file mapping

@@ -69,6 +69,28 @@ pub struct Args {
     /// Print rates and drops every second on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// CPU profile: samples per second on every CPU, with kernel and user stacks (0: off).
+    #[arg(long, default_value_t = 0, help_heading = "Profiles")]
+    pub cpu_hz: u64,
+    /// Off-CPU profile: record syscalls that blocked at least this long, with their stacks
+    /// (e.g. 1ms; off by default: it runs at every context switch and syscall exit).
+    #[arg(long, value_parser = duration, help_heading = "Profiles")]
+    pub offcpu: Option<Duration>,
+    /// Memory growth: poll RSS per process and memory per cgroup this often ("off": never).
+    #[arg(long, default_value = "1s", value_parser = optional_duration, help_heading = "Profiles")]
+    pub mem_interval: OptionalDuration,
+    /// Heap profile of this process: allocator uprobes, sampled by bytes (repeatable).
+    #[arg(long, help_heading = "Profiles")]
+    pub mem_pid: Vec<u32>,
+    /// Heap profile of processes with this command name, also those started later (repeatable).
+    #[arg(long, help_heading = "Profiles")]
+    pub mem_comm: Vec<String>,
+    /// Heap sampling: mean bytes allocated between two samples (1: every allocation).
+    #[arg(long, value_parser = size, default_value = "512KiB", help_heading = "Profiles")]
+    pub mem_sample_bytes: u64,
+    /// Bytes of user stack copied per sample for unwinding (multiple of 1KiB, at most 16KiB).
+    #[arg(long, value_parser = size, default_value = "16KiB", help_heading = "Profiles")]
+    pub stack_bytes: u64,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -77,6 +99,17 @@ fn duration(s: &str) -> Result<Duration, String> {
 fn size(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
+/// A duration, or "off".
+#[derive(Clone, Copy, Debug)]
+pub struct OptionalDuration(pub Option<Duration>);
+
+fn optional_duration(s: &str) -> Result<OptionalDuration, String> {
+    if s == "off" {
+        return Ok(OptionalDuration(None));
+    }
+    duration(s).map(|d| OptionalDuration(Some(d)))
+}
+
 fn keep(s: &str) -> Result<KeepPolicy, String> {
     s.parse()
         .map_err(|e: retrace_capture::CaptureError| e.to_string())
@@ -107,6 +140,15 @@ impl Args {
             redact: !self.no_redact,
             zstd_level: self.zstd_level,
             verbose: self.verbose,
+            profile: retrace_capture::profile::ProfileConfig {
+                cpu_hz: self.cpu_hz,
+                offcpu_min: self.offcpu,
+                mem_interval: self.mem_interval.0,
+                heap_pids: self.mem_pid,
+                heap_comms: self.mem_comm,
+                heap_sample_bytes: self.mem_sample_bytes,
+                stack_bytes: u32::try_from(self.stack_bytes).unwrap_or(u32::MAX),
+            },
         }
     }
 }
@@ -174,4 +216,26 @@ fn print_summary(s: &Summary) {
         println!("  segments deleted by --keep: {}", w.segments_deleted);
     }
     println!("  marks: {}, secrets redacted: {}", s.marks, s.redacted);
+    if let Some(p) = &s.profile {
+        let mut samples: Vec<_> = p.samples.iter().collect();
+        samples.sort();
+        let list: Vec<String> = samples.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "  profiles: {}; {} user stacks unwound ({} stopped early), {} unreadable binaries",
+            if list.is_empty() {
+                "no samples".to_string()
+            } else {
+                list.join(", ")
+            },
+            p.unwind.stacks,
+            p.unwind.truncated,
+            p.unwind.unreadable_binaries
+        );
+        if !p.heap_processes.is_empty() {
+            println!("  heap sampling in pid(s) {:?}", p.heap_processes);
+        }
+        for f in &p.heap_failures {
+            println!("  heap sampling not attached: {f}");
+        }
+    }
 }

@@ -1,0 +1,242 @@
+//! What the profiler needs from a binary (executable or shared library), read once per file:
+//! its GNU build id, its function symbols in file-offset terms (so that a capture names
+//! functions without the file), the sections framehop unwinds with (`.eh_frame`,
+//! `.eh_frame_hdr`, `.text`, `.got`), and the program headers that turn a file offset into the
+//! address the ELF states (SVMA).
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use object::elf::{FileHeader64, PT_LOAD};
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+use object::{LittleEndian, Object, ObjectSection, ObjectSymbol, SymbolKind};
+use retrace_segment::Symbol;
+
+/// Unwind section data shared by every process that maps the binary.
+pub type Data = Arc<[u8]>;
+
+/// One loadable segment: file range and the address it states.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+}
+
+/// A binary, parsed.
+#[derive(Debug)]
+pub struct Binary {
+    /// GNU build id, lower-case hex; empty when none.
+    pub build_id: String,
+    /// Function symbols by file offset, sorted.
+    pub symbols: Vec<Symbol>,
+    loads: Vec<Load>,
+    /// `.eh_frame`: framehop's input, as the ELF states it.
+    pub eh_frame: Option<(Range<u64>, Data)>,
+    /// `.eh_frame_hdr`.
+    pub eh_frame_hdr: Option<(Range<u64>, Data)>,
+    /// `.got` range.
+    pub got: Option<Range<u64>>,
+    /// `.debug_frame` (rarely present in distribution binaries).
+    pub debug_frame: Option<Data>,
+    /// Every function name (aliases included) and its file offset.
+    by_name: std::collections::HashMap<String, u64>,
+}
+
+impl Binary {
+    /// Reads and parses the file at `path`.
+    pub fn read(path: &Path) -> Result<Binary, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses an ELF image.
+    pub fn parse(bytes: &[u8]) -> Result<Binary, String> {
+        let file = ElfFile64::<LittleEndian>::parse(bytes).map_err(|e| e.to_string())?;
+        let endian = file.endian();
+        let header: &FileHeader64<LittleEndian> = file.elf_header();
+        let mut loads = Vec::new();
+        for ph in header
+            .program_headers(endian, bytes)
+            .map_err(|e| e.to_string())?
+        {
+            if ph.p_type(endian) == PT_LOAD {
+                loads.push(Load {
+                    offset: ph.p_offset(endian),
+                    vaddr: ph.p_vaddr(endian),
+                    filesz: ph.p_filesz(endian),
+                });
+            }
+        }
+        let build_id = file
+            .build_id()
+            .ok()
+            .flatten()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default();
+        let section = |name: &str| -> Option<(Range<u64>, Data)> {
+            let s = file.section_by_name(name)?;
+            let data = s.data().ok()?;
+            Some((s.address()..s.address() + s.size(), Arc::from(data)))
+        };
+        let mut b = Binary {
+            build_id,
+            symbols: Vec::new(),
+            loads,
+            eh_frame: section(".eh_frame"),
+            eh_frame_hdr: section(".eh_frame_hdr"),
+            got: file
+                .section_by_name(".got")
+                .map(|s| s.address()..s.address() + s.size()),
+            debug_frame: section(".debug_frame").map(|(_, d)| d),
+            by_name: std::collections::HashMap::new(),
+        };
+        b.symbols = b.function_symbols(&file);
+        Ok(b)
+    }
+
+    fn function_symbols(&mut self, file: &ElfFile64<'_, LittleEndian>) -> Vec<Symbol> {
+        let mut out = Vec::new();
+        let mut take = |sym: object::read::elf::ElfSymbol64<'_, '_, LittleEndian>| {
+            if sym.kind() != SymbolKind::Text || sym.address() == 0 || sym.is_undefined() {
+                return;
+            }
+            let Ok(name) = sym.name() else { return };
+            if name.is_empty() {
+                return;
+            }
+            let Some(offset) = self.vaddr_to_offset(sym.address()) else {
+                return;
+            };
+            out.push(Symbol {
+                offset,
+                size: sym.size(),
+                // stored as the binary has it: the analysis demangles for display
+                name: name.to_string(),
+            });
+        };
+        // .symtab when the binary kept it, else the dynamic symbols (stripped libraries)
+        let mut any = false;
+        for sym in file.symbols() {
+            any = true;
+            take(sym);
+        }
+        if !any {
+            for sym in file.dynamic_symbols() {
+                take(sym);
+            }
+        }
+        for s in &out {
+            self.by_name.entry(s.name.clone()).or_insert(s.offset);
+        }
+        // aliases at one address (`free`, `cfree`, `__libc_free`): the plainest name names it
+        let plain = |s: &Symbol| {
+            (
+                s.name.bytes().take_while(|b| *b == b'_').count(),
+                s.name.len(),
+            )
+        };
+        out.sort_by(|a, b| {
+            a.offset
+                .cmp(&b.offset)
+                .then(plain(a).cmp(&plain(b)))
+                .then(a.name.cmp(&b.name))
+        });
+        out.dedup_by(|b, a| a.offset == b.offset);
+        out
+    }
+
+    /// The file offset of a stated address.
+    pub fn vaddr_to_offset(&self, vaddr: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| vaddr >= l.vaddr && vaddr < l.vaddr + l.filesz)
+            .map(|l| vaddr - l.vaddr + l.offset)
+    }
+
+    /// The stated address of a file offset.
+    pub fn offset_to_vaddr(&self, offset: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| offset >= l.offset && offset < l.offset + l.filesz)
+            .map(|l| offset - l.offset + l.vaddr)
+    }
+
+    /// The file offset of a defined function by name.
+    pub fn function_offset(&self, name: &str) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The symbol covering a file offset.
+    pub fn symbol_at(&self, offset: u64) -> Option<&Symbol> {
+        let i = self.symbols.partition_point(|s| s.offset <= offset);
+        let s = self.symbols.get(i.checked_sub(1)?)?;
+        let next = self.symbols.get(i).map_or(u64::MAX, |n| n.offset);
+        let end = if s.size > 0 { s.offset + s.size } else { next };
+        (offset < end).then_some(s)
+    }
+}
+
+/// Where to put a uprobe on `function` so that it runs past the function's first instruction
+/// when that is `endbr64` (CET landing pads: the instruction is not emulated by the uprobe
+/// machinery and would be single-stepped out of line): decoded, not assumed.
+pub fn probe_offset_past_landing_pad(bytes: &[u8], offset: u64) -> u64 {
+    use iced_x86::{Code, Decoder, DecoderOptions};
+    let Some(code) = usize::try_from(offset).ok().and_then(|o| bytes.get(o..)) else {
+        return offset;
+    };
+    let mut decoder = Decoder::new(64, code, DecoderOptions::NONE);
+    let first = decoder.decode();
+    if first.is_invalid() {
+        return offset;
+    }
+    if first.code() == Code::Endbr64 {
+        offset + first.len() as u64
+    } else {
+        offset
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endbr64_is_skipped_and_other_starts_kept() {
+        // endbr64; push rbp
+        let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x55];
+        assert_eq!(probe_offset_past_landing_pad(&code, 0), 4);
+        // push rbp first: probe the entry
+        assert_eq!(probe_offset_past_landing_pad(&code, 4), 4);
+        // out of range: unchanged
+        assert_eq!(probe_offset_past_landing_pad(&code, 99), 99);
+    }
+
+    #[test]
+    fn libc_free_is_found_with_its_probe_offset_decoded() {
+        let Some(path) = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists()) else {
+            return;
+        };
+        let b = Binary::read(path).unwrap();
+        assert_eq!(b.build_id.len(), 40, "libc has a 20-byte GNU build id");
+        let free = b.function_offset("free").unwrap();
+        let malloc = b.function_offset("malloc").unwrap();
+        assert_ne!(free, malloc);
+        assert_eq!(b.symbol_at(free).unwrap().name, "free");
+        let bytes = std::fs::read(path).unwrap();
+        let at = probe_offset_past_landing_pad(&bytes, free);
+        // Debian 12's glibc is built with CET: free starts with endbr64
+        assert!(at == free || at == free + 4);
+        assert!(b.eh_frame_hdr.is_some() && b.eh_frame.is_some());
+        let v = b.offset_to_vaddr(free).unwrap();
+        assert_eq!(b.vaddr_to_offset(v), Some(free));
+    }
+}
