@@ -89,7 +89,9 @@ workload() {
 	km "doctor-end rc=$?"
 
 	km "capture-start streams=$KM_STREAMS"
+	# the profiler loads too: CPU samples and off-CPU time (perf events, sched_switch, sys_exit)
 	"$KM_RETRACE" capture --out "$KM_WORK/cap" --duration "${KM_DURATION}s" --max-size 64MiB \
+		--cpu-hz 99 --offcpu 1ms \
 		--streams "$KM_STREAMS" >capture.log 2>&1 &
 	cap=$!
 	# daemon.pid is written once the programs are loaded and attached
