@@ -77,6 +77,20 @@ pub fn kernel_helpers() -> Option<BTreeSet<u32>> {
     helpers_in(&btf)
 }
 
+/// Whether the running kernel attaches uprobe sessions (`BPF_TRACE_UPROBE_SESSION` in its
+/// `enum bpf_attach_type`, Linux 6.13+): the heap sampler then cancels the return probe of
+/// unsampled calls at their entry. `false` when there is no BTF.
+pub fn kernel_has_uprobe_session() -> bool {
+    let Ok(btf) = libbpf_rs::Btf::from_vmlinux() else {
+        return false;
+    };
+    btf.type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_attach_type")
+        .is_some_and(|e| {
+            e.iter()
+                .any(|m| m.name.and_then(|n| n.to_str()) == Some("BPF_TRACE_UPROBE_SESSION"))
+        })
+}
+
 /// The ids of `enum bpf_func_id` in `btf`.
 pub fn helpers_in(btf: &libbpf_rs::Btf<'_>) -> Option<BTreeSet<u32>> {
     let e = btf.type_by_name::<libbpf_rs::btf::types::Enum<'_>>("bpf_func_id")?;

@@ -41,6 +41,7 @@ const volatile bool has_task_pt_regs = false; /* bpf_task_pt_regs (5.15+) */
 /* So that the enums reach the generated Rust types. */
 enum rt_prof_kind _rt_prof_kind = RT_P_CPU;
 enum rt_prof_flags _rt_prof_flags = RT_PF_USER_REGS;
+enum rt_alloc_fn _rt_alloc_fn = RT_A_MALLOC;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -198,6 +199,7 @@ int rt_cpu(struct bpf_perf_event_data *ctx)
 /* ---------------------------------------------------------------------------------------- */
 /* heap */
 
+/* Returns 1 when this call is sampled (its return must be recorded), else 0. */
 static __always_inline int alloc_enter(__u64 size, __u64 memptr)
 {
 	if (heap_period > 1) {
@@ -214,7 +216,7 @@ static __always_inline int alloc_enter(__u64 size, __u64 memptr)
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct rt_heap_pending p = { .size = size, .memptr = memptr };
 	bpf_map_update_elem(&heap_pending, &tid, &p, BPF_ANY);
-	return 0;
+	return 1;
 }
 
 static __always_inline int on_free(__u64 addr)
@@ -237,38 +239,77 @@ static __always_inline int on_free(__u64 addr)
 SEC("uprobe")
 int BPF_UPROBE(rt_malloc, __u64 size)
 {
-	return alloc_enter(size, 0);
+	alloc_enter(size, 0);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(rt_calloc, __u64 n, __u64 size)
 {
-	return alloc_enter(n * size, 0);
+	alloc_enter(n * size, 0);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(rt_realloc, __u64 ptr, __u64 size)
 {
 	on_free(ptr);
-	return alloc_enter(size, 0);
+	alloc_enter(size, 0);
+	return 0;
 }
 
 /* aligned_alloc(align, size), memalign(align, size) */
 SEC("uprobe")
 int BPF_UPROBE(rt_memalign, __u64 align, __u64 size)
 {
-	return alloc_enter(size, 0);
+	alloc_enter(size, 0);
+	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(rt_posix_memalign, __u64 memptr, __u64 align, __u64 size)
 {
-	return alloc_enter(size, memptr);
+	alloc_enter(size, memptr);
+	return 0;
 }
+
+static __always_inline int alloc_return(struct pt_regs *ctx, __u64 ret);
 
 /* The return of every allocator entry point above. */
 SEC("uretprobe")
 int BPF_URETPROBE(rt_alloc_ret, __u64 ret)
+{
+	return alloc_return(ctx, ret);
+}
+
+/* Kernels with uprobe sessions (6.13+): one program on entry and return of every allocator
+ * entry point; an unsampled call returns 1 at entry, which cancels its return probe, so it
+ * pays no return trap. The attach cookie says which function it is. */
+extern bool bpf_session_is_return(void) __ksym __weak;
+
+SEC("uprobe.session")
+int rt_alloc_session(struct pt_regs *ctx)
+{
+	if (bpf_session_is_return())
+		return alloc_return(ctx, PT_REGS_RC(ctx));
+	switch (bpf_get_attach_cookie(ctx)) {
+	case RT_A_MALLOC:
+		return !alloc_enter(PT_REGS_PARM1(ctx), 0);
+	case RT_A_CALLOC:
+		return !alloc_enter(PT_REGS_PARM1(ctx) * PT_REGS_PARM2(ctx), 0);
+	case RT_A_REALLOC:
+		on_free(PT_REGS_PARM1(ctx));
+		return !alloc_enter(PT_REGS_PARM2(ctx), 0);
+	case RT_A_MEMALIGN:
+		return !alloc_enter(PT_REGS_PARM2(ctx), 0);
+	case RT_A_POSIX_MEMALIGN:
+		return !alloc_enter(PT_REGS_PARM3(ctx), PT_REGS_PARM1(ctx));
+	default:
+		return 1;
+	}
+}
+
+static __always_inline int alloc_return(struct pt_regs *ctx, __u64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;

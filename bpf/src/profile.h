@@ -26,6 +26,15 @@ enum rt_prof_kind {
 	RT_P__COUNT = 8,
 };
 
+/* Which allocator entry point a session uprobe is on: its attach cookie. */
+enum rt_alloc_fn {
+	RT_A_MALLOC = 1,
+	RT_A_CALLOC = 2,
+	RT_A_REALLOC = 3,
+	RT_A_MEMALIGN = 4, /* aligned_alloc, memalign */
+	RT_A_POSIX_MEMALIGN = 5,
+};
+
 /* Flags of struct rt_prof.flags. */
 enum rt_prof_flags {
 	RT_PF_USER_REGS = 1,   /* ip/sp/bp are the user registers: ustack is valid */

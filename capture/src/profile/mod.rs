@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
-use retrace_bpf::profile::types::{rt_prof, rt_prof_flags, rt_prof_kind};
+use retrace_bpf::profile::types::{rt_alloc_fn, rt_prof, rt_prof_flags, rt_prof_kind};
 use retrace_bpf::profile::{ProfileSkel, ProfileSkelBuilder};
 use retrace_segment::{
     CpuSample, Event, EventBody, EventKind, HeapAlloc, HeapFree, LossMarker, LossReason, OffCpu,
@@ -360,7 +360,10 @@ fn run(
         }
         None => None,
     };
-    let mut heap = HeapTargets::default();
+    let mut heap = HeapTargets {
+        session: use_uprobe_session(),
+        ..Default::default()
+    };
     if let Some(s) = &skel {
         heap.refresh(cfg, s, &mut summary);
     }
@@ -454,6 +457,7 @@ fn load<'o>(
     }
     // Programs not used are not loaded.
     let heap = !cfg.heap_pids.is_empty() || !cfg.heap_comms.is_empty();
+    let session = heap && use_uprobe_session();
     {
         let p = &mut open.progs;
         p.rt_cpu.set_autoload(cfg.cpu_hz > 0);
@@ -466,10 +470,11 @@ fn load<'o>(
             &mut p.rt_memalign,
             &mut p.rt_posix_memalign,
             &mut p.rt_alloc_ret,
-            &mut p.rt_free,
         ] {
-            prog.set_autoload(heap);
+            prog.set_autoload(heap && !session);
         }
+        p.rt_alloc_session.set_autoload(session);
+        p.rt_free.set_autoload(heap);
     }
     let skel = open
         .load()
@@ -514,6 +519,15 @@ fn load<'o>(
         }
     }
     Ok((skel, links))
+}
+
+/// Env switch: `RETRACE_NO_UPROBE_SESSION=1` uses entry and return probes even where the
+/// kernel has uprobe sessions (to test and measure the fallback).
+pub const NO_UPROBE_SESSION_ENV: &str = "RETRACE_NO_UPROBE_SESSION";
+
+fn use_uprobe_session() -> bool {
+    std::env::var_os(NO_UPROBE_SESSION_ENV).is_none_or(|v| v != "1")
+        && retrace_bpf::features::kernel_has_uprobe_session()
 }
 
 /// The online CPUs (`/sys/devices/system/cpu/online`: `0-3,5`), CPU 0 when unreadable.
@@ -580,6 +594,8 @@ fn poll_drops(
 /// The processes whose allocator is probed, and their links.
 #[derive(Default)]
 struct HeapTargets {
+    /// Uprobe sessions (one program, unsampled calls cancel their return probe).
+    session: bool,
     attached: HashSet<u32>,
     failed: HashSet<u32>,
     links: Vec<Link>,
@@ -620,7 +636,7 @@ impl HeapTargets {
             if self.attached.contains(&pid) || self.failed.contains(&pid) {
                 continue;
             }
-            match attach_allocator(skel, pid) {
+            match attach_allocator(skel, pid, self.session) {
                 Ok(mut l) => {
                     self.links.append(&mut l);
                     self.attached.insert(pid);
@@ -638,7 +654,7 @@ impl HeapTargets {
 /// Attaches the allocator probes to every library of `pid` that defines `malloc` and `free`
 /// (glibc, and jemalloc or tcmalloc when loaded): entry probes sample, one return probe on
 /// each entry point records; `free` is probed past its landing pad.
-fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32) -> Result<Vec<Link>, String> {
+fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<Vec<Link>, String> {
     let maps = unwind::read_maps(pid).map_err(|e| format!("reading /proc/{pid}/maps: {e}"))?;
     let mut files: Vec<&unwind::Mapping> = maps.iter().filter(|m| m.exec).collect();
     files.sort_by_key(|m| m.file);
@@ -658,27 +674,59 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32) -> Result<Vec<Link>, Strin
         };
         let p = &skel.progs;
         let pid_i = pid as i32;
-        let mut entry = |prog: &libbpf_rs::ProgramMut<'_>, name: &str| -> Result<(), String> {
-            if let Some(off) = b.function_offset(name) {
-                let l = prog
-                    .attach_uprobe(false, pid_i, &path, off as usize)
-                    .map_err(|e| format!("uprobe {name} in {}: {e}", m.path))?;
-                links.push(l);
-                let r = p
-                    .rt_alloc_ret
-                    .attach_uprobe(true, pid_i, &path, off as usize)
-                    .map_err(|e| format!("uretprobe {name} in {}: {e}", m.path))?;
-                links.push(r);
-            }
-            Ok(())
-        };
+        const ENTRY_POINTS: [(&str, rt_alloc_fn); 6] = [
+            ("malloc", rt_alloc_fn::RT_A_MALLOC),
+            ("calloc", rt_alloc_fn::RT_A_CALLOC),
+            ("realloc", rt_alloc_fn::RT_A_REALLOC),
+            ("aligned_alloc", rt_alloc_fn::RT_A_MEMALIGN),
+            ("memalign", rt_alloc_fn::RT_A_MEMALIGN),
+            ("posix_memalign", rt_alloc_fn::RT_A_POSIX_MEMALIGN),
+        ];
         let _ = malloc;
-        entry(&p.rt_malloc, "malloc")?;
-        entry(&p.rt_calloc, "calloc")?;
-        entry(&p.rt_realloc, "realloc")?;
-        entry(&p.rt_memalign, "aligned_alloc")?;
-        entry(&p.rt_memalign, "memalign")?;
-        entry(&p.rt_posix_memalign, "posix_memalign")?;
+        if session {
+            // one link: every entry point, the cookie says which
+            let mut offsets = Vec::new();
+            let mut cookies = Vec::new();
+            for (name, f) in ENTRY_POINTS {
+                if let Some(off) = b.function_offset(name) {
+                    offsets.push(off as usize);
+                    cookies.push(u64::from(f.0));
+                }
+            }
+            let opts = libbpf_rs::UprobeMultiOpts {
+                offsets,
+                cookies,
+                session: true,
+                ..Default::default()
+            };
+            links.push(
+                p.rt_alloc_session
+                    .attach_uprobe_multi_with_opts(pid_i, &path, "", opts)
+                    .map_err(|e| format!("uprobe session on the allocator of {}: {e}", m.path))?,
+            );
+        } else {
+            for (name, f) in ENTRY_POINTS {
+                let Some(off) = b.function_offset(name) else {
+                    continue;
+                };
+                let prog = match f {
+                    rt_alloc_fn::RT_A_MALLOC => &p.rt_malloc,
+                    rt_alloc_fn::RT_A_CALLOC => &p.rt_calloc,
+                    rt_alloc_fn::RT_A_REALLOC => &p.rt_realloc,
+                    rt_alloc_fn::RT_A_POSIX_MEMALIGN => &p.rt_posix_memalign,
+                    _ => &p.rt_memalign,
+                };
+                links.push(
+                    prog.attach_uprobe(false, pid_i, &path, off as usize)
+                        .map_err(|e| format!("uprobe {name} in {}: {e}", m.path))?,
+                );
+                links.push(
+                    p.rt_alloc_ret
+                        .attach_uprobe(true, pid_i, &path, off as usize)
+                        .map_err(|e| format!("uretprobe {name} in {}: {e}", m.path))?,
+                );
+            }
+        }
         let at = elf::probe_offset_past_landing_pad(&bytes, free);
         links.push(
             p.rt_free
