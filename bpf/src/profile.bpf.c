@@ -14,6 +14,9 @@
  *           at the allocator's return, with the pointer, the size and the caller's stack; its
  *           pointer goes to `heap_live` so that its free is recorded too (unsampled frees cost
  *           one hash lookup).
+ *   faults: user page faults on pages not present (memory touched for the first time: RSS
+ *           growing), one in `fault_every` per CPU, with the user stack: growth attributed to
+ *           code without allocator probes.
  *   offcpu: sched_switch notes when a thread leaves the CPU voluntarily and adds the time
  *           until it runs again; at the exit of the syscall it blocked in, a thread whose
  *           off-CPU time reached `offcpu_min_ns` gets one record with its user stack (the
@@ -37,6 +40,8 @@ const volatile __u32 self_tgid = 0;         /* the daemon: never sampled */
 const volatile __u32 filter_tgid = 0;       /* `--pid`: only this process (0: all) */
 const volatile __u32 ustack_chunks = RT_USTACK_MAX / RT_USTACK_CHUNK;
 const volatile bool has_task_pt_regs = false; /* bpf_task_pt_regs (5.15+) */
+const volatile __u32 fault_every = 64;      /* page faults: one sampled in this many */
+const volatile bool faults_of_mem_tgids = false; /* page faults only of the `mem_tgids` */
 
 /* So that the enums reach the generated Rust types. */
 enum rt_prof_kind _rt_prof_kind = RT_P_CPU;
@@ -75,6 +80,22 @@ struct {
 	__type(key, __u32); /* tid */
 	__type(value, struct rt_heap_pending);
 } heap_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} fault_countdown SEC(".maps");
+
+/* The processes whose allocator is probed (`--mem-pid`, `--mem-comm`): page faults are
+ * sampled only there when any are chosen. Written by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} mem_tgids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -348,6 +369,40 @@ SEC("uprobe")
 int BPF_UPROBE(rt_free, __u64 ptr)
 {
 	return on_free(ptr);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* faults */
+
+SEC("tp_btf/page_fault_user")
+int BPF_PROG(rt_fault, unsigned long address, struct pt_regs *regs, unsigned long error_code)
+{
+	if (error_code & 1)
+		return 0; /* protection fault: the page was there */
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (faults_of_mem_tgids && !bpf_map_lookup_elem(&mem_tgids, &tgid))
+		return 0;
+	__u32 zero = 0;
+	__u32 *left = bpf_map_lookup_elem(&fault_countdown, &zero);
+	if (!left)
+		return 0;
+	if (*left > 1) {
+		*left -= 1;
+		return 0;
+	}
+	*left = fault_every;
+	if ((id >> 32) == self_tgid || (filter_tgid && (id >> 32) != filter_tgid))
+		return 0;
+	struct rt_prof *r = scratch(RT_P_FAULT, id);
+	if (!r)
+		return 0;
+	r->addr = address;
+	r->size = fault_every;
+	user_regs_from(r, regs);
+	copy_ustack(r);
+	submit(r);
+	return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */

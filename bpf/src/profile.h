@@ -23,6 +23,7 @@ enum rt_prof_kind {
 	RT_P_ALLOC = 2,  /* sampled allocation, at the allocator's return */
 	RT_P_FREE = 3,   /* free of a sampled allocation */
 	RT_P_OFFCPU = 4, /* off-CPU time of one syscall, at its exit */
+	RT_P_FAULT = 5,  /* sampled user page fault on a page not present */
 	RT_P__COUNT = 8,
 };
 
@@ -53,8 +54,8 @@ struct rt_prof {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
-	__u64 size;      /* ALLOC: bytes requested; OFFCPU: ns off CPU */
-	__u64 addr;      /* ALLOC, FREE: the pointer */
+	__u64 size;      /* ALLOC: bytes requested; OFFCPU: ns off CPU; FAULT: faults it stands for */
+	__u64 addr;      /* ALLOC, FREE: the pointer; FAULT: the address */
 	__s32 kstack_len; /* bytes of kstack filled (negative: error) */
 	__u32 ustack_len; /* bytes of ustack that follow */
 	__u64 kstack[RT_KSTACK_MAX];

@@ -464,6 +464,13 @@ fn details_of(out: &mut String, v: &EventView<'_>, payload_bytes: usize) {
                 e.rss_anon, e.rss_file, e.rss_shmem
             );
         }
+        EventBody::PageFault(e) => {
+            let _ = write!(
+                out,
+                "addr={:#x} weight={} stack={}",
+                e.addr, e.weight, e.stack
+            );
+        }
         EventBody::CgroupMemory(e) => {
             let _ = write!(out, "cgroup={} usage={}", escape_str(&e.cgroup), e.usage);
             match e.limit {

@@ -45,6 +45,7 @@ impl<'a> EventView<'a> {
             EventBody::HeapAlloc(e) => Some(e.tid),
             EventBody::HeapFree(e) => Some(e.tid),
             EventBody::OffCpu(e) => Some(e.tid),
+            EventBody::PageFault(e) => Some(e.tid),
             _ => None,
         }
     }

@@ -752,6 +752,14 @@ impl BlockBuilder {
                 put(&mut s[2], m.rss_file);
                 put(&mut s[3], m.rss_shmem);
             }
+            EventBody::PageFault(f) => {
+                put(&mut s[0], u64::from(f.pid));
+                put_i(&mut s[1], i64::from(f.tid) - i64::from(f.pid));
+                put_i(&mut s[2], f.addr.wrapping_sub(e.last) as i64);
+                e.last = f.addr;
+                put(&mut s[3], f.weight);
+                put(&mut s[4], f.stack);
+            }
             EventBody::CgroupMemory(c) => {
                 let id = self.string(&c.cgroup);
                 put(&mut s[0], id);
@@ -1582,6 +1590,20 @@ fn decode_rare(
                 rss_anon,
                 rss_file,
                 rss_shmem: s[3].u()?,
+            })
+        }
+        EventKind::PageFault => {
+            let pid = s[0].u32()?;
+            let tid = tid_of(pid, s[1].i()?)?;
+            let addr = d.last.wrapping_add(s[2].i()? as u64);
+            d.last = addr;
+            let weight = s[3].u()?;
+            EventBody::PageFault(PageFault {
+                pid,
+                tid,
+                addr,
+                weight,
+                stack: s[4].u()?,
             })
         }
         EventKind::CgroupMemory => {

@@ -64,6 +64,7 @@ impl Event {
             EventBody::OffCpu(e) => Some(e.pid),
             EventBody::MemUsage(e) => Some(e.pid),
             EventBody::CgroupMemory(_) => None,
+            EventBody::PageFault(e) => Some(e.pid),
             EventBody::Loss(_) | EventBody::Mark(_) | EventBody::Node(_) => None,
         }
     }
@@ -136,11 +137,13 @@ pub enum EventKind {
     MemUsage = 22,
     /// [`CgroupMemory`] (format version 3)
     CgroupMemory = 23,
+    /// [`PageFault`] (format version 3)
+    PageFault = 24,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 25] = [
         EventKind::ProcExec,
         EventKind::ProcFork,
         EventKind::ProcExit,
@@ -165,6 +168,7 @@ impl EventKind {
         EventKind::OffCpu,
         EventKind::MemUsage,
         EventKind::CgroupMemory,
+        EventKind::PageFault,
     ];
 
     /// The short name used on the command line, in filters and in output.
@@ -194,6 +198,7 @@ impl EventKind {
             EventKind::OffCpu => "offcpu",
             EventKind::MemUsage => "mem",
             EventKind::CgroupMemory => "cgroup_mem",
+            EventKind::PageFault => "fault",
         }
     }
 
@@ -272,6 +277,8 @@ pub enum EventBody {
     MemUsage(MemUsage),
     /// A cgroup's memory usage and limit at a moment (format 3).
     CgroupMemory(CgroupMemory),
+    /// A sampled user page fault that mapped a new page (format 3).
+    PageFault(PageFault),
 }
 
 impl EventBody {
@@ -311,6 +318,7 @@ impl EventBody {
             EventBody::OffCpu(_) => EventKind::OffCpu,
             EventBody::MemUsage(_) => EventKind::MemUsage,
             EventBody::CgroupMemory(_) => EventKind::CgroupMemory,
+            EventBody::PageFault(_) => EventKind::PageFault,
         }
     }
 }
@@ -917,6 +925,23 @@ pub struct MemUsage {
     pub rss_shmem: u64,
 }
 
+/// A sampled user page fault on a page not present: memory the process touched for the first
+/// time (resident memory growing), attributed to code without allocator probes. One fault in
+/// `weight` is sampled, so each stands for `weight` faults.
+#[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PageFault {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The faulting address.
+    pub addr: u64,
+    /// Faults this sample stands for.
+    pub weight: u64,
+    /// The user stack at the fault ([`UserStack`] id).
+    pub stack: StackId,
+}
+
 /// A cgroup's memory at a moment.
 #[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct CgroupMemory {
@@ -979,7 +1004,8 @@ pub enum LossReason {
 /// Events of `kind` were dropped on `cpu` between `from_ns` and `to_ns`.
 #[derive(Archive, RSerialize, RDeserialize, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LossMarker {
-    /// The kind of the dropped events.
+    /// The kind of the dropped events (`lost_kind` in JSON: the event's own tag is `kind`).
+    #[serde(rename = "lost_kind", alias = "dropped_kind")]
     pub kind: EventKind,
     /// CPU, or `u32::MAX` when not per CPU.
     pub cpu: u32,

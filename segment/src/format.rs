@@ -13,13 +13,13 @@ use crate::event::{ClockSync, NodeInfo, StateSnapshot};
 /// The first eight bytes of every segment file.
 pub const MAGIC: [u8; 8] = *b"\x89RTRC\r\n\x1a";
 /// The format version this build writes. 2: event kind 16, `thread` ([`crate::ThreadStart`]).
-/// 3: the profile kinds 17-23 (`binary`, `ustack`, `malloc`, `free`, `offcpu`, `mem`,
-/// `cgroup_mem`).
+/// 3: the profile kinds 17-24 (`binary`, `ustack`, `malloc`, `free`, `offcpu`, `mem`,
+/// `cgroup_mem`, `fault`).
 pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
 /// The oldest reader version that can read the files this build writes (stored in each file):
-/// a version 2 reader does not know event kinds 17-23.
+/// a version 2 reader does not know event kinds 17-24.
 pub const MIN_READER_VERSION: u16 = 3;
 
 /// rkyv layout flag: little-endian primitives.

@@ -88,6 +88,11 @@ pub struct Args {
     /// Heap sampling: mean bytes allocated between two samples (1: every allocation).
     #[arg(long, value_parser = size, default_value = "512KiB", help_heading = "Profiles")]
     pub mem_sample_bytes: u64,
+    /// Page faults on new pages (resident memory growing): sample one in N with its stack, so
+    /// that growth is attributed to code without allocator probes (0: off); only in the
+    /// --mem-pid/--mem-comm processes when any are given.
+    #[arg(long, default_value_t = 0, help_heading = "Profiles")]
+    pub faults: u32,
     /// Bytes of user stack copied per sample for unwinding (multiple of 1KiB, at most 16KiB).
     #[arg(long, value_parser = size, default_value = "16KiB", help_heading = "Profiles")]
     pub stack_bytes: u64,
@@ -148,6 +153,7 @@ impl Args {
                 heap_comms: self.mem_comm,
                 heap_sample_bytes: self.mem_sample_bytes,
                 stack_bytes: u32::try_from(self.stack_bytes).unwrap_or(u32::MAX),
+                fault_every: self.faults,
             },
         }
     }

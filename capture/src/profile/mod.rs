@@ -31,7 +31,7 @@ use retrace_bpf::profile::types::{rt_alloc_fn, rt_prof, rt_prof_flags, rt_prof_k
 use retrace_bpf::profile::{ProfileSkel, ProfileSkelBuilder};
 use retrace_segment::{
     CpuSample, Event, EventBody, EventKind, HeapAlloc, HeapFree, LossMarker, LossReason, OffCpu,
-    StackId,
+    PageFault, StackId,
 };
 
 use crate::doctor::{perf_event_open, PerfEventAttr};
@@ -57,6 +57,9 @@ pub struct ProfileConfig {
     pub heap_sample_bytes: u64,
     /// Bytes of user stack copied per sample (a multiple of 1 KiB, at most 16 KiB).
     pub stack_bytes: u32,
+    /// Page faults on new pages: one sampled in this many, with its stack; 0: off. Only in the
+    /// heap-profiled processes when any are chosen, else in every process.
+    pub fault_every: u32,
 }
 
 impl Default for ProfileConfig {
@@ -69,6 +72,7 @@ impl Default for ProfileConfig {
             heap_comms: Vec::new(),
             heap_sample_bytes: 512 * 1024,
             stack_bytes: 16 * 1024,
+            fault_every: 0,
         }
     }
 }
@@ -77,6 +81,7 @@ impl ProfileConfig {
     /// Whether the BPF profiler object is needed at all.
     pub fn needs_bpf(&self) -> bool {
         self.cpu_hz > 0
+            || self.fault_every > 0
             || self.offcpu_min.is_some()
             || !self.heap_pids.is_empty()
             || !self.heap_comms.is_empty()
@@ -286,6 +291,16 @@ impl Converter {
                     kernel_stack: None,
                 })
             }
+            rt_prof_kind::RT_P_FAULT => {
+                let stack = user_stack(&mut self.stacks, r).unwrap_or(0);
+                EventBody::PageFault(PageFault {
+                    pid,
+                    tid,
+                    addr: r.addr,
+                    weight: r.size,
+                    stack,
+                })
+            }
             _ => {
                 self.bad += 1;
                 return;
@@ -302,6 +317,7 @@ fn event_kind(k: u32) -> Option<EventKind> {
         rt_prof_kind::RT_P_ALLOC => Some(EventKind::HeapAlloc),
         rt_prof_kind::RT_P_FREE => Some(EventKind::HeapFree),
         rt_prof_kind::RT_P_OFFCPU => Some(EventKind::OffCpu),
+        rt_prof_kind::RT_P_FAULT => Some(EventKind::PageFault),
         _ => None,
     }
 }
@@ -452,6 +468,8 @@ fn load<'o>(
         ro.self_tgid = self_pid;
         ro.filter_tgid = filter_pid.unwrap_or(0);
         ro.ustack_chunks = cfg.stack_bytes / 1024;
+        ro.fault_every = cfg.fault_every.max(1);
+        ro.faults_of_mem_tgids = !cfg.heap_pids.is_empty() || !cfg.heap_comms.is_empty();
         ro.has_task_pt_regs = retrace_bpf::features::kernel_helpers()
             .is_none_or(|ids| ids.contains(&retrace_bpf::features::TASK_PT_REGS));
     }
@@ -461,6 +479,7 @@ fn load<'o>(
     {
         let p = &mut open.progs;
         p.rt_cpu.set_autoload(cfg.cpu_hz > 0);
+        p.rt_fault.set_autoload(cfg.fault_every > 0);
         p.rt_offcpu_switch.set_autoload(cfg.offcpu_min.is_some());
         p.rt_offcpu_exit.set_autoload(cfg.offcpu_min.is_some());
         for prog in [
@@ -480,6 +499,14 @@ fn load<'o>(
         .load()
         .map_err(|e| CaptureError::bpf("loading the profiler's BPF programs", e))?;
     let mut links = Vec::new();
+    if cfg.fault_every > 0 {
+        links.push(
+            skel.progs
+                .rt_fault
+                .attach()
+                .map_err(|e| CaptureError::bpf("attaching page_fault_user (faults)", e))?,
+        );
+    }
     if cfg.offcpu_min.is_some() {
         links.push(
             skel.progs
@@ -639,6 +666,11 @@ impl HeapTargets {
             match attach_allocator(skel, pid, self.session) {
                 Ok(mut l) => {
                     self.links.append(&mut l);
+                    let _ = skel.maps.mem_tgids.update(
+                        &pid.to_ne_bytes(),
+                        &[1u8],
+                        MapFlags::ANY,
+                    );
                     self.attached.insert(pid);
                     summary.heap_processes.push(pid);
                 }
@@ -777,6 +809,7 @@ impl DefWriter {
             let stacks: [Option<StackId>; 2] = match &ev.body {
                 EventBody::CpuSample(c) => [c.user_stack, c.kernel_stack],
                 EventBody::HeapAlloc(a) => [Some(a.stack), None],
+                EventBody::PageFault(f) => [Some(f.stack), None],
                 EventBody::OffCpu(o) => [o.user_stack, o.kernel_stack],
                 EventBody::Loss(l) => {
                     sink.record_loss(l.kind, l.count);

@@ -423,6 +423,22 @@ pub fn arb_body() -> impl Strategy<Value = EventBody> {
             }
         ),
         (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(pid, tid, addr, weight, stack)| {
+                EventBody::PageFault(PageFault {
+                    pid,
+                    tid,
+                    addr,
+                    weight,
+                    stack,
+                })
+            }),
+        (
             arb_string(),
             any::<u64>(),
             proptest::option::of(any::<u64>()),
