@@ -5,7 +5,7 @@
 # Usage (as root, from the repository root):
 #   benches/profile-overhead.sh                 # builds target/release/retrace first
 #   RETRACE=/path/to/retrace benches/profile-overhead.sh
-# Environment: DURATION (seconds per phase, default 10), PAIRS (malloc+free pairs, 2000000),
+# Environment: DURATION (seconds per phase, default 10), PAIRS (malloc+free pairs, 300000),
 #              KEEP_TMP=1 to keep the temp dir.
 # Needs: redis-server, redis-benchmark, bpftool, cc (Debian packages), root.
 #
@@ -17,12 +17,13 @@
 #      with the probes (every call recorded), and with default sampling (512 KiB mean).
 #   3  redis-benchmark against redis-server (jemalloc), without, with always-on memory
 #      polling + heap sampling of redis-server (default 512 KiB), and with exact mode.
-#   4  the peer: bcc's memleak on the same loop and redis (when bpfcc-tools is installed and
-#      works on this kernel; else the reason is printed).
+#   4  the peers: bpftrace with one uprobe on malloc counting calls (the floor: one trap), and
+#      bcc's memleak on the same loop (when bpfcc-tools is installed and works on this kernel;
+#      else the reason is printed).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
-PAIRS=${PAIRS:-2000000}
+PAIRS=${PAIRS:-300000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -61,7 +62,7 @@ start_capture() { # out args...
     return 1
 }
 stop_capture() {
-    kill -INT "$CAP_PID"
+    kill -INT "$CAP_PID" 2>/dev/null || echo "(the capture had stopped: $(tail -3 "$1.log"))" >&2
     wait "$CAP_PID" || true
     CAP_PID=
 }
@@ -103,7 +104,7 @@ read -r runs ns < <(bpftool prog show -j | python3 -c '
 import json, sys
 p = [x for x in json.load(sys.stdin) if x.get("name") == "rt_cpu"]
 print(sum(x.get("run_cnt", 0) for x in p), sum(x.get("run_time_ns", 0) for x in p))')
-stop_capture
+stop_capture "$TMP/cpu"
 base2=$(spin_all "$DURATION")
 HZ=$(getconf CLK_TCK)
 python3 - "$base1" "$base2" "$with" "$runs" "$ns" "$((t1 - t0))" "$HZ" "$DURATION" "$NCPU" <<'EOF'
@@ -123,10 +124,10 @@ pairs_run() { "$TMP/pairs" "$PAIRS" 64 "${1:-0}"; }
 p0=$(pairs_run)
 start_capture "$TMP/exact" --mem-comm pairs --mem-sample-bytes 1 --mem-interval off
 p1=$(pairs_run 1500)
-stop_capture
+stop_capture "$TMP/exact"
 start_capture "$TMP/sampled" --mem-comm pairs --mem-interval off
 p2=$(pairs_run 1500)
-stop_capture
+stop_capture "$TMP/sampled"
 p3=$(pairs_run)
 python3 - "$p0" "$p3" "$p1" "$p2" <<'EOF'
 import sys
@@ -153,12 +154,12 @@ r0=$(rb)
 start_capture "$TMP/redis-s" --mem-comm redis-server
 sleep 1.5
 r1=$(rb)
-stop_capture
+stop_capture "$TMP/redis-s"
 start_capture "$TMP/redis-e" --mem-comm redis-server --mem-sample-bytes 1
 sleep 1.5
 r2=$(rb)
+stop_capture "$TMP/redis-e"
 heap_e=$(grep -o 'malloc [0-9]*' "$TMP/redis-e.log" | head -1 || true)
-stop_capture
 r3=$(rb)
 python3 - "$r0" "$r3" "$r1" "$r2" "$heap_e" <<'EOF'
 import sys
@@ -169,7 +170,17 @@ print(f"3 redis-benchmark (set/get/lpush/lpop, 32 clients, 256 B): {base:.0f} re
       f"exact mode {e:.0f} ({100*(e/base-1):+.1f}%) {sys.argv[5]}")
 EOF
 
-# ---- 4: the peer, bcc memleak --------------------------------------------------------------
+# ---- 4: the peers: bpftrace counting malloc calls (one uprobe), bcc memleak -----------------
+if command -v bpftrace >/dev/null; then
+    LIBC=$(ldd "$TMP/pairs" | awk '/libc.so/{print $3}')
+    bpftrace -e "uprobe:$LIBC:malloc /comm == \"pairs\"/ { @n = count(); }" >"$TMP/bt.log" 2>&1 &
+    btpid=$!
+    sleep 5
+    bt=$(pairs_run 500)
+    kill -INT "$btpid" 2>/dev/null || true
+    wait "$btpid" 2>/dev/null || true
+    echo "4 bpftrace, one uprobe on malloc counting calls: $bt ns per pair (vs $p0 without): the cost of one uprobe trap on this machine"
+fi
 ML=$(command -v memleak-bpfcc || true)
 if [[ -z $ML ]]; then
     echo "4 bcc memleak: bpfcc-tools not installed (apt-get install bpfcc-tools) — not measured"

@@ -685,7 +685,7 @@ impl HeapTargets {
 
 /// Attaches the allocator probes to every library of `pid` that defines `malloc` and `free`
 /// (glibc, and jemalloc or tcmalloc when loaded): entry probes sample, one return probe on
-/// each entry point records; `free` is probed past its landing pad.
+/// each entry point records; `free` is probed at its first emulated instruction.
 fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<Vec<Link>, String> {
     let maps = unwind::read_maps(pid).map_err(|e| format!("reading /proc/{pid}/maps: {e}"))?;
     let mut files: Vec<&unwind::Mapping> = maps.iter().filter(|m| m.exec).collect();
@@ -759,7 +759,7 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<V
                 );
             }
         }
-        let at = elf::probe_offset_past_landing_pad(&bytes, free);
+        let at = elf::probe_offset_for_first_argument(&bytes, free);
         links.push(
             p.rt_free
                 .attach_uprobe(false, pid_i, &path, at as usize)
