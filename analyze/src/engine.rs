@@ -355,6 +355,8 @@ pub struct Analyzer {
     hint_endpoints: Option<(Endpoint, Endpoint)>,
     /// What the findings need beyond the rest (process lives, RTT): `crate::findings`.
     net: crate::findings::collect::Collector,
+    /// Log writes split into events and patterns (crate::logs).
+    logs: crate::logs::Collector,
     /// Thresholds of the findings engine.
     findings_config: crate::findings::FindingsConfig,
 }
@@ -427,6 +429,7 @@ impl Analyzer {
             marks: Vec::new(),
             hint_endpoints: None,
             net: Default::default(),
+            logs: Default::default(),
             findings_config: Default::default(),
         }
     }
@@ -609,6 +612,7 @@ impl Analyzer {
             }
             EventBody::ProcExit(e) => {
                 self.net.exit(node, ts, e);
+                self.logs.exit(node, e.pid);
                 let p = self.procs.entry((node, e.pid)).or_default();
                 if p.comm.is_empty() {
                     p.comm.clone_from(&e.comm);
@@ -666,6 +670,7 @@ impl Analyzer {
                 self.drain_parsed(idx, false);
             }
             EventBody::TcpSample(s) => self.tcp_sample(node, ts, s),
+            EventBody::Log(w) => self.logs.push(node, ts, w),
             EventBody::Udp(u) => {
                 if u.remote.port != 53 && u.local.port != 53 {
                     return;
@@ -1087,6 +1092,9 @@ impl Analyzer {
             traces: analysis.traces.len() as u64,
             ..trace_coverage
         };
+        cp.at("aggregate");
+        analysis.logs = self.logs_report(&names, &analysis.requests);
+        cp.at("logs");
         crate::findings::detect(&mut analysis, &net, &self.findings_config);
         Ok(analysis)
     }
@@ -1680,6 +1688,12 @@ impl Analyzer {
 
     /// Names every process that took part in a connection or listened: `(name, kind)`.
     fn name_services(&self) -> Names {
+        self.name_processes(&BTreeSet::new())
+    }
+
+    /// Names the processes that took part and the `extra` ones (processes that only wrote
+    /// logs: named like the others, but not counted among a unit's executables).
+    fn name_processes(&self, extra: &BTreeSet<(u16, u32)>) -> Names {
         let mut relevant: BTreeSet<(u16, u32)> = BTreeSet::new();
         for s in &self.sides {
             relevant.insert((s.node, s.pid));
@@ -1742,7 +1756,7 @@ impl Analyzer {
         }
         let empty = Proc::default();
         let mut out = BTreeMap::new();
-        for k in relevant {
+        for k in relevant.into_iter().chain(extra.iter().copied()) {
             let p = self.procs.get(&k).unwrap_or(&empty);
             let ports: Vec<u16> = ports_of(k).into_iter().collect();
             let facts = ProcessFacts {
@@ -1907,5 +1921,43 @@ impl Analyzer {
             window_start,
             self.findings_config.bucket_ns(report_bucket),
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs (crate::logs)
+
+impl Analyzer {
+    /// The log report: every log-writing process named by the analysis's grouping, the error
+    /// events attached to their requests.
+    fn logs_report(
+        &mut self,
+        names: &Names,
+        requests: &crate::model::RequestTable,
+    ) -> crate::logs::LogReport {
+        let logs = std::mem::take(&mut self.logs);
+        if logs.is_empty() {
+            return crate::logs::LogReport::default();
+        }
+        let extra: BTreeSet<(u16, u32)> = logs
+            .processes()
+            .filter(|k| !names.contains_key(k))
+            .collect();
+        let more = if extra.is_empty() {
+            Names::new()
+        } else {
+            self.name_processes(&extra)
+        };
+        let service_of = |node: u16, pid: u32| -> String {
+            names
+                .get(&(node, pid))
+                .or_else(|| more.get(&(node, pid)))
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("pid {pid}"))
+        };
+        let nodes = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut report = logs.finish(service_of, nodes);
+        crate::logs::attach(&mut report, requests);
+        report
     }
 }

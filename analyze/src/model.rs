@@ -820,6 +820,9 @@ pub struct Analysis {
     /// DNS per resolver and name (dns.csv); not in summary.json.
     #[serde(skip)]
     pub dns: Vec<DnsStats>,
+    /// Log events and patterns (logs.csv, log_patterns.csv); not in summary.json.
+    #[serde(skip)]
+    pub logs: crate::logs::LogReport,
 }
 
 impl Analysis {

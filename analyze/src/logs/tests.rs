@@ -1,0 +1,165 @@
+//! Logs through the whole analyzer, on synthetic events (`crate::synth`): a client calls an
+//! api that logs INFO per request and ERROR with a traceback for a known set of requests,
+//! which it answers 500.
+
+use retrace_segment::{Event, EventBody, LogWrite};
+
+use super::*;
+use crate::synth::{self, Synth};
+use crate::{analyze_events, Analysis, ServicesFile};
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+
+fn run(evs: &[Event]) -> Analysis {
+    let clock = synth::synth_clock();
+    analyze_events(
+        evs.iter().map(|e| ("node-a", clock.to_wall(e.ts), e)),
+        ServicesFile::default(),
+    )
+    .expect("analysis")
+}
+
+fn log(s: &mut Synth<Vec<Event>>, ts: u64, pid: u32, fd: i32, text: &str, keep: usize) {
+    let b = text.as_bytes();
+    s.push(Event::new(
+        ts,
+        EventBody::Log(LogWrite {
+            pid,
+            tid: pid,
+            fd,
+            path: String::new(),
+            size: b.len() as u64,
+            payload: b[..keep.min(b.len())].to_vec(),
+        }),
+    ));
+}
+
+const FAILING: [u32; 4] = [7, 19, 20, 33];
+
+/// 40 requests 100 ms apart; requests in FAILING are answered 500 after an ERROR record with a
+/// traceback (cut off by a 120-byte prefix for request 33); the others are logged INFO.
+fn service() -> Vec<Event> {
+    let t0 = 1_000 * S;
+    let mut s = Synth::new(Vec::new());
+    s.exec(t0, 10, 1, "/usr/bin/curl", &["curl"]);
+    s.exec(t0, 20, 1, "/usr/bin/python3", &["python3", "api.py"]);
+    s.listen(t0 + MS, 20, 18081);
+    let c = s.connect(t0 + 10 * MS, 10, 20, 18081);
+    for i in 0..40u32 {
+        let t = t0 + 100 * MS + u64::from(i) * 100 * MS;
+        let req = format!("GET /items/{i} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let failing = FAILING.contains(&i);
+        let resp: &[u8] = if failing {
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        };
+        // the server reads at t + 20 µs and answers 5 ms later; it logs at t + 2 ms
+        let line = if failing {
+            format!(
+                "2026-12-06 12:00:00,000 ERROR api: failed to load item {i}\nTraceback (most \
+                 recent call last):\n  File \"/srv/api.py\", line 40, in get\n    load({i})\n\
+                 ValueError: item {i} is broken\n"
+            )
+        } else {
+            format!("2026-12-06 12:00:00,000 INFO api: GET /items/{i} 200\n")
+        };
+        let keep = if i == 33 { 120 } else { line.len() };
+        log(&mut s, t + 2 * MS, 20, 2, &line, keep);
+        if i % 10 == 5 {
+            log(
+                &mut s,
+                t + 3 * MS,
+                20,
+                2,
+                &format!("2026-12-06 12:00:00,000 WARNING api: slow lookup for item {i}\n"),
+                1000,
+            );
+        }
+        s.exchange(
+            &c,
+            t,
+            req.as_bytes(),
+            req.len() as u64,
+            resp,
+            resp.len() as u64,
+            5 * MS,
+        );
+    }
+    s.finish()
+}
+
+#[test]
+fn levels_patterns_and_the_failing_requests() {
+    let a = run(&service());
+    let l = &a.logs;
+    assert_eq!(l.event_count, 40 + 4);
+    assert_eq!(l.writes, 44);
+    assert_eq!(l.cut_off_writes, 1);
+    let got: Vec<(&str, Level, &str, u64)> = l
+        .patterns
+        .iter()
+        .map(|p| (p.id.as_str(), p.level, p.template.as_str(), p.count))
+        .collect();
+    let ts = "<NUM>-<NUM>-<NUM> <NUM>:<NUM>:<NUM>,<NUM>";
+    assert_eq!(
+        got,
+        [
+            (
+                "P1",
+                Level::Error,
+                format!("{ts} ERROR api: failed to load item <NUM>").as_str(),
+                4
+            ),
+            (
+                "P2",
+                Level::Warning,
+                format!("{ts} WARNING api: slow lookup for item <NUM>").as_str(),
+                4
+            ),
+            (
+                "P3",
+                Level::Info,
+                format!("{ts} INFO api: GET /items/<NUM> <NUM>").as_str(),
+                36
+            ),
+        ]
+    );
+    assert!(
+        l.patterns.iter().all(|p| p.service == "python3:18081"),
+        "{:?}",
+        l.services
+    );
+    // the error events: one each, 5 lines (4 for the cut one: what was cut off is counted)
+    let errors: Vec<&LogEvent> = l.events.iter().filter(|e| e.level.is_error()).collect();
+    assert_eq!(errors.len(), 4);
+    for (e, i) in errors.iter().zip(FAILING) {
+        if i == 33 {
+            assert!(e.lines < 5 && e.cut_off_bytes > 0, "{e:?}");
+        } else {
+            assert_eq!((e.lines, e.cut_off_bytes), (5, 0), "{e:?}");
+        }
+        // attached to the request it was logged for: the 500 for /items/i
+        let row = e.request.expect("attached") as usize;
+        let r = a.requests.get(row).expect("row");
+        assert_eq!(r.target, format!("/items/{i}"));
+        assert_eq!(r.status, "500");
+    }
+    assert_eq!(l.patterns[0].failed_request_count, 4);
+    // the info lines are not attached (only errors are)
+    assert!(l
+        .events
+        .iter()
+        .filter(|e| !e.level.is_error())
+        .all(|e| e.request.is_none()));
+    // per second: 40 requests over 4 s
+    let total: u64 = l.patterns[2].per_second.iter().map(|x| x.1).sum();
+    assert_eq!(total, 36);
+}
+
+#[test]
+fn the_same_events_give_the_same_report() {
+    let evs = service();
+    assert_eq!(run(&evs).logs, run(&evs).logs);
+}
