@@ -163,3 +163,47 @@ fn the_same_events_give_the_same_report() {
     let evs = service();
     assert_eq!(run(&evs).logs, run(&evs).logs);
 }
+
+#[test]
+fn the_report_files_hold_the_events_and_patterns_escaped() {
+    let mut evs = service();
+    let t = evs.last().map_or(0, |e| e.ts) + MS;
+    let mut s = Synth::new(Vec::new());
+    log(
+        &mut s,
+        t,
+        20,
+        1,
+        "=cmd|' /C calc'!A0 ERROR <script>alert(1)</script>\n",
+        1000,
+    );
+    evs.extend(s.finish());
+    let a = run(&evs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::write_report(&a, dir.path()).expect("report");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).expect(f);
+    let text = read("logs.csv");
+    let mut logs = csv::Reader::from_reader(text.as_bytes());
+    let rows: Vec<csv::StringRecord> = logs.records().map(|r| r.expect("csv row")).collect();
+    assert_eq!(rows.len(), 45);
+    let errors: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[3] == "error").collect();
+    assert_eq!(errors.len(), 5);
+    // the four with their request and trace, the hostile one made inert
+    assert!(errors[..4]
+        .iter()
+        .all(|r| !r[11].is_empty() && r[12].len() == 32));
+    assert!(errors[4][5].starts_with("'=cmd"), "{:?}", errors[4]);
+    let text = read("log_patterns.csv");
+    let mut pats = csv::Reader::from_reader(text.as_bytes());
+    let pats: Vec<csv::StringRecord> = pats.records().map(|r| r.expect("csv row")).collect();
+    let counts: u64 = pats
+        .iter()
+        .map(|r| r[4].parse::<u64>().expect("count"))
+        .sum();
+    assert_eq!(counts, 45);
+    let html = read("index.html");
+    assert!(html.contains("<section id=\"logs\">"));
+    assert!(!html.contains("<script>alert(1)"), "captured text escaped");
+    assert!(html.contains("&lt;script&gt;alert(1)"));
+    assert!(html.contains("id=\"log-P1\""));
+}
