@@ -17,13 +17,16 @@
 //!   of a service it calls (directly or through others: the chain users down → api 503 →
 //!   nginx 503), with the number of its failed requests whose own call failed (traces);
 //! - **DNS**: NXDOMAIN, server errors, timeouts, slow p95, per resolver and name;
-//! - **OOM kills** and **restarts** not already the cause of another finding.
+//! - **OOM kills** and **restarts** not already the cause of another finding;
+//! - **log errors** rising above a service's baseline (`log_errors`), and the error log
+//!   patterns of a service as evidence on its other findings of the same time.
 //!
 //! The output is sorted and numbered deterministically: the same capture gives the same
 //! findings, byte for byte.
 
 pub(crate) mod collect;
 pub mod config;
+mod log_errors;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +52,8 @@ pub(crate) fn detect(a: &mut Analysis, net: &NetFacts, cfg: &FindingsConfig) {
         cx.errors(&mut out);
         cx.dns_findings(&dns, &mut out);
         cx.processes(&mut out);
+        cx.log_errors(&mut out);
+        cx.log_evidence(&mut out);
         (out.finish(), cx.tcp_points(), dns)
     };
     a.findings = findings;

@@ -207,3 +207,52 @@ fn the_report_files_hold_the_events_and_patterns_escaped() {
     assert!(html.contains("&lt;script&gt;alert(1)"));
     assert!(html.contains("id=\"log-P1\""));
 }
+
+#[test]
+fn rising_log_errors_are_a_finding_and_evidence_on_the_others() {
+    let a = run(&service());
+    let f: Vec<_> = a
+        .findings
+        .iter()
+        .filter(|f| f.kind == "log_errors")
+        .collect();
+    assert_eq!(f.len(), 1, "{:#?}", a.findings);
+    let f = f[0];
+    assert_eq!(f.service, "python3:18081");
+    assert_eq!(f.severity, crate::Severity::Warning);
+    assert!(f.summary.contains("logged 4 errors"), "{}", f.summary);
+    assert!(f.likely_cause.contains("P1 ×4"), "{}", f.likely_cause);
+    let targets: Vec<&str> = f
+        .sample_requests
+        .iter()
+        .filter_map(|&i| a.requests.get(i).map(|r| r.target))
+        .collect();
+    assert_eq!(targets, ["/items/7", "/items/19", "/items/20", "/items/33"]);
+    // the served errors of the same service and time carry the patterns as evidence
+    for other in a
+        .findings
+        .iter()
+        .filter(|g| g.kind != "log_errors" && g.service == f.service)
+    {
+        assert!(
+            other
+                .evidence
+                .iter()
+                .any(|e| e.contains("error log events in the window")),
+            "{other:#?}"
+        );
+    }
+    // a higher threshold: no finding
+    let mut cfg = crate::FindingsConfig::default();
+    cfg.log_errors.min_total = 5;
+    let clock = synth::synth_clock();
+    let evs = service();
+    let mut an = crate::Analyzer::new(ServicesFile::default());
+    an.findings_config(cfg);
+    let node = an.node("node-a");
+    for e in &evs {
+        an.push(node, clock.to_wall(e.ts), e);
+    }
+    let b = an.finish(Default::default()).expect("analysis");
+    assert!(b.findings.iter().all(|f| f.kind != "log_errors"));
+}
