@@ -145,6 +145,9 @@ struct Side {
     /// The last message starts (time, thread) of this side, for the exchanges' threads
     /// (dropped when the side closes).
     starts: MessageThreads,
+    /// Bytes per second it carried: (second since the epoch, sent, received), for tcp.csv
+    /// (one entry per second with traffic).
+    traffic: Vec<(u64, u64, u64)>,
 }
 
 /// The threads of a side's recent message starts: an exchange's request and response start
@@ -518,6 +521,7 @@ impl Analyzer {
             failed: false,
             tid: 0,
             starts: MessageThreads::default(),
+            traffic: Vec::new(),
         });
         self.conns.insert((node, conn), idx);
         self.procs.entry((node, conn.pid)).or_default();
@@ -653,6 +657,15 @@ impl Analyzer {
                     side.sent = side.sent.saturating_add(total);
                 } else {
                     side.received = side.received.saturating_add(total);
+                }
+                let (out_b, in_b) = if egress { (total, 0) } else { (0, total) };
+                let sec = ts / 1_000_000_000;
+                match side.traffic.last_mut() {
+                    Some(t) if t.0 == sec => {
+                        t.1 = t.1.saturating_add(out_b);
+                        t.2 = t.2.saturating_add(in_b);
+                    }
+                    _ => side.traffic.push((sec, out_b, in_b)),
                 }
                 if let Some(parser) = side.parser.as_mut() {
                     parser.push(
@@ -1878,17 +1891,42 @@ impl Analyzer {
         let samples = std::mem::take(&mut self.samples);
         let sides: Vec<SideBrief> = self
             .sides
-            .iter()
-            .map(|s| SideBrief {
-                node: s.node,
-                pid: s.pid,
-                client: s.client,
-                failed: s.failed,
-                connected_at: match s.opened {
-                    Opened::At(t) if s.client => Some(t),
-                    _ => None,
-                },
-                remote: s.remote,
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| {
+                // what the close's byte counters hold beyond the messages (calls folded into
+                // counters), at the close
+                let mut traffic = std::mem::take(&mut s.traffic);
+                if let (Some((sent, received)), Some(at)) = (s.closed_bytes, s.closed_at) {
+                    let (out_b, in_b) = traffic
+                        .iter()
+                        .fold((0u64, 0u64), |a, t| (a.0 + t.1, a.1 + t.2));
+                    if sent > out_b || received > in_b {
+                        traffic.push((
+                            at / 1_000_000_000,
+                            sent.saturating_sub(out_b),
+                            received.saturating_sub(in_b),
+                        ));
+                    }
+                }
+                SideBrief {
+                    node: s.node,
+                    pid: s.pid,
+                    client: s.client,
+                    failed: s.failed,
+                    connected_at: match s.opened {
+                        Opened::At(t) if s.client => Some(t),
+                        _ => None,
+                    },
+                    remote: s.remote,
+                    opened_at: match s.opened {
+                        Opened::At(t) => Some(t),
+                        Opened::By(_) => None,
+                    },
+                    closed_at: s.closed_at,
+                    represents: s.client || conns.peer(i as u32).is_none(),
+                    traffic,
+                }
             })
             .collect();
         let ends: Vec<(String, String)> = ends

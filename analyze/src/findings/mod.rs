@@ -1467,11 +1467,28 @@ impl<'a> Cx<'a> {
                     rtt_p99_us: e.rtt.quantile(0.99),
                     resets_sent: e.resets_to_server,
                     resets_received: e.resets_to_client,
+                    opened: e.opened,
+                    closed: e.closed,
+                    lifetime_p50_ms: lifetime_quantile(&e.lifetimes, 0.5),
+                    lifetime_p99_ms: lifetime_quantile(&e.lifetimes, 0.99),
+                    bytes_sent: e.bytes_sent,
+                    bytes_received: e.bytes_received,
                 });
             }
         }
         out
     }
+}
+
+/// The `q` quantile (nearest rank) of lifetimes in ns, in ms.
+fn lifetime_quantile(v: &[u64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1] as f64 / 1e6)
 }
 
 fn gap_ns(cfg: &FindingsConfig) -> u64 {
