@@ -207,8 +207,9 @@ fn logs_match_the_services_own_log() {
         "some records are longer than the prefix"
     );
 
-    let analyze =
-        || retrace_analyze::analyze(&[cap.clone()], &Default::default()).expect("analysis");
+    let analyze = || {
+        retrace_analyze::analyze(std::slice::from_ref(&cap), &Default::default()).expect("analysis")
+    };
     let a = analyze();
     let l = &a.logs;
     let events: Vec<&retrace_analyze::logs::LogEvent> =

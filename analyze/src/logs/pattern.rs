@@ -364,6 +364,11 @@ impl Clusters {
         self.clusters.len()
     }
 
+    /// No template yet.
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+
     /// The template `id`.
     pub fn get(&self, id: u32) -> Option<&Cluster> {
         self.clusters.get(id as usize)

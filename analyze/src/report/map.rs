@@ -1018,10 +1018,10 @@ mod tests {
         let svg = render(&a);
         // the edge: critical, thicker, its path a link to its network-health row
         assert!(
-            svg.contains(&format!(
+            svg.contains(
                 "<a href=\"#net-edge-0\"><title>api → redis: network health</title><path \
                  class=\"edge\" d=\""
-            )),
+            ),
             "{svg}"
         );
         let redis_path = svg
