@@ -23,6 +23,7 @@ pub mod pattern;
 use std::collections::{BTreeMap, HashMap};
 
 pub use level::Level;
+pub(crate) use lines::cap as cap_str;
 use retrace_segment::LogWrite;
 
 use crate::model::RequestTable;

@@ -175,6 +175,8 @@ struct Links {
     traces: BTreeSet<u128>,
     /// `client -> server` → row id in the network panel.
     edges: BTreeMap<String, usize>,
+    /// Request row → the first error log event logged for it: (pattern id, message).
+    logged: BTreeMap<usize, (String, String)>,
 }
 
 impl Links {
@@ -189,9 +191,19 @@ impl Links {
                 .filter_map(|i| a.traces.get(i).map(|t| t.trace_id))
                 .collect()
         };
+        let mut logged = BTreeMap::new();
+        for e in a.logs.events.iter().filter(|e| e.level.is_error()) {
+            if let Some(r) = e.request {
+                logged.entry(r as usize).or_insert_with(|| {
+                    let id = a.logs.pattern_of(e).map_or(String::new(), |p| p.id.clone());
+                    (id, e.message.clone())
+                });
+            }
+        }
         Self {
             traces,
             edges: net_edge_rows(a),
+            logged,
         }
     }
 }
@@ -259,9 +271,17 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
     }
     h.push_str("</ul>");
     if !f.sample_requests.is_empty() {
-        h.push_str(
+        // the error lines logged for them, next to them (when any)
+        let logged = f
+            .sample_requests
+            .iter()
+            .take(SAMPLE_ROWS)
+            .any(|i| links.logged.contains_key(i));
+        let _ = write!(
+            h,
             "<table><thead><tr><th>#</th><th>time</th><th>client</th><th>server</th>\
-             <th>request</th><th>status</th><th>latency</th><th>trace</th></tr></thead><tbody>",
+             <th>request</th><th>status</th><th>latency</th><th>trace</th>{}</tr></thead><tbody>",
+            if logged { "<th>error logged</th>" } else { "" }
         );
         for &i in f.sample_requests.iter().take(SAMPLE_ROWS) {
             let Some(r) = a.requests.get(i) else { continue };
@@ -279,7 +299,7 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
                 h,
                 "<tr><td class=\"n\">{i}</td><td class=\"n\">{}</td><td><code>{}</code></td>\
                  <td><code>{}</code></td><td><code>{} {}</code></td><td>{}</td><td class=\"n\">{}</td>\
-                 <td>{trace}</td></tr>",
+                 <td>{trace}</td>{}</tr>",
                 esc(&clock(r.ts_ns)),
                 esc(r.client),
                 esc(r.server),
@@ -287,6 +307,15 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
                 esc(r.target),
                 esc(r.status),
                 human_ms(r.latency_ns.map(|l| l as f64 / 1e6)),
+                match (logged, links.logged.get(&i)) {
+                    (false, _) => String::new(),
+                    (true, None) => "<td></td>".to_string(),
+                    (true, Some((id, msg))) => format!(
+                        "<td><a href=\"#log-{0}\">{0}</a> <code>{1}</code></td>",
+                        esc(id),
+                        esc(crate::logs::cap_str(msg, 200))
+                    ),
+                },
             );
         }
         h.push_str("</tbody></table>");
