@@ -11,7 +11,9 @@
 //! - one pattern per kind of record, its count the number of such records;
 //! - each ERROR attached to the request it was logged for (`/item/<n>`, answered 500), with
 //!   a trace id in logs.csv; a `log_errors` finding for the service;
-//! - logs.csv and log_patterns.csv byte-identical from two analyses of the capture.
+//! - logs.csv and log_patterns.csv byte-identical from two analyses of the capture;
+//! - and, in tcp.csv, the service's connections opened and closed and the bytes each way
+//!   equal to what the client (this test) made, sent and read.
 //!
 //! Not root: prints "skipped" and passes, unless `RETRACE_REQUIRE_BPF=1` (CI): then it fails.
 
@@ -140,12 +142,14 @@ fn start_capture(out: &Path, pid: u32) -> (Guard, std::sync::mpsc::Receiver<Stri
     (Guard(child), rx)
 }
 
-fn get(port: u16, n: u32) -> String {
+/// One request on a fresh connection: the response, and the request's length.
+fn get(port: u16, n: u32) -> (String, usize) {
     let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
-    write!(s, "GET /item/{n} HTTP/1.1\r\nHost: shop\r\n\r\n").expect("write");
+    let req = format!("GET /item/{n} HTTP/1.1\r\nHost: shop\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
-    resp
+    (resp, req.len())
 }
 
 #[test]
@@ -178,8 +182,11 @@ fn logs_match_the_services_own_log() {
         cap.join("manifest.json").exists() && said.try_recv().is_ok()
     });
     std::thread::sleep(Duration::from_millis(700));
+    let (mut sent, mut received) = (0u64, 0u64);
     for n in 0..REQUESTS {
-        let resp = get(port, n);
+        let (resp, req_len) = get(port, n);
+        sent += req_len as u64;
+        received += resp.len() as u64;
         let want = if ERRORS.contains(&n) {
             " 500 "
         } else {
@@ -268,6 +275,22 @@ fn logs_match_the_services_own_log() {
         .iter()
         .find(|f| f.kind == "log_errors" && f.service == service_name);
     assert!(finding.is_some(), "{:#?}", a.findings);
+
+    // tcp.csv's churn and bytes of the service's connections (their clients, this test, not
+    // captured: counted from the server's side) against what the client sent and read
+    let tcp: Vec<_> = a.tcp.iter().filter(|p| p.server == service_name).collect();
+    let sum = |f: fn(&retrace_analyze::TcpPoint) -> u64| tcp.iter().map(|p| f(p)).sum::<u64>();
+    assert_eq!(
+        (sum(|p| p.opened), sum(|p| p.closed)),
+        (u64::from(REQUESTS), u64::from(REQUESTS)),
+        "{tcp:#?}"
+    );
+    assert_eq!(
+        (sum(|p| p.bytes_sent), sum(|p| p.bytes_received)),
+        (sent, received),
+        "{tcp:#?}"
+    );
+    assert!(tcp.iter().any(|p| p.lifetime_p99_ms.is_some()));
 
     // the files: the same capture gives the same bytes; the errors carry a trace id
     let out1 = dir.0.join("r1");

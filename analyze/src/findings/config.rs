@@ -323,6 +323,12 @@ mod tests {
         assert_eq!(c.retransmits.min_per_bucket, 2);
         assert_eq!(c.dns.p95_ms, 50.0);
         assert_eq!(c.connection_failures.min, 1);
+        let c = FindingsConfig::parse("log_errors:\n  min_total: 3\n", Path::new("f.yaml"))
+            .expect("valid");
+        assert_eq!(c.log_errors.min_total, 3);
+        assert_eq!(c.log_errors.ratio, 2.0);
+        let e = err("log_errors:\n  ratio: 0\n");
+        assert!(e.contains("expected a positive number"), "{e}");
     }
 
     #[test]
