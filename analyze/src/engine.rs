@@ -1107,6 +1107,14 @@ impl Analyzer {
         };
         cp.at("aggregate");
         analysis.logs = self.logs_report(&names, &analysis.requests);
+        if analysis.logs.not_kept > 0 {
+            analysis.warnings.push(format!(
+                "logs: {} log events past the first {} are counted in log_patterns.csv but not \
+                 listed in logs.csv (bounded memory)",
+                analysis.logs.not_kept,
+                analysis.logs.events.len()
+            ));
+        }
         cp.at("logs");
         crate::findings::detect(&mut analysis, &net, &self.findings_config);
         Ok(analysis)

@@ -30,6 +30,10 @@ use crate::model::RequestTable;
 
 /// Events kept for `logs.csv` at most.
 pub const MAX_KEPT_EVENTS: usize = 1_000_000;
+/// Bytes of messages kept for `logs.csv` at most.
+const MAX_KEPT_BYTES: usize = 128 << 20;
+/// Distinct log file paths named at most (more share one name).
+const MAX_LABELS: usize = 65_536;
 /// Streams followed at once at most (more: all are ended and followed anew).
 const MAX_STREAMS: usize = 16_384;
 /// An error event logged this long after the end of the request its thread served is still
@@ -121,7 +125,8 @@ pub struct LogReport {
     pub lines: u64,
     /// Events.
     pub event_count: u64,
-    /// Events not kept (over [`MAX_KEPT_EVENTS`]); counted in their patterns.
+    /// Events not kept (over [`MAX_KEPT_EVENTS`], or their messages over 128 MiB); counted
+    /// in their patterns.
     pub not_kept: u64,
 }
 
@@ -182,6 +187,9 @@ pub(crate) struct Collector {
     clusters: pattern::Clusters,
     counts: HashMap<(u16, u32, u32), Counted>,
     kept: Vec<Kept>,
+    kept_bytes: usize,
+    /// [`MAX_KEPT_EVENTS`] (smaller in tests).
+    keep_at_most: usize,
     buf: Vec<lines::Event>,
     writes: u64,
     bytes: u64,
@@ -201,6 +209,8 @@ impl Default for Collector {
             clusters: pattern::Clusters::default(),
             counts: HashMap::new(),
             kept: Vec::new(),
+            kept_bytes: 0,
+            keep_at_most: MAX_KEPT_EVENTS,
             buf: Vec::new(),
             writes: 0,
             bytes: 0,
@@ -239,12 +249,27 @@ impl Collector {
                 if let Some(&id) = self.label_ids.get(name) {
                     return id;
                 }
+                if self.labels.len() >= MAX_LABELS {
+                    return self.label_of_others();
+                }
                 let id = self.labels.len() as u32;
                 self.labels.push(name.to_string());
                 self.label_ids.insert(name.to_string(), id);
                 id
             }
         }
+    }
+
+    /// The name shared by the files past [`MAX_LABELS`].
+    fn label_of_others(&mut self) -> u32 {
+        const OTHERS: &str = "(other log files)";
+        if let Some(&id) = self.label_ids.get(OTHERS) {
+            return id;
+        }
+        let id = self.labels.len() as u32;
+        self.labels.push(OTHERS.to_string());
+        self.label_ids.insert(OTHERS.to_string(), id);
+        id
     }
 
     /// One write of `node` at wall time `ts`.
@@ -307,7 +332,8 @@ impl Collector {
         c.first = c.first.min(ev.ts_ns);
         c.last = c.last.max(ev.ts_ns);
         *c.per_second.entry(ev.ts_ns / 1_000_000_000).or_default() += 1;
-        if self.kept.len() < MAX_KEPT_EVENTS {
+        if self.kept.len() < self.keep_at_most && self.kept_bytes < MAX_KEPT_BYTES {
+            self.kept_bytes += ev.message.len();
             self.kept.push(Kept {
                 ev,
                 node,

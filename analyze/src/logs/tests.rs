@@ -262,3 +262,29 @@ fn rising_log_errors_are_a_finding_and_evidence_on_the_others() {
     let b = an.finish(Default::default()).expect("analysis");
     assert!(b.findings.iter().all(|f| f.kind != "log_errors"));
 }
+
+#[test]
+fn kept_events_are_bounded_and_patterns_still_count_them_all() {
+    let mut c = Collector {
+        keep_at_most: 10,
+        ..Default::default()
+    };
+    for i in 0..25u64 {
+        let text = format!("ERROR user {i} not found\n");
+        let w = LogWrite {
+            pid: 5,
+            tid: 5,
+            fd: 2,
+            path: String::new(),
+            size: text.len() as u64,
+            payload: text.into_bytes(),
+        };
+        c.push(0, 1_000 * S + i * MS, &w);
+    }
+    let r = c.finish(|_, pid| format!("svc{pid}"), vec!["n".into()]);
+    assert_eq!((r.events.len(), r.not_kept, r.event_count), (10, 15, 25));
+    assert_eq!(r.patterns.len(), 1);
+    assert_eq!(r.patterns[0].count, 25);
+    assert_eq!(r.patterns[0].template, "ERROR user <NUM> not found");
+    assert_eq!(r.patterns[0].service, "svc5");
+}

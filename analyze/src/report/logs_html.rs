@@ -97,9 +97,10 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
         l.cut_off_writes,
         if l.not_kept > 0 {
             format!(
-                " {} events past the first {} are counted in their patterns but not in logs.csv.",
+                " {} events past the first {} are counted in their patterns but not in logs.csv \
+                 (its bound on memory).",
                 l.not_kept,
-                crate::logs::MAX_KEPT_EVENTS
+                l.events.len()
             )
         } else {
             String::new()
