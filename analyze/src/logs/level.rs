@@ -422,6 +422,11 @@ mod tests {
             level("panic: runtime error: index out of range [3]"),
             Level::Critical
         );
+        // zap's console encoder: tab-separated, lower case
+        assert_eq!(
+            level("2026-12-06T12:00:00.000Z\twarn\tserver/main.go:42\tretrying"),
+            Level::Warning
+        );
         assert_eq!(
             level("2026-12-06 12:00:00.123 ERROR 1 --- [main] o.s.b.SpringApplication : failed"),
             Level::Error
