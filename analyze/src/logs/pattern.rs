@@ -8,8 +8,8 @@
 //! Masked: quoted strings (`"<*>"`), values of `key=value` (`status=<*>`), UUIDs (`<UUID>`),
 //! IPv4 and IPv6 addresses with their ports (`<IP>:<PORT>`), numbers (`<NUM>`), durations
 //! (`<DUR>`: `12ms`, `1.5s`), hex ids (`<HEX>`), and the segments of paths and URLs that hold
-//! digits (`/users/<NUM>/cart`); other digit runs inside words become `<NUM>` (`worker<NUM>`,
-//! dates and times). JSON lines are templated on their message field (`msg`, `message`).
+//! digits (`/users/<NUM>/cart`), dates and times (`<TS>`, a date and a time next to each
+//! other are one); other digit runs inside words become `<NUM>` (`worker<NUM>`). JSON lines are templated on their message field (`msg`, `message`).
 //!
 //! Memory is bounded: at most [`MAX_CLUSTERS`] templates (then a line goes to the most similar
 //! template of its group, whatever the similarity) and at most [`MAX_GROUP`] per group.
@@ -204,13 +204,27 @@ fn digit_runs(s: &str, out: &mut String) {
     }
 }
 
+/// Dates, times and both: `2026-12-06`, `2026/12/06`, `12:00:00,123`,
+/// `2026-12-06T12:00:00.123Z`, `06/Dec/2026:12:00:00`.
+fn is_timestamp(s: &str) -> bool {
+    static TS: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^(?:\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?|\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?|\d{1,2}/[A-Z][a-z]{2}/\d{4}(?::\d{2}:\d{2}:\d{2})?)(?:Z|[+-]\d{2}:?\d{2})?$",
+        )
+        .ok()
+    });
+    TS.as_ref().is_some_and(|re| re.is_match(s))
+}
+
 /// The masked form of a word's core (no surrounding punctuation).
 fn mask_core(s: &str, out: &mut String) {
     if s.is_empty() || !s.bytes().any(|b| b.is_ascii_digit()) {
         out.push_str(s);
         return;
     }
-    if is_uuid(s) {
+    if is_timestamp(s) {
+        out.push_str("<TS>");
+    } else if is_uuid(s) {
         out.push_str("<UUID>");
     } else if let Some(m) = number(s) {
         out.push_str(m);
@@ -315,6 +329,10 @@ pub fn mask(message: &str) -> Vec<String> {
         }
         let mut out = String::with_capacity(w.len());
         mask_word(w, &mut out);
+        // a date and a time are one timestamp
+        if out == "<TS>" && words.last().is_some_and(|l| l == "<TS>") {
+            continue;
+        }
         words.push(out);
     }
     words
@@ -475,7 +493,7 @@ mod tests {
                refused) while connecting to upstream, client: 127.0.0.1, server: _, request: \
                \"GET /checkout/3 HTTP/1.1\", upstream: \"http://127.0.0.1:28081/checkout/3\""
             ),
-            "<NUM>/<NUM>/<NUM> <NUM>:<NUM>:<NUM> [error] <NUM>#<NUM>: *<NUM> connect() failed \
+            "<TS> [error] <NUM>#<NUM>: *<NUM> connect() failed \
              (<NUM>: Connection refused) while connecting to upstream, client: <IP>, server: _, \
              request: \"<*>\", upstream: \"<*>\""
         );
@@ -485,19 +503,19 @@ mod tests {
                 "2026-12-06 12:00:00.123 UTC [4711] ERROR:  duplicate key value violates unique \
                constraint \"orders_pkey\""
             ),
-            "<NUM>-<NUM>-<NUM> <NUM>:<NUM>:<NUM>.<NUM> UTC [<NUM>] ERROR: duplicate key value \
+            "<TS> UTC [<NUM>] ERROR: duplicate key value \
              violates unique constraint \"<*>\""
         );
         // Redis
         assert_eq!(
             m("4242:M 06 Dec 2026 12:00:00.123 * Background saving terminated with success"),
-            "<NUM>:M <NUM> Dec <NUM> <NUM>:<NUM>:<NUM>.<NUM> * Background saving terminated \
+            "<NUM>:M <NUM> Dec <NUM> <TS> * Background saving terminated \
              with success"
         );
         // Python logging
         assert_eq!(
             m("2026-12-06 12:00:00,123 ERROR app: failed to load item 31: ValueError('bad')"),
-            "<NUM>-<NUM>-<NUM> <NUM>:<NUM>:<NUM>,<NUM> ERROR app: failed to load item <NUM>: \
+            "<TS> ERROR app: failed to load item <NUM>: \
              ValueError('<*>')"
         );
         // JSON: templated on its message
