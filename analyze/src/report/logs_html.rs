@@ -23,6 +23,11 @@ const MAX_PATTERNS: usize = 20;
 /// Bars of a pattern's chart at most.
 const MAX_BARS: u64 = 120;
 
+/// `1 line`, `2 lines`.
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 fn level_badge(l: Level) -> String {
     format!("<span class=\"lv {0}\">{0}</span>", l.name())
 }
@@ -82,19 +87,18 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
     }
     let _ = write!(
         h,
-        "<section id=\"logs\"><style>{CSS}</style><h2>Logs</h2><p class=\"muted\">{} log events \
-         ({} lines) in {} patterns from {} services: {} writes to stdout, stderr and log files, \
-         {} bytes of which {} captured; {} writes were longer than the captured prefix (what \
-         they cut off is counted on their events, not shown).{} Files: logs.csv, \
-         log_patterns.csv.</p>",
-        l.event_count,
-        l.lines,
-        l.patterns.len(),
-        l.services.len(),
-        l.writes,
+        "<section id=\"logs\"><style>{CSS}</style><h2>Logs</h2><p class=\"muted\">{} ({}) in \
+         {} from {}: {} to stdout, stderr and log files, {} bytes of which {} captured; {} \
+         longer than the captured prefix (what they cut off is counted on their events, not \
+         shown).{} Files: logs.csv, log_patterns.csv.</p>",
+        plural(l.event_count, "log event"),
+        plural(l.lines, "line"),
+        plural(l.patterns.len() as u64, "pattern"),
+        plural(l.services.len() as u64, "service"),
+        plural(l.writes, "write"),
         l.bytes,
         l.captured_bytes,
-        l.cut_off_writes,
+        plural(l.cut_off_writes, "write"),
         if l.not_kept > 0 {
             format!(
                 " {} events past the first {} are counted in their patterns but not in logs.csv \
@@ -133,12 +137,12 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
         let pats: Vec<&LogPattern> = l.patterns.iter().filter(|p| p.service == *s).collect();
         let _ = write!(
             h,
-            "<h3><code>{}</code></h3><p class=\"muted\">{} patterns, {} error events.{}</p>\
+            "<h3><code>{}</code></h3><p class=\"muted\">{}, {}.{}</p>\
              <table><thead><tr><th>pattern</th><th>level</th><th>events</th><th>over time</th>\
              <th>template</th><th>failed requests logged for</th></tr></thead><tbody>",
             esc(s),
-            pats.len(),
-            errs(s),
+            plural(pats.len() as u64, "pattern"),
+            plural(errs(s), "error event"),
             if pats.len() > MAX_PATTERNS {
                 format!(" The first {MAX_PATTERNS} are shown.")
             } else {
