@@ -200,7 +200,9 @@ pub fn probe_offset_for_first_argument(bytes: &[u8], offset: u64) -> u64 {
         let emulated = matches!(ins.mnemonic(), Mnemonic::Push | Mnemonic::Nop)
             || matches!(
                 ins.flow_control(),
-                FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch | FlowControl::Call
+                FlowControl::UnconditionalBranch
+                    | FlowControl::ConditionalBranch
+                    | FlowControl::Call
             );
         if emulated && ins.code() != Code::Endbr64 {
             return ins.ip();
@@ -210,7 +212,13 @@ pub fn probe_offset_for_first_argument(bytes: &[u8], offset: u64) -> u64 {
         }
         let writes_rdi = info.info(&ins).used_registers().iter().any(|r| {
             r.register().full_register() == Register::RDI
-                && matches!(r.access(), OpAccess::Write | OpAccess::ReadWrite | OpAccess::CondWrite | OpAccess::ReadCondWrite)
+                && matches!(
+                    r.access(),
+                    OpAccess::Write
+                        | OpAccess::ReadWrite
+                        | OpAccess::CondWrite
+                        | OpAccess::ReadCondWrite
+                )
         });
         if writes_rdi {
             break;
@@ -258,7 +266,10 @@ mod tests {
         assert_eq!(b.symbol_at(free).unwrap().name, "free");
         let bytes = std::fs::read(path).unwrap();
         let at = probe_offset_for_first_argument(&bytes, free);
-        assert!(at > free && at < free + 16, "free at {free:#x}, probed at {at:#x}");
+        assert!(
+            at > free && at < free + 16,
+            "free at {free:#x}, probed at {at:#x}"
+        );
         assert!(b.eh_frame_hdr.is_some() && b.eh_frame.is_some());
         let v = b.offset_to_vaddr(free).unwrap();
         assert_eq!(b.vaddr_to_offset(v), Some(free));

@@ -666,11 +666,10 @@ impl HeapTargets {
             match attach_allocator(skel, pid, self.session) {
                 Ok(mut l) => {
                     self.links.append(&mut l);
-                    let _ = skel.maps.mem_tgids.update(
-                        &pid.to_ne_bytes(),
-                        &[1u8],
-                        MapFlags::ANY,
-                    );
+                    let _ = skel
+                        .maps
+                        .mem_tgids
+                        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY);
                     self.attached.insert(pid);
                     summary.heap_processes.push(pid);
                 }
