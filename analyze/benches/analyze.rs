@@ -11,6 +11,10 @@
 //! are printed too: on a shared machine they tell how far the wall time can be trusted.
 //! `RETRACE_ANALYZE_TIMING=1` adds the CPU time of each phase (the child's stderr, shown when
 //! the child is run by hand: `BENCH_BINARY --child-analyze CAPTURE_DIR`).
+//! The shop capture holds no log writes; the log pipeline is measured apart on
+//! `RETRACE_BENCH_LOG_WRITES` (default 1 000 000) realistic writes made in memory (Python
+//! records, some with a traceback, nginx error lines, JSON lines); `RETRACE_BENCH_LOGS_ONLY=1`
+//! runs only that.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -230,6 +234,10 @@ fn main() {
         );
         return;
     }
+    if std::env::var("RETRACE_BENCH_LOGS_ONLY").as_deref() == Ok("1") {
+        logs_phase();
+        return;
+    }
     let events: u64 = std::env::var("RETRACE_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -282,6 +290,8 @@ fn main() {
         (with.hwm_kib - without.hwm_kib) / 1024.0
     );
 
+    logs_phase();
+
     if std::env::var("RETRACE_BENCH_TSHARK").as_deref() == Ok("0") {
         return;
     }
@@ -310,4 +320,66 @@ fn main() {
         Ok(o) => println!("tshark failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => println!("tshark not run: {e}"),
     }
+}
+
+/// The log pipeline alone: realistic writes of 40 processes through the analyzer.
+fn logs_phase() {
+    let n: u64 = std::env::var("RETRACE_BENCH_LOG_WRITES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut evs: Vec<Event> = Vec::with_capacity(n as usize);
+    let mut rng = synth::Rng::new(7);
+    let t0 = 1_000_000_000_000u64;
+    for i in 0..n {
+        let pid = 1000 + (i % 40) as u32;
+        let id = rng.below(100_000);
+        let text = match rng.below(100) {
+            0..=69 => format!(
+                "2026-12-06 12:00:{:02},{:03} INFO shop.api: served GET /items/{id} for user u{} in {}.{} ms\n",
+                i % 60, i % 1000, id % 97, id % 50, id % 10
+            ),
+            70..=84 => format!(
+                "{{\"ts\":\"2026-12-06T12:00:00Z\",\"level\":\"warn\",\"msg\":\"cache miss for key user:{id}\",\"shard\":{}}}\n",
+                id % 8
+            ),
+            85..=94 => format!(
+                "2026/12/06 12:00:00 [error] {pid}#{pid}: *{id} connect() failed (111: Connection refused) while connecting to upstream, client: 10.0.{}.{}, server: _, request: \"GET /checkout/{id} HTTP/1.1\", upstream: \"http://127.0.0.1:28081/checkout/{id}\"\n",
+                id % 256, id % 199
+            ),
+            _ => format!(
+                "2026-12-06 12:00:00,000 ERROR shop.api: failed to load item {id}\nTraceback (most recent call last):\n  File \"/srv/api.py\", line 40, in get\n    load({id})\n  File \"/srv/api.py\", line 12, in load\n    raise ValueError(f\"item {{n}} is broken\")\nValueError: item {id} is broken\n"
+            ),
+        };
+        let b = text.into_bytes();
+        let keep = b.len().min(512);
+        evs.push(Event::new(
+            t0 + i * 10_000,
+            EventBody::Log(retrace_segment::LogWrite {
+                pid,
+                tid: pid,
+                fd: 2,
+                path: String::new(),
+                size: b.len() as u64,
+                payload: b[..keep].to_vec(),
+            }),
+        ));
+    }
+    let cpu = process_cpu_s();
+    let t = Instant::now();
+    let mut an = retrace_analyze::Analyzer::new(Default::default());
+    let node = an.node("bench");
+    for e in &evs {
+        an.push(node, e.ts, e);
+    }
+    let a = an.finish(Default::default()).expect("analysis");
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = process_cpu_s() - cpu;
+    println!(
+        "logs: {n} writes, {} events, {} patterns: {wall:.2} s wall, {cpu:.2} s cpu (all \
+         threads), {:.2} µs cpu per write",
+        a.logs.event_count,
+        a.logs.patterns.len(),
+        cpu / n as f64 * 1e6
+    );
 }

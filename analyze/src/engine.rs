@@ -145,6 +145,9 @@ struct Side {
     /// The last message starts (time, thread) of this side, for the exchanges' threads
     /// (dropped when the side closes).
     starts: MessageThreads,
+    /// Bytes per second it carried: (second since the epoch, sent, received), for tcp.csv
+    /// (one entry per second with traffic).
+    traffic: Vec<(u64, u64, u64)>,
 }
 
 /// The threads of a side's recent message starts: an exchange's request and response start
@@ -355,6 +358,8 @@ pub struct Analyzer {
     hint_endpoints: Option<(Endpoint, Endpoint)>,
     /// What the findings need beyond the rest (process lives, RTT): `crate::findings`.
     net: crate::findings::collect::Collector,
+    /// Log writes split into events and patterns (crate::logs).
+    logs: crate::logs::Collector,
     /// Thresholds of the findings engine.
     findings_config: crate::findings::FindingsConfig,
 }
@@ -427,6 +432,7 @@ impl Analyzer {
             marks: Vec::new(),
             hint_endpoints: None,
             net: Default::default(),
+            logs: Default::default(),
             findings_config: Default::default(),
         }
     }
@@ -515,6 +521,7 @@ impl Analyzer {
             failed: false,
             tid: 0,
             starts: MessageThreads::default(),
+            traffic: Vec::new(),
         });
         self.conns.insert((node, conn), idx);
         self.procs.entry((node, conn.pid)).or_default();
@@ -609,6 +616,7 @@ impl Analyzer {
             }
             EventBody::ProcExit(e) => {
                 self.net.exit(node, ts, e);
+                self.logs.exit(node, e.pid);
                 let p = self.procs.entry((node, e.pid)).or_default();
                 if p.comm.is_empty() {
                     p.comm.clone_from(&e.comm);
@@ -650,6 +658,15 @@ impl Analyzer {
                 } else {
                     side.received = side.received.saturating_add(total);
                 }
+                let (out_b, in_b) = if egress { (total, 0) } else { (0, total) };
+                let sec = ts / 1_000_000_000;
+                match side.traffic.last_mut() {
+                    Some(t) if t.0 == sec => {
+                        t.1 = t.1.saturating_add(out_b);
+                        t.2 = t.2.saturating_add(in_b);
+                    }
+                    _ => side.traffic.push((sec, out_b, in_b)),
+                }
                 if let Some(parser) = side.parser.as_mut() {
                     parser.push(
                         ts,
@@ -666,6 +683,7 @@ impl Analyzer {
                 self.drain_parsed(idx, false);
             }
             EventBody::TcpSample(s) => self.tcp_sample(node, ts, s),
+            EventBody::Log(w) => self.logs.push(node, ts, w),
             EventBody::Udp(u) => {
                 if u.remote.port != 53 && u.local.port != 53 {
                     return;
@@ -1087,6 +1105,17 @@ impl Analyzer {
             traces: analysis.traces.len() as u64,
             ..trace_coverage
         };
+        cp.at("aggregate");
+        analysis.logs = self.logs_report(&names, &analysis.requests);
+        if analysis.logs.not_kept > 0 {
+            analysis.warnings.push(format!(
+                "logs: {} log events past the first {} are counted in log_patterns.csv but not \
+                 listed in logs.csv (bounded memory)",
+                analysis.logs.not_kept,
+                analysis.logs.events.len()
+            ));
+        }
+        cp.at("logs");
         crate::findings::detect(&mut analysis, &net, &self.findings_config);
         Ok(analysis)
     }
@@ -1680,6 +1709,12 @@ impl Analyzer {
 
     /// Names every process that took part in a connection or listened: `(name, kind)`.
     fn name_services(&self) -> Names {
+        self.name_processes(&BTreeSet::new())
+    }
+
+    /// Names the processes that took part and the `extra` ones (processes that only wrote
+    /// logs: named like the others, but not counted among a unit's executables).
+    fn name_processes(&self, extra: &BTreeSet<(u16, u32)>) -> Names {
         let mut relevant: BTreeSet<(u16, u32)> = BTreeSet::new();
         for s in &self.sides {
             relevant.insert((s.node, s.pid));
@@ -1742,7 +1777,7 @@ impl Analyzer {
         }
         let empty = Proc::default();
         let mut out = BTreeMap::new();
-        for k in relevant {
+        for k in relevant.into_iter().chain(extra.iter().copied()) {
             let p = self.procs.get(&k).unwrap_or(&empty);
             let ports: Vec<u16> = ports_of(k).into_iter().collect();
             let facts = ProcessFacts {
@@ -1864,17 +1899,42 @@ impl Analyzer {
         let samples = std::mem::take(&mut self.samples);
         let sides: Vec<SideBrief> = self
             .sides
-            .iter()
-            .map(|s| SideBrief {
-                node: s.node,
-                pid: s.pid,
-                client: s.client,
-                failed: s.failed,
-                connected_at: match s.opened {
-                    Opened::At(t) if s.client => Some(t),
-                    _ => None,
-                },
-                remote: s.remote,
+            .iter_mut()
+            .enumerate()
+            .map(|(i, s)| {
+                // what the close's byte counters hold beyond the messages (calls folded into
+                // counters), at the close
+                let mut traffic = std::mem::take(&mut s.traffic);
+                if let (Some((sent, received)), Some(at)) = (s.closed_bytes, s.closed_at) {
+                    let (out_b, in_b) = traffic
+                        .iter()
+                        .fold((0u64, 0u64), |a, t| (a.0 + t.1, a.1 + t.2));
+                    if sent > out_b || received > in_b {
+                        traffic.push((
+                            at / 1_000_000_000,
+                            sent.saturating_sub(out_b),
+                            received.saturating_sub(in_b),
+                        ));
+                    }
+                }
+                SideBrief {
+                    node: s.node,
+                    pid: s.pid,
+                    client: s.client,
+                    failed: s.failed,
+                    connected_at: match s.opened {
+                        Opened::At(t) if s.client => Some(t),
+                        _ => None,
+                    },
+                    remote: s.remote,
+                    opened_at: match s.opened {
+                        Opened::At(t) => Some(t),
+                        Opened::By(_) => None,
+                    },
+                    closed_at: s.closed_at,
+                    represents: s.client || conns.peer(i as u32).is_none(),
+                    traffic,
+                }
             })
             .collect();
         let ends: Vec<(String, String)> = ends
@@ -1907,5 +1967,43 @@ impl Analyzer {
             window_start,
             self.findings_config.bucket_ns(report_bucket),
         )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs (crate::logs)
+
+impl Analyzer {
+    /// The log report: every log-writing process named by the analysis's grouping, the error
+    /// events attached to their requests.
+    fn logs_report(
+        &mut self,
+        names: &Names,
+        requests: &crate::model::RequestTable,
+    ) -> crate::logs::LogReport {
+        let logs = std::mem::take(&mut self.logs);
+        if logs.is_empty() {
+            return crate::logs::LogReport::default();
+        }
+        let extra: BTreeSet<(u16, u32)> = logs
+            .processes()
+            .filter(|k| !names.contains_key(k))
+            .collect();
+        let more = if extra.is_empty() {
+            Names::new()
+        } else {
+            self.name_processes(&extra)
+        };
+        let service_of = |node: u16, pid: u32| -> String {
+            names
+                .get(&(node, pid))
+                .or_else(|| more.get(&(node, pid)))
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| format!("pid {pid}"))
+        };
+        let nodes = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut report = logs.finish(service_of, nodes);
+        crate::logs::attach(&mut report, requests);
+        report
     }
 }

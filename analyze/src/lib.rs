@@ -23,6 +23,7 @@ pub mod findings;
 mod input;
 mod join;
 mod l7;
+pub mod logs;
 mod model;
 mod report;
 pub mod services;

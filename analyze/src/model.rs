@@ -820,6 +820,9 @@ pub struct Analysis {
     /// DNS per resolver and name (dns.csv); not in summary.json.
     #[serde(skip)]
     pub dns: Vec<DnsStats>,
+    /// Log events and patterns (logs.csv, log_patterns.csv); not in summary.json.
+    #[serde(skip)]
+    pub logs: crate::logs::LogReport,
 }
 
 impl Analysis {
@@ -890,7 +893,7 @@ pub struct Finding {
     /// How bad.
     pub severity: Severity,
     /// `connection_failures`, `retransmits`, `resets`, `upstream_errors`, `upstream_latency`,
-    /// `errors`, `dns`, `oom_kill`, `restart`.
+    /// `errors`, `dns`, `oom_kill`, `restart`, `log_errors`.
     pub kind: String,
     /// The service it is about.
     pub service: String,
@@ -935,6 +938,19 @@ pub struct TcpPoint {
     pub resets_sent: u64,
     /// Resets the client received.
     pub resets_received: u64,
+    /// Connections opened (the clients' connects; a server's accepts when its client was not
+    /// captured).
+    pub opened: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Median lifetime of the connections closed in the bucket (opening seen), ms.
+    pub lifetime_p50_ms: Option<f64>,
+    /// 99th percentile lifetime, ms.
+    pub lifetime_p99_ms: Option<f64>,
+    /// Bytes from client to server.
+    pub bytes_sent: u64,
+    /// Bytes from server to client.
+    pub bytes_received: u64,
 }
 
 /// DNS queries to one resolver for one name (dns.csv).

@@ -193,6 +193,17 @@ pub(crate) struct EdgeBucket {
     pub resets_to_server: u64,
     /// Client-side srtt, µs.
     pub rtt: Hist,
+    /// Connections opened (churn: the clients' connects, or the servers' accepts when the
+    /// client was not captured).
+    pub opened: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Lifetimes of the connections closed in the bucket whose opening was seen, ns.
+    pub lifetimes: Vec<u64>,
+    /// Bytes from client to server.
+    pub bytes_sent: u64,
+    /// Bytes from server to client.
+    pub bytes_received: u64,
 }
 
 /// A named process and its life.
@@ -232,6 +243,15 @@ pub(crate) struct SideBrief {
     /// When it connected (clients whose connect was captured).
     pub connected_at: Option<u64>,
     pub remote: Endpoint,
+    /// When it was opened, when known exactly.
+    pub opened_at: Option<u64>,
+    /// When it was closed.
+    pub closed_at: Option<u64>,
+    /// It stands for its connection in the churn and bytes of its edge: a client's side, or
+    /// a server's whose client was not captured.
+    pub represents: bool,
+    /// (second since the epoch, sent, received) with traffic.
+    pub traffic: Vec<(u64, u64, u64)>,
 }
 
 /// Whether a sample's state is one of a connection that carries data (not being closed).
@@ -269,6 +289,35 @@ pub(crate) fn finish(
                 .entry(bucket(at))
                 .or_default();
             b.connects += 1;
+        }
+    }
+    // Churn, lifetimes and bytes: each connection counted once, from the side standing for it.
+    for (i, s) in sides.iter().enumerate() {
+        let Some(e) = edge_of(i).filter(|_| s.represents && !s.failed) else {
+            continue;
+        };
+        let m = edges.entry(e.clone()).or_default();
+        if let Some(at) = s.opened_at {
+            m.entry(bucket(at)).or_default().opened += 1;
+        }
+        if let Some(at) = s.closed_at {
+            let b = m.entry(bucket(at)).or_default();
+            b.closed += 1;
+            if let Some(open) = s.opened_at {
+                b.lifetimes.push(at.saturating_sub(open));
+            }
+        }
+        for &(sec, out_b, in_b) in &s.traffic {
+            let b = m
+                .entry(bucket(sec.saturating_mul(1_000_000_000)))
+                .or_default();
+            let (to_server, to_client) = if s.client {
+                (out_b, in_b)
+            } else {
+                (in_b, out_b)
+            };
+            b.bytes_sent += to_server;
+            b.bytes_received += to_client;
         }
     }
     for smp in samples {

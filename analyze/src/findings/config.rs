@@ -29,6 +29,11 @@
 //!   timeouts_min: 1
 //! oom_kills_min: 1
 //! restarts_min: 2             # Coroot: restarts > 1
+//! log_errors:                 # a service's error-level log events rising (Coroot: > 0)
+//!   min_per_bucket: 1         # a bucket is anomalous with this many error events...
+//!   ratio: 2.0                # ...and more than this times its lower quartile per bucket
+//!   min_total: 1              # a window needs this many in all
+//!   critical: 100             # critical from this many in a window
 //! ```
 //!
 //! Every key is optional; an unknown key or a value of the wrong type is an error naming the
@@ -164,6 +169,32 @@ impl Default for Dns {
     }
 }
 
+/// When a service's error-level log events count as risen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogErrors {
+    /// Error events in a bucket for it to be anomalous.
+    pub min_per_bucket: u64,
+    /// And more than this times the lower quartile of the service's error events per bucket
+    /// over the capture (its baseline).
+    pub ratio: f64,
+    /// Error events in a window for a finding.
+    pub min_total: u64,
+    /// Error events in a window for a critical finding.
+    pub critical: u64,
+}
+
+impl Default for LogErrors {
+    fn default() -> Self {
+        Self {
+            min_per_bucket: 1,
+            ratio: 2.0,
+            min_total: 1,
+            critical: 100,
+        }
+    }
+}
+
 /// Every threshold of the findings engine.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -188,6 +219,8 @@ pub struct FindingsConfig {
     pub oom_kills_min: u64,
     /// Restarts of a service for a warning (fewer: info).
     pub restarts_min: u64,
+    /// Error-level log events rising.
+    pub log_errors: LogErrors,
 }
 
 impl Default for FindingsConfig {
@@ -203,6 +236,7 @@ impl Default for FindingsConfig {
             dns: Dns::default(),
             oom_kills_min: 1,
             restarts_min: 2,
+            log_errors: LogErrors::default(),
         }
     }
 }
@@ -239,6 +273,7 @@ impl FindingsConfig {
         positive(c.errors.ratio, "ratio")?;
         positive(c.latency.ratio, "ratio")?;
         positive(c.dns.p95_ms, "p95_ms")?;
+        positive(c.log_errors.ratio, "ratio")?;
         for (v, key) in [
             (c.retransmits.min_rate, "min_rate"),
             (c.errors.min_rate, "min_rate"),
@@ -288,6 +323,12 @@ mod tests {
         assert_eq!(c.retransmits.min_per_bucket, 2);
         assert_eq!(c.dns.p95_ms, 50.0);
         assert_eq!(c.connection_failures.min, 1);
+        let c = FindingsConfig::parse("log_errors:\n  min_total: 3\n", Path::new("f.yaml"))
+            .expect("valid");
+        assert_eq!(c.log_errors.min_total, 3);
+        assert_eq!(c.log_errors.ratio, 2.0);
+        let e = err("log_errors:\n  ratio: 0\n");
+        assert!(e.contains("expected a positive number"), "{e}");
     }
 
     #[test]

@@ -17,13 +17,16 @@
 //!   of a service it calls (directly or through others: the chain users down → api 503 →
 //!   nginx 503), with the number of its failed requests whose own call failed (traces);
 //! - **DNS**: NXDOMAIN, server errors, timeouts, slow p95, per resolver and name;
-//! - **OOM kills** and **restarts** not already the cause of another finding.
+//! - **OOM kills** and **restarts** not already the cause of another finding;
+//! - **log errors** rising above a service's baseline (`log_errors`), and the error log
+//!   patterns of a service as evidence on its other findings of the same time.
 //!
 //! The output is sorted and numbered deterministically: the same capture gives the same
 //! findings, byte for byte.
 
 pub(crate) mod collect;
 pub mod config;
+mod log_errors;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +52,8 @@ pub(crate) fn detect(a: &mut Analysis, net: &NetFacts, cfg: &FindingsConfig) {
         cx.errors(&mut out);
         cx.dns_findings(&dns, &mut out);
         cx.processes(&mut out);
+        cx.log_errors(&mut out);
+        cx.log_evidence(&mut out);
         (out.finish(), cx.tcp_points(), dns)
     };
     a.findings = findings;
@@ -1462,11 +1467,28 @@ impl<'a> Cx<'a> {
                     rtt_p99_us: e.rtt.quantile(0.99),
                     resets_sent: e.resets_to_server,
                     resets_received: e.resets_to_client,
+                    opened: e.opened,
+                    closed: e.closed,
+                    lifetime_p50_ms: lifetime_quantile(&e.lifetimes, 0.5),
+                    lifetime_p99_ms: lifetime_quantile(&e.lifetimes, 0.99),
+                    bytes_sent: e.bytes_sent,
+                    bytes_received: e.bytes_received,
                 });
             }
         }
         out
     }
+}
+
+/// The `q` quantile (nearest rank) of lifetimes in ns, in ms.
+fn lifetime_quantile(v: &[u64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Some(v[rank - 1] as f64 / 1e6)
 }
 
 fn gap_ns(cfg: &FindingsConfig) -> u64 {

@@ -466,3 +466,74 @@ fn errors_at_the_bottom_of_a_chain_are_the_root_and_their_callers_follow() {
         api.evidence
     );
 }
+
+/// tcp.csv's churn, lifetimes and bytes: five connections of known lives and traffic, one of
+/// them with calls folded into the close's byte counters.
+#[test]
+fn churn_lifetimes_and_bytes_per_edge_and_bucket() {
+    let t0 = 1_000 * S;
+    let mut s = Synth::new(Vec::new());
+    s.exec(t0, 10, 1, "/usr/bin/wrk", &["wrk"]);
+    s.exec(t0, 20, 1, "/usr/bin/python3", &["python3", "api.py"]);
+    s.listen(t0 + MS, 20, 18081);
+    // connection k opens at 1 s + k·100 ms, makes k + 1 exchanges, closes (k + 1)·200 ms later
+    for k in 0..5u64 {
+        let open = t0 + S + k * 100 * MS;
+        let c = s.connect(open, 10, 20, 18081);
+        for j in 0..=k {
+            s.exchange(
+                &c,
+                open + MS + j * 10 * MS,
+                GET,
+                GET.len() as u64,
+                OK,
+                OK.len() as u64,
+                MS,
+            );
+        }
+        let (sent, received) = ((k + 1) * GET.len() as u64, (k + 1) * OK.len() as u64);
+        // the last connection's close counts 1000 bytes more each way (folded calls)
+        let extra = if k == 4 { 1000 } else { 0 };
+        s.close(
+            &c,
+            open + (k + 1) * 200 * MS,
+            sent + extra,
+            received + extra,
+        );
+    }
+    let a = run(&s.finish());
+    let pts: Vec<_> = a
+        .tcp
+        .iter()
+        .filter(|p| p.server == "python3:18081")
+        .collect();
+    assert!(!pts.is_empty(), "{:#?}", a.tcp);
+    let sum = |f: fn(&crate::model::TcpPoint) -> u64| pts.iter().map(|p| f(p)).sum::<u64>();
+    assert_eq!(sum(|p| p.opened), 5);
+    assert_eq!(sum(|p| p.closed), 5);
+    assert_eq!(sum(|p| p.connects), 5);
+    assert_eq!(sum(|p| p.bytes_sent), 15 * GET.len() as u64 + 1000);
+    assert_eq!(sum(|p| p.bytes_received), 15 * OK.len() as u64 + 1000);
+    // lifetimes 200..1000 ms; all closed within [1.2 s, 2.4 s]: per bucket, the quantiles of
+    // those closed in it
+    let mut lives: Vec<(f64, f64)> = pts
+        .iter()
+        .filter(|p| p.closed > 0)
+        .map(|p| {
+            (
+                p.lifetime_p50_ms.expect("p50"),
+                p.lifetime_p99_ms.expect("p99"),
+            )
+        })
+        .collect();
+    lives.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // closed in [1 s, 2 s): 200, 400, 600 ms; in [2 s, 3 s): 800, 1000 ms (nearest rank)
+    let want = [(400.0, 600.0), (800.0, 1000.0)];
+    assert_eq!(lives.len(), 2, "{lives:?}");
+    for (got, want) in lives.iter().zip(want) {
+        assert!(
+            (got.0 - want.0).abs() < 0.5 && (got.1 - want.1).abs() < 0.5,
+            "{lives:?}"
+        );
+    }
+}

@@ -87,6 +87,12 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
                 opt(p.rtt_p99_us),
                 p.resets_sent.to_string(),
                 p.resets_received.to_string(),
+                p.opened.to_string(),
+                p.closed.to_string(),
+                fmt_ms(p.lifetime_p50_ms),
+                fmt_ms(p.lifetime_p99_ms),
+                p.bytes_sent.to_string(),
+                p.bytes_received.to_string(),
             ]
         })
         .collect();
@@ -104,6 +110,12 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
             "rtt_p99_us",
             "resets_sent",
             "resets_received",
+            "opened",
+            "closed",
+            "lifetime_p50_ms",
+            "lifetime_p99_ms",
+            "bytes_sent",
+            "bytes_received",
         ],
         tcp,
     )?;

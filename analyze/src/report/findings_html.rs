@@ -175,6 +175,8 @@ struct Links {
     traces: BTreeSet<u128>,
     /// `client -> server` → row id in the network panel.
     edges: BTreeMap<String, usize>,
+    /// Request row → the first error log event logged for it: (pattern id, message).
+    logged: BTreeMap<usize, (String, String)>,
 }
 
 impl Links {
@@ -189,12 +191,20 @@ impl Links {
                 .filter_map(|i| a.traces.get(i).map(|t| t.trace_id))
                 .collect()
         };
-        let edges = per_edge(&a.tcp)
-            .keys()
-            .enumerate()
-            .map(|(k, (c, s))| (format!("{c} -> {s}"), k))
-            .collect();
-        Self { traces, edges }
+        let mut logged = BTreeMap::new();
+        for e in a.logs.events.iter().filter(|e| e.level.is_error()) {
+            if let Some(r) = e.request {
+                logged.entry(r as usize).or_insert_with(|| {
+                    let id = a.logs.pattern_of(e).map_or(String::new(), |p| p.id.clone());
+                    (id, e.message.clone())
+                });
+            }
+        }
+        Self {
+            traces,
+            edges: net_edge_rows(a),
+            logged,
+        }
     }
 }
 
@@ -261,9 +271,17 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
     }
     h.push_str("</ul>");
     if !f.sample_requests.is_empty() {
-        h.push_str(
+        // the error lines logged for them, next to them (when any)
+        let logged = f
+            .sample_requests
+            .iter()
+            .take(SAMPLE_ROWS)
+            .any(|i| links.logged.contains_key(i));
+        let _ = write!(
+            h,
             "<table><thead><tr><th>#</th><th>time</th><th>client</th><th>server</th>\
-             <th>request</th><th>status</th><th>latency</th><th>trace</th></tr></thead><tbody>",
+             <th>request</th><th>status</th><th>latency</th><th>trace</th>{}</tr></thead><tbody>",
+            if logged { "<th>error logged</th>" } else { "" }
         );
         for &i in f.sample_requests.iter().take(SAMPLE_ROWS) {
             let Some(r) = a.requests.get(i) else { continue };
@@ -281,7 +299,7 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
                 h,
                 "<tr><td class=\"n\">{i}</td><td class=\"n\">{}</td><td><code>{}</code></td>\
                  <td><code>{}</code></td><td><code>{} {}</code></td><td>{}</td><td class=\"n\">{}</td>\
-                 <td>{trace}</td></tr>",
+                 <td>{trace}</td>{}</tr>",
                 esc(&clock(r.ts_ns)),
                 esc(r.client),
                 esc(r.server),
@@ -289,6 +307,15 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
                 esc(r.target),
                 esc(r.status),
                 human_ms(r.latency_ns.map(|l| l as f64 / 1e6)),
+                match (logged, links.logged.get(&i)) {
+                    (false, _) => String::new(),
+                    (true, None) => "<td></td>".to_string(),
+                    (true, Some((id, msg))) => format!(
+                        "<td><a href=\"#log-{0}\">{0}</a> <code>{1}</code></td>",
+                        esc(id),
+                        esc(crate::logs::cap_str(msg, 200))
+                    ),
+                },
             );
         }
         h.push_str("</tbody></table>");
@@ -300,68 +327,143 @@ fn card(a: &Analysis, links: &Links, f: &Finding, depth: usize, h: &mut String) 
     );
 }
 
-/// Per edge, the sum of its series: (connects, failed, causes, retransmits, resets sent,
-/// resets received, RTT p99 max).
-type EdgeTotals = (u64, u64, BTreeMap<String, u64>, u64, u64, u64, Option<u32>);
+/// `client -> server` → the id of its row in the network panel (`net-edge-K`): the service
+/// map links its edges there.
+pub(crate) fn net_edge_rows(a: &Analysis) -> BTreeMap<String, usize> {
+    per_edge(&a.tcp)
+        .keys()
+        .enumerate()
+        .map(|(k, (c, s))| (format!("{c} -> {s}"), k))
+        .collect()
+}
+
+/// Per edge, its series summed over the capture.
+#[derive(Default)]
+struct EdgeTotals {
+    connects: u64,
+    failed: u64,
+    causes: BTreeMap<String, u64>,
+    retransmits: u64,
+    resets_sent: u64,
+    resets_received: u64,
+    /// The buckets' RTT p50s (their median is shown) and the worst p99.
+    rtt_p50s: Vec<u32>,
+    rtt_p99: Option<u32>,
+    opened: u64,
+    closed: u64,
+    /// The worst bucket's lifetime p99, ms.
+    lifetime_p99_ms: Option<f64>,
+    bytes_sent: u64,
+    bytes_received: u64,
+}
 
 fn per_edge(tcp: &[TcpPoint]) -> BTreeMap<(&str, &str), EdgeTotals> {
     let mut m: BTreeMap<(&str, &str), EdgeTotals> = BTreeMap::new();
     for p in tcp {
         let e = m.entry((p.client.as_str(), p.server.as_str())).or_default();
-        e.0 += p.connects;
-        e.1 += p.failed_connects;
+        e.connects += p.connects;
+        e.failed += p.failed_connects;
         for part in p.failure_cause.split(' ').filter(|s| !s.is_empty()) {
             if let Some((k, v)) = part.rsplit_once(':') {
-                *e.2.entry(k.to_string()).or_default() += v.parse::<u64>().unwrap_or(0);
+                *e.causes.entry(k.to_string()).or_default() += v.parse::<u64>().unwrap_or(0);
             }
         }
-        e.3 += p.retransmits;
-        e.4 += p.resets_sent;
-        e.5 += p.resets_received;
-        e.6 = e.6.max(p.rtt_p99_us);
+        e.retransmits += p.retransmits;
+        e.resets_sent += p.resets_sent;
+        e.resets_received += p.resets_received;
+        e.rtt_p50s.extend(p.rtt_p50_us);
+        e.rtt_p99 = e.rtt_p99.max(p.rtt_p99_us);
+        e.opened += p.opened;
+        e.closed += p.closed;
+        e.lifetime_p99_ms = match (e.lifetime_p99_ms, p.lifetime_p99_ms) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        e.bytes_sent += p.bytes_sent;
+        e.bytes_received += p.bytes_received;
     }
     m
 }
 
-/// The network panel: per edge, its TCP health over the capture (tcp.csv summed).
+/// Bytes for people (`1.2 MB`).
+fn human_bytes(n: u64) -> String {
+    match n {
+        0..=9_999 => format!("{n} B"),
+        10_000..=9_999_999 => format!("{:.1} kB", n as f64 / 1e3),
+        10_000_000..=9_999_999_999 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.1} GB", n as f64 / 1e9),
+    }
+}
+
+/// The network panel: per edge, its TCP health over the capture (tcp.csv summed), as the
+/// seed's "Network Health" box: retransmission rate, RTT, connects and failed connects with
+/// their cause, churn, lifetimes, bytes, and the edge's findings. Open when an edge has a
+/// finding (the map's edges link to their rows).
 fn network(a: &Analysis, links: &Links, h: &mut String) {
     let edges = per_edge(&a.tcp);
     if edges.is_empty() {
         return;
     }
+    let open = a
+        .findings
+        .iter()
+        .any(|f| !f.edge.is_empty() && f.severity > Severity::Info);
+    let secs = a.window_secs();
     let _ = write!(
         h,
-        "<details id=\"network\"><summary><strong>Network health per edge</strong> \
+        "<details id=\"network\"{}><summary><strong>Network health per edge</strong> \
          <span class=\"muted\">({} edges; over time: tcp.csv)</span></summary><table><thead><tr>\
          <th>client</th><th>server</th><th>connects</th><th>failed connects</th><th>cause</th>\
-         <th>retransmits</th><th>RTT p99 (worst bucket)</th><th>resets sent</th>\
-         <th>resets received</th><th>findings</th></tr></thead><tbody>",
+         <th>retransmits</th><th>retransmit rate</th><th>RTT p50 (median bucket)</th>\
+         <th>RTT p99 (worst bucket)</th><th>resets sent</th><th>resets received</th>\
+         <th>opened / closed</th><th>lifetime p99 (worst bucket)</th><th>sent / received</th>\
+         <th>findings</th></tr></thead><tbody>",
+        if open { " open" } else { "" },
         edges.len()
     );
     for ((c, s), e) in &edges {
         let name = format!("{c} -> {s}");
         let k = links.edges.get(&name).copied().unwrap_or(0);
-        let causes: Vec<String> = e.2.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let causes: Vec<String> = e.causes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let found: Vec<String> = a
             .findings
             .iter()
             .filter(|f| f.edge == name)
-            .map(|f| format!("<a href=\"#finding-{0}\">{0}</a>", esc(&f.id)))
+            .map(|f| {
+                format!(
+                    "<a href=\"#finding-{0}\" class=\"sev {1}\">{0}</a>",
+                    esc(&f.id),
+                    f.severity.name()
+                )
+            })
             .collect();
+        let mut p50s = e.rtt_p50s.clone();
+        p50s.sort_unstable();
+        let p50 = p50s.get(p50s.len().saturating_sub(1) / 2).copied();
+        let us = |v: Option<u32>| human_ms(v.map(|us| f64::from(us) / 1000.0));
         let _ = write!(
             h,
             "<tr id=\"net-edge-{k}\"><td><code>{}</code></td><td><code>{}</code></td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+             <td class=\"n\">{:.2}/s</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{} / {}</td><td>{}</td></tr>",
             esc(c),
             esc(s),
-            e.0,
-            e.1,
+            e.connects,
+            e.failed,
             esc(&causes.join(", ")),
-            e.3,
-            human_ms(e.6.map(|us| f64::from(us) / 1000.0)),
-            e.4,
-            e.5,
+            e.retransmits,
+            e.retransmits as f64 / secs,
+            us(p50),
+            us(e.rtt_p99),
+            e.resets_sent,
+            e.resets_received,
+            e.opened,
+            e.closed,
+            human_ms(e.lifetime_p99_ms),
+            human_bytes(e.bytes_sent),
+            human_bytes(e.bytes_received),
             found.join(" ")
         );
     }

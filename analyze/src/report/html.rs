@@ -226,6 +226,7 @@ pub(crate) fn render(a: &Analysis) -> String {
     h.push_str("</tbody></table></section>\n");
     h.push_str(&super::slo_html::render(a));
     traces_html::render(a, &mut h);
+    super::logs_html::render(a, &mut h);
 
     // Charts.
     let mut charted: Vec<&crate::model::ServiceSeries> = a.series.iter().collect();

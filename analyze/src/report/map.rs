@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use super::{escape_html, human_count, human_ms};
-use crate::model::{Analysis, Health};
+use crate::model::{Analysis, Health, Severity};
 
 const BOX_W: f64 = 210.0;
 const BOX_H: f64 = 56.0;
@@ -412,6 +412,10 @@ pub(crate) fn render(a: &Analysis) -> String {
     struct Pair {
         status: Health,
         lines: Vec<String>,
+        /// Its findings (above info): their ids make the label's first line, linked.
+        findings: Vec<String>,
+        /// Its row in the network panel.
+        net_row: Option<usize>,
     }
     let mut names: BTreeSet<&str> = BTreeSet::new();
     let mut pairs: BTreeMap<(&str, &str), Pair> = BTreeMap::new();
@@ -424,10 +428,37 @@ pub(crate) fn render(a: &Analysis) -> String {
             .or_insert(Pair {
                 status: Health::Ok,
                 lines: Vec::new(),
+                findings: Vec::new(),
+                net_row: None,
             });
         p.status = p.status.max(e.status);
         p.lines.extend(edge_lines(e, secs));
     }
+    // The findings of each edge: drawn in the worst one's severity, their ids on the label.
+    let net_rows = super::findings_html::net_edge_rows(a);
+    let mut ids: Vec<String> = Vec::new();
+    for ((c, s), p) in pairs.iter_mut() {
+        let name = format!("{c} -> {s}");
+        p.net_row = net_rows.get(&name).copied();
+        let mut found: Vec<String> = Vec::new();
+        for f in a.findings.iter().filter(|f| f.edge == name) {
+            if f.severity == Severity::Info {
+                continue;
+            }
+            p.status = p.status.max(match f.severity {
+                Severity::Critical => Health::Critical,
+                _ => Health::Warning,
+            });
+            found.push(f.id.clone());
+        }
+        if !found.is_empty() {
+            p.lines.insert(0, found.join(" "));
+            ids.extend(found.iter().cloned());
+            p.findings = found;
+        }
+    }
+    let ids: BTreeSet<String> = ids.into_iter().collect();
+    let is_finding = |w: &str| ids.contains(w);
     let names: Vec<String> = names.into_iter().map(str::to_string).collect();
     let index: BTreeMap<&str, usize> = names
         .iter()
@@ -650,12 +681,25 @@ pub(crate) fn render(a: &Analysis) -> String {
             );
         }
         let c = colour(pair.status);
-        let _ = writeln!(
-            svg,
-            "<path class=\"edge\" d=\"{d}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" \
+        let path = format!(
+            "<path class=\"edge\" d=\"{d}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"{}\" \
              marker-end=\"url(#arrow-{})\"/>",
+            if pair.findings.is_empty() { 2 } else { 3 },
             pair.status.name()
         );
+        match pair.net_row {
+            Some(k) => {
+                let _ = writeln!(
+                    svg,
+                    "<a href=\"#net-edge-{k}\"><title>{} → {}: network health</title>{path}</a>",
+                    escape_html(&names[*a]),
+                    escape_html(&names[*b])
+                );
+            }
+            None => {
+                let _ = writeln!(svg, "{path}");
+            }
+        }
     }
     for (i, name) in names.iter().enumerate() {
         let (cx, cy) = centre(i);
@@ -696,13 +740,30 @@ pub(crate) fn render(a: &Analysis) -> String {
         let c = label_colour(pair.status);
         for (i, line) in pair.lines.iter().enumerate() {
             let y = blk.top + i as f64 * LINE_H + LABEL_BASELINE;
+            // the findings' ids, each a link to its finding
+            let text = if i == 0 && !pair.findings.is_empty() {
+                line.split(' ')
+                    .map(|w| {
+                        if is_finding(w) {
+                            format!(
+                                "<a href=\"#finding-{0}\"><tspan font-weight=\"700\">{0}</tspan></a>",
+                                escape_html(w)
+                            )
+                        } else {
+                            escape_html(w)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                escape_html(line)
+            };
             let _ = write!(
                 svg,
                 "<text class=\"edge-label\" x=\"{:.1}\" y=\"{y:.1}\" text-anchor=\"{}\" \
-                 fill=\"{c}\">{}</text>",
+                 fill=\"{c}\">{text}</text>",
                 blk.x,
                 blk.anchor.svg(),
-                escape_html(line)
             );
         }
         svg.push_str("</g>\n");
@@ -930,6 +991,53 @@ mod tests {
             window_end_ns: 24_700_000_000,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn edges_with_findings_are_drawn_in_their_severity_and_link_to_them() {
+        let mut a = api_down_like();
+        a.findings = vec![
+            crate::model::Finding {
+                id: "F2".into(),
+                severity: Severity::Critical,
+                edge: "api -> redis".into(),
+                ..Default::default()
+            },
+            crate::model::Finding {
+                id: "F3".into(),
+                severity: Severity::Info,
+                edge: "api -> postgres".into(),
+                ..Default::default()
+            },
+        ];
+        a.tcp = vec![crate::model::TcpPoint {
+            client: "api".into(),
+            server: "redis".into(),
+            ..Default::default()
+        }];
+        let svg = render(&a);
+        // the edge: critical, thicker, its path a link to its network-health row
+        assert!(
+            svg.contains(
+                "<a href=\"#net-edge-0\"><title>api → redis: network health</title><path \
+                 class=\"edge\" d=\""
+            ),
+            "{svg}"
+        );
+        let redis_path = svg
+            .split("<a href=\"#net-edge-0\">")
+            .nth(1)
+            .and_then(|s| s.split("</a>").next())
+            .expect("linked path");
+        assert!(redis_path.contains(&format!(
+            "stroke=\"{}\" stroke-width=\"3\"",
+            colour(Health::Critical)
+        )));
+        // its label opens with the finding's id, a link to it; info findings are not marked
+        assert!(svg.contains("<a href=\"#finding-F2\"><tspan font-weight=\"700\">F2</tspan></a>"));
+        assert!(!svg.contains("#finding-F3"));
+        // the other edges are unchanged
+        assert_eq!(svg.matches("stroke-width=\"3\"").count(), 1);
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod csv_out;
 mod findings_csv;
 mod findings_html;
 mod html;
+mod logs_csv;
+mod logs_html;
 mod map;
 mod slo_html;
 mod traces_html;
@@ -49,6 +51,7 @@ fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeErr
     let mut cp = crate::input::Checkpoints::new();
     csv_out::write_tables(analysis, out_dir)?;
     findings_csv::write(analysis, out_dir)?;
+    logs_csv::write(analysis, out_dir)?;
     if !analysis.traces_skipped {
         csv_out::write_traces(analysis, out_dir)?;
     }
