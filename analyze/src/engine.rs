@@ -357,6 +357,8 @@ pub struct Analyzer {
     net: crate::findings::collect::Collector,
     /// Thresholds of the findings engine.
     findings_config: crate::findings::FindingsConfig,
+    /// Heap, CPU, off-CPU and memory samples: `crate::profiles`.
+    profiles: crate::profiles::Collector,
 }
 
 /// Statistics carried from reading into the analysis.
@@ -428,6 +430,7 @@ impl Analyzer {
             hint_endpoints: None,
             net: Default::default(),
             findings_config: Default::default(),
+            profiles: Default::default(),
         }
     }
 
@@ -584,6 +587,7 @@ impl Analyzer {
             }
         }
         self.see_ts(ts);
+        self.profiles.push(node, ts, ev);
         match &ev.body {
             EventBody::ProcExec(e) => {
                 self.net.exec(node, e.pid, ts);
@@ -1087,6 +1091,8 @@ impl Analyzer {
             traces: analysis.traces.len() as u64,
             ..trace_coverage
         };
+        analysis.profiles = self.finish_profiles(&names, window_end);
+        cp.at("profiles");
         crate::findings::detect(&mut analysis, &net, &self.findings_config);
         Ok(analysis)
     }
@@ -1680,6 +1686,45 @@ impl Analyzer {
 
     /// Names every process that took part in a connection or listened: `(name, kind)`.
     fn name_services(&self) -> Names {
+        self.name_processes(&BTreeSet::new())
+    }
+
+    /// The profiles, their processes named as services: those the network analysis named
+    /// keep their names; the others (processes with no connection) are named by the same
+    /// rules without weighing in on the others' (a unit is theirs when it names nothing else).
+    fn finish_profiles(
+        &mut self,
+        names: &Names,
+        window_end: u64,
+    ) -> crate::profiles::Profiles {
+        let collector = std::mem::take(&mut self.profiles);
+        let extra: BTreeSet<(u16, u32)> = collector
+            .processes()
+            .into_iter()
+            .filter(|k| !names.contains_key(k))
+            .collect();
+        let more = if extra.is_empty() {
+            Names::new()
+        } else {
+            self.name_processes(&extra)
+        };
+        let by_index: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        collector.finish(
+            &by_index,
+            |node, pid| {
+                names
+                    .get(&(node, pid))
+                    .or_else(|| more.get(&(node, pid)))
+                    .map(|n| n.0.clone())
+                    .unwrap_or_else(|| format!("pid {pid}"))
+            },
+            window_end,
+        )
+    }
+
+    /// Names every process that took part in a connection or listened, and the `extra` ones
+    /// (which do not change the others' names): `(name, kind)`.
+    fn name_processes(&self, extra: &BTreeSet<(u16, u32)>) -> Names {
         let mut relevant: BTreeSet<(u16, u32)> = BTreeSet::new();
         for s in &self.sides {
             relevant.insert((s.node, s.pid));
@@ -1742,7 +1787,8 @@ impl Analyzer {
         }
         let empty = Proc::default();
         let mut out = BTreeMap::new();
-        for k in relevant {
+        let named_now = if extra.is_empty() { relevant } else { extra.clone() };
+        for k in named_now {
             let p = self.procs.get(&k).unwrap_or(&empty);
             let ports: Vec<u16> = ports_of(k).into_iter().collect();
             let facts = ProcessFacts {
@@ -1759,9 +1805,10 @@ impl Analyzer {
                 let short: String = c.chars().take(12).collect();
                 (format!("{base}@{short}"), "container".to_string())
             } else if let Some(u) = unit_of_cgroup(&p.cgroup).filter(|u| {
-                unit_exes
-                    .get(&(k.0, u.to_string()))
-                    .is_some_and(|s| s.len() == 1)
+                match unit_exes.get(&(k.0, u.to_string())) {
+                    Some(s) => s.len() == 1 && (extra.is_empty() || s.contains(&base)),
+                    None => !extra.is_empty(),
+                }
             }) {
                 (u.to_string(), "unit".to_string())
             } else if ports.is_empty() {

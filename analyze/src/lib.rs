@@ -24,6 +24,7 @@ mod input;
 mod join;
 mod l7;
 mod model;
+pub mod profiles;
 mod report;
 pub mod services;
 pub mod slo;

@@ -820,6 +820,9 @@ pub struct Analysis {
     /// DNS per resolver and name (dns.csv); not in summary.json.
     #[serde(skip)]
     pub dns: Vec<DnsStats>,
+    /// Memory-leak suspects, memory over time, CPU and off-CPU profiles (`crate::profiles`).
+    #[serde(default, skip_serializing_if = "crate::profiles::Profiles::is_empty")]
+    pub profiles: crate::profiles::Profiles,
 }
 
 impl Analysis {
