@@ -1691,7 +1691,7 @@ impl Analyzer {
 
     /// The profiles, their processes named as services: those the network analysis named
     /// keep their names; the others (processes with no connection) are named by the same
-    /// rules without weighing in on the others' (a unit is theirs when it names nothing else).
+    /// rules, without renaming the first.
     fn finish_profiles(
         &mut self,
         names: &Names,
@@ -1775,7 +1775,7 @@ impl Analyzer {
         };
         // Units are services only when all their relevant processes run one executable.
         let mut unit_exes: BTreeMap<(u16, String), BTreeSet<String>> = BTreeMap::new();
-        for k in &relevant {
+        for k in relevant.iter().chain(extra) {
             if let Some(p) = self.procs.get(k) {
                 if let Some(u) = unit_of_cgroup(&p.cgroup) {
                     unit_exes
@@ -1805,10 +1805,9 @@ impl Analyzer {
                 let short: String = c.chars().take(12).collect();
                 (format!("{base}@{short}"), "container".to_string())
             } else if let Some(u) = unit_of_cgroup(&p.cgroup).filter(|u| {
-                match unit_exes.get(&(k.0, u.to_string())) {
-                    Some(s) => s.len() == 1 && (extra.is_empty() || s.contains(&base)),
-                    None => !extra.is_empty(),
-                }
+                unit_exes
+                    .get(&(k.0, u.to_string()))
+                    .is_some_and(|s| s.len() == 1)
             }) {
                 (u.to_string(), "unit".to_string())
             } else if ports.is_empty() {

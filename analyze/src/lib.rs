@@ -30,6 +30,7 @@ pub mod services;
 pub mod slo;
 mod stats;
 pub mod synth;
+pub mod synth_profiles;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
