@@ -1692,11 +1692,7 @@ impl Analyzer {
     /// The profiles, their processes named as services: those the network analysis named
     /// keep their names; the others (processes with no connection) are named by the same
     /// rules, without renaming the first.
-    fn finish_profiles(
-        &mut self,
-        names: &Names,
-        window_end: u64,
-    ) -> crate::profiles::Profiles {
+    fn finish_profiles(&mut self, names: &Names, window_end: u64) -> crate::profiles::Profiles {
         let collector = std::mem::take(&mut self.profiles);
         let extra: BTreeSet<(u16, u32)> = collector
             .processes()
@@ -1787,7 +1783,11 @@ impl Analyzer {
         }
         let empty = Proc::default();
         let mut out = BTreeMap::new();
-        let named_now = if extra.is_empty() { relevant } else { extra.clone() };
+        let named_now = if extra.is_empty() {
+            relevant
+        } else {
+            extra.clone()
+        };
         for k in named_now {
             let p = self.procs.get(&k).unwrap_or(&empty);
             let ports: Vec<u16> = ports_of(k).into_iter().collect();

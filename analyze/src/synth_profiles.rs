@@ -119,7 +119,12 @@ const KSTACKS: &[(u64, &[&str])] = &[
     (101, &["schedule", "pipe_read", "vfs_read", "do_syscall_64"]),
     (
         102,
-        &["schedule", "do_nanosleep", "hrtimer_nanosleep", "do_syscall_64"],
+        &[
+            "schedule",
+            "do_nanosleep",
+            "hrtimer_nanosleep",
+            "do_syscall_64",
+        ],
     ),
 ];
 
@@ -177,7 +182,13 @@ pub fn leaky_service<S: Sink>(sink: S, opts: &ProfileOptions) -> S {
     let t0 = 1_000_000_000_000u64;
     s.push(Event::new(t0, EventBody::Node(synth_node("node-a"))));
     s.exec(t0 + 1_000, LEAKY_PID, 1, "/usr/local/bin/leaky", &["leaky"]);
-    s.exec(t0 + 2_000, NATIVE_PID, 1, "/usr/local/bin/native", &["native"]);
+    s.exec(
+        t0 + 2_000,
+        NATIVE_PID,
+        1,
+        "/usr/local/bin/native",
+        &["native"],
+    );
     // Definitions first, as a segment holds them.
     for (id, path, build_id) in [
         (APP, "/usr/local/bin/leaky", "aa11"),

@@ -71,7 +71,10 @@ pub(crate) fn top_functions(stacks: &[StackWeight], cat: &Catalog) -> Vec<Functi
         *sum = sum.saturating_add(s.value);
         seen.clear();
         for (i, &loc) in s.locations.iter().enumerate() {
-            let f = cat.locations.get(loc as usize).map_or(u32::MAX, |l| l.function);
+            let f = cat
+                .locations
+                .get(loc as usize)
+                .map_or(u32::MAX, |l| l.function);
             let e = funcs.entry(f).or_default();
             if i == 0 {
                 e.1 = e.1.saturating_add(s.value);

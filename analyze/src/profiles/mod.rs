@@ -417,9 +417,8 @@ impl Collector {
         out.series_bucket_ns = grid.width;
         // Seconds from the grid's start to the end of bucket i.
         let x = |i: usize| (grid.start_of(i + 1).saturating_sub(t0)) as f64 / 1e9;
-        let bucket = |ts: u64| {
-            (ts.saturating_sub(t0) / grid.width).min(n.saturating_sub(1) as u64) as usize
-        };
+        let bucket =
+            |ts: u64| (ts.saturating_sub(t0) / grid.width).min(n.saturating_sub(1) as u64) as usize;
         let end_of = |node: u16, pid: u32| {
             self.exits
                 .get(&(node, pid))
@@ -457,7 +456,9 @@ impl Collector {
         for (i, slot) in self.heap.slots.iter_mut().enumerate() {
             slot.level.finish(&grid, n);
             slot.allocated.finish(&grid, n);
-            let locs = self.defs.resolve(&mut cat, slot.node, Some(slot.stack), None);
+            let locs = self
+                .defs
+                .resolve(&mut cat, slot.node, Some(slot.stack), None);
             let c = cutoff_bucket(slot.node, slot.pid);
             let before = if c == 0 {
                 0.0
@@ -561,14 +562,15 @@ impl Collector {
             // Growing: a line fits (R² ≥ MIN_R2) and adds `share` of the mean (RSS) or of the
             // peak (heap) over the span.
             let growth = |v: &[f64], share: f64, of_peak: bool| -> (Option<f64>, bool) {
-                let Some(a) = from(v) else { return (None, false) };
+                let Some(a) = from(v) else {
+                    return (None, false);
+                };
                 let to = to.min(v.len());
                 if to <= a + 1 {
                     return (None, false);
                 }
                 let fit = linear_fit((a..to).map(|i| (x(i), v[i])));
-                let mean = v[a..to].iter().filter(|x| !x.is_nan()).sum::<f64>()
-                    / (to - a) as f64;
+                let mean = v[a..to].iter().filter(|x| !x.is_nan()).sum::<f64>() / (to - a) as f64;
                 let peak = v[a..to].iter().copied().fold(0.0f64, f64::max);
                 let span = x(to - 1) - x(a);
                 let base = if of_peak { peak } else { mean };
@@ -636,7 +638,10 @@ impl Collector {
         // OOM kills and the growth before them.
         for (&(node, pid), &ts) in &self.ooms {
             let name = node_name(node);
-            let pm = out.processes.iter().find(|p| p.node == name && p.pid == pid);
+            let pm = out
+                .processes
+                .iter()
+                .find(|p| p.node == name && p.pid == pid);
             let top = leaks
                 .iter()
                 .filter(|l| l.node == name && l.pid == pid && l.growth_bytes_per_s > 0.0)
@@ -676,14 +681,16 @@ impl Collector {
         }
         merged
             .into_iter()
-            .map(|((service, node, pid, locations), (value, count))| StackWeight {
-                service,
-                node,
-                pid,
-                locations,
-                value,
-                count,
-            })
+            .map(
+                |((service, node, pid, locations), (value, count))| StackWeight {
+                    service,
+                    node,
+                    pid,
+                    locations,
+                    value,
+                    count,
+                },
+            )
             .collect()
     }
 }

@@ -143,7 +143,9 @@ pub(crate) struct Definitions {
 
 impl Definitions {
     pub(crate) fn binary(&mut self, node: u16, b: &BinaryInfo) {
-        self.binaries.entry((node, b.id)).or_insert_with(|| b.clone());
+        self.binaries
+            .entry((node, b.id))
+            .or_insert_with(|| b.clone());
     }
 
     pub(crate) fn user_stack(&mut self, node: u16, s: &UserStack) {
@@ -334,7 +336,12 @@ mod tests {
         let names: Vec<&str> = locs.iter().map(|&l| cat.function_of(l)).collect();
         assert_eq!(
             names,
-            ["f", "libx.so.1+0x5000", "[binary 2]+0x10", "[unknown] 0x7f00"]
+            [
+                "f",
+                "libx.so.1+0x5000",
+                "[binary 2]+0x10",
+                "[unknown] 0x7f00"
+            ]
         );
         assert_eq!(cat.mappings[0].build_id, "ab");
         // Ids are per node: node 1 has no stack 7.

@@ -51,7 +51,11 @@ fn leak_is_the_top_suspect_with_its_growth_recovered() {
         );
         assert!(err < 0.05, "period {period}: error {err}");
         let churn = suspect(p, "churn");
-        assert_eq!(churn.verdict, Verdict::Steady, "period {period}: {churn:#?}");
+        assert_eq!(
+            churn.verdict,
+            Verdict::Steady,
+            "period {period}: {churn:#?}"
+        );
         let cache = suspect(p, "cache_put");
         assert_eq!(
             cache.verdict,
@@ -78,7 +82,10 @@ fn leak_at_the_default_period_over_seeds() {
             ..Default::default()
         });
         let top = &a.profiles.leak_suspects[0];
-        assert!(top.stack.ends_with("leak_buffer;malloc"), "seed {seed}: {top:#?}");
+        assert!(
+            top.stack.ends_with("leak_buffer;malloc"),
+            "seed {seed}: {top:#?}"
+        );
         assert_eq!(top.verdict, Verdict::Leak, "seed {seed}: {top:#?}");
         errs.push((top.growth_bytes_per_s - sp::LEAK_BYTES_PER_S).abs() / sp::LEAK_BYTES_PER_S);
         let churn = suspect(&a.profiles, "churn");
@@ -118,7 +125,11 @@ fn cpu_shares_within_a_point_and_offcpu_by_blocking_stack() {
     let a = run(&ProfileOptions::default());
     let p = &a.profiles;
     // 99 Hz on two CPUs for 60 s (the second CPU's phase may fit one more).
-    assert!(p.cpu_samples.abs_diff(60 * 99 * 2) <= 2, "{}", p.cpu_samples);
+    assert!(
+        p.cpu_samples.abs_diff(60 * 99 * 2) <= 2,
+        "{}",
+        p.cpu_samples
+    );
     let f = p.cpu_frequency_hz.unwrap();
     assert!((f - 99.0).abs() < 1.0, "{f}");
     for (name, total, self_pct) in sp::CPU_TRUTH {
@@ -142,7 +153,10 @@ fn cpu_shares_within_a_point_and_offcpu_by_blocking_stack() {
         .iter()
         .find(|r| r.function == "wait_for_input")
         .unwrap();
-    assert!((wait.total_pct - sp::OFFCPU_TRUTH[0].1).abs() < 0.01, "{wait:?}");
+    assert!(
+        (wait.total_pct - sp::OFFCPU_TRUTH[0].1).abs() < 0.01,
+        "{wait:?}"
+    );
     let blocked: u64 = p.offcpu.iter().map(|s| s.value).sum();
     assert_eq!(blocked, 600 * 90_000_000);
 }
@@ -157,7 +171,67 @@ fn same_events_same_profiles_and_bounded_series() {
     let b = run(&opts);
     assert_eq!(a.profiles, b.profiles);
     let p = &a.profiles;
-    assert!(p.leaks.iter().all(|l| l.series.len() <= series::MAX_BUCKETS));
+    assert!(p
+        .leaks
+        .iter()
+        .all(|l| l.series.len() <= series::MAX_BUCKETS));
     assert_eq!(p.series_bucket_ns, 2_000_000_000);
     assert_eq!(p.leak_suspects[0].verdict, Verdict::Leak);
+}
+
+#[test]
+fn report_files_hostile_names_and_one_self_contained_page() {
+    let evil = "<script>alert(1)</script>;\"x\"\n";
+    let mut events = sp::leaky_service(Vec::<Event>::new(), &ProfileOptions::default());
+    for e in &mut events {
+        if let retrace_segment::EventBody::Binary(b) = &mut e.body {
+            for s in &mut b.symbols {
+                if s.name == "compute_hot" {
+                    s.name = evil.to_string();
+                }
+            }
+        }
+    }
+    let clock = synth_clock();
+    let a = analyze_events(
+        events.iter().map(|e| ("node-a", clock.to_wall(e.ts), e)),
+        ServicesFile::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    crate::write_report(&a, dir.path()).unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let leaks = read("leaks.csv");
+    let mut lines = leaks.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "service,pid,stack,outstanding_bytes,allocations,growth_bytes_per_s,first_seen,verdict"
+        )
+    );
+    let first = lines.next().unwrap();
+    assert!(
+        first.starts_with("leaky,300,__libc_start_main;main;leak_buffer;malloc,")
+            && first.ends_with(",leak"),
+        "{first}"
+    );
+    // The hostile name: one CSV field (quoted), one folded frame (no `;` or line break).
+    let cpu_csv = read("cpu.csv");
+    let mut cpu = csv::Reader::from_reader(cpu_csv.as_bytes());
+    let names: Vec<String> = cpu.records().map(|r| r.unwrap()[1].to_string()).collect();
+    assert!(names.iter().any(|n| n == evil), "{names:?}");
+    let folded = read("cpu.folded");
+    assert!(folded.lines().all(|l| l.starts_with("leaky;")), "{folded}");
+    assert!(folded.contains("<script>alert(1)</script>:\"x\" "));
+    let html = read("index.html");
+    assert!(html.contains("id=\"profiles\""));
+    assert!(!html.contains("<script"), "no script in the page");
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(html.contains("src=\"data:image/svg+xml;base64,"));
+    assert!(!html.contains("src=\"http"), "self-contained");
+    let summary: serde_json::Value = serde_json::from_str(&read("summary.json")).unwrap();
+    assert_eq!(summary["profiles"]["leak_suspects"][0]["verdict"], "leak");
+    for f in ["offcpu.csv", "memory.csv", "offcpu.folded", "heap.folded"] {
+        assert!(read(f).lines().count() > 1, "{f}");
+    }
 }

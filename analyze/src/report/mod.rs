@@ -6,6 +6,8 @@ mod findings_csv;
 mod findings_html;
 mod html;
 mod map;
+mod profiles_csv;
+mod profiles_html;
 mod slo_html;
 mod traces_html;
 
@@ -53,6 +55,7 @@ fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeErr
         csv_out::write_traces(analysis, out_dir)?;
     }
     csv_out::write_slo(analysis, out_dir)?;
+    profiles_csv::write(analysis, out_dir)?;
     cp.at("report: tables");
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {
