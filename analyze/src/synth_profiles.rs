@@ -389,3 +389,19 @@ pub fn leaky_service<S: Sink>(sink: S, opts: &ProfileOptions) -> S {
     }
     s.finish()
 }
+
+/// Writes [`leaky_service`] as a capture directory at `dir` (node `node-a`); returns the
+/// number of events written.
+pub fn write_profile_capture(
+    dir: &std::path::Path,
+    opts: &ProfileOptions,
+) -> Result<u64, retrace_segment::SegmentError> {
+    let copts = retrace_segment::CaptureOptions {
+        dir: dir.to_path_buf(),
+        node: synth_node("node-a"),
+        streams: vec!["proc".into(), "cpu".into(), "offcpu".into(), "mem".into()],
+        ..Default::default()
+    };
+    let writer = retrace_segment::CaptureWriter::create(copts, Default::default())?;
+    leaky_service(crate::synth::CaptureSink::new(writer), opts).close()
+}
