@@ -1705,7 +1705,7 @@ impl Analyzer {
             self.name_processes(&extra)
         };
         let by_index: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
-        collector.finish(
+        let mut profiles = collector.finish(
             &by_index,
             |node, pid| {
                 names
@@ -1715,7 +1715,19 @@ impl Analyzer {
                     .unwrap_or_else(|| format!("pid {pid}"))
             },
             window_end,
-        )
+        );
+        // The services of each cgroup: its named processes'.
+        for c in &mut profiles.cgroups {
+            let mut services = BTreeSet::new();
+            for (key, (name, _)) in names.iter().chain(more.iter()) {
+                let node_matches = by_index.get(usize::from(key.0)) == Some(&c.node);
+                if node_matches && self.procs.get(key).is_some_and(|p| p.cgroup == c.cgroup) {
+                    services.insert(name.clone());
+                }
+            }
+            c.services = services.into_iter().collect();
+        }
+        profiles
     }
 
     /// Names every process that took part in a connection or listened, and the `extra` ones

@@ -10,7 +10,7 @@
 
 use retrace_segment::{
     BinaryInfo, CgroupMemory, CpuSample, Event, EventBody, Frame, HeapAlloc, HeapFree, MemUsage,
-    OffCpu, StackDef, Symbol, UserStack,
+    OffCpu, ProcExec, StackDef, Symbol, UserStack,
 };
 
 use crate::synth::{synth_node, Rng, Sink, Synth};
@@ -181,14 +181,27 @@ pub fn leaky_service<S: Sink>(sink: S, opts: &ProfileOptions) -> S {
     let mut s = Synth::new(sink);
     let t0 = 1_000_000_000_000u64;
     s.push(Event::new(t0, EventBody::Node(synth_node("node-a"))));
-    s.exec(t0 + 1_000, LEAKY_PID, 1, "/usr/local/bin/leaky", &["leaky"]);
-    s.exec(
-        t0 + 2_000,
-        NATIVE_PID,
-        1,
-        "/usr/local/bin/native",
-        &["native"],
-    );
+    for (i, (pid, exe)) in [
+        (LEAKY_PID, "/usr/local/bin/leaky"),
+        (NATIVE_PID, "/usr/local/bin/native"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let comm = exe.rsplit('/').next().unwrap_or(exe);
+        s.push(Event::new(
+            t0 + 1_000 * (i as u64 + 1),
+            EventBody::ProcExec(ProcExec {
+                pid,
+                ppid: 1,
+                comm: comm.into(),
+                exe: exe.into(),
+                cmdline: vec![comm.into()],
+                cgroup: CGROUP.into(),
+                container_id: None,
+            }),
+        ));
+    }
     // Definitions first, as a segment holds them.
     for (id, path, build_id) in [
         (APP, "/usr/local/bin/leaky", "aa11"),

@@ -159,6 +159,8 @@ pub struct CgroupMemorySummary {
     pub node: String,
     /// cgroup path.
     pub cgroup: String,
+    /// Services with a process in it.
+    pub services: Vec<String>,
     /// Highest usage seen, bytes.
     pub peak_usage: u64,
     /// Last limit seen, bytes (none: unlimited).
@@ -256,6 +258,24 @@ impl Profiles {
             && self.heap_samples == 0
             && self.processes.is_empty()
             && self.cgroups.is_empty()
+    }
+
+    /// The highest usage of `service`'s cgroups at wall time `ts`, as a fraction of its limit
+    /// (`container.memory.usage` of the alert rules); none without a limited cgroup sample.
+    pub fn memory_usage_share(&self, service: &str, ts: u64) -> Option<f64> {
+        if self.series_bucket_ns == 0 || ts < self.series_start_ns {
+            return None;
+        }
+        let i = ((ts - self.series_start_ns) / self.series_bucket_ns) as usize;
+        self.cgroups
+            .iter()
+            .filter(|c| c.services.iter().any(|s| s == service))
+            .filter_map(|c| {
+                let i = i.min(c.usage.len().checked_sub(1)?);
+                let (u, l) = (c.usage[i], *c.limits.get(i)?);
+                (!u.is_nan() && !l.is_nan() && l > 0.0).then(|| u / l)
+            })
+            .reduce(f64::max)
     }
 
     /// Start of bucket `i` of the series, wall ns.
@@ -614,6 +634,7 @@ impl Collector {
             out.cgroups.push(CgroupMemorySummary {
                 node: node_name(node),
                 cgroup,
+                services: Vec::new(),
                 peak_usage: t.peak,
                 limit: t.last_limit,
                 growth_bytes_per_s: growth,

@@ -235,3 +235,54 @@ fn report_files_hostile_names_and_one_self_contained_page() {
         assert!(read(f).lines().count() > 1, "{f}");
     }
 }
+
+#[test]
+fn memory_alert_rules_judge_the_services_cgroup() {
+    let a = run(&ProfileOptions::default());
+    let cg = &a.profiles.cgroups[0];
+    assert_eq!(cg.services, ["leaky", "native"]);
+    // The cgroup grows from ~12 MiB to ~170 MiB of 1 GiB: above 10% in the second half only.
+    let yaml =
+        "alerts:\n  - name: Memory Pressure\n    condition: container.memory.usage > 10%\n    \
+                for: 1s\n    severity: critical\n  - name: Never\n    \
+                condition: container.memory.usage > 90%\n";
+    let rules =
+        crate::alerts::AlertRules::parse(yaml, std::path::Path::new("alerts.yaml")).unwrap();
+    let opts = crate::SloOptions {
+        rules,
+        ..Default::default()
+    };
+    let r = crate::slo::evaluate(&a, &opts);
+    let status: Vec<(&str, &str)> = r
+        .alert_rules
+        .iter()
+        .map(|x| (x.name.as_str(), x.status.as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [("Memory Pressure", "fired"), ("Never", "quiet")],
+        "{r:#?}"
+    );
+    let fired: Vec<&str> = r.alerts.iter().map(|f| f.service.as_str()).collect();
+    assert_eq!(fired, ["leaky", "native"]);
+    // It fires from when the usage passed 10% of the limit.
+    let at = cg
+        .usage
+        .iter()
+        .position(|u| *u > 0.1 * (1u64 << 30) as f64)
+        .unwrap();
+    let truth = a.profiles.bucket_start(at);
+    let f = &r.alerts[0];
+    let tolerance = 2 * r.resolution_ns.max(a.profiles.series_bucket_ns);
+    assert!(f.start_ns.abs_diff(truth) <= tolerance, "{f:?} vs {truth}");
+    // Without cgroup memory: no data, and the note says why.
+    let none = crate::slo::evaluate(
+        &Analysis {
+            profiles: Profiles::default(),
+            ..a.clone()
+        },
+        &opts,
+    );
+    assert_eq!(none.alert_rules[0].status, "no_data");
+    assert!(none.alert_rules[0].note.contains("no cgroup memory"));
+}
