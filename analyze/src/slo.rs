@@ -1575,6 +1575,6 @@ mod tests {
         );
         assert!(s[0].value.starts_with("latency.p99=80.000ms"), "{s:?}");
         assert_eq!(r.alert_rules[1].effective_for_s, 2.0);
-        assert!(r.alert_rules[2].note.contains("does not record"));
+        assert!(r.alert_rules[2].note.contains("no cgroup memory"));
     }
 }
