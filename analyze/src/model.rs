@@ -893,7 +893,7 @@ pub struct Finding {
     /// How bad.
     pub severity: Severity,
     /// `connection_failures`, `retransmits`, `resets`, `upstream_errors`, `upstream_latency`,
-    /// `errors`, `dns`, `oom_kill`, `restart`.
+    /// `errors`, `dns`, `oom_kill`, `restart`, `memory_leak`, `memory_growth`.
     pub kind: String,
     /// The service it is about.
     pub service: String,

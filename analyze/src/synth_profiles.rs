@@ -10,7 +10,7 @@
 
 use retrace_segment::{
     BinaryInfo, CgroupMemory, CpuSample, Event, EventBody, Frame, HeapAlloc, HeapFree, MemUsage,
-    OffCpu, ProcExec, StackDef, Symbol, UserStack,
+    OffCpu, OomKill, ProcExec, ProcExit, StackDef, Symbol, UserStack,
 };
 
 use crate::synth::{synth_node, Rng, Sink, Synth};
@@ -26,6 +26,8 @@ pub struct ProfileOptions {
     pub cpu_hz: u64,
     /// Seed of the pseudo-random numbers.
     pub seed: u64,
+    /// The leaky process is OOM-killed this many seconds in (and stops).
+    pub oom_kill_at_s: Option<u64>,
 }
 
 impl Default for ProfileOptions {
@@ -35,6 +37,7 @@ impl Default for ProfileOptions {
             period: 64 * 1024,
             cpu_hz: 99,
             seed: 42,
+            oom_kill_at_s: None,
         }
     }
 }
@@ -272,6 +275,26 @@ pub fn leaky_service<S: Sink>(sink: S, opts: &ProfileOptions) -> S {
     let mut next_cpu = [start, start + cpu_step / 2];
     for tick in 0..ticks {
         let tt = start + tick * 100_000_000;
+        if opts.oom_kill_at_s.is_some_and(|s| tick == s * 10) {
+            s.push(Event::new(
+                tt,
+                EventBody::OomKill(OomKill {
+                    pid: LEAKY_PID,
+                    comm: "leaky".into(),
+                }),
+            ));
+            s.push(Event::new(
+                tt + 1_000,
+                EventBody::ProcExit(ProcExit {
+                    pid: LEAKY_PID,
+                    comm: "leaky".into(),
+                    exit_code: 0,
+                    signal: 9,
+                    oom_killed: true,
+                }),
+            ));
+            break;
+        }
         for p in procs.iter_mut() {
             let mut alloc = |s: &mut Synth<S>, ts: u64, size: u64, id: u64, p: &mut Proc| {
                 let addr = p.next_addr;

@@ -17,6 +17,8 @@
 //!   of a service it calls (directly or through others: the chain users down → api 503 →
 //!   nginx 503), with the number of its failed requests whose own call failed (traces);
 //! - **DNS**: NXDOMAIN, server errors, timeouts, slow p95, per resolver and name;
+//! - **Memory** (`memory.rs`, from the profiles): allocating stacks judged leaks, RSS growing
+//!   outside the tracked heap; an OOM kill of the same process follows from them.
 //! - **OOM kills** and **restarts** not already the cause of another finding.
 //!
 //! The output is sorted and numbered deterministically: the same capture gives the same
@@ -24,6 +26,7 @@
 
 pub(crate) mod collect;
 pub mod config;
+mod memory;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -48,6 +51,7 @@ pub(crate) fn detect(a: &mut Analysis, net: &NetFacts, cfg: &FindingsConfig) {
         cx.resets(&mut out);
         cx.errors(&mut out);
         cx.dns_findings(&dns, &mut out);
+        cx.memory(&mut out);
         cx.processes(&mut out);
         (out.finish(), cx.tcp_points(), dns)
     };
@@ -64,6 +68,8 @@ struct Out {
     cited: BTreeSet<(String, u32)>,
     /// Services whose served errors and latency are explained by a finding, and when.
     explained: Vec<(String, u64, u64)>,
+    /// Memory findings by (service, pid): what an OOM kill of the process follows from.
+    memory_causes: BTreeMap<(String, u32), usize>,
 }
 
 impl Out {
@@ -1314,10 +1320,16 @@ impl<'a> Cx<'a> {
                             likely_cause: "its memory reached its cgroup's limit or the node ran \
                                            out of memory: the kernel's OOM killer chose it"
                                 .into(),
-                            evidence: vec![format!("OOM kill at {}", self.when(t))],
+                            evidence: std::iter::once(format!("OOM kill at {}", self.when(t)))
+                                .chain(self.oom_growth(service, p.pid))
+                                .collect(),
                             ..Default::default()
                         },
-                        Vec::new(),
+                        out.memory_causes
+                            .get(&(service.to_string(), p.pid))
+                            .copied()
+                            .into_iter()
+                            .collect(),
                     );
                 }
             }

@@ -286,3 +286,57 @@ fn memory_alert_rules_judge_the_services_cgroup() {
     assert_eq!(none.alert_rules[0].status, "no_data");
     assert!(none.alert_rules[0].note.contains("no cgroup memory"));
 }
+
+#[test]
+fn findings_name_the_leak_and_the_growth_outside_the_heap_and_tie_the_oom_kill() {
+    let a = run(&ProfileOptions::default());
+    let leak: Vec<&crate::Finding> = a
+        .findings
+        .iter()
+        .filter(|f| f.kind == "memory_leak")
+        .collect();
+    assert_eq!(leak.len(), 1, "{:#?}", a.findings);
+    assert_eq!(leak[0].service, "leaky");
+    assert!(leak[0].summary.contains("leak_buffer"), "{:?}", leak[0]);
+    assert!(leak[0].evidence[0].contains("main → leak_buffer → malloc"));
+    assert_eq!(leak[0].severity, crate::Severity::Warning);
+    let growth: Vec<&crate::Finding> = a
+        .findings
+        .iter()
+        .filter(|f| f.kind == "memory_growth")
+        .collect();
+    assert_eq!(growth.len(), 1, "{:#?}", a.findings);
+    assert_eq!(growth[0].service, "native");
+    assert!(growth[0]
+        .summary
+        .contains("native memory outside the tracked allocator"));
+
+    // OOM-killed 40 s in: the leak is critical, ends at the kill, and the kill's growth names
+    // the leaking stack.
+    let a = run(&ProfileOptions {
+        oom_kill_at_s: Some(40),
+        ..Default::default()
+    });
+    let leak = a.findings.iter().find(|f| f.kind == "memory_leak").unwrap();
+    assert_eq!(leak.severity, crate::Severity::Critical);
+    let oom = &a.profiles.ooms[0];
+    assert_eq!(oom.pid, sp::LEAKY_PID);
+    assert_eq!(leak.end_ns, oom.ts_ns);
+    assert!(oom
+        .top_stack
+        .as_deref()
+        .unwrap()
+        .ends_with("leak_buffer;malloc"));
+    let g = oom.top_stack_growth_bytes_per_s.unwrap();
+    assert!(
+        (g - sp::LEAK_BYTES_PER_S).abs() / sp::LEAK_BYTES_PER_S < 0.05,
+        "{g}"
+    );
+    let leaky = a
+        .profiles
+        .processes
+        .iter()
+        .find(|p| p.pid == sp::LEAKY_PID)
+        .unwrap();
+    assert_eq!(leaky.oom_killed_ns, Some(oom.ts_ns));
+}

@@ -7,7 +7,7 @@ mod findings_html;
 mod html;
 mod map;
 mod profiles_csv;
-mod profiles_html;
+pub(crate) mod profiles_html;
 mod slo_html;
 mod traces_html;
 
