@@ -238,8 +238,15 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
     assert!(
         raw.mappings
             .iter()
-            .any(|m| m.contains("/usr/local/bin/leaky aa11")),
-        "build id and file name: {:?}",
+            .any(|m| m.starts_with("1: ") && m.contains("/usr/local/bin/leaky aa11")),
+        "build id and file name, the main binary first: {:?}",
+        raw.mappings
+    );
+    assert!(
+        raw.mappings
+            .iter()
+            .any(|m| m.contains("/usr/lib/x86_64-linux-gnu/libc.so.6 bb22")),
+        "{:?}",
         raw.mappings
     );
     // pprof's own top: leak_buffer holds the most in-use bytes below main.

@@ -176,7 +176,10 @@ impl HeapTracker {
         keys.sort_unstable();
         for k in keys {
             let c = cutoff(k.0, k.1);
-            for l in self.live[k].values() {
+            // By address, so that the sums (floating point) do not depend on hashing.
+            let mut live: Vec<(&u64, &Live)> = self.live[k].iter().collect();
+            live.sort_unstable_by_key(|(a, _)| **a);
+            for (_, l) in live {
                 if l.ts < c {
                     out[l.slot as usize] += l.weight * l.size as f64;
                 }

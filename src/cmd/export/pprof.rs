@@ -12,8 +12,8 @@
 //!   consecutive samples of one CPU, rounded to a whole Hz), else 99 Hz.
 //! - `offcpu`: `contentions`/count and `delay`/nanoseconds by blocking stack.
 //!
-//! One mapping per binary (its path as the file name, its GNU build id), the kernel and
-//! anonymous memory; a location per (mapping, address) with the address being the file
+//! One mapping per binary (its path as the file name, its GNU build id; the one holding
+//! `main` first, which pprof takes for the main binary), the kernel and anonymous memory; a location per (mapping, address) with the address being the file
 //! offset (user frames) or the kernel address, and its function; functions by name. Samples
 //! carry the labels `service` and `pid`. Nothing is symbolized again: the functions are the
 //! analysis's, named from the capture's symbol tables.
@@ -244,13 +244,35 @@ pub fn build(a: &Analysis, kind: ProfileType, frequency: Option<u32>) -> proto::
     number(&mut loc_id);
     number(&mut func_id);
     number(&mut map_id);
+    // pprof takes the first mapping for the main binary ("File:"): the one holding `main`.
+    let main = cat
+        .locations
+        .iter()
+        .enumerate()
+        .find(|(i, l)| {
+            loc_id[*i] != 0
+                && cat
+                    .functions
+                    .get(l.function as usize)
+                    .is_some_and(|f| f == "main")
+        })
+        .map(|(_, l)| l.mapping as usize);
+    if let Some(m) = main.filter(|&m| map_id[m] > 1) {
+        let mid = map_id[m];
+        for v in map_id.iter_mut() {
+            if *v != 0 && *v < mid {
+                *v += 1;
+            }
+        }
+        map_id[m] = 1;
+    }
     let mut limit: Vec<u64> = vec![0; cat.mappings.len()];
     for l in &cat.locations {
         if let Some(m) = limit.get_mut(l.mapping as usize) {
             *m = (*m).max(l.address.saturating_add(1));
         }
     }
-    let mapping = cat
+    let mut mapping: Vec<proto::Mapping> = cat
         .mappings
         .iter()
         .enumerate()
@@ -268,6 +290,7 @@ pub fn build(a: &Analysis, kind: ProfileType, frequency: Option<u32>) -> proto::
             has_inline_frames: false,
         })
         .collect();
+    mapping.sort_by_key(|m| m.id);
     let function = cat
         .functions
         .iter()
