@@ -340,3 +340,44 @@ fn findings_name_the_leak_and_the_growth_outside_the_heap_and_tie_the_oom_kill()
         .unwrap();
     assert_eq!(leaky.oom_killed_ns, Some(oom.ts_ns));
 }
+
+#[test]
+fn ids_are_per_node_when_captures_are_merged() {
+    let a_events = sp::leaky_service(Vec::<Event>::new(), &ProfileOptions::default());
+    let mut b_events = a_events.clone();
+    // Node b's binary names its leaking function differently, under the same ids.
+    for e in &mut b_events {
+        if let retrace_segment::EventBody::Binary(b) = &mut e.body {
+            for s in &mut b.symbols {
+                if s.name == "leak_buffer" {
+                    s.name = "leak_on_b".into();
+                }
+            }
+        }
+    }
+    let clock = synth_clock();
+    let a = analyze_events(
+        a_events
+            .iter()
+            .map(|e| ("node-a", clock.to_wall(e.ts), e))
+            .chain(b_events.iter().map(|e| ("node-b", clock.to_wall(e.ts), e))),
+        ServicesFile::default(),
+    )
+    .unwrap();
+    let leaks: Vec<(&str, &str)> = a
+        .profiles
+        .leaks
+        .iter()
+        .filter(|l| l.verdict == Verdict::Leak)
+        .map(|l| (l.node.as_str(), l.stack.as_str()))
+        .collect();
+    assert_eq!(
+        leaks,
+        [
+            ("node-a", "__libc_start_main;main;leak_buffer;malloc"),
+            ("node-b", "__libc_start_main;main;leak_on_b;malloc"),
+        ]
+    );
+    // Both nodes' CPU samples, one service.
+    assert_eq!(a.profiles.cpu_samples, 2 * 11_881);
+}
