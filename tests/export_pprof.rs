@@ -104,13 +104,13 @@ fn parse_raw(text: &str) -> Raw {
                     raw.samples.push(RawSample {
                         values: vals
                             .split_whitespace()
-                            .map(|v| v.parse().unwrap())
+                            .map(|v| v.parse().expect("a number"))
                             .collect(),
                         ..Default::default()
                     });
                     stacks.push(
                         locs.split_whitespace()
-                            .map(|l| l.parse().unwrap())
+                            .map(|l| l.parse().expect("a number"))
                             .collect(),
                     );
                 } else if let Some((k, v)) = line.trim().split_once(":[") {
@@ -168,11 +168,11 @@ fn parse_top(text: &str) -> BTreeMap<String, (f64, f64)> {
 }
 
 fn csv_rows(p: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_path(p).unwrap();
-    let headers = r.headers().unwrap().clone();
+    let mut r = csv::Reader::from_path(p).expect("the CSV file");
+    let headers = r.headers().expect("CSV headers").clone();
     r.records()
         .map(|rec| {
-            let rec = rec.unwrap();
+            let rec = rec.expect("a CSV record");
             headers
                 .iter()
                 .zip(rec.iter())
@@ -185,10 +185,10 @@ fn csv_rows(p: &Path) -> Vec<BTreeMap<String, String>> {
 #[test]
 fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
     let Some(go) = go() else { return };
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().expect("a temp dir");
     let dir = tmp.path();
     let cap = dir.join("capture");
-    write_profile_capture(&cap, &ProfileOptions::default()).unwrap();
+    write_profile_capture(&cap, &ProfileOptions::default()).expect("the capture");
     let report = dir.join("report");
     let o = retrace(&["analyze", "--quiet", path(&cap), "--out", path(&report)]);
     assert!(o.status.success(), "analyze: {}", text(&o));
@@ -232,7 +232,7 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
             })
             .unwrap_or_else(|| panic!("no pprof sample for {l:?}: {raw:#?}"));
         assert_eq!(s.values[3].to_string(), l["outstanding_bytes"], "{l:?}");
-        let allocs: f64 = l["allocations"].parse().unwrap();
+        let allocs: f64 = l["allocations"].parse().expect("a number");
         assert_eq!(s.values[2], allocs.round() as i64, "{l:?}");
     }
     assert!(
@@ -259,10 +259,12 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
     let leak_row = leaks
         .iter()
         .find(|l| l["stack"].ends_with("leak_buffer;malloc"))
-        .unwrap();
+        .expect("found");
     assert_eq!(
         top["leak_buffer"].1,
-        leak_row["outstanding_bytes"].parse::<f64>().unwrap()
+        leak_row["outstanding_bytes"]
+            .parse::<f64>()
+            .expect("a number")
     );
     eprintln!(
         "pprof heap: leak_buffer in use {} B (leaks.csv {}), {} samples",
@@ -290,13 +292,16 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
     for r in rows.iter().filter(|r| r["service"] == "leaky") {
         let (flat, cum) = top[&r["function"]];
         assert_eq!(cum.to_string(), r["samples"], "{r:?}");
-        let self_pct: f64 = r["self_pct"].parse().unwrap();
+        let self_pct: f64 = r["self_pct"].parse().expect("a number");
         assert!(
             (flat * 100.0 / total - self_pct).abs() < 0.006,
             "{r:?} flat {flat}"
         );
     }
-    let hottest = top.iter().max_by(|a, b| a.1 .0.total_cmp(&b.1 .0)).unwrap();
+    let hottest = top
+        .iter()
+        .max_by(|a, b| a.1 .0.total_cmp(&b.1 .0))
+        .expect("a maximum");
     assert_eq!(hottest.0, "compute_hot");
     eprintln!(
         "pprof cpu: {} samples, compute_hot flat {:.2}% (cpu.csv {})",
@@ -304,7 +309,7 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
         hottest.1 .0 * 100.0 / total,
         rows.iter()
             .find(|r| r["function"] == "compute_hot")
-            .unwrap()["self_pct"]
+            .expect("found")["self_pct"]
     );
 
     // Off-CPU: the blocking stack's cumulative delay is offcpu.csv's blocked seconds.
@@ -319,8 +324,8 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
     let wait = rows
         .iter()
         .find(|r| r["function"] == "wait_for_input")
-        .unwrap();
-    let blocked_ns = wait["blocked_s"].parse::<f64>().unwrap() * 1e9;
+        .expect("found");
+    let blocked_ns = wait["blocked_s"].parse::<f64>().expect("a number") * 1e9;
     assert!(
         (top["wait_for_input"].1 - blocked_ns).abs() < 1.0,
         "{top:?}"
@@ -329,7 +334,7 @@ fn go_tool_pprof_reads_the_profiles_and_agrees_with_the_report() {
 
 #[test]
 fn bad_input_gives_clear_errors() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().expect("a temp dir");
     let out = tmp.path().join("x.pb.gz");
     let o = retrace(&[
         "export",

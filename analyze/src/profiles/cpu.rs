@@ -61,10 +61,13 @@ impl Tally {
     }
 }
 
-/// The top functions of each service, by total then name; all of them (callers cut).
+/// Per function id: (total, self).
+type FunctionSums = HashMap<u32, (u64, u64)>;
+
+/// The top functions of each service, by total then name; all of them.
 pub(crate) fn top_functions(stacks: &[StackWeight], cat: &Catalog) -> Vec<FunctionShare> {
     // service → function id → (total, self)
-    let mut per: BTreeMap<&str, (u64, HashMap<u32, (u64, u64)>)> = BTreeMap::new();
+    let mut per: BTreeMap<&str, (u64, FunctionSums)> = BTreeMap::new();
     let mut seen: Vec<u32> = Vec::new();
     for s in stacks {
         let (sum, funcs) = per.entry(s.service.as_str()).or_default();

@@ -264,7 +264,7 @@ mod tests {
         let line: Vec<f64> = (0..60).map(|i| 1000.0 * i as f64).collect();
         let j = judge(&line, 0, 60, x, Some(1.0));
         assert_eq!(j.verdict, Verdict::Leak);
-        assert!((j.growth.unwrap().slope - 1000.0).abs() < 1e-6);
+        assert!((j.growth.expect("a growth").slope - 1000.0).abs() < 1e-6);
         // The same growth with its old allocations freed is a cache.
         assert_eq!(
             judge(&line, 0, 60, x, Some(0.3)).verdict,

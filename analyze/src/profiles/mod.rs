@@ -691,7 +691,7 @@ impl Collector {
     ) -> Vec<StackWeight> {
         let mut keys: Vec<_> = tally.by_stack.iter().collect();
         keys.sort_unstable_by_key(|(k, _)| **k);
-        let mut merged: BTreeMap<(String, String, u32, Vec<u32>), (u64, u64)> = BTreeMap::new();
+        let mut merged: BTreeMap<WeightKey, (u64, u64)> = BTreeMap::new();
         for (&(node, pid, user, kernel), &(value, count)) in keys {
             let locs = self.defs.resolve(cat, node, user, kernel);
             let e = merged
@@ -715,6 +715,9 @@ impl Collector {
             .collect()
     }
 }
+
+/// (service, node, pid, locations) of a resolved stack.
+type WeightKey = (String, String, u32, Vec<u32>);
 
 fn top_per_service(all: &[FunctionShare]) -> Vec<FunctionShare> {
     let mut out = Vec::new();

@@ -185,10 +185,10 @@ mod tests {
 
     #[test]
     fn fit_recovers_a_line_and_flags_noise() {
-        let f = linear_fit((0..50).map(|i| (i as f64, 3.0 * i as f64 + 7.0))).unwrap();
+        let f = linear_fit((0..50).map(|i| (i as f64, 3.0 * i as f64 + 7.0))).expect("a fit");
         assert!((f.slope - 3.0).abs() < 1e-9 && f.r2 > 0.999);
         let noisy = (0..50).map(|i| (i as f64, if i % 2 == 0 { 0.0 } else { 100.0 }));
-        assert!(linear_fit(noisy).unwrap().r2 < 0.1);
+        assert!(linear_fit(noisy).expect("a fit").r2 < 0.1);
         assert!(linear_fit([(1.0, f64::NAN), (2.0, 1.0)].into_iter()).is_none());
     }
 }

@@ -14,7 +14,7 @@ fn run(opts: &ProfileOptions) -> Analysis {
         events.iter().map(|e| ("node-a", clock.to_wall(e.ts), e)),
         ServicesFile::default(),
     )
-    .unwrap()
+    .expect("the analysis")
 }
 
 fn suspect<'a>(p: &'a Profiles, leaf_caller: &str) -> &'a LeakSuspect {
@@ -104,20 +104,24 @@ fn rss_outside_the_heap_and_cgroup_growth() {
         .processes
         .iter()
         .find(|m| m.pid == sp::NATIVE_PID)
-        .unwrap();
+        .expect("found");
     assert_eq!(native.trend, MemoryTrend::RssOutsideHeap, "{native:#?}");
-    let g = native.rss_growth_bytes_per_s.unwrap();
+    let g = native.rss_growth_bytes_per_s.expect("a growth");
     assert!(
         (g - sp::NATIVE_RSS_BYTES_PER_S).abs() / sp::NATIVE_RSS_BYTES_PER_S < 0.02,
         "{g}"
     );
-    let leaky = p.processes.iter().find(|m| m.pid == sp::LEAKY_PID).unwrap();
+    let leaky = p
+        .processes
+        .iter()
+        .find(|m| m.pid == sp::LEAKY_PID)
+        .expect("found");
     assert_eq!(leaky.trend, MemoryTrend::HeapDrivesRss, "{leaky:#?}");
     let cg = &p.cgroups[0];
     assert_eq!(cg.cgroup, sp::CGROUP);
     assert_eq!(cg.limit, Some(sp::CGROUP_LIMIT));
     assert!(cg.seconds_to_limit.is_some_and(|s| s > 0.0));
-    assert!(cg.growth_bytes_per_s.unwrap() > sp::NATIVE_RSS_BYTES_PER_S);
+    assert!(cg.growth_bytes_per_s.expect("a growth") > sp::NATIVE_RSS_BYTES_PER_S);
 }
 
 #[test]
@@ -130,7 +134,7 @@ fn cpu_shares_within_a_point_and_offcpu_by_blocking_stack() {
         "{}",
         p.cpu_samples
     );
-    let f = p.cpu_frequency_hz.unwrap();
+    let f = p.cpu_frequency_hz.expect("a frequency");
     assert!((f - 99.0).abs() < 1.0, "{f}");
     for (name, total, self_pct) in sp::CPU_TRUTH {
         let row = p
@@ -152,7 +156,7 @@ fn cpu_shares_within_a_point_and_offcpu_by_blocking_stack() {
         .offcpu_functions
         .iter()
         .find(|r| r.function == "wait_for_input")
-        .unwrap();
+        .expect("found");
     assert!(
         (wait.total_pct - sp::OFFCPU_TRUTH[0].1).abs() < 0.01,
         "{wait:?}"
@@ -197,10 +201,10 @@ fn report_files_hostile_names_and_one_self_contained_page() {
         events.iter().map(|e| ("node-a", clock.to_wall(e.ts), e)),
         ServicesFile::default(),
     )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    crate::write_report(&a, dir.path()).unwrap();
-    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    .expect("the analysis");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    crate::write_report(&a, dir.path()).expect("the report");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).expect("the file");
     let leaks = read("leaks.csv");
     let mut lines = leaks.lines();
     assert_eq!(
@@ -209,7 +213,7 @@ fn report_files_hostile_names_and_one_self_contained_page() {
             "service,pid,stack,outstanding_bytes,allocations,growth_bytes_per_s,first_seen,verdict"
         )
     );
-    let first = lines.next().unwrap();
+    let first = lines.next().expect("a line");
     assert!(
         first.starts_with("leaky,300,__libc_start_main;main;leak_buffer;malloc,")
             && first.ends_with(",leak"),
@@ -218,7 +222,10 @@ fn report_files_hostile_names_and_one_self_contained_page() {
     // The hostile name: one CSV field (quoted), one folded frame (no `;` or line break).
     let cpu_csv = read("cpu.csv");
     let mut cpu = csv::Reader::from_reader(cpu_csv.as_bytes());
-    let names: Vec<String> = cpu.records().map(|r| r.unwrap()[1].to_string()).collect();
+    let names: Vec<String> = cpu
+        .records()
+        .map(|r| r.expect("a CSV record")[1].to_string())
+        .collect();
     assert!(names.iter().any(|n| n == evil), "{names:?}");
     let folded = read("cpu.folded");
     assert!(folded.lines().all(|l| l.starts_with("leaky;")), "{folded}");
@@ -229,7 +236,8 @@ fn report_files_hostile_names_and_one_self_contained_page() {
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(html.contains("src=\"data:image/svg+xml;base64,"));
     assert!(!html.contains("src=\"http"), "self-contained");
-    let summary: serde_json::Value = serde_json::from_str(&read("summary.json")).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&read("summary.json")).expect("valid JSON");
     assert_eq!(summary["profiles"]["leak_suspects"][0]["verdict"], "leak");
     for f in ["offcpu.csv", "memory.csv", "offcpu.folded", "heap.folded"] {
         assert!(read(f).lines().count() > 1, "{f}");
@@ -246,8 +254,8 @@ fn memory_alert_rules_judge_the_services_cgroup() {
         "alerts:\n  - name: Memory Pressure\n    condition: container.memory.usage > 10%\n    \
                 for: 1s\n    severity: critical\n  - name: Never\n    \
                 condition: container.memory.usage > 90%\n";
-    let rules =
-        crate::alerts::AlertRules::parse(yaml, std::path::Path::new("alerts.yaml")).unwrap();
+    let rules = crate::alerts::AlertRules::parse(yaml, std::path::Path::new("alerts.yaml"))
+        .expect("valid rules");
     let opts = crate::SloOptions {
         rules,
         ..Default::default()
@@ -270,7 +278,7 @@ fn memory_alert_rules_judge_the_services_cgroup() {
         .usage
         .iter()
         .position(|u| *u > 0.1 * (1u64 << 30) as f64)
-        .unwrap();
+        .expect("found");
     let truth = a.profiles.bucket_start(at);
     let f = &r.alerts[0];
     let tolerance = 2 * r.resolution_ns.max(a.profiles.series_bucket_ns);
@@ -317,7 +325,11 @@ fn findings_name_the_leak_and_the_growth_outside_the_heap_and_tie_the_oom_kill()
         oom_kill_at_s: Some(40),
         ..Default::default()
     });
-    let leak = a.findings.iter().find(|f| f.kind == "memory_leak").unwrap();
+    let leak = a
+        .findings
+        .iter()
+        .find(|f| f.kind == "memory_leak")
+        .expect("found");
     assert_eq!(leak.severity, crate::Severity::Critical);
     let oom = &a.profiles.ooms[0];
     assert_eq!(oom.pid, sp::LEAKY_PID);
@@ -325,9 +337,9 @@ fn findings_name_the_leak_and_the_growth_outside_the_heap_and_tie_the_oom_kill()
     assert!(oom
         .top_stack
         .as_deref()
-        .unwrap()
+        .expect("a top stack")
         .ends_with("leak_buffer;malloc"));
-    let g = oom.top_stack_growth_bytes_per_s.unwrap();
+    let g = oom.top_stack_growth_bytes_per_s.expect("a growth");
     assert!(
         (g - sp::LEAK_BYTES_PER_S).abs() / sp::LEAK_BYTES_PER_S < 0.05,
         "{g}"
@@ -337,7 +349,7 @@ fn findings_name_the_leak_and_the_growth_outside_the_heap_and_tie_the_oom_kill()
         .processes
         .iter()
         .find(|p| p.pid == sp::LEAKY_PID)
-        .unwrap();
+        .expect("found");
     assert_eq!(leaky.oom_killed_ns, Some(oom.ts_ns));
 }
 
@@ -363,7 +375,7 @@ fn ids_are_per_node_when_captures_are_merged() {
             .chain(b_events.iter().map(|e| ("node-b", clock.to_wall(e.ts), e))),
         ServicesFile::default(),
     )
-    .unwrap();
+    .expect("the analysis");
     let leaks: Vec<(&str, &str)> = a
         .profiles
         .leaks

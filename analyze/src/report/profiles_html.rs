@@ -461,7 +461,9 @@ mod tests {
         // A very deep stack: cut.
         let deep: Vec<String> = (0..500).map(|i| format!("d{i}")).collect();
         lines.push((format!("svc;{}", deep.join(";")), 5000));
-        let (svg, height) = flame_graph(lines.iter(), "samples").unwrap().unwrap();
+        let (svg, height) = flame_graph(lines.iter(), "samples")
+            .expect("a flame graph")
+            .expect("a flame graph");
         assert!(!svg.contains("<script>alert"), "unescaped name");
         assert!(svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(
@@ -472,7 +474,10 @@ mod tests {
         assert!(svg.len() < 400_000, "{} bytes", svg.len());
         assert!(height < 20 * (MAX_DEPTH + 10), "{height}");
         // Deterministic.
-        let again = flame_graph(lines.iter(), "samples").unwrap().unwrap().0;
+        let again = flame_graph(lines.iter(), "samples")
+            .expect("a flame graph")
+            .expect("a flame graph")
+            .0;
         assert_eq!(svg, again);
     }
 }
