@@ -10,7 +10,7 @@
 
 use retrace_segment::{
     BinaryInfo, CgroupMemory, CpuSample, Event, EventBody, Frame, HeapAlloc, HeapFree, MemUsage,
-    OffCpu, OomKill, ProcExec, ProcExit, StackDef, Symbol, UserStack,
+    OffCpu, OomKill, PageFault, ProcExec, ProcExit, StackDef, Symbol, UserStack,
 };
 
 use crate::synth::{synth_node, Rng, Sink, Synth};
@@ -87,6 +87,7 @@ const FUNCS: &[(u32, u64, u64, &str)] = &[
     (LIBC, 0xc_0000, 0x50, "write"),
     (LIBC, 0xc_1000, 0x50, "read"),
     (LIBC, 0xc_2000, 0x50, "nanosleep"),
+    (APP, 0x1900, 0x40, "grow_arena"),
 ];
 
 fn frame(name: &str) -> Frame {
@@ -107,6 +108,7 @@ const STACKS: &[(u64, &[&str])] = &[
     (6, &["write", "flush_log", "main"]),
     (7, &["read", "wait_for_input", "main"]),
     (8, &["nanosleep", "sleep_a_bit", "main"]),
+    (9, &["grow_arena", "main"]),
 ];
 /// Kernel stacks (innermost first), by id.
 const KSTACKS: &[(u64, &[&str])] = &[
@@ -389,6 +391,20 @@ pub fn leaky_service<S: Sink>(sink: S, opts: &ProfileOptions) -> S {
                 ));
                 *next += cpu_step;
             }
+        }
+        // `native` touches 1 MiB of new pages a second in grow_arena: one fault in 64 sampled.
+        let per_s = NATIVE_RSS_BYTES_PER_S as u64 / 4096 / 64;
+        for k in (0..per_s).filter(|_| tick % 10 == 9) {
+            s.push(Event::new(
+                tt + 50_000_000 + k * 1_000,
+                EventBody::PageFault(PageFault {
+                    pid: NATIVE_PID,
+                    tid: NATIVE_PID,
+                    addr: 0x7f00_0000_0000 + (tick * 100 + k) * 64 * 4096,
+                    weight: 64,
+                    stack: stack(NATIVE_PID, 9),
+                }),
+            ));
         }
         // Memory every 500 ms: RSS follows the true heap (leaky) or grows apart (native).
         if tick % 5 == 4 {

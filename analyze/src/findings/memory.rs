@@ -160,12 +160,29 @@ impl Cx<'_> {
                     } else {
                         "resident memory grows; no allocation of the process was tracked".into()
                     },
-                    evidence: vec![format!(
+                    evidence: std::iter::once(format!(
                         "RSS {} at the end; tracked heap {} (growth {})",
                         m.rss_end.map_or("–".into(), human_bytes),
                         m.heap_end.map_or("–".into(), human_bytes),
                         m.heap_growth_bytes_per_s.map_or("–".into(), rate)
-                    )],
+                    ))
+                    .chain(
+                        p.faults
+                            .iter()
+                            .filter(|f| f.node == m.node && f.pid == m.pid)
+                            .max_by(|a, b| {
+                                a.value.cmp(&b.value).then(b.locations.cmp(&a.locations))
+                            })
+                            .map(|f| {
+                                format!(
+                                    "new pages touched most by: {} ({} pages)",
+                                    crate::profiles::folded_stack(&f.locations, &p.catalog)
+                                        .replace(';', " → "),
+                                    f.value
+                                )
+                            }),
+                    )
+                    .collect(),
                     ..Default::default()
                 },
                 Vec::new(),

@@ -4,7 +4,8 @@
 //!
 //! [`Collector`] is fed by `Analyzer::push` (one line) in the one replay pass and aggregates
 //! as it goes, in bounded memory: heap samples live by address until freed ([`heap`]), CPU
-//! and off-CPU weights summed by (process, user stack, kernel stack) ([`cpu`]), levels over
+//! and off-CPU weights and sampled page faults (resident growth by code) summed by (process,
+//! user stack, kernel stack) ([`cpu`]), levels over
 //! time on one shared grid of at most [`series::MAX_BUCKETS`] buckets ([`series`]), stack and
 //! binary definitions once per node ([`symbolize`]). [`Collector::finish`] resolves the
 //! stacks into a [`Catalog`] of locations, attributes processes to their services and judges
@@ -207,6 +208,8 @@ pub struct Profiles {
     pub cpu_frequency_hz: Option<f64>,
     /// Off-CPU blocking episodes.
     pub offcpu_events: u64,
+    /// Page faults on new pages, weight-corrected (sampled: `fault` events).
+    pub page_faults: u64,
     /// Sampled allocations.
     pub heap_samples: u64,
     /// Frees whose allocation was not sampled.
@@ -245,6 +248,10 @@ pub struct Profiles {
     /// Off-CPU time by stack (value: ns blocked; count: episodes).
     #[serde(skip)]
     pub offcpu: Vec<StackWeight>,
+    /// Pages touched for the first time by stack (value: faults, weight-corrected; count:
+    /// samples): resident growth attributed to code without allocator probes.
+    #[serde(skip)]
+    pub faults: Vec<StackWeight>,
     /// Functions, mappings and locations of the stacks.
     #[serde(skip)]
     pub catalog: Catalog,
@@ -255,6 +262,7 @@ impl Profiles {
     pub fn is_empty(&self) -> bool {
         self.cpu_samples == 0
             && self.offcpu_events == 0
+            && self.page_faults == 0
             && self.heap_samples == 0
             && self.processes.is_empty()
             && self.cgroups.is_empty()
@@ -310,6 +318,7 @@ pub struct Collector {
     heap: HeapTracker,
     cpu: Tally,
     offcpu: Tally,
+    faults: Tally,
     mem: HashMap<(u16, u32), ProcMem>,
     cgroups: HashMap<(u16, String), CgroupTrack>,
     /// (node, pid) → OOM kill time.
@@ -348,6 +357,11 @@ impl Collector {
                 self.see(ts);
                 self.offcpu
                     .add((node, o.pid, o.user_stack, o.kernel_stack), o.blocked_ns);
+            }
+            EventBody::PageFault(f) => {
+                self.see(ts);
+                self.faults
+                    .add((node, f.pid, Some(f.stack), None), f.weight.max(1));
             }
             EventBody::HeapAlloc(a) => {
                 self.see(ts);
@@ -408,6 +422,7 @@ impl Collector {
         out.extend(self.heap.slots.iter().map(|s| (s.node, s.pid)));
         out.extend(self.cpu.by_stack.keys().map(|k| (k.0, k.1)));
         out.extend(self.offcpu.by_stack.keys().map(|k| (k.0, k.1)));
+        out.extend(self.faults.by_stack.keys().map(|k| (k.0, k.1)));
         out
     }
 
@@ -648,6 +663,8 @@ impl Collector {
         // CPU and off-CPU, resolved in key order (the catalog's ids do not depend on hashing).
         out.cpu = self.weights(&self.cpu, &mut cat, &node_name, &service);
         out.offcpu = self.weights(&self.offcpu, &mut cat, &node_name, &service);
+        out.faults = self.weights(&self.faults, &mut cat, &node_name, &service);
+        out.page_faults = out.faults.iter().map(|s| s.value).sum();
         out.cpu_samples = out.cpu.iter().map(|s| s.value).sum();
         out.offcpu_events = out.offcpu.iter().map(|s| s.count).sum();
         out.cpu_functions = cpu::top_functions(&out.cpu, &cat);

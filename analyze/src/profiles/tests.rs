@@ -242,6 +242,11 @@ fn report_files_hostile_names_and_one_self_contained_page() {
     for f in ["offcpu.csv", "memory.csv", "offcpu.folded", "heap.folded"] {
         assert!(read(f).lines().count() > 1, "{f}");
     }
+    // 256 new pages a second for 60 s, sampled 1 in 64 with their weight.
+    assert_eq!(
+        read("faults.folded"),
+        "native;__libc_start_main;main;grow_arena 15360\n"
+    );
 }
 
 #[test]
@@ -318,6 +323,21 @@ fn findings_name_the_leak_and_the_growth_outside_the_heap_and_tie_the_oom_kill()
     assert!(growth[0]
         .summary
         .contains("native memory outside the tracked allocator"));
+    // Its new pages are attributed to the code that touched them.
+    assert!(
+        growth[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("main → grow_arena")),
+        "{:?}",
+        growth[0]
+    );
+    let pages: u64 = a.profiles.faults.iter().map(|f| f.value).sum();
+    let bytes_per_s = pages as f64 * 4096.0 / 60.0;
+    assert!(
+        (bytes_per_s - sp::NATIVE_RSS_BYTES_PER_S).abs() / sp::NATIVE_RSS_BYTES_PER_S < 0.05,
+        "{bytes_per_s}"
+    );
 
     // OOM-killed 40 s in: the leak is critical, ends at the kill, and the kill's growth names
     // the leaking stack.

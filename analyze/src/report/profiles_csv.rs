@@ -140,6 +140,15 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
     folded_file("cpu.folded", cpu_folded(p))?;
     folded_file("offcpu.folded", offcpu_folded(p))?;
     folded_file("heap.folded", heap_folded(p))?;
+    folded_file(
+        "faults.folded",
+        folded(
+            p.faults
+                .iter()
+                .map(|s| (s.service.as_str(), s.locations.as_slice(), s.value)),
+            &p.catalog,
+        ),
+    )?;
     Ok(())
 }
 

@@ -264,6 +264,7 @@ fn memory(p: &Profiles, h: &mut String) {
         }
         h.push_str("</div>");
     }
+    faults(p, h);
     if !p.cgroups.is_empty() {
         h.push_str(
             "<h3>cgroups</h3><table><tr><th>cgroup</th><th>node</th><th>peak usage</th>\
@@ -307,6 +308,36 @@ fn memory(p: &Profiles, h: &mut String) {
                 .unwrap_or_default()
         );
     }
+}
+
+/// Page size assumed for faults (x86_64).
+const PAGE: f64 = 4096.0;
+
+/// Resident growth by code: the stacks that touched new pages (sampled page faults).
+fn faults(p: &Profiles, h: &mut String) {
+    if p.faults.is_empty() {
+        return;
+    }
+    let mut rows: Vec<&crate::profiles::StackWeight> = p.faults.iter().collect();
+    rows.sort_by(|a, b| b.value.cmp(&a.value));
+    h.push_str(
+        "<h3>Resident growth by code (page faults on new pages)</h3><table><tr><th>service</th>\
+         <th>pid</th><th>stack</th><th>pages</th><th>≈ memory</th></tr>",
+    );
+    for f in rows.iter().take(TOP_SUSPECTS) {
+        let stack = crate::profiles::folded_stack(&f.locations, &p.catalog);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td></tr>",
+            esc(&f.service),
+            f.pid,
+            short_stack(&stack),
+            f.value,
+            human_bytes(f.value as f64 * PAGE)
+        );
+    }
+    h.push_str("</table>");
 }
 
 fn function_table(
