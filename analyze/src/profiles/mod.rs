@@ -220,8 +220,7 @@ pub struct Profiles {
     pub series_start_ns: u64,
     /// Bucket width of the series, ns.
     pub series_bucket_ns: u64,
-    /// The stacks judged leak or growing cache first, then by outstanding bytes (at most
-    /// [`SUMMARY_SUSPECTS`]).
+    /// The first [`SUMMARY_SUSPECTS`] of `leaks`.
     pub leak_suspects: Vec<LeakSuspect>,
     /// Top functions per service (at most [`SUMMARY_FUNCTIONS`] each).
     pub cpu_top: Vec<FunctionShare>,
@@ -233,7 +232,8 @@ pub struct Profiles {
     pub cgroups: Vec<CgroupMemorySummary>,
     /// OOM kills with the growth before them.
     pub ooms: Vec<OomGrowth>,
-    /// Every allocating stack per process, judged (leaks.csv).
+    /// Every allocating stack per process, judged (leaks.csv): leaks first, then growing
+    /// caches, then steady ones; fastest-growing, then largest first.
     #[serde(skip)]
     pub leaks: Vec<LeakSuspect>,
     /// Every function per service (cpu.csv).
@@ -547,23 +547,19 @@ impl Collector {
             m.s.series = m.level.values().to_vec();
             leaks.push(m.s);
         }
+        // The worst first: leaks, then growing caches, then the rest; fastest-growing, then
+        // largest first within each.
         leaks.sort_by(|a, b| {
-            (a.verdict, &a.service, &a.node, a.pid)
-                .cmp(&(b.verdict, &b.service, &b.node, b.pid))
+            a.verdict
+                .cmp(&b.verdict)
+                .then(b.growth_bytes_per_s.total_cmp(&a.growth_bytes_per_s))
                 .then(b.outstanding_bytes.total_cmp(&a.outstanding_bytes))
-                .then(a.stack.cmp(&b.stack))
+                .then(
+                    (&a.service, &a.node, a.pid, &a.stack)
+                        .cmp(&(&b.service, &b.node, b.pid, &b.stack)),
+                )
         });
-        out.leak_suspects = {
-            let mut top: Vec<LeakSuspect> = leaks.clone();
-            top.sort_by(|a, b| {
-                a.verdict
-                    .cmp(&b.verdict)
-                    .then(b.outstanding_bytes.total_cmp(&a.outstanding_bytes))
-                    .then(a.stack.cmp(&b.stack))
-            });
-            top.truncate(SUMMARY_SUSPECTS);
-            top
-        };
+        out.leak_suspects = leaks.iter().take(SUMMARY_SUSPECTS).cloned().collect();
 
         // Processes: RSS next to the tracked heap.
         let mut pids: BTreeSet<(u16, u32)> = self.mem.keys().copied().collect();
