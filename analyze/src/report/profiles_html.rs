@@ -319,7 +319,7 @@ fn faults(p: &Profiles, h: &mut String) {
         return;
     }
     let mut rows: Vec<&crate::profiles::StackWeight> = p.faults.iter().collect();
-    rows.sort_by(|a, b| b.value.cmp(&a.value));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.value));
     h.push_str(
         "<h3>Resident growth by code (page faults on new pages)</h3><table><tr><th>service</th>\
          <th>pid</th><th>stack</th><th>pages</th><th>≈ memory</th></tr>",
