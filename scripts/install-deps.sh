@@ -16,6 +16,8 @@ PACKAGES=(
   nginx-light redis-server postgresql wrk tcpdump tshark chromium
   # tests/analyze_e2e.rs (churn): the kernel's own retransmit counts, beside the capture.
   bpftrace
+  # tests/export_pprof.rs: `go tool pprof` reads what `retrace export pprof` writes (offline).
+  golang-go
   # Kernel matrix (scripts/kernel-matrix.sh): Debian kernels booted in QEMU from a busybox initramfs.
   qemu-system-x86 busybox-static cpio binutils
 )

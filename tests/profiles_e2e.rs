@@ -23,6 +23,13 @@ use std::time::{Duration, Instant};
 use common::{may_run, path, retrace, text, RunDir};
 use retrace_segment::{BinaryInfo, Event, EventBody, Frame, UserStack};
 
+/// The two tests run one at a time: each measures a program's share of a busy machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn run_dir(name: &str) -> RunDir {
     let d = std::env::temp_dir().join(format!("retrace-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -145,6 +152,7 @@ fn a_leak_is_found_by_its_function_with_the_binary_deleted() {
     if !may_run("a_leak_is_found_by_its_function_with_the_binary_deleted") {
         return;
     }
+    let _one_at_a_time = serial();
     let dir = run_dir("profiles-leak");
     let bin = dir.0.join("leaky");
     build("leak.c", &bin);
@@ -344,6 +352,7 @@ fn cpu_shares_and_blocking_are_found_by_function() {
     if !may_run("cpu_shares_and_blocking_are_found_by_function") {
         return;
     }
+    let _one_at_a_time = serial();
     let dir = run_dir("profiles-cpu");
     let bin: PathBuf = dir.0.join("burner");
     build("burn.c", &bin);

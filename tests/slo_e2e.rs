@@ -275,7 +275,7 @@ fn same_capture_same_files_and_the_seed_rules() {
     assert_eq!(rule("SLO Breach").status, "fired");
     assert_eq!(rule("High Error Rate").status, "fired");
     assert_eq!(rule("Memory Pressure").status, "no_data");
-    assert!(rule("Memory Pressure").note.contains("does not record"));
+    assert!(rule("Memory Pressure").note.contains("no cgroup memory"));
     // The SLO alert fires for the affected services only, during the outage.
     let (stop, start) = outage(&root().join("scenarios/users-down/faults.json"));
     let slo_alerts: Vec<_> = a1

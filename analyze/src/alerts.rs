@@ -22,8 +22,9 @@
 //! objectives, compared with a percentage or `target`, the service's own), `error_rate` (a
 //! percentage), `request_rate` (requests per second), `latency.p50` `.p75` `.p90` `.p95`
 //! `.p99` `.p999` `.max` (a duration: `500ms`, `1s`), and `container.memory.usage` (a
-//! percentage of the cgroup's limit), which captures do not record yet: a rule on it
-//! evaluates to "no data" and never fires. Right-hand sides: a value, `target`, `baseline`,
+//! percentage of the limit of the service's cgroup, the highest of its cgroups, at the end of
+//! each step, from the profiles' cgroup memory samples; a capture without them, or an
+//! unlimited cgroup, gives "no data" and the rule never fires). Right-hand sides: a value, `target`, `baseline`,
 //! `baseline * 2` (or `2 * baseline`): the same metric over the baseline (the capture's own
 //! first quarter, or `--baseline CAPTURE` as a whole). Comparisons `<` `<=` `>` `>=` `==`
 //! `!=`, combined with `and`, `or` and parentheses (`and` binds first). `for:` is scaled like
@@ -44,7 +45,8 @@ use crate::slo::{
 use crate::AnalyzeError;
 
 /// Why memory rules have no data.
-pub const MEMORY_NOTE: &str = "the capture does not record cgroup memory usage and limits yet";
+pub const MEMORY_NOTE: &str =
+    "no cgroup memory with a limit recorded for the service (a capture without the mem stream)";
 
 /// A metric of a condition.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -59,7 +61,7 @@ pub enum Metric {
     RequestRate,
     /// A latency quantile (0..=1), ns.
     Latency(f64),
-    /// Memory usage of the cgroup, fraction of its limit: not recorded.
+    /// Memory usage of the service's cgroup, fraction of its limit (profiles).
     MemoryUsage,
 }
 
@@ -684,25 +686,30 @@ impl ServiceEval<'_> {
         let n = self.tl.buckets;
         let sum = |v: &[u64], i: usize| -> u64 { v[(i + 1).saturating_sub(w)..=i].iter().sum() };
         let mut scratch = Vec::new();
-        let vals: Vec<Option<f64>> = (0..n)
-            .map(|i| {
-                let a = (i + 1).saturating_sub(w);
-                let secs = ((i + 1 - a) as u64 * self.tl.resolution_ns) as f64 / 1e9;
-                metric_of(
-                    m,
-                    sum(&d.total, i),
-                    sum(&d.bad, i),
-                    sum(&d.lat_total, i),
-                    sum(&d.lat_slow, i),
-                    secs,
-                    |q| {
-                        scratch.clear();
-                        scratch.extend_from_slice(&d.lats[d.lat_off[a]..d.lat_off[i + 1]]);
-                        quantile(&mut scratch, q)
-                    },
-                )
-            })
-            .collect();
+        let vals: Vec<Option<f64>> = if m == Metric::MemoryUsage {
+            // A level: its value at the end of the bucket.
+            (0..n).map(|i| d.memory.get(i).copied().flatten()).collect()
+        } else {
+            (0..n)
+                .map(|i| {
+                    let a = (i + 1).saturating_sub(w);
+                    let secs = ((i + 1 - a) as u64 * self.tl.resolution_ns) as f64 / 1e9;
+                    metric_of(
+                        m,
+                        sum(&d.total, i),
+                        sum(&d.bad, i),
+                        sum(&d.lat_total, i),
+                        sum(&d.lat_slow, i),
+                        secs,
+                        |q| {
+                            scratch.clear();
+                            scratch.extend_from_slice(&d.lats[d.lat_off[a]..d.lat_off[i + 1]]);
+                            quantile(&mut scratch, q)
+                        },
+                    )
+                })
+                .collect()
+        };
         self.cache.push((key, vals));
         let last = self.cache.len() - 1;
         &self.cache[last].1

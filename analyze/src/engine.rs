@@ -362,6 +362,8 @@ pub struct Analyzer {
     logs: crate::logs::Collector,
     /// Thresholds of the findings engine.
     findings_config: crate::findings::FindingsConfig,
+    /// Heap, CPU, off-CPU and memory samples: `crate::profiles`.
+    profiles: crate::profiles::Collector,
 }
 
 /// Statistics carried from reading into the analysis.
@@ -434,6 +436,7 @@ impl Analyzer {
             net: Default::default(),
             logs: Default::default(),
             findings_config: Default::default(),
+            profiles: Default::default(),
         }
     }
 
@@ -591,6 +594,7 @@ impl Analyzer {
             }
         }
         self.see_ts(ts);
+        self.profiles.push(node, ts, ev);
         match &ev.body {
             EventBody::ProcExec(e) => {
                 self.net.exec(node, e.pid, ts);
@@ -1116,6 +1120,8 @@ impl Analyzer {
             ));
         }
         cp.at("logs");
+        analysis.profiles = self.finish_profiles(&names, window_end);
+        cp.at("profiles");
         crate::findings::detect(&mut analysis, &net, &self.findings_config);
         Ok(analysis)
     }
@@ -1712,8 +1718,50 @@ impl Analyzer {
         self.name_processes(&BTreeSet::new())
     }
 
-    /// Names the processes that took part and the `extra` ones (processes that only wrote
-    /// logs: named like the others, but not counted among a unit's executables).
+    /// The profiles, their processes named as services: those the network analysis named
+    /// keep their names; the others (processes with no connection) are named by the same
+    /// rules, without renaming the first.
+    fn finish_profiles(&mut self, names: &Names, window_end: u64) -> crate::profiles::Profiles {
+        let collector = std::mem::take(&mut self.profiles);
+        let extra: BTreeSet<(u16, u32)> = collector
+            .processes()
+            .into_iter()
+            .filter(|k| !names.contains_key(k))
+            .collect();
+        let more = if extra.is_empty() {
+            Names::new()
+        } else {
+            self.name_processes(&extra)
+        };
+        let by_index: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let mut profiles = collector.finish(
+            &by_index,
+            |node, pid| {
+                names
+                    .get(&(node, pid))
+                    .or_else(|| more.get(&(node, pid)))
+                    .map(|n| n.0.clone())
+                    .unwrap_or_else(|| format!("pid {pid}"))
+            },
+            window_end,
+        );
+        // The services of each cgroup: its named processes'.
+        for c in &mut profiles.cgroups {
+            let mut services = BTreeSet::new();
+            for (key, (name, _)) in names.iter().chain(more.iter()) {
+                let node_matches = by_index.get(usize::from(key.0)) == Some(&c.node);
+                if node_matches && self.procs.get(key).is_some_and(|p| p.cgroup == c.cgroup) {
+                    services.insert(name.clone());
+                }
+            }
+            c.services = services.into_iter().collect();
+        }
+        profiles
+    }
+
+    /// Names every process that took part in a connection or listened, and the `extra` ones
+    /// (processes that only wrote logs or were only profiled: named like the others, without
+    /// changing their names, and not counted among a unit's executables): `(name, kind)`.
     fn name_processes(&self, extra: &BTreeSet<(u16, u32)>) -> Names {
         let mut relevant: BTreeSet<(u16, u32)> = BTreeSet::new();
         for s in &self.sides {
@@ -1765,7 +1813,7 @@ impl Analyzer {
         };
         // Units are services only when all their relevant processes run one executable.
         let mut unit_exes: BTreeMap<(u16, String), BTreeSet<String>> = BTreeMap::new();
-        for k in &relevant {
+        for k in relevant.iter().chain(extra) {
             if let Some(p) = self.procs.get(k) {
                 if let Some(u) = unit_of_cgroup(&p.cgroup) {
                     unit_exes
@@ -1777,7 +1825,12 @@ impl Analyzer {
         }
         let empty = Proc::default();
         let mut out = BTreeMap::new();
-        for k in relevant.into_iter().chain(extra.iter().copied()) {
+        let named_now = if extra.is_empty() {
+            relevant
+        } else {
+            extra.clone()
+        };
+        for k in named_now {
             let p = self.procs.get(&k).unwrap_or(&empty);
             let ports: Vec<u16> = ports_of(k).into_iter().collect();
             let facts = ProcessFacts {

@@ -25,11 +25,13 @@ mod join;
 mod l7;
 pub mod logs;
 mod model;
+pub mod profiles;
 mod report;
 pub mod services;
 pub mod slo;
 mod stats;
 pub mod synth;
+pub mod synth_profiles;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

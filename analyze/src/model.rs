@@ -823,6 +823,9 @@ pub struct Analysis {
     /// Log events and patterns (logs.csv, log_patterns.csv); not in summary.json.
     #[serde(skip)]
     pub logs: crate::logs::LogReport,
+    /// Memory-leak suspects, memory over time, CPU and off-CPU profiles (`crate::profiles`).
+    #[serde(default, skip_serializing_if = "crate::profiles::Profiles::is_empty")]
+    pub profiles: crate::profiles::Profiles,
 }
 
 impl Analysis {
@@ -893,7 +896,7 @@ pub struct Finding {
     /// How bad.
     pub severity: Severity,
     /// `connection_failures`, `retransmits`, `resets`, `upstream_errors`, `upstream_latency`,
-    /// `errors`, `dns`, `oom_kill`, `restart`, `log_errors`.
+    /// `errors`, `dns`, `oom_kill`, `restart`, `log_errors`, `memory_leak`, `memory_growth`.
     pub kind: String,
     /// The service it is about.
     pub service: String,

@@ -748,6 +748,8 @@ pub(crate) struct ServiceData {
     pub lats: Vec<u64>,
     /// `lats[lat_off[b]..lat_off[b + 1]]` are bucket `b`'s.
     pub lat_off: Vec<usize>,
+    /// cgroup memory usage at the end of each bucket, fraction of the limit (profiles).
+    pub memory: Vec<Option<f64>>,
 }
 
 /// The buckets of an accumulation.
@@ -835,6 +837,7 @@ pub(crate) fn accumulate(a: &Analysis, cfg: &SloConfig, tl: &Timeline) -> Vec<Se
                 lat_slow: vec![0; nb],
                 lats: Vec::new(),
                 lat_off: vec![0; nb + 1],
+                memory: Vec::new(),
             });
             s
         } else {
@@ -887,8 +890,45 @@ pub(crate) fn accumulate(a: &Analysis, cfg: &SloConfig, tl: &Timeline) -> Vec<Se
             d.lat_off[b + 1] += d.lat_off[b];
         }
     }
+    memory_usage(a, cfg, tl, &mut out);
     out.sort_by(|x, y| x.name.cmp(&y.name));
     out
+}
+
+/// cgroup memory usage per bucket for every service with a limited cgroup in the profiles
+/// (services that served nothing get a series of their own).
+fn memory_usage(a: &Analysis, cfg: &SloConfig, tl: &Timeline, out: &mut Vec<ServiceData>) {
+    let nb = tl.buckets;
+    let services: std::collections::BTreeSet<&str> = a
+        .profiles
+        .cgroups
+        .iter()
+        .filter(|c| c.limit.is_some())
+        .flat_map(|c| c.services.iter().map(String::as_str))
+        .collect();
+    for name in services {
+        let i = match out.iter().position(|d| d.name == name) {
+            Some(i) => i,
+            None => {
+                out.push(ServiceData {
+                    availability: cfg.availability_of(name),
+                    latency: cfg.latency_of(name),
+                    name: name.to_string(),
+                    total: vec![0; nb],
+                    bad: vec![0; nb],
+                    lat_total: vec![0; nb],
+                    lat_slow: vec![0; nb],
+                    lats: Vec::new(),
+                    lat_off: vec![0; nb + 1],
+                    memory: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        out[i].memory = (0..nb)
+            .map(|b| a.profiles.memory_usage_share(name, tl.end_of(b)))
+            .collect();
+    }
 }
 
 /// The `q` quantile (0..=1) of `v` (reordered), linear interpolation as the analyzer's
@@ -1535,6 +1575,6 @@ mod tests {
         );
         assert!(s[0].value.starts_with("latency.p99=80.000ms"), "{s:?}");
         assert_eq!(r.alert_rules[1].effective_for_s, 2.0);
-        assert!(r.alert_rules[2].note.contains("does not record"));
+        assert!(r.alert_rules[2].note.contains("no cgroup memory"));
     }
 }

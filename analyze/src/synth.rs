@@ -895,6 +895,26 @@ pub struct CaptureSink {
     error: Option<retrace_segment::SegmentError>,
 }
 
+impl CaptureSink {
+    /// Appends to `writer`.
+    pub fn new(writer: retrace_segment::CaptureWriter) -> Self {
+        Self {
+            writer,
+            events: 0,
+            error: None,
+        }
+    }
+
+    /// Closes the capture: the events written, or the first error.
+    pub fn close(self) -> Result<u64, retrace_segment::SegmentError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.writer.close()?;
+        Ok(self.events)
+    }
+}
+
 impl Sink for CaptureSink {
     fn put(&mut self, ev: Event) {
         if self.error.is_none() {

@@ -17,9 +17,11 @@
 //!   of a service it calls (directly or through others: the chain users down → api 503 →
 //!   nginx 503), with the number of its failed requests whose own call failed (traces);
 //! - **DNS**: NXDOMAIN, server errors, timeouts, slow p95, per resolver and name;
-//! - **OOM kills** and **restarts** not already the cause of another finding;
 //! - **log errors** rising above a service's baseline (`log_errors`), and the error log
 //!   patterns of a service as evidence on its other findings of the same time.
+//! - **Memory** (`memory.rs`, from the profiles): allocating stacks judged leaks, RSS growing
+//!   outside the tracked heap; an OOM kill of the same process follows from them.
+//! - **OOM kills** and **restarts** not already the cause of another finding.
 //!
 //! The output is sorted and numbered deterministically: the same capture gives the same
 //! findings, byte for byte.
@@ -27,6 +29,7 @@
 pub(crate) mod collect;
 pub mod config;
 mod log_errors;
+mod memory;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +54,7 @@ pub(crate) fn detect(a: &mut Analysis, net: &NetFacts, cfg: &FindingsConfig) {
         cx.resets(&mut out);
         cx.errors(&mut out);
         cx.dns_findings(&dns, &mut out);
+        cx.memory(&mut out);
         cx.processes(&mut out);
         cx.log_errors(&mut out);
         cx.log_evidence(&mut out);
@@ -69,6 +73,8 @@ struct Out {
     cited: BTreeSet<(String, u32)>,
     /// Services whose served errors and latency are explained by a finding, and when.
     explained: Vec<(String, u64, u64)>,
+    /// Memory findings by (service, pid): what an OOM kill of the process follows from.
+    memory_causes: BTreeMap<(String, u32), usize>,
 }
 
 impl Out {
@@ -1319,10 +1325,16 @@ impl<'a> Cx<'a> {
                             likely_cause: "its memory reached its cgroup's limit or the node ran \
                                            out of memory: the kernel's OOM killer chose it"
                                 .into(),
-                            evidence: vec![format!("OOM kill at {}", self.when(t))],
+                            evidence: std::iter::once(format!("OOM kill at {}", self.when(t)))
+                                .chain(self.oom_growth(service, p.pid))
+                                .collect(),
                             ..Default::default()
                         },
-                        Vec::new(),
+                        out.memory_causes
+                            .get(&(service.to_string(), p.pid))
+                            .copied()
+                            .into_iter()
+                            .collect(),
                     );
                 }
             }

@@ -30,9 +30,14 @@ fn series_xy(
 }
 
 /// A named, coloured line of (x, y) points.
-type Line<'a> = (&'a str, RGBColor, Vec<Vec<(f64, f64)>>);
+pub(super) type Line<'a> = (&'a str, RGBColor, Vec<Vec<(f64, f64)>>);
 
-fn draw(title: &str, y_desc: &str, lines: &[Line<'_>], x_max: f64) -> Result<String, String> {
+pub(super) fn draw(
+    title: &str,
+    y_desc: &str,
+    lines: &[Line<'_>],
+    x_max: f64,
+) -> Result<String, String> {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();

@@ -64,9 +64,10 @@ pub(crate) fn render(a: &Analysis) -> String {
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>retrace report</title><style>{CSS}{}</style></head><body>\n\
+         <title>retrace report</title><style>{CSS}{}{}</style></head><body>\n\
          <header><h1>retrace report</h1><p>{} → {} ({}) · nodes: {}</p></header><main>\n",
         traces_html::CSS,
+        super::profiles_html::CSS,
         esc(&format_wall(a.window_start_ns)),
         esc(&format_wall(a.window_end_ns)),
         duration(a.window_end_ns.saturating_sub(a.window_start_ns)),
@@ -227,6 +228,7 @@ pub(crate) fn render(a: &Analysis) -> String {
     h.push_str(&super::slo_html::render(a));
     traces_html::render(a, &mut h);
     super::logs_html::render(a, &mut h);
+    super::profiles_html::render(a, &mut h);
 
     // Charts.
     let mut charted: Vec<&crate::model::ServiceSeries> = a.series.iter().collect();

@@ -8,6 +8,8 @@ mod html;
 mod logs_csv;
 mod logs_html;
 mod map;
+mod profiles_csv;
+pub(crate) mod profiles_html;
 mod slo_html;
 mod traces_html;
 
@@ -56,6 +58,7 @@ fn write_summaries(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeErr
         csv_out::write_traces(analysis, out_dir)?;
     }
     csv_out::write_slo(analysis, out_dir)?;
+    profiles_csv::write(analysis, out_dir)?;
     cp.at("report: tables");
     let json_path = out_dir.join("summary.json");
     let mut json = serde_json::to_vec_pretty(analysis).map_err(|e| AnalyzeError::Report {

@@ -1,8 +1,9 @@
 //! `retrace export FORMAT CAPTURE... --out FILE`: the analysis of captures in formats other
-//! tools read. One module per format (`otlp`), each a subcommand with its own `Args` (the
+//! tools read. One module per format (`otlp`, `pprof`), each a subcommand with its own `Args` (the
 //! shared [`crate::cmd::analyze::Input`] flattened in) and `run`.
 
 pub mod otlp;
+pub mod pprof;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -26,12 +27,16 @@ pub enum Format {
     /// conventions: the body an OTLP/HTTP endpoint takes (`POST /v1/traces`, `Content-Type:
     /// application/json`).
     Otlp(otlp::Args),
+    /// Heap, CPU or off-CPU profiles as gzipped pprof `profile.proto` (what `go tool pprof`
+    /// reads), symbolized from the capture.
+    Pprof(pprof::Args),
 }
 
 /// Runs `retrace export`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Otlp(a) => otlp::run(a),
+        Format::Pprof(a) => pprof::run(a),
     }
 }
 
