@@ -169,6 +169,7 @@ pub(crate) fn feed(
         if let Some(p) = &input.manifest_problem {
             warnings.push(format!("{}: {p}", input.path.display()));
         }
+        warnings.extend(input.interruptions());
         // Nodes that recorded nothing in the window still belong to the capture.
         analyzer.node(&input.node);
     }

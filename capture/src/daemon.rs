@@ -46,6 +46,9 @@ const SPARE_BUFFERS: usize = 8;
 /// How long a poll waits for a wakeup (records are submitted without wakeups below the
 /// threshold, so this is the consumption period at low rates).
 const POLL_PERIOD: Duration = Duration::from_millis(20);
+/// A block is written at most this long after its first event: with the writer's 100 ms
+/// tick and the rings' 20 ms poll, a `kill -9` loses well under a second of events.
+const BLOCK_MAX_AGE: Duration = Duration::from_millis(500);
 /// How often drop counters and pending marks are looked at.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -211,16 +214,25 @@ pub fn open_writer(
         keep,
         max_size: cfg.max_size,
         zstd_level: cfg.zstd_level,
+        block_max_age: BLOCK_MAX_AGE,
         ..Default::default()
     };
-    Ok(Box::new(retrace_segment::CaptureWriter::create(
-        opts, state,
-    )?))
+    // A restart in the same directory continues the capture (new segments after the old).
+    Ok(Box::new(
+        retrace_segment::CaptureWriter::resume_or_create(opts, state)?,
+    ))
 }
 
 /// Runs a capture until SIGINT/SIGTERM or `--duration`, writing through the segment crate.
 pub fn run(cfg: &CaptureConfig) -> Result<Summary, CaptureError> {
     cfg.validate()?;
+    if let Some(pid) = marks::other_daemon(&cfg.out) {
+        return Err(CaptureError::Config(format!(
+            "{}: a capture is already running there (pid {pid}); stop it first or choose \
+             another directory",
+            cfg.out.display()
+        )));
+    }
     match crate::doctor::preflight(&cfg.streams.names(), &cfg.out) {
         Ok(checks) => {
             for c in checks

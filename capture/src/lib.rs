@@ -80,6 +80,18 @@ fn indent(text: &str) -> String {
 }
 
 impl CaptureError {
+    /// Whether the capture stopped because its filesystem is full (ENOSPC) or the user's
+    /// disk quota is reached (EDQUOT): the segments written before are sealed when room was
+    /// left for their footer, and readable up to their last whole block either way.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            CaptureError::Write(retrace_segment::SegmentError::Io { source, .. }) => source,
+            CaptureError::Io { source, .. } => source,
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
     pub(crate) fn bpf(what: impl Into<String>, source: libbpf_rs::Error) -> Self {
         CaptureError::Bpf {
             what: what.into(),
