@@ -1,0 +1,521 @@
+//! Reliability of the capture daemon under faults (issue 16): `kill -9` at random moments under
+//! load, then a restart in the same directory; overload (far more events than the daemon can
+//! write); `--max-size` under full load; a full filesystem; private files; the capabilities the
+//! daemon keeps. Every test runs the real `retrace capture` as root against real servers on
+//! loopback, and checks what it wrote against what the load generator counted itself.
+//!
+//! Short variants run in CI (`RETRACE_REQUIRE_BPF=1`: they must run, not skip); the long ones
+//! run with `RETRACE_LONG=1` (50 kills, longer overload). Each test prints its figures
+//! (`reliability:` lines): `cargo test --test reliability -- --nocapture`.
+
+// Every child is killed and reaped by its guard's Drop: clippy cannot see that.
+#![allow(clippy::zombie_processes)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use retrace_segment::{Event, EventBody, Manifest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_retrace");
+/// Debian's python3 (not a pyenv shim).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// One live test at a time: two daemons would compete for the CPUs and for each other's events.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if !common::may_run(test) {
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The long variants (`RETRACE_LONG=1`).
+fn long() -> bool {
+    std::env::var_os("RETRACE_LONG").is_some_and(|v| v == "1")
+}
+
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A small xorshift generator: the kill moments are random, and reproducible from the seed
+/// printed (`RETRACE_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = std::env::var("RETRACE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| mono_ns() | 1);
+        println!("reliability: seed {seed} (RETRACE_SEED={seed} repeats the kill moments)");
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [lo, hi) milliseconds.
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// Kills (SIGKILL) and reaps the child when dropped.
+struct Guard(Option<Child>);
+
+impl Guard {
+    fn spawn(cmd: &mut Command) -> Self {
+        Guard(Some(
+            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        ))
+    }
+    fn pid(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
+    }
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        let child = self.0.as_mut().expect("child");
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `retrace capture --out DIR ARGS...`, its output collected.
+struct Daemon {
+    child: Guard,
+    out: PathBuf,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(out: &Path, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("capture")
+            .arg("--out")
+            .arg(out)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = Guard::spawn(&mut cmd);
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let inner = child.0.as_mut().expect("child");
+        for stream in [
+            Box::new(inner.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(inner.stderr.take().expect("stderr")),
+        ] {
+            let lines = Arc::clone(&output);
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        Daemon {
+            child,
+            out: out.to_path_buf(),
+            output,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    /// Waits until the writer is open: the manifest records `restarts` restarts (0 for a new
+    /// capture), and the daemon wrote its pid file (after the programs are attached).
+    fn wait_ready(&mut self, restarts: usize) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.wait_timeout(Duration::ZERO) {
+                panic!("capture exited early with {st}:\n{}", self.output());
+            }
+            let pid_file = fs::read_to_string(self.out.join("daemon.pid")).unwrap_or_default();
+            let ours = pid_file.trim() == self.pid().to_string();
+            if ours && manifest(&self.out).is_some_and(|m| m.restarts.len() == restarts) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "capture not ready after 90 s:\n{}",
+                self.output()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL; returns the monotonic time of the kill.
+    fn kill(mut self) -> u64 {
+        let at = mono_ns();
+        self.child.signal(libc::SIGKILL);
+        let st = self
+            .child
+            .wait_timeout(Duration::from_secs(20))
+            .expect("killed");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL)
+        );
+        self.child.0 = None;
+        at
+    }
+
+    /// SIGTERM; the exit status (within 60 s) and the output.
+    fn stop(mut self) -> (ExitStatus, String) {
+        self.child.signal(libc::SIGTERM);
+        self.wait_exit()
+    }
+
+    /// Waits for the exit (at most 60 s): status and output.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let st = self.child.wait_timeout(Duration::from_secs(60));
+        // the output threads finish at the pipes' end
+        thread::sleep(Duration::from_millis(100));
+        let out = self.output();
+        let st = st.unwrap_or_else(|| panic!("capture still running after 60 s:\n{out}"));
+        self.child.0 = None;
+        (st, out)
+    }
+}
+
+fn manifest(dir: &Path) -> Option<Manifest> {
+    let text = fs::read(dir.join("manifest.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The segment files of a capture directory, sorted by name.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("capture dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rseg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "port {port}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Python's threading HTTP server on 127.0.0.1:port (its request log to /dev/null).
+fn python_server(root: &Path, port: u16) -> Guard {
+    let g = Guard::spawn(
+        Command::new(PYTHON)
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_port(port);
+    g
+}
+
+/// `retrace replay ARGS` → (status, stdout, stderr).
+fn replay(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(BIN)
+        .arg("replay")
+        .args(args)
+        .output()
+        .expect("run retrace replay");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The events of `path` matching `filter`, from `retrace replay --output jsonl`.
+fn events(path: &Path, filter: &str) -> Vec<Event> {
+    let p = common::path(path);
+    let mut args = vec![p, "--output", "jsonl", "--no-progress"];
+    if !filter.is_empty() {
+        args.extend(["--filter", filter]);
+    }
+    let (st, stdout, stderr) = replay(&args);
+    assert!(st.success(), "replay {p} failed: {stderr}");
+    stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("jsonl line");
+            serde_json::from_value::<Event>(v).unwrap_or_else(|e| panic!("event {l}: {e}"))
+        })
+        .collect()
+}
+
+/// `retrace replay PATH --stats --output jsonl`, parsed.
+fn stats(path: &Path) -> serde_json::Value {
+    let p = common::path(path);
+    let (st, stdout, stderr) = replay(&[p, "--stats", "--output", "jsonl", "--no-progress"]);
+    assert!(st.success(), "replay --stats {p} failed: {stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("stats of {p}: {e}\n{stdout}"))
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash at random moments
+
+/// A load generator of real HTTP requests, one connection each, every one with its own
+/// path (`/crash/TAG/SEQ`): it records when it sent each request (CLOCK_MONOTONIC, the clock
+/// of the events), before the connect.
+fn http_load(
+    port: u16,
+    tag: String,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<Vec<(u64, u64)>> {
+    thread::spawn(move || {
+        let mut sent = Vec::new();
+        let mut seq = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            seq += 1;
+            let at = mono_ns();
+            let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+                continue;
+            };
+            let req = format!("GET /crash/{tag}/{seq} HTTP/1.0\r\n\r\n");
+            if s.write_all(req.as_bytes()).is_err() {
+                continue;
+            }
+            sent.push((seq, at));
+            let mut resp = Vec::new();
+            let _ = s.read_to_end(&mut resp);
+        }
+        sent
+    })
+}
+
+/// `kill -9` of the daemon at random moments under HTTP load, each time restarted in the same
+/// directory: afterwards every segment file reads alone, the directory reads as the sum of
+/// its files, the manifest lists exactly the files with their events and every restart, and
+/// the requests the load generator made while the daemon ran are all in the capture except
+/// those of the last second before each kill (measured: the oldest lost request's age at the
+/// kill). `replay --stats` and the analysis report each interruption.
+#[test]
+fn kill_9_at_random_moments_loses_at_most_the_last_second() {
+    let Some(_lock) = serial("kill_9_at_random_moments_loses_at_most_the_last_second") else {
+        return;
+    };
+    let kills = if long() { 50 } else { 6 };
+    let mut rng = Rng::new();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let www = tmp.path().join("www");
+    fs::create_dir(&www).expect("www");
+    let port = free_port();
+    let _server = python_server(&www, port);
+    let out = tmp.path().join("cap");
+    let args = ["--streams", "proc,tcp,l7", "--duration", "600s"];
+
+    // (tag, requests sent while the daemon was up: (seq, send time), the kill time)
+    let mut runs: Vec<(String, Vec<(u64, u64)>, u64)> = Vec::new();
+    for k in 0..=kills {
+        let mut d = Daemon::start(&out, &args);
+        d.wait_ready(k);
+        let tag = format!("k{k}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let ready = mono_ns();
+        let load = http_load(port, tag.clone(), Arc::clone(&stop));
+        thread::sleep(rng.millis(1_000, 3_000));
+        if k == kills {
+            // the last run ends cleanly
+            let (st, text) = d.stop();
+            assert!(st.success(), "capture after {k} kills exited {st}:\n{text}");
+            stop.store(true, Ordering::Relaxed);
+            load.join().expect("load");
+            break;
+        }
+        let killed = d.kill();
+        stop.store(true, Ordering::Relaxed);
+        let sent: Vec<(u64, u64)> = load
+            .join()
+            .expect("load")
+            .into_iter()
+            .filter(|&(_, t)| t >= ready && t < killed)
+            .collect();
+        runs.push((tag, sent, killed));
+    }
+
+    // Every file reads alone, the directory as their sum, the manifest as the files.
+    let m = manifest(&out).expect("manifest after the last, clean, stop");
+    let on_disk: BTreeSet<String> = segments(&out)
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = m.segments.iter().map(|s| s.file.clone()).collect();
+    assert_eq!(listed, on_disk, "the manifest lists the files on disk");
+    let mut sum = 0;
+    for s in &m.segments {
+        let st = stats(&out.join(&s.file));
+        let n = st["events_read"].as_u64().expect("events_read");
+        assert_eq!(n, s.events, "{}: events as the manifest says", s.file);
+        assert_eq!(st["bytes_lost"].as_u64(), Some(0), "{}: no torn tail", s.file);
+        sum += n;
+    }
+    assert_eq!(m.totals.events, sum, "manifest totals = the files");
+    assert!(m.ended_wall_ns.is_some());
+    assert_eq!(m.restarts.len(), kills, "every restart recorded");
+    assert!(m.restarts.iter().all(|r| !r.clean), "{:?}", m.restarts);
+    let st = stats(&out);
+    assert_eq!(st["events_read"].as_u64(), Some(sum));
+    let interruptions = st["interruptions"].as_array().expect("interruptions").len();
+    assert_eq!(interruptions, kills, "replay --stats reports each kill");
+    let (_, text, _) = replay(&[common::path(&out), "--stats", "--no-progress"]);
+    assert!(
+        text.contains(&format!("interrupted  {kills} time(s)")) && text.contains("killed or crashed"),
+        "{text}"
+    );
+
+    // What the load generator made against what the server's side of the capture holds.
+    let l7 = events(&out, &format!("kind = l7 and lport = {port}"));
+    let mut lost_counts = Vec::new();
+    let mut windows_ms = Vec::new();
+    let mut total_sent = 0;
+    for (tag, sent, killed) in &runs {
+        let prefix = format!("GET /crash/{tag}/");
+        let mut seen = BTreeSet::new();
+        for e in &l7 {
+            let EventBody::L7(msg) = &e.body else {
+                continue;
+            };
+            if let Some(at) = msg
+                .payload
+                .windows(prefix.len())
+                .position(|w| w == prefix.as_bytes())
+            {
+                let rest = &msg.payload[at + prefix.len()..];
+                let digits: Vec<u8> = rest
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .copied()
+                    .collect();
+                if let Some(n) = std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    seen.insert(n);
+                }
+            }
+        }
+        let lost: Vec<u64> = sent
+            .iter()
+            .filter(|(seq, _)| !seen.contains(seq))
+            .map(|&(_, t)| t)
+            .collect();
+        total_sent += sent.len();
+        let window = lost.iter().map(|&t| killed.saturating_sub(t)).max().unwrap_or(0);
+        lost_counts.push(lost.len() as f64);
+        windows_ms.push(window as f64 / 1e6);
+        assert!(
+            sent.len() > 20,
+            "run {tag}: the load made {} requests while the daemon ran",
+            sent.len()
+        );
+    }
+    let max_window = windows_ms.iter().copied().fold(0.0, f64::max);
+    let max_lost = lost_counts.iter().copied().fold(0.0, f64::max);
+    println!(
+        "reliability: kill -9: {kills} kills survived, {total_sent} requests made while capturing; \
+         lost per crash: max {max_lost:.0}, median {:.0} requests; oldest lost request at the \
+         kill: max {max_window:.0} ms, median {:.0} ms (goal: <= 1000 ms)",
+        median(&mut lost_counts.clone()),
+        median(&mut windows_ms.clone())
+    );
+    assert!(
+        max_window <= 1_000.0,
+        "a request older than 1 s at the kill was lost: {windows_ms:?}"
+    );
+
+    // The analysis reports the interruptions too.
+    let report = tmp.path().join("report");
+    let o = common::retrace(&[
+        "analyze",
+        common::path(&out),
+        "--out",
+        common::path(&report),
+        "--no-traces",
+    ]);
+    assert!(o.status.success(), "analyze: {}", common::text(&o));
+    let html = fs::read_to_string(report.join("index.html")).expect("index.html");
+    assert_eq!(
+        html.matches("killed or crashed").count(),
+        kills,
+        "the report names each interruption"
+    );
+}
