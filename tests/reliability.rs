@@ -519,3 +519,227 @@ fn kill_9_at_random_moments_loses_at_most_the_last_second() {
         "the report names each interruption"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Overload
+
+/// The load generator of the overload test: short connections, one small request each, for
+/// a bounded time after a line on its standard input; prints what it did as JSON.
+const OVERLOAD_GENERATOR: &str = r#"
+import json, socket, sys, time
+port = int(sys.argv[1]); dur = float(sys.argv[2])
+sys.stdin.readline()
+conns = reqs = failed = 0
+end = time.monotonic() + dur
+while time.monotonic() < end:
+    try:
+        s = socket.create_connection(("127.0.0.1", port))
+    except OSError:
+        failed += 1
+        continue
+    conns += 1
+    s.sendall(b"GET /o HTTP/1.0\r\n\r\n")
+    reqs += 1
+    while s.recv(65536):
+        pass
+    s.close()
+print(json.dumps({"connections": conns, "requests": reqs, "failed": failed}), flush=True)
+"#;
+
+/// A server on loopback in this process (not captured: the capture follows the generator's
+/// pid only): reads a request, answers a short response, closes. Runs until the process ends.
+fn tiny_http_server() -> u16 {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    for _ in 0..2 {
+        let l = l.try_clone().expect("clone listener");
+        thread::spawn(move || {
+            for mut c in l.incoming().map_while(Result::ok) {
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                while !contains(&got, b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+    }
+    port
+}
+
+/// Resident memory of `pid` in KiB (VmRSS), None once it is gone.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples the RSS of `pid` every 100 ms until `stop`: (peak KiB, samples).
+fn rss_sampler(pid: u32, stop: Arc<AtomicBool>) -> thread::JoinHandle<(u64, usize)> {
+    thread::spawn(move || {
+        let (mut peak, mut n) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(r) = rss_kib(pid) {
+                peak = peak.max(r);
+                n += 1;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        (peak, n)
+    })
+}
+
+/// Starves the daemon of CPU: stopped (SIGSTOP) for `off`, running for `on`, in turn, until
+/// `stop` (then left running). A daemon given a tenth of the time can write a tenth of what
+/// it could: the generator then makes many times more events than it writes.
+fn starve(pid: u32, on: Duration, off: Duration, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: signals to our own child's pid, still alive (reaped only after `stop`).
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            thread::sleep(off);
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            thread::sleep(on);
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    })
+}
+
+/// Runs the generator for `secs` under a capture of its pid (`--streams tcp,l7`), the
+/// daemon starved to `duty` of the time when given; returns (generator's counts, the
+/// capture's `--stats`, peak RSS KiB, RSS samples).
+fn overload_run(
+    tmp: &Path,
+    secs: f64,
+    duty: Option<(u64, u64)>,
+    extra: &[&str],
+) -> (serde_json::Value, serde_json::Value, u64, usize) {
+    let port = tiny_http_server();
+    let script = tmp.join("generator.py");
+    fs::write(&script, OVERLOAD_GENERATOR).expect("generator script");
+    let mut gen = Guard::spawn(
+        Command::new(PYTHON)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(secs.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let gen_pid = gen.pid().to_string();
+    let out = tmp.join(format!("cap-{}", mono_ns()));
+    let mut args = vec!["--streams", "tcp,l7", "--pid", gen_pid.as_str(), "--duration", "600s"];
+    args.extend_from_slice(extra);
+    let mut d = Daemon::start(&out, &args);
+    d.wait_ready(0);
+    thread::sleep(Duration::from_millis(300));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = rss_sampler(d.pid(), Arc::clone(&stop));
+    let starver = duty.map(|(on, off)| {
+        starve(
+            d.pid(),
+            Duration::from_millis(on),
+            Duration::from_millis(off),
+            Arc::clone(&stop),
+        )
+    });
+    let child = gen.0.as_mut().expect("generator");
+    writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("start the generator");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("generator's counts");
+    gen.wait_timeout(Duration::from_secs(30)).expect("generator exits");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(s) = starver {
+        s.join().expect("starver");
+    }
+    // the daemon, running again, drains its rings and queue, then stops
+    thread::sleep(Duration::from_millis(500));
+    let (peak, samples) = {
+        let h = sampler;
+        h.join().expect("sampler")
+    };
+    let (st, text) = d.stop();
+    assert!(st.success(), "capture exited {st}:\n{text}");
+    let counts: serde_json::Value = serde_json::from_str(line.trim()).expect("generator JSON");
+    (counts, stats(&out), peak, samples)
+}
+
+/// Events each connection of the generator makes, by kind, by design: `tcp` its connect,
+/// established and close; `l7` its request and the response it reads; `tcp_sample` one RTT
+/// sample (a new socket's first syscall after the handshake).
+const PER_CONNECTION: [(&str, u64); 3] = [("tcp", 3), ("l7", 2), ("tcp_sample", 1)];
+
+/// Largest resident memory allowed to the daemon under overload (the writer queue's 24 MiB
+/// budget, the batch buffers, the mapped rings and the binary).
+const RSS_BOUND_KIB: u64 = 96 << 10;
+
+/// Far more events than the daemon can write: the generator makes short connections with
+/// one small request each on loopback while the daemon runs 1% of the time (stopped 990 ms,
+/// running 10 ms, in turn) with small rings. For every kind, the events in the capture plus
+/// the loss markers' counts equal what the generator made (its connections times the
+/// kind's events per connection), exactly; the daemon's RSS, sampled every 100 ms, stays
+/// under [`RSS_BOUND_KIB`]. Without starving it, nothing is dropped and the counts are
+/// exact too (the control: the per-connection counts are right).
+#[test]
+fn overload_counts_every_event_received_or_dropped_and_memory_stays_bounded() {
+    let Some(_lock) =
+        serial("overload_counts_every_event_received_or_dropped_and_memory_stays_bounded")
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (calm, starved) = if long() { (30.0, 60.0) } else { (2.0, 5.0) };
+    for (secs, duty, ring) in [
+        (calm, None, "8MiB"),
+        (starved, Some((10, 990)), "64KiB"),
+    ] {
+        let (counts, st, peak, samples) =
+            overload_run(tmp.path(), secs, duty, &["--ring-size", ring]);
+        let conns = counts["connections"].as_u64().expect("connections");
+        assert_eq!(counts["failed"].as_u64(), Some(0), "{counts}");
+        assert_eq!(counts["requests"].as_u64(), Some(conns), "{counts}");
+        assert!(conns > 1_000, "the generator made {conns} connections");
+        let (mut received, mut dropped) = (0, 0);
+        let mut line = Vec::new();
+        for (kind, per) in PER_CONNECTION {
+            let r = st["events_by_kind"][kind].as_u64().unwrap_or(0);
+            let d = st["drops_by_kind"][kind].as_u64().unwrap_or(0);
+            assert_eq!(
+                r + d,
+                conns * per,
+                "{kind}: {r} received + {d} dropped != {conns} connections x {per} \
+                 (duty {duty:?}); stats: {st}"
+            );
+            if duty.is_some() {
+                assert!(d > 0, "{kind}: the starved daemon dropped nothing: {st}");
+            } else {
+                assert_eq!(d, 0, "{kind}: dropped without overload: {st}");
+            }
+            received += r;
+            dropped += d;
+            line.push(format!("{kind} {r}+{d}={}", r + d));
+        }
+        let samples_ok = samples >= (secs * 5.0) as usize;
+        println!(
+            "reliability: overload {secs}s, daemon running {}: {conns} connections; received + \
+             dropped = generated, exactly, per kind: {}; generated/received {:.1}x; daemon \
+             peak RSS {:.1} MiB over {samples} samples (bound {} MiB)",
+            duty.map_or("always".to_string(), |(on, off)| format!("{on} ms of {}", on + off)),
+            line.join(", "),
+            (received + dropped) as f64 / received.max(1) as f64,
+            peak as f64 / 1024.0,
+            RSS_BOUND_KIB >> 10
+        );
+        assert!(samples_ok, "RSS sampled {samples} times in {secs} s");
+        assert!(
+            peak < RSS_BOUND_KIB,
+            "daemon RSS {peak} KiB over the {RSS_BOUND_KIB} KiB bound"
+        );
+    }
+}
