@@ -741,3 +741,336 @@ fn overload_counts_every_event_received_or_dropped_and_memory_stays_bounded() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Disk
+
+/// Bytes of the regular files in `dir` and its subdirectories.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// What the quota does not count, allowed above `--max-size`: the pid file and a mark note
+/// in flight (the quota holds segments, manifest and the manifest's temporary copy).
+const QUOTA_SLACK: u64 = 4 << 10;
+
+/// Starts the overload generator (its pid captured, full speed) and samples the capture
+/// directory's size every 10 ms while it runs `secs`: (peak bytes, samples, daemon output,
+/// capture dir).
+fn quota_run(tmp: &Path, secs: f64, args: &[&str]) -> (u64, usize, String, PathBuf) {
+    let port = tiny_http_server();
+    let script = tmp.join("generator.py");
+    fs::write(&script, OVERLOAD_GENERATOR).expect("generator script");
+    let mut gen = Guard::spawn(
+        Command::new(PYTHON)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(secs.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let gen_pid = gen.pid().to_string();
+    let out = tmp.join(format!("cap-{}", mono_ns()));
+    let mut all = vec!["--streams", "tcp,l7", "--pid", gen_pid.as_str(), "--duration", "600s"];
+    all.extend_from_slice(args);
+    let mut d = Daemon::start(&out, &all);
+    d.wait_ready(0);
+    let child = gen.0.as_mut().expect("generator");
+    writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("start the generator");
+    let (mut peak, mut samples) = (0, 0);
+    while gen.wait_timeout(Duration::ZERO).is_none() {
+        peak = peak.max(dir_bytes(&out));
+        samples += 1;
+        thread::sleep(Duration::from_millis(10));
+    }
+    let (st, text) = d.stop();
+    peak = peak.max(dir_bytes(&out));
+    assert!(st.success(), "capture exited {st}:\n{text}");
+    (peak, samples, text, out)
+}
+
+/// `--max-size` under full load: the directory's size, sampled every 10 ms, never exceeds
+/// it (beyond [`QUOTA_SLACK`]) whether events are then dropped (and counted: the manifest's
+/// `dropped`) or, in ring mode, old segments deleted; every segment left is sealed and whole.
+#[test]
+fn max_size_holds_under_full_load() {
+    let Some(_lock) = serial("max_size_holds_under_full_load") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let secs = if long() { 30.0 } else { 4.0 };
+    let max: u64 = 384 << 10;
+    for keep in [None, Some("192KiB")] {
+        let mut args = vec!["--max-size", "384KiB", "--segment-size", "64KiB"];
+        if let Some(k) = keep {
+            args.extend(["--keep", k]);
+        }
+        let (peak, samples, text, out) = quota_run(tmp.path(), secs, &args);
+        let m = manifest(&out).expect("manifest");
+        let st = stats(&out);
+        println!(
+            "reliability: --max-size 384KiB{} under full load for {secs}s: peak {peak} bytes over \
+             {samples} samples ({:.1}% of the quota); {} events kept, {} dropped by the quota, \
+             {} segments on disk",
+            keep.map_or(String::new(), |k| format!(" --keep {k}")),
+            peak as f64 * 100.0 / max as f64,
+            m.totals.events,
+            m.totals.dropped,
+            m.segments.len()
+        );
+        assert!(samples > 50, "{samples} samples");
+        assert!(
+            peak <= max + QUOTA_SLACK,
+            "directory reached {peak} bytes, over --max-size {max} + {QUOTA_SLACK}:\n{text}"
+        );
+        match keep {
+            None => assert!(m.totals.dropped > 0, "the quota dropped nothing: {:?}", m.totals),
+            Some(_) => assert!(text.contains("segments deleted by --keep"), "{text}"),
+        }
+        assert_eq!(st["bytes_lost"].as_u64(), Some(0), "{st}");
+        assert!(m.segments.iter().all(|s| s.sealed), "{:?}", m.segments);
+    }
+}
+
+/// Fills the filesystem of `dir` with a file until `left` bytes remain free.
+fn fill_but(dir: &Path, left: u64) {
+    // SAFETY: statvfs writes into the zeroed struct it is given; the path is NUL-terminated.
+    let free = unsafe {
+        let mut v: libc::statvfs = std::mem::zeroed();
+        let c = std::ffi::CString::new(common::path(dir)).expect("path");
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut v), 0, "statvfs");
+        v.f_bavail as u64 * v.f_frsize as u64
+    };
+    let mut f = fs::File::create(dir.join("filler")).expect("filler");
+    let chunk = vec![0x5au8; 64 << 10];
+    let mut todo = free.saturating_sub(left);
+    while todo > 0 {
+        let n = todo.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).expect("fill");
+        todo -= n as u64;
+    }
+    f.sync_all().expect("sync filler");
+}
+
+/// A mounted tmpfs, unmounted (lazily) when dropped.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Mount {
+        fs::create_dir_all(at).expect("mount point");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("tmpfs")
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount tmpfs at {}: {st}", at.display());
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A filesystem that fills up (a tmpfs that another file fills once the capture runs, no
+/// `--max-size`): the daemon stops by itself
+/// with exit status 3 and a message naming the cause; every segment reads whole (no torn
+/// frame: the partial write was cut back) and was sealed; the manifest is readable and counts
+/// the lost block as dropped.
+#[test]
+fn a_full_filesystem_stops_the_capture_cleanly() {
+    let Some(_lock) = serial("a_full_filesystem_stops_the_capture_cleanly") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mnt = tmp.path().join("small");
+    // `capture` refuses to start with less than 256 MiB free: a file fills the rest later.
+    let _mount = Mount::tmpfs(&mnt, "300m");
+    let out = mnt.join("cap");
+    let port = tiny_http_server();
+    let script = tmp.path().join("generator.py");
+    fs::write(&script, OVERLOAD_GENERATOR).expect("generator script");
+    let mut gen = Guard::spawn(
+        Command::new(PYTHON)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg("60")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+    );
+    let gen_pid = gen.pid().to_string();
+    let mut d = Daemon::start(
+        &out,
+        &["--streams", "tcp,l7", "--pid", &gen_pid, "--segment-size", "256KiB"],
+    );
+    d.wait_ready(0);
+    fill_but(&mnt, 256 << 10);
+    let child = gen.0.as_mut().expect("generator");
+    writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("start the generator");
+    let (st, text) = d.wait_exit();
+    drop(gen);
+    println!("reliability: full filesystem: exit {st}; {}", text.lines().last().unwrap_or(""));
+    assert_eq!(st.code(), Some(3), "exit status on a full disk:\n{text}");
+    assert!(text.contains("is full"), "{text}");
+    let m = manifest(&out).expect("a readable manifest");
+    let segs = segments(&out);
+    assert!(!segs.is_empty());
+    for s in &segs {
+        let st = stats(s);
+        assert_eq!(st["bytes_lost"].as_u64(), Some(0), "{}: {st}", s.display());
+        assert_eq!(
+            st["segments_sealed"].as_u64(),
+            Some(1),
+            "{} sealed: {st}",
+            s.display()
+        );
+    }
+    assert!(m.totals.dropped > 0, "the lost block is counted: {:?}", m.totals);
+    println!(
+        "reliability: full filesystem: {} segments, all sealed and whole; {} events kept, {} \
+         counted as lost",
+        segs.len(),
+        m.totals.events,
+        m.totals.dropped
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets: private files, capabilities
+
+/// Every file and directory under `dir` whose mode is not 0600 (files) or 0700 (directories).
+fn not_private(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bad = Vec::new();
+    let mode = fs::metadata(dir).expect("meta").permissions().mode() & 0o777;
+    if mode != 0o700 {
+        bad.push(format!("{} {mode:o}", dir.display()));
+    }
+    for e in fs::read_dir(dir).expect("dir").filter_map(Result::ok) {
+        let t = e.file_type().expect("type");
+        if t.is_dir() {
+            bad.extend(not_private(&e.path()));
+        } else {
+            let mode = e.metadata().expect("meta").permissions().mode() & 0o777;
+            if mode != 0o600 {
+                bad.push(format!("{} {mode:o}", e.path().display()));
+            }
+        }
+    }
+    bad
+}
+
+/// The capability sets of every thread of `pid`: (thread, CapPrm, CapEff, CapBnd).
+fn thread_caps(pid: u32) -> Vec<(String, u64, u64, u64)> {
+    let mut out = Vec::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").filter_map(Result::ok) {
+        let Ok(status) = fs::read_to_string(t.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name)).expect("cap line");
+            u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
+        };
+        out.push((
+            t.file_name().to_string_lossy().into_owned(),
+            field("CapPrm:"),
+            field("CapEff:"),
+            field("CapBnd:"),
+        ));
+    }
+    out
+}
+
+/// Started with umask 000, killed, restarted, stopped: every file the capture writes (segments,
+/// manifest, pid file, marks) is 0600 and every directory 0700, whatever the umask. After
+/// attaching, every thread of the daemon keeps only CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and
+/// CAP_DAC_READ_SEARCH (permitted, effective and bounding sets), and the capture still works:
+/// a request made by a process of another user (nobody) is recorded with its program, a mark
+/// is picked up.
+#[test]
+fn files_are_private_and_the_daemon_keeps_four_capabilities() {
+    let Some(_lock) = serial("files_are_private_and_the_daemon_keeps_four_capabilities") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let www = tmp.path().join("www");
+    fs::create_dir(&www).expect("www");
+    let port = free_port();
+    let _server = python_server(&www, port);
+    let out = tmp.path().join("cap");
+    let args = ["--streams", "proc,tcp,l7", "--duration", "600s"];
+    let start = |restarts: usize| {
+        // SAFETY: umask is async-signal-safe; nothing else runs in the child before exec.
+        let old = unsafe { libc::umask(0) };
+        let mut d = Daemon::start(&out, &args);
+        // SAFETY: as above, restoring this process's mask.
+        unsafe { libc::umask(old) };
+        d.wait_ready(restarts);
+        d
+    };
+    let d = start(0);
+    // linux/capability.h: CAP_DAC_READ_SEARCH 2, CAP_SYS_PTRACE 19, CAP_PERFMON 38, CAP_BPF 39
+    let expected: u64 = [2u32, 19, 38, 39].iter().map(|&c| 1u64 << c).sum();
+    let threads = thread_caps(d.pid());
+    assert!(threads.len() >= 2, "the loading and writer threads: {threads:?}");
+    for (tid, prm, eff, bnd) in &threads {
+        assert_eq!(
+            (*prm, *eff, *bnd),
+            (expected, expected, expected),
+            "thread {tid}: CapPrm {prm:x} CapEff {eff:x} CapBnd {bnd:x}, expected {expected:x}"
+        );
+    }
+    // Still capturing: a request from a process of another user, and a mark.
+    let tag = format!("nobody-{}", mono_ns());
+    let st = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{port}/{tag}"))
+        .status()
+        .expect("curl as nobody");
+    assert!(st.success(), "curl as nobody: {st}");
+    let o = common::retrace(&["mark", common::path(&out), "after the drop"]);
+    assert!(o.status.success(), "mark: {}", common::text(&o));
+    thread::sleep(Duration::from_millis(1500));
+    let running = not_private(&out);
+    assert!(running.is_empty(), "while running: {running:?}");
+    d.kill();
+    let d = start(1);
+    thread::sleep(Duration::from_millis(500));
+    let (st, text) = d.stop();
+    assert!(st.success(), "{text}");
+    let after = not_private(&out);
+    assert!(after.is_empty(), "after a kill and a restart: {after:?}");
+
+    let evs = events(&out, "");
+    let seen = evs.iter().any(|e| {
+        matches!(&e.body, EventBody::L7(m) if contains(&m.payload, tag.as_bytes()))
+    });
+    assert!(seen, "the request of nobody's curl is captured after the drop");
+    let exec = evs.iter().any(|e| {
+        matches!(&e.body, EventBody::ProcExec(x) if x.cmdline.iter().any(|a| a.contains(&tag)))
+    });
+    assert!(exec, "curl's exec is captured after the drop");
+    let marked = evs.iter().any(|e| {
+        matches!(&e.body, EventBody::Mark(m) if m.note == "after the drop")
+    });
+    assert!(marked, "the mark is recorded after the drop");
+    println!(
+        "reliability: capabilities kept after attaching: bpf, perfmon, sys_ptrace, \
+         dac_read_search (CapEff {expected:x}, {} threads); every file 0600, every directory 0700 \
+         under umask 000",
+        threads.len()
+    );
+}

@@ -288,6 +288,12 @@ pub fn run_with(
     let node = node_info(cfg.node.as_deref());
     let sink = make_sink(&node, state)?;
     let pid_file = marks::write_pid_file(&cfg.out)?;
+    // Loaded, attached, seeded, directory open: what is left needs a few capabilities only.
+    match crate::privileges::drop_unneeded() {
+        Ok(kept) if cfg.verbose => eprintln!("retrace: capabilities kept: {}", kept.join(", ")),
+        Ok(_) => {}
+        Err(e) => eprintln!("retrace: warning: {e}"),
+    }
 
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
     let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);

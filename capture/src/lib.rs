@@ -21,6 +21,7 @@ pub mod convert;
 pub mod daemon;
 pub mod doctor;
 pub mod marks;
+pub mod privileges;
 pub mod procfs;
 pub mod profile;
 pub mod sink;

@@ -178,7 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) if e.is_disk_full() => {
             eprintln!(
                 "retrace: capture stopped: the filesystem of {} is full ({e}); the segments \
-                 written before are sealed where room was left for it, and readable up to \
+                 written before are sealed where room was left for their footer, and readable up to \
                  their last whole block; free space and run the same command again to \
                  continue the capture",
                 cfg.out.display()
