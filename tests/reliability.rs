@@ -336,11 +336,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// A load generator of real HTTP requests, one connection each, every one with its own
 /// path (`/crash/TAG/SEQ`): it records when it sent each request (CLOCK_MONOTONIC, the clock
 /// of the events), before the connect.
-fn http_load(
-    port: u16,
-    tag: String,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<Vec<(u64, u64)>> {
+fn http_load(port: u16, tag: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<Vec<(u64, u64)>> {
     thread::spawn(move || {
         let mut sent = Vec::new();
         let mut seq = 0u64;
@@ -425,7 +421,12 @@ fn kill_9_at_random_moments_loses_at_most_the_last_second() {
         let st = stats(&out.join(&s.file));
         let n = st["events_read"].as_u64().expect("events_read");
         assert_eq!(n, s.events, "{}: events as the manifest says", s.file);
-        assert_eq!(st["bytes_lost"].as_u64(), Some(0), "{}: no torn tail", s.file);
+        assert_eq!(
+            st["bytes_lost"].as_u64(),
+            Some(0),
+            "{}: no torn tail",
+            s.file
+        );
         sum += n;
     }
     assert_eq!(m.totals.events, sum, "manifest totals = the files");
@@ -438,7 +439,8 @@ fn kill_9_at_random_moments_loses_at_most_the_last_second() {
     assert_eq!(interruptions, kills, "replay --stats reports each kill");
     let (_, text, _) = replay(&[common::path(&out), "--stats", "--no-progress"]);
     assert!(
-        text.contains(&format!("interrupted  {kills} time(s)")) && text.contains("killed or crashed"),
+        text.contains(&format!("interrupted  {kills} time(s)"))
+            && text.contains("killed or crashed"),
         "{text}"
     );
 
@@ -479,7 +481,11 @@ fn kill_9_at_random_moments_loses_at_most_the_last_second() {
             .map(|&(_, t)| t)
             .collect();
         total_sent += sent.len();
-        let window = lost.iter().map(|&t| killed.saturating_sub(t)).max().unwrap_or(0);
+        let window = lost
+            .iter()
+            .map(|&t| killed.saturating_sub(t))
+            .max()
+            .unwrap_or(0);
         lost_counts.push(lost.len() as f64);
         windows_ms.push(window as f64 / 1e6);
         assert!(
@@ -632,7 +638,14 @@ fn overload_run(
     );
     let gen_pid = gen.pid().to_string();
     let out = tmp.join(format!("cap-{}", mono_ns()));
-    let mut args = vec!["--streams", "tcp,l7", "--pid", gen_pid.as_str(), "--duration", "600s"];
+    let mut args = vec![
+        "--streams",
+        "tcp,l7",
+        "--pid",
+        gen_pid.as_str(),
+        "--duration",
+        "600s",
+    ];
     args.extend_from_slice(extra);
     let mut d = Daemon::start(&out, &args);
     d.wait_ready(0);
@@ -653,7 +666,8 @@ fn overload_run(
     BufReader::new(child.stdout.as_mut().expect("stdout"))
         .read_line(&mut line)
         .expect("generator's counts");
-    gen.wait_timeout(Duration::from_secs(30)).expect("generator exits");
+    gen.wait_timeout(Duration::from_secs(30))
+        .expect("generator exits");
     stop.store(true, Ordering::Relaxed);
     if let Some(s) = starver {
         s.join().expect("starver");
@@ -695,10 +709,7 @@ fn overload_counts_every_event_received_or_dropped_and_memory_stays_bounded() {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let (calm, starved) = if long() { (30.0, 60.0) } else { (2.0, 5.0) };
-    for (secs, duty, ring) in [
-        (calm, None, "8MiB"),
-        (starved, Some((10, 990)), "64KiB"),
-    ] {
+    for (secs, duty, ring) in [(calm, None, "8MiB"), (starved, Some((10, 990)), "64KiB")] {
         let (counts, st, peak, samples) =
             overload_run(tmp.path(), secs, duty, &["--ring-size", ring]);
         let conns = counts["connections"].as_u64().expect("connections");
@@ -728,7 +739,10 @@ fn overload_counts_every_event_received_or_dropped_and_memory_stays_bounded() {
             "reliability: overload {secs}s, daemon running {}: {conns} connections; received + \
              dropped = generated, exactly, per kind: {}; generated/received {:.1}x; daemon \
              peak RSS {:.1} MiB over {samples} samples (bound {} MiB)",
-            duty.map_or("always".to_string(), |(on, off)| format!("{on} ms of {}", on + off)),
+            duty.map_or("always".to_string(), |(on, off)| format!(
+                "{on} ms of {}",
+                on + off
+            )),
             line.join(", "),
             (received + dropped) as f64 / received.max(1) as f64,
             peak as f64 / 1024.0,
@@ -780,7 +794,14 @@ fn quota_run(tmp: &Path, secs: f64, args: &[&str]) -> (u64, usize, String, PathB
     );
     let gen_pid = gen.pid().to_string();
     let out = tmp.join(format!("cap-{}", mono_ns()));
-    let mut all = vec!["--streams", "tcp,l7", "--pid", gen_pid.as_str(), "--duration", "600s"];
+    let mut all = vec![
+        "--streams",
+        "tcp,l7",
+        "--pid",
+        gen_pid.as_str(),
+        "--duration",
+        "600s",
+    ];
     all.extend_from_slice(args);
     let mut d = Daemon::start(&out, &all);
     d.wait_ready(0);
@@ -833,7 +854,11 @@ fn max_size_holds_under_full_load() {
             "directory reached {peak} bytes, over --max-size {max} + {QUOTA_SLACK}:\n{text}"
         );
         match keep {
-            None => assert!(m.totals.dropped > 0, "the quota dropped nothing: {:?}", m.totals),
+            None => assert!(
+                m.totals.dropped > 0,
+                "the quota dropped nothing: {:?}",
+                m.totals
+            ),
             Some(_) => assert!(text.contains("segments deleted by --keep"), "{text}"),
         }
         assert_eq!(st["bytes_lost"].as_u64(), Some(0), "{st}");
@@ -914,7 +939,14 @@ fn a_full_filesystem_stops_the_capture_cleanly() {
     let gen_pid = gen.pid().to_string();
     let mut d = Daemon::start(
         &out,
-        &["--streams", "tcp,l7", "--pid", &gen_pid, "--segment-size", "256KiB"],
+        &[
+            "--streams",
+            "tcp,l7",
+            "--pid",
+            &gen_pid,
+            "--segment-size",
+            "256KiB",
+        ],
     );
     d.wait_ready(0);
     fill_but(&mnt, 256 << 10);
@@ -922,7 +954,10 @@ fn a_full_filesystem_stops_the_capture_cleanly() {
     writeln!(child.stdin.as_mut().expect("stdin"), "go").expect("start the generator");
     let (st, text) = d.wait_exit();
     drop(gen);
-    println!("reliability: full filesystem: exit {st}; {}", text.lines().last().unwrap_or(""));
+    println!(
+        "reliability: full filesystem: exit {st}; {}",
+        text.lines().last().unwrap_or("")
+    );
     assert_eq!(st.code(), Some(3), "exit status on a full disk:\n{text}");
     assert!(text.contains("is full"), "{text}");
     let m = manifest(&out).expect("a readable manifest");
@@ -938,7 +973,11 @@ fn a_full_filesystem_stops_the_capture_cleanly() {
             s.display()
         );
     }
-    assert!(m.totals.dropped > 0, "the lost block is counted: {:?}", m.totals);
+    assert!(
+        m.totals.dropped > 0,
+        "the lost block is counted: {:?}",
+        m.totals
+    );
     println!(
         "reliability: full filesystem: {} segments, all sealed and whole; {} events kept, {} \
          counted as lost",
@@ -976,12 +1015,18 @@ fn not_private(dir: &Path) -> Vec<String> {
 /// The capability sets of every thread of `pid`: (thread, CapPrm, CapEff, CapBnd).
 fn thread_caps(pid: u32) -> Vec<(String, u64, u64, u64)> {
     let mut out = Vec::new();
-    for t in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks").filter_map(Result::ok) {
+    for t in fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .filter_map(Result::ok)
+    {
         let Ok(status) = fs::read_to_string(t.path().join("status")) else {
             continue;
         };
         let field = |name: &str| {
-            let line = status.lines().find(|l| l.starts_with(name)).expect("cap line");
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .expect("cap line");
             u64::from_str_radix(line.split_whitespace().nth(1).expect("value"), 16).expect("hex")
         };
         out.push((
@@ -1025,7 +1070,10 @@ fn files_are_private_and_the_daemon_keeps_four_capabilities() {
     // linux/capability.h: CAP_DAC_READ_SEARCH 2, CAP_SYS_PTRACE 19, CAP_PERFMON 38, CAP_BPF 39
     let expected: u64 = [2u32, 19, 38, 39].iter().map(|&c| 1u64 << c).sum();
     let threads = thread_caps(d.pid());
-    assert!(threads.len() >= 2, "the loading and writer threads: {threads:?}");
+    assert!(
+        threads.len() >= 2,
+        "the loading and writer threads: {threads:?}"
+    );
     for (tid, prm, eff, bnd) in &threads {
         assert_eq!(
             (*prm, *eff, *bnd),
@@ -1036,7 +1084,15 @@ fn files_are_private_and_the_daemon_keeps_four_capabilities() {
     // Still capturing: a request from a process of another user, and a mark.
     let tag = format!("nobody-{}", mono_ns());
     let st = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s", "-o", "/dev/null"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+        ])
         .arg(format!("http://127.0.0.1:{port}/{tag}"))
         .status()
         .expect("curl as nobody");
@@ -1055,17 +1111,20 @@ fn files_are_private_and_the_daemon_keeps_four_capabilities() {
     assert!(after.is_empty(), "after a kill and a restart: {after:?}");
 
     let evs = events(&out, "");
-    let seen = evs.iter().any(|e| {
-        matches!(&e.body, EventBody::L7(m) if contains(&m.payload, tag.as_bytes()))
-    });
-    assert!(seen, "the request of nobody's curl is captured after the drop");
-    let exec = evs.iter().any(|e| {
-        matches!(&e.body, EventBody::ProcExec(x) if x.cmdline.iter().any(|a| a.contains(&tag)))
-    });
+    let seen = evs
+        .iter()
+        .any(|e| matches!(&e.body, EventBody::L7(m) if contains(&m.payload, tag.as_bytes())));
+    assert!(
+        seen,
+        "the request of nobody's curl is captured after the drop"
+    );
+    let exec = evs.iter().any(
+        |e| matches!(&e.body, EventBody::ProcExec(x) if x.cmdline.iter().any(|a| a.contains(&tag))),
+    );
     assert!(exec, "curl's exec is captured after the drop");
-    let marked = evs.iter().any(|e| {
-        matches!(&e.body, EventBody::Mark(m) if m.note == "after the drop")
-    });
+    let marked = evs
+        .iter()
+        .any(|e| matches!(&e.body, EventBody::Mark(m) if m.note == "after the drop"));
     assert!(marked, "the mark is recorded after the drop");
     println!(
         "reliability: capabilities kept after attaching: bpf, perfmon, sys_ptrace, \

@@ -20,6 +20,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 use retrace_bpf::types::{rt_fd_key, rt_fd_kind, rt_fd_val, rt_hdr_flags, rt_kind};
 use retrace_bpf::{OpenRetraceSkel, RetraceSkelBuilder};
+use retrace_protocols::redact::UserRules;
 use retrace_segment::{
     ClockSync, ConnId, Event, EventBody, EventKind, ListenSocket, LossMarker, LossReason, Mark,
     MarkSource, NodeInfo, OpenConnection, StateSnapshot,
@@ -218,9 +219,9 @@ pub fn open_writer(
         ..Default::default()
     };
     // A restart in the same directory continues the capture (new segments after the old).
-    Ok(Box::new(
-        retrace_segment::CaptureWriter::resume_or_create(opts, state)?,
-    ))
+    Ok(Box::new(retrace_segment::CaptureWriter::resume_or_create(
+        opts, state,
+    )?))
 }
 
 /// Runs a capture until SIGINT/SIGTERM or `--duration`, writing through the segment crate.
@@ -255,6 +256,10 @@ pub fn run_with(
     make_sink: impl FnOnce(&NodeInfo, StateSnapshot) -> Result<Box<dyn EventSink>, CaptureError>,
 ) -> Result<Summary, CaptureError> {
     cfg.validate()?;
+    let rules = match &cfg.redact_rules {
+        Some(path) => crate::redact_rules::load(path)?,
+        None => UserRules::default(),
+    };
     let started = Instant::now();
     let start_mono = marks::monotonic_ns();
     let self_pid = std::process::id();
@@ -275,7 +280,7 @@ pub fn run_with(
     let mut converter = Converter::new(procs, cfg.cgroup.clone());
     let mut state = seed(cfg, &skel, &mut converter, start_mono, self_pid);
     if cfg.redact {
-        redact_state(&mut state);
+        redact_state(&mut state, &rules);
     }
 
     skel.attach()
@@ -300,6 +305,7 @@ pub fn run_with(
     let in_flight = Arc::new(AtomicUsize::new(0));
     let counters = Arc::new(WriterCounters {
         redact: cfg.redact,
+        rules,
         ..Default::default()
     });
     let writer = {
@@ -1217,31 +1223,33 @@ impl Consumer {
 struct WriterCounters {
     /// Redact secrets before the sink.
     redact: bool,
+    /// The user's rules, added to the built-in ones.
+    rules: UserRules,
     /// Secret values redacted.
     redacted: AtomicU64,
     /// Records that could not be parsed.
     bad_records: AtomicU64,
 }
 
-/// Redacts secrets in an event before it reaches disk (payloads, log writes, command lines);
-/// returns how many.
-pub fn redact_event(ev: &mut Event) -> usize {
-    use retrace_protocols::redact::{redact_args, redact_in_place};
+/// Redacts secrets in an event before it reaches disk (payloads, log writes, command lines)
+/// by the built-in rules and the user's; returns how many.
+pub fn redact_event(ev: &mut Event, rules: &UserRules) -> usize {
+    use retrace_protocols::redact::{redact_args_with, redact_with};
     match &mut ev.body {
-        EventBody::L7(m) => redact_in_place(&mut m.payload),
-        EventBody::Log(m) => redact_in_place(&mut m.payload),
-        EventBody::Udp(m) => redact_in_place(&mut m.payload),
-        EventBody::ProcExec(e) => redact_args(&mut e.cmdline),
+        EventBody::L7(m) => redact_with(&mut m.payload, rules),
+        EventBody::Log(m) => redact_with(&mut m.payload, rules),
+        EventBody::Udp(m) => redact_with(&mut m.payload, rules),
+        EventBody::ProcExec(e) => redact_args_with(&mut e.cmdline, rules),
         _ => 0,
     }
 }
 
 /// Redacts the command lines of the processes of a state snapshot (read from /proc).
-fn redact_state(state: &mut StateSnapshot) -> usize {
+fn redact_state(state: &mut StateSnapshot, rules: &UserRules) -> usize {
     state
         .processes
         .iter_mut()
-        .map(|p| retrace_protocols::redact::redact_args(&mut p.cmdline))
+        .map(|p| retrace_protocols::redact::redact_args_with(&mut p.cmdline, rules))
         .sum()
 }
 
@@ -1274,7 +1282,7 @@ fn writer_loop(
                             continue;
                         };
                         if counters.redact {
-                            redacted += redact_event(&mut ev) as u64;
+                            redacted += redact_event(&mut ev, &counters.rules) as u64;
                         }
                         res = sink.append(&ev);
                         converter.reclaim(ev);

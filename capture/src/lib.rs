@@ -24,6 +24,7 @@ pub mod marks;
 pub mod privileges;
 pub mod procfs;
 pub mod profile;
+pub mod redact_rules;
 pub mod sink;
 
 pub use config::{CaptureConfig, KeepPolicy, Stream, Streams};

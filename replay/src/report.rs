@@ -70,7 +70,11 @@ impl InputReport {
                      at {}: nothing recorded for {}; the events it had not yet written (at most \
                      its last second) are lost and uncounted",
                     self.path.display(),
-                    if r.last_segment.is_empty() { "-" } else { &r.last_segment },
+                    if r.last_segment.is_empty() {
+                        "-"
+                    } else {
+                        &r.last_segment
+                    },
                     format_wall(r.resumed_wall_ns),
                     format_duration(gap)
                 ));

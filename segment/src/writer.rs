@@ -544,7 +544,11 @@ impl SegmentWriter {
             return Err(SegmentError::WriterClosed);
         }
         let footer = self.encode_footer()?;
-        if let Err(e) = self.file.write_all(&footer).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self
+            .file
+            .write_all(&footer)
+            .and_then(|()| self.file.sync_data())
+        {
             self.cut_back();
             return Err(SegmentError::io(&self.path, e));
         }

@@ -557,8 +557,8 @@ fn a_restart_after_a_kill_continues_the_capture_and_makes_the_manifest_right() {
     assert!(stale.totals.events < 1_000, "{:?}", stale.totals);
     assert!(stale.ended_wall_ns.is_none());
 
-    let mut w = CaptureWriter::resume_or_create(o.clone(), StateSnapshot::default())
-        .expect("resume");
+    let mut w =
+        CaptureWriter::resume_or_create(o.clone(), StateSnapshot::default()).expect("resume");
     assert_eq!(w.capture_id(), id);
     let second = sample_events(10_000_000_000, 500);
     for e in &second {

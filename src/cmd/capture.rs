@@ -65,6 +65,10 @@ pub struct Args {
     /// Keep secrets (HTTP Authorization and cookies, PostgreSQL passwords) in payloads.
     #[arg(long)]
     pub no_redact: bool,
+    /// Redaction rules of your own, added to the built-in ones: YAML with `headers`, `keys`
+    /// and `patterns` (regular expressions); see docs/redaction.md.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub redact_rules: Option<PathBuf>,
     /// zstd compression level of segment blocks.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
@@ -145,6 +149,7 @@ impl Args {
             streams: self.streams,
             ring_size: self.ring_size,
             redact: !self.no_redact,
+            redact_rules: self.redact_rules,
             zstd_level: self.zstd_level,
             verbose: self.verbose,
             profile: retrace_capture::profile::ProfileConfig {
