@@ -12,6 +12,8 @@
 //! - [`config`]: options, parsed and validated.
 //! - [`doctor`]: checks of the machine (BTF, privileges, attach points...), also run by
 //!   `capture` before loading anything.
+//! - [`privileges`]: the capabilities dropped once the programs are attached.
+//! - [`redact_rules`]: the user's redaction rules (`--redact-rules`), read from YAML.
 //!
 //! **Architecture invariant**: nothing here knows the on-disk format; events go through the
 //! segment crate's writer.

@@ -27,7 +27,7 @@
 //! - the password of a Redis `AUTH` command at the start of a client's write (RESP
 //!   `AUTH [user] password`, or inline `AUTH password`).
 //!
-//! - MySQL authentication data: the auth response of a client's `HandshakeResponse41` (the
+//! - MySQL (and MariaDB) authentication data: the auth response of a client's `HandshakeResponse41` (the
 //!   scrambled hash, or the clear password of `mysql_clear_password`), and a client's lone
 //!   small packet of sequence 3 or 5 (an `AuthSwitchResponse`: the clear password when the
 //!   server switched to `mysql_clear_password`).
@@ -769,7 +769,8 @@ fn redact_mysql_auth(buf: &mut [u8]) -> usize {
     else {
         return 0;
     };
-    if caps & MYSQL_PROTOCOL_41 == 0 || buf.get(13..36).is_none_or(|z| z.iter().any(|&b| b != 0)) {
+    // 23 filler bytes, zero; MariaDB puts its extended capabilities in the last 4.
+    if caps & MYSQL_PROTOCOL_41 == 0 || buf.get(13..32).is_none_or(|z| z.iter().any(|&b| b != 0)) {
         return 0;
     }
     // User name, NUL-terminated.
@@ -1199,5 +1200,35 @@ mod user_and_mysql_tests {
         let before = q.clone();
         assert_eq!(redact_in_place(&mut q), 0);
         assert_eq!(q, before);
+    }
+
+    /// A real client's handshake response (the `mariadb` command line client, libmariadb
+    /// 3.3.20, recorded in `tests/data/mysql/cli_session.rec`: user root, empty password,
+    /// MariaDB's extended capabilities in the filler): nothing to mask, nothing touched; the same
+    /// bytes with a 20-byte scramble put in its auth data: exactly the scramble masked.
+    #[test]
+    fn mysql_real_client_handshake() {
+        let hex = "c10000018ca2bf000000100021000000000000000000000000000000000000001d000000726f6f74000073686f70006d7973716c5f6e61746976655f70617373776f7264007f035f6f73054c696e75780c5f636c69656e745f6e616d650a6c69626d617269616462045f7069640531373038380f5f636c69656e745f76657273696f6e06332e332e3230095f706c6174666f726d067838365f36340c70726f6772616d5f6e616d65056d7973716c0c5f7365727665725f686f7374093132372e302e302e31";
+        let real: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+            .collect();
+        let mut out = real.clone();
+        assert_eq!(redact_in_place(&mut out), 0);
+        assert_eq!(out, real);
+        // `root\0` then the length-encoded auth data (0 bytes): put a scramble there.
+        let at = real.windows(5).position(|w| w == b"root\0").expect("user") + 5;
+        assert_eq!(real[at], 0);
+        let scramble = [0xa5u8; 20];
+        let mut with = real[..at].to_vec();
+        with.push(20);
+        with.extend_from_slice(&scramble);
+        with.extend_from_slice(&real[at + 1..]);
+        let len = (with.len() - 4) as u32;
+        with[..3].copy_from_slice(&len.to_le_bytes()[..3]);
+        let mut out = with.clone();
+        assert_eq!(redact_in_place(&mut out), 1);
+        assert_eq!(&out[at + 1..at + 21], &[MASK; 20]);
+        assert_eq!(out[..at + 1], with[..at + 1]);
+        assert_eq!(out[at + 21..], with[at + 21..]);
     }
 }
