@@ -694,8 +694,8 @@ const PER_CONNECTION: [(&str, u64); 3] = [("tcp", 3), ("l7", 2), ("tcp_sample", 
 const RSS_BOUND_KIB: u64 = 96 << 10;
 
 /// Far more events than the daemon can write: the generator makes short connections with
-/// one small request each on loopback while the daemon runs 1% of the time (stopped 990 ms,
-/// running 10 ms, in turn) with small rings. For every kind, the events in the capture plus
+/// one small request each on loopback while the daemon runs 0.5% of the time (stopped 995 ms,
+/// running 5 ms, in turn) with small rings. For every kind, the events in the capture plus
 /// the loss markers' counts equal what the generator made (its connections times the
 /// kind's events per connection), exactly; the daemon's RSS, sampled every 100 ms, stays
 /// under [`RSS_BOUND_KIB`]. Without starving it the counts are exact too, with few or no
@@ -709,7 +709,7 @@ fn overload_counts_every_event_received_or_dropped_and_memory_stays_bounded() {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let (calm, starved) = if long() { (30.0, 60.0) } else { (2.0, 5.0) };
-    for (secs, duty, ring) in [(calm, None, "8MiB"), (starved, Some((10, 990)), "64KiB")] {
+    for (secs, duty, ring) in [(calm, None, "8MiB"), (starved, Some((5, 995)), "64KiB")] {
         let (counts, st, peak, samples) =
             overload_run(tmp.path(), secs, duty, &["--ring-size", ring]);
         let conns = counts["connections"].as_u64().expect("connections");
