@@ -524,6 +524,14 @@ fn kill_9_at_random_moments_loses_at_most_the_last_second() {
         kills,
         "the report names each interruption"
     );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&fs::read(report.join("summary.json")).expect("summary.json"))
+            .expect("summary JSON");
+    let completeness = summary["completeness"].as_f64().expect("completeness");
+    assert!(
+        completeness < 1.0,
+        "uncounted losses: no claim of completeness ({completeness})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1044,7 +1052,7 @@ fn thread_caps(pid: u32) -> Vec<(String, u64, u64, u64)> {
 /// attaching, every thread of the daemon keeps only CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and
 /// CAP_DAC_READ_SEARCH (permitted, effective and bounding sets), and the capture still works:
 /// a request made by a process of another user (nobody) is recorded with its program, a mark
-/// is picked up.
+/// is picked up. A second daemon in the same directory is refused (exit 2).
 #[test]
 fn files_are_private_and_the_daemon_keeps_four_capabilities() {
     let Some(_lock) = serial("files_are_private_and_the_daemon_keeps_four_capabilities") else {
@@ -1081,6 +1089,14 @@ fn files_are_private_and_the_daemon_keeps_four_capabilities() {
             "thread {tid}: CapPrm {prm:x} CapEff {eff:x} CapBnd {bnd:x}, expected {expected:x}"
         );
     }
+    // A second daemon in the same directory is refused before it loads anything.
+    let o = common::retrace(&["capture", "--out", common::path(&out), "--duration", "5s"]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::text(&o));
+    assert!(
+        common::text(&o).contains("a capture is already running there"),
+        "{}",
+        common::text(&o)
+    );
     // Still capturing: a request from a process of another user, and a mark.
     let tag = format!("nobody-{}", mono_ns());
     let st = Command::new("setpriv")
