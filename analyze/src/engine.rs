@@ -1670,8 +1670,7 @@ impl Analyzer {
         } else {
             self.events as f64 / denom as f64
         };
-        if read.damaged_blocks > 0 || !read.missing_segments.is_empty() || read.unclean_stops > 0
-        {
+        if read.damaged_blocks > 0 || !read.missing_segments.is_empty() || read.unclean_stops > 0 {
             // Damage and unclean stops lose an unknown number of events: never claim
             // completeness.
             completeness = completeness.min(0.999);

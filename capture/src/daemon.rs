@@ -294,7 +294,7 @@ pub fn run_with(
     let sink = make_sink(&node, state)?;
     let pid_file = marks::write_pid_file(&cfg.out)?;
     // Loaded, attached, seeded, directory open: what is left needs a few capabilities only.
-    match crate::privileges::drop_unneeded() {
+    match crate::privileges::drop_unneeded(cfg.profile.needs()) {
         Ok(kept) if cfg.verbose => eprintln!("retrace: capabilities kept: {}", kept.join(", ")),
         Ok(_) => {}
         Err(e) => eprintln!("retrace: warning: {e}"),

@@ -10,6 +10,13 @@
 //! - `CAP_PERFMON`: perf events (profiling samples) opened after the start.
 //! - `CAP_SYS_PTRACE` and `CAP_DAC_READ_SEARCH`: `/proc/PID/exe`, `/proc/PID/fd` and
 //!   `/proc/PID/cmdline` of processes of other users, read when a process is first seen.
+//! - Only when the profiler reads the binaries of the processes it samples (CPU or off-CPU
+//!   sampling: stacks are unwound with their `.eh_frame`): `CAP_CHECKPOINT_RESTORE`, which
+//!   opening `/proc/PID/map_files/*` needs (the mapped file itself, even deleted or in another
+//!   mount namespace); `CAP_SYS_ADMIN` stands for it before Linux 5.9.
+//! - Only with heap sampling, which puts uprobes on the allocator of processes that start
+//!   later, through their `/proc/PID/map_files/*` path: `CAP_SYS_ADMIN` (measured: the uprobe
+//!   attach fails with `CAP_CHECKPOINT_RESTORE` and `CAP_PERFMON` alone).
 //!
 //! Everything else goes, from the effective, permitted and inheritable sets, the ambient set
 //! and the bounding set (so that nothing can raise them again, not even an `execve`):
@@ -24,8 +31,17 @@ use caps::{CapSet, Capability, CapsHashSet};
 
 use crate::CaptureError;
 
+/// What the profiler does that needs capabilities of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProfilerNeeds {
+    /// It opens the binaries of other processes through `/proc/PID/map_files`.
+    pub read_binaries: bool,
+    /// It attaches uprobes to processes that start later.
+    pub uprobes: bool,
+}
+
 /// The capabilities kept on this kernel (see the module docs).
-pub fn kept() -> CapsHashSet {
+pub fn kept(profiler: ProfilerNeeds) -> CapsHashSet {
     let supported = caps::runtime::thread_all_supported();
     let mut keep: CapsHashSet = [
         Capability::CAP_PERFMON,
@@ -39,6 +55,13 @@ pub fn kept() -> CapsHashSet {
     } else {
         keep.insert(Capability::CAP_SYS_ADMIN);
     }
+    if profiler.uprobes
+        || (profiler.read_binaries && !supported.contains(&Capability::CAP_CHECKPOINT_RESTORE))
+    {
+        keep.insert(Capability::CAP_SYS_ADMIN);
+    } else if profiler.read_binaries {
+        keep.insert(Capability::CAP_CHECKPOINT_RESTORE);
+    }
     keep.retain(|c| supported.contains(c));
     keep
 }
@@ -46,12 +69,12 @@ pub fn kept() -> CapsHashSet {
 /// Drops every capability but [`kept`] from this thread (and so from the threads it starts
 /// afterwards). Returns the names of those it kept, among the ones it had. A daemon given
 /// fewer capabilities than that (an unusual setup) keeps what it has of them.
-pub fn drop_unneeded() -> Result<Vec<String>, CaptureError> {
+pub fn drop_unneeded(profiler: ProfilerNeeds) -> Result<Vec<String>, CaptureError> {
     let err = |what: &str, e: caps::errors::CapsError| {
         CaptureError::Config(format!("dropping capabilities: {what}: {e}"))
     };
     let had = caps::read(None, CapSet::Permitted).map_err(|e| err("reading them", e))?;
-    let keep: CapsHashSet = kept().intersection(&had).copied().collect();
+    let keep: CapsHashSet = kept(profiler).intersection(&had).copied().collect();
     // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
     if had.contains(&Capability::CAP_SETPCAP) {
         for cap in caps::runtime::thread_all_supported() {
@@ -76,11 +99,27 @@ mod tests {
 
     #[test]
     fn keeps_what_reading_rings_and_proc_needs_and_never_sys_admin_where_bpf_exists() {
-        let k = kept();
+        let read = ProfilerNeeds {
+            read_binaries: true,
+            uprobes: false,
+        };
+        let with = kept(read);
+        let k = kept(ProfilerNeeds::default());
+        assert!(k.is_subset(&with));
+        let heap = kept(ProfilerNeeds {
+            read_binaries: true,
+            uprobes: true,
+        });
+        assert!(heap.contains(&Capability::CAP_SYS_ADMIN));
         let supported = caps::runtime::thread_all_supported();
         if supported.contains(&Capability::CAP_BPF) {
             assert!(k.contains(&Capability::CAP_BPF));
             assert!(!k.contains(&Capability::CAP_SYS_ADMIN));
+        }
+        if supported.contains(&Capability::CAP_CHECKPOINT_RESTORE) {
+            assert!(with.contains(&Capability::CAP_CHECKPOINT_RESTORE));
+            assert!(!with.contains(&Capability::CAP_SYS_ADMIN));
+            assert!(!k.contains(&Capability::CAP_CHECKPOINT_RESTORE));
         }
         for gone in [
             Capability::CAP_DAC_OVERRIDE,
