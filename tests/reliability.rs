@@ -358,6 +358,10 @@ fn http_load(port: u16, tag: String, stop: Arc<AtomicBool>) -> thread::JoinHandl
     })
 }
 
+/// One run of the daemon until its kill: the tag of its requests, the requests sent while it
+/// was up (sequence number, send time), the kill's time.
+type Run = (String, Vec<(u64, u64)>, u64);
+
 /// `kill -9` of the daemon at random moments under HTTP load, each time restarted in the same
 /// directory: afterwards every segment file reads alone, the directory reads as the sum of
 /// its files, the manifest lists exactly the files with their events and every restart, and
@@ -379,8 +383,7 @@ fn kill_9_at_random_moments_loses_at_most_the_last_second() {
     let out = tmp.path().join("cap");
     let args = ["--streams", "proc,tcp,l7", "--duration", "600s"];
 
-    // (tag, requests sent while the daemon was up: (seq, send time), the kill time)
-    let mut runs: Vec<(String, Vec<(u64, u64)>, u64)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     for k in 0..=kills {
         let mut d = Daemon::start(&out, &args);
         d.wait_ready(k);

@@ -51,7 +51,7 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 pub fn write_pid_file(dir: &Path) -> Result<PathBuf, CaptureError> {
     let path = dir.join(PID_FILE);
     private_file(&path)
-        .and_then(|mut f| write!(f, "{}\n", std::process::id()))
+        .and_then(|mut f| writeln!(f, "{}", std::process::id()))
         .map_err(|e| CaptureError::io(&path, e))?;
     let marks = dir.join(MARKS_DIR);
     private_dir(&marks).map_err(|e| CaptureError::io(&marks, e))?;

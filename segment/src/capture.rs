@@ -449,8 +449,10 @@ impl CaptureWriter {
             .filter(|s| s.pinned)
             .map(|s| (s.first_ts, s.last_ts))
             .collect();
-        let mut stats = WriterStats::default();
-        stats.bytes_on_disk = found.segments.iter().map(|s| s.bytes).sum();
+        let stats = WriterStats {
+            bytes_on_disk: found.segments.iter().map(|s| s.bytes).sum(),
+            ..WriterStats::default()
+        };
         let next_seq = found.segments.iter().map(|s| s.seq).max().unwrap_or(0) + 1;
         let mut w = Self {
             // A new stamp: the new segments sort after the old ones (stamp, then sequence).
