@@ -215,6 +215,20 @@ impl Default for CaptureOptions {
     }
 }
 
+impl CaptureOptions {
+    /// Blocks of at most an eighth of `max_size` (in encoded bytes, more than they take on
+    /// disk): under a small quota, a block as large as the default (1 MiB) plus the current
+    /// segment, which is never deleted, would not fit, and ring mode would drop events
+    /// instead of deleting older segments.
+    fn blocks_fitted_to_quota(mut self) -> Self {
+        if let Some(max) = self.max_size {
+            let eighth = usize::try_from(max / 8).unwrap_or(usize::MAX).max(4 << 10);
+            self.block_max_bytes = self.block_max_bytes.min(eighth);
+        }
+        self
+    }
+}
+
 /// What a [`CaptureWriter`] has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -338,6 +352,7 @@ impl CaptureWriter {
         capture_id: String,
         started_wall_ns: u64,
     ) -> Result<Self, SegmentError> {
+        let opts = opts.blocks_fitted_to_quota();
         let dir = opts.dir.clone();
         fs::DirBuilder::new()
             .recursive(true)
@@ -407,6 +422,7 @@ impl CaptureWriter {
         if !holds_capture {
             return Self::create(opts, initial_state);
         }
+        let opts = opts.blocks_fitted_to_quota();
         let dir = opts.dir.clone();
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| SegmentError::io(&dir, e))?;
