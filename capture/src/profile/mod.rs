@@ -69,7 +69,10 @@ impl ProfileConfig {
     pub fn needs(&self) -> crate::privileges::ProfilerNeeds {
         let heap = !self.heap_pids.is_empty() || !self.heap_comms.is_empty();
         crate::privileges::ProfilerNeeds {
-            read_binaries: heap || self.cpu_hz > 0 || self.offcpu_min.is_some(),
+            read_binaries: heap
+                || self.cpu_hz > 0
+                || self.offcpu_min.is_some()
+                || self.fault_every > 0,
             uprobes: heap,
         }
     }
@@ -679,11 +682,10 @@ impl HeapTargets {
             match attach_allocator(skel, pid, self.session) {
                 Ok(mut l) => {
                     self.links.append(&mut l);
-                    let _ = skel.maps.mem_tgids.update(
-                        &pid.to_ne_bytes(),
-                        &[1u8],
-                        MapFlags::ANY,
-                    );
+                    let _ = skel
+                        .maps
+                        .mem_tgids
+                        .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY);
                     self.attached.insert(pid);
                     summary.heap_processes.push(pid);
                 }
