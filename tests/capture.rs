@@ -1552,8 +1552,11 @@ fn authorization_header_value_is_not_on_disk() {
 
 /// The secrets of a real client, as a user sends them (issue 16's example): curl with a
 /// bearer token, a cookie and an API key in the query string, against a Python server whose
-/// log line repeats the query. None of them reaches the disk: not in the payloads, not in the
-/// server's captured log write, not in curl's exec arguments; the rest of the query does.
+/// log line repeats the query; plus two the user's own rules (`--redact-rules`) name: a custom
+/// header (`X-Tenant-Secret`) and an order reference matched by a regular expression. None of
+/// them reaches the disk: not in the payloads, not in the server's captured log write, not in
+/// curl's exec arguments, not in any file of the directory raw or decompressed, not in the
+/// replayed events (JSON lines, and text with whole payloads); the rest of the query does.
 /// With `--no-redact` they all do (the control that shows the check can fail).
 #[test]
 fn secrets_of_a_real_client_are_not_on_disk() {
@@ -1565,17 +1568,30 @@ fn secrets_of_a_real_client_are_not_on_disk() {
     let log_path = www.path().join("server.log");
     let log = fs::File::create(&log_path).expect("server log");
     let _server = python_http_server_logging(www.path(), port, Stdio::from(log));
+    let rules = www.path().join("rules.yaml");
+    fs::write(
+        &rules,
+        "headers: [X-Tenant-Secret]\npatterns:\n  - 'ORD-[0-9a-f]+X'\n",
+    )
+    .expect("rules file");
     for redact in [true, false] {
         let n = nonce();
         let (token, cookie, key) = (format!("tok{n}X"), format!("ck{n}X"), format!("KEY{n}X"));
-        let extra: &[&str] = if redact { &[] } else { &["--no-redact"] };
-        let daemon = Daemon::start("proc,tcp,l7,logs", extra);
-        let url = format!("http://127.0.0.1:{port}/x?api_key={key}&user=bob{n}");
+        let (tenant, order) = (format!("ts{n}X"), format!("ORD-{n}X"));
+        let extra: Vec<&str> = if redact {
+            vec!["--redact-rules", rules.to_str().expect("utf-8")]
+        } else {
+            vec!["--no-redact"]
+        };
+        let daemon = Daemon::start("proc,tcp,l7,logs", &extra);
+        let url = format!("http://127.0.0.1:{port}/x?api_key={key}&ref={order}&user=bob{n}");
         let status = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-H"])
             .arg(format!("Authorization: Bearer {token}"))
             .arg("-H")
             .arg(format!("Cookie: sid={cookie}"))
+            .arg("-H")
+            .arg(format!("X-Tenant-Secret: {tenant}"))
             .arg(&url)
             .status()
             .expect("curl runs");
@@ -1588,11 +1604,28 @@ fn secrets_of_a_real_client_are_not_on_disk() {
             "the server logged the query: {logged}"
         );
         let disk = all_bytes(&cap.out);
-        for secret in [&token, &cookie, &key] {
+        let (_, jsonl, _) =
+            run_replay(&[cap.out.as_os_str(), "--output".as_ref(), "jsonl".as_ref()]);
+        let (_, text, _) = run_replay(&[
+            cap.out.as_os_str(),
+            "--payload-bytes".as_ref(),
+            "4096".as_ref(),
+        ]);
+        for secret in [&token, &cookie, &key, &tenant, &order] {
             assert_eq!(
                 contains(&disk, secret.as_bytes()),
                 !redact,
                 "{secret} on disk (redact={redact})"
+            );
+            if redact {
+                assert!(!jsonl.contains(secret.as_str()), "{secret} in replay jsonl");
+                assert!(!text.contains(secret.as_str()), "{secret} in replay text");
+            }
+        }
+        if !redact {
+            assert!(
+                text.contains(&tenant),
+                "the text replay shows payloads: {tenant}"
             );
         }
         // What the capture must have seen, redacted or not: the request (both ends), the

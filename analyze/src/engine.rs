@@ -377,6 +377,9 @@ pub struct ReadStats {
     pub manifest_dropped: BTreeMap<String, u64>,
     /// Problems, for the report.
     pub warnings: Vec<String>,
+    /// Times a capture daemon stopped without closing its capture (killed, crashed): each
+    /// lost the events it still held, uncounted.
+    pub unclean_stops: u64,
 }
 
 /// Status of a request whose connection was closed before any byte of its response arrived.
@@ -1702,8 +1705,9 @@ impl Analyzer {
         } else {
             self.events as f64 / denom as f64
         };
-        if read.damaged_blocks > 0 || !read.missing_segments.is_empty() {
-            // Damage loses an unknown number of events: never claim completeness.
+        if read.damaged_blocks > 0 || !read.missing_segments.is_empty() || read.unclean_stops > 0 {
+            // Damage and unclean stops lose an unknown number of events: never claim
+            // completeness.
             completeness = completeness.min(0.999);
         }
         Losses {

@@ -161,7 +161,10 @@ pub(crate) fn feed(
     let mut manifest_dropped: BTreeMap<String, u64> = BTreeMap::new();
     let mut missing = Vec::new();
     let mut warnings = Vec::new();
+    let mut unclean_stops = 0;
     for input in &report.inputs {
+        unclean_stops += input.restarts.iter().filter(|r| !r.clean).count() as u64
+            + u64::from(input.has_manifest && input.ended_wall_ns.is_none());
         for (k, v) in &input.manifest_dropped_by_kind {
             *manifest_dropped.entry(k.clone()).or_insert(0) += v;
         }
@@ -169,6 +172,7 @@ pub(crate) fn feed(
         if let Some(p) = &input.manifest_problem {
             warnings.push(format!("{}: {p}", input.path.display()));
         }
+        warnings.extend(input.interruptions());
         // Nodes that recorded nothing in the window still belong to the capture.
         analyzer.node(&input.node);
     }
@@ -186,5 +190,6 @@ pub(crate) fn feed(
         missing_segments: missing,
         manifest_dropped,
         warnings,
+        unclean_stops,
     })
 }

@@ -257,6 +257,8 @@ pub struct CaptureConfig {
     pub ring_size: u64,
     /// Redact secrets before they reach disk.
     pub redact: bool,
+    /// The user's redaction rules, added to the built-in ones (YAML, `redact_rules`).
+    pub redact_rules: Option<PathBuf>,
     /// zstd level of segment blocks (1: the cheapest level that still keeps captures far
     /// smaller than a pcap of the same traffic).
     pub zstd_level: i32,
@@ -285,6 +287,7 @@ impl Default for CaptureConfig {
             streams: Streams::all(),
             ring_size: 8 << 20,
             redact: true,
+            redact_rules: None,
             zstd_level: 1,
             verbose: false,
             profile: crate::profile::ProfileConfig::default(),
@@ -400,6 +403,9 @@ impl CaptureConfig {
         put("payload_bytes", self.payload_bytes.to_string());
         put("ring_size", self.ring_size.to_string());
         put("redact", self.redact.to_string());
+        if let Some(r) = &self.redact_rules {
+            put("redact_rules", r.display().to_string());
+        }
         m
     }
 }

@@ -20,6 +20,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
 use retrace_bpf::types::{rt_fd_key, rt_fd_kind, rt_fd_val, rt_hdr_flags, rt_kind};
 use retrace_bpf::{OpenRetraceSkel, RetraceSkelBuilder};
+use retrace_protocols::redact::UserRules;
 use retrace_segment::{
     ClockSync, ConnId, Event, EventBody, EventKind, ListenSocket, LossMarker, LossReason, Mark,
     MarkSource, NodeInfo, OpenConnection, StateSnapshot,
@@ -46,6 +47,9 @@ const SPARE_BUFFERS: usize = 8;
 /// How long a poll waits for a wakeup (records are submitted without wakeups below the
 /// threshold, so this is the consumption period at low rates).
 const POLL_PERIOD: Duration = Duration::from_millis(20);
+/// A block is written at most this long after its first event: with the writer's 100 ms
+/// tick and the rings' 20 ms poll, a `kill -9` loses well under a second of events.
+const BLOCK_MAX_AGE: Duration = Duration::from_millis(500);
 /// How often drop counters and pending marks are looked at.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -211,9 +215,11 @@ pub fn open_writer(
         keep,
         max_size: cfg.max_size,
         zstd_level: cfg.zstd_level,
+        block_max_age: BLOCK_MAX_AGE,
         ..Default::default()
     };
-    Ok(Box::new(retrace_segment::CaptureWriter::create(
+    // A restart in the same directory continues the capture (new segments after the old).
+    Ok(Box::new(retrace_segment::CaptureWriter::resume_or_create(
         opts, state,
     )?))
 }
@@ -221,6 +227,13 @@ pub fn open_writer(
 /// Runs a capture until SIGINT/SIGTERM or `--duration`, writing through the segment crate.
 pub fn run(cfg: &CaptureConfig) -> Result<Summary, CaptureError> {
     cfg.validate()?;
+    if let Some(pid) = marks::other_daemon(&cfg.out) {
+        return Err(CaptureError::Config(format!(
+            "{}: a capture is already running there (pid {pid}); stop it first or choose \
+             another directory",
+            cfg.out.display()
+        )));
+    }
     match crate::doctor::preflight(&cfg.streams.names(), &cfg.out) {
         Ok(checks) => {
             for c in checks
@@ -243,6 +256,10 @@ pub fn run_with(
     make_sink: impl FnOnce(&NodeInfo, StateSnapshot) -> Result<Box<dyn EventSink>, CaptureError>,
 ) -> Result<Summary, CaptureError> {
     cfg.validate()?;
+    let rules = match &cfg.redact_rules {
+        Some(path) => crate::redact_rules::load(path)?,
+        None => UserRules::default(),
+    };
     let started = Instant::now();
     let start_mono = marks::monotonic_ns();
     let self_pid = std::process::id();
@@ -263,7 +280,7 @@ pub fn run_with(
     let mut converter = Converter::new(procs, cfg.cgroup.clone());
     let mut state = seed(cfg, &skel, &mut converter, start_mono, self_pid);
     if cfg.redact {
-        redact_state(&mut state);
+        redact_state(&mut state, &rules);
     }
 
     skel.attach()
@@ -276,12 +293,19 @@ pub fn run_with(
     let node = node_info(cfg.node.as_deref());
     let sink = make_sink(&node, state)?;
     let pid_file = marks::write_pid_file(&cfg.out)?;
+    // Loaded, attached, seeded, directory open: what is left needs a few capabilities only.
+    match crate::privileges::drop_unneeded(cfg.profile.needs()) {
+        Ok(kept) if cfg.verbose => eprintln!("retrace: capabilities kept: {}", kept.join(", ")),
+        Ok(_) => {}
+        Err(e) => eprintln!("retrace: warning: {e}"),
+    }
 
     let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_BATCHES);
     let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(SPARE_BUFFERS);
     let in_flight = Arc::new(AtomicUsize::new(0));
     let counters = Arc::new(WriterCounters {
         redact: cfg.redact,
+        rules,
         ..Default::default()
     });
     let writer = {
@@ -1199,31 +1223,33 @@ impl Consumer {
 struct WriterCounters {
     /// Redact secrets before the sink.
     redact: bool,
+    /// The user's rules, added to the built-in ones.
+    rules: UserRules,
     /// Secret values redacted.
     redacted: AtomicU64,
     /// Records that could not be parsed.
     bad_records: AtomicU64,
 }
 
-/// Redacts secrets in an event before it reaches disk (payloads, log writes, command lines);
-/// returns how many.
-pub fn redact_event(ev: &mut Event) -> usize {
-    use retrace_protocols::redact::{redact_args, redact_in_place};
+/// Redacts secrets in an event before it reaches disk (payloads, log writes, command lines)
+/// by the built-in rules and the user's; returns how many.
+pub fn redact_event(ev: &mut Event, rules: &UserRules) -> usize {
+    use retrace_protocols::redact::{redact_args_with, redact_with};
     match &mut ev.body {
-        EventBody::L7(m) => redact_in_place(&mut m.payload),
-        EventBody::Log(m) => redact_in_place(&mut m.payload),
-        EventBody::Udp(m) => redact_in_place(&mut m.payload),
-        EventBody::ProcExec(e) => redact_args(&mut e.cmdline),
+        EventBody::L7(m) => redact_with(&mut m.payload, rules),
+        EventBody::Log(m) => redact_with(&mut m.payload, rules),
+        EventBody::Udp(m) => redact_with(&mut m.payload, rules),
+        EventBody::ProcExec(e) => redact_args_with(&mut e.cmdline, rules),
         _ => 0,
     }
 }
 
 /// Redacts the command lines of the processes of a state snapshot (read from /proc).
-fn redact_state(state: &mut StateSnapshot) -> usize {
+fn redact_state(state: &mut StateSnapshot, rules: &UserRules) -> usize {
     state
         .processes
         .iter_mut()
-        .map(|p| retrace_protocols::redact::redact_args(&mut p.cmdline))
+        .map(|p| retrace_protocols::redact::redact_args_with(&mut p.cmdline, rules))
         .sum()
 }
 
@@ -1256,7 +1282,7 @@ fn writer_loop(
                             continue;
                         };
                         if counters.redact {
-                            redacted += redact_event(&mut ev) as u64;
+                            redacted += redact_event(&mut ev, &counters.rules) as u64;
                         }
                         res = sink.append(&ev);
                         converter.reclaim(ev);

@@ -12,6 +12,8 @@
 //! - [`config`]: options, parsed and validated.
 //! - [`doctor`]: checks of the machine (BTF, privileges, attach points...), also run by
 //!   `capture` before loading anything.
+//! - [`privileges`]: the capabilities dropped once the programs are attached.
+//! - [`redact_rules`]: the user's redaction rules (`--redact-rules`), read from YAML.
 //!
 //! **Architecture invariant**: nothing here knows the on-disk format; events go through the
 //! segment crate's writer.
@@ -21,8 +23,10 @@ pub mod convert;
 pub mod daemon;
 pub mod doctor;
 pub mod marks;
+pub mod privileges;
 pub mod procfs;
 pub mod profile;
+pub mod redact_rules;
 pub mod sink;
 
 pub use config::{CaptureConfig, KeepPolicy, Stream, Streams};
@@ -80,6 +84,18 @@ fn indent(text: &str) -> String {
 }
 
 impl CaptureError {
+    /// Whether the capture stopped because its filesystem is full (ENOSPC) or the user's
+    /// disk quota is reached (EDQUOT): the segments written before are sealed when room was
+    /// left for their footer, and readable up to their last whole block either way.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            CaptureError::Write(retrace_segment::SegmentError::Io { source, .. }) => source,
+            CaptureError::Io { source, .. } => source,
+            _ => return false,
+        };
+        matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+
     pub(crate) fn bpf(what: impl Into<String>, source: libbpf_rs::Error) -> Self {
         CaptureError::Bpf {
             what: what.into(),

@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::CaptureError;
@@ -46,13 +47,47 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 }
 
 /// Writes `DIR/daemon.pid` for this process.
+/// Like everything in the capture directory, it is private: file 0600, `marks/` 0700.
 pub fn write_pid_file(dir: &Path) -> Result<PathBuf, CaptureError> {
     let path = dir.join(PID_FILE);
-    fs::write(&path, format!("{}\n", std::process::id()))
+    private_file(&path)
+        .and_then(|mut f| writeln!(f, "{}", std::process::id()))
         .map_err(|e| CaptureError::io(&path, e))?;
-    fs::create_dir_all(dir.join(MARKS_DIR))
-        .map_err(|e| CaptureError::io(dir.join(MARKS_DIR), e))?;
+    let marks = dir.join(MARKS_DIR);
+    private_dir(&marks).map_err(|e| CaptureError::io(&marks, e))?;
     Ok(path)
+}
+
+/// Creates (or truncates) a file readable by its owner only (0600).
+fn private_file(path: &Path) -> std::io::Result<fs::File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates a directory readable by its owner only (0700), or makes an existing one so.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// The pid of another `retrace` process capturing into `dir` right now, if any (its
+/// `daemon.pid` names a live process whose command name is `retrace`: a pid file left by a
+/// killed daemon, its pid since reused by another program, does not count).
+pub fn other_daemon(dir: &Path) -> Option<i32> {
+    let pid = running_daemon(dir).ok()?;
+    if u32::try_from(pid).ok()? == std::process::id() {
+        return None;
+    }
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (comm.trim() == "retrace").then_some(pid)
 }
 
 /// Reads the daemon's pid from `DIR/daemon.pid` and checks that it runs.
@@ -94,12 +129,12 @@ pub fn send_mark(dir: &Path, note: &str) -> Result<u64, CaptureError> {
     let pid = running_daemon(dir)?;
     let ts = monotonic_ns();
     let marks = dir.join(MARKS_DIR);
-    fs::create_dir_all(&marks).map_err(|e| CaptureError::io(&marks, e))?;
+    private_dir(&marks).map_err(|e| CaptureError::io(&marks, e))?;
     let name = format!("{ts}-{}", std::process::id());
     let tmp = marks.join(format!(".{name}.tmp"));
     let path = marks.join(format!("{name}.note"));
     {
-        let mut f = fs::File::create(&tmp).map_err(|e| CaptureError::io(&tmp, e))?;
+        let mut f = private_file(&tmp).map_err(|e| CaptureError::io(&tmp, e))?;
         write!(f, "{ts}\n{}", truncate_note(note)).map_err(|e| CaptureError::io(&tmp, e))?;
         f.sync_all().map_err(|e| CaptureError::io(&tmp, e))?;
     }

@@ -85,6 +85,7 @@ impl InputSource for CaptureInput {
             dropped_by_kind: m.totals.dropped_by_kind.clone(),
             events: m.totals.events,
             missing_segments: self.capture.missing_segments(),
+            restarts: m.restarts.clone(),
         })
     }
 }

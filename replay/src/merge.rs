@@ -337,6 +337,12 @@ impl Replay {
                     .unwrap_or_default(),
                 manifest_events: manifest.as_ref().map(|m| m.events),
                 started_wall_ns: manifest.as_ref().map(|m| m.started_wall_ns),
+                ended_wall_ns: manifest.as_ref().and_then(|m| m.ended_wall_ns),
+                has_manifest: manifest.is_some(),
+                restarts: manifest
+                    .as_ref()
+                    .map(|m| m.restarts.clone())
+                    .unwrap_or_default(),
                 ..Default::default()
             });
             let node: Arc<str> = match manifest.as_ref().map(|m| m.node.as_str()) {

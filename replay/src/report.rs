@@ -34,6 +34,62 @@ pub struct InputReport {
     pub started_wall_ns: Option<u64>,
     /// Why `manifest.json` was present but could not be used.
     pub manifest_problem: Option<String>,
+    /// When the capture was closed (wall ns), from the manifest; `None` while the daemon
+    /// runs, or when it was killed before closing it.
+    pub ended_wall_ns: Option<u64>,
+    /// Whether the input has a usable manifest.
+    pub has_manifest: bool,
+    /// Restarts of the capture in its directory, from the manifest.
+    pub restarts: Vec<retrace_segment::Restart>,
+}
+
+impl InputReport {
+    /// The interruptions of this input's recording, one sentence each: every restart (what
+    /// was not recorded between the two daemons; after an unclean stop, the events the killed
+    /// daemon still held, at most its last second, are lost and were never counted), and a
+    /// capture left without its end (the daemon still runs, or was killed).
+    pub fn interruptions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.restarts {
+            let gap = r.resumed_wall_ns.saturating_sub(r.last_wall_ns);
+            let last = if r.last_wall_ns > 0 {
+                format!("its last event on disk at {}", format_wall(r.last_wall_ns))
+            } else {
+                "no event on disk".to_string()
+            };
+            if r.clean {
+                out.push(format!(
+                    "{}: stopped cleanly ({last}) and restarted at {}: nothing recorded for {}",
+                    self.path.display(),
+                    format_wall(r.resumed_wall_ns),
+                    format_duration(gap)
+                ));
+            } else {
+                out.push(format!(
+                    "{}: the capture daemon was killed or crashed ({last}, in {}) and restarted \
+                     at {}: nothing recorded for {}; the events it had not yet written (at most \
+                     its last second) are lost and uncounted",
+                    self.path.display(),
+                    if r.last_segment.is_empty() {
+                        "-"
+                    } else {
+                        &r.last_segment
+                    },
+                    format_wall(r.resumed_wall_ns),
+                    format_duration(gap)
+                ));
+            }
+        }
+        if self.has_manifest && self.ended_wall_ns.is_none() {
+            out.push(format!(
+                "{}: not closed: the capture daemon is still running, or was killed or crashed \
+                 (then the events it had not yet written, at most its last second, are lost and \
+                 uncounted)",
+                self.path.display()
+            ));
+        }
+        out
+    }
 }
 
 /// Statistics and damage of a replay. Complete once the [`crate::Replay`] is exhausted.
@@ -133,6 +189,9 @@ impl Report {
             obj.insert("segments_opened".into(), opened.into());
             obj.insert("segments_sealed".into(), sealed.into());
             obj.insert("missing_segments".into(), self.missing_segments().into());
+            let interruptions: Vec<String> =
+                self.inputs.iter().flat_map(|i| i.interruptions()).collect();
+            obj.insert("interruptions".into(), interruptions.into());
             obj.insert(
                 "first_time".into(),
                 self.first_wall_ns.map(format_wall).into(),
@@ -231,6 +290,16 @@ impl fmt::Display for Report {
         )?;
         for d in &self.damage {
             writeln!(f, "  {d}")?;
+        }
+        let interruptions: Vec<String> =
+            self.inputs.iter().flat_map(|i| i.interruptions()).collect();
+        if interruptions.is_empty() {
+            writeln!(f, "interrupted  no")?;
+        } else {
+            writeln!(f, "interrupted  {} time(s)", interruptions.len())?;
+            for i in &interruptions {
+                writeln!(f, "  {i}")?;
+            }
         }
         let missing = self.missing_segments();
         if missing.is_empty() {

@@ -69,6 +69,8 @@ pub struct ManifestFacts {
     pub events: u64,
     /// Segments listed in the manifest that are not on disk.
     pub missing_segments: Vec<String>,
+    /// Restarts of the capture in its directory (after a clean stop or a crash).
+    pub restarts: Vec<retrace_segment::Restart>,
 }
 
 /// One open segment.

@@ -11,7 +11,7 @@ use crate::columns::BlockBuilder;
 use crate::error::SegmentError;
 use crate::event::{ClockSync, Event, EventBody, EventKind, NodeInfo, StateSnapshot};
 use crate::format::{self, FRAME_HEADER_LEN, TRAILER_LEN};
-use crate::manifest::{sync_dir, Manifest, ManifestSegment, Totals, MANIFEST_FILE};
+use crate::manifest::{sync_dir, Manifest, ManifestSegment, Restart, Totals, MANIFEST_FILE};
 use crate::reader::SegmentReader;
 use crate::state::StateTracker;
 use crate::writer::{
@@ -215,6 +215,20 @@ impl Default for CaptureOptions {
     }
 }
 
+impl CaptureOptions {
+    /// Blocks of at most an eighth of `max_size` (in encoded bytes, more than they take on
+    /// disk): under a small quota, a block as large as the default (1 MiB) plus the current
+    /// segment, which is never deleted, would not fit, and ring mode would drop events
+    /// instead of deleting older segments.
+    fn blocks_fitted_to_quota(mut self) -> Self {
+        if let Some(max) = self.max_size {
+            let eighth = usize::try_from(max / 8).unwrap_or(usize::MAX).max(4 << 10);
+            self.block_max_bytes = self.block_max_bytes.min(eighth);
+        }
+        self
+    }
+}
+
 /// What a [`CaptureWriter`] has done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -260,6 +274,7 @@ pub struct CaptureWriter {
     segments: Vec<ManifestSegment>,
     pins: Vec<(u64, u64)>,
     marks: Vec<(u64, String)>,
+    restarts: Vec<Restart>,
     totals: Totals,
     stats: WriterStats,
     manifest_len: u64,
@@ -337,6 +352,7 @@ impl CaptureWriter {
         capture_id: String,
         started_wall_ns: u64,
     ) -> Result<Self, SegmentError> {
+        let opts = opts.blocks_fitted_to_quota();
         let dir = opts.dir.clone();
         fs::DirBuilder::new()
             .recursive(true)
@@ -368,6 +384,7 @@ impl CaptureWriter {
             segments: Vec::new(),
             pins: Vec::new(),
             marks: Vec::new(),
+            restarts: Vec::new(),
             totals: Totals::default(),
             stats: WriterStats::default(),
             manifest_len: 0,
@@ -375,6 +392,108 @@ impl CaptureWriter {
             manifest_skipped: 0,
             closed: false,
         };
+        w.write_manifest(None)?;
+        Ok(w)
+    }
+
+    /// Continues the capture in `opts.dir` when it holds one (a restart after a stop or a
+    /// crash), else creates it as [`CaptureWriter::create`] does.
+    ///
+    /// Continuing keeps every segment on disk as it is (an unsealed one stays unsealed: it
+    /// reads up to its last whole block) and starts new ones after them, numbered on from the
+    /// highest sequence number, under the same capture id. The manifest is made right from the
+    /// files: each segment's events, time range, length and sealing as read from disk (the
+    /// previous daemon may have written blocks after its last manifest rewrite, or deleted a
+    /// segment before it), the totals increased by the blocks the old manifest did not count,
+    /// and a [`Restart`] recording where the previous daemon stopped and whether it closed the
+    /// capture. `initial_state` is the state at the restart (seeded from /proc again).
+    pub fn resume_or_create(
+        opts: CaptureOptions,
+        initial_state: StateSnapshot,
+    ) -> Result<Self, SegmentError> {
+        let now = clock_now();
+        let holds_capture = fs::read_dir(&opts.dir).is_ok_and(|rd| {
+            rd.filter_map(Result::ok).any(|e| {
+                let p = e.path();
+                p.file_name().is_some_and(|n| n == MANIFEST_FILE)
+                    || p.extension().is_some_and(|x| x == SEGMENT_EXT)
+            })
+        });
+        if !holds_capture {
+            return Self::create(opts, initial_state);
+        }
+        let opts = opts.blocks_fitted_to_quota();
+        let dir = opts.dir.clone();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| SegmentError::io(&dir, e))?;
+        let cap = Capture::open(&dir)?;
+        let old = cap.manifest().cloned();
+        let found = recount_segments(&cap, old.as_ref());
+        let mut totals = old.as_ref().map(|m| m.totals.clone()).unwrap_or_default();
+        totals.events += found.new_events;
+        totals.bytes_uncompressed += found.new_uncompressed;
+        for (i, &n) in found.new_by_kind.iter().enumerate() {
+            if n > 0 {
+                *totals
+                    .events_by_kind
+                    .entry(kind_name_of(i).to_string())
+                    .or_insert(0) += n;
+            }
+        }
+        let capture_id = old
+            .as_ref()
+            .map(|m| m.capture_id.clone())
+            .or(found.capture_id.clone())
+            .unwrap_or_else(|| format!("{}-{:08x}", utc_stamp(now.wall_ns), std::process::id()));
+        let started_wall_ns = old
+            .as_ref()
+            .map_or(found.started_wall_ns.unwrap_or(now.wall_ns), |m| {
+                m.started_wall_ns
+            });
+        let mut restarts = old.as_ref().map(|m| m.restarts.clone()).unwrap_or_default();
+        restarts.push(Restart {
+            clean: old.as_ref().is_some_and(|m| m.ended_wall_ns.is_some()),
+            last_segment: found.last_segment.clone(),
+            last_ts: found.last_ts,
+            last_wall_ns: found.last_wall_ns,
+            resumed_wall_ns: now.wall_ns,
+        });
+        // Pins of the previous run are kept as pins of the segments they covered.
+        let pins: Vec<(u64, u64)> = found
+            .segments
+            .iter()
+            .filter(|s| s.pinned)
+            .map(|s| (s.first_ts, s.last_ts))
+            .collect();
+        let stats = WriterStats {
+            bytes_on_disk: found.segments.iter().map(|s| s.bytes).sum(),
+            ..WriterStats::default()
+        };
+        let next_seq = found.segments.iter().map(|s| s.seq).max().unwrap_or(0) + 1;
+        let mut w = Self {
+            // A new stamp: the new segments sort after the old ones (stamp, then sequence).
+            stamp: utc_stamp(now.wall_ns),
+            opts,
+            capture_id,
+            started_wall_ns,
+            state: StateTracker::new(initial_state),
+            block: BlockBuilder::new(),
+            block_started: None,
+            next_header_state: None,
+            cur: None,
+            next_seq,
+            segments: found.segments,
+            pins,
+            marks: old.as_ref().map(|m| m.marks.clone()).unwrap_or_default(),
+            restarts,
+            totals,
+            stats,
+            manifest_len: fs::metadata(dir.join(MANIFEST_FILE)).map_or(0, |m| m.len()),
+            last_ts: found.last_ts,
+            manifest_skipped: 0,
+            closed: false,
+        };
+        w.refresh_pins();
         w.write_manifest(None)?;
         Ok(w)
     }
@@ -482,13 +601,16 @@ impl CaptureWriter {
         Ok(self.stats.clone())
     }
 
+    /// Every step is tried even when one before failed (a full disk fails the last block
+    /// but may leave room for the footer): the first error is returned.
     fn finish(&mut self) -> Result<(), SegmentError> {
         self.closed = true;
-        self.flush_block()?;
-        self.rotate()?;
-        self.apply_keep()?;
+        let flushed = self.flush_block();
+        let sealed = self.rotate();
+        let kept = self.apply_keep();
         let ended = clock_now().wall_ns;
-        self.write_manifest(Some(ended))
+        let written = self.write_manifest(Some(ended));
+        flushed.and(sealed).and(kept).and(written)
     }
 
     fn pinned(&self, s: &ManifestSegment) -> bool {
@@ -630,18 +752,8 @@ impl CaptureWriter {
             header = Some(bytes);
         }
         if !self.make_room(need)? {
-            let dropped = u64::from(enc.info.events);
-            self.stats.dropped_quota += dropped;
-            self.totals.dropped += dropped;
-            for (i, &n) in enc.by_kind.iter().enumerate() {
-                if n > 0 {
-                    *self
-                        .totals
-                        .dropped_by_kind
-                        .entry(kind_name_of(i).to_string())
-                        .or_insert(0) += u64::from(n);
-                }
-            }
+            self.stats.dropped_quota += u64::from(enc.info.events);
+            self.count_dropped(&enc.by_kind);
             return Ok(());
         }
         if let Some(bytes) = header {
@@ -679,7 +791,14 @@ impl CaptureWriter {
             return Ok(());
         };
         let by_kind = enc.by_kind;
-        let info = cur.writer.write_block(enc)?;
+        let info = match cur.writer.write_block(enc) {
+            Ok(info) => info,
+            Err(e) => {
+                // A full disk: the block's events are lost, and counted as such.
+                self.count_dropped(&by_kind);
+                return Err(e);
+            }
+        };
         self.stats.events += u64::from(info.events);
         self.stats.blocks += 1;
         self.stats.bytes_uncompressed += u64::from(info.uncompressed_len);
@@ -709,6 +828,20 @@ impl CaptureWriter {
         self.apply_keep()
     }
 
+    /// Adds a block's events, by kind, to the dropped totals.
+    fn count_dropped(&mut self, by_kind: &[u32]) {
+        for (i, &n) in by_kind.iter().enumerate() {
+            if n > 0 {
+                self.totals.dropped += u64::from(n);
+                *self
+                    .totals
+                    .dropped_by_kind
+                    .entry(kind_name_of(i).to_string())
+                    .or_insert(0) += u64::from(n);
+            }
+        }
+    }
+
     /// Seals the current segment (if any) and rewrites the manifest.
     fn rotate(&mut self) -> Result<(), SegmentError> {
         let Some(cur) = self.cur.take() else {
@@ -721,16 +854,22 @@ impl CaptureWriter {
             .opts
             .max_size
             .is_none_or(|max| self.usage() + footer_len <= max);
+        let mut sealed = Ok(());
         if fits {
-            let summary = cur.writer.seal_flushed()?;
-            if let Some(s) = self.segments.last_mut() {
-                s.bytes = summary.bytes;
-                s.sealed = true;
+            match cur.writer.seal_flushed() {
+                Ok(summary) => {
+                    if let Some(s) = self.segments.last_mut() {
+                        s.bytes = summary.bytes;
+                        s.sealed = true;
+                    }
+                }
+                Err(e) => sealed = Err(e),
             }
         }
         self.refresh_pins();
         self.stats.bytes_on_disk = self.usage();
-        self.write_manifest(None)
+        let written = self.write_manifest(None);
+        sealed.and(written)
     }
 
     fn manifest(&self, ended: Option<u64>) -> Manifest {
@@ -747,6 +886,7 @@ impl CaptureWriter {
             started_wall_ns: self.started_wall_ns,
             ended_wall_ns: ended,
             marks: self.marks.clone(),
+            restarts: self.restarts.clone(),
         }
     }
 
@@ -776,6 +916,93 @@ impl CaptureWriter {
     pub fn manifest_writes_skipped(&self) -> u64 {
         self.manifest_skipped
     }
+}
+
+/// What the segments of a directory hold, read from the files, against an old manifest.
+#[derive(Default)]
+struct Recount {
+    segments: Vec<ManifestSegment>,
+    /// Events in blocks the old manifest did not count, and their kinds and bytes.
+    new_events: u64,
+    new_by_kind: [u64; EventKind::ALL.len()],
+    new_uncompressed: u64,
+    /// The segment holding the newest event, and that event's time (monotonic and wall).
+    last_segment: String,
+    last_ts: u64,
+    last_wall_ns: u64,
+    /// From the first readable segment's header, when there is no manifest.
+    capture_id: Option<String>,
+    started_wall_ns: Option<u64>,
+}
+
+/// Reads every segment of `cap` (its whole blocks) into manifest entries, and counts the
+/// blocks that `old` did not: a manifest entry counts the first blocks of its segment (blocks
+/// are only appended), so the blocks past its event count are new. A segment that cannot be
+/// opened at all (a header cut short) is listed with its length and no events.
+fn recount_segments(cap: &Capture, old: Option<&Manifest>) -> Recount {
+    let mut out = Recount::default();
+    for (i, path) in cap.segment_paths().iter().enumerate() {
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let listed = old.and_then(|m| m.segments.iter().find(|s| s.file == file));
+        let len = fs::metadata(path).map_or(0, |m| m.len());
+        let Ok(reader) = cap.open_segment(i) else {
+            out.segments.push(ManifestSegment {
+                file,
+                seq: listed.map_or(0, |s| s.seq),
+                first_ts: 0,
+                last_ts: 0,
+                events: 0,
+                bytes: len,
+                sealed: false,
+                pinned: listed.is_some_and(|s| s.pinned),
+            });
+            continue;
+        };
+        let h = reader.header();
+        if out.capture_id.is_none() && !h.capture_id.is_empty() {
+            out.capture_id = Some(h.capture_id.clone());
+            out.started_wall_ns = Some(h.clock.wall_ns);
+        }
+        let blocks = reader.blocks();
+        let events: u64 = blocks.iter().map(|b| u64::from(b.events)).sum();
+        let first_ts = blocks.iter().map(|b| b.min_ts).min().unwrap_or(0);
+        let last_ts = blocks.iter().map(|b| b.max_ts).max().unwrap_or(0);
+        let mut counted = listed.map_or(0, |s| s.events);
+        for (b, info) in blocks.iter().enumerate() {
+            if counted >= u64::from(info.events) && counted > 0 {
+                counted -= u64::from(info.events);
+                continue;
+            }
+            counted = 0;
+            out.new_events += u64::from(info.events);
+            out.new_uncompressed += u64::from(info.uncompressed_len);
+            let by_kind = &mut out.new_by_kind;
+            let _ = reader.visit_events(b, |ev| {
+                if let Some(n) = by_kind.get_mut(ev.kind().as_u8() as usize) {
+                    *n += 1;
+                }
+            });
+        }
+        if !blocks.is_empty() && last_ts >= out.last_ts {
+            out.last_ts = last_ts;
+            out.last_wall_ns = h.clock.to_wall(last_ts);
+            out.last_segment = file.clone();
+        }
+        out.segments.push(ManifestSegment {
+            file,
+            seq: h.seq,
+            first_ts,
+            last_ts,
+            events,
+            bytes: reader.file_len(),
+            sealed: reader.is_sealed(),
+            pinned: listed.is_some_and(|s| s.pinned),
+        });
+    }
+    out
 }
 
 impl Drop for CaptureWriter {

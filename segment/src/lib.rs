@@ -82,7 +82,7 @@ pub use capture::{
 pub use error::{Damage, SegmentError};
 pub use event::*;
 pub use format::{FORMAT_VERSION, OLDEST_READABLE_VERSION};
-pub use manifest::{Manifest, ManifestSegment, Totals, MANIFEST_FILE};
+pub use manifest::{Manifest, ManifestSegment, Restart, Totals, MANIFEST_FILE};
 pub use reader::SegmentReader;
 pub use state::StateTracker;
 pub use writer::{

@@ -39,6 +39,28 @@ pub struct Manifest {
     pub ended_wall_ns: Option<u64>,
     /// Marks: (monotonic ns, note).
     pub marks: Vec<(u64, String)>,
+    /// Each time the capture was continued by a new daemon in the same directory, oldest
+    /// first (absent in captures written by one daemon only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Restart>,
+}
+
+/// A restart of the capture in its directory: what the previous daemon left, and when the
+/// new one continued. Between `last_wall_ns` and `resumed_wall_ns` nothing was recorded; when
+/// the previous daemon did not close the capture (killed, crashed, machine lost), the events
+/// it still held in memory (at most its last second) are lost too, uncounted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    /// Whether the previous daemon closed the capture (its end was in the manifest).
+    pub clean: bool,
+    /// The last segment the previous daemon wrote ("" when none).
+    pub last_segment: String,
+    /// The last event on disk before the restart (monotonic ns), 0 when none.
+    pub last_ts: u64,
+    /// The same on the wall clock (ns since the epoch, by that segment's clock), 0 when none.
+    pub last_wall_ns: u64,
+    /// When the new daemon continued the capture (wall ns).
+    pub resumed_wall_ns: u64,
 }
 
 /// One segment listed in the manifest.
@@ -119,8 +141,12 @@ impl Manifest {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| SegmentError::io(&tmp, e))?;
-        f.write_all(json).map_err(|e| SegmentError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| SegmentError::io(&tmp, e))?;
+        if let Err(e) = f.write_all(json).and_then(|()| f.sync_all()) {
+            // A full disk: the old manifest stays, the partial one goes.
+            drop(f);
+            let _ = fs::remove_file(&tmp);
+            return Err(SegmentError::io(&tmp, e));
+        }
         drop(f);
         fs::rename(&tmp, &dst).map_err(|e| SegmentError::io(&dst, e))?;
         sync_dir(dir)

@@ -443,12 +443,12 @@ impl SegmentWriter {
         }
         b.info.offset = self.offset;
         if let Err(e) = self.file.write_all(&b.frame) {
-            self.failed = true;
+            self.cut_back();
             return Err(SegmentError::io(&self.path, e));
         }
         if self.opts.sync {
             if let Err(e) = self.file.sync_data() {
-                self.failed = true;
+                self.cut_back();
                 return Err(SegmentError::io(&self.path, e));
             }
         }
@@ -473,6 +473,16 @@ impl SegmentWriter {
             max_ts: i.max_ts,
         });
         Ok(i)
+    }
+
+    /// After a failed write (a full disk: part of a frame may have reached the file), cuts
+    /// the file back to its last whole block, so that it holds no torn frame and can still
+    /// be sealed; when even that fails, no more writes are accepted.
+    fn cut_back(&mut self) {
+        use std::io::{Seek, SeekFrom};
+        let ok = self.file.set_len(self.offset).is_ok()
+            && self.file.seek(SeekFrom::Start(self.offset)).is_ok();
+        self.failed = !ok;
     }
 
     /// Writes the open block now (durable when `sync` is set); `None` when it was empty.
@@ -534,12 +544,14 @@ impl SegmentWriter {
             return Err(SegmentError::WriterClosed);
         }
         let footer = self.encode_footer()?;
-        self.file
+        if let Err(e) = self
+            .file
             .write_all(&footer)
-            .map_err(|e| SegmentError::io(&self.path, e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| SegmentError::io(&self.path, e))?;
+            .and_then(|()| self.file.sync_data())
+        {
+            self.cut_back();
+            return Err(SegmentError::io(&self.path, e));
+        }
         self.offset += footer.len() as u64;
         Ok(SealSummary {
             path: self.path,

@@ -529,3 +529,80 @@ fn dropped_writer_flushes_and_seals() {
     assert_eq!(read_all(&r), evs);
     assert!(c.manifest().expect("manifest").ended_wall_ns.is_some());
 }
+
+/// A writer killed mid-capture (never closed: leaked, as `kill -9` leaves it), then a new one
+/// in the same directory: the old segments stay as they were and readable, new ones follow
+/// under the same capture id, and the manifest is made right from the files: every segment
+/// listed with its events and sealing as on disk, totals equal to what the files hold, the
+/// restart recorded (not clean, after the last event on disk).
+#[test]
+fn a_restart_after_a_kill_continues_the_capture_and_makes_the_manifest_right() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let o = CaptureOptions {
+        block_max_bytes: 2_000,
+        ..opts(tmp.path())
+    };
+    let first = sample_events(0, 1_000);
+    let mut w = CaptureWriter::create(o.clone(), StateSnapshot::default()).expect("create");
+    let id = w.capture_id().to_string();
+    for e in &first {
+        w.append(e.clone()).expect("append");
+    }
+    w.flush().expect("flush");
+    // The manifest was last rewritten when the segment started: it counts its first block
+    // only. Killed here: no seal, no last manifest.
+    std::mem::forget(w);
+    let stale = Capture::open(tmp.path()).expect("opens");
+    let stale = stale.manifest().expect("manifest").clone();
+    assert!(stale.totals.events < 1_000, "{:?}", stale.totals);
+    assert!(stale.ended_wall_ns.is_none());
+
+    let mut w =
+        CaptureWriter::resume_or_create(o.clone(), StateSnapshot::default()).expect("resume");
+    assert_eq!(w.capture_id(), id);
+    let second = sample_events(10_000_000_000, 500);
+    for e in &second {
+        w.append(e.clone()).expect("append");
+    }
+    w.close().expect("close");
+
+    let c = Capture::open(tmp.path()).expect("opens");
+    let m = c.manifest().expect("manifest");
+    assert_eq!(c.segment_paths().len(), 2);
+    assert_eq!(m.segments.len(), 2);
+    assert!(!m.segments[0].sealed, "the killed segment stays unsealed");
+    assert!(m.segments[1].sealed);
+    assert_eq!(m.segments[0].events, 1_000);
+    assert_eq!(m.segments[1].events, 500);
+    assert_eq!(m.segments[1].seq, 2);
+    assert_eq!(m.totals.events, 1_500);
+    assert_eq!(
+        m.totals.events_by_kind.values().sum::<u64>(),
+        1_500,
+        "{:?}",
+        m.totals
+    );
+    assert_eq!(m.totals.bytes_on_disk, dir_bytes(tmp.path()));
+    assert_eq!(m.restarts.len(), 1);
+    let r = &m.restarts[0];
+    assert!(!r.clean);
+    assert_eq!(r.last_segment, m.segments[0].file);
+    assert_eq!(r.last_ts, first.iter().map(|e| e.ts).max().unwrap_or(0));
+    assert!(r.resumed_wall_ns > r.last_wall_ns);
+    for i in 0..2 {
+        assert_eq!(c.open_segment(i).expect("seg").header().capture_id, id);
+    }
+    let mut all = first.clone();
+    all.extend(second.iter().cloned());
+    assert_eq!(read_capture(tmp.path()), all);
+
+    // A clean stop then a restart: recorded as clean, nothing recounted.
+    let w = CaptureWriter::resume_or_create(o, StateSnapshot::default()).expect("resume");
+    w.close().expect("close");
+    let c = Capture::open(tmp.path()).expect("opens");
+    let m = c.manifest().expect("manifest");
+    assert_eq!(m.totals.events, 1_500);
+    assert_eq!(m.restarts.len(), 2);
+    assert!(m.restarts[1].clean);
+    assert_eq!(m.restarts[1].last_segment, m.segments[1].file);
+}

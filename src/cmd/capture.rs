@@ -13,7 +13,9 @@ use retrace_capture::{CaptureConfig, KeepPolicy, Streams, Summary};
 /// Arguments of `retrace capture`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Capture directory (created 0700; segment files 0600).
+    /// Capture directory (created 0700, every file in it 0600). One that already holds a
+    /// capture is continued (a restart after a stop or a crash): new segments follow the old
+    /// ones, which are kept. Exit status 3: the filesystem filled up (see docs/format.md).
     #[arg(long, short = 'o', default_value = "retrace-capture")]
     pub out: PathBuf,
     /// Stop after this long (30s, 15m, 2h); default: until SIGINT or SIGTERM.
@@ -63,6 +65,10 @@ pub struct Args {
     /// Keep secrets (HTTP Authorization and cookies, PostgreSQL passwords) in payloads.
     #[arg(long)]
     pub no_redact: bool,
+    /// Redaction rules of your own, added to the built-in ones: YAML with `headers`, `keys`
+    /// and `patterns` (regular expressions); see docs/redaction.md.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub redact_rules: Option<PathBuf>,
     /// zstd compression level of segment blocks.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub zstd_level: i32,
@@ -143,6 +149,7 @@ impl Args {
             streams: self.streams,
             ring_size: self.ring_size,
             redact: !self.no_redact,
+            redact_rules: self.redact_rules,
             zstd_level: self.zstd_level,
             verbose: self.verbose,
             profile: retrace_capture::profile::ProfileConfig {
@@ -171,10 +178,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| "until stopped".into()),
         cfg.out.display(),
     );
-    let summary = retrace_capture::run(&cfg).context("capture failed")?;
+    let summary = match retrace_capture::run(&cfg) {
+        Ok(s) => s,
+        Err(e) if e.is_disk_full() => {
+            eprintln!(
+                "retrace: capture stopped: the filesystem of {} is full ({e}); the segments \
+                 written before are sealed where room was left for their footer, and readable up to \
+                 their last whole block; free space and run the same command again to \
+                 continue the capture",
+                cfg.out.display()
+            );
+            return Ok(ExitCode::from(DISK_FULL));
+        }
+        Err(e) => return Err(e).context("capture failed"),
+    };
     print_summary(&summary);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Exit status of `retrace capture` when its filesystem filled up (2 is bad input or another
+/// failure, 1 is not used by `capture`).
+pub const DISK_FULL: u8 = 3;
 
 fn print_summary(s: &Summary) {
     let secs = s.elapsed.as_secs_f64().max(1e-3);

@@ -62,6 +62,22 @@ pub struct ProfileConfig {
     pub fault_every: u32,
 }
 
+impl ProfileConfig {
+    /// What the profiler will do that needs capabilities the daemon otherwise drops once
+    /// attached (opening binaries through /proc/PID/map_files for unwinding, allocator
+    /// uprobes on processes that start later).
+    pub fn needs(&self) -> crate::privileges::ProfilerNeeds {
+        let heap = !self.heap_pids.is_empty() || !self.heap_comms.is_empty();
+        crate::privileges::ProfilerNeeds {
+            read_binaries: heap
+                || self.cpu_hz > 0
+                || self.offcpu_min.is_some()
+                || self.fault_every > 0,
+            uprobes: heap,
+        }
+    }
+}
+
 impl Default for ProfileConfig {
     fn default() -> Self {
         ProfileConfig {
