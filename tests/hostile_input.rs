@@ -229,14 +229,23 @@ fn write_capture(dir: &Path) {
     w.close().expect("close capture");
 }
 
+/// Hostile service names (given in the services file).
+fn service_names() -> [String; 2] {
+    [
+        format!("{}{}", html_payloads()[0], FORMULAS[0]),
+        format!("{}{}", FORMULAS[3], BREAKERS.replace('\n', " ")),
+    ]
+}
+
 /// The services file: hostile service names.
 fn write_services(dir: &Path) -> PathBuf {
     let p = dir.join("services.yaml");
     let quote = |s: &str| serde_json::to_string(s).expect("json string");
+    let [api, redis] = service_names();
     let text = format!(
         "services:\n  - name: {}\n    cmdline: 'app\\.py'\n  - name: {}\n    exe: 'redis-server'\n",
-        quote(&format!("{}{}", html_payloads()[0], FORMULAS[0])),
-        quote(&format!("{}{}", FORMULAS[3], BREAKERS.replace('\n', " "))),
+        quote(&api),
+        quote(&redis),
     );
     std::fs::write(&p, text).expect("services file");
     p
@@ -278,10 +287,16 @@ fn hostile_strings_stay_inert_in_every_output() {
 
     // The files, read by Python's own parsers.
     let markers: Vec<&str> = vec!["HX1", "HX2", "HX3"];
+    let mut exact = Vec::new();
+    for name in service_names() {
+        exact.push("--exact".to_string());
+        exact.push(name);
+    }
     let o = Command::new(python())
         .arg(root().join("tests/hostile/check_outputs.py"))
         .arg(&out)
         .arg(&otlp)
+        .args(&exact)
         .args(&markers)
         .output()
         .expect("run python3");
@@ -300,6 +315,9 @@ fn hostile_strings_stay_inert_in_every_output() {
         ("csv_formula_cells_neutralised", 1),
         ("json_hostile_strings", 1),
         ("otlp_hostile_strings", 1),
+        ("json_hostile_strings_exact", 2),
+        ("otlp_hostile_strings_exact", 2),
+        ("csv_exact", 2),
     ] {
         let n = figures[what].as_u64().unwrap_or(0);
         assert!(n >= min, "{what}: {n} < {min}: {figures}");

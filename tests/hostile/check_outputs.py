@@ -10,7 +10,10 @@
   number), that is, formula cells carry the usual `'` prefix;
 - summary.json and the OTLP file (json module): valid JSON, markers found in decoded strings.
 
-Usage: check_outputs.py REPORT_DIR OTLP_JSON MARKER...
+Exact strings (`--exact S`, repeatable: the hostile service names) must come back unchanged
+from both JSON files, and as a CSV cell (with the `'` prefix when S starts like a formula).
+
+Usage: check_outputs.py REPORT_DIR OTLP_JSON [--exact S]... MARKER...
 Prints JSON figures on stdout; exits 1 with the failures on stderr.
 """
 import csv
@@ -81,10 +84,12 @@ def is_number(cell):
         return False
 
 
-def check_csvs(report):
+def check_csvs(report, exact):
     files = sorted(glob.glob(os.path.join(report, "*.csv")))
     figures["csv_files"] = len(files)
     rows_total = cells_total = neutralised = 0
+    want = {("'" + e if e.startswith(FORMULA_START) else e) for e in exact}
+    seen = set()
     for path in files:
         name = os.path.basename(path)
         with open(path, newline="", encoding="utf-8") as f:
@@ -98,6 +103,8 @@ def check_csvs(report):
                 fail(f"{name}: row {i} has {len(row)} columns, the header {width}")
             for cell in row:
                 cells_total += 1
+                if cell in want:
+                    seen.add(cell)
                 if cell.startswith("'") and cell[1:].startswith(FORMULA_START):
                     neutralised += 1
                 elif cell.startswith(FORMULA_START) and not is_number(cell):
@@ -106,6 +113,9 @@ def check_csvs(report):
     figures["csv_rows"] = rows_total
     figures["csv_cells"] = cells_total
     figures["csv_formula_cells_neutralised"] = neutralised
+    for w in want - seen:
+        fail(f"no CSV cell is {w!r}")
+    figures["csv_exact"] = len(seen)
 
 
 def strings(v):
@@ -120,7 +130,7 @@ def strings(v):
             yield from strings(x)
 
 
-def check_json(path, key, markers, lines=False):
+def check_json(path, key, markers, exact, lines=False):
     try:
         with open(path, encoding="utf-8") as f:
             docs = [json.loads(l) for l in f if l.strip()] if lines else [json.load(f)]
@@ -129,20 +139,33 @@ def check_json(path, key, markers, lines=False):
         figures[key] = 0
         return
     found = 0
+    decoded = set()
     for s in (s for d in docs for s in strings(d)):
+        decoded.add(s)
         if any(m in s for m in markers):
             found += 1
     figures[key] = found
+    for e in exact:
+        if e not in decoded:
+            fail(f"{os.path.basename(path)}: {e!r} does not come back unchanged")
+    figures[key + "_exact"] = sum(1 for e in exact if e in decoded)
 
 
 def main():
-    report, otlp, markers = sys.argv[1], sys.argv[2], sys.argv[3:]
+    report, otlp, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+    exact, markers = [], []
+    while rest:
+        if rest[0] == "--exact":
+            exact.append(rest[1])
+            rest = rest[2:]
+        else:
+            markers.append(rest.pop(0))
     check_html(report, markers)
-    check_csvs(report)
-    check_json(os.path.join(report, "summary.json"), "json_hostile_strings", markers)
+    check_csvs(report, exact)
+    check_json(os.path.join(report, "summary.json"), "json_hostile_strings", markers, exact)
     with open(otlp, encoding="utf-8") as f:
         first = f.read(1)
-    check_json(otlp, "otlp_hostile_strings", markers, lines=first != "{")
+    check_json(otlp, "otlp_hostile_strings", markers, exact, lines=first != "{")
     print(json.dumps(figures, sort_keys=True))
     for m in failures[:40]:
         print(m, file=sys.stderr)
