@@ -31,6 +31,7 @@ else
   cargo "+$tc" fuzz build --fuzz-dir fuzz
 fi
 built=$(date +%s)
+bin_dir="fuzz/target/$(rustc "+$tc" -vV | sed -n 's/^host: //p')/release"
 echo "fuzz.sh: built ${#targets[@]} target(s) in $((built - start)) s"
 
 logs=fuzz/target/fuzz-logs
@@ -44,8 +45,10 @@ for t in "${targets[@]}"; do
   [ -d "fuzz/seeds/$t" ] && dirs+=("fuzz/seeds/$t")
   args=(-max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 -print_final_stats=1)
   [ -n "$runs" ] && args+=(-runs="$runs")
+  mkdir -p "fuzz/artifacts/$t"
   t0=$(date +%s)
-  if cargo "+$tc" fuzz run --fuzz-dir fuzz "$t" "${dirs[@]}" -- "${args[@]}" >"$logs/$t.log" 2>&1; then
+  # The binary built above, run directly (as `cargo fuzz run` does, without building again).
+  if "$bin_dir/$t" -artifact_prefix="fuzz/artifacts/$t/" "${args[@]}" "${dirs[@]}" >"$logs/$t.log" 2>&1; then
     result=ok
   else
     result="CRASH (fuzz/artifacts/$t/, log $logs/$t.log)"

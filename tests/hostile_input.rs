@@ -160,7 +160,7 @@ fn write_capture(dir: &Path) {
     for (i, sql) in [
         format!("SELECT '{}' FROM \"{}\"", html[0], BREAKERS),
         format!("SELECT 1 -- {}{}", FORMULAS[3], TERMINAL),
-        format!("{}", FORMULAS[0]),
+        FORMULAS[0].to_string(),
     ]
     .iter()
     .enumerate()

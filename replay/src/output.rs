@@ -121,7 +121,7 @@ impl<W: Write> EventWriter<W> {
                 w.flush()?;
                 Ok(w)
             }
-            Sink::Csv(w) => w.into_inner().map_err(|e| io::Error::other(e.to_string())),
+            Sink::Csv(w) => w.into_inner(),
         }
     }
 }
