@@ -268,6 +268,10 @@ mod tests {
         let mut out = s.push(1, true, tcp.len() as u64, &tcp);
         out.extend(s.finish());
         assert_eq!(out.len(), 1);
-        assert!(!out[0].target.chars().any(char::is_control), "{:?}", out[0].target);
+        assert!(
+            !out[0].target.chars().any(char::is_control),
+            "{:?}",
+            out[0].target
+        );
     }
 }
