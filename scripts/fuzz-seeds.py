@@ -193,12 +193,27 @@ def filters():
         write("filter", expr.encode())
 
 
+def elf_seeds():
+    """A tiny static x86-64 executable (symbols, build id, .eh_frame) compiled here."""
+    import tempfile
+    src = "int leaf(int x) { return x * 3; }\nint mid(int x) { return leaf(x) + 1; }\n" \
+          "void _start(void) { for (;;) mid(1); }\n"
+    with tempfile.TemporaryDirectory() as d:
+        c, out = os.path.join(d, "t.c"), os.path.join(d, "t")
+        open(c, "w").write(src)
+        for flags in (["-fcf-protection=full"], ["-fcf-protection=none"]):
+            subprocess.run(["cc", "-Os", "-static", "-nostdlib", "-fasynchronous-unwind-tables",
+                            "-Wl,--build-id", *flags, "-o", out, c], check=True)
+            write("elf_binary", open(out, "rb").read())
+
+
 def main():
     retrace = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target", "debug", "retrace")
     counts = from_captures(retrace)
     from_specs()
     configs()
     filters()
+    elf_seeds()
     for t in sorted(os.listdir(SEEDS)):
         print(f"{t}: {len(os.listdir(os.path.join(SEEDS, t)))} seeds", file=sys.stderr)
     print(f"from the captures: {counts}", file=sys.stderr)
