@@ -59,4 +59,11 @@ fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# scripts/fuzz.sh: cargo-fuzz (pinned) and a nightly toolchain (libFuzzer needs -Zsanitizer).
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  echo "install-deps: installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --locked --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+fi
+rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
 echo "install-deps: ok"

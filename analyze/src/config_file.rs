@@ -8,9 +8,9 @@ use crate::AnalyzeError;
 
 /// Reads a configuration file.
 pub(crate) fn read(path: &Path) -> Result<String, AnalyzeError> {
-    std::fs::read_to_string(path).map_err(|source| AnalyzeError::Io {
+    std::fs::read_to_string(path).map_err(|error| AnalyzeError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
@@ -94,6 +94,24 @@ fn unreachable_empty<T>(path: &Path) -> Result<T, AnalyzeError> {
 
 /// A YAML error as a config error, its location moved by `line_offset` lines and
 /// `column_offset` columns (text taken out of a ConfigMap).
+/// A YAML error's message for people: without serde's ` at line L column C` (the caller
+/// puts the place first, `file:line:column:`) and without the names of Rust types (`expected
+/// struct RawFile` says "expected a mapping").
+pub fn yaml_message(e: &serde_yaml_ng::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(i) = msg.rfind(" at line ") {
+        msg.truncate(i);
+    }
+    match msg.find("expected struct ") {
+        Some(i) => {
+            msg.truncate(i);
+            msg.push_str("expected a mapping (`key: value` lines)");
+            msg
+        }
+        None => msg,
+    }
+}
+
 pub(crate) fn yaml_error(
     path: &Path,
     e: &serde_yaml_ng::Error,
@@ -101,10 +119,7 @@ pub(crate) fn yaml_error(
     column_offset: usize,
 ) -> AnalyzeError {
     let loc = e.location();
-    let mut msg = e.to_string();
-    if let Some(i) = msg.find(" at line ") {
-        msg.truncate(i);
-    }
+    let msg = yaml_message(e);
     error(
         path,
         loc.as_ref().map(|l| l.line() + line_offset),

@@ -64,9 +64,15 @@ pub(crate) fn feed(
         to: opts.to,
         ..Default::default()
     };
-    let replay = Replay::open(paths, ropts).map_err(|e| AnalyzeError::Capture {
-        path: paths.first().cloned().unwrap_or_default(),
-        message: e.to_string(),
+    let replay = Replay::open(paths, ropts).map_err(|e| match e {
+        // (It names its path already.)
+        retrace_replay::ReplayError::Input { path, message } => {
+            AnalyzeError::Capture { path, message }
+        }
+        e => AnalyzeError::Capture {
+            path: paths.first().cloned().unwrap_or_default(),
+            message: e.to_string(),
+        },
     })?;
     let (_, total) = replay.progress();
     let done = replay.progress_counter();
@@ -158,6 +164,20 @@ pub(crate) fn feed(
         b.finish_and_clear();
     }
     let report = replay.report();
+    // Damage everywhere and not one block read: not a capture to analyze (as `retrace replay`
+    // says), rather than an empty report.
+    if report.blocks_read == 0 {
+        if let Some(first) = report.damage.first() {
+            return Err(AnalyzeError::Capture {
+                path: first.path.clone(),
+                message: format!(
+                    "nothing could be read ({}); expected a capture directory or segment files \
+                     written by `retrace capture`",
+                    first.message.lines().next().unwrap_or_default()
+                ),
+            });
+        }
+    }
     let mut manifest_dropped: BTreeMap<String, u64> = BTreeMap::new();
     let mut missing = Vec::new();
     let mut warnings = Vec::new();

@@ -40,6 +40,7 @@ mod traces;
 
 use std::path::PathBuf;
 
+pub use config_file::yaml_message;
 pub use engine::{Analyzer, ReadStats, NO_RESPONSE_CLOSED, NO_RESPONSE_RESET};
 pub use findings::FindingsConfig;
 pub use model::*;
@@ -56,12 +57,12 @@ pub use stats::{bucket_width_ns, ERROR_RATE_CRITICAL, ERROR_RATE_WARNING};
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, not a `source`: printed once).
+        error: std::io::Error,
     },
     /// A configuration file (`--services`, `--slo`, `--alerts`, `--findings-config`) is
     /// malformed.

@@ -70,7 +70,7 @@ pub struct EventWriter<W: Write> {
 
 enum Sink<W: Write> {
     Plain(W),
-    Csv(Box<csv::Writer<W>>),
+    Csv(Box<crate::csv_cell::CsvWriter<W>>),
 }
 
 impl<W: Write> EventWriter<W> {
@@ -79,7 +79,7 @@ impl<W: Write> EventWriter<W> {
     pub fn new(out: W, format: OutputFormat, payload_bytes: usize) -> io::Result<Self> {
         let out = match format {
             OutputFormat::Csv => {
-                let mut w = csv::Writer::from_writer(out);
+                let mut w = crate::csv_cell::CsvWriter::new(csv::Writer::from_writer(out));
                 w.write_record(CSV_COLUMNS).map_err(csv_io)?;
                 Sink::Csv(Box::new(w))
             }
@@ -121,7 +121,7 @@ impl<W: Write> EventWriter<W> {
                 w.flush()?;
                 Ok(w)
             }
-            Sink::Csv(w) => w.into_inner().map_err(|e| io::Error::other(e.to_string())),
+            Sink::Csv(w) => w.into_inner(),
         }
     }
 }
@@ -178,14 +178,14 @@ fn csv_record(ev: &ReplayedEvent, payload_bytes: usize) -> Vec<String> {
         format_wall(ev.wall_ns),
         ev.wall_ns.to_string(),
         ev.event.ts.to_string(),
-        ev.node.to_string(),
+        escape_controls(&ev.node).into_owned(),
         ev.event.kind().name().to_string(),
         opt(v.step().map(str::to_string)),
         opt(v.pid().map(|p| p.to_string())),
         opt(v.tid().map(|p| p.to_string())),
-        opt(v.comm().map(str::to_string)),
-        opt(v.exe().map(str::to_string)),
-        opt(v.cgroup().map(str::to_string)),
+        opt(v.comm().map(|s| escape_controls(s).into_owned())),
+        opt(v.exe().map(|s| escape_controls(s).into_owned())),
+        opt(v.cgroup().map(|s| escape_controls(s).into_owned())),
         opt(v.fd().map(|p| p.to_string())),
         opt(v.direction().map(|d| direction_name(d).to_string())),
         opt(v.local().map(|e| e.addr.to_string())),
@@ -552,6 +552,27 @@ pub fn escape_payload(p: &[u8], max: usize) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// Control characters of captured text escaped as in [`escape_str`], nothing else: the CSV
+/// columns of names and paths (quoting is the CSV writer's job), which go to terminals too.
+fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Escapes captured text (command lines, notes) the same way: control characters escaped.

@@ -4,8 +4,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
 /// Arguments of `retrace analyze`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -61,13 +59,8 @@ impl Input {
 
     /// Analyzes the captures (spans and traces included: what the exports are made of).
     pub fn analyze(&self) -> anyhow::Result<retrace_analyze::Analysis> {
-        let names: Vec<String> = self
-            .captures
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        retrace_analyze::analyze(&self.captures, &self.options())
-            .with_context(|| format!("analyzing {}", names.join(", ")))
+        // (The library's errors name the capture or file: no context that would repeat it.)
+        Ok(retrace_analyze::analyze(&self.captures, &self.options())?)
     }
 }
 
@@ -110,8 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     args.objectives.apply(&mut opts);
     let analysis = retrace_analyze::analyze(&args.input.captures, &opts)?;
-    retrace_analyze::write_report(&analysis, &args.out)
-        .with_context(|| format!("writing the report into {}", args.out.display()))?;
+    // (The library's errors name the file: no context that would name it twice.)
+    retrace_analyze::write_report(&analysis, &args.out)?;
     if !args.input.quiet {
         eprintln!(
             "{} events, {} services, {} edges, {} requests ({} failed); completeness {:.2}%; \

@@ -81,8 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     args.objectives.apply(&mut opts);
-    let analysis = retrace_analyze::analyze(std::slice::from_ref(&args.capture), &opts)
-        .with_context(|| format!("analyzing {}", args.capture.display()))?;
+    let analysis = retrace_analyze::analyze(std::slice::from_ref(&args.capture), &opts)?;
     let results = evaluate_analysis(&expect, &analysis);
     print!("{}", render_results(&results));
     if let Some(junit) = &args.junit {
@@ -181,9 +180,7 @@ pub fn run_analysis(
         services_file: services.map(Path::to_path_buf),
         ..Default::default()
     };
-    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    retrace_analyze::analyze(paths, &opts)
-        .with_context(|| format!("analyzing {}", names.join(", ")))
+    Ok(retrace_analyze::analyze(paths, &opts)?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,12 +642,9 @@ fn evaluate_slo(expect: &Expectations, snap: &Snapshot, c: &mut Collector) {
 
 /// A YAML error as `file:line:column: message`.
 pub fn yaml_error(path: &Path, err: &serde_yaml_ng::Error) -> anyhow::Error {
-    let mut msg = err.to_string();
+    let msg = retrace_analyze::yaml_message(err);
     match err.location() {
         Some(loc) => {
-            if let Some(i) = msg.rfind(" at line ") {
-                msg.truncate(i);
-            }
             anyhow::anyhow!(
                 "{}:{}:{}: {}",
                 path.display(),

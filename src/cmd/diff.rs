@@ -663,8 +663,9 @@ fn csv_num(v: Option<f64>) -> String {
 
 /// Writes diff.csv: one row per service, edge presence and edge metric.
 pub fn write_csv(r: &DiffReport, path: &Path) -> anyhow::Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut w = retrace_replay::csv_cell::CsvWriter::new(
+        csv::Writer::from_path(path).with_context(|| format!("writing {}", path.display()))?,
+    );
     let mut rows: Vec<[String; 9]> = Vec::new();
     rows.push(
         [

@@ -9,6 +9,8 @@ pub mod export;
 pub mod mark;
 pub mod replay;
 pub mod scenario;
+#[cfg(test)]
+mod yaml_mutations;
 
 use std::process::ExitCode;
 

@@ -357,6 +357,12 @@ fn redact_bearer_tokens(buf: &mut [u8]) -> usize {
         {
             end += 1;
         }
+        // `Bearer Bearer TOKEN` (a client that doubled the scheme): the token follows the
+        // last `Bearer`, which the next turn of the loop finds at `v`.
+        if buf[v..end].eq_ignore_ascii_case(WORD) {
+            i = v;
+            continue;
+        }
         if end > v {
             buf[v..end].fill(MASK);
             count += 1;
@@ -817,6 +823,18 @@ fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fuzz target `redact`, crash b9753a47: a token after a doubled scheme (`Bearer Bearer
+    /// TOKEN`, in a body or a log line) was left as it was, the second `Bearer` masked instead.
+    #[test]
+    fn fuzz_redact_doubled_bearer_scheme_still_hides_the_token() {
+        let mut b = b"\xcf\xcf Bearer Bearer n1VVVVVVV \t".to_vec();
+        assert_eq!(redact_in_place(&mut b), 1);
+        assert_eq!(&b[..], b"\xcf\xcf Bearer Bearer ********* \t");
+        let mut b = b"token: bearer BEARER  bearer abc.def".to_vec();
+        redact_in_place(&mut b);
+        assert_eq!(&b[..], b"token: bearer BEARER  bearer *******");
+    }
 
     pub(super) fn redacted(input: &[u8]) -> (Vec<u8>, usize) {
         let mut v = input.to_vec();

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use retrace_replay::csv_cell::{csv_cell, CsvWriter};
+
 use super::{fmt_ms, format_wall};
 use crate::model::Analysis;
 use crate::AnalyzeError;
@@ -13,10 +15,12 @@ fn err(path: &Path, e: impl std::fmt::Display) -> AnalyzeError {
     }
 }
 
-fn writer(path: &Path) -> Result<csv::Writer<std::fs::File>, AnalyzeError> {
+/// A CSV file whose cells are made safe for spreadsheets ([`csv_cell`]).
+pub(super) fn writer(path: &Path) -> Result<CsvWriter<std::fs::File>, AnalyzeError> {
     csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_path(path)
+        .map(CsvWriter::new)
         .map_err(|e| err(path, e))
 }
 
@@ -435,15 +439,17 @@ fn format_spans(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) ->
     buf
 }
 
-/// One CSV record as the `csv` crate writes it with this module's settings (`,` between
-/// fields, `\n` after the record, a field quoted when it holds `,`, `"`, `\r` or `\n`, its
-/// quotes doubled), without its per-field state machine. Records of one empty field (which
+/// One CSV record as [`CsvWriter`] writes it with this module's settings (each field made
+/// safe for spreadsheets by [`csv_cell`], `,` between fields, `\n` after the record, a field
+/// quoted when it holds `,`, `"`, `\r` or `\n`, its quotes doubled), without the `csv`
+/// crate's per-field state machine. Records of one empty field (which
 /// `csv` writes as `""`) do not occur here: every record has 13 fields.
 fn push_record(out: &mut Vec<u8>, fields: &[&str]) {
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
+        let f = csv_cell(f);
         let f = f.as_bytes();
         if f.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
             out.push(b'"');
@@ -559,11 +565,14 @@ mod tests {
     fn records_are_written_as_the_csv_crate_writes_them() {
         let mut rng = crate::synth::Rng::new(5);
         let alphabet = [
-            "a", ",", "\"", "\r", "\n", " ", "é", "<", "'", "x\"y", "", "\t", ";",
+            "a", ",", "\"", "\r", "\n", " ", "é", "<", "'", "x\"y", "", "\t", ";", "=", "-", "+",
+            "@", "1", ".",
         ];
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
+        let mut w = CsvWriter::new(
+            csv::WriterBuilder::new()
+                .terminator(csv::Terminator::Any(b'\n'))
+                .from_writer(Vec::new()),
+        );
         let mut mine = Vec::new();
         for _ in 0..2000 {
             let fields: Vec<String> = (0..13)

@@ -14,10 +14,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> AnalyzeError {
 }
 
 fn write_csv(path: &Path, header: &[&str], rows: Vec<Vec<String>>) -> Result<(), AnalyzeError> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_path(path)
-        .map_err(|e| err(path, e))?;
+    let mut w = super::csv_out::writer(path)?;
     w.write_record(header).map_err(|e| err(path, e))?;
     for r in rows {
         w.write_record(&r).map_err(|e| err(path, e))?;

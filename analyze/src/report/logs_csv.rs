@@ -16,13 +16,10 @@ fn err(path: &Path, e: impl std::fmt::Display) -> AnalyzeError {
     }
 }
 
-/// `s`, made inert for spreadsheets.
+/// `s`, made inert for spreadsheets: the one rule of every CSV file
+/// ([`retrace_replay::csv_cell::csv_cell`]).
 pub(crate) fn no_formula(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        std::borrow::Cow::Owned(format!("'{s}"))
-    } else {
-        std::borrow::Cow::Borrowed(s)
-    }
+    retrace_replay::csv_cell::csv_cell(s)
 }
 
 fn writer(path: &Path) -> Result<csv::Writer<std::io::BufWriter<std::fs::File>>, AnalyzeError> {

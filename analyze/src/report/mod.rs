@@ -22,9 +22,9 @@ use crate::AnalyzeError;
 /// `breaches.csv`, `alerts.csv`, `summary.json` and `index.html` into `out_dir` (created when missing). The same analysis gives byte-identical
 /// files.
 pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| AnalyzeError::Io {
+    std::fs::create_dir_all(out_dir).map_err(|error| AnalyzeError::Io {
         path: out_dir.to_path_buf(),
-        source,
+        error,
     })?;
     // requests.csv (most of the work) on another thread, the rest on this one.
     std::thread::scope(|scope| {
@@ -80,9 +80,9 @@ pub(crate) fn render_html(analysis: &Analysis) -> String {
 }
 
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), AnalyzeError> {
-    std::fs::write(path, bytes).map_err(|source| AnalyzeError::Io {
+    std::fs::write(path, bytes).map_err(|error| AnalyzeError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 

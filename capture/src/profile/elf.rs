@@ -78,7 +78,10 @@ impl Binary {
         let section = |name: &str| -> Option<(Range<u64>, Data)> {
             let s = file.section_by_name(name)?;
             let data = s.data().ok()?;
-            Some((s.address()..s.address() + s.size(), Arc::from(data)))
+            Some((
+                s.address()..s.address().saturating_add(s.size()),
+                Arc::from(data),
+            ))
         };
         let mut b = Binary {
             build_id,
@@ -88,7 +91,7 @@ impl Binary {
             eh_frame_hdr: section(".eh_frame_hdr"),
             got: file
                 .section_by_name(".got")
-                .map(|s| s.address()..s.address() + s.size()),
+                .map(|s| s.address()..s.address().saturating_add(s.size())),
             debug_frame: section(".debug_frame").map(|(_, d)| d),
             by_name: std::collections::HashMap::new(),
         };
@@ -151,16 +154,16 @@ impl Binary {
     pub fn vaddr_to_offset(&self, vaddr: u64) -> Option<u64> {
         self.loads
             .iter()
-            .find(|l| vaddr >= l.vaddr && vaddr < l.vaddr + l.filesz)
-            .map(|l| vaddr - l.vaddr + l.offset)
+            .find(|l| vaddr >= l.vaddr && vaddr - l.vaddr < l.filesz)
+            .and_then(|l| (vaddr - l.vaddr).checked_add(l.offset))
     }
 
     /// The stated address of a file offset.
     pub fn offset_to_vaddr(&self, offset: u64) -> Option<u64> {
         self.loads
             .iter()
-            .find(|l| offset >= l.offset && offset < l.offset + l.filesz)
-            .map(|l| offset - l.offset + l.vaddr)
+            .find(|l| offset >= l.offset && offset - l.offset < l.filesz)
+            .and_then(|l| (offset - l.offset).checked_add(l.vaddr))
     }
 
     /// The file offset of a defined function by name.
@@ -173,7 +176,11 @@ impl Binary {
         let i = self.symbols.partition_point(|s| s.offset <= offset);
         let s = self.symbols.get(i.checked_sub(1)?)?;
         let next = self.symbols.get(i).map_or(u64::MAX, |n| n.offset);
-        let end = if s.size > 0 { s.offset + s.size } else { next };
+        let end = if s.size > 0 {
+            s.offset.saturating_add(s.size)
+        } else {
+            next
+        };
         (offset < end).then_some(s)
     }
 }
@@ -231,6 +238,44 @@ pub fn probe_offset_for_first_argument(bytes: &[u8], offset: u64) -> u64 {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// An ELF64 header and one `PT_LOAD` stating `vaddr` for `filesz` bytes from offset 0, no
+    /// sections: what a hostile or corrupt binary mapped by a captured process may claim.
+    fn elf_with_load(vaddr: u64, filesz: u64) -> Vec<u8> {
+        let mut b = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(&2u16.to_le_bytes()); // e_type: executable
+        b.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: x86-64
+        b.extend_from_slice(&1u32.to_le_bytes()); // e_version
+        b.extend_from_slice(&0u64.to_le_bytes()); // e_entry
+        b.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+        b.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+        b.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+        for v in [64u16, 56, 1, 64, 0, 0] {
+            // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&PT_LOAD.to_le_bytes());
+        b.extend_from_slice(&5u32.to_le_bytes()); // p_flags: r-x
+        for v in [0u64, vaddr, vaddr, filesz, filesz, 0x1000] {
+            // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Found while writing the fuzz target `elf_binary`: a load segment stated at the top of
+    /// the address space made `vaddr + filesz` overflow (a panic in debug builds, a wrong
+    /// answer in release).
+    #[test]
+    fn fuzz_elf_binary_load_at_the_top_of_the_address_space_does_not_overflow() {
+        let b = Binary::parse(&elf_with_load(u64::MAX - 10, 100)).expect("a minimal ELF");
+        assert_eq!(b.vaddr_to_offset(u64::MAX - 5), Some(5));
+        assert_eq!(b.vaddr_to_offset(u64::MAX - 11), None);
+        assert_eq!(b.offset_to_vaddr(5), Some(u64::MAX - 5));
+        // Offsets whose address would be past the end of the address space have none.
+        assert_eq!(b.offset_to_vaddr(50), None);
+        assert!(b.symbol_at(0).is_none());
+    }
 
     #[test]
     fn the_probe_goes_to_the_first_emulated_instruction_with_rdi_intact() {
