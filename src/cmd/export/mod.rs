@@ -1,7 +1,8 @@
 //! `retrace export FORMAT CAPTURE... --out FILE`: the analysis of captures in formats other
-//! tools read. One module per format (`otlp`, `parquet`), each a subcommand with its own `Args` (the
+//! tools read. One module per format (`otlp`, `parquet`, `openmetrics`), each a subcommand with its own `Args` (the
 //! shared [`crate::cmd::analyze::Input`] flattened in) and `run`.
 
+pub mod openmetrics;
 pub mod otlp;
 pub mod parquet;
 
@@ -32,6 +33,10 @@ pub enum Format {
     /// `DIR/table=requests/node=web-1/hour=2026-12-06T12/part-….parquet`. Schema:
     /// docs/parquet.md.
     Parquet(parquet::Args),
+    /// RED metrics per service, edge and endpoint and the TCP figures of each edge as
+    /// OpenMetrics text with timestamps (one sample per series per time bucket), for
+    /// `promtool tsdb create-blocks-from openmetrics`. Names: docs/openmetrics.md.
+    Openmetrics(openmetrics::Args),
 }
 
 /// Runs `retrace export`.
@@ -39,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Otlp(a) => otlp::run(a),
         Format::Parquet(a) => parquet::run(a),
+        Format::Openmetrics(a) => openmetrics::run(a),
     }
 }
 
