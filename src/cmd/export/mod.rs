@@ -1,7 +1,8 @@
 //! `retrace export FORMAT CAPTURE... --out FILE`: the analysis of captures in formats other
-//! tools read. One module per format (`otlp`, `parquet`, `openmetrics`), each a subcommand with its own `Args` (the
+//! tools read. One module per format (`otlp`, `parquet`, `openmetrics`, `chrome`), each a subcommand with its own `Args` (the
 //! shared [`crate::cmd::analyze::Input`] flattened in) and `run`.
 
+pub mod chrome;
 pub mod openmetrics;
 pub mod otlp;
 pub mod parquet;
@@ -37,6 +38,10 @@ pub enum Format {
     /// OpenMetrics text with timestamps (one sample per series per time bucket), for
     /// `promtool tsdb create-blocks-from openmetrics`. Names: docs/openmetrics.md.
     Openmetrics(openmetrics::Args),
+    /// The requests of a time window (`--from`, `--to`) as a Chrome trace (Trace Event
+    /// Format: chrome://tracing, Perfetto): a timeline per process and thread, a slice per
+    /// span, flow arrows from each span's parent to it.
+    Chrome(chrome::Args),
 }
 
 /// Runs `retrace export`.
@@ -45,6 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Otlp(a) => otlp::run(a),
         Format::Parquet(a) => parquet::run(a),
         Format::Openmetrics(a) => openmetrics::run(a),
+        Format::Chrome(a) => chrome::run(a),
     }
 }
 
