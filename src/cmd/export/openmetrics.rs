@@ -533,8 +533,8 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let mut out = Vec::new();
-        write_escaped(&mut out, "a\\b\"c\nd é").unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "a\\\\b\\\"c\\nd é");
+        write_escaped(&mut out, "a\\b\"c\nd é").expect("write");
+        assert_eq!(String::from_utf8(out).expect("utf-8"), "a\\\\b\\\"c\\nd é");
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl Written {
     }
 }
 
+/// What the writer thread wrote, and its files (to be named when the export's key is known).
+type WrittenFiles = (Written, Vec<PathBuf>);
+
 /// The sending end: cheap to clone, used from any thread.
 #[derive(Clone)]
 pub struct Sink {
@@ -199,7 +202,7 @@ pub struct Dataset {
     out: PathBuf,
     tmp: PathBuf,
     sink: Option<Sink>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<(Written, Vec<PathBuf>)>>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<WrittenFiles>>>,
 }
 
 impl Dataset {
@@ -325,7 +328,7 @@ struct Open {
 }
 
 /// The writer thread: files opened on their first batch, closed when asked or at the end.
-fn write_files(root: &Path, rx: Receiver<Msg>) -> anyhow::Result<(Written, Vec<PathBuf>)> {
+fn write_files(root: &Path, rx: Receiver<Msg>) -> anyhow::Result<WrittenFiles> {
     let mut files = Vec::new();
     let mut open: BTreeMap<(&'static str, Partition), Open> = BTreeMap::new();
     let mut seq: BTreeMap<(&'static str, Partition), u32> = BTreeMap::new();

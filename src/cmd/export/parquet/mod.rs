@@ -141,10 +141,13 @@ mod tests {
         }
     }
 
-    /// The column tables of docs/parquet.md: table name → (column, type, nullable).
-    fn documented() -> Vec<(String, Vec<(String, String, bool)>)> {
+    /// A documented column: name, type, nullable.
+    type Column = (String, String, bool);
+
+    /// The column tables of docs/parquet.md: table name → columns.
+    fn documented() -> Vec<(String, Vec<Column>)> {
         let doc = include_str!("../../../../docs/parquet.md");
-        let mut out: Vec<(String, Vec<(String, String, bool)>)> = Vec::new();
+        let mut out: Vec<(String, Vec<Column>)> = Vec::new();
         for line in doc.lines() {
             if let Some(name) = line.strip_prefix("### `").and_then(|l| l.strip_suffix('`')) {
                 out.push((name.to_string(), Vec::new()));
@@ -170,7 +173,7 @@ mod tests {
         let code_names: Vec<&str> = code.iter().map(|(n, _)| *n).collect();
         assert_eq!(doc_names, code_names, "tables of docs/parquet.md");
         for ((name, cols), (_, fields)) in doc.iter().zip(&code) {
-            let written: Vec<(String, String, bool)> = fields
+            let written: Vec<Column> = fields
                 .iter()
                 .map(|f| {
                     (
