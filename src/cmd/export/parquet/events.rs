@@ -229,6 +229,88 @@ table! {
     }
 }
 
+table! {
+    /// Binaries that user stacks point into, with their symbols (as parallel lists).
+    pub struct Binary = "events_binary" {
+        time: Time,
+        kind: Str,
+        binary_id: I64,
+        build_id: Str,
+        path: Str,
+        symbol_offsets: I64List,
+        symbol_sizes: I64List,
+        symbol_names: StrList,
+    }
+}
+
+table! {
+    /// User stacks unwound at capture time, frames as (binary, file offset).
+    pub struct UserStack = "events_ustack" {
+        time: Time,
+        kind: Str,
+        stack_id: I64,
+        pid: I32,
+        frame_binaries: I64List,
+        frame_offsets: I64List,
+        truncated: Bool,
+    }
+}
+
+table! {
+    /// Sampled heap allocations (`malloc`) and their frees (`free`).
+    pub struct Heap = "events_heap" {
+        time: Time,
+        kind: Str,
+        pid: I32,
+        tid: I32,
+        comm: Str null,
+        addr: I64,
+        size: I64 null,
+        period: I64 null,
+        stack: I64 null,
+    }
+}
+
+table! {
+    /// Threads off CPU in a syscall.
+    pub struct OffCpu = "events_offcpu" {
+        time: Time,
+        kind: Str,
+        pid: I32,
+        tid: I32,
+        comm: Str null,
+        blocked_ns: I64,
+        syscall: I32,
+        user_stack: I64 null,
+        kernel_stack: I64 null,
+    }
+}
+
+table! {
+    /// A process's resident memory at a moment.
+    pub struct Mem = "events_mem" {
+        time: Time,
+        kind: Str,
+        pid: I32,
+        comm: Str null,
+        rss_anon: I64,
+        rss_file: I64,
+        rss_shmem: I64,
+    }
+}
+
+table! {
+    /// A cgroup's memory at a moment.
+    pub struct CgroupMem = "events_cgroup_mem" {
+        time: Time,
+        kind: Str,
+        cgroup: Str,
+        usage: I64,
+        limit: I64 null,
+        oom_kills: I64,
+    }
+}
+
 /// Calls `$m!(field, Type)` for every event table of a [`Tables`].
 macro_rules! each_table {
     ($m:ident) => {
@@ -245,6 +327,12 @@ macro_rules! each_table {
         $m!(loss, Loss);
         $m!(mark, Mark);
         $m!(node, Node);
+        $m!(binary, Binary);
+        $m!(ustack, UserStack);
+        $m!(heap, Heap);
+        $m!(offcpu, OffCpu);
+        $m!(mem, Mem);
+        $m!(cgroup_mem, CgroupMem);
     };
 }
 
@@ -263,6 +351,12 @@ struct Tables {
     loss: Loss,
     mark: Mark,
     node: Node,
+    binary: Binary,
+    ustack: UserStack,
+    heap: Heap,
+    offcpu: OffCpu,
+    mem: Mem,
+    cgroup_mem: CgroupMem,
 }
 
 impl Tables {
@@ -281,6 +375,12 @@ impl Tables {
             loss: Loss::new(),
             mark: Mark::new(),
             node: Node::new(),
+            binary: Binary::new(),
+            ustack: UserStack::new(),
+            heap: Heap::new(),
+            offcpu: OffCpu::new(),
+            mem: Mem::new(),
+            cgroup_mem: CgroupMem::new(),
         }
     }
 
@@ -689,6 +789,104 @@ impl EventWriter {
                     MarkSource::Trigger => "trigger",
                 });
                 t.note.append_value(&e.note);
+                done!(*t);
+            }
+            EventBody::Binary(e) => {
+                let t = &mut t.binary;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.binary_id.append_value(i64::from(e.id));
+                t.build_id.append_value(&e.build_id);
+                t.path.append_value(&e.path);
+                t.symbol_offsets
+                    .values()
+                    .extend(e.symbols.iter().map(|y| Some(bits(y.offset))));
+                t.symbol_offsets.append(true);
+                t.symbol_sizes
+                    .values()
+                    .extend(e.symbols.iter().map(|y| Some(count(y.size))));
+                t.symbol_sizes.append(true);
+                t.symbol_names
+                    .values()
+                    .extend(e.symbols.iter().map(|y| Some(y.name.as_str())));
+                t.symbol_names.append(true);
+                done!(*t);
+            }
+            EventBody::UserStack(e) => {
+                let t = &mut t.ustack;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.stack_id.append_value(bits(e.id));
+                t.pid.append_value(i32_of(e.pid));
+                t.frame_binaries
+                    .values()
+                    .extend(e.frames.iter().map(|f| Some(i64::from(f.binary))));
+                t.frame_binaries.append(true);
+                t.frame_offsets
+                    .values()
+                    .extend(e.frames.iter().map(|f| Some(bits(f.offset))));
+                t.frame_offsets.append(true);
+                t.truncated.append_value(e.truncated);
+                done!(*t);
+            }
+            EventBody::HeapAlloc(e) => {
+                let t = &mut t.heap;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.pid.append_value(i32_of(e.pid));
+                t.tid.append_value(i32_of(e.tid));
+                t.comm.append_option(comm);
+                t.addr.append_value(bits(e.addr));
+                t.size.append_value(count(e.size));
+                t.period.append_value(count(e.period));
+                t.stack.append_value(bits(e.stack));
+                done!(*t);
+            }
+            EventBody::HeapFree(e) => {
+                let t = &mut t.heap;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.pid.append_value(i32_of(e.pid));
+                t.tid.append_value(i32_of(e.tid));
+                t.comm.append_option(comm);
+                t.addr.append_value(bits(e.addr));
+                t.size.append_null();
+                t.period.append_null();
+                t.stack.append_null();
+                done!(*t);
+            }
+            EventBody::OffCpu(e) => {
+                let t = &mut t.offcpu;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.pid.append_value(i32_of(e.pid));
+                t.tid.append_value(i32_of(e.tid));
+                t.comm.append_option(comm);
+                t.blocked_ns.append_value(count(e.blocked_ns));
+                t.syscall.append_value(e.syscall);
+                t.user_stack.append_option(e.user_stack.map(bits));
+                t.kernel_stack.append_option(e.kernel_stack.map(bits));
+                done!(*t);
+            }
+            EventBody::MemUsage(e) => {
+                let t = &mut t.mem;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.pid.append_value(i32_of(e.pid));
+                t.comm.append_option(comm);
+                t.rss_anon.append_value(count(e.rss_anon));
+                t.rss_file.append_value(count(e.rss_file));
+                t.rss_shmem.append_value(count(e.rss_shmem));
+                done!(*t);
+            }
+            EventBody::CgroupMemory(e) => {
+                let t = &mut t.cgroup_mem;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.cgroup.append_value(&e.cgroup);
+                t.usage.append_value(count(e.usage));
+                t.limit.append_option(e.limit.map(count));
+                t.oom_kills.append_value(count(e.oom_kills));
                 done!(*t);
             }
             EventBody::Node(e) => {
