@@ -15,6 +15,9 @@ use std::process::{Command, Output};
 mod common;
 use common::*;
 
+#[path = "../segment/tests/util/mod.rs"]
+mod util;
+
 use retrace_analyze::synth::{write_shop_capture, ShopOptions};
 
 /// The venv's Python, when it has pyarrow and DuckDB; `None` (test skipped) when it does
@@ -316,4 +319,68 @@ fn bad_arguments_exit_2_and_leave_nothing_behind() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(!out.exists());
+}
+
+#[test]
+fn every_event_kind_has_its_table() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let Some(py) = venv_python() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Arbitrary events of every kind (hostile strings, extreme numbers), one a millisecond.
+    let cap = tmp.path().join("arbitrary");
+    let opts = retrace_segment::CaptureOptions {
+        dir: cap.clone(),
+        node: retrace_analyze::synth::synth_node("node-z"),
+        ..Default::default()
+    };
+    let mut writer =
+        retrace_segment::CaptureWriter::create(opts, Default::default()).expect("writer");
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = util::arb_body();
+    let t0 = 1_000_000_000_000u64;
+    let mut kinds = std::collections::BTreeSet::new();
+    for i in 0..4000u64 {
+        let mut body = strategy.new_tree(&mut runner).expect("value").current();
+        // The replay and the analysis sum counts and sizes without saturating (a debug build
+        // panics on overflow): keep the arbitrary ones below 2^32.
+        use retrace_segment::{EventBody as B, TcpStep};
+        match &mut body {
+            B::Loss(l) => l.count %= 1 << 32,
+            B::Tcp(t) => {
+                if let TcpStep::Closed {
+                    bytes_sent,
+                    bytes_received,
+                } = &mut t.step
+                {
+                    *bytes_sent %= 1 << 32;
+                    *bytes_received %= 1 << 32;
+                }
+            }
+            B::L7(m) => {
+                m.size %= 1 << 32;
+                m.folded_bytes %= 1 << 32;
+            }
+            B::Udp(u) => u.size %= 1 << 32,
+            _ => {}
+        }
+        kinds.insert(body.kind().name());
+        writer
+            .append(retrace_segment::Event::new(t0 + i * 1_000_000, body))
+            .expect("append");
+    }
+    writer.close().expect("close");
+    assert_eq!(
+        kinds.len(),
+        retrace_segment::EventKind::ALL.len(),
+        "{kinds:?}"
+    );
+    let out = tmp.path().join("out");
+    let (report, dataset) = analyze_and_export(&[&cap], &[], &out);
+    let o = check(&py, &dataset, &report, &out.join("stats.json"));
+    assert!(o.status.success(), "{}", text(&o));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON summary");
+    let tables = summary["tables"].as_object().expect("tables");
+    let event_tables = tables.keys().filter(|t| t.starts_with("events_")).count();
+    assert_eq!(event_tables, 19, "{summary}");
+    assert!(summary["events"].as_u64() >= Some(4000), "{summary}");
 }

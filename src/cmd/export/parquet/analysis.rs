@@ -13,9 +13,7 @@ use std::sync::Arc;
 
 use retrace_analyze::{Analysis, Link};
 
-use super::columns::{
-    count, i32_of, table, ts, Bool, I64List, Str, StrList, Table, Time, F64, I32, I64,
-};
+use super::columns::{count, table, ts, Bool, I64List, Str, StrList, Table, Time, F64, I64};
 use super::dataset::{Partition, Sink, BATCH_ROWS};
 
 table! {
@@ -55,8 +53,8 @@ table! {
         error: Bool,
         link: Str null,
         confidence: F64 null,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         server_address: Str,
         client_address: Str,
         request_index: I64,
@@ -298,8 +296,8 @@ fn spans(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
         let root = s.link == Link::Root;
         t.link.append_option((!root).then(|| s.link.name()));
         t.confidence.append_option((!root).then_some(s.confidence));
-        t.pid.append_value(i32_of(s.pid));
-        t.tid.append_value(i32_of(s.tid));
+        t.pid.append_value(i64::from(s.pid));
+        t.tid.append_value(i64::from(s.tid));
         t.server_address.append_value(s.server_address);
         t.client_address.append_value(s.client_address);
         t.request_index.append_value(count(s.request as u64));

@@ -28,10 +28,10 @@ table! {
     pub struct Process = "events_process" {
         time: Time,
         kind: Str,
-        pid: I32,
-        ppid: I32 null,
-        tid: I32 null,
-        parent_tid: I32 null,
+        pid: I64,
+        ppid: I64 null,
+        tid: I64 null,
+        parent_tid: I64 null,
         comm: Str null,
         exe: Str null,
         cmdline: StrList null,
@@ -49,10 +49,10 @@ table! {
         time: Time,
         kind: Str,
         step: Str,
-        pid: I32,
+        pid: I64,
         fd: I32,
         conn_start: Time,
-        tid: I32 null,
+        tid: I64 null,
         comm: Str null,
         local_addr: Str null,
         local_port: I32 null,
@@ -70,10 +70,10 @@ table! {
     pub struct L7 = "events_l7" {
         time: Time,
         kind: Str,
-        pid: I32,
+        pid: I64,
         fd: I32,
         conn_start: Time,
-        tid: I32,
+        tid: I64,
         comm: Str null,
         direction: Str,
         size: I64,
@@ -94,7 +94,7 @@ table! {
         time: Time,
         kind: Str,
         what: Str,
-        pid: I32 null,
+        pid: I64 null,
         comm: Str null,
         local_addr: Str null,
         local_port: I32 null,
@@ -110,8 +110,8 @@ table! {
     pub struct Udp = "events_udp" {
         time: Time,
         kind: Str,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         comm: Str null,
         direction: Str,
         local_addr: Str null,
@@ -128,8 +128,8 @@ table! {
     pub struct Cpu = "events_cpu" {
         time: Time,
         kind: Str,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         comm: Str null,
         cpu: I32,
         user_stack: I64 null,
@@ -142,8 +142,8 @@ table! {
     pub struct Alloc = "events_alloc" {
         time: Time,
         kind: Str,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         comm: Str null,
         size: I64,
         addr: I64,
@@ -156,7 +156,7 @@ table! {
     pub struct AllocSnapshot = "events_alloc_snapshot" {
         time: Time,
         kind: Str,
-        pid: I32,
+        pid: I64,
         comm: Str null,
         rss_bytes: I64,
         by_stack: StackCounts,
@@ -169,7 +169,7 @@ table! {
         time: Time,
         kind: Str,
         stack_id: I64,
-        pid: I32 null,
+        pid: I64 null,
         frames: I64List,
         symbols: StrList,
     }
@@ -180,8 +180,8 @@ table! {
     pub struct Log = "events_log" {
         time: Time,
         kind: Str,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         comm: Str null,
         fd: I32,
         path: Str,
@@ -249,7 +249,7 @@ table! {
         time: Time,
         kind: Str,
         stack_id: I64,
-        pid: I32,
+        pid: I64,
         frame_binaries: I64List,
         frame_offsets: I64List,
         truncated: Bool,
@@ -261,8 +261,8 @@ table! {
     pub struct Heap = "events_heap" {
         time: Time,
         kind: Str,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         comm: Str null,
         addr: I64,
         size: I64 null,
@@ -276,8 +276,8 @@ table! {
     pub struct OffCpu = "events_offcpu" {
         time: Time,
         kind: Str,
-        pid: I32,
-        tid: I32,
+        pid: I64,
+        tid: I64,
         comm: Str null,
         blocked_ns: I64,
         syscall: I32,
@@ -291,7 +291,7 @@ table! {
     pub struct Mem = "events_mem" {
         time: Time,
         kind: Str,
-        pid: I32,
+        pid: I64,
         comm: Str null,
         rss_anon: I64,
         rss_file: I64,
@@ -546,7 +546,7 @@ impl EventWriter {
         macro_rules! conn {
             ($t:expr, $c:expr) => {{
                 let c: &ConnId = $c;
-                $t.pid.append_value(i32_of(c.pid));
+                $t.pid.append_value(i64::from(c.pid));
                 $t.fd.append_value(c.fd);
                 $t.conn_start.append_value(wall(c.start_ns));
             }};
@@ -563,8 +563,8 @@ impl EventWriter {
                 let t = &mut t.process;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.ppid.append_value(i32_of(e.ppid));
+                t.pid.append_value(i64::from(e.pid));
+                t.ppid.append_value(i64::from(e.ppid));
                 t.tid.append_null();
                 t.parent_tid.append_null();
                 t.comm.append_value(&e.comm);
@@ -635,7 +635,7 @@ impl EventWriter {
                 };
                 t.step.append_value(step);
                 conn!(t, &e.conn);
-                t.tid.append_option((e.tid != 0).then(|| i32_of(e.tid)));
+                t.tid.append_option((e.tid != 0).then(|| i64::from(e.tid)));
                 t.comm.append_option(comm);
                 endpoints!(t, &e.local, &e.remote);
                 t.latency_ns.append_option(latency.map(count));
@@ -649,7 +649,7 @@ impl EventWriter {
                 t.time.append_value(time);
                 t.kind.append_value(kind);
                 conn!(t, &e.conn);
-                t.tid.append_value(i32_of(e.tid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.direction.append_value(direction(e.direction));
                 t.size.append_value(count(e.size));
@@ -671,7 +671,7 @@ impl EventWriter {
                     TcpSampleKind::ResetReceived => "reset_received",
                     TcpSampleKind::Rtt => "rtt",
                 });
-                t.pid.append_option(e.pid.map(i32_of));
+                t.pid.append_option(e.pid.map(i64::from));
                 t.comm.append_option(comm);
                 endpoints!(t, &e.local, &e.remote);
                 t.state.append_value(i32::from(e.state));
@@ -683,8 +683,8 @@ impl EventWriter {
                 let t = &mut t.udp;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.direction.append_value(direction(e.direction));
                 endpoints!(t, &e.local, &e.remote);
@@ -696,8 +696,8 @@ impl EventWriter {
                 let t = &mut t.cpu;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.cpu.append_value(i32_of(e.cpu));
                 t.user_stack.append_option(e.user_stack.map(bits));
@@ -708,8 +708,8 @@ impl EventWriter {
                 let t = &mut t.alloc;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.size.append_value(count(e.size));
                 t.addr.append_value(bits(e.addr));
@@ -720,7 +720,7 @@ impl EventWriter {
                 let t = &mut t.alloc_snapshot;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
+                t.pid.append_value(i64::from(e.pid));
                 t.comm.append_option(comm);
                 t.rss_bytes.append_value(count(e.rss_bytes));
                 for s in &e.by_stack {
@@ -739,7 +739,7 @@ impl EventWriter {
                 t.time.append_value(time);
                 t.kind.append_value(kind);
                 t.stack_id.append_value(bits(e.id));
-                t.pid.append_option(e.pid.map(i32_of));
+                t.pid.append_option(e.pid.map(i64::from));
                 t.frames
                     .values()
                     .extend(e.frames.iter().map(|&f| Some(bits(f))));
@@ -752,8 +752,8 @@ impl EventWriter {
                 let t = &mut t.log;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.fd.append_value(e.fd);
                 t.path.append_value(&e.path);
@@ -817,7 +817,7 @@ impl EventWriter {
                 t.time.append_value(time);
                 t.kind.append_value(kind);
                 t.stack_id.append_value(bits(e.id));
-                t.pid.append_value(i32_of(e.pid));
+                t.pid.append_value(i64::from(e.pid));
                 t.frame_binaries
                     .values()
                     .extend(e.frames.iter().map(|f| Some(i64::from(f.binary))));
@@ -833,8 +833,8 @@ impl EventWriter {
                 let t = &mut t.heap;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.addr.append_value(bits(e.addr));
                 t.size.append_value(count(e.size));
@@ -846,8 +846,8 @@ impl EventWriter {
                 let t = &mut t.heap;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.addr.append_value(bits(e.addr));
                 t.size.append_null();
@@ -859,8 +859,8 @@ impl EventWriter {
                 let t = &mut t.offcpu;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
-                t.tid.append_value(i32_of(e.tid));
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
                 t.comm.append_option(comm);
                 t.blocked_ns.append_value(count(e.blocked_ns));
                 t.syscall.append_value(e.syscall);
@@ -872,7 +872,7 @@ impl EventWriter {
                 let t = &mut t.mem;
                 t.time.append_value(time);
                 t.kind.append_value(kind);
-                t.pid.append_value(i32_of(e.pid));
+                t.pid.append_value(i64::from(e.pid));
                 t.comm.append_option(comm);
                 t.rss_anon.append_value(count(e.rss_anon));
                 t.rss_file.append_value(count(e.rss_file));
@@ -926,10 +926,10 @@ fn process_row(
 ) {
     t.time.append_value(time);
     t.kind.append_value(kind);
-    t.pid.append_value(i32_of(pid));
-    t.ppid.append_option(ppid.map(i32_of));
-    t.tid.append_option(tid.map(i32_of));
-    t.parent_tid.append_option(parent_tid.map(i32_of));
+    t.pid.append_value(i64::from(pid));
+    t.ppid.append_option(ppid.map(i64::from));
+    t.tid.append_option(tid.map(i64::from));
+    t.parent_tid.append_option(parent_tid.map(i64::from));
 }
 
 /// The columns of a row of [`Process`] after `comm`: exec's null, `exit`'s when given.
