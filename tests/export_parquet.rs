@@ -381,6 +381,6 @@ fn every_event_kind_has_its_table() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON summary");
     let tables = summary["tables"].as_object().expect("tables");
     let event_tables = tables.keys().filter(|t| t.starts_with("events_")).count();
-    assert_eq!(event_tables, 19, "{summary}");
+    assert_eq!(event_tables, 20, "{summary}");
     assert!(summary["events"].as_u64() >= Some(4000), "{summary}");
 }

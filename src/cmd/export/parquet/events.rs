@@ -311,6 +311,20 @@ table! {
     }
 }
 
+table! {
+    /// Sampled user page faults on pages not present (resident memory growing).
+    pub struct Fault = "events_fault" {
+        time: Time,
+        kind: Str,
+        pid: I64,
+        tid: I64,
+        comm: Str null,
+        addr: I64,
+        weight: I64,
+        stack: I64,
+    }
+}
+
 /// Calls `$m!(field, Type)` for every event table of a [`Tables`].
 macro_rules! each_table {
     ($m:ident) => {
@@ -333,6 +347,7 @@ macro_rules! each_table {
         $m!(offcpu, OffCpu);
         $m!(mem, Mem);
         $m!(cgroup_mem, CgroupMem);
+        $m!(fault, Fault);
     };
 }
 
@@ -357,6 +372,7 @@ struct Tables {
     offcpu: OffCpu,
     mem: Mem,
     cgroup_mem: CgroupMem,
+    fault: Fault,
 }
 
 impl Tables {
@@ -381,6 +397,7 @@ impl Tables {
             offcpu: OffCpu::new(),
             mem: Mem::new(),
             cgroup_mem: CgroupMem::new(),
+            fault: Fault::new(),
         }
     }
 
@@ -887,6 +904,18 @@ impl EventWriter {
                 t.usage.append_value(count(e.usage));
                 t.limit.append_option(e.limit.map(count));
                 t.oom_kills.append_value(count(e.oom_kills));
+                done!(*t);
+            }
+            EventBody::PageFault(e) => {
+                let t = &mut t.fault;
+                t.time.append_value(time);
+                t.kind.append_value(kind);
+                t.pid.append_value(i64::from(e.pid));
+                t.tid.append_value(i64::from(e.tid));
+                t.comm.append_option(comm);
+                t.addr.append_value(bits(e.addr));
+                t.weight.append_value(count(e.weight));
+                t.stack.append_value(bits(e.stack));
                 done!(*t);
             }
             EventBody::Node(e) => {
