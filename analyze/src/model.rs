@@ -362,6 +362,14 @@ pub struct SpanView<'a> {
     pub client_address: &'a str,
 }
 
+impl RequestView<'_> {
+    /// A caller's connection attempt that failed (`CONNECT` of protocol `tcp`): a failed
+    /// request of its edge that never reached the server, so not one the server served.
+    pub fn is_failed_connect(&self) -> bool {
+        self.error && self.method == "CONNECT" && self.protocol == "tcp"
+    }
+}
+
 impl SpanView<'_> {
     /// The span's name as OpenTelemetry names it: `{method} {route}` for HTTP and gRPC, the
     /// normalized statement or command for databases and caches, `{method}` alone when there

@@ -44,7 +44,8 @@ enum Command {
     Check(check::Args),
     /// Compare the analyses of two captures.
     Diff(diff::Args),
-    /// Export the analysis of captures for other tools (`export otlp`: traces as OTLP/JSON).
+    /// Export the analysis of captures for other tools: traces as OTLP/JSON, tables and events as
+    /// Parquet, metrics as OpenMetrics, a window as a Chrome trace.
     Export(export::Args),
     /// Run, capture and analyze real workloads (scenarios/).
     Scenario(scenario::Args),

@@ -1509,7 +1509,7 @@ fn gap_ns(cfg: &FindingsConfig) -> u64 {
 
 /// A failed connect: a `CONNECT` row of protocol `tcp` that failed.
 fn is_connect_failure(r: &RequestView<'_>) -> bool {
-    r.error && r.method == "CONNECT" && r.protocol == "tcp"
+    r.is_failed_connect()
 }
 
 impl NetFacts {

@@ -1,9 +1,12 @@
 //! `retrace export FORMAT CAPTURE... --out FILE`: the analysis of captures in formats other
-//! tools read. One module per format (`otlp`, `pprof`), each a subcommand with its own `Args` (the
+//! tools read. One module per format (`otlp`, `pprof`, `parquet`, `openmetrics`, `chrome`), each a subcommand with its own `Args` (the
 //! shared [`crate::cmd::analyze::Input`] flattened in) and `run`.
 
+pub mod chrome;
+pub mod openmetrics;
 pub mod otlp;
 pub mod pprof;
+pub mod parquet;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -30,6 +33,19 @@ pub enum Format {
     /// Heap, CPU or off-CPU profiles as gzipped pprof `profile.proto` (what `go tool pprof`
     /// reads), symbolized from the capture.
     Pprof(pprof::Args),
+    /// The analysis' tables (requests, spans, traces, TCP series, findings, SLO results) and
+    /// the decoded events as a Parquet dataset partitioned by node and hour (hive style):
+    /// `DIR/table=requests/node=web-1/hour=2026-12-06T12/part-….parquet`. Schema:
+    /// docs/parquet.md.
+    Parquet(parquet::Args),
+    /// RED metrics per service, edge and endpoint and the TCP figures of each edge as
+    /// OpenMetrics text with timestamps (one sample per series per time bucket), for
+    /// `promtool tsdb create-blocks-from openmetrics`. Names: docs/openmetrics.md.
+    Openmetrics(openmetrics::Args),
+    /// The requests of a time window (`--from`, `--to`) as a Chrome trace (Trace Event
+    /// Format: chrome://tracing, Perfetto): a timeline per process and thread, a slice per
+    /// span, flow arrows from each span's parent to it.
+    Chrome(chrome::Args),
 }
 
 /// Runs `retrace export`.
@@ -37,6 +53,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Otlp(a) => otlp::run(a),
         Format::Pprof(a) => pprof::run(a),
+        Format::Parquet(a) => parquet::run(a),
+        Format::Openmetrics(a) => openmetrics::run(a),
+        Format::Chrome(a) => chrome::run(a),
     }
 }
 

@@ -245,7 +245,7 @@ fn otlp_kind(k: SpanKind) -> u8 {
 }
 
 /// A JSON string, escaped as JSON requires (quote, backslash, control characters).
-fn json_str(w: &mut dyn Write, s: &str) -> std::io::Result<()> {
+pub(super) fn json_str(w: &mut dyn Write, s: &str) -> std::io::Result<()> {
     serde_json::to_writer(w, s).map_err(std::io::Error::from)
 }
 
