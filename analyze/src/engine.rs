@@ -370,6 +370,8 @@ pub struct ReadStats {
     pub manifest_dropped: BTreeMap<String, u64>,
     /// Problems, for the report.
     pub warnings: Vec<String>,
+    /// Clock offsets of the nodes, as the replay estimated them (several nodes only).
+    pub clock_offsets: Vec<retrace_replay::ClockOffset>,
 }
 
 /// Status of a request whose connection was closed before any byte of its response arrived.
@@ -1081,6 +1083,7 @@ impl Analyzer {
         analysis.missing_segments = read.missing_segments;
         analysis.completeness = losses.completeness;
         analysis.warnings = read.warnings;
+        analysis.clock_offsets = read.clock_offsets;
         analysis.payload = self.payload.clone();
         analysis.marks = marks;
         analysis.trace_coverage = TraceCoverage {
