@@ -16,6 +16,9 @@ PACKAGES=(
   nginx-light redis-server postgresql wrk tcpdump tshark chromium
   # tests/analyze_e2e.rs (churn): the kernel's own retransmit counts, beside the capture.
   bpftrace
+  # tests/fleet.rs: libfaketime sets one node's capture daemon's wall clock back; tests/deploy.rs:
+  # systemd-analyze verify of the unit; the Spark job (fleet/spark) runs on Java 17.
+  faketime systemd openjdk-17-jre-headless
   # Kernel matrix (scripts/kernel-matrix.sh): Debian kernels booted in QEMU from a busybox initramfs.
   qemu-system-x86 busybox-static cpio binutils
 )
