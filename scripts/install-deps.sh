@@ -13,6 +13,8 @@ PACKAGES=(
   iptables iproute2 curl dnsutils procps python3 python3-psycopg2 python3-redis
   # tests/export_otlp.rs: a venv (below) with OpenTelemetry's protobuf classes.
   python3-venv
+  # tests/export_openmetrics.rs: promtool loads `retrace export openmetrics` into a Prometheus TSDB.
+  prometheus
   nginx-light redis-server postgresql wrk tcpdump tshark chromium
   # tests/analyze_e2e.rs (churn): the kernel's own retransmit counts, beside the capture.
   bpftrace
@@ -36,17 +38,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Debian starts the packaged servers; the tests and scenarios start their own on free ports.
-for svc in nginx redis-server postgresql; do
+for svc in nginx redis-server postgresql prometheus; do
   $SUDO systemctl stop "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 
 # tests/export_otlp.rs validates the OTLP export with OpenTelemetry's own generated classes
-# (PyPI: opentelemetry-proto, protobuf), pinned in tests/otlp/requirements.txt, in a venv of
+# (PyPI: opentelemetry-proto, protobuf), tests/export_parquet.rs reads the Parquet export with
+# pyarrow and DuckDB; all pinned in tests/otlp/requirements.txt, in a venv of
 # Debian's python3 (RETRACE_PY_VENV, default /opt/retrace-py). Rebuilt only when the pins
 # change.
 venv="${RETRACE_PY_VENV:-/opt/retrace-py}"
 reqs="$(cd "$(dirname "$0")/.." && pwd)/tests/otlp/requirements.txt"
-if ! cmp -s "$reqs" "$venv/retrace-requirements.txt" || ! "$venv/bin/python" -c 'import opentelemetry.proto, google.protobuf' 2>/dev/null; then
+if ! cmp -s "$reqs" "$venv/retrace-requirements.txt" || ! "$venv/bin/python" -c 'import opentelemetry.proto, google.protobuf, pyarrow, duckdb' 2>/dev/null; then
   echo "install-deps: creating the Python venv $venv (tests/otlp/requirements.txt)"
   if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
     echo "install-deps: $venv exists and is not a Python venv: not replacing it" >&2

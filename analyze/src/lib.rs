@@ -153,6 +153,17 @@ impl AnalyzeOptions {
 
 /// Analyzes the captures at `paths` (capture directories or segment files).
 pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, AnalyzeError> {
+    analyze_observed(paths, opts, &mut |_| {})
+}
+
+/// [`analyze`], handing every batch of replayed events (in time order) to `observe` too, on
+/// the analyzer's thread after the analyzer took it: what an export of the events reads in
+/// the same pass over the capture as the analysis (`retrace export parquet`).
+pub fn analyze_observed(
+    paths: &[PathBuf],
+    opts: &AnalyzeOptions,
+    observe: &mut dyn FnMut(&[retrace_replay::ReplayedEvent]),
+) -> Result<Analysis, AnalyzeError> {
     if paths.is_empty() {
         return Err(AnalyzeError::NoInput);
     }
@@ -181,7 +192,7 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
     let mut analyzer = Analyzer::new(services);
     analyzer.link_traces(!opts.no_traces);
     analyzer.findings_config(findings);
-    let read = input::feed(paths, opts, &mut analyzer)?;
+    let read = input::feed(paths, opts, &mut analyzer, observe)?;
     let before = input::thread_cpu_s();
     let mut analysis = analyzer.finish(read)?;
     if input::timing() {

@@ -1,8 +1,9 @@
 //! `retrace export FORMAT CAPTURE... --out FILE`: the analysis of captures in formats other
-//! tools read. One module per format (`otlp`), each a subcommand with its own `Args` (the
+//! tools read. One module per format (`otlp`, `parquet`), each a subcommand with its own `Args` (the
 //! shared [`crate::cmd::analyze::Input`] flattened in) and `run`.
 
 pub mod otlp;
+pub mod parquet;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -26,12 +27,18 @@ pub enum Format {
     /// conventions: the body an OTLP/HTTP endpoint takes (`POST /v1/traces`, `Content-Type:
     /// application/json`).
     Otlp(otlp::Args),
+    /// The analysis' tables (requests, spans, traces, TCP series, findings, SLO results) and
+    /// the decoded events as a Parquet dataset partitioned by node and hour (hive style):
+    /// `DIR/table=requests/node=web-1/hour=2026-12-06T12/part-….parquet`. Schema:
+    /// docs/parquet.md.
+    Parquet(parquet::Args),
 }
 
 /// Runs `retrace export`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Otlp(a) => otlp::run(a),
+        Format::Parquet(a) => parquet::run(a),
     }
 }
 

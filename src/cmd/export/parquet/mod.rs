@@ -1,0 +1,194 @@
+//! `retrace export parquet CAPTURE... --out DIR`: the analysis' tables and the decoded events
+//! as a Parquet dataset, partitioned by node and hour (hive style), for Spark, DuckDB,
+//! ClickHouse, Trino or pandas. The schema (versioned) is `docs/parquet.md`.
+//!
+//! One pass over the captures: the analysis reads them, and every batch of events it took is
+//! handed to [`events::EventWriter`] ([`retrace_analyze::analyze_observed`]), which fills one
+//! table per event family and sends full batches to the writer thread of
+//! [`dataset::Dataset`]; when the analysis is done, [`analysis::write`] adds its tables. Memory
+//! stays bounded whatever the capture's size (beyond what the analysis itself keeps): a
+//! batch of rows per open table, a few batches in the channel, and each open file's row
+//! group in progress, encoded. Everything is written into a temporary directory beside
+//! `--out`, renamed when complete.
+//!
+//! Why arrow-rs' `parquet` crate and not polars' writer: it writes a record batch at a time
+//! into row groups it flushes by size, and it takes per-column encodings, so that the times,
+//! which rise row by row, are delta-encoded as the capture stores them (polars' writer
+//! chooses plain or dictionary encodings itself); and it needs no change to the features of
+//! polars, which stays in `retrace-analyze`.
+
+mod analysis;
+pub(crate) mod columns;
+mod dataset;
+mod events;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::cmd::analyze::Input;
+
+/// Arguments of `retrace export parquet`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    input: Input,
+    /// Directory to create for the dataset (it must not exist, or be empty).
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Only the analysis' tables, not the events.
+    #[arg(long)]
+    no_events: bool,
+}
+
+/// Runs `retrace export parquet`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let dataset = dataset::Dataset::create(&args.out)?;
+    let mut events = (!args.no_events).then(|| events::EventWriter::new(dataset.sink()));
+    let names: Vec<String> = args
+        .input
+        .captures
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let analysis = {
+        let mut observe = |batch: &[retrace_replay::ReplayedEvent]| {
+            if let Some(w) = &mut events {
+                w.observe(batch);
+            }
+        };
+        retrace_analyze::analyze_observed(&args.input.captures, &args.input.options(), &mut observe)
+    };
+    let analysis =
+        anyhow::Context::with_context(analysis, || format!("analyzing {}", names.join(", ")))?;
+    let event_rows = match events {
+        Some(w) => w.finish()?,
+        None => Default::default(),
+    };
+    analysis::write(&analysis, &dataset.sink())?;
+    let written = dataset.finish(&export_key(&analysis))?;
+    if !args.input.quiet {
+        let rows = |schemas: Vec<(&str, _)>| -> u64 {
+            schemas
+                .iter()
+                .filter_map(|(n, _)| written.tables.get(n))
+                .map(|t| t.rows)
+                .sum()
+        };
+        eprintln!(
+            "{} events ({} rows) and {} analysis rows ({} requests) in {} files, {:.1} MiB, \
+             written to {} in {:.2} s",
+            event_rows.values().sum::<u64>(),
+            rows(events::schemas()),
+            rows(analysis::schemas()),
+            written.tables.get("requests").map_or(0, |t| t.rows),
+            written.tables.values().map(|t| t.files).sum::<u64>(),
+            written.bytes() as f64 / (1 << 20) as f64,
+            args.out.display(),
+            t0.elapsed().as_secs_f64(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Names the files of an export: 16 hex digits of a hash of its nodes and its start, so that
+/// the same capture gives the same names and two captures different ones.
+fn export_key(a: &retrace_analyze::Analysis) -> String {
+    // FNV-1a, 64 bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for n in &a.nodes {
+        eat(n.as_bytes());
+        eat(&[0]);
+    }
+    eat(&a.window_start_ns.to_le_bytes());
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_schema::{DataType, Field, TimeUnit};
+
+    /// A type as pyarrow prints it (how docs/parquet.md writes types).
+    fn pyarrow_type(dt: &DataType) -> String {
+        match dt {
+            DataType::Timestamp(TimeUnit::Nanosecond, Some(tz)) => {
+                format!("timestamp[ns, tz={tz}]")
+            }
+            DataType::Int32 => "int32".into(),
+            DataType::Int64 => "int64".into(),
+            DataType::Float64 => "double".into(),
+            DataType::Boolean => "bool".into(),
+            DataType::Utf8 => "string".into(),
+            DataType::Binary => "binary".into(),
+            DataType::List(f) => format!("list<item: {}>", pyarrow_type(f.data_type())),
+            DataType::Struct(fields) => {
+                let inner: Vec<String> = fields
+                    .iter()
+                    .map(|f| {
+                        let null = if f.is_nullable() { "" } else { " not null" };
+                        format!("{}: {}{null}", f.name(), pyarrow_type(f.data_type()))
+                    })
+                    .collect();
+                format!("struct<{}>", inner.join(", "))
+            }
+            other => panic!("no pyarrow name for {other:?}"),
+        }
+    }
+
+    /// The column tables of docs/parquet.md: table name → (column, type, nullable).
+    fn documented() -> Vec<(String, Vec<(String, String, bool)>)> {
+        let doc = include_str!("../../../../docs/parquet.md");
+        let mut out: Vec<(String, Vec<(String, String, bool)>)> = Vec::new();
+        for line in doc.lines() {
+            if let Some(name) = line.strip_prefix("### `").and_then(|l| l.strip_suffix('`')) {
+                out.push((name.to_string(), Vec::new()));
+            } else if let (Some(last), Some(row)) = (out.last_mut(), line.strip_prefix("| ")) {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                if cells.len() >= 3 && cells[0] != "column" && !cells[0].starts_with("---") {
+                    last.1
+                        .push((cells[0].into(), cells[1].into(), cells[2] == "yes"));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_documented_schema_is_the_written_one() {
+        let doc = documented();
+        let code: Vec<(&str, Vec<Field>)> = super::analysis::schemas()
+            .into_iter()
+            .chain(super::events::schemas())
+            .collect();
+        let doc_names: Vec<&str> = doc.iter().map(|(n, _)| n.as_str()).collect();
+        let code_names: Vec<&str> = code.iter().map(|(n, _)| *n).collect();
+        assert_eq!(doc_names, code_names, "tables of docs/parquet.md");
+        for ((name, cols), (_, fields)) in doc.iter().zip(&code) {
+            let written: Vec<(String, String, bool)> = fields
+                .iter()
+                .map(|f| {
+                    (
+                        f.name().clone(),
+                        pyarrow_type(f.data_type()),
+                        f.is_nullable(),
+                    )
+                })
+                .collect();
+            assert_eq!(cols, &written, "columns of table {name} in docs/parquet.md");
+        }
+    }
+
+    #[test]
+    fn the_documented_version_is_the_written_one() {
+        let doc = include_str!("../../../../docs/parquet.md");
+        let v = super::dataset::SCHEMA_VERSION;
+        assert!(doc.contains(&format!("**Schema version: {v}.**")));
+        assert!(doc.contains(&format!("(`retrace.schema_version = \"{v}\"`)")));
+    }
+}
