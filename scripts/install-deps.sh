@@ -61,6 +61,15 @@ if ! cmp -s "$reqs" "$venv/retrace-requirements.txt" || ! "$venv/bin/python" -c 
   $SUDO cp "$reqs" "$venv/retrace-requirements.txt"
 fi
 
+# The fleet job (fleet/spark, tests/fleet_spark.rs): PySpark, pinned in
+# fleet/spark/requirements.txt, in the same venv; it runs on Debian's Java 17 (above).
+spark_reqs="$(cd "$(dirname "$0")/.." && pwd)/fleet/spark/requirements.txt"
+if ! cmp -s "$spark_reqs" "$venv/retrace-spark-requirements.txt" || ! "$venv/bin/python" -c 'import pyspark' 2>/dev/null; then
+  echo "install-deps: installing PySpark into $venv (fleet/spark/requirements.txt)"
+  $SUDO "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$spark_reqs"
+  $SUDO cp "$spark_reqs" "$venv/retrace-spark-requirements.txt"
+fi
+
 command -v cargo >/dev/null || { echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 echo "install-deps: ok"
