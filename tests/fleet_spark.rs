@@ -125,6 +125,7 @@ fn spark_on_per_node_parquet_equals_analyze_of_the_nodes_together() {
         .env(
             "PYSPARK_SUBMIT_ARGS",
             "--master local[2] --conf spark.sql.shuffle.partitions=2 --conf spark.ui.enabled=false \
+             --driver-java-options '-XX:TieredStopAtLevel=1 -XX:+UseSerialGC' \
              --driver-memory 1g pyspark-shell",
         )
         .env("SPARK_LOCAL_IP", "127.0.0.1")
