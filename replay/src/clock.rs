@@ -40,6 +40,13 @@
 //! capture (ephemeral ports are reused) and the turn number. Loopback connections and
 //! connections between two addresses of one node are left out (they cross no clock).
 //!
+//! # Cost
+//!
+//! Each input is read once more, on its own, before the merge (TCP and L7 events kept): first
+//! only the two minutes after all inputs (and the window asked for) have started, which is
+//! enough for any pair of nodes that talk; only when a node found no connection there is the
+//! whole of every input read, so that "no connection" is said of the whole capture.
+//!
 //! # Bounded memory
 //!
 //! A node keeps at most [`MAX_TURNS_PER_NODE`] turns and [`MAX_TURNS_PER_CONNECTION`] per
@@ -63,6 +70,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::Filter;
 use crate::merge::{Replay, ReplayError, ReplayOptions};
+use crate::time::TimeSpec;
 
 /// Turns a node keeps at most for the estimate.
 pub const MAX_TURNS_PER_NODE: usize = 400_000;
@@ -70,6 +78,10 @@ pub const MAX_TURNS_PER_NODE: usize = 400_000;
 pub const MAX_TURNS_PER_CONNECTION: u32 = 64;
 /// Samples a pair of nodes needs before its offset is trusted.
 pub const MIN_SAMPLES: usize = 3;
+/// How much of the inputs the estimate reads first (from where all of them have started).
+pub const ESTIMATE_SPAN_NS: u64 = 120_000_000_000;
+/// Read before that start too: the offsets being estimated can put a node's events earlier.
+pub const ESTIMATE_MARGIN_NS: u64 = 10_000_000_000;
 
 /// How the merge treats the clocks of several nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,6 +173,8 @@ struct NodeTurns {
     occurrences: HashMap<(Endpoint, Endpoint), u32>,
     turns: HashMap<TurnKey, Turn>,
     threshold: u64,
+    /// Read through a window that left some of the input out.
+    partial: bool,
 }
 
 impl NodeTurns {
@@ -246,10 +260,14 @@ fn tuple_hash(client: Endpoint, server: Endpoint) -> u64 {
 }
 
 /// Reads the turns of one input (its own clock, uncorrected).
-fn node_turns(path: &Path, opts: &ReplayOptions) -> Result<(String, NodeTurns), ReplayError> {
+fn node_turns(
+    path: &Path,
+    opts: &ReplayOptions,
+    window: Option<(u64, u64)>,
+) -> Result<(String, NodeTurns), ReplayError> {
     let ropts = ReplayOptions {
-        from: None,
-        to: None,
+        from: window.map(|w| TimeSpec::Absolute(w.0)),
+        to: window.map(|w| TimeSpec::Absolute(w.1)),
         filter: Filter::parse("kind = tcp or kind = l7").ok(),
         max_buffered_events: opts.max_buffered_events,
         clock: ClockMode::Off,
@@ -276,6 +294,8 @@ fn node_turns(path: &Path, opts: &ReplayOptions) -> Result<(String, NodeTurns), 
         .nodes()
         .first()
         .map_or_else(String::new, |n| n.to_string());
+    let report = replay.report();
+    turns.partial = report.blocks_skipped > 0 || report.events_in_window < report.events_read;
     Ok((node, turns))
 }
 
@@ -475,21 +495,62 @@ fn solve(names: &[String], pairs: &HashMap<(usize, usize), PairEstimate>) -> Vec
         .collect()
 }
 
-/// Estimates the clock offset of every input against the first, reading each input once on
-/// its own (TCP and L7 events only). See the module documentation.
+/// The stretch of the inputs the estimate reads first: [`ESTIMATE_SPAN_NS`] from where all
+/// inputs (and the window asked for) have started, with [`ESTIMATE_MARGIN_NS`] before it.
+fn estimate_window<P: AsRef<Path>>(
+    paths: &[P],
+    opts: &ReplayOptions,
+) -> Result<(u64, u64), ReplayError> {
+    let mut starts = Vec::with_capacity(paths.len());
+    for p in paths {
+        let ropts = ReplayOptions {
+            clock: ClockMode::Off,
+            ..Default::default()
+        };
+        starts.push(Replay::open(&[p.as_ref()], ropts)?.start_wall_ns());
+    }
+    let earliest = starts.iter().copied().min().unwrap_or(0);
+    let latest = starts.iter().copied().max().unwrap_or(0);
+    let from = opts.from.map_or(0, |t| t.resolve(earliest));
+    let base = latest.max(from);
+    Ok((
+        base.saturating_sub(ESTIMATE_MARGIN_NS),
+        base.saturating_add(ESTIMATE_SPAN_NS),
+    ))
+}
+
+/// Estimates the clock offset of every input against the first, reading each input on its
+/// own (TCP and L7 events only): first the [`ESTIMATE_SPAN_NS`] after all have started (the
+/// window's start, when one is asked for), then, when a node found no connection there, the
+/// whole of every input (unless the first read already covered them). See the module
+/// documentation.
 pub fn estimate<P: AsRef<Path>>(
     paths: &[P],
     opts: &ReplayOptions,
 ) -> Result<Vec<ClockOffset>, ReplayError> {
+    let window = estimate_window(paths, opts)?;
+    let (first, partial) = estimate_in(paths, opts, Some(window))?;
+    if !partial || first.iter().skip(1).all(|o| o.samples > 0) {
+        return Ok(first);
+    }
+    Ok(estimate_in(paths, opts, None)?.0)
+}
+
+fn estimate_in<P: AsRef<Path>>(
+    paths: &[P],
+    opts: &ReplayOptions,
+    window: Option<(u64, u64)>,
+) -> Result<(Vec<ClockOffset>, bool), ReplayError> {
     let mut names = Vec::with_capacity(paths.len());
     let mut nodes = Vec::with_capacity(paths.len());
     for p in paths {
-        let (name, turns) = node_turns(p.as_ref(), opts)?;
+        let (name, turns) = node_turns(p.as_ref(), opts, window)?;
         names.push(name);
         nodes.push(turns);
     }
+    let partial = nodes.iter().any(|n| n.partial);
     let pairs = pair_estimates(samples(&nodes));
-    Ok(solve(&names, &pairs))
+    Ok((solve(&names, &pairs), partial))
 }
 
 /// The corrections the merge applies: `-offset` for corrected nodes, 0 for the others.
