@@ -570,4 +570,18 @@ fn committed_three_node_capture_offsets_and_joins() {
     for l in check_captures(&caps[0], &caps[1], &caps[2], served, &work.0) {
         eprintln!("fleet (committed): {l}");
     }
+    // A window after all the traffic: the estimate's first read (two minutes from the
+    // window's start) finds no connection and falls back to the whole captures.
+    let stats = |extra: &[&str]| -> Value {
+        let mut args = vec!["replay", "--stats", "--output", "jsonl"];
+        args.extend(caps.iter().map(|p| path(p)));
+        args.extend(extra);
+        let o = retrace(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice(&o.stdout).expect("stats JSON")
+    };
+    let whole = stats(&[]);
+    let late = stats(&["--from", "+10m"]);
+    assert_eq!(late["events_matched"], 0);
+    assert_eq!(late["clock_offsets"], whole["clock_offsets"]);
 }
