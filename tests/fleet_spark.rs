@@ -1,8 +1,10 @@
 //! The fleet path: `fleet/spark/retrace_fleet.py` in Spark's local mode on the Parquet
-//! datasets of the three nodes of `tests/fleet/capture` (a live run of `tests/fleet.rs`: a
-//! client node, a server node whose clock was 2.5 s slow, an idle node), each exported **on
-//! its own** (`retrace export parquet node-X`, as each node of a fleet would), against
-//! `retrace analyze` of the three captures together (which joins the two ends of each
+//! datasets of four captures: the three nodes of `tests/fleet/capture` (a live run of
+//! `tests/fleet.rs`: a client node, a server node whose clock was 2.5 s slow, an idle node)
+//! and the api-down scenario's node (nginx, an api stopped for 8 s, users, Redis, PostgreSQL:
+//! errors and failed connects), each exported **on its own** (`retrace export parquet
+//! CAPTURE`, as each node of a fleet would), against `retrace analyze` of the four captures
+//! together (which joins the two ends of each
 //! cross-node call after correcting the clocks). The job must give the same service map,
 //! the same RED per service, edge and endpoint, and the same SLO counts: counts exactly,
 //! percentiles to the nanosecond (summary.json's precision: 6 decimals of a millisecond).
@@ -72,11 +74,13 @@ fn same_red(what: &str, spark: &Value, analyze: &Value) {
     }
 }
 
-fn export(capture: &Path, out: &Path) {
+fn export(capture: &Path, services: &Path, out: &Path) {
     let o = retrace(&[
         "export",
         "parquet",
         "--quiet",
+        "--services",
+        path(services),
         path(capture),
         "--out",
         path(out),
@@ -85,12 +89,17 @@ fn export(capture: &Path, out: &Path) {
 }
 
 #[test]
-fn spark_on_per_node_parquet_equals_analyze_of_the_nodes_together() {
+fn spark_on_four_per_node_parquet_exports_equals_analyze_of_the_four_together() {
     let Some(python) = spark_python() else {
         return;
     };
     let caps = root().join("tests/fleet/capture");
-    let nodes = ["node-a", "node-b", "node-c"];
+    let services = root().join("scenarios/common/services.yaml");
+    let cap_paths: Vec<PathBuf> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|n| caps.join(n))
+        .chain([root().join("scenarios/api-down/capture")])
+        .collect();
     let work = RunDir(
         tempfile::Builder::new()
             .prefix("retrace-fleet-spark-")
@@ -99,15 +108,15 @@ fn spark_on_per_node_parquet_equals_analyze_of_the_nodes_together() {
             .keep(),
     );
     let mut datasets = Vec::new();
-    for n in nodes {
-        let ds = work.0.join(format!("parquet-{n}"));
-        export(&caps.join(n), &ds);
+    for (i, cap) in cap_paths.iter().enumerate() {
+        let ds = work.0.join(format!("parquet-{i}"));
+        export(cap, &services, &ds);
         datasets.push(ds);
     }
-    // The reference: all three analyzed together.
+    // The reference: all four analyzed together.
     let report = work.0.join("analyze");
-    let mut args = vec!["analyze", "--quiet", "--out", path(&report)];
-    let cap_paths: Vec<PathBuf> = nodes.iter().map(|n| caps.join(n)).collect();
+    let mut args = vec!["analyze", "--quiet", "--services", path(&services)];
+    args.extend(["--out", path(&report)]);
     args.extend(cap_paths.iter().map(|p| path(p)));
     let o = retrace(&args);
     assert!(o.status.success(), "{}", text(&o));

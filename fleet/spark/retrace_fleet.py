@@ -19,7 +19,8 @@ end: the client's node has a row whose server is named by its address (`10.0.0.2
 no server span, the server's node a row whose client is an address and no client span. The
 job puts the fleet back together by address: every captured server end names the service
 behind its address (`server_address` -> `server`), every captured client end the service
-behind its (ephemeral) address. Then each request counts once:
+behind its (ephemeral) address. A request end alone in its export whose other end another
+export captured is counted by that other end only. Then each request counts once:
 
 - a service's RED (what it served) counts its server ends, and the client ends of calls to
   servers no export captured (their latency: the server's own when captured, else the
@@ -43,6 +44,7 @@ import sys
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 from pyspark.sql.utils import AnalysisException
 
 SCHEMA_VERSION = "1"
@@ -120,22 +122,38 @@ def fleet_requests(spark, roots):
     servers = (
         r.filter((F.col("has_server") == 1) & (F.col("server_address") != ""))
         .groupBy("server_address")
-        .agg(F.max("server").alias("server_name"))
+        .agg(
+            F.max("server").alias("server_name"),
+            F.collect_set("export").alias("server_exports"),
+        )
     )
     clients = (
         r.filter((F.col("has_client") == 1) & (F.col("client_address") != ""))
         .groupBy("client_address")
-        .agg(F.max("client").alias("client_name"))
+        .agg(
+            F.max("client").alias("client_name"),
+            F.collect_set("export").alias("client_exports"),
+        )
     )
     r = r.join(F.broadcast(servers), "server_address", "left").join(
         F.broadcast(clients), "client_address", "left"
     )
     client_half = (F.col("has_client") == 1) & (F.col("has_server") == 0)
     server_half = (F.col("has_server") == 1) & (F.col("has_client") == 0)
-    # A client end whose server some export captured: the server end counts it as served.
-    served_elsewhere = client_half & F.col("server_name").isNotNull()
-    # A server end whose client some export captured: the client end counts the call.
-    called_elsewhere = server_half & F.col("client_name").isNotNull()
+    # A client end whose server another export captured: the server end counts it as served.
+    # (Within one export, the analysis already joined what it could: a client end left alone
+    # there, a request the server died on, say, stands as it is.)
+    served_elsewhere = (
+        client_half
+        & F.col("server_name").isNotNull()
+        & ~F.array_contains(F.col("server_exports"), F.col("export"))
+    )
+    # A server end whose client another export captured: the client end counts the call.
+    called_elsewhere = (
+        server_half
+        & F.col("client_name").isNotNull()
+        & ~F.array_contains(F.col("client_exports"), F.col("export"))
+    )
     endpoint_route = F.when(F.col("route") != "", F.col("route")).otherwise(F.col("target"))
     endpoint = (
         F.when(
@@ -158,6 +176,35 @@ def fleet_requests(spark, roots):
         (F.coalesce(F.col("server_latency_ns"), F.col("latency_ns")) / 1e6).alias("svc_lat_ms"),
         (~served_elsewhere).alias("in_services"),
         (~called_elsewhere).alias("in_edges"),
+    )
+
+
+def fold_failed_connects(calls):
+    """Failed connects (protocol `tcp`: no byte went either way) counted on their edge's usual
+    protocol, the one of most of its other calls (`retrace analyze` takes the one of most
+    connections, the same on every edge that keeps to one protocol)."""
+    usual = (
+        calls.filter(F.col("protocol") != "tcp")
+        .groupBy("client", "server", "protocol")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .withColumn(
+            "rank",
+            F.row_number().over(
+                Window.partitionBy("client", "server").orderBy(F.desc("n"), "protocol")
+            ),
+        )
+        .filter(F.col("rank") == 1)
+        .select("client", "server", F.col("protocol").alias("usual"))
+    )
+    return (
+        calls.join(usual, ["client", "server"], "left")
+        .withColumn(
+            "protocol",
+            F.when(
+                (F.col("protocol") == "tcp") & F.col("usual").isNotNull(), F.col("usual")
+            ).otherwise(F.col("protocol")),
+        )
+        .drop("usual")
     )
 
 
@@ -277,7 +324,8 @@ def main(argv):
         )
     )
     services = services.unionByName(callers)
-    edges = red(reqs.filter(F.col("in_edges")), ["client", "server", "protocol"], "lat_ms", approx)
+    calls = fold_failed_connects(reqs.filter(F.col("in_edges")))
+    edges = red(calls, ["client", "server", "protocol"], "lat_ms", approx)
     endpoints = red(
         reqs.filter(F.col("in_services") & (F.col("method") != "CONNECT")),
         ["server", "protocol", "endpoint"],
