@@ -20,6 +20,9 @@ PACKAGES=(
   bpftrace
   # tests/export_pprof.rs: `go tool pprof` reads what `retrace export pprof` writes (offline).
   golang-go
+  # tests/fleet.rs: libfaketime sets one node's capture daemon's wall clock back; tests/deploy.rs:
+  # systemd-analyze verify of the unit; the Spark job (fleet/spark) runs on Java 17.
+  faketime systemd openjdk-17-jre-headless
   # Kernel matrix (scripts/kernel-matrix.sh): Debian kernels booted in QEMU from a busybox initramfs.
   qemu-system-x86 busybox-static cpio binutils
 )
@@ -58,6 +61,15 @@ if ! cmp -s "$reqs" "$venv/retrace-requirements.txt" || ! "$venv/bin/python" -c 
   $SUDO /usr/bin/python3 -m venv "$venv"
   $SUDO "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$reqs"
   $SUDO cp "$reqs" "$venv/retrace-requirements.txt"
+fi
+
+# The fleet job (fleet/spark, tests/fleet_spark.rs): PySpark, pinned in
+# fleet/spark/requirements.txt, in the same venv; it runs on Debian's Java 17 (above).
+spark_reqs="$(cd "$(dirname "$0")/.." && pwd)/fleet/spark/requirements.txt"
+if ! cmp -s "$spark_reqs" "$venv/retrace-spark-requirements.txt" || ! "$venv/bin/python" -c 'import pyspark' 2>/dev/null; then
+  echo "install-deps: installing PySpark into $venv (fleet/spark/requirements.txt)"
+  $SUDO "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$spark_reqs"
+  $SUDO cp "$spark_reqs" "$venv/retrace-spark-requirements.txt"
 fi
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

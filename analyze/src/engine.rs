@@ -380,6 +380,8 @@ pub struct ReadStats {
     /// Times a capture daemon stopped without closing its capture (killed, crashed): each
     /// lost the events it still held, uncounted.
     pub unclean_stops: u64,
+    /// Clock offsets of the nodes, as the replay estimated them (several nodes only).
+    pub clock_offsets: Vec<retrace_replay::ClockOffset>,
 }
 
 /// Status of a request whose connection was closed before any byte of its response arrived.
@@ -1106,6 +1108,7 @@ impl Analyzer {
         analysis.missing_segments = read.missing_segments;
         analysis.completeness = losses.completeness;
         analysis.warnings = read.warnings;
+        analysis.clock_offsets = read.clock_offsets;
         analysis.payload = self.payload.clone();
         analysis.marks = marks;
         analysis.trace_coverage = TraceCoverage {

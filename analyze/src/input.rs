@@ -63,6 +63,11 @@ pub(crate) fn feed(
     let ropts = ReplayOptions {
         from: opts.from,
         to: opts.to,
+        clock: if opts.no_clock_correction {
+            retrace_replay::ClockMode::Off
+        } else {
+            retrace_replay::ClockMode::Estimate
+        },
         ..Default::default()
     };
     let replay = Replay::open(paths, ropts).map_err(|e| match e {
@@ -201,6 +206,13 @@ pub(crate) fn feed(
     for d in &report.damage {
         warnings.push(d.to_string());
     }
+    for o in report
+        .clock_offsets
+        .iter()
+        .filter(|o| o.samples == 0 && o.node != o.reference)
+    {
+        warnings.push(format!("clock of node {}: {}", o.node, o.note));
+    }
     if report.reorder_overflows > 0 {
         warnings.push(format!(
             "{} events arrived too far out of order to be merged exactly",
@@ -213,5 +225,6 @@ pub(crate) fn feed(
         manifest_dropped,
         warnings,
         unclean_stops,
+        clock_offsets: report.clock_offsets.clone(),
     })
 }

@@ -132,6 +132,9 @@ pub struct AnalyzeOptions {
     /// `--baseline CAPTURE`: what `baseline` means in alert rules (default: the capture's own
     /// first quarter).
     pub baseline: Vec<PathBuf>,
+    /// Trust every node's clock as recorded instead of estimating and correcting the
+    /// offsets between nodes (`--no-clock-correction`).
+    pub no_clock_correction: bool,
 }
 
 impl AnalyzeOptions {

@@ -783,6 +783,10 @@ pub struct Analysis {
     pub completeness: f64,
     /// Problems met while reading (damage, missing files), for the report.
     pub warnings: Vec<String>,
+    /// Clock offset of every node against the first (several nodes only): estimated from
+    /// the connections between them, corrected before the merge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_offsets: Vec<retrace_replay::ClockOffset>,
     /// Services, sorted by name.
     pub services: Vec<ServiceStats>,
     /// Edges, sorted by client, server, protocol.

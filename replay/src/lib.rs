@@ -49,6 +49,7 @@
 //! touches the kernel and never parses segment bytes itself.
 
 pub mod csv_cell;
+pub mod clock;
 pub mod filter;
 pub mod inputs;
 pub mod merge;
@@ -61,6 +62,7 @@ pub mod view;
 
 use std::path::Path;
 
+pub use clock::{ClockMode, ClockOffset};
 pub use filter::{Filter, FilterError};
 pub use merge::{Replay, ReplayError, ReplayOptions, ReplayedEvent};
 pub use output::{EventWriter, OutputFormat};
@@ -72,9 +74,18 @@ pub use view::EventView;
 
 impl Replay {
     /// Opens capture directories and/or segment files (several nodes are merged by wall
-    /// clock). Fails on a missing path, a path that is not a capture, and a single segment
-    /// file that cannot be read (not a retrace segment, unsupported version).
-    pub fn open<P: AsRef<Path>>(paths: &[P], opts: ReplayOptions) -> Result<Replay, ReplayError> {
+    /// clock, their clock offsets estimated and corrected first unless `opts.clock` says
+    /// otherwise: see [`clock`]). Fails on a missing path, a path that is not a capture, and a
+    /// single segment file that cannot be read (not a retrace segment, unsupported version).
+    pub fn open<P: AsRef<Path>>(
+        paths: &[P],
+        mut opts: ReplayOptions,
+    ) -> Result<Replay, ReplayError> {
+        let mut offsets = Vec::new();
+        if paths.len() > 1 && opts.clock == ClockMode::Estimate {
+            offsets = clock::estimate(paths, &opts)?;
+            opts.clock = ClockMode::Fixed(clock::corrections(&offsets));
+        }
         let mut sources: Vec<Box<dyn source::InputSource>> = Vec::with_capacity(paths.len());
         let mut problems = Vec::new();
         for p in paths {
@@ -88,6 +99,7 @@ impl Replay {
         }
         let mut replay = Replay::from_sources(sources, opts)?;
         replay.set_manifest_problems(problems);
+        replay.set_clock_offsets(offsets);
         Ok(replay)
     }
 }

@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use retrace_segment::{ClockSync, Endpoint, Event, EventBody, ProcessInfo, StateSnapshot};
 
+use crate::clock::ClockMode;
 use crate::filter::Filter;
 use crate::report::{InputReport, Report};
 use crate::source::{BlockMeta, DamageInfo, InputSource, SegmentSource};
@@ -52,6 +53,8 @@ pub struct ReplayOptions {
     pub filter: Option<Filter>,
     /// Bound of the reorder buffer (events decoded but not emitted yet).
     pub max_buffered_events: usize,
+    /// Clock offsets between nodes: estimated and corrected (default), off, or given.
+    pub clock: ClockMode,
 }
 
 impl Default for ReplayOptions {
@@ -61,6 +64,7 @@ impl Default for ReplayOptions {
             to: None,
             filter: None,
             max_buffered_events: DEFAULT_MAX_BUFFERED_EVENTS,
+            clock: ClockMode::default(),
         }
     }
 }
@@ -167,6 +171,20 @@ impl PartialOrd for Pending {
 impl Ord for Pending {
     fn cmp(&self, o: &Self) -> Ordering {
         (self.key, self.order).cmp(&(o.key, o.order))
+    }
+}
+
+/// A wall time moved by `-offset` (a node's clock brought onto the reference's).
+fn shift_wall(wall_ns: u64, offset: i64) -> u64 {
+    let v = i128::from(wall_ns) - i128::from(offset);
+    u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+}
+
+/// A segment's clock mapping with the node's offset taken out.
+fn corrected_clock(clock: ClockSync, offset: i64) -> ClockSync {
+    ClockSync {
+        mono_ns: clock.mono_ns,
+        wall_ns: shift_wall(clock.wall_ns, offset),
     }
 }
 
@@ -280,6 +298,8 @@ struct InputState {
     /// Snapshots of opened segments, applied when the stream reaches their time.
     snapshots: VecDeque<(u64, StateSnapshot)>,
     seeded: bool,
+    /// This node's clock minus the reference's (ns): its wall times are moved by `-offset`.
+    clock_offset: i64,
 }
 
 /// One time-ordered stream of events from one or more captures. See the crate documentation.
@@ -315,7 +335,12 @@ impl Replay {
         let mut report = Report::default();
         let mut progress_total = 0;
         let mut inputs = Vec::with_capacity(sources.len());
-        for source in sources {
+        let offsets = match &opts.clock {
+            ClockMode::Fixed(v) => v.clone(),
+            ClockMode::Estimate | ClockMode::Off => Vec::new(),
+        };
+        for (i, source) in sources.into_iter().enumerate() {
+            let clock_offset = offsets.get(i).copied().unwrap_or(0);
             let manifest = source.manifest();
             let segments = source.segment_count();
             progress_total += (0..segments).map(|i| source.segment_len(i)).sum::<u64>();
@@ -336,8 +361,13 @@ impl Replay {
                     .map(|m| m.dropped_by_kind.clone())
                     .unwrap_or_default(),
                 manifest_events: manifest.as_ref().map(|m| m.events),
-                started_wall_ns: manifest.as_ref().map(|m| m.started_wall_ns),
-                ended_wall_ns: manifest.as_ref().and_then(|m| m.ended_wall_ns),
+                started_wall_ns: manifest
+                    .as_ref()
+                    .map(|m| shift_wall(m.started_wall_ns, clock_offset)),
+                ended_wall_ns: manifest
+                    .as_ref()
+                    .and_then(|m| m.ended_wall_ns)
+                    .map(|w| shift_wall(w, clock_offset)),
                 has_manifest: manifest.is_some(),
                 restarts: manifest
                     .as_ref()
@@ -357,6 +387,7 @@ impl Replay {
                 socks: SocketTable::default(),
                 snapshots: VecDeque::new(),
                 seeded: false,
+                clock_offset,
             });
         }
         let mut r = Replay {
@@ -445,6 +476,10 @@ impl Replay {
         let reader = self.inputs[input].source.open_segment(0)?;
         self.opened(input, 0, 0, reader);
         Ok(())
+    }
+
+    pub(crate) fn set_clock_offsets(&mut self, offsets: Vec<crate::ClockOffset>) {
+        self.report.clock_offsets = offsets;
     }
 
     pub(crate) fn set_manifest_problems(&mut self, problems: Vec<Option<String>>) {
@@ -639,7 +674,7 @@ impl Replay {
                 st.node = name.into();
             }
         }
-        let clock = reader.clock();
+        let clock = corrected_clock(reader.clock(), st.clock_offset);
         if st.seeded {
             st.snapshots
                 .push_back((clock.wall_ns, reader.state().clone()));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::clock::ClockOffset;
 use crate::source::DamageInfo;
 use crate::time::{format_duration, format_wall};
 
@@ -134,6 +135,10 @@ pub struct Report {
     pub out_of_order: u64,
     /// Times the reorder buffer reached its bound and had to emit early.
     pub reorder_overflows: u64,
+    /// The clock offset of every node against the first, when several were merged with
+    /// their offsets estimated (empty otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clock_offsets: Vec<ClockOffset>,
 }
 
 impl Report {
@@ -324,6 +329,12 @@ impl fmt::Display for Report {
         )?;
         if self.out_of_order > 0 {
             writeln!(f, "out of order {} event(s)", self.out_of_order)?;
+        }
+        if !self.clock_offsets.is_empty() {
+            writeln!(f, "clocks       (node's clock minus the reference's)")?;
+            for o in &self.clock_offsets {
+                writeln!(f, "  {o}")?;
+            }
         }
         Ok(())
     }

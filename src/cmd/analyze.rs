@@ -43,6 +43,10 @@ pub struct Input {
     /// Print nothing but errors (no progress bar, no summary line).
     #[arg(long)]
     pub quiet: bool,
+    /// Trust every node's clock as recorded (by default the clock offsets between nodes are
+    /// estimated from the connections between them and corrected before the merge).
+    #[arg(long)]
+    pub no_clock_correction: bool,
 }
 
 impl Input {
@@ -53,6 +57,7 @@ impl Input {
             progress: !self.quiet && std::io::stderr().is_terminal(),
             from: self.from,
             to: self.to,
+            no_clock_correction: self.no_clock_correction,
             ..Default::default()
         }
     }

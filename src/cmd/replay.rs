@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use retrace_replay::filter::FIELDS;
 use retrace_replay::{
-    EventWriter, Filter, FilterError, OutputFormat, Replay, ReplayOptions, TimeSpec,
+    ClockMode, EventWriter, Filter, FilterError, OutputFormat, Replay, ReplayOptions, TimeSpec,
 };
 
 /// Output formats, for clap.
@@ -73,6 +73,12 @@ pub struct Args {
     /// Never show a progress bar (it is shown on long reads when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
+
+    /// Trust every node's clock as recorded (by default, with several nodes, the clock
+    /// offsets between them are estimated from their connections and corrected; `--stats`
+    /// shows them).
+    #[arg(long)]
+    no_clock_correction: bool,
 }
 
 const AFTER_HELP: &str = "\
@@ -104,6 +110,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         from,
         to,
         filter,
+        clock: if args.no_clock_correction {
+            ClockMode::Off
+        } else {
+            ClockMode::Estimate
+        },
         ..Default::default()
     };
     let mut replay = Replay::open(&paths, opts).map_err(|e| anyhow!("{e}"))?;

@@ -176,6 +176,9 @@ pub(crate) fn render(a: &Analysis) -> String {
     for (ts, note) in &a.marks {
         kv("mark", format!("{} {}", esc(&format_wall(*ts)), esc(note)));
     }
+    for o in &a.clock_offsets {
+        kv("clock", esc(&o.to_string()));
+    }
     for w in &a.warnings {
         kv("warning", esc(w));
     }
