@@ -660,9 +660,13 @@ impl Collector {
         out.cpu = self.weights(&self.cpu, &mut cat, &node_name, &service);
         out.offcpu = self.weights(&self.offcpu, &mut cat, &node_name, &service);
         out.faults = self.weights(&self.faults, &mut cat, &node_name, &service);
-        out.page_faults = out.faults.iter().map(|s| s.value).sum();
-        out.cpu_samples = out.cpu.iter().map(|s| s.value).sum();
-        out.offcpu_events = out.offcpu.iter().map(|s| s.count).sum();
+        // saturating: a hostile capture's weights may add up past u64
+        let total = |v: &[StackWeight], f: fn(&StackWeight) -> u64| {
+            v.iter().fold(0u64, |a, s| a.saturating_add(f(s)))
+        };
+        out.page_faults = total(&out.faults, |s| s.value);
+        out.cpu_samples = total(&out.cpu, |s| s.value);
+        out.offcpu_events = total(&out.offcpu, |s| s.count);
         out.cpu_functions = cpu::top_functions(&out.cpu, &cat);
         out.offcpu_functions = cpu::top_functions(&out.offcpu, &cat);
         out.cpu_top = top_per_service(&out.cpu_functions);
