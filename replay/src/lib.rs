@@ -48,8 +48,8 @@
 //! **Architecture invariant:** replay reads captures through `retrace-segment` only; it never
 //! touches the kernel and never parses segment bytes itself.
 
-pub mod csv_cell;
 pub mod clock;
+pub mod csv_cell;
 pub mod filter;
 pub mod inputs;
 pub mod merge;

@@ -5,8 +5,8 @@
 pub mod chrome;
 pub mod openmetrics;
 pub mod otlp;
-pub mod pprof;
 pub mod parquet;
+pub mod pprof;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
