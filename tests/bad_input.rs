@@ -307,8 +307,8 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>, Vec<&'static str>)> {
         ),
         (
             "export: unknown format",
-            vec!["export", "parquet", "{CAP}"],
-            vec!["unrecognized subcommand 'parquet'"],
+            vec!["export", "xlsx", "{CAP}"],
+            vec!["unrecognized subcommand 'xlsx'"],
         ),
         (
             "scenario: file missing",
