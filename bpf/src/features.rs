@@ -30,9 +30,11 @@ pub const KNOWN_HELPERS: &[Helper] = &[
     helper(2, "map_update_elem", "3.19"),
     helper(3, "map_delete_elem", "3.19"),
     helper(5, "ktime_get_ns", "4.1"),
+    helper(7, "get_prandom_u32", "4.1"),
     helper(8, "get_smp_processor_id", "4.1"),
     helper(14, "get_current_pid_tgid", "4.2"),
     helper(16, "get_current_comm", "4.2"),
+    helper(67, "get_stack", "4.18"),
     helper(112, "probe_read_user", "5.5"),
     helper(113, "probe_read_kernel", "5.5"),
     helper(114, "probe_read_user_str", "5.5"),
@@ -43,6 +45,7 @@ pub const KNOWN_HELPERS: &[Helper] = &[
     helper(134, "ringbuf_query", "5.8"),
     helper(158, "get_current_task_btf", "5.11"),
     helper(162, "sock_from_file", "5.11"),
+    helper(174, "get_attach_cookie", "5.15"),
     helper(175, "task_pt_regs", "5.15"),
     helper(181, "loop", "5.17"),
 ];
@@ -59,10 +62,17 @@ pub const BPF_LOOP: u32 = 181;
 /// user registers from it (configuration `has_task_pt_regs`), else keep only the kernel stack.
 pub const TASK_PT_REGS: u32 = 175;
 
+/// `bpf_get_attach_cookie`'s id: only the heap sampler's uprobe-session program calls it, and
+/// that program is loaded only where the kernel has uprobe sessions (6.13+).
+pub const GET_ATTACH_COOKIE: u32 = 174;
+
 /// What the programs do instead of a helper the kernel lacks, for those they can do without.
 pub fn fallback(id: u32) -> Option<&'static str> {
     match id {
         BPF_LOOP => Some("the fd walks at fork, exec and exit run as bounded loops instead"),
+        GET_ATTACH_COOKIE => {
+            Some("heap sampling uses entry and return probes instead of one uprobe session program")
+        }
         TASK_PT_REGS => {
             Some("CPU samples taken in kernel mode keep their kernel stack only (no user stack)")
         }
@@ -141,7 +151,13 @@ pub fn helpers_by_program(analysis: &Analysis) -> BTreeMap<u32, Vec<String>> {
 
 /// [`helpers_by_program`] of the embedded object ([`crate::object`]).
 pub fn embedded_helpers() -> Result<BTreeMap<u32, Vec<String>>, StackError> {
-    Ok(helpers_by_program(&Analysis::from_elf(crate::object())?))
+    let mut all: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for (_, bytes) in crate::objects() {
+        for (id, programs) in helpers_by_program(&Analysis::from_elf(bytes)?) {
+            all.entry(id).or_default().extend(programs);
+        }
+    }
+    Ok(all)
 }
 
 /// A helper the kernel lacks, and the programs that need it.

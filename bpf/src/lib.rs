@@ -62,6 +62,12 @@ pub fn object() -> &'static [u8] {
     OBJECT
 }
 
+/// Every compiled BPF object this crate embeds, by name: the capture's ([`object`]) and the
+/// profiler's ([`profile::object`]). The static checks (stack, helpers) cover them all.
+pub fn objects() -> [(&'static str, &'static [u8]); 2] {
+    [("retrace", object()), ("profile", profile::object())]
+}
+
 /// Largest payload prefix a record can carry (`RT_PAYLOAD_MAX` in retrace.h).
 pub const PAYLOAD_MAX: usize = 4096;
 

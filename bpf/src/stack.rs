@@ -22,7 +22,8 @@
 //!   `.text` symbol, `st_value / 8 + imm + 1`, or, without relocation, `insn + imm + 1` in the
 //!   same section; and callbacks (`bpf_loop` and the like), whose address is loaded by a
 //!   `ld_imm64` relocated against `.text` (libbpf turns it into `src_reg` 4,
-//!   `BPF_PSEUDO_FUNC`) at byte `st_value + imm`.
+//!   `BPF_PSEUDO_FUNC`) at byte `st_value + imm`. Calls relocated against an extern symbol are
+//!   kfunc calls: no frame of the chain.
 //!
 //! The kernel's `check_max_stack_depth` walks a program's calls *and* the callbacks it
 //! references (`bpf_pseudo_func`) as frames of one chain (only async callbacks, such as
@@ -319,6 +320,10 @@ impl Analysis {
                     }
                     // (target section, target byte, edge)
                     let target = match (ins.code, relocs.get(&at)) {
+                        // a call relocated against an undefined (extern) symbol is a kfunc
+                        // call (libbpf makes it `BPF_PSEUDO_KFUNC_CALL`): it runs on the
+                        // kernel's stack, not a BPF frame of the chain
+                        (0x85, Some(&(None, _))) if ins.src == 1 => None,
                         (0x85, reloc) if ins.src == 1 => {
                             let (sec, base) = match reloc {
                                 Some(&(sec, value)) => (sec, i64::try_from(value).unwrap_or(0)),
@@ -496,9 +501,13 @@ pub fn chains(bytes: &[u8]) -> Result<Vec<Chain>, StackError> {
     Analysis::from_elf(bytes)?.chains()
 }
 
-/// The worst chains of the object the skeleton embeds ([`crate::object`]).
+/// The worst chains of every object the crate embeds ([`crate::objects`]).
 pub fn embedded_chains() -> Result<Vec<Chain>, StackError> {
-    chains(crate::object())
+    let mut all = Vec::new();
+    for (_, bytes) in crate::objects() {
+        all.extend(chains(bytes)?);
+    }
+    Ok(all)
 }
 
 /// The per-subprogram depths of the verifier's statistics line `stack depth 352+352+0`

@@ -89,9 +89,10 @@ workload() {
 	km "doctor-end rc=$?"
 
 	km "capture-start streams=$KM_STREAMS"
-	# the profiler loads too: CPU samples and off-CPU time (perf events, sched_switch, sys_exit)
+	# the profiler loads too: CPU samples, off-CPU time, page faults and the heap sampler's
+	# uprobe programs (loaded for --mem-comm even where busybox's static httpd gives no libc)
 	"$KM_RETRACE" capture --out "$KM_WORK/cap" --duration "${KM_DURATION}s" --max-size 64MiB \
-		--cpu-hz 99 --offcpu 1ms \
+		--cpu-hz 99 --offcpu 1ms --faults 64 --mem-comm httpd \
 		--streams "$KM_STREAMS" >capture.log 2>&1 &
 	cap=$!
 	# daemon.pid is written once the programs are loaded and attached
