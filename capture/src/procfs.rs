@@ -63,6 +63,53 @@ pub fn read_cgroup(pid: u32) -> Option<String> {
     Some(pick_cgroup(&text))
 }
 
+/// Where a process's memory controller keeps its figures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemoryCgroup {
+    /// cgroup v2: `memory.current`, `memory.max`, `memory.events`.
+    V2(std::path::PathBuf),
+    /// cgroup v1: `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.oom_control`.
+    V1(std::path::PathBuf),
+}
+
+/// A process's cgroup as [`read_cgroup`] names it (the form exec events carry), and the
+/// directory of its memory controller: v2 (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
+/// hybrid host) when it has the memory files, else v1's `memory` hierarchy. One read of
+/// `/proc/PID/cgroup`.
+pub fn cgroup_and_memory(pid: u32) -> Option<(String, Option<MemoryCgroup>)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mut unified = None;
+    let mut memory = None;
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if ctrls.is_empty() {
+            unified = Some(path);
+        } else if ctrls.split(',').any(|c| c == "memory") {
+            memory = Some(path);
+        }
+    }
+    let dir = |root: &str, path: &str| {
+        std::path::PathBuf::from(format!("{root}{}", path.trim_end_matches('/')))
+    };
+    let v2 = unified.and_then(|u| {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(|root| dir(root, u))
+            .find(|d| d.join("memory.current").exists())
+            .map(MemoryCgroup::V2)
+    });
+    let v1 = || {
+        memory
+            .map(|m| dir("/sys/fs/cgroup/memory", m))
+            .filter(|d| d.join("memory.usage_in_bytes").exists())
+            .map(MemoryCgroup::V1)
+    };
+    Some((pick_cgroup(&text), v2.or_else(v1)))
+}
+
 fn pick_cgroup(text: &str) -> String {
     let mut unified = None;
     let mut memory = None;

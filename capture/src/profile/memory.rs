@@ -1,55 +1,63 @@
 //! Memory growth, always on: each process's resident memory (anon, file, shmem from
 //! `/proc/PID/status`) and each of their cgroups' usage, limit and OOM kills (cgroup v2
-//! `memory.current`, `memory.max`, `memory.events`), polled a few times a second at most.
-//! Polling was chosen over `kmem/rss_stat`, which fires on every RSS counter change (each
-//! page-fault batch) in every process: a poll costs the daemon ~20 µs per process and the
-//! workload nothing.
+//! `memory.current`, `memory.max`, `memory.events`; v1's `memory.usage_in_bytes`,
+//! `memory.limit_in_bytes`, `memory.oom_control` on hosts without the v2 memory controller),
+//! polled a few times a second at most. Polling was chosen over `kmem/rss_stat`, which fires on
+//! every RSS counter change (each page-fault batch) in every process: a poll costs the daemon
+//! ~20 µs per process and the workload nothing. cgroups are named as exec events name them
+//! (`procfs::read_cgroup`), so the analysis ties them to their processes.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use retrace_segment::{CgroupMemory, Event, EventBody, MemUsage};
+
+use crate::procfs::{self, MemoryCgroup};
 
 /// Which processes are followed.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
     /// Only this process.
     pub pid: Option<u32>,
-    /// Only processes whose cgroup path starts with this.
+    /// Only processes whose cgroup path contains this (as `--cgroup` means everywhere).
     pub cgroup: Option<String>,
     /// Never this process (the daemon).
     pub self_pid: u32,
+}
+
+impl Scope {
+    /// Whether a process of this cgroup is followed.
+    pub fn cgroup_ok(&self, cgroup: &str) -> bool {
+        self.cgroup
+            .as_ref()
+            .is_none_or(|want| cgroup.contains(want.as_str()))
+    }
 }
 
 /// One poll: a `MemUsage` per process with resident anonymous or file memory, then a
 /// `CgroupMemory` per cgroup they are in.
 pub fn poll(ts: u64, scope: &Scope) -> Vec<Event> {
     let mut out = Vec::new();
-    let mut cgroups = BTreeSet::new();
-    let pids: Vec<u32> = match scope.pid {
+    let mut cgroups: BTreeMap<String, Option<MemoryCgroup>> = BTreeMap::new();
+    let pids = match scope.pid {
         Some(p) => vec![p],
-        None => std::fs::read_dir("/proc")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default(),
+        None => procfs::pids(),
     };
     for pid in pids {
         if pid == scope.self_pid {
             continue;
         }
-        let Some(cg) = cgroup_of(pid) else { continue };
-        if let Some(want) = &scope.cgroup {
-            if !cg.starts_with(want.as_str()) {
-                continue;
-            }
+        let Some((cg, memory)) = procfs::cgroup_and_memory(pid) else {
+            continue;
+        };
+        if !scope.cgroup_ok(&cg) {
+            continue;
         }
         let Some(m) = rss_of(pid) else { continue };
         out.push(Event::new(ts, EventBody::MemUsage(m)));
-        cgroups.insert(cg);
+        cgroups.entry(cg).or_insert(memory);
     }
-    for cg in cgroups {
-        if let Some(c) = cgroup_memory(&cg) {
+    for (cg, memory) in cgroups {
+        if let Some(c) = memory.and_then(|m| cgroup_memory(cg, &m)) {
             out.push(Event::new(ts, EventBody::CgroupMemory(c)));
         }
     }
@@ -76,30 +84,34 @@ fn parse_status(pid: u32, text: &str) -> Option<MemUsage> {
     })
 }
 
-/// The cgroup v2 path of a process (`/` for the root).
-pub fn cgroup_of(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
-}
-
-/// A cgroup's memory figures from the v2 hierarchy (`None` when it has no memory controller
-/// files, e.g. the root cgroup).
-pub fn cgroup_memory(cgroup: &str) -> Option<CgroupMemory> {
-    let dir = format!("/sys/fs/cgroup{}", cgroup.trim_end_matches('/'));
-    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
-    let usage = read("memory.current")?.trim().parse().ok()?;
-    let limit = read("memory.max").and_then(|m| m.trim().parse::<u64>().ok());
-    let oom_kills = read("memory.events")
-        .and_then(|e| {
+/// A cgroup's memory figures, from whichever hierarchy holds them.
+pub fn cgroup_memory(cgroup: String, dir: &MemoryCgroup) -> Option<CgroupMemory> {
+    let read = |d: &std::path::Path, f: &str| std::fs::read_to_string(d.join(f)).ok();
+    let counter = |text: Option<String>, key: &str| {
+        text.and_then(|e| {
             e.lines()
-                .find_map(|l| l.strip_prefix("oom_kill "))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().parse().ok())
         })
-        .unwrap_or(0);
+        .unwrap_or(0)
+    };
+    let (usage, limit, oom_kills) = match dir {
+        MemoryCgroup::V2(d) => (
+            read(d, "memory.current")?.trim().parse().ok()?,
+            read(d, "memory.max").and_then(|m| m.trim().parse::<u64>().ok()),
+            counter(read(d, "memory.events"), "oom_kill "),
+        ),
+        MemoryCgroup::V1(d) => (
+            read(d, "memory.usage_in_bytes")?.trim().parse().ok()?,
+            // v1 says "no limit" with a huge number (PAGE_COUNTER_MAX pages)
+            read(d, "memory.limit_in_bytes")
+                .and_then(|m| m.trim().parse::<u64>().ok())
+                .filter(|l| *l < 1 << 62),
+            counter(read(d, "memory.oom_control"), "oom_kill "),
+        ),
+    };
     Some(CgroupMemory {
-        cgroup: cgroup.to_string(),
+        cgroup,
         usage,
         limit,
         oom_kills,
@@ -120,6 +132,15 @@ mod tests {
             (2048 * 1024, 900 * 1024, 52 * 1024)
         );
         assert!(parse_status(2, "Name:\tkthreadd\nThreads:\t1\n").is_none());
+    }
+
+    #[test]
+    fn this_process_cgroup_has_its_memory_figures() {
+        let (cg, dir) = procfs::cgroup_and_memory(std::process::id()).unwrap();
+        assert_eq!(Some(cg.clone()), procfs::read_cgroup(std::process::id()));
+        // every host of ours has a memory controller, v1 or v2
+        let c = cgroup_memory(cg, &dir.unwrap()).unwrap();
+        assert!(c.usage > 0, "{c:?}");
     }
 
     #[test]

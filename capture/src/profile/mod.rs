@@ -203,8 +203,8 @@ impl Profiler {
 /// Converts records into events; owns the stack tables.
 struct Converter {
     stacks: Stacks,
-    /// `--cgroup`: only processes under it (their verdicts cached).
-    cgroup: Option<String>,
+    /// `--cgroup`: only processes in it (their verdicts cached).
+    scope: memory::Scope,
     in_scope: HashMap<u32, bool>,
     heap_period: u64,
     events: Vec<Event>,
@@ -232,9 +232,10 @@ impl Converter {
             );
         }
         let r = &*self.rec;
-        if let Some(want) = &self.cgroup {
+        if self.scope.cgroup.is_some() {
+            let scope = &self.scope;
             let ok = *self.in_scope.entry(r.pid).or_insert_with(|| {
-                memory::cgroup_of(r.pid).is_some_and(|c| c.starts_with(want.as_str()))
+                crate::procfs::read_cgroup(r.pid).is_some_and(|c| scope.cgroup_ok(&c))
             });
             if !ok {
                 return;
@@ -364,7 +365,7 @@ fn run(
     }
     let converter = Rc::new(RefCell::new(Converter {
         stacks: Stacks::new(),
-        cgroup: scope.cgroup.clone(),
+        scope: scope.clone(),
         in_scope: HashMap::new(),
         heap_period: cfg.heap_sample_bytes,
         events: Vec::new(),
@@ -658,20 +659,13 @@ impl HeapTargets {
         }
         let mut want: BTreeSet<u32> = cfg.heap_pids.iter().copied().collect();
         if !cfg.heap_comms.is_empty() {
-            if let Ok(dir) = std::fs::read_dir("/proc") {
-                for e in dir.flatten() {
-                    let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
-                    else {
-                        continue;
-                    };
-                    if self.attached.contains(&pid) || self.failed.contains(&pid) {
-                        continue;
-                    }
-                    let comm =
-                        std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-                    if cfg.heap_comms.iter().any(|c| c == comm.trim_end()) {
-                        want.insert(pid);
-                    }
+            for pid in crate::procfs::pids() {
+                if self.attached.contains(&pid) || self.failed.contains(&pid) {
+                    continue;
+                }
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if cfg.heap_comms.iter().any(|c| c == comm.trim_end()) {
+                    want.insert(pid);
                 }
             }
         }
@@ -715,8 +709,7 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<V
         let Ok(b) = elf::Binary::parse(&bytes) else {
             continue;
         };
-        let (Some(malloc), Some(free)) = (b.function_offset("malloc"), b.function_offset("free"))
-        else {
+        let (Some(_), Some(free)) = (b.function_offset("malloc"), b.function_offset("free")) else {
             continue;
         };
         let p = &skel.progs;
@@ -729,7 +722,6 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<V
             ("memalign", rt_alloc_fn::RT_A_MEMALIGN),
             ("posix_memalign", rt_alloc_fn::RT_A_POSIX_MEMALIGN),
         ];
-        let _ = malloc;
         if session {
             // one link: every entry point, the cookie says which
             let mut offsets = Vec::new();

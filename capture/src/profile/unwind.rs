@@ -227,7 +227,6 @@ impl Stacks {
                     )
             })
             .collect();
-        let _ = ts;
         self.stats.stacks += 1;
         if truncated {
             self.stats.truncated += 1;
