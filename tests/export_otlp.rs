@@ -16,33 +16,13 @@ use common::*;
 
 use retrace_analyze::synth::{write_shop_capture, ShopOptions};
 
-/// The venv's Python, when it has the OpenTelemetry classes; `None` (test skipped) when it
-/// does not, which fails under `RETRACE_REQUIRE_BPF=1`.
+/// The venv's Python with OpenTelemetry's generated classes.
 fn venv_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("RETRACE_PY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/retrace-py"));
-    let py = venv.join("bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import opentelemetry.proto.collector.trace.v1.trace_service_pb2, google.protobuf.json_format"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    // CI (RETRACE_REQUIRE_BPF=1, on a machine set up by scripts/install-deps.sh) must run
-    // every test against the real thing: there, a missing venv is a failure.
-    assert!(
-        std::env::var_os("RETRACE_REQUIRE_BPF").is_none_or(|v| v != "1"),
-        "the Python venv {} with opentelemetry-proto is missing but RETRACE_REQUIRE_BPF=1 \
-         requires this test to run (scripts/install-deps.sh creates it)",
-        venv.display()
-    );
-    eprintln!(
-        "SKIPPED: no Python venv with opentelemetry-proto at {} (scripts/install-deps.sh)",
-        venv.display()
-    );
-    None
+    common::venv_python(
+        "opentelemetry.proto.collector.trace.v1.trace_service_pb2, google.protobuf.json_format",
+        true,
+        "the Python venv with opentelemetry-proto",
+    )
 }
 
 /// `retrace analyze` (for spans.csv and traces.csv) and `retrace export otlp` of the same

@@ -20,31 +20,13 @@ mod util;
 
 use retrace_analyze::synth::{write_shop_capture, ShopOptions};
 
-/// The venv's Python, when it has pyarrow and DuckDB; `None` (test skipped) when it does
-/// not, which fails under `RETRACE_REQUIRE_BPF=1`.
+/// The venv's Python with pyarrow and DuckDB.
 fn venv_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("RETRACE_PY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/retrace-py"));
-    let py = venv.join("bin/python");
-    let ok = Command::new(&py)
-        .args(["-c", "import pyarrow.dataset, pyarrow.parquet, duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(
-        std::env::var_os("RETRACE_REQUIRE_BPF").is_none_or(|v| v != "1"),
-        "the Python venv {} with pyarrow and duckdb is missing but RETRACE_REQUIRE_BPF=1 \
-         requires this test to run (scripts/install-deps.sh creates it)",
-        venv.display()
-    );
-    eprintln!(
-        "SKIPPED: no Python venv with pyarrow and duckdb at {} (scripts/install-deps.sh)",
-        venv.display()
-    );
-    None
+    common::venv_python(
+        "pyarrow.dataset, pyarrow.parquet, duckdb",
+        true,
+        "the Python venv with pyarrow and duckdb",
+    )
 }
 
 /// `retrace analyze` into `out/report`, `retrace replay --stats` into `out/stats.json` and

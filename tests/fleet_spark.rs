@@ -22,31 +22,13 @@ use std::time::Instant;
 use common::{path, retrace, root, text, RunDir};
 use serde_json::Value;
 
-/// The venv's Python when it has PySpark and Java runs; `None` (skipped) otherwise.
+/// The venv's Python when it has PySpark and Java runs.
 fn spark_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("RETRACE_PY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/retrace-py"));
-    let py = venv.join("bin/python");
-    let pyspark = Command::new(&py)
-        .args(["-c", "import pyspark"])
-        .output()
-        .is_ok_and(|o| o.status.success());
     let java = Command::new("java")
         .arg("-version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if pyspark && java {
-        return Some(py);
-    }
-    assert!(
-        std::env::var_os("RETRACE_REQUIRE_BPF").is_none_or(|v| v != "1"),
-        "PySpark in {} ({pyspark}) or Java ({java}) is missing but RETRACE_REQUIRE_BPF=1 \
-         requires this test to run (scripts/install-deps.sh installs both)",
-        venv.display()
-    );
-    eprintln!("SKIPPED: no PySpark in {} or no Java", venv.display());
-    None
+    common::venv_python("pyspark", java, "PySpark in the venv, or Java")
 }
 
 fn num(v: &Value) -> Option<f64> {

@@ -80,3 +80,32 @@ pub fn services_file(dir: &Path) -> Option<PathBuf> {
     let base = v.get("extends").and_then(|e| e.as_str())?;
     services_file(&dir.join(base))
 }
+
+/// The Python of the project's venv (`RETRACE_PY_VENV`, default `/opt/retrace-py`, made by
+/// `scripts/install-deps.sh`) when `import IMPORTS` works in it and `also` holds (another tool
+/// the test needs, e.g. Java); `None`, the test skipped, otherwise, which is a failure under
+/// `RETRACE_REQUIRE_BPF=1` (CI must run every test against the real thing).
+pub fn venv_python(imports: &str, also: bool, what: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("RETRACE_PY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/retrace-py"));
+    let py = venv.join("bin/python");
+    let ok = std::process::Command::new(&py)
+        .args(["-c", &format!("import {imports}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok && also {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("RETRACE_REQUIRE_BPF").is_none_or(|v| v != "1"),
+        "{what} missing (venv {}: import {imports}: {ok}) but RETRACE_REQUIRE_BPF=1 requires \
+         this test to run (scripts/install-deps.sh installs it)",
+        venv.display()
+    );
+    eprintln!(
+        "SKIPPED: {what} missing (venv {}; scripts/install-deps.sh)",
+        venv.display()
+    );
+    None
+}
