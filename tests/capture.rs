@@ -15,16 +15,19 @@
 // Every child is owned by a `ChildGuard`, whose Drop kills and reaps it: clippy cannot see that.
 #![allow(clippy::zombie_processes)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::ChildGuard;
 use retrace_segment::{
     Direction, Endpoint, Event, EventBody, L7Message, LossMarker, Manifest, ProcExec, ProcExit,
     TcpEvent, TcpSample, TcpSampleKind, TcpStep, UdpMessage,
@@ -72,50 +75,6 @@ fn temp_dir(tag: &str) -> tempfile::TempDir {
 
 // ---------------------------------------------------------------------------------------------
 // Children that are always reaped
-
-/// Kills (SIGKILL) and reaps the child when dropped, even on panic.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn spawn(cmd: &mut Command) -> Self {
-        Self(Some(
-            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
-        ))
-    }
-    fn pid(&self) -> u32 {
-        self.0.as_ref().expect("child").id()
-    }
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own, not yet reaped child's pid.
-        unsafe { libc::kill(self.pid() as i32, sig) };
-    }
-    /// Waits for the exit, at most `timeout`; `None` when it is still running.
-    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        let child = self.0.as_mut().expect("child");
-        loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    fn take(&mut self) -> Child {
-        self.0.take().expect("child")
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The daemon

@@ -28,10 +28,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{may_run, path, retrace, root, text, RunDir};
+use common::{may_run, path, retrace, root, text, ChildGuard, RunDir};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_retrace");
@@ -44,48 +44,6 @@ const TOLERANCE_NS: u64 = 1_000_000;
 /// Connections and requests per connection of the client.
 const CONNECTIONS: usize = 10;
 const REQUESTS: usize = 20;
-
-/// Kills (SIGKILL) and reaps the child when dropped, even on panic.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn spawn(cmd: &mut Command) -> Self {
-        Self(Some(
-            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
-        ))
-    }
-
-    fn signal(&self, sig: i32) {
-        if let Some(c) = &self.0 {
-            // SAFETY: kill(2) on our own child's pid, not reaped yet.
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-
-    /// Waits for the exit, at most `timeout`; whether it exited with status 0.
-    fn wait(&mut self, timeout: Duration) -> Option<bool> {
-        let start = Instant::now();
-        let child = self.0.as_mut()?;
-        loop {
-            if let Some(st) = child.try_wait().ok().flatten() {
-                return Some(st.success());
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn sh(cmd: &str) {
     let st = Command::new("sh")
@@ -231,7 +189,7 @@ fn daemon(nodes: &Nodes, node: char, out: &Path, log: &Path, clock_back: bool) -
             d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "rseg")))
         })
     {
-        if let Some(ok) = child.wait(Duration::ZERO) {
+        if let Some(ok) = child.wait_timeout(Duration::ZERO).map(|st| st.success()) {
             panic!(
                 "capture of node {node} exited early ({ok}): {}",
                 std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
@@ -509,14 +467,15 @@ fn clock_offsets_estimated_and_corrected_across_three_nodes() {
     std::thread::sleep(Duration::from_millis(500));
     server.signal(libc::SIGTERM);
     idle.signal(libc::SIGTERM);
-    let _ = server.wait(Duration::from_secs(10));
-    let _ = idle.wait(Duration::from_secs(10));
+    let _ = server.wait_timeout(Duration::from_secs(10));
+    let _ = idle.wait_timeout(Duration::from_secs(10));
     for d in &daemons {
         d.signal(libc::SIGTERM);
     }
     for (d, n) in daemons.iter_mut().zip(['a', 'b', 'c']) {
         assert_eq!(
-            d.wait(Duration::from_secs(60)),
+            d.wait_timeout(Duration::from_secs(60))
+                .map(|st| st.success()),
             Some(true),
             "capture of node {n}"
         );

@@ -20,7 +20,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -34,16 +34,6 @@ const PREFIX: usize = 512;
 const REQUESTS: u32 = 40;
 /// As in service.py.
 const ERRORS: [u32; 5] = [30, 31, 32, 33, 34];
-
-/// Kills and reaps a child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -118,7 +108,7 @@ fn parse_truth(text: &str) -> Vec<Record> {
     out
 }
 
-fn start_capture(out: &Path, pid: u32) -> (Guard, std::sync::mpsc::Receiver<String>) {
+fn start_capture(out: &Path, pid: u32) -> (ChildGuard, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_retrace"))
         .arg("capture")
         .arg("--out")
@@ -139,7 +129,7 @@ fn start_capture(out: &Path, pid: u32) -> (Guard, std::sync::mpsc::Receiver<Stri
             let _ = tx.send(line);
         }
     });
-    (Guard(child), rx)
+    (ChildGuard::of(child), rx)
 }
 
 /// One request on a fresh connection: the response, and the request's length.
@@ -171,7 +161,7 @@ fn logs_match_the_services_own_log() {
         .spawn()
         .expect("start the service");
     let pid = service.id();
-    let mut service = Guard(service);
+    let service = ChildGuard::of(service);
     wait_for("the service listens", Duration::from_secs(20), || {
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
     });
@@ -196,12 +186,10 @@ fn logs_match_the_services_own_log() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) on our own child's pid, not yet reaped.
-    unsafe { libc::kill(capture.0.id() as i32, libc::SIGTERM) };
-    let st = capture.0.wait().expect("wait for the capture");
+    capture.signal(libc::SIGTERM);
+    let st = capture.take().wait().expect("wait for the capture");
     assert!(st.success(), "capture: {st}");
-    let _ = service.0.kill();
-    let _ = service.0.wait();
+    drop(service);
 
     let truth = parse_truth(&std::fs::read_to_string(&stderr_path).expect("stderr"));
     let count = |l: Level| truth.iter().filter(|r| r.level == l).count();

@@ -17,10 +17,10 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{may_run, path, retrace, text, RunDir};
+use common::{may_run, path, retrace, text, ChildGuard, RunDir};
 use retrace_segment::{BinaryInfo, Event, EventBody, Frame, UserStack};
 
 /// The two tests run one at a time: each measures a program's share of a busy machine.
@@ -51,15 +51,15 @@ fn build(src: &str, out: &Path) {
 
 /// Starts `retrace capture` and waits until it is attached (its pid file is written after
 /// the programs are attached).
-fn start_capture(out: &Path, args: &[&str]) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_retrace"))
-        .arg("capture")
-        .arg("--out")
-        .arg(out)
-        .args(args)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start capture");
+fn start_capture(out: &Path, args: &[&str]) -> ChildGuard {
+    let child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_retrace"))
+            .arg("capture")
+            .arg("--out")
+            .arg(out)
+            .args(args)
+            .stdin(Stdio::null()),
+    );
     let t = Instant::now();
     while !out.join("daemon.pid").exists() {
         assert!(
@@ -71,12 +71,9 @@ fn start_capture(out: &Path, args: &[&str]) -> Child {
     child
 }
 
-fn finish(mut capture: Child) {
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    unsafe {
-        libc::kill(capture.id() as i32, libc::SIGINT);
-    }
-    let st = capture.wait().expect("capture exits");
+fn finish(mut capture: ChildGuard) {
+    capture.signal(libc::SIGINT);
+    let st = capture.take().wait().expect("capture exits");
     assert!(st.success(), "capture: {st}");
 }
 
@@ -372,12 +369,9 @@ fn cpu_shares_and_blocking_are_found_by_function() {
     let bin: PathBuf = dir.0.join("burner");
     build("burn.c", &bin);
     // start the program first, then capture it alone by pid
-    let mut burner = Command::new(&bin)
-        .args(["30", "0"])
-        .spawn()
-        .expect("burner");
+    let burner = ChildGuard::spawn(Command::new(&bin).args(["30", "0"]));
     let cap = dir.0.join("cap");
-    let pid = burner.id().to_string();
+    let pid = burner.pid().to_string();
     let capture = start_capture(
         &cap,
         &[
@@ -395,8 +389,7 @@ fn cpu_shares_and_blocking_are_found_by_function() {
     );
     std::thread::sleep(Duration::from_secs(8));
     finish(capture);
-    let _ = burner.kill();
-    let _ = burner.wait();
+    drop(burner);
 
     let evs = events(&cap);
     let defs = Defs::of(&evs);

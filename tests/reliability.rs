@@ -13,12 +13,14 @@
 
 mod common;
 
+use common::ChildGuard;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -83,49 +85,9 @@ impl Rng {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-/// Kills (SIGKILL) and reaps the child when dropped.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn spawn(cmd: &mut Command) -> Self {
-        Guard(Some(
-            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
-        ))
-    }
-    fn pid(&self) -> u32 {
-        self.0.as_ref().expect("child").id()
-    }
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.pid() as i32, sig) };
-    }
-    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let start = Instant::now();
-        let child = self.0.as_mut().expect("child");
-        loop {
-            if let Some(st) = child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if start.elapsed() > timeout {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// A running `retrace capture --out DIR ARGS...`, its output collected.
 struct Daemon {
-    child: Guard,
+    child: ChildGuard,
     out: PathBuf,
     output: Arc<Mutex<Vec<String>>>,
 }
@@ -140,7 +102,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = Guard::spawn(&mut cmd);
+        let mut child = ChildGuard::spawn(&mut cmd);
         let output = Arc::new(Mutex::new(Vec::new()));
         let inner = child.0.as_mut().expect("child");
         for stream in [
@@ -262,8 +224,8 @@ fn wait_port(port: u16) {
 }
 
 /// Python's threading HTTP server on 127.0.0.1:port (its request log to /dev/null).
-fn python_server(root: &Path, port: u16) -> Guard {
-    let g = Guard::spawn(
+fn python_server(root: &Path, port: u16) -> ChildGuard {
+    let g = ChildGuard::spawn(
         Command::new(PYTHON)
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
@@ -639,7 +601,7 @@ fn overload_run(
     let port = tiny_http_server();
     let script = tmp.join("generator.py");
     fs::write(&script, OVERLOAD_GENERATOR).expect("generator script");
-    let mut gen = Guard::spawn(
+    let mut gen = ChildGuard::spawn(
         Command::new(PYTHON)
             .arg(&script)
             .arg(port.to_string())
@@ -795,7 +757,7 @@ fn quota_run(tmp: &Path, secs: f64, args: &[&str]) -> (u64, usize, String, PathB
     let port = tiny_http_server();
     let script = tmp.join("generator.py");
     fs::write(&script, OVERLOAD_GENERATOR).expect("generator script");
-    let mut gen = Guard::spawn(
+    let mut gen = ChildGuard::spawn(
         Command::new(PYTHON)
             .arg(&script)
             .arg(port.to_string())
@@ -947,7 +909,7 @@ fn a_full_filesystem_stops_the_capture_cleanly() {
     let port = tiny_http_server();
     let script = tmp.path().join("generator.py");
     fs::write(&script, OVERLOAD_GENERATOR).expect("generator script");
-    let mut gen = Guard::spawn(
+    let mut gen = ChildGuard::spawn(
         Command::new(PYTHON)
             .arg(&script)
             .arg(port.to_string())

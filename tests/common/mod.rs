@@ -109,3 +109,66 @@ pub fn venv_python(imports: &str, also: bool, what: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped, even when the test panics: a
+/// failed test leaves no capture daemon or server running.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    /// Spawns `cmd`.
+    pub fn spawn(cmd: &mut std::process::Command) -> Self {
+        Self(Some(
+            cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        ))
+    }
+
+    /// Guards a child already spawned.
+    pub fn of(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("child").id()
+    }
+
+    /// Sends it a signal.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.0 {
+            // SAFETY: kill(2) on our own child's pid, not reaped yet.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Waits for the exit, at most `timeout`; `None` while it is still running.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        let child = self.0.as_mut()?;
+        loop {
+            if let Some(st) = child.try_wait().ok().flatten() {
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// The child, no longer guarded.
+    pub fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
