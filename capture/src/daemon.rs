@@ -1297,10 +1297,7 @@ fn writer_loop(
                 }
                 Ok(Msg::Control(events)) => {
                     for ev in events {
-                        if let EventBody::Loss(l) = &ev.body {
-                            sink.record_loss(l.kind, l.count);
-                        }
-                        sink.append(&ev)?;
+                        crate::sink::append_own(sink.as_mut(), &ev)?;
                     }
                 }
                 Ok(Msg::Profile(batch)) => defs.write(batch, sink.as_mut())?,

@@ -72,11 +72,10 @@ pub enum MemoryCgroup {
     V1(std::path::PathBuf),
 }
 
-/// A process's cgroup as [`read_cgroup`] names it (the form exec events carry), and the
-/// directory of its memory controller: v2 (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
-/// hybrid host) when it has the memory files, else v1's `memory` hierarchy. One read of
-/// `/proc/PID/cgroup`.
-pub fn cgroup_and_memory(pid: u32) -> Option<(String, Option<MemoryCgroup>)> {
+/// The directory of a process's memory controller: v2 (`/sys/fs/cgroup`, or
+/// `/sys/fs/cgroup/unified` on a hybrid host) when it has the memory files, else v1's
+/// `memory` hierarchy.
+pub fn memory_cgroup(pid: u32) -> Option<MemoryCgroup> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let mut unified = None;
     let mut memory = None;
@@ -101,13 +100,12 @@ pub fn cgroup_and_memory(pid: u32) -> Option<(String, Option<MemoryCgroup>)> {
             .find(|d| d.join("memory.current").exists())
             .map(MemoryCgroup::V2)
     });
-    let v1 = || {
+    v2.or_else(|| {
         memory
             .map(|m| dir("/sys/fs/cgroup/memory", m))
             .filter(|d| d.join("memory.usage_in_bytes").exists())
             .map(MemoryCgroup::V1)
-    };
-    Some((pick_cgroup(&text), v2.or_else(v1)))
+    })
 }
 
 fn pick_cgroup(text: &str) -> String {

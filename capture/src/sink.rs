@@ -49,6 +49,15 @@ pub trait EventSink: Send {
     fn close(self: Box<Self>) -> Result<SinkStats, CaptureError>;
 }
 
+/// Appends an event the daemon made itself (not converted from a kernel record): a loss
+/// marker is also counted in the sink's drop totals (the manifest's).
+pub fn append_own(sink: &mut dyn EventSink, ev: &Event) -> Result<(), CaptureError> {
+    if let retrace_segment::EventBody::Loss(l) = &ev.body {
+        sink.record_loss(l.kind, l.count);
+    }
+    sink.append(ev)
+}
+
 impl EventSink for retrace_segment::CaptureWriter {
     fn append(&mut self, ev: &Event) -> Result<(), CaptureError> {
         Ok(retrace_segment::CaptureWriter::append_ref(self, ev)?)

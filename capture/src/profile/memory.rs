@@ -5,7 +5,8 @@
 //! polled a few times a second at most. Polling was chosen over `kmem/rss_stat`, which fires on
 //! every RSS counter change (each page-fault batch) in every process: a poll costs the daemon
 //! ~20 µs per process and the workload nothing. cgroups are named as exec events name them
-//! (`procfs::read_cgroup`), so the analysis ties them to their processes.
+//! (`procfs::read_cgroup`), so the analysis ties them to their processes; a cgroup's memory
+//! directory is looked up once per poll.
 
 use std::collections::BTreeMap;
 
@@ -46,7 +47,7 @@ pub fn poll(ts: u64, scope: &Scope) -> Vec<Event> {
         if pid == scope.self_pid {
             continue;
         }
-        let Some((cg, memory)) = procfs::cgroup_and_memory(pid) else {
+        let Some(cg) = procfs::read_cgroup(pid) else {
             continue;
         };
         if !scope.cgroup_ok(&cg) {
@@ -54,7 +55,10 @@ pub fn poll(ts: u64, scope: &Scope) -> Vec<Event> {
         }
         let Some(m) = rss_of(pid) else { continue };
         out.push(Event::new(ts, EventBody::MemUsage(m)));
-        cgroups.entry(cg).or_insert(memory);
+        // the memory controller's directory: found once per cgroup and poll
+        cgroups
+            .entry(cg)
+            .or_insert_with(|| procfs::memory_cgroup(pid));
     }
     for (cg, memory) in cgroups {
         if let Some(c) = memory.and_then(|m| cgroup_memory(cg, &m)) {
@@ -136,8 +140,8 @@ mod tests {
 
     #[test]
     fn this_process_cgroup_has_its_memory_figures() {
-        let (cg, dir) = procfs::cgroup_and_memory(std::process::id()).unwrap();
-        assert_eq!(Some(cg.clone()), procfs::read_cgroup(std::process::id()));
+        let cg = procfs::read_cgroup(std::process::id()).unwrap();
+        let dir = procfs::memory_cgroup(std::process::id());
         // every host of ours has a memory controller, v1 or v2
         let c = cgroup_memory(cg, &dir.unwrap()).unwrap();
         assert!(c.usage > 0, "{c:?}");

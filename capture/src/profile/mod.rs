@@ -818,16 +818,12 @@ impl DefWriter {
                 EventBody::HeapAlloc(a) => [Some(a.stack), None],
                 EventBody::PageFault(f) => [Some(f.stack), None],
                 EventBody::OffCpu(o) => [o.user_stack, o.kernel_stack],
-                EventBody::Loss(l) => {
-                    sink.record_loss(l.kind, l.count);
-                    [None, None]
-                }
                 _ => [None, None],
             };
             for id in stacks.into_iter().flatten() {
                 self.ensure(DefKey::Stack(id), ev.ts, sink)?;
             }
-            sink.append(&ev)?;
+            crate::sink::append_own(sink, &ev)?;
         }
         Ok(())
     }
