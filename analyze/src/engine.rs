@@ -388,6 +388,11 @@ pub struct ReadStats {
 pub const NO_RESPONSE_CLOSED: &str = "no response (closed)";
 /// Status of a request whose connection was reset before any byte of its response arrived.
 pub const NO_RESPONSE_RESET: &str = "no response (reset)";
+/// Status of a request whose response was cut off by its connection's close: the client's
+/// kernel received fewer bytes than the response declared (the status line, not the body).
+pub const INCOMPLETE_RESPONSE_CLOSED: &str = "incomplete response (closed)";
+/// Status of a request whose response was cut off by a reset of its connection.
+pub const INCOMPLETE_RESPONSE_RESET: &str = "incomplete response (reset)";
 
 fn errno_name(errno: i32) -> String {
     match errno {
@@ -937,11 +942,25 @@ impl Analyzer {
             }
             let from = self.parsed.len();
             parser.finish(&mut self.parsed);
+            // What the client's kernel received over the connection: a response declaring
+            // more was cut off. (Only on the client's side: a sender's own count may still
+            // miss bytes in flight, and a server's `sendfile` body is no syscall we see.)
+            let received = side
+                .closed_bytes
+                .filter(|_| side.client)
+                .map(|(_, received)| received);
             if closed.is_some() {
                 for x in &mut self.parsed[from..] {
                     if x.response_ts.is_none() {
                         x.error = true;
                         x.status = NO_RESPONSE_CLOSED.into();
+                    } else if x
+                        .response_end
+                        .zip(received)
+                        .is_some_and(|(end, received)| received < end)
+                    {
+                        x.error = true;
+                        x.status = INCOMPLETE_RESPONSE_CLOSED.into();
                     }
                 }
             }
@@ -983,7 +1002,8 @@ impl Analyzer {
                     .map(|t| self.strings.intern(t))
                     .unwrap_or(EMPTY),
                 error: x.error,
-                cut_off: closing && x.response_ts.is_none(),
+                cut_off: closing
+                    && (x.response_ts.is_none() || x.status == INCOMPLETE_RESPONSE_CLOSED),
                 tid_request: starts.at(x.request_ts),
                 tid_response: x.response_ts.map_or(0, |r| starts.at(r)),
             };
@@ -1014,7 +1034,12 @@ impl Analyzer {
             node_max = Some((n, m));
             reach.push(m);
         }
-        for x in self.exchanges.iter_mut().filter(|x| x.cut_off) {
+        // (An incomplete response is the kernel's word, not the capture's: never forgiven.)
+        for x in self
+            .exchanges
+            .iter_mut()
+            .filter(|x| x.cut_off && x.latency == NO_LATENCY)
+        {
             let side = &self.sides[x.side as usize];
             let (from, to) = (x.ts, side.closed_at.unwrap_or(u64::MAX));
             // The last interval of this node starting at or before `to`.
@@ -1180,11 +1205,15 @@ impl Analyzer {
     /// A request cut off by its connection's close was reset when the side received a reset
     /// of that connection after the request was sent.
     fn label_resets(&mut self, facts: &Facts) {
-        let mut reset = None;
+        let (mut reset, mut incomplete) = (None, None);
         for x in self.exchanges.iter_mut().filter(|x| x.cut_off) {
             if facts.reset_since(x.side, x.ts) {
-                let id = *reset.get_or_insert_with(|| self.strings.intern(NO_RESPONSE_RESET));
-                x.status = id;
+                x.status = if x.latency == NO_LATENCY {
+                    *reset.get_or_insert_with(|| self.strings.intern(NO_RESPONSE_RESET))
+                } else {
+                    *incomplete
+                        .get_or_insert_with(|| self.strings.intern(INCOMPLETE_RESPONSE_RESET))
+                };
             }
         }
     }
@@ -1325,12 +1354,20 @@ impl Analyzer {
         out: &mut Rows,
     ) {
         let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
+        let closed_incomplete = self.strings.map_get(INCOMPLETE_RESPONSE_CLOSED);
         for (i, s) in self.sides.iter().enumerate() {
             let (client, server) = ends[i];
             if client == EMPTY || server == EMPTY {
                 continue;
             }
             let peer = conns.peer(i as u32);
+            // This side closed while its peer's end stayed open: it left, it was not left.
+            let closed_first =
+                peer.is_some_and(|j| match (s.closed_at, self.sides[j as usize].closed_at) {
+                    (Some(mine), Some(theirs)) => mine < theirs,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                });
             let paired_server = !s.client && peer.is_some();
             if paired_server || s.failed {
                 continue; // accounted for by the client side
@@ -1434,11 +1471,13 @@ impl Analyzer {
                 match answer {
                     // Closed by the client's own end (its process died, it gave up) after the
                     // server answered: the server's answer, not a failure of the server. (A
-                    // reset stays a failure: the client's code saw it.)
+                    // reset stays a failure: the client's code saw it.) So is a response the
+                    // client stopped reading and closed on before the server closed its end.
                     Some(y)
                         if x.cut_off
-                            && Some(x.status) == closed_unanswered
-                            && y.latency != NO_LATENCY =>
+                            && y.latency != NO_LATENCY
+                            && (Some(x.status) == closed_unanswered
+                                || (Some(x.status) == closed_incomplete && closed_first)) =>
                     {
                         let answered = Ex {
                             status: y.status,

@@ -41,7 +41,10 @@ mod traces;
 use std::path::PathBuf;
 
 pub use config_file::yaml_message;
-pub use engine::{Analyzer, ReadStats, NO_RESPONSE_CLOSED, NO_RESPONSE_RESET};
+pub use engine::{
+    Analyzer, ReadStats, INCOMPLETE_RESPONSE_CLOSED, INCOMPLETE_RESPONSE_RESET, NO_RESPONSE_CLOSED,
+    NO_RESPONSE_RESET,
+};
 pub use findings::FindingsConfig;
 pub use model::*;
 pub use report::{escape_html, format_wall, write_report};

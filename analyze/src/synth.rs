@@ -550,6 +550,39 @@ impl<S: Sink> Synth<S> {
         );
     }
 
+    /// The server closes (its process died, it gave up), the client 10 µs later.
+    pub fn server_closes(&mut self, c: &Conn, ts: u64, client_sent: u64, client_received: u64) {
+        self.tcp(
+            ts,
+            c.server,
+            c.server_ep,
+            c.client_ep,
+            TcpStep::Closed {
+                bytes_sent: client_received,
+                bytes_received: client_sent,
+            },
+        );
+        self.tcp(
+            ts + 10_000,
+            c.client,
+            c.client_ep,
+            c.server_ep,
+            TcpStep::Closed {
+                bytes_sent: client_sent,
+                bytes_received: client_received,
+            },
+        );
+    }
+
+    /// More bytes of a response (its body): the server writes them at `ts`, the client reads
+    /// them 20 µs later.
+    pub fn response_more(&mut self, c: &Conn, ts: u64, bytes: &[u8]) {
+        let (ce, se) = (c.client_ep, c.server_ep);
+        let n = bytes.len() as u64;
+        self.l7(ts, c.server, Direction::Egress, se, ce, bytes, n);
+        self.l7(ts + 20_000, c.client, Direction::Ingress, ce, se, bytes, n);
+    }
+
     /// A retransmit by the server's socket of the connection (softirq context: no pid).
     pub fn retransmit(&mut self, ts: u64, c: &Conn) {
         self.retransmit_by(ts, c, false);

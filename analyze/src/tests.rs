@@ -383,6 +383,65 @@ fn losses_and_marks_reach_the_summary() {
 }
 
 #[test]
+fn responses_cut_off_after_their_headers_are_failed_requests() {
+    let mut s = Synth::new(Vec::new());
+    let t = 5_000_000_000u64;
+    s.exec(t, 10, 1, "/usr/bin/client", &["client"]);
+    s.exec(t, 20, 1, "/usr/bin/server", &["server"]);
+    s.listen(t + 1, 20, 7000);
+    let req = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+    };
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n";
+    let body = [b'x'; 50];
+    let (h, b) = (head.len() as u64, body.len() as u64);
+    let mut at = t + 1_000_000;
+    let mut conn = |s: &mut Synth<Vec<Event>>, method: &str, path: &str| {
+        at += 10_000_000;
+        let c = s.connect(at, 10, 20, 7000);
+        let r = req(method, path);
+        s.exchange(&c, at + 1_000, &r, r.len() as u64, head, h, 100_000);
+        (c, r.len() as u64, at)
+    };
+    // The server dies between the headers and the body: the client's kernel got the headers.
+    let (c, sent, at1) = conn(&mut s, "GET", "/cut");
+    s.server_closes(&c, at1 + 2_000_000, sent, h);
+    // The body follows in a write of its own: whole.
+    let (c, sent, at2) = conn(&mut s, "GET", "/whole");
+    s.response_more(&c, at2 + 500_000, &body);
+    s.server_closes(&c, at2 + 2_000_000, sent, h + b);
+    // The client stops reading and closes first (it gave up): the server's answer stands.
+    let (c, sent, at3) = conn(&mut s, "GET", "/abandoned");
+    s.close(&c, at3 + 2_000_000, sent, h);
+    // A HEAD response declares a length it does not carry.
+    let (c, sent, at4) = conn(&mut s, "HEAD", "/head");
+    s.server_closes(&c, at4 + 2_000_000, sent, h);
+    // Cut off by a reset.
+    let (c, sent, at5) = conn(&mut s, "GET", "/reset");
+    s.reset_to_client(at5 + 1_900_000, &c);
+    s.server_closes(&c, at5 + 2_000_000, sent, h);
+    let a = run(&s.finish(), ServicesFile::default());
+    let row = |target: &str| {
+        let r = a
+            .requests
+            .iter()
+            .find(|r| r.target == target && r.client == "client")
+            .unwrap_or_else(|| panic!("no row for {target}: {:?}", a.requests));
+        (r.status, r.error)
+    };
+    assert_eq!(row("/cut"), (crate::INCOMPLETE_RESPONSE_CLOSED, true));
+    assert_eq!(row("/whole"), ("200", false));
+    assert_eq!(row("/abandoned"), ("200", false));
+    assert_eq!(row("/head"), ("200", false));
+    assert_eq!(row("/reset"), (crate::INCOMPLETE_RESPONSE_RESET, true));
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!((e.requests, e.errors), (5, 2), "{e:?}");
+}
+
+#[test]
 fn requests_cut_off_by_a_close_or_reset_are_failed_requests() {
     let mut s = Synth::new(Vec::new());
     let t = 5_000_000_000u64;

@@ -203,6 +203,9 @@ pub(crate) fn parse_responses(b: &[u8], size: u64, out: &mut Vec<Resp>) -> Outco
                 match body {
                     Body::Len(len) => {
                         let next = (off + n) as u64 + len;
+                        if let Some(r) = out.last_mut() {
+                            r.end = Some(next);
+                        }
                         if next > b.len() as u64 {
                             break;
                         }

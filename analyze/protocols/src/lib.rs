@@ -128,6 +128,11 @@ pub struct Exchange {
     pub response_bytes: u64,
     /// Part of the request or response needed to parse it was beyond the captured prefix.
     pub truncated: bool,
+    /// Where the response must end for it to be whole (HTTP/1 with a `Content-Length`), as a
+    /// position in the bytes this side saw going the responses' way since it was first seen:
+    /// a connection whose kernel count of bytes that way stays below it at its close cut the
+    /// response off (the client got the status line, not the body).
+    pub response_end: Option<u64>,
 }
 
 impl Exchange {
@@ -272,6 +277,9 @@ pub(crate) struct Resp {
     pub complete: bool,
     /// Only carries a status for the current response, does not start a new one.
     pub continues: bool,
+    /// Where the message ends, relative to the push (headers and declared body), when its
+    /// length is known; may lie beyond the push (the body follows in later ones).
+    pub end: Option<u64>,
 }
 
 /// What a parser made of a push.

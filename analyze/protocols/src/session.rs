@@ -76,6 +76,7 @@ impl Pending {
                 request_bytes: req.offset,
                 response_bytes: 0,
                 truncated: req.truncated,
+                response_end: None,
             },
             protocol: req.protocol,
             key: req.key,
@@ -110,6 +111,9 @@ pub struct Session {
     stats: ParseStats,
     reqs: Vec<Req>,
     resps: Vec<Resp>,
+    /// Bytes seen going the responses' way so far (pushes and folded bytes): where the next
+    /// response push starts, for [`Exchange::response_end`].
+    response_stream: u64,
 }
 
 impl Session {
@@ -128,6 +132,7 @@ impl Session {
             stats: ParseStats::default(),
             reqs: Vec::new(),
             resps: Vec::new(),
+            response_stream: 0,
         }
     }
 
@@ -175,6 +180,10 @@ impl Session {
             (self.role, egress),
             (Role::Client, true) | (Role::Server, false)
         );
+        let stream_at = self.response_stream;
+        if !is_request {
+            self.response_stream += size;
+        }
         if matches!(self.state, State::Unknown) && !self.try_detect(is_request, payload, size) {
             self.stats.unparsed += 1;
             return;
@@ -183,7 +192,7 @@ impl Session {
         if is_request {
             self.on_request(ts, size, payload, flipped, out);
         } else {
-            self.on_response(ts, size, payload, flipped, out);
+            self.on_response(ts, stream_at, size, payload, flipped, out);
         }
         self.last_was_request = Some(is_request);
         self.stats.exchanges += (out.len() - before) as u64;
@@ -196,6 +205,9 @@ impl Session {
             (self.role, egress),
             (Role::Client, true) | (Role::Server, false)
         );
+        if !is_request {
+            self.response_stream += bytes;
+        }
         self.add_continuation(is_request, bytes);
     }
 
@@ -356,9 +368,11 @@ impl Session {
         }
     }
 
+    /// `stream_at`: where this push starts among the bytes going the responses' way.
     fn on_response(
         &mut self,
         ts: u64,
+        stream_at: u64,
         size: u64,
         payload: &[u8],
         flipped: bool,
@@ -436,6 +450,10 @@ impl Session {
                     }
                     p.x.error |= r.error;
                     p.x.truncated |= r.truncated;
+                    // A HEAD response declares the length of a body it does not carry.
+                    if let Some(end) = r.end.filter(|_| p.x.method != "HEAD") {
+                        p.x.response_end = Some(stream_at + end);
+                    }
                     p.complete |= r.complete;
                 }
                 self.collect_complete();

@@ -955,7 +955,9 @@ impl<'a> Cx<'a> {
                 let cut: Vec<usize> = self
                     .of_client(client, start.saturating_sub(5 * S), end)
                     .filter(|(_, r)| {
-                        r.server == server.as_str() && r.status == crate::engine::NO_RESPONSE_RESET
+                        r.server == server.as_str()
+                            && (r.status == crate::engine::NO_RESPONSE_RESET
+                                || r.status == crate::engine::INCOMPLETE_RESPONSE_RESET)
                     })
                     .map(|(i, _)| i)
                     .collect();
@@ -985,7 +987,7 @@ impl<'a> Cx<'a> {
                 };
                 if !cut.is_empty() {
                     evidence.push(format!(
-                        "{} requests cut off by the resets (no response (reset))",
+                        "{} requests cut off by the resets (no response, or an incomplete one)",
                         cut.len()
                     ));
                 }
