@@ -776,6 +776,110 @@ fn packet_loss_gives_retransmits_on_that_connection_only() {
     );
 }
 
+/// The handshake's last ACK dropped (iptables: pure ACKs to one port) makes the listener send
+/// its SYN-ACK again after 1 s: each is a `SynAckRetransmit` sample on that connection's tuple,
+/// owned by the listener's process, as many per connection as bpftrace counts on the same
+/// tracepoint (`tcp:tcp_retransmit_synack`).
+#[test]
+fn a_repeated_handshake_is_a_synack_retransmit_of_its_connection() {
+    let Some(_lock) = root_or_skip("a_repeated_handshake_is_a_synack_retransmit_of_its_connection")
+    else {
+        return;
+    };
+    // The listener opened under the capture: its listen(2) names its owner.
+    let daemon = Daemon::start("tcp", &[]);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let out = std::env::temp_dir().join(format!("retrace-synack-bt-{}", std::process::id()));
+    let script = format!(
+        "BEGIN {{ printf(\"READY\\n\"); }} \
+         tracepoint:tcp:tcp_retransmit_synack /args->sport == {port}/ \
+         {{ printf(\"synack %d\\n\", args->dport); }}"
+    );
+    let mut bt = ChildGuard::spawn(
+        Command::new("bpftrace")
+            .args(["-B", "line", "-e", &script])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("bpftrace output"))
+            .stderr(Stdio::inherit()),
+    );
+    let t = Instant::now();
+    while !fs::read_to_string(&out).is_ok_and(|o| o.contains("READY")) {
+        assert!(
+            bt.wait_timeout(Duration::from_millis(100)).is_none(),
+            "bpftrace exited at start (Debian package bpftrace, scripts/install-deps.sh)"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "bpftrace did not attach"
+        );
+    }
+    let clients: Vec<TcpStream> = {
+        let _rule = IptablesRule::add(&[
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "tcp",
+            "--dport",
+            &port.to_string(),
+            "--tcp-flags",
+            "SYN,ACK,FIN,RST,PSH",
+            "ACK",
+            "-j",
+            "DROP",
+        ]);
+        let clients = (0..3)
+            .map(|_| TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect"))
+            .collect();
+        // The first SYN-ACK is sent again 1 s after the first (TCP_TIMEOUT_INIT), the second
+        // 2 s later: one each while the rule holds.
+        thread::sleep(Duration::from_millis(1_800));
+        clients
+    }; // rule removed here
+    let mut ports = BTreeSet::new();
+    for mut c in clients {
+        // Data carries an ACK too (with PSH): it completes the handshake.
+        c.write_all(b"x").expect("write");
+        ports.insert(c.local_addr().expect("local").port());
+    }
+    listener.set_nonblocking(false).expect("blocking");
+    for _ in 0..ports.len() {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).expect("read");
+    }
+    let cap = daemon.stop();
+    bt.signal(libc::SIGINT);
+    let _ = bt.wait_timeout(Duration::from_secs(20));
+    drop(bt);
+    let truth = fs::read_to_string(&out).expect("bpftrace output");
+    let _ = fs::remove_file(&out);
+    let evs = cap.events();
+    let synacks = samples(&evs, TcpSampleKind::SynAckRetransmit);
+    let server = ep(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    for &client_port in &ports {
+        let client = ep(SocketAddr::from((Ipv4Addr::LOCALHOST, client_port)));
+        let ours: Vec<_> = synacks
+            .iter()
+            .filter(|s| s.local == server && s.remote == client)
+            .collect();
+        let kernel = truth
+            .lines()
+            .filter(|l| *l == format!("synack {client_port}"))
+            .count();
+        assert!(kernel >= 1, "bpftrace saw no SYN-ACK sent again:\n{truth}");
+        assert_eq!(
+            ours.len(),
+            kernel,
+            "SYN-ACKs sent again to {client}: {ours:?}; bpftrace:\n{truth}"
+        );
+        for s in ours {
+            assert_eq!((s.state, s.pid), (12, Some(std::process::id())), "{s:?}");
+        }
+    }
+}
+
 /// An echo server for any number of connections: every byte read is written back, until EOF.
 fn echo_all_server() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");

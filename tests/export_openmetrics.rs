@@ -258,7 +258,7 @@ fn check_capture(promtool: &Path, capture: &Path, extra: &[&str], dir: &Path) ->
             compared += 1;
         }
     }
-    let mut tcp: BTreeMap<(String, String), [f64; 5]> = BTreeMap::new();
+    let mut tcp: BTreeMap<(String, String), [f64; 6]> = BTreeMap::new();
     for p in csv_rows(&report.join("tcp.csv")) {
         let t = tcp
             .entry((p["client"].clone(), p["server"].clone()))
@@ -269,6 +269,7 @@ fn check_capture(promtool: &Path, capture: &Path, extra: &[&str], dir: &Path) ->
             "retransmits",
             "resets_sent",
             "resets_received",
+            "synack_retransmits",
         ]
         .iter()
         .enumerate()
@@ -284,6 +285,7 @@ fn check_capture(promtool: &Path, capture: &Path, extra: &[&str], dir: &Path) ->
             "retrace_tcp_retransmits_total",
             "retrace_tcp_resets_sent_total",
             "retrace_tcp_resets_received_total",
+            "retrace_tcp_synack_retransmits_total",
         ]
         .iter()
         .enumerate()

@@ -802,6 +802,7 @@ impl Analyzer {
         let kind = match s.what {
             TcpSampleKind::Retransmit => SampleKind::Retransmit,
             TcpSampleKind::ResetReceived => SampleKind::ResetReceived,
+            TcpSampleKind::SynAckRetransmit => SampleKind::SynAckRetransmit,
             TcpSampleKind::Rtt => {
                 let server_side = self.is_server_end(node, s.pid, &s.local, &s.remote);
                 self.net.rtt(node, ts, s, server_side);

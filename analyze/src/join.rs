@@ -92,6 +92,8 @@ pub(crate) enum SampleKind {
     Retransmit,
     /// The socket received a reset.
     ResetReceived,
+    /// The listener sent a SYN-ACK of the connection again (a retransmit too).
+    SynAckRetransmit,
 }
 
 /// A TCP sample of one node, keyed by the 4-tuple of the socket it was taken on.
@@ -293,7 +295,9 @@ impl Connections {
                 continue;
             };
             match s.kind {
-                SampleKind::Retransmit => f.side_retransmits[i as usize] += 1,
+                SampleKind::Retransmit | SampleKind::SynAckRetransmit => {
+                    f.side_retransmits[i as usize] += 1
+                }
                 SampleKind::ResetReceived => {
                     if self.spans[i as usize].closed.is_some_and(|c| c < s.ts) {
                         continue;

@@ -945,6 +945,8 @@ pub struct TcpPoint {
     pub failure_cause: String,
     /// Segments retransmitted (either end).
     pub retransmits: u64,
+    /// Of those, SYN-ACKs the server sent again (handshakes it had to repeat).
+    pub synack_retransmits: u64,
     /// Median smoothed RTT sampled by the client, µs.
     pub rtt_p50_us: Option<u32>,
     /// 99th percentile smoothed RTT, µs.

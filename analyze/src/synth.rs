@@ -608,6 +608,22 @@ impl<S: Sink> Synth<S> {
         ));
     }
 
+    /// The server's listener sends the connection's SYN-ACK again (taken on the request
+    /// socket: NEW_SYN_RECV, owned by the listener's process).
+    pub fn synack_retransmit(&mut self, ts: u64, c: &Conn, server_pid: u32) {
+        self.push(Event::new(
+            ts,
+            EventBody::TcpSample(TcpSample {
+                what: TcpSampleKind::SynAckRetransmit,
+                local: c.server_ep,
+                remote: c.client_ep,
+                state: 12,
+                srtt_us: 0,
+                pid: Some(server_pid),
+            }),
+        ));
+    }
+
     /// A DNS query and its answer (`name` → `addr`) over UDP.
     pub fn dns(&mut self, ts: u64, pid: u32, name: &str, addr: std::net::Ipv4Addr) {
         self.dns_on(ts, pid, pid, name, addr);

@@ -804,6 +804,49 @@ int BPF_PROG(rt_retransmit, const struct sock *sk)
 	return 0;
 }
 
+/*
+ * A listener sent a SYN-ACK again: the handshake's last ACK did not come, or came while the
+ * accept queue was full (the listen backlog: the kernel drops it and retries). The sample is
+ * the connection's, from the request socket's tuple; the listener's owner is its process.
+ */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(rt_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	if (!en_tcp || !sk || !req)
+		return 0;
+	struct rt_tcp *e;
+	/* a request socket starts with the same sock_common as a full socket */
+	const struct sock *rsk = (const struct sock *)req;
+	struct rt_tuple t;
+	read_tuple(rsk, &t);
+	if (filter_port && !port_ok(t.sport, t.dport))
+		return 0;
+	__u64 key = (__u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+	e = bpf_ringbuf_reserve(&rb_ctl, sizeof(*e), 0);
+	if (!e) {
+		count_drop(RT_K_TCP_SAMPLE);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->h.ts = bpf_ktime_get_ns();
+	e->h.kind = RT_K_TCP_SAMPLE;
+	e->h.cpu = bpf_get_smp_processor_id();
+	if (st) {
+		e->h.pid = st->tgid;
+		e->h.tid = st->tid;
+	} else {
+		e->h.flags = RT_F_NO_OWNER;
+	}
+	e->fd = -1;
+	e->t = t;
+	e->sk = (__u64)rsk;
+	e->step = RT_TCP_SYNACK_RETRANSMIT;
+	e->state = BPF_CORE_READ(rsk, __sk_common.skc_state);
+	bpf_ringbuf_submit(e, wake_flags(&rb_ctl, wakeup_ctl_bytes));
+	return 0;
+}
+
 static __always_inline void reset_sample(const struct sock *sk, __u32 step)
 {
 	if (!en_tcp || !sk)

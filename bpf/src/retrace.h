@@ -53,6 +53,7 @@ enum rt_tcp_step {
 	RT_TCP_RESET_SENT = 9,
 	RT_TCP_RESET_RECV = 10,
 	RT_TCP_RTT = 11,
+	RT_TCP_SYNACK_RETRANSMIT = 12,
 };
 
 /* Direction of an rt_data record, seen from the process. */

@@ -493,6 +493,9 @@ impl Converter {
                 return Some(Event::new(t.h.ts, sample(TcpSampleKind::ResetReceived)))
             }
             rt_tcp_step::RT_TCP_RTT => return Some(Event::new(t.h.ts, sample(TcpSampleKind::Rtt))),
+            rt_tcp_step::RT_TCP_SYNACK_RETRANSMIT => {
+                return Some(Event::new(t.h.ts, sample(TcpSampleKind::SynAckRetransmit)))
+            }
             _ => return None,
         };
         let (local, remote) = match step {

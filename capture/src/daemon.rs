@@ -899,6 +899,7 @@ fn configure(
     for prog in [
         &mut p.rt_set_state,
         &mut p.rt_retransmit,
+        &mut p.rt_retransmit_synack,
         &mut p.rt_send_reset,
         &mut p.rt_receive_reset,
     ] {

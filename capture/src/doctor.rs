@@ -213,6 +213,7 @@ pub fn attach_points(stream: &str) -> Result<Vec<AttachPoint>, DoctorError> {
             let mut v = vec![
                 btf("sock", "inet_sock_set_state"),
                 btf("tcp", "tcp_retransmit_skb"),
+                btf("tcp", "tcp_retransmit_synack"),
                 btf("tcp", "tcp_send_reset"),
                 btf("tcp", "tcp_receive_reset"),
             ];
@@ -1371,7 +1372,7 @@ mod tests {
             return;
         }
         for (streams, expected) in [
-            ("proc,tcp,l7,dns,logs", 10),
+            ("proc,tcp,l7,dns,logs", 11),
             // proc alone: exec, fork, exit, oom
             ("proc", 4),
         ] {

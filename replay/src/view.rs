@@ -212,6 +212,7 @@ pub fn sample_name(what: TcpSampleKind) -> &'static str {
         TcpSampleKind::ResetSent => "reset_sent",
         TcpSampleKind::ResetReceived => "reset_received",
         TcpSampleKind::Rtt => "rtt",
+        TcpSampleKind::SynAckRetransmit => "synack_retransmit",
     }
 }
 

@@ -553,11 +553,13 @@ impl BlockBuilder {
                 put(&mut s[10], r);
             }
             EventBody::TcpSample(t) => {
+                // Bit 3 marks a retransmit as a SYN-ACK's (readers before it refuse the byte).
                 let what = match t.what {
                     TcpSampleKind::Retransmit => 0,
                     TcpSampleKind::ResetSent => 1,
                     TcpSampleKind::ResetReceived => 2,
                     TcpSampleKind::Rtt => 3,
+                    TcpSampleKind::SynAckRetransmit => 8,
                 };
                 s[0].push(what | (u8::from(t.pid.is_some()) << 2));
                 let l = self.endpoint(&t.local);
@@ -1252,13 +1254,15 @@ fn decode_rare(
         }
         EventKind::TcpSample => {
             let flags = s[0].byte()?;
-            let what = match flags & 3 {
+            let what = match flags & 0b1011 {
                 0 => TcpSampleKind::Retransmit,
                 1 => TcpSampleKind::ResetSent,
                 2 => TcpSampleKind::ResetReceived,
-                _ => TcpSampleKind::Rtt,
+                3 => TcpSampleKind::Rtt,
+                8 => TcpSampleKind::SynAckRetransmit,
+                _ => return Err("unknown TCP sample flags"),
             };
-            if flags > 7 {
+            if flags > 15 {
                 return Err("unknown TCP sample flags");
             }
             let local = ctx.endpoint(s[1].u()?)?;

@@ -674,6 +674,9 @@ pub enum TcpSampleKind {
     ResetReceived,
     /// A smoothed-RTT sample.
     Rtt,
+    /// A listener sent a SYN-ACK again (the handshake's last ACK was lost, or dropped because
+    /// the accept queue was full); taken on the connection's tuple, in state NEW_SYN_RECV.
+    SynAckRetransmit,
 }
 
 /// A retransmit, reset or RTT sample, taken in softirq context and matched by 4-tuple.

@@ -187,6 +187,9 @@ pub(crate) struct EdgeBucket {
     pub retransmits_closing: u64,
     /// Of all the retransmits, those the server's end sent (the others: the client's).
     pub retransmits_by_server: u64,
+    /// Of the retransmits, SYN-ACKs the server's listener sent again (handshakes it had to
+    /// repeat: the last ACK lost, or dropped because its accept queue was full).
+    pub synack_retransmits: u64,
     /// Resets received by the client's side (sent by the server).
     pub resets_to_client: u64,
     /// Resets received by the server's side (sent by the client).
@@ -334,10 +337,14 @@ pub(crate) fn finish(
         // The end that sent it: the sample's local endpoint is the retransmitting socket's.
         let by_server =
             (side.client && smp.local == side.remote) || (!side.client && smp.local != side.remote);
-        if smp.kind == SampleKind::Retransmit && by_server {
+        if smp.kind != SampleKind::ResetReceived && by_server {
             b.retransmits_by_server += 1;
         }
         match smp.kind {
+            SampleKind::SynAckRetransmit => {
+                b.retransmits += 1;
+                b.synack_retransmits += 1;
+            }
             SampleKind::Retransmit if carries_data(smp.state) => b.retransmits += 1,
             SampleKind::Retransmit => b.retransmits_closing += 1,
             SampleKind::ResetReceived if side.client => b.resets_to_client += 1,

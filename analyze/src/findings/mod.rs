@@ -770,6 +770,11 @@ impl<'a> Cx<'a> {
             .map(|(_, e)| e.retransmits_by_server)
             .sum();
         let by_client = (total + closing).saturating_sub(by_server);
+        let synacks: u64 = buckets
+            .iter()
+            .filter(|(b, _)| inside(b))
+            .map(|(_, e)| e.synack_retransmits)
+            .sum();
         let outside: u64 = buckets
             .iter()
             .filter(|(b, _)| !inside(b))
@@ -825,6 +830,12 @@ impl<'a> Cx<'a> {
             format!("edge requests during: {}", during.text()),
             format!("edge requests before: {}", before.text()),
         ];
+        if synacks > 0 {
+            evidence.push(format!(
+                "{synacks} of them SYN-ACKs {server} sent again: handshakes it had to repeat, \
+                 each delaying its connect by at least 1 s"
+            ));
+        }
         if rtt_in.count() > 0 {
             evidence.push(format!(
                 "RTT (client's srtt) p99 during {}, outside {}",
@@ -881,10 +892,20 @@ impl<'a> Cx<'a> {
                     String::new()
                 }
             ),
-            likely_cause: format!(
-                "packet loss or congestion between {client} and {server}: segments were lost \
-                 and sent again (each loss costs the request at least one retransmission timeout)"
-            ),
+            likely_cause: if synacks * 2 > total {
+                format!(
+                    "{server}'s accept queue full (its listen backlog: the kernel drops the \
+                     handshake's last ACK and sends the SYN-ACK again) or {client}'s ACKs lost: \
+                     {synacks} of {total} retransmits are repeated handshakes, each delaying a \
+                     connect by at least 1 s"
+                )
+            } else {
+                format!(
+                    "packet loss or congestion between {client} and {server}: segments were \
+                     lost and sent again (each loss costs the request at least one \
+                     retransmission timeout)"
+                )
+            },
             evidence,
             sample_requests: self.sample_rows(self.of_client(client, start, end), on_edge, true),
             ..Default::default()
@@ -1477,6 +1498,7 @@ impl<'a> Cx<'a> {
                             .join(" ")
                     }),
                     retransmits: e.retransmits + e.retransmits_closing,
+                    synack_retransmits: e.synack_retransmits,
                     rtt_p50_us: e.rtt.quantile(0.5),
                     rtt_p99_us: e.rtt.quantile(0.99),
                     resets_sent: e.resets_to_server,

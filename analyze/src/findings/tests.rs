@@ -219,6 +219,76 @@ fn a_retransmit_burst_is_found_with_its_window_and_the_slower_requests() {
     assert_eq!(total, edge);
 }
 
+/// Connections opened one every 250 ms, one request each; from 10 s to 20 s each handshake
+/// needs its SYN-ACK sent again (a full accept queue) and its request waits a second more.
+#[test]
+fn repeated_handshakes_are_retransmits_blamed_on_the_accept_queue() {
+    let t0 = 1_000 * S;
+    let mut s = Synth::new(Vec::new());
+    s.exec(t0, 10, 1, "/usr/bin/wrk", &["wrk"]);
+    s.exec(t0, 20, 1, "/usr/bin/python3", &["python3", "api.py"]);
+    s.listen(t0 + MS, 20, 18081);
+    let mut t = t0 + 100 * MS;
+    let mut repeated = 0;
+    while t < t0 + 30 * S {
+        let slow = t >= t0 + 10 * S && t < t0 + 20 * S;
+        let c = s.connect(t, 10, 20, 18081);
+        if slow {
+            s.synack_retransmit(t + 10 * MS, &c, 20);
+            repeated += 1;
+        }
+        let lat = if slow { 1_000 * MS } else { 2 * MS };
+        s.exchange(
+            &c,
+            t + 20 * MS,
+            GET,
+            GET.len() as u64,
+            OK,
+            OK.len() as u64,
+            lat,
+        );
+        s.close(
+            &c,
+            t + 20 * MS + lat + MS,
+            GET.len() as u64,
+            OK.len() as u64,
+        );
+        t += 250 * MS;
+    }
+    let a = run(&s.finish());
+    let synacks: u64 = a.tcp.iter().map(|p| p.synack_retransmits).sum();
+    let total: u64 = a.tcp.iter().map(|p| p.retransmits).sum();
+    assert_eq!((synacks, total), (repeated, repeated));
+    let edge: u64 = a.edges.iter().map(|e| e.retransmits).sum();
+    assert_eq!(edge, repeated);
+    let f = a
+        .findings
+        .iter()
+        .find(|f| f.kind == "retransmits")
+        .unwrap_or_else(|| panic!("no retransmit finding: {:#?}", a.findings));
+    assert_eq!(f.edge, "wrk -> python3:18081");
+    assert!(
+        f.likely_cause.contains("accept queue full"),
+        "{}",
+        f.likely_cause
+    );
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.starts_with(&format!("{repeated} of them SYN-ACKs"))),
+        "{:?}",
+        f.evidence
+    );
+    // Sent again by the server's end.
+    assert!(
+        f.evidence
+            .iter()
+            .any(|e| e.contains(&format!("by python3:18081: {repeated} "))),
+        "{:?}",
+        f.evidence
+    );
+}
+
 #[test]
 fn the_shop_finds_its_refused_port_and_its_failing_backend() {
     // The synthetic shop: curl connects to a port nothing listens on, and one backend fails

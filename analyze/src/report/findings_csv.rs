@@ -90,6 +90,7 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
                 fmt_ms(p.lifetime_p99_ms),
                 p.bytes_sent.to_string(),
                 p.bytes_received.to_string(),
+                p.synack_retransmits.to_string(),
             ]
         })
         .collect();
@@ -113,6 +114,7 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
             "lifetime_p99_ms",
             "bytes_sent",
             "bytes_received",
+            "synack_retransmits",
         ],
         tcp,
     )?;

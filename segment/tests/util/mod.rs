@@ -152,7 +152,8 @@ pub fn arb_body() -> impl Strategy<Value = EventBody> {
                 Just(TcpSampleKind::Retransmit),
                 Just(TcpSampleKind::ResetSent),
                 Just(TcpSampleKind::ResetReceived),
-                Just(TcpSampleKind::Rtt)
+                Just(TcpSampleKind::Rtt),
+                Just(TcpSampleKind::SynAckRetransmit)
             ],
             arb_endpoint(),
             arb_endpoint(),

@@ -419,7 +419,7 @@ fn tcp(a: &Analysis, out: &mut Out<'_>) -> std::io::Result<()> {
         v.sort_by_key(|p| p.ts_ns);
     }
     type Field = fn(&retrace_analyze::TcpPoint) -> u64;
-    let counters: [(&str, &str, Field); 5] = [
+    let counters: [(&str, &str, Field); 6] = [
         (
             "retrace_tcp_connects",
             "connections the client established",
@@ -434,6 +434,11 @@ fn tcp(a: &Analysis, out: &mut Out<'_>) -> std::io::Result<()> {
             "retrace_tcp_retransmits",
             "segments retransmitted on the edge's connections (either end)",
             |p| p.retransmits,
+        ),
+        (
+            "retrace_tcp_synack_retransmits",
+            "of the retransmits, SYN-ACKs the server sent again (handshakes it repeated)",
+            |p| p.synack_retransmits,
         ),
         ("retrace_tcp_resets_sent", "resets the client sent", |p| {
             p.resets_sent

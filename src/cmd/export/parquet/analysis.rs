@@ -90,6 +90,7 @@ table! {
         rtt_p99_us: I64 null,
         resets_sent: I64,
         resets_received: I64,
+        synack_retransmits: I64,
     }
 }
 
@@ -337,6 +338,8 @@ fn tcp(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
         t.rtt_p99_us.append_option(p.rtt_p99_us.map(i64::from));
         t.resets_sent.append_value(count(p.resets_sent));
         t.resets_received.append_value(count(p.resets_received));
+        t.synack_retransmits
+            .append_value(count(p.synack_retransmits));
     }
     parts.finish(sink)
 }

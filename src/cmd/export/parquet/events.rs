@@ -687,6 +687,7 @@ impl EventWriter {
                     TcpSampleKind::ResetSent => "reset_sent",
                     TcpSampleKind::ResetReceived => "reset_received",
                     TcpSampleKind::Rtt => "rtt",
+                    TcpSampleKind::SynAckRetransmit => "synack_retransmit",
                 });
                 t.pid.append_option(e.pid.map(i64::from));
                 t.comm.append_option(comm);
