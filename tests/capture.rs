@@ -880,6 +880,105 @@ fn a_repeated_handshake_is_a_synack_retransmit_of_its_connection() {
     }
 }
 
+/// `ss -tin` on the connection from local port `port` (the kernel's own view of it).
+fn ss_info(port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-tinH", "sport", &format!("= :{port}")])
+        .output()
+        .expect("ss (Debian package iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server that stops reading: its client writes until its send buffer is full, and the
+/// socket sampler finds the client's socket unable to send (a zero window), where `ss` says
+/// the kernel found it limited by the receiver's window (`rwnd_limited`). A connection beside
+/// it that exchanged once and then idles gets RTT samples while idle (no syscall of its runs),
+/// the last one equal to the srtt `ss` shows.
+#[test]
+fn the_socket_sampler_sees_zero_windows_and_idle_connections() {
+    let Some(_lock) = root_or_skip("the_socket_sampler_sees_zero_windows_and_idle_connections")
+    else {
+        return;
+    };
+    let daemon = Daemon::start("tcp", &["--sock-interval", "200ms"]);
+    let pair = || {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        (c, s)
+    };
+    let (mut idle_c, mut idle_s) = pair();
+    idle_c.write_all(b"ping").expect("write");
+    let mut b = [0u8; 4];
+    idle_s.read_exact(&mut b).expect("read");
+    idle_s.write_all(b"pong").expect("write");
+    idle_c.read_exact(&mut b).expect("read");
+    let (mut stuck_c, _stuck_s) = pair();
+    stuck_c.set_nonblocking(true).expect("nonblocking");
+    let chunk = vec![7u8; 64 << 10];
+    let mut written = 0usize;
+    loop {
+        match stuck_c.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let idle_since = Instant::now();
+    thread::sleep(Duration::from_millis(1_500));
+    let stuck_port = stuck_c.local_addr().expect("local").port();
+    let idle_port = idle_c.local_addr().expect("local").port();
+    let (ss_stuck, ss_idle) = (ss_info(stuck_port), ss_info(idle_port));
+    let cap = daemon.stop();
+    let idle_for = idle_since.elapsed();
+    // The kernel's word: the stuck sender was limited by the receiver's window, the idle one
+    // was not.
+    assert!(
+        ss_stuck.contains("rwnd_limited:"),
+        "ss does not show the stuck connection (wrote {written} bytes) window-limited:\n{ss_stuck}"
+    );
+    assert!(!ss_idle.contains("rwnd_limited:"), "{ss_idle}");
+    let evs = cap.events();
+    let on = |s: &TcpSample, port: u16| s.local.port == port || s.remote.port == port;
+    let zero = samples(&evs, TcpSampleKind::ZeroWindow);
+    let stuck: Vec<_> = zero.iter().filter(|s| on(s, stuck_port)).collect();
+    // 1.5 s at 200 ms: about 7 passes.
+    assert!(
+        stuck.len() >= 4,
+        "zero-window samples on the stuck connection: {stuck:?}"
+    );
+    for s in &stuck {
+        // Taken on the end that cannot send: the client's socket, this process's.
+        assert_eq!(s.local.port, stuck_port, "{s:?}");
+        assert_eq!(s.pid, Some(std::process::id()), "{s:?}");
+    }
+    assert!(
+        !zero.iter().any(|s| on(s, idle_port)),
+        "zero windows on the idle connection: {zero:?}"
+    );
+    // RTT samples of the idle client's socket while it idled.
+    let rtt = samples(&evs, TcpSampleKind::Rtt);
+    let idle: Vec<_> = rtt.iter().filter(|s| s.local.port == idle_port).collect();
+    assert!(
+        idle.len() >= 4,
+        "{} RTT samples of the idle connection over {idle_for:?}: {idle:?}",
+        idle.len()
+    );
+    // ss prints the srtt in ms with µs digits (`rtt:0.046/0.023`).
+    let ss_rtt_us = ss_idle
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rtt:"))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|ms| (ms * 1000.0).round() as i64)
+        .unwrap_or_else(|| panic!("no rtt in ss's output: {ss_idle}"));
+    let last = i64::from(idle.last().map_or(0, |s| s.srtt_us));
+    assert!(
+        (last - ss_rtt_us).abs() <= 1,
+        "idle connection's srtt: sampled {last} µs, ss {ss_rtt_us} µs"
+    );
+}
+
 /// An echo server for any number of connections: every byte read is written back, until EOF.
 fn echo_all_server() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");

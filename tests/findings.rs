@@ -294,7 +294,7 @@ fn the_same_capture_gives_the_same_findings_byte_for_byte() {
     assert!(tcp.starts_with(
         "ts,client,server,connects,failed_connects,failure_cause,retransmits,rtt_p50_us,\
          rtt_p99_us,resets_sent,resets_received,opened,closed,lifetime_p50_ms,lifetime_p99_ms,\
-         bytes_sent,bytes_received,synack_retransmits\n"
+         bytes_sent,bytes_received,synack_retransmits,zero_window_client,zero_window_server\n"
     ));
     assert!(tcp.contains("ECONNREFUSED:"), "{tcp}");
     // The page opens with the findings, before the map.

@@ -803,6 +803,7 @@ impl Analyzer {
             TcpSampleKind::Retransmit => SampleKind::Retransmit,
             TcpSampleKind::ResetReceived => SampleKind::ResetReceived,
             TcpSampleKind::SynAckRetransmit => SampleKind::SynAckRetransmit,
+            TcpSampleKind::ZeroWindow => SampleKind::ZeroWindow,
             TcpSampleKind::Rtt => {
                 let server_side = self.is_server_end(node, s.pid, &s.local, &s.remote);
                 self.net.rtt(node, ts, s, server_side);

@@ -94,6 +94,8 @@ pub(crate) enum SampleKind {
     ResetReceived,
     /// The listener sent a SYN-ACK of the connection again (a retransmit too).
     SynAckRetransmit,
+    /// The socket's peer advertised a zero window (the socket sampler's).
+    ZeroWindow,
 }
 
 /// A TCP sample of one node, keyed by the 4-tuple of the socket it was taken on.
@@ -298,6 +300,7 @@ impl Connections {
                 SampleKind::Retransmit | SampleKind::SynAckRetransmit => {
                     f.side_retransmits[i as usize] += 1
                 }
+                SampleKind::ZeroWindow => {}
                 SampleKind::ResetReceived => {
                     if self.spans[i as usize].closed.is_some_and(|c| c < s.ts) {
                         continue;

@@ -907,8 +907,9 @@ pub struct Finding {
     pub end_ns: u64,
     /// How bad.
     pub severity: Severity,
-    /// `connection_failures`, `retransmits`, `resets`, `upstream_errors`, `upstream_latency`,
-    /// `errors`, `dns`, `oom_kill`, `restart`, `log_errors`, `memory_leak`, `memory_growth`.
+    /// `connection_failures`, `retransmits`, `zero_window`, `resets`, `upstream_errors`,
+    /// `upstream_latency`, `errors`, `dns`, `oom_kill`, `restart`, `log_errors`,
+    /// `memory_leak`, `memory_growth`.
     pub kind: String,
     /// The service it is about.
     pub service: String,
@@ -947,6 +948,11 @@ pub struct TcpPoint {
     pub retransmits: u64,
     /// Of those, SYN-ACKs the server sent again (handshakes it had to repeat).
     pub synack_retransmits: u64,
+    /// Socket-sampler passes that found the client unable to send: the server advertised a
+    /// zero window (it stopped reading requests).
+    pub zero_window_client: u64,
+    /// Passes that found the server unable to send: the client stopped reading responses.
+    pub zero_window_server: u64,
     /// Median smoothed RTT sampled by the client, µs.
     pub rtt_p50_us: Option<u32>,
     /// 99th percentile smoothed RTT, µs.

@@ -624,6 +624,27 @@ impl<S: Sink> Synth<S> {
         ));
     }
 
+    /// The socket sampler finds the client's (`client`) or the server's socket of the
+    /// connection unable to send: its peer advertises a zero window.
+    pub fn zero_window(&mut self, ts: u64, c: &Conn, client: bool, pid: u32) {
+        let (local, remote) = if client {
+            (c.client_ep, c.server_ep)
+        } else {
+            (c.server_ep, c.client_ep)
+        };
+        self.push(Event::new(
+            ts,
+            EventBody::TcpSample(TcpSample {
+                what: TcpSampleKind::ZeroWindow,
+                local,
+                remote,
+                state: 1,
+                srtt_us: 0,
+                pid: Some(pid),
+            }),
+        ));
+    }
+
     /// A DNS query and its answer (`name` → `addr`) over UDP.
     pub fn dns(&mut self, ts: u64, pid: u32, name: &str, addr: std::net::Ipv4Addr) {
         self.dns_on(ts, pid, pid, name, addr);

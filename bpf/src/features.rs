@@ -43,6 +43,7 @@ pub const KNOWN_HELPERS: &[Helper] = &[
     helper(131, "ringbuf_reserve", "5.8"),
     helper(132, "ringbuf_submit", "5.8"),
     helper(134, "ringbuf_query", "5.8"),
+    helper(137, "skc_to_tcp_sock", "5.9"),
     helper(158, "get_current_task_btf", "5.11"),
     helper(162, "sock_from_file", "5.11"),
     helper(174, "get_attach_cookie", "5.15"),

@@ -83,6 +83,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
 #define TCP_LISTEN 10
 
 #define EINTR 4
@@ -902,6 +903,36 @@ static __always_inline __u64 adopt_sock(struct rt_fd_key *k, struct rt_fd_val *v
 	bpf_map_update_elem(&socks, &key, &ns, BPF_NOEXIST);
 	v->sk = key;
 	return key;
+}
+
+/*
+ * The socket sampler, run by the daemon every --sock-interval over the TCP sockets of its
+ * network namespace: each connection of a followed process (established or close-wait) gives
+ * an RTT sample, idle or not (the syscall path samples only sockets in use), and a zero-window
+ * sample when its peer advertises no room (the peer's application stopped reading: this end
+ * cannot send).
+ */
+SEC("iter/tcp")
+int rt_sock_sample(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc || !en_tcp)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	const struct sock *sk = (const struct sock *)tp;
+	__u32 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+		return 0;
+	__u64 key = (__u64)sk;
+	struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+	if (!st)
+		return 0;
+	emit_tcp(sk, st, RT_TCP_RTT, RT_K_TCP_SAMPLE, 0, state);
+	if (BPF_CORE_READ(tp, snd_wnd) == 0)
+		emit_tcp(sk, st, RT_TCP_ZERO_WINDOW, RT_K_TCP_SAMPLE, 0, state);
+	return 0;
 }
 
 /*

@@ -54,6 +54,7 @@ enum rt_tcp_step {
 	RT_TCP_RESET_RECV = 10,
 	RT_TCP_RTT = 11,
 	RT_TCP_SYNACK_RETRANSMIT = 12,
+	RT_TCP_ZERO_WINDOW = 13,
 };
 
 /* Direction of an rt_data record, seen from the process. */

@@ -84,7 +84,7 @@ fn the_object_is_understood() {
     }
     // Frames are found: subprograms keep buffers on the stack.
     assert!(a.functions.iter().any(|f| !f.is_program() && f.depth > 64));
-    assert_eq!(a.programs().count(), 11);
+    assert_eq!(a.programs().count(), 12);
     // The syscall program calls subprograms in .text; fork hands a callback to bpf_loop.
     let sys_exit = a.function("rt_sys_exit").expect("rt_sys_exit");
     assert!(sys_exit

@@ -264,6 +264,9 @@ pub struct CaptureConfig {
     pub zstd_level: i32,
     /// Print a line per second with rates and drops.
     pub verbose: bool,
+    /// How often the socket sampler looks at every followed connection (RTT of idle ones,
+    /// zero windows); `None`: never. Only the sockets of the daemon's network namespace.
+    pub sock_interval: Option<Duration>,
     /// The profile streams: CPU, off-CPU, heap sampling, memory growth.
     pub profile: crate::profile::ProfileConfig,
 }
@@ -290,6 +293,7 @@ impl Default for CaptureConfig {
             redact_rules: None,
             zstd_level: 1,
             verbose: false,
+            sock_interval: Some(Duration::from_secs(1)),
             profile: crate::profile::ProfileConfig::default(),
         }
     }

@@ -496,6 +496,9 @@ impl Converter {
             rt_tcp_step::RT_TCP_SYNACK_RETRANSMIT => {
                 return Some(Event::new(t.h.ts, sample(TcpSampleKind::SynAckRetransmit)))
             }
+            rt_tcp_step::RT_TCP_ZERO_WINDOW => {
+                return Some(Event::new(t.h.ts, sample(TcpSampleKind::ZeroWindow)))
+            }
             _ => return None,
         };
         let (local, remote) = match step {

@@ -370,6 +370,7 @@ pub fn run_with(
     };
     let mut status = Status::new(cfg.verbose);
     let deadline = cfg.duration.map(|d| started + d);
+    let mut sock_sampler = SockSampler::new(&skel, cfg);
     let pin_ns = u64::try_from(cfg.pin.as_nanos()).unwrap_or(u64::MAX);
     let mut writer_failed = false;
 
@@ -378,6 +379,9 @@ pub fn run_with(
             signals.stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
         // poll wakes early when a ring passed its threshold; consume takes the rest
         let _ = rings.poll(POLL_PERIOD);
+        if let Some(s) = sock_sampler.as_mut() {
+            s.run_when_due();
+        }
         let _ = rings.consume();
         consumer.borrow_mut().send_batch();
 
@@ -909,6 +913,10 @@ fn configure(
     // the seed resolver runs once, by hand (see `resolve_seeded`), not through attach()
     p.rt_seed.set_autoload(tcp);
     p.rt_seed.set_autoattach(false);
+    // the socket sampler runs by hand too, every --sock-interval (see `SockSampler`)
+    p.rt_sock_sample
+        .set_autoload(tcp && cfg.sock_interval.is_some());
+    p.rt_sock_sample.set_autoattach(false);
     Ok(rings)
 }
 
@@ -1030,6 +1038,57 @@ fn resolve_seeded(skel: &retrace_bpf::RetraceSkel<'_>) {
     while let Ok(n) = iter.read(&mut buf) {
         if n == 0 {
             break;
+        }
+    }
+}
+
+/// The socket sampler (`rt_sock_sample`, an iterator over the TCP sockets of the daemon's
+/// network namespace): run every `--sock-interval`, it emits an RTT sample for every
+/// connection of a followed process and a zero-window sample for those whose peer has no room.
+struct SockSampler {
+    link: libbpf_rs::Link,
+    every: Duration,
+    last: Instant,
+}
+
+impl SockSampler {
+    /// The sampler, attached; `None` when off, or when the kernel refuses it (the capture
+    /// goes on without: the RTT of busy sockets still comes from their syscalls).
+    fn new(skel: &retrace_bpf::RetraceSkel<'_>, cfg: &CaptureConfig) -> Option<Self> {
+        let every = cfg.sock_interval?;
+        let tcp = cfg.streams.has(Stream::Tcp) || cfg.streams.has(Stream::L7);
+        if !tcp {
+            return None;
+        }
+        match skel.progs.rt_sock_sample.attach() {
+            Ok(link) => Some(Self {
+                link,
+                every,
+                last: Instant::now(),
+            }),
+            Err(e) => {
+                eprintln!("retrace: socket sampler off: {e}");
+                None
+            }
+        }
+    }
+
+    /// Runs the iterator once when a period has passed since the last run.
+    fn run_when_due(&mut self) {
+        use std::io::Read;
+        if self.last.elapsed() < self.every {
+            return;
+        }
+        self.last = Instant::now();
+        let Ok(mut iter) = libbpf_rs::Iter::new(&self.link) else {
+            return;
+        };
+        // the program prints nothing: reading runs it over every socket, to the end
+        let mut buf = [0u8; 256];
+        while let Ok(n) = iter.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
         }
     }
 }

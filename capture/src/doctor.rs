@@ -1372,7 +1372,7 @@ mod tests {
             return;
         }
         for (streams, expected) in [
-            ("proc,tcp,l7,dns,logs", 11),
+            ("proc,tcp,l7,dns,logs", 12),
             // proc alone: exec, fork, exit, oom
             ("proc", 4),
         ] {

@@ -213,6 +213,7 @@ pub fn sample_name(what: TcpSampleKind) -> &'static str {
         TcpSampleKind::ResetReceived => "reset_received",
         TcpSampleKind::Rtt => "rtt",
         TcpSampleKind::SynAckRetransmit => "synack_retransmit",
+        TcpSampleKind::ZeroWindow => "zero_window",
     }
 }
 

@@ -553,13 +553,15 @@ impl BlockBuilder {
                 put(&mut s[10], r);
             }
             EventBody::TcpSample(t) => {
-                // Bit 3 marks a retransmit as a SYN-ACK's (readers before it refuse the byte).
+                // Bit 3 extends `what` (readers before it refuse the byte): with 0 a SYN-ACK's
+                // retransmit, with 1 a zero window.
                 let what = match t.what {
                     TcpSampleKind::Retransmit => 0,
                     TcpSampleKind::ResetSent => 1,
                     TcpSampleKind::ResetReceived => 2,
                     TcpSampleKind::Rtt => 3,
                     TcpSampleKind::SynAckRetransmit => 8,
+                    TcpSampleKind::ZeroWindow => 9,
                 };
                 s[0].push(what | (u8::from(t.pid.is_some()) << 2));
                 let l = self.endpoint(&t.local);
@@ -1260,6 +1262,7 @@ fn decode_rare(
                 2 => TcpSampleKind::ResetReceived,
                 3 => TcpSampleKind::Rtt,
                 8 => TcpSampleKind::SynAckRetransmit,
+                9 => TcpSampleKind::ZeroWindow,
                 _ => return Err("unknown TCP sample flags"),
             };
             if flags > 15 {

@@ -677,6 +677,9 @@ pub enum TcpSampleKind {
     /// A listener sent a SYN-ACK again (the handshake's last ACK was lost, or dropped because
     /// the accept queue was full); taken on the connection's tuple, in state NEW_SYN_RECV.
     SynAckRetransmit,
+    /// The socket sampler found the peer advertising a zero window: its application stopped
+    /// reading and this end cannot send (one sample per sampler pass while it lasts).
+    ZeroWindow,
 }
 
 /// A retransmit, reset or RTT sample, taken in softirq context and matched by 4-tuple.

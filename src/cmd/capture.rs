@@ -75,6 +75,11 @@ pub struct Args {
     /// Print rates and drops every second on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Socket sampler: this often, every connection of a followed process gives an RTT sample
+    /// (idle ones too) and, when its peer advertises a zero window, a zero-window sample;
+    /// sockets of the capture's network namespace ("off": never).
+    #[arg(long, default_value = "1s", value_parser = optional_duration)]
+    pub sock_interval: OptionalDuration,
     /// CPU profile: samples per second on every CPU, with kernel and user stacks (0: off).
     #[arg(long, default_value_t = 0, help_heading = "Profiles")]
     pub cpu_hz: u64,
@@ -152,6 +157,7 @@ impl Args {
             redact_rules: self.redact_rules,
             zstd_level: self.zstd_level,
             verbose: self.verbose,
+            sock_interval: self.sock_interval.0,
             profile: retrace_capture::profile::ProfileConfig {
                 cpu_hz: self.cpu_hz,
                 offcpu_min: self.offcpu,

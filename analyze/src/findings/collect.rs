@@ -190,6 +190,10 @@ pub(crate) struct EdgeBucket {
     /// Of the retransmits, SYN-ACKs the server's listener sent again (handshakes it had to
     /// repeat: the last ACK lost, or dropped because its accept queue was full).
     pub synack_retransmits: u64,
+    /// Zero-window samples of the client's sockets (the server stopped reading requests).
+    pub zero_window_client: u64,
+    /// Zero-window samples of the server's sockets (the client stopped reading responses).
+    pub zero_window_server: u64,
     /// Resets received by the client's side (sent by the server).
     pub resets_to_client: u64,
     /// Resets received by the server's side (sent by the client).
@@ -337,10 +341,17 @@ pub(crate) fn finish(
         // The end that sent it: the sample's local endpoint is the retransmitting socket's.
         let by_server =
             (side.client && smp.local == side.remote) || (!side.client && smp.local != side.remote);
-        if smp.kind != SampleKind::ResetReceived && by_server {
+        if matches!(
+            smp.kind,
+            SampleKind::Retransmit | SampleKind::SynAckRetransmit
+        ) && by_server
+        {
             b.retransmits_by_server += 1;
         }
         match smp.kind {
+            // The end that could not send: the sample's socket.
+            SampleKind::ZeroWindow if by_server => b.zero_window_server += 1,
+            SampleKind::ZeroWindow => b.zero_window_client += 1,
             SampleKind::SynAckRetransmit => {
                 b.retransmits += 1;
                 b.synack_retransmits += 1;

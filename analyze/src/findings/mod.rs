@@ -51,6 +51,7 @@ pub(crate) fn detect(a: &mut Analysis, net: &NetFacts, cfg: &FindingsConfig) {
         let mut out = Out::default();
         cx.connection_failures(&mut out);
         cx.retransmits(&mut out);
+        cx.zero_windows(&mut out);
         cx.resets(&mut out);
         cx.errors(&mut out);
         cx.dns_findings(&dns, &mut out);
@@ -919,6 +920,99 @@ impl<'a> Cx<'a> {
     }
 
     // ---------------------------------------------------------------------------------------
+    // Zero windows
+
+    /// A reader that stopped reading: the socket sampler found an edge's sockets unable to
+    /// send because the other end advertised a zero window (its receive buffer full).
+    fn zero_windows(&self, out: &mut Out) {
+        let net = self.net;
+        for ((client, server), buckets) in &net.edges {
+            let with: Vec<u64> = buckets
+                .iter()
+                .filter(|(_, e)| e.zero_window_client + e.zero_window_server > 0)
+                .map(|(b, _)| *b)
+                .collect();
+            let mut windows: Vec<(u64, u64)> = Vec::new();
+            for b in with {
+                match windows.last_mut() {
+                    Some(w) if b <= w.1 + 3 => w.1 = b,
+                    _ => windows.push((b, b)),
+                }
+            }
+            for (first, last) in windows {
+                let inside = |b: &u64| *b >= first && *b <= last;
+                let (mut at_client, mut at_server) = (0u64, 0u64);
+                for (_, e) in buckets.iter().filter(|(b, _)| inside(b)) {
+                    at_client += e.zero_window_client;
+                    at_server += e.zero_window_server;
+                }
+                let start = net.start_ns + first * net.bucket_ns;
+                let end = (net.start_ns + (last + 1) * net.bucket_ns)
+                    .min(self.a.window_end_ns.max(start));
+                let on_edge = |r: &RequestView<'_>| r.client == client && r.server == server;
+                let during = Lat::of(
+                    self.of_client(client, start, end)
+                        .map(|(_, r)| r)
+                        .filter(on_edge),
+                );
+                let before = Lat::of(
+                    self.of_client(client, 0, start)
+                        .map(|(_, r)| r)
+                        .filter(on_edge),
+                );
+                // The end that stopped reading is the other one of the end that could not send.
+                let (reader, blocked, what) = if at_client >= at_server {
+                    (server, client, "requests")
+                } else {
+                    (client, server, "responses")
+                };
+                let passes = at_client.max(at_server);
+                let mut evidence = vec![
+                    format!(
+                        "socket-sampler passes that found {client} unable to send (zero window \
+                         from {server}): {at_client}; {server} unable to send (zero window \
+                         from {client}): {at_server}"
+                    ),
+                    format!("edge requests during: {}", during.text()),
+                    format!("edge requests before: {}", before.text()),
+                ];
+                if at_client > 0 && at_server > 0 {
+                    evidence.push("both ends stopped reading at times".to_string());
+                }
+                let f = Finding {
+                    start_ns: start,
+                    end_ns: end,
+                    severity: if passes >= 3 {
+                        Severity::Warning
+                    } else {
+                        Severity::Info
+                    },
+                    kind: "zero_window".into(),
+                    service: reader.to_string(),
+                    edge: format!("{client} -> {server}"),
+                    summary: format!(
+                        "{reader} stopped reading {what} from {blocked}: a zero window on \
+                         {client} -> {server} ({passes} sampler passes)"
+                    ),
+                    likely_cause: format!(
+                        "{reader}'s receive buffers on the edge are full: its application \
+                         does not read them (stuck, blocked on something else, or slower than \
+                         {blocked} writes), so {blocked} cannot send and waits"
+                    ),
+                    evidence,
+                    sample_requests: self.sample_rows(
+                        self.of_client(client, start, end),
+                        on_edge,
+                        true,
+                    ),
+                    ..Default::default()
+                };
+                out.push(f, Vec::new());
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
     // Resets
 
     fn resets(&self, out: &mut Out) {
@@ -1499,6 +1593,8 @@ impl<'a> Cx<'a> {
                     }),
                     retransmits: e.retransmits + e.retransmits_closing,
                     synack_retransmits: e.synack_retransmits,
+                    zero_window_client: e.zero_window_client,
+                    zero_window_server: e.zero_window_server,
                     rtt_p50_us: e.rtt.quantile(0.5),
                     rtt_p99_us: e.rtt.quantile(0.99),
                     resets_sent: e.resets_to_server,

@@ -289,6 +289,59 @@ fn repeated_handshakes_are_retransmits_blamed_on_the_accept_queue() {
     );
 }
 
+/// The server stops reading one connection from 10 s to 15 s: the sampler finds the client's
+/// socket unable to send once a second; one finding names the server as the reader that
+/// stopped, in that window.
+#[test]
+fn a_zero_window_names_the_end_that_stopped_reading() {
+    let t0 = 1_000 * S;
+    let mut s = Synth::new(Vec::new());
+    s.exec(t0, 10, 1, "/usr/bin/wrk", &["wrk"]);
+    s.exec(t0, 20, 1, "/usr/bin/python3", &["python3", "api.py"]);
+    s.listen(t0 + MS, 20, 18081);
+    let c = s.connect(t0 + 10 * MS, 10, 20, 18081);
+    let mut t = t0 + 100 * MS;
+    while t < t0 + 30 * S {
+        s.exchange(&c, t, GET, GET.len() as u64, OK, OK.len() as u64, 2 * MS);
+        t += 100 * MS;
+    }
+    for k in 0..5 {
+        s.zero_window(t0 + 10 * S + k * S + 500 * MS, &c, true, 10);
+    }
+    let a = run(&s.finish());
+    let zw: Vec<&Finding> = a
+        .findings
+        .iter()
+        .filter(|f| f.kind == "zero_window")
+        .collect();
+    assert_eq!(zw.len(), 1, "{:#?}", a.findings);
+    let f = zw[0];
+    assert_eq!(
+        (f.service.as_str(), f.edge.as_str()),
+        ("python3:18081", "wrk -> python3:18081")
+    );
+    assert!(
+        f.summary
+            .starts_with("python3:18081 stopped reading requests from wrk"),
+        "{}",
+        f.summary
+    );
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(
+        (rel(&a, f.start_ns) - 10.0).abs() <= 1.0,
+        "{}",
+        rel(&a, f.start_ns)
+    );
+    assert!(
+        (rel(&a, f.end_ns) - 15.0).abs() <= 1.0,
+        "{}",
+        rel(&a, f.end_ns)
+    );
+    let client: u64 = a.tcp.iter().map(|p| p.zero_window_client).sum();
+    let server: u64 = a.tcp.iter().map(|p| p.zero_window_server).sum();
+    assert_eq!((client, server), (5, 0));
+}
+
 #[test]
 fn the_shop_finds_its_refused_port_and_its_failing_backend() {
     // The synthetic shop: curl connects to a port nothing listens on, and one backend fails

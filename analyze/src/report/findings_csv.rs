@@ -91,6 +91,8 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
                 p.bytes_sent.to_string(),
                 p.bytes_received.to_string(),
                 p.synack_retransmits.to_string(),
+                p.zero_window_client.to_string(),
+                p.zero_window_server.to_string(),
             ]
         })
         .collect();
@@ -115,6 +117,8 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
             "bytes_sent",
             "bytes_received",
             "synack_retransmits",
+            "zero_window_client",
+            "zero_window_server",
         ],
         tcp,
     )?;

@@ -153,7 +153,8 @@ pub fn arb_body() -> impl Strategy<Value = EventBody> {
                 Just(TcpSampleKind::ResetSent),
                 Just(TcpSampleKind::ResetReceived),
                 Just(TcpSampleKind::Rtt),
-                Just(TcpSampleKind::SynAckRetransmit)
+                Just(TcpSampleKind::SynAckRetransmit),
+                Just(TcpSampleKind::ZeroWindow)
             ],
             arb_endpoint(),
             arb_endpoint(),

@@ -91,6 +91,8 @@ table! {
         resets_sent: I64,
         resets_received: I64,
         synack_retransmits: I64,
+        zero_window_client: I64,
+        zero_window_server: I64,
     }
 }
 
@@ -340,6 +342,10 @@ fn tcp(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
         t.resets_received.append_value(count(p.resets_received));
         t.synack_retransmits
             .append_value(count(p.synack_retransmits));
+        t.zero_window_client
+            .append_value(count(p.zero_window_client));
+        t.zero_window_server
+            .append_value(count(p.zero_window_server));
     }
     parts.finish(sink)
 }

@@ -688,6 +688,7 @@ impl EventWriter {
                     TcpSampleKind::ResetReceived => "reset_received",
                     TcpSampleKind::Rtt => "rtt",
                     TcpSampleKind::SynAckRetransmit => "synack_retransmit",
+                    TcpSampleKind::ZeroWindow => "zero_window",
                 });
                 t.pid.append_option(e.pid.map(i64::from));
                 t.comm.append_option(comm);
