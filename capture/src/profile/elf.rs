@@ -185,21 +185,36 @@ impl Binary {
     }
 }
 
-/// Where to put a uprobe on a function whose first argument (`rdi`) is all the probe reads
-/// (`free`), found by decoding its first instructions: the first one the kernel's uprobes
-/// handle without single-stepping a copy of it out of line (a push, a nop, a jump, a call or
-/// a conditional branch: emulated), provided nothing before it wrote `rdi`; else the entry.
-/// An out-of-line single step costs a second trap: measured here, a probe on glibc's `free`
-/// entry (`test %rdi,%rdi`) cost 55 µs per call against 1 µs for `malloc` (`push %r12`).
-pub fn probe_offset_for_first_argument(bytes: &[u8], offset: u64) -> u64 {
+/// The registers a `free` probe reads: its argument.
+pub const FREE_ARGS: &[iced_x86::Register] = &[iced_x86::Register::RDI];
+
+/// The registers an allocation function's probes read: its arguments (up to
+/// `posix_memalign`'s three) and the stack pointer, under which a return probe finds the
+/// return address it replaces.
+pub const ALLOC_ARGS: &[iced_x86::Register] = &[
+    iced_x86::Register::RDI,
+    iced_x86::Register::RSI,
+    iced_x86::Register::RDX,
+    iced_x86::Register::RSP,
+];
+
+/// Where to put a uprobe on a function whose probe reads only the registers `keep` as they
+/// were at the entry, found by decoding its first instructions: the first one the kernel's
+/// uprobes handle without single-stepping a copy of it out of line (a push, a nop, a jump, a
+/// call or a conditional branch: emulated), provided nothing before it wrote a register of
+/// `keep` and no branch came before it; else the entry. An out-of-line single step costs a
+/// second trap: measured here, a probe on glibc's `free` entry (`test %rdi,%rdi`) cost 55 µs
+/// per call against 1 µs for `malloc` (`push %r12`); jemalloc's `free` reaches its first
+/// branch after ten instructions, its `malloc` after a `cmp`.
+pub fn probe_offset(bytes: &[u8], offset: u64, keep: &[iced_x86::Register]) -> u64 {
+    use iced_x86::OpAccess;
     use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, InstructionInfoFactory, Mnemonic};
-    use iced_x86::{OpAccess, Register};
     let Some(code) = usize::try_from(offset).ok().and_then(|o| bytes.get(o..)) else {
         return offset;
     };
     let mut decoder = Decoder::with_ip(64, code, offset, DecoderOptions::NONE);
     let mut info = InstructionInfoFactory::new();
-    for _ in 0..8 {
+    for _ in 0..32 {
         let ins = decoder.decode();
         if ins.is_invalid() {
             break;
@@ -217,8 +232,8 @@ pub fn probe_offset_for_first_argument(bytes: &[u8], offset: u64) -> u64 {
         if ins.flow_control() != FlowControl::Next {
             break; // a return or an indirect branch: nothing after it is on every path
         }
-        let writes_rdi = info.info(&ins).used_registers().iter().any(|r| {
-            r.register().full_register() == Register::RDI
+        let writes_kept = info.info(&ins).used_registers().iter().any(|r| {
+            keep.contains(&r.register().full_register())
                 && matches!(
                     r.access(),
                     OpAccess::Write
@@ -227,7 +242,7 @@ pub fn probe_offset_for_first_argument(bytes: &[u8], offset: u64) -> u64 {
                         | OpAccess::ReadCondWrite
                 )
         });
-        if writes_rdi {
+        if writes_kept {
             break;
         }
     }
@@ -281,15 +296,47 @@ mod tests {
     fn the_probe_goes_to_the_first_emulated_instruction_with_rdi_intact() {
         // endbr64; push rbp: the push
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x55];
-        assert_eq!(probe_offset_for_first_argument(&code, 0), 4);
+        assert_eq!(probe_offset(&code, 0, FREE_ARGS), 4);
         // glibc 2.36's free: test rdi,rdi; je ...: the branch
         let free = [0x48, 0x85, 0xff, 0x0f, 0x84, 0xbf, 0, 0, 0, 0x55];
-        assert_eq!(probe_offset_for_first_argument(&free, 0), 3);
+        assert_eq!(probe_offset(&free, 0, FREE_ARGS), 3);
         // mov rdi, rax (rdi overwritten) before the push: the entry
         let clobber = [0x48, 0x89, 0xc7, 0x55];
-        assert_eq!(probe_offset_for_first_argument(&clobber, 0), 0);
+        assert_eq!(probe_offset(&clobber, 0, FREE_ARGS), 0);
         // out of range: unchanged
-        assert_eq!(probe_offset_for_first_argument(&code, 99), 99);
+        assert_eq!(probe_offset(&code, 99, FREE_ARGS), 99);
+    }
+
+    /// Debian 12's jemalloc 5.3 (redis-server's allocator): `free` reaches its first branch
+    /// after ten instructions that leave rdi alone, `malloc` after a `cmp`; a `sub rsp` before
+    /// the branch keeps an allocation probe at the entry (its return probe needs the return
+    /// address at rsp), not a free probe.
+    #[test]
+    fn jemalloc_probes_go_past_the_instructions_before_the_first_branch() {
+        let free: &[u8] = &[
+            0x48, 0x89, 0xf8, // mov rax, rdi
+            0x48, 0x8b, 0x15, 0x0e, 0x53, 0x0a, 0x00, // mov rdx, [rip+...]
+            0x48, 0x89, 0xf9, // mov rcx, rdi
+            0x48, 0xc1, 0xe8, 0x1a, // shr rax, 0x1a
+            0x48, 0x81, 0xe1, 0x00, 0x00, 0x00, 0xc0, // and rcx, ...
+            0x25, 0xf0, 0x00, 0x00, 0x00, // and eax, 0xf0
+            0x64, 0x48, 0x03, 0x04, 0x25, 0x00, 0x00, 0x00, 0x00, // add rax, fs:[0]
+            0x48, 0x01, 0xd0, // add rax, rdx
+            0x48, 0x3b, 0x88, 0xb0, 0x01, 0x00, 0x00, // cmp rcx, [rax+0x1b0]
+            0x0f, 0x85, 0x8a, 0x00, 0x00, 0x00, // jne
+        ];
+        assert_eq!(probe_offset(free, 0, FREE_ARGS), 0x30);
+        let malloc: &[u8] = &[
+            0x48, 0x81, 0xff, 0x00, 0x10, 0x00, 0x00, // cmp rdi, 0x1000
+            0x0f, 0x87, 0x93, 0x00, 0x00, 0x00, // ja
+        ];
+        assert_eq!(probe_offset(malloc, 0, ALLOC_ARGS), 7);
+        let frame_first: &[u8] = &[
+            0x48, 0x83, 0xec, 0x18, // sub rsp, 0x18
+            0x0f, 0x87, 0x93, 0x00, 0x00, 0x00, // ja
+        ];
+        assert_eq!(probe_offset(frame_first, 0, ALLOC_ARGS), 0);
+        assert_eq!(probe_offset(frame_first, 0, FREE_ARGS), 4);
     }
 
     #[test]
@@ -310,7 +357,7 @@ mod tests {
         assert_ne!(free, malloc);
         assert_eq!(b.symbol_at(free).unwrap().name, "free");
         let bytes = std::fs::read(path).unwrap();
-        let at = probe_offset_for_first_argument(&bytes, free);
+        let at = probe_offset(&bytes, free, FREE_ARGS);
         assert!(
             at > free && at < free + 16,
             "free at {free:#x}, probed at {at:#x}"

@@ -694,7 +694,8 @@ impl HeapTargets {
 
 /// Attaches the allocator probes to every library of `pid` that defines `malloc` and `free`
 /// (glibc, and jemalloc or tcmalloc when loaded): entry probes sample, one return probe on
-/// each entry point records; `free` is probed at its first emulated instruction.
+/// each entry point records; every probe goes to the first instruction the kernel emulates
+/// before anything it reads changes (see [`elf::probe_offset`]).
 fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<Vec<Link>, String> {
     let maps = unwind::read_maps(pid).map_err(|e| format!("reading /proc/{pid}/maps: {e}"))?;
     let mut files: Vec<&unwind::Mapping> = maps.iter().filter(|m| m.exec).collect();
@@ -728,7 +729,7 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<V
             let mut cookies = Vec::new();
             for (name, f) in ENTRY_POINTS {
                 if let Some(off) = b.function_offset(name) {
-                    offsets.push(off as usize);
+                    offsets.push(elf::probe_offset(&bytes, off, elf::ALLOC_ARGS) as usize);
                     cookies.push(u64::from(f.0));
                 }
             }
@@ -748,6 +749,7 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<V
                 let Some(off) = b.function_offset(name) else {
                     continue;
                 };
+                let off = elf::probe_offset(&bytes, off, elf::ALLOC_ARGS);
                 let prog = match f {
                     rt_alloc_fn::RT_A_MALLOC => &p.rt_malloc,
                     rt_alloc_fn::RT_A_CALLOC => &p.rt_calloc,
@@ -766,7 +768,7 @@ fn attach_allocator(skel: &ProfileSkel<'_>, pid: u32, session: bool) -> Result<V
                 );
             }
         }
-        let at = elf::probe_offset_for_first_argument(&bytes, free);
+        let at = elf::probe_offset(&bytes, free, elf::FREE_ARGS);
         links.push(
             p.rt_free
                 .attach_uprobe(false, pid_i, &path, at as usize)
