@@ -237,10 +237,33 @@ impl Connections {
     /// goes to the side last opened before it, unless that side was closed and the next one
     /// opened closer to the sample. A sample on a tuple no side has is given to the side at
     /// the other end of the same connection on that node (the local socket that sent it was
-    /// not a captured side).
+    /// not a captured side). A SYN sent again by a connect that then failed goes to that
+    /// failed connect (see [`Connections::failed_connect_of`]).
     pub(crate) fn owner(&self, s: &Sample) -> Option<u32> {
         self.owner_on(s, s.local, s.remote)
             .or_else(|| self.owner_on(s, s.remote, s.local))
+            .or_else(|| self.failed_connect_of(s))
+    }
+
+    /// The failed connect a sample taken while opening belongs to: a connect that fails never
+    /// learns its local port (the kernel has given it back when the failure is seen: the side
+    /// keeps `address:0`, or no address at all), so its sample is found by its process, local
+    /// address and remote, among the connects open at its time (the latest opened; any of
+    /// them is the same edge).
+    fn failed_connect_of(&self, s: &Sample) -> Option<u32> {
+        if !s.opening() {
+            return None;
+        }
+        let portless = Endpoint { port: 0, ..s.local };
+        [portless, Endpoint::default()].iter().find_map(|local| {
+            let all = self.sockets.get(&(s.node, *local, s.remote))?;
+            all.iter().rev().copied().find(|&i| {
+                let sp = &self.spans[i as usize];
+                s.pid.is_none_or(|p| sp.pid == p)
+                    && sp.opened.earliest() <= s.ts
+                    && sp.closed.is_none_or(|c| c >= s.ts)
+            })
+        })
     }
 
     fn owner_on(&self, s: &Sample, local: Endpoint, remote: Endpoint) -> Option<u32> {

@@ -364,7 +364,45 @@ impl<S: Sink> Synth<S> {
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A connect from local port `from` whose SYN is sent again 10 ms later and then refused
+    /// (its port reused at full speed); the failure, as the kernel reports it, no longer
+    /// knows the local port (`127.0.0.1:0`). Another connect opens and is refused meanwhile.
+    pub fn refused_after_syn_retry(&mut self, ts: u64, client_pid: u32, from: u16, port: u16) {
+        let client = self.attempt(ts, client_pid, port);
+        let other = self.attempt(ts + 2_000_000, client_pid, port);
+        self.tcp(
+            ts + 2_015_000,
+            other,
+            lo(0),
+            lo(port),
+            TcpStep::Failed {
+                errno: 111,
+                latency_ns: 15_000,
+            },
+        );
+        self.push(Event::new(
+            ts + 10_000_000,
+            EventBody::TcpSample(TcpSample {
+                what: TcpSampleKind::Retransmit,
+                local: lo(from),
+                remote: lo(port),
+                state: 2, // SYN_SENT
+                srtt_us: 0,
+                pid: Some(client_pid),
+            }),
+        ));
+        self.tcp(
+            ts + 10_010_000,
+            client,
+            lo(0),
+            lo(port),
+            TcpStep::Failed {
+                errno: 111,
+                latency_ns: 10_010_000,
+            },
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn l7(
         &mut self,

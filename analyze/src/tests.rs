@@ -818,6 +818,19 @@ fn an_answer_the_client_closed_before_reading_is_not_a_server_failure() {
 /// A connect that times out sent its SYN several times: those retransmits are the failed
 /// attempt's, on its caller's edge.
 #[test]
+fn a_syn_sent_again_by_a_connect_whose_failure_lost_its_port_counts_on_the_edge() {
+    let t = 5_000_000_000u64;
+    let mut s = one_answered_request(t);
+    s.refused_after_syn_retry(t + 4_000_000, 10, 45678, 7000);
+    let a = run(&s.finish(), ServicesFile::default());
+    let e = a
+        .edges_between("client", "server:7000")
+        .next()
+        .expect("edge");
+    assert_eq!((e.failed_connections, e.retransmits), (2, 1), "{e:?}");
+}
+
+#[test]
 fn syn_retransmits_of_a_failed_connect_count_on_the_edge() {
     let t = 5_000_000_000u64;
     let mut s = one_answered_request(t);
