@@ -250,8 +250,10 @@ impl Connections {
     /// keeps `address:0`, or no address at all), so its sample is found by its process, local
     /// address and remote, among the connects open at its time (the latest opened; any of
     /// them is the same edge).
+    /// Only retransmits: the reset a refused connect receives is its refusal (its side
+    /// already says ECONNREFUSED), not an open connection reset.
     fn failed_connect_of(&self, s: &Sample) -> Option<u32> {
-        if !s.opening() {
+        if !s.opening() || s.kind != SampleKind::Retransmit {
             return None;
         }
         let portless = Endpoint { port: 0, ..s.local };
