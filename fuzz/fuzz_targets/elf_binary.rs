@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use retrace_capture::profile::elf::{probe_offset_for_first_argument, Binary};
+use retrace_capture::profile::elf::{probe_offset, Binary, ALLOC_ARGS, FREE_ARGS};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(b) = Binary::parse(data) else {
@@ -21,12 +21,20 @@ fuzz_target!(|data: &[u8]| {
         if let Some(v) = b.offset_to_vaddr(s.offset) {
             assert!(b.vaddr_to_offset(v).is_some(), "{v:#x} of {:#x}", s.offset);
         }
-        // At most 8 instructions of at most 15 bytes past the entry.
-        let p = probe_offset_for_first_argument(data, s.offset);
+        // At most 32 instructions of at most 15 bytes past the entry, for a free probe and
+        // for an allocation probe; the latter (more registers kept) never goes further.
+        let free = probe_offset(data, s.offset, FREE_ARGS);
+        let alloc = probe_offset(data, s.offset, ALLOC_ARGS);
+        for p in [free, alloc] {
+            assert!(
+                p >= s.offset && p - s.offset < 32 * 15,
+                "probe at {p:#x} for {:#x}",
+                s.offset
+            );
+        }
         assert!(
-            p >= s.offset && p - s.offset < 8 * 15,
-            "probe at {p:#x} for {:#x}",
-            s.offset
+            alloc == s.offset || alloc == free,
+            "{alloc:#x} vs {free:#x}"
         );
     }
 });
