@@ -779,8 +779,11 @@ fn redact_mysql_auth(buf: &mut [u8]) -> usize {
     if caps & MYSQL_PROTOCOL_41 == 0 || buf.get(13..32).is_none_or(|z| z.iter().any(|&b| b != 0)) {
         return 0;
     }
-    // User name, NUL-terminated.
-    let Some(nul) = buf[36..].iter().position(|&b| b == 0) else {
+    // User name, NUL-terminated (a write cut before it is left alone).
+    let Some(nul) = buf
+        .get(36..)
+        .and_then(|name| name.iter().position(|&b| b == 0))
+    else {
         return 0;
     };
     let mut at = 36 + nul + 1;
@@ -834,6 +837,18 @@ mod tests {
         let mut b = b"token: bearer BEARER  bearer abc.def".to_vec();
         redact_in_place(&mut b);
         assert_eq!(&b[..], b"token: bearer BEARER  bearer *******");
+    }
+
+    /// Fuzz target `redact`, crash 82b23220 (found by CI's 5-second run): a MySQL
+    /// `HandshakeResponse41` cut between its filler and its user name (34 bytes) indexed past
+    /// the end: a panic in the capture daemon on a hostile or cut write.
+    #[test]
+    fn fuzz_redact_mysql_handshake_cut_before_the_user_name_is_left_alone() {
+        let mut b = vec![0x21, 0, 0, 1, 0x00, 0x02, 0, 0, 0xff, 0xff, 0xff, 0, 0x21];
+        b.resize(34, 0);
+        let before = b.clone();
+        assert_eq!(redact_in_place(&mut b), 0);
+        assert_eq!(b, before);
     }
 
     pub(super) fn redacted(input: &[u8]) -> (Vec<u8>, usize) {
