@@ -198,7 +198,10 @@ pub fn redact_args_with(args: &mut [String], user: &UserRules) -> usize {
     let mut count = 0;
     let mut secret_next = false;
     for a in args.iter_mut() {
-        if secret_next && !a.is_empty() {
+        // A secret flag right after another (`--token --password X`) is a flag, not the first
+        // one's value: the value that follows it is the secret.
+        let flag = a.starts_with('-') && is_secret_key(a.as_bytes(), user);
+        if secret_next && !a.is_empty() && !flag {
             *a = "*".repeat(a.chars().count());
             count += 1;
             secret_next = false;
@@ -837,6 +840,24 @@ mod tests {
         let mut b = b"token: bearer BEARER  bearer abc.def".to_vec();
         redact_in_place(&mut b);
         assert_eq!(&b[..], b"token: bearer BEARER  bearer *******");
+    }
+
+    /// Fuzz target `redact`, crash 853db8a3: a command line whose argument before
+    /// `--password` was itself a secret flag took `--password` for that flag's value and
+    /// kept the password.
+    #[test]
+    fn fuzz_redact_a_secret_flag_after_a_secret_flag_is_not_its_value() {
+        let mut args: Vec<String> = ["prog", "--token", "--password", "SSm", "--user", "bob"]
+            .map(String::from)
+            .to_vec();
+        redact_args(&mut args);
+        assert_eq!(
+            args,
+            ["prog", "--token", "--password", "***", "--user", "bob"]
+        );
+        let mut args: Vec<String> = ["--password", "--password", "x"].map(String::from).to_vec();
+        redact_args(&mut args);
+        assert_eq!(args, ["--password", "--password", "*"]);
     }
 
     /// Fuzz target `redact`, crash 82b23220 (found by CI's 5-second run): a MySQL
