@@ -1026,14 +1026,18 @@ fn seed(
 /// write still reports its close. Best effort: without it, seeded sockets are resolved on
 /// their first read or write (and one closed before that is not reported).
 fn resolve_seeded(skel: &retrace_bpf::RetraceSkel<'_>) {
+    if let Ok(link) = skel.progs.rt_seed.attach() {
+        run_iterator(&link);
+    }
+}
+
+/// Runs a BPF iterator program once over everything it walks: its programs print nothing,
+/// reading the iterator to the end is what runs them.
+fn run_iterator(link: &libbpf_rs::Link) {
     use std::io::Read;
-    let Ok(link) = skel.progs.rt_seed.attach() else {
+    let Ok(mut iter) = libbpf_rs::Iter::new(link) else {
         return;
     };
-    let Ok(mut iter) = libbpf_rs::Iter::new(&link) else {
-        return;
-    };
-    // the program prints nothing: reading runs it over every file, to the end
     let mut buf = [0u8; 256];
     while let Ok(n) = iter.read(&mut buf) {
         if n == 0 {
@@ -1075,21 +1079,11 @@ impl SockSampler {
 
     /// Runs the iterator once when a period has passed since the last run.
     fn run_when_due(&mut self) {
-        use std::io::Read;
         if self.last.elapsed() < self.every {
             return;
         }
         self.last = Instant::now();
-        let Ok(mut iter) = libbpf_rs::Iter::new(&self.link) else {
-            return;
-        };
-        // the program prints nothing: reading runs it over every socket, to the end
-        let mut buf = [0u8; 256];
-        while let Ok(n) = iter.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-        }
+        run_iterator(&self.link);
     }
 }
 
