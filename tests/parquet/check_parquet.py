@@ -100,6 +100,10 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+# Rows of a batch of the exporter (BATCH_ROWS): the blocks of `events_l7` ordered by connection.
+BLOCK = 65536
+
+
 def ns_column(table, name):
     """A timestamp column as integer ns (pyarrow would make µs datetimes)."""
     return table.column(name).cast(pa.int64()).to_pylist()
@@ -141,7 +145,16 @@ def check_files(root, table, columns, version):
             check(hours <= {parts["hour"]}, f"{f}: rows of hours {sorted(hours)} in hour={parts['hour']}")
         if time_col and t.num_rows:
             ts = ns_column(t, time_col)
-            if table.startswith("events_") or table in ("requests",):
+            if table == "events_l7":
+                # Blocks of BLOCK rows in time order, each ordered by connection, then time
+                # (docs/parquet.md, "Row order").
+                keys = list(zip(*(ns_column(t, c) for c in ("pid", "fd", "conn_start", "time"))))
+                blocks = [slice(i, i + BLOCK) for i in range(0, t.num_rows, BLOCK)]
+                for b in blocks:
+                    check(keys[b] == sorted(keys[b]), f"{f}: a block not ordered by connection, then time")
+                for a, b in zip(blocks, blocks[1:]):
+                    check(max(ts[a]) <= min(ts[b]), f"{f}: blocks not in time order")
+            elif table.startswith("events_") or table in ("requests",):
                 check(ts == sorted(ts), f"{f}: rows not in time order")
     return rows, files
 

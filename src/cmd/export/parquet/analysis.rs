@@ -236,6 +236,14 @@ pub fn write(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
     slo(a, sink)
 }
 
+/// `id` as `width` lower hex digits, in `buf` (reused: no allocation per row).
+fn hex(buf: &mut String, id: u128, width: usize) -> &str {
+    use std::fmt::Write as _;
+    buf.clear();
+    let _ = write!(buf, "{id:0width$x}");
+    buf
+}
+
 /// Node names as shared strings (a partition holds one).
 #[derive(Default)]
 struct Names(BTreeMap<String, Arc<str>>);
@@ -278,13 +286,16 @@ fn spans(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
     let mut parts = Parts::<Spans>::new();
     let mut names = Names::default();
     let mut name = String::new();
+    let mut id = String::new();
     for s in a.requests.spans() {
         let t = parts.at(Partition::at(&names.get(s.node), s.start_ns), sink)?;
         t.start.append_value(ts(s.start_ns));
-        t.trace_id.append_value(format!("{:032x}", s.trace_id));
-        t.span_id.append_value(format!("{:016x}", s.span_id));
-        t.parent_span_id
-            .append_option(s.parent_span_id.map(|p| format!("{p:016x}")));
+        t.trace_id.append_value(hex(&mut id, s.trace_id, 32));
+        t.span_id.append_value(hex(&mut id, s.span_id.into(), 16));
+        match s.parent_span_id {
+            Some(p) => t.parent_span_id.append_value(hex(&mut id, p.into(), 16)),
+            None => t.parent_span_id.append_null(),
+        }
         t.kind.append_value(s.kind.name());
         t.service.append_value(s.service);
         t.peer.append_value(s.peer);
@@ -310,10 +321,11 @@ fn spans(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
 
 fn traces(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
     let mut parts = Parts::<Traces>::new();
+    let mut id = String::new();
     for tr in &a.traces {
         let t = parts.at(Partition::hour_of(tr.start_ns), sink)?;
         t.start.append_value(ts(tr.start_ns));
-        t.trace_id.append_value(format!("{:032x}", tr.trace_id));
+        t.trace_id.append_value(hex(&mut id, tr.trace_id, 32));
         t.root_service.append_value(&tr.root_service);
         t.root_name.append_value(&tr.root_name);
         t.duration_ns.append_value(count(tr.duration_ns));

@@ -159,6 +159,9 @@ pub fn ts(wall_ns: u64) -> i64 {
 pub trait Table: Send + 'static {
     /// The table's name: the `table=` directory of the dataset.
     const NAME: &'static str;
+    /// Integer or time columns each batch's rows are sorted by before they are written (none:
+    /// as appended, i.e. time order). See `docs/parquet.md`, "Row order".
+    const ORDER: &'static [&'static str] = &[];
     /// A table with no rows.
     fn new() -> Self;
     /// The columns, in order.
@@ -171,11 +174,12 @@ pub trait Table: Send + 'static {
 
 /// Declares a table: `table! { pub struct Name = "name" { column: Type, column: Type null } }`
 /// gives a struct with one public builder per column (`Type` a [`Column`]; `null` when the
-/// column may hold nulls) implementing [`Table`].
+/// column may hold nulls) implementing [`Table`]; `order [a, b]` after the name sets
+/// [`Table::ORDER`].
 macro_rules! table {
     (
         $(#[$doc:meta])*
-        pub struct $name:ident = $table:literal {
+        pub struct $name:ident = $table:literal $(order [$($order:ident),*])? {
             $( $(#[$fdoc:meta])* $field:ident : $ty:ident $($null:ident)? ),* $(,)?
         }
     ) => {
@@ -186,6 +190,7 @@ macro_rules! table {
 
         impl $crate::cmd::export::parquet::columns::Table for $name {
             const NAME: &'static str = $table;
+            $( const ORDER: &'static [&'static str] = &[$(stringify!($order)),*]; )?
 
             fn new() -> Self {
                 use $crate::cmd::export::parquet::columns::Column as _;

@@ -66,8 +66,10 @@ table! {
 }
 
 table! {
-    /// Starts of application messages on TCP sockets, with their captured first bytes.
-    pub struct L7 = "events_l7" {
+    /// Starts of application messages on TCP sockets, with their captured first bytes. Each
+    /// batch is grouped by connection (time order within it): the connection's columns
+    /// become runs, and its messages, alike, sit side by side for the compressor.
+    pub struct L7 = "events_l7" order [pid, fd, conn_start, time] {
         time: Time,
         kind: Str,
         pid: I64,
