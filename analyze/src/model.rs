@@ -407,10 +407,11 @@ pub struct TraceSummary {
     pub trace_id: u128,
     /// The request row of the root span.
     pub root: usize,
-    /// Service of the root span.
-    pub root_service: String,
-    /// Name of the root span.
-    pub root_name: String,
+    /// Service of the root span (shared by the traces of one service: a long capture holds a
+    /// million summaries).
+    pub root_service: std::sync::Arc<str>,
+    /// Name of the root span (shared likewise).
+    pub root_name: std::sync::Arc<str>,
     /// Start of the earliest span, wall ns.
     pub start_ns: u64,
     /// From the earliest start to the latest end, ns.

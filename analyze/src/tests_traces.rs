@@ -184,7 +184,7 @@ fn calls_belong_to_the_request_their_thread_serves() {
     let traces: Vec<_> = a
         .traces
         .iter()
-        .filter(|t| t.root_service == "client")
+        .filter(|t| &*t.root_service == "client")
         .collect();
     assert_eq!(traces.len(), 2, "{:?}", a.traces);
     for t in traces {

@@ -20,6 +20,7 @@
 //! and, per endpoint, where the time went.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::engine::Map;
 use crate::model::{
@@ -676,21 +677,36 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         }
     }
 
+    // Root services and names, one shared string each.
+    let mut services: Map<u32, Arc<str>> = Map::default();
+    let mut names: Map<(u32, u32, u32), Arc<str>> = Map::default();
     let mut traces: Vec<TraceSummary> = acc
         .into_iter()
         .filter_map(|a| {
             let root = a.root as usize;
             let r = rows.get(root)?;
             let top_service = if r.spans.client { r.client } else { r.server };
+            let root_service = Arc::clone(
+                services
+                    .entry(top_service)
+                    .or_insert_with(|| Arc::from(strings.string(top_service))),
+            );
+            let root_name = Arc::clone(
+                names
+                    .entry((r.protocol, r.method, r.route))
+                    .or_insert_with(|| {
+                        Arc::from(span_name(
+                            strings.string(r.protocol),
+                            strings.string(r.method),
+                            strings.string(r.route),
+                        ))
+                    }),
+            );
             Some(TraceSummary {
                 trace_id: table.trace_id_of_root(root),
                 root,
-                root_service: strings.string(top_service).to_string(),
-                root_name: span_name(
-                    strings.string(r.protocol),
-                    strings.string(r.method),
-                    strings.string(r.route),
-                ),
+                root_service,
+                root_name,
                 start_ns: a.start,
                 duration_ns: a.end.saturating_sub(a.start),
                 spans: a.spans,

@@ -759,7 +759,7 @@ impl CaptureWriter {
         if let Some(bytes) = header {
             let file = format!("{}-{:06}.{SEGMENT_EXT}", self.stamp, self.next_seq);
             let path = self.opts.dir.join(&file);
-            let writer = SegmentWriter::create_encoded(
+            let created = SegmentWriter::create_encoded(
                 &path,
                 &bytes,
                 SegmentWriterOptions {
@@ -767,7 +767,16 @@ impl CaptureWriter {
                     block_max_bytes: self.opts.block_max_bytes,
                     sync: true,
                 },
-            )?;
+            );
+            let writer = match created {
+                Ok(w) => w,
+                Err(e) => {
+                    // A full disk when starting a segment: the block that was to open it is
+                    // lost, and counted as such (as when writing a block fails).
+                    self.count_dropped(&enc.by_kind);
+                    return Err(e);
+                }
+            };
             self.segments.push(ManifestSegment {
                 file,
                 seq: self.next_seq,
@@ -785,7 +794,10 @@ impl CaptureWriter {
                 writer,
                 opened: Instant::now(),
             });
-            sync_dir(&self.opts.dir)?;
+            if let Err(e) = sync_dir(&self.opts.dir) {
+                self.count_dropped(&enc.by_kind);
+                return Err(e);
+            }
         }
         let Some(cur) = self.cur.as_mut() else {
             return Ok(());

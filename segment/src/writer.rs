@@ -341,10 +341,19 @@ impl SegmentWriter {
             .mode(0o600)
             .open(path)
             .map_err(|e| SegmentError::io(path, e))?;
-        file.write_all(header_bytes)
-            .map_err(|e| SegmentError::io(path, e))?;
-        if opts.sync {
-            file.sync_data().map_err(|e| SegmentError::io(path, e))?;
+        let written = file.write_all(header_bytes).and_then(|()| {
+            if opts.sync {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // (A full disk, say.) A cut header holds no event: no file is left to be read as
+            // a damaged segment.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(SegmentError::io(path, e));
         }
         Ok(Self {
             path: path.to_path_buf(),

@@ -270,8 +270,8 @@ pub(crate) fn write_traces(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError>
         ns_ms_into(&mut dur, Some(t.duration_ns));
         w.write_record([
             format!("{:032x}", t.trace_id).as_str(),
-            t.root_service.as_str(),
-            t.root_name.as_str(),
+            &*t.root_service,
+            &*t.root_name,
             wall.format(t.start_ns),
             dur.as_str(),
             t.spans.to_string().as_str(),

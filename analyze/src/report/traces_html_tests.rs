@@ -81,7 +81,7 @@ fn slowest_traces_are_chosen_slowest_first_and_failed_ones_in_time_order() {
     assert!(roots.windows(2).all(|w| w[0] < w[1]), "time order");
     // The refused curl (a trace of one failed span) is a kind of its own: it is among them.
     assert!(
-        failed.iter().any(|&i| a.traces[i].root_service == "curl"),
+        failed.iter().any(|&i| &*a.traces[i].root_service == "curl"),
         "{:?}",
         failed.iter().map(|&i| &a.traces[i]).collect::<Vec<_>>()
     );
@@ -188,7 +188,7 @@ fn failed_and_unanswered_spans_are_red_and_open_ended() {
     let t = a
         .traces
         .iter()
-        .find(|t| t.root_service == "curl")
+        .find(|t| &*t.root_service == "curl")
         .expect("curl's trace");
     let start = h
         .find(&format!("id=\"trace-{:032x}\"", t.trace_id))
