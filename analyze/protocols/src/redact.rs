@@ -1,8 +1,9 @@
 //! Redaction of secrets in captured payload prefixes.
 //!
 //! The capture daemon calls [`redact_in_place`] on every payload prefix before it is written
-//! to disk, so this module is on the hot path of capture: it never allocates, never panics on
-//! any input, runs in one pass over the bytes and never changes the length of the buffer.
+//! to disk, so this module is on the hot path of capture: it allocates nothing per call (two
+//! per-thread buffers, once), never panics on any input, reads the bytes a few times at most
+//! and never changes the length of the buffer.
 //!
 //! What is redacted (every secret byte is replaced with `*`):
 //! - the values of the HTTP/1 headers `Authorization`, `Proxy-Authorization`, `Cookie` and
@@ -145,22 +146,93 @@ impl UserRules {
 ///
 /// Covers the HTTP/1 `Authorization`, `Proxy-Authorization`, `Cookie` and `Set-Cookie`
 /// header values and PostgreSQL password messages (see the [module docs](self)). Safe to call
-/// on any bytes, any number of times: it never allocates and never panics.
+/// on any bytes, any number of times: it never panics, and allocates nothing per call (see
+/// [`redact_with`]).
 pub fn redact_in_place(payload: &mut [u8]) -> usize {
     redact_with(payload, &UserRules::NONE)
 }
 
 /// [`redact_in_place`] with the user's rules too. Without patterns it allocates nothing;
 /// each pattern costs one linear scan of the bytes (the `regex` crate's guarantee).
+///
+/// Every rule reads the bytes as they were, not as an earlier rule left them: a PostgreSQL
+/// password message whose masked body ran over a JSON key (`{"token": …` in the bytes that
+/// followed) hid the key from the JSON rule, and the value stayed (found by fuzzing). So once
+/// a rule has masked something, each later one runs on a copy of the original bytes and its
+/// masks are added to the payload's; then the whole is repeated on the result until nothing
+/// more is masked (a mask can join a value to bytes after it), at most [`MAX_PASSES`] times.
+/// The copies live in per-thread buffers, allocated once: nothing is allocated per call.
 pub fn redact_with(payload: &mut [u8], user: &UserRules) -> usize {
-    redact_http_headers(payload, user)
-        + redact_postgres_password(payload)
-        + redact_mysql_auth(payload)
-        + redact_http2_headers(payload, user)
-        + redact_secret_params(payload, user)
-        + redact_bearer_tokens(payload)
-        + redact_redis_auth(payload)
-        + redact_patterns(payload, &user.patterns)
+    let rules: [Rule<'_>; 8] = [
+        &|b| redact_http_headers(b, user),
+        &redact_postgres_password,
+        &redact_mysql_auth,
+        &|b| redact_http2_headers(b, user),
+        &|b| redact_secret_params(b, user),
+        &redact_bearer_tokens,
+        &redact_redis_auth,
+        &|b| redact_patterns(b, &user.patterns),
+    ];
+    SCRATCH.with(|cell| {
+        let Ok(mut bufs) = cell.try_borrow_mut() else {
+            // (Not reentrant; never the case.) One rule after another, on the payload.
+            return rules.iter().map(|r| r(payload)).sum();
+        };
+        let (original, copy) = &mut *bufs;
+        let mut count = 0;
+        for pass in 0..MAX_PASSES {
+            original.clear();
+            original.extend_from_slice(payload);
+            let mut masked = false;
+            for rule in &rules {
+                if !masked {
+                    // Nothing masked yet: the payload is still the original.
+                    let n = rule(payload);
+                    masked = payload[..] != original[..];
+                    // (A later pass counts only what it masks anew.)
+                    if pass == 0 || masked {
+                        count += n;
+                    }
+                    continue;
+                }
+                copy.clear();
+                copy.extend_from_slice(original);
+                let n = rule(copy);
+                if n > 0 && add_masks(payload, copy, original) {
+                    count += n;
+                }
+            }
+            if !masked {
+                break;
+            }
+        }
+        count
+    })
+}
+
+/// One rule of [`redact_with`]: masks what it finds in the bytes, returns how many values.
+type Rule<'a> = &'a dyn Fn(&mut [u8]) -> usize;
+
+/// Passes of [`redact_with`] at most (each one masks more, or is the last).
+const MAX_PASSES: usize = 4;
+
+thread_local! {
+    /// [`redact_with`]'s copies of the bytes: as they were, and as one rule leaves them.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Masks in `payload` the bytes `masked` masks and `original` did not have masked; whether
+/// any byte of `payload` changed.
+fn add_masks(payload: &mut [u8], masked: &[u8], original: &[u8]) -> bool {
+    let mut changed = false;
+    for ((p, &m), &o) in payload.iter_mut().zip(masked).zip(original) {
+        if m == MASK && o != MASK && *p != MASK {
+            *p = MASK;
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Masks the matches of the user's patterns (their first capture group when they have one).
@@ -1284,5 +1356,34 @@ mod user_and_mysql_tests {
         assert_eq!(&out[at + 1..at + 21], &[MASK; 20]);
         assert_eq!(out[..at + 1], with[..at + 1]);
         assert_eq!(out[at + 21..], with[at + 21..]);
+    }
+
+    /// Found by fuzzing (fuzz target redact, crash 8ed10e5f): a PostgreSQL password message
+    /// whose declared length runs over the start of a JSON object after it. Masking the message
+    /// first hid the key `"x_amz_security_token"` from the JSON rule, and its value was kept. Every
+    /// rule now reads the bytes as they were.
+    #[test]
+    fn a_mask_does_not_hide_the_key_of_another_secret() {
+        let mut buf = b"p\0\0\0'".to_vec();
+        buf.extend_from_slice(&[b'*'; 28]);
+        let json_at = buf.len();
+        buf.extend_from_slice(br#"{"x_amz_security_token": "SuS"}"#);
+        let secret_at = json_at + br#"{"x_amz_security_token": ""#.len();
+        let before = buf.clone();
+        let n = redact_in_place(&mut buf);
+        assert!(n >= 2, "{n}: {:?}", String::from_utf8_lossy(&buf));
+        // The password message's body (to byte 1 + 39), and the token's value.
+        assert!(buf[5..40].iter().all(|&b| b == MASK));
+        assert_eq!(
+            &buf[secret_at..secret_at + 3],
+            b"***",
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        assert_eq!(buf[secret_at + 3..], before[secret_at + 3..]);
+        // Idempotent: a second pass hides nothing more.
+        let once = buf.clone();
+        redact_in_place(&mut buf);
+        assert_eq!(buf, once);
     }
 }
