@@ -15,7 +15,8 @@ use crate::manifest::{sync_dir, Manifest, ManifestSegment, Restart, Totals, MANI
 use crate::reader::SegmentReader;
 use crate::state::StateTracker;
 use crate::writer::{
-    encode_block, encode_header, SegmentHeader, SegmentWriter, SegmentWriterOptions,
+    encode_block, encode_header, BlockInfo, EncodedBlock, SegmentHeader, SegmentWriter,
+    SegmentWriterOptions,
 };
 
 /// Blocks are cut at this many encoded bytes at most, whatever the options say, well below
@@ -756,27 +757,67 @@ impl CaptureWriter {
             self.count_dropped(&enc.by_kind);
             return Ok(());
         }
+        let by_kind = enc.by_kind;
+        let info = match self.write_encoded(header, enc) {
+            Ok(Some(info)) => info,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // A full disk, when starting the block's segment or writing the block: its
+                // events are lost, and counted as such.
+                self.count_dropped(&by_kind);
+                return Err(e);
+            }
+        };
+        self.stats.events += u64::from(info.events);
+        self.stats.blocks += 1;
+        self.stats.bytes_uncompressed += u64::from(info.uncompressed_len);
+        self.totals.events += u64::from(info.events);
+        self.totals.bytes_uncompressed += u64::from(info.uncompressed_len);
+        for (i, &n) in by_kind.iter().enumerate() {
+            if n > 0 {
+                let name = kind_name_of(i).to_string();
+                *self.stats.events_by_kind.entry(name.clone()).or_insert(0) += u64::from(n);
+                *self.totals.events_by_kind.entry(name).or_insert(0) += u64::from(n);
+            }
+        }
+        let Some(cur) = self.cur.as_ref() else {
+            return Ok(());
+        };
+        let (first, last) = cur.writer.ts_range();
+        let (events, bytes) = (cur.writer.events_written(), cur.writer.bytes_written());
+        let new_segment = cur.writer.blocks() == 1;
+        if let Some(s) = self.segments.last_mut() {
+            (s.first_ts, s.last_ts, s.events, s.bytes) = (first, last, events, bytes);
+        }
+        self.refresh_pins();
+        self.stats.bytes_on_disk = self.usage();
+        if new_segment {
+            self.write_manifest(None)?;
+        }
+        if bytes >= self.opts.segment_max_bytes {
+            self.rotate()?;
+        }
+        self.apply_keep()
+    }
+
+    /// Writes an encoded block into the open segment, first starting one with `header` when
+    /// given; `None` when there is no segment to write into.
+    fn write_encoded(
+        &mut self,
+        header: Option<Vec<u8>>,
+        enc: EncodedBlock,
+    ) -> Result<Option<BlockInfo>, SegmentError> {
         if let Some(bytes) = header {
             let file = format!("{}-{:06}.{SEGMENT_EXT}", self.stamp, self.next_seq);
-            let path = self.opts.dir.join(&file);
-            let created = SegmentWriter::create_encoded(
-                &path,
+            let writer = SegmentWriter::create_encoded(
+                &self.opts.dir.join(&file),
                 &bytes,
                 SegmentWriterOptions {
                     zstd_level: self.opts.zstd_level,
                     block_max_bytes: self.opts.block_max_bytes,
                     sync: true,
                 },
-            );
-            let writer = match created {
-                Ok(w) => w,
-                Err(e) => {
-                    // A full disk when starting a segment: the block that was to open it is
-                    // lost, and counted as such (as when writing a block fails).
-                    self.count_dropped(&enc.by_kind);
-                    return Err(e);
-                }
-            };
+            )?;
             self.segments.push(ManifestSegment {
                 file,
                 seq: self.next_seq,
@@ -794,50 +835,12 @@ impl CaptureWriter {
                 writer,
                 opened: Instant::now(),
             });
-            if let Err(e) = sync_dir(&self.opts.dir) {
-                self.count_dropped(&enc.by_kind);
-                return Err(e);
-            }
+            sync_dir(&self.opts.dir)?;
         }
-        let Some(cur) = self.cur.as_mut() else {
-            return Ok(());
-        };
-        let by_kind = enc.by_kind;
-        let info = match cur.writer.write_block(enc) {
-            Ok(info) => info,
-            Err(e) => {
-                // A full disk: the block's events are lost, and counted as such.
-                self.count_dropped(&by_kind);
-                return Err(e);
-            }
-        };
-        self.stats.events += u64::from(info.events);
-        self.stats.blocks += 1;
-        self.stats.bytes_uncompressed += u64::from(info.uncompressed_len);
-        self.totals.events += u64::from(info.events);
-        self.totals.bytes_uncompressed += u64::from(info.uncompressed_len);
-        for (i, &n) in by_kind.iter().enumerate() {
-            if n > 0 {
-                let name = kind_name_of(i).to_string();
-                *self.stats.events_by_kind.entry(name.clone()).or_insert(0) += u64::from(n);
-                *self.totals.events_by_kind.entry(name).or_insert(0) += u64::from(n);
-            }
+        match self.cur.as_mut() {
+            Some(cur) => cur.writer.write_block(enc).map(Some),
+            None => Ok(None),
         }
-        let (first, last) = cur.writer.ts_range();
-        let (events, bytes) = (cur.writer.events_written(), cur.writer.bytes_written());
-        let new_segment = cur.writer.blocks() == 1;
-        if let Some(s) = self.segments.last_mut() {
-            (s.first_ts, s.last_ts, s.events, s.bytes) = (first, last, events, bytes);
-        }
-        self.refresh_pins();
-        self.stats.bytes_on_disk = self.usage();
-        if new_segment {
-            self.write_manifest(None)?;
-        }
-        if bytes >= self.opts.segment_max_bytes {
-            self.rotate()?;
-        }
-        self.apply_keep()
     }
 
     /// Adds a block's events, by kind, to the dropped totals.

@@ -1359,9 +1359,9 @@ mod user_and_mysql_tests {
     }
 
     /// Found by fuzzing (fuzz target redact, crash 8ed10e5f): a PostgreSQL password message
-    /// whose declared length runs over the start of a JSON object after it. Masking the message
-    /// first hid the key `"x_amz_security_token"` from the JSON rule, and its value was kept. Every
-    /// rule now reads the bytes as they were.
+    /// whose declared length runs over the start of a JSON object after it. Masking the
+    /// message first hid the key `"x_amz_security_token"` from the JSON rule, and its value
+    /// was kept. Every rule now reads the bytes as they were.
     #[test]
     fn a_mask_does_not_hide_the_key_of_another_secret() {
         let mut buf = b"p\0\0\0'".to_vec();

@@ -9,11 +9,11 @@
 //! copied into one tree; `SEQ` counts the files of one partition
 //! (a partition closed and reopened, when events come back to an hour already left).
 //!
-//! Files: zstd-compressed, rising times, row numbers, durations delta-encoded, ids as delta
-//! byte arrays ([`encoding_of`]), a table's batches sorted by its [`Table::ORDER`], row groups of at most 1 Mi rows or
-//! 64 MiB, the schema version and table name in the file's key-value metadata. Memory: at most
-//! [`IN_FLIGHT`] batches wait for the writer thread, and each open file keeps its row group in
-//! progress (encoded) until it is flushed.
+//! Files: zstd-compressed; rising times, row numbers and durations delta-encoded, ids as
+//! delta byte arrays ([`encoding_of`]); a table's batches sorted by its [`Table::ORDER`]; row
+//! groups of at most 1 Mi rows or 64 MiB; the schema version and table name in the file's
+//! key-value metadata. Memory: at most [`IN_FLIGHT`] batches wait for the writer thread, and
+//! each open file keeps its row group in progress (encoded) until it is flushed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -368,52 +368,58 @@ fn sorted(batch: RecordBatch, order: &[&str]) -> anyhow::Result<RecordBatch> {
     if order.is_empty() || batch.num_rows() < 2 {
         return Ok(batch);
     }
-    let keys = order
-        .iter()
-        .map(|name| {
-            let col = batch
-                .column_by_name(name)
-                .with_context(|| format!("no column {name}"))?;
-            integer_values(col.as_ref()).with_context(|| format!("column {name} is no integer"))
-        })
-        .collect::<anyhow::Result<Vec<Vec<i64>>>>()?;
     anyhow::ensure!(
-        keys.len() <= MAX_ORDER,
+        order.len() <= MAX_ORDER,
         "more than {MAX_ORDER} sort columns"
     );
     // Each row's keys then its number: an unstable sort of distinct tuples is a stable sort.
-    let mut rows: Vec<([i64; MAX_ORDER], u32)> = (0..u32::try_from(batch.num_rows())?)
-        .map(|i| {
-            let mut key = [0; MAX_ORDER];
-            for (slot, k) in key.iter_mut().zip(&keys) {
-                *slot = k[i as usize];
-            }
-            (key, i)
-        })
+    let mut rows: Vec<SortKey> = (0..u32::try_from(batch.num_rows())?)
+        .map(|i| ([0; MAX_ORDER], i))
         .collect();
+    for (slot, name) in order.iter().enumerate() {
+        let col = batch
+            .column_by_name(name)
+            .with_context(|| format!("no column {name}"))?;
+        anyhow::ensure!(
+            put_keys(col.as_ref(), slot, &mut rows),
+            "column {name} is no integer"
+        );
+    }
     rows.sort_unstable();
     let indices = arrow_array::UInt32Array::from_iter_values(rows.into_iter().map(|(_, i)| i));
     Ok(arrow_select::take::take_record_batch(&batch, &indices)?)
 }
 
-/// The values of an integer or time column as i64 (null as `i64::MIN`); none for other types.
-fn integer_values(col: &dyn arrow_array::Array) -> Option<Vec<i64>> {
+/// A row's sort keys, then its number.
+type SortKey = ([i64; MAX_ORDER], u32);
+
+/// Puts the values of an integer or time column (null as `i64::MIN`) into key `slot` of each
+/// row; false for other types.
+fn put_keys(col: &dyn arrow_array::Array, slot: usize, rows: &mut [SortKey]) -> bool {
     use arrow_array::cast::AsArray as _;
     use arrow_array::types::{Int32Type, Int64Type, TimestampNanosecondType};
-    fn values<T: arrow_array::ArrowPrimitiveType>(
+    fn put<T: arrow_array::ArrowPrimitiveType>(
         a: &arrow_array::PrimitiveArray<T>,
         as_i64: impl Fn(T::Native) -> i64,
-    ) -> Vec<i64> {
-        a.iter().map(|v| v.map_or(i64::MIN, &as_i64)).collect()
-    }
-    Some(match col.data_type() {
-        DataType::Int64 => values(col.as_primitive::<Int64Type>(), |v| v),
-        DataType::Int32 => values(col.as_primitive::<Int32Type>(), i64::from),
-        DataType::Timestamp(arrow_schema::TimeUnit::Nanosecond, _) => {
-            values(col.as_primitive::<TimestampNanosecondType>(), |v| v)
+        slot: usize,
+        rows: &mut [SortKey],
+    ) {
+        for (row, v) in rows.iter_mut().zip(a.iter()) {
+            row.0[slot] = v.map_or(i64::MIN, &as_i64);
         }
-        _ => return None,
-    })
+    }
+    match col.data_type() {
+        DataType::Int64 => put(col.as_primitive::<Int64Type>(), |v| v, slot, rows),
+        DataType::Int32 => put(col.as_primitive::<Int32Type>(), i64::from, slot, rows),
+        DataType::Timestamp(arrow_schema::TimeUnit::Nanosecond, _) => put(
+            col.as_primitive::<TimestampNanosecondType>(),
+            |v| v,
+            slot,
+            rows,
+        ),
+        _ => return false,
+    }
+    true
 }
 
 struct Open {
