@@ -12,9 +12,7 @@ use retrace_segment::{
 
 use crate::join::{self, Connections, Facts, Opened, Sample, SampleKind, Span};
 use crate::l7::{self, Parsed};
-use crate::model::{
-    Analysis, NodeSummary, PayloadStats, SpanFacts, TraceCoverage, EMPTY, NO_LATENCY,
-};
+use crate::model::{Analysis, NodeSummary, PayloadStats, SpanFacts, EMPTY, NO_LATENCY};
 use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
 use crate::stats::{self, Row};
 use crate::traces::LinkIn;
@@ -1092,18 +1090,12 @@ impl Analyzer {
         drop(grouped);
         self.exchanges = Vec::new();
         cp.at("rows");
-        let trace_coverage = if self.traces {
-            let spawns: crate::traces::Spawns = std::mem::take(&mut self.spawns)
+        let spawns = self.traces.then(|| {
+            std::mem::take(&mut self.spawns)
                 .into_iter()
                 .map(|((node, pid, tid), v)| ((ids.node(node), pid, tid), v))
-                .collect();
-            crate::traces::link(&mut out.rows, &out.links, &spawns)
-        } else {
-            crate::traces::unlinked(&mut out.rows);
-            TraceCoverage::default()
-        };
-        out.links = Vec::new();
-        cp.at("trace links");
+                .collect::<crate::traces::Spawns>()
+        });
 
         let services = self.services(&names, &out);
         let losses = self.losses(&read);
@@ -1121,7 +1113,8 @@ impl Analyzer {
             window_start,
             window_end,
             id_seed: self.id_seed(window_start),
-            traces: self.traces,
+            links: std::mem::take(&mut out.links),
+            spawns,
         };
         cp.at("services");
         let mut analysis = stats::aggregate(input)?;
@@ -1138,10 +1131,6 @@ impl Analyzer {
         analysis.clock_offsets = read.clock_offsets;
         analysis.payload = self.payload.clone();
         analysis.marks = marks;
-        analysis.trace_coverage = TraceCoverage {
-            traces: analysis.traces.len() as u64,
-            ..trace_coverage
-        };
         cp.at("aggregate");
         analysis.logs = self.logs_report(&names, &analysis.requests);
         if analysis.logs.not_kept > 0 {

@@ -34,8 +34,9 @@ impl Checkpoints {
     pub(crate) fn at(&mut self, what: &str) {
         if let Some((t, c)) = &mut self.0 {
             let cpu = thread_cpu_s();
+            let (rss, peak) = rss_mib();
             eprintln!(
-                "timing:   {what}: {:.3} s wall, {:.3} s cpu (this thread)",
+                "timing:   {what}: {:.3} s wall, {:.3} s cpu (this thread), RSS {rss} MiB (peak {peak})",
                 t.elapsed().as_secs_f64(),
                 cpu - *c
             );
@@ -43,6 +44,19 @@ impl Checkpoints {
             *c = cpu;
         }
     }
+}
+
+/// The process's resident memory now and at its peak, MiB (0 when unknown).
+fn rss_mib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// CPU time of the calling thread so far, seconds (0 when unknown).

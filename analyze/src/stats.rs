@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::engine::{Interner, Map};
 use crate::model::{
     Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
-    ServiceSeries, ServiceStats, SpanFacts, NO_LATENCY, NO_ROW,
+    ServiceSeries, ServiceStats, SpanFacts, TraceCoverage, NO_LATENCY, NO_ROW,
 };
 use crate::services::ServicesFile;
 use crate::AnalyzeError;
@@ -73,8 +73,11 @@ pub(crate) struct Input<'a> {
     pub window_end: u64,
     /// Mixed into span and trace ids.
     pub id_seed: u64,
-    /// Summarize traces (linking was done).
-    pub traces: bool,
+    /// What the trace linker needs of each row beyond the row (`links[i]` belongs to
+    /// `rows[i]`).
+    pub links: Vec<crate::traces::LinkIn>,
+    /// The thread starts, for the trace linker; `None`: no linking (`--no-traces`).
+    pub spawns: Option<crate::traces::Spawns>,
 }
 
 fn pe(e: PolarsError) -> AnalyzeError {
@@ -309,7 +312,8 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         window_start,
         window_end,
         id_seed,
-        traces,
+        links: unsorted_links,
+        spawns,
     } = input;
     // Time order (ties by the other fields, then by position: a stable order), sorting small
     // keys rather than whole rows.
@@ -335,7 +339,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         position[i as usize] = k as u32;
     }
     let moved = |i: u32| position.get(i as usize).copied().unwrap_or(NO_ROW);
-    let rows: Vec<RequestRow> = keys
+    let mut rows: Vec<RequestRow> = keys
         .iter()
         .map(|&(_, i)| {
             let r = &unsorted[i as usize];
@@ -361,8 +365,105 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             }
         })
         .collect();
+    let links: Vec<crate::traces::LinkIn> = match spawns {
+        Some(_) => keys
+            .iter()
+            .map(|&(_, i)| unsorted_links.get(i as usize).copied().unwrap_or_default())
+            .collect(),
+        None => Vec::new(),
+    };
     drop(keys);
     drop(unsorted);
+    drop(unsorted_links);
+
+    // The trace linker reads the sorted rows on a thread of its own while this one computes
+    // the RED metrics from them: neither writes them until both are done.
+    let (red, linked) = std::thread::scope(|scope| {
+        let linking = spawns.as_ref().map(|spawns| {
+            let (rows, links) = (&rows, &links);
+            scope.spawn(move || crate::traces::link(rows, links, spawns))
+        });
+        let red = red_metrics(
+            &rows,
+            served,
+            &mut strings,
+            &conns,
+            &services,
+            services_file,
+            (window_start, window_end),
+        );
+        (red, linking.map(|h| h.join()))
+    });
+    let red = red?;
+    drop(links);
+    let mut cp = crate::input::Checkpoints::new();
+    let coverage = match linked {
+        Some(Ok(linked)) => Some(linked.apply(&mut rows)),
+        Some(Err(_)) => {
+            return Err(AnalyzeError::Aggregate(
+                "the trace linker failed unexpectedly".into(),
+            ))
+        }
+        None => {
+            crate::traces::unlinked(&mut rows);
+            None
+        }
+    };
+    cp.at("aggregate: links applied");
+    let requests = RequestTable {
+        rows,
+        strings: std::mem::take(&mut strings.strings),
+        id_seed,
+    };
+    let traces = match coverage {
+        Some(_) => crate::traces::summarize(&requests),
+        None => crate::traces::Summary::skipped(),
+    };
+    cp.at("aggregate: traces");
+    Ok(Analysis {
+        window_start_ns: window_start,
+        window_end_ns: window_end,
+        services: red.services,
+        edges: red.edges,
+        endpoints: red.endpoints,
+        series: red.series,
+        bucket_ns: red.bucket_ns,
+        total_requests: red.total_requests,
+        total_errors: red.total_errors,
+        requests,
+        traces_skipped: traces.skipped,
+        trace_coverage: TraceCoverage {
+            traces: traces.traces.len() as u64,
+            ..coverage.unwrap_or_default()
+        },
+        traces: traces.traces,
+        time_breakdown: traces.breakdown,
+        ..Default::default()
+    })
+}
+
+/// The RED metrics of [`aggregate`].
+struct Red {
+    services: Vec<ServiceStats>,
+    edges: Vec<EdgeStats>,
+    endpoints: Vec<EndpointStats>,
+    series: Vec<ServiceSeries>,
+    bucket_ns: u64,
+    total_requests: u64,
+    total_errors: u64,
+}
+
+/// Edges, services, endpoints and time series from the rows (time order; `served[i]`: row
+/// `i` was served, not a failed connect).
+fn red_metrics(
+    rows: &[RequestRow],
+    served: Vec<bool>,
+    strings: &mut Interner,
+    conns: &[ConnRow],
+    services: &BTreeMap<String, ServiceInfo>,
+    services_file: &ServicesFile,
+    (window_start, window_end): (u64, u64),
+) -> Result<Red, AnalyzeError> {
     let mut cp = crate::input::Checkpoints::new();
     cp.at("aggregate: start");
     let window_ns = window_end.saturating_sub(window_start);
@@ -372,7 +473,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     // Endpoint keys: "METHOD route" (route, else target).
     let mut endpoint_ids: Map<(u32, u32), u32> = Map::default();
     let mut endpoint = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         let key = (r.method, if r.route != 0 { r.route } else { r.target });
         let id = match endpoint_ids.get(&key) {
             Some(&id) => id,
@@ -508,7 +609,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
             .unwrap_or(tcp)
     };
     let name = |id: u32| strings.get(id).to_string();
-    for c in &conns {
+    for c in conns {
         let protocol = if c.failed {
             usual_protocol(c.client, c.server)
         } else {
@@ -613,12 +714,12 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     }
     let mut sent: Map<u32, u64> = Map::default();
     let mut calls: Map<u32, u64> = Map::default();
-    for r in &rows {
+    for r in rows {
         *sent.entry(r.client).or_insert(0) += 1;
         *calls.entry(r.server).or_insert(0) += 1;
     }
     let mut services_out = Vec::new();
-    for (svc, info) in &services {
+    for (svc, info) in services {
         let a = served.get(svc);
         let requests = a.map_or(0, |a| a.n);
         let errors = a.map_or(0, |a| a.errors);
@@ -717,21 +818,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let total_requests = rows.len() as u64;
     let total_errors = rows.iter().filter(|r| r.error).count() as u64;
     cp.at("aggregate: edges, services, endpoints, series");
-    let requests = RequestTable {
-        rows,
-        strings: std::mem::take(&mut strings.strings),
-        id_seed,
-    };
-    let traces = if traces {
-        crate::traces::summarize(&requests)
-    } else {
-        crate::traces::Summary::skipped()
-    };
-    cp.at("aggregate: traces");
-
-    Ok(Analysis {
-        window_start_ns: window_start,
-        window_end_ns: window_end,
+    Ok(Red {
         services: services_out,
         edges,
         endpoints,
@@ -739,11 +826,6 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         bucket_ns,
         total_requests,
         total_errors,
-        requests,
-        traces_skipped: traces.skipped,
-        traces: traces.traces,
-        time_breakdown: traces.breakdown,
-        ..Default::default()
     })
 }
 

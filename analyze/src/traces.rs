@@ -24,10 +24,9 @@ use std::sync::Arc;
 
 use crate::engine::Map;
 use crate::model::{
-    span_name, DownstreamTime, Link, RequestTable, TimeBreakdown, TraceCoverage, TraceSummary,
-    EMPTY, NO_LATENCY, NO_ROW,
+    span_name, DownstreamTime, Link, RequestRow, RequestTable, TimeBreakdown, TraceCoverage,
+    TraceSummary, EMPTY, NO_LATENCY, NO_ROW,
 };
-use crate::stats::Row;
 
 /// What the linker needs of a row beyond its [`SpanFacts`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -59,17 +58,34 @@ const THREAD_SCAN: usize = 16;
 /// in progress for long, e.g. a long poll, on a busy event loop).
 const WALK: usize = 4096;
 
-/// A SERVER span, as the linker sees it.
+/// A SERVER span, as the linker sees it (32 bytes: there is one per inbound request of
+/// every process that made calls, in each index).
 #[derive(Clone, Copy)]
 struct Inbound {
     row: u32,
+    socket: u32,
     start: u64,
     /// End (first response byte), `u64::MAX` when none was seen.
     end: u64,
-    socket: u32,
-    handed_off: bool,
     /// The latest end of this request and of every one started before it in its group.
     reach: u64,
+}
+
+impl Inbound {
+    /// Row `row`'s SERVER span (`reach` is set by [`Index::build`]).
+    fn of(rows: &[RequestRow], links: &[LinkIn], row: u32) -> Self {
+        let r = &rows[row as usize];
+        let start = r.spans.server_ts_ns;
+        Self {
+            row,
+            socket: links
+                .get(row as usize)
+                .map_or(u32::MAX, |l| l.server_socket),
+            start,
+            end: end_of(start, r.server_latency_ns),
+            reach: 0,
+        }
+    }
 }
 
 fn end_of(start: u64, latency: u64) -> u64 {
@@ -79,6 +95,9 @@ fn end_of(start: u64, latency: u64) -> u64 {
         start.saturating_add(latency)
     }
 }
+
+/// An inbound request to index: (key, start, row).
+type Entry<K> = (K, u64, u32);
 
 /// Inbound requests grouped by a key (a thread, a header id, a method and target), each
 /// group sorted by start: one flat vector, sorted once, searched by binary search (millions of
@@ -100,23 +119,19 @@ struct Timeline<'a> {
 }
 
 impl<K: Ord + Copy + std::hash::Hash> Index<K> {
-    fn build(entries: Vec<(K, Inbound)>) -> Self {
-        // Sorted by small keys (key, start, position), then gathered: moving whole entries
-        // while sorting costs more than the sort.
-        let mut order: Vec<(K, u64, u32)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (k, s))| (*k, s.start, i as u32))
-            .collect();
-        order.sort_unstable();
+    /// The index of `entries`, (key, start, row) each, the row's span made by `span`: small
+    /// entries are sorted, then the spans made in their order (moving whole spans while
+    /// sorting costs more than the sort, and holding both costs memory).
+    fn build(mut entries: Vec<Entry<K>>, span: impl Fn(u32) -> Inbound) -> Self {
+        entries.sort_unstable();
         let mut keys: Vec<(K, u32, u32)> = Vec::new();
         let mut spans: Vec<Inbound> = Vec::with_capacity(entries.len());
-        for (k, _, i) in order {
+        for (k, _, row) in entries {
             match keys.last_mut() {
                 Some(last) if last.0 == k => last.2 += 1,
                 _ => keys.push((k, spans.len() as u32, spans.len() as u32 + 1)),
             }
-            spans.push(entries[i as usize].1);
+            spans.push(span(row));
         }
         for key in &keys {
             let group = &mut spans[key.1 as usize..key.2 as usize];
@@ -198,10 +213,46 @@ impl Timeline<'_> {
 /// not told apart by their order: the proxy rule links neither's call.
 const SAME_TIME_NS: u64 = 100_000;
 
-/// Links the rows (unsorted; `links[i]` belongs to `rows[i]`): sets `parent`, `link`,
-/// `confidence` and `root` of every row's [`SpanFacts`], and counts the coverage.
-pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> TraceCoverage {
+/// Where one row's top span hangs, as [`link`] found it.
+#[derive(Clone, Copy)]
+struct Top {
+    parent: u32,
+    link: Link,
+    confidence: u8,
+}
+
+/// What [`link`] found, to be written into the rows it read ([`Linked::apply`]).
+pub(crate) struct Linked {
+    tops: Vec<Top>,
+    coverage: TraceCoverage,
+}
+
+impl Linked {
+    /// Sets `parent`, `link`, `confidence` and `root` of every row's span facts (the rows
+    /// [`link`] read, in the same order); returns the coverage.
+    pub(crate) fn apply(self, rows: &mut [RequestRow]) -> TraceCoverage {
+        for (r, top) in rows.iter_mut().zip(self.tops) {
+            r.spans.parent = top.parent;
+            r.spans.link = top.link;
+            r.spans.confidence = top.confidence;
+        }
+        set_roots(rows);
+        self.coverage
+    }
+}
+
+/// Links the rows (in time order; `links[i]` belongs to `rows[i]`) without writing them,
+/// so that it can run beside what else reads them: see [`Linked::apply`].
+pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Linked {
     let mut cov = TraceCoverage::default();
+    let mut tops: Vec<Top> = rows
+        .iter()
+        .map(|r| Top {
+            parent: r.spans.parent,
+            link: r.spans.link,
+            confidence: r.spans.confidence,
+        })
+        .collect();
     let mut cp = crate::input::Checkpoints::new();
     // Processes that made calls: only their inbound requests can be parents.
     let mut callers: Vec<(u32, u32)> = rows
@@ -212,8 +263,8 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     callers.sort_unstable();
     callers.dedup();
     let mut servers: Vec<(u32, u32)> = Vec::new();
-    let mut by_thread: Vec<((u32, u32, u32), Inbound)> = Vec::new();
-    let mut by_header: Vec<((u32, u32, u32), Inbound)> = Vec::new();
+    let mut by_thread: Vec<Entry<(u32, u32, u32)>> = Vec::new();
+    let mut by_header: Vec<Entry<(u32, u32, u32)>> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let f = &r.spans;
         if !f.server {
@@ -225,47 +276,44 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         }
         servers.push(proc_key);
         let l = links.get(i).copied().unwrap_or_default();
-        let start = f.server_ts_ns;
-        let span = Inbound {
-            row: i as u32,
-            start,
-            end: end_of(start, r.server_latency),
-            socket: l.server_socket,
-            handed_off: l.server_tid_out != 0 && l.server_tid_out != f.server_tid,
-            reach: 0,
-        };
+        let (start, row) = (f.server_ts_ns, i as u32);
         let worker = if l.server_tid_out != 0 {
             l.server_tid_out
         } else {
             f.server_tid
         };
         if worker != 0 {
-            by_thread.push(((f.server_node, f.server_pid, worker), span));
+            by_thread.push(((f.server_node, f.server_pid, worker), start, row));
         }
-        for id in [r.trace, l.request_id] {
+        for id in [r.trace_id, l.request_id] {
             if id != EMPTY {
-                by_header.push(((f.server_node, f.server_pid, id), span));
+                by_header.push(((f.server_node, f.server_pid, id), start, row));
             }
         }
     }
     servers.sort_unstable();
     servers.dedup();
-    let by_thread = Index::build(by_thread);
-    let by_header = Index::build(by_header);
+    let span = |row| Inbound::of(rows, links, row);
+    let by_thread = Index::build(by_thread, span);
+    let by_header = Index::build(by_header, span);
+    // A request read by one thread and answered by another (handed to a worker).
+    let handed_off = |s: &Inbound| {
+        let tid = links.get(s.row as usize).map_or(0, |l| l.server_tid_out);
+        tid != 0 && tid != rows[s.row as usize].spans.server_tid
+    };
     cp.at("links: index by thread and header");
 
-    // Calls in time order, so that the proxy rule takes inbound requests first come, first
-    // served.
-    let mut calls: Vec<u32> = (0..rows.len() as u32)
+    // Calls in time order (the rows'), so that the proxy rule takes inbound requests first
+    // come, first served.
+    let calls: Vec<u32> = (0..rows.len() as u32)
         .filter(|&i| rows[i as usize].spans.client)
         .collect();
-    calls.sort_unstable_by_key(|&i| (rows[i as usize].ts, i));
     let mut found = Vec::new();
     // Calls left to the proxy rule.
     let mut for_proxy: Vec<u32> = Vec::new();
     for &i in &calls {
         let r = &rows[i as usize];
-        let (t, trace, f) = (r.ts, r.trace, r.spans);
+        let (t, trace, f) = (r.ts_ns, r.trace_id, r.spans);
         let l = links.get(i as usize).copied().unwrap_or_default();
         cov.client_spans += 1;
         if servers
@@ -303,7 +351,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
                 found.retain(not_me);
                 let loop_like = found.len() >= 2
                     && found[0].socket != found[1].socket
-                    && !(found[0].handed_off && found[1].handed_off);
+                    && !(handed_off(&found[0]) && handed_off(&found[1]));
                 if !loop_like && complete && found.len() >= 2 {
                     complete = tl.in_progress(t, THREAD_SCAN, &mut found);
                     found.retain(not_me);
@@ -314,8 +362,8 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
                     [one] => Some((one.row, Link::Thread, 100)),
                     many => {
                         let pipelined = many.iter().all(|s| s.socket == many[0].socket);
-                        let handed_off = many.iter().all(|s| s.handed_off);
-                        (pipelined || handed_off).then(|| {
+                        let all_handed_off = many.iter().all(handed_off);
+                        (pipelined || all_handed_off).then(|| {
                             let next = many
                                 .iter()
                                 .min_by_key(|s| (s.end, s.start, s.row))
@@ -341,7 +389,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         }
 
         match parent.filter(|p| p.0 != NO_ROW) {
-            Some(p) => set_parent(rows, &mut cov, i, p),
+            Some(p) => set_parent(&mut tops, &mut cov, i, p),
             None => for_proxy.push(i),
         }
     }
@@ -359,34 +407,22 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
             )
         })
         .collect();
-    let mut by_call: Vec<((u32, u32, u32, u32), Inbound)> = Vec::new();
+    let mut by_call: Vec<Entry<(u32, u32, u32, u32)>> = Vec::new();
     for (i, r) in rows.iter().enumerate() {
         let f = &r.spans;
         let key = (f.server_node, f.server_pid, r.method, r.target);
         if !f.server || !wanted.contains_key(&key) {
             continue;
         }
-        let l = links.get(i).copied().unwrap_or_default();
-        let start = f.server_ts_ns;
-        by_call.push((
-            key,
-            Inbound {
-                row: i as u32,
-                start,
-                end: end_of(start, r.server_latency),
-                socket: l.server_socket,
-                handed_off: false,
-                reach: 0,
-            },
-        ));
+        by_call.push((key, f.server_ts_ns, i as u32));
     }
     drop(wanted);
-    let by_call = Index::build(by_call);
+    let by_call = Index::build(by_call, span);
     cp.at("links: index by method and target");
     let mut proxied = vec![false; rows.len()];
     for i in for_proxy {
         let r = &rows[i as usize];
-        let (t, latency, f) = (r.ts, r.latency, &r.spans);
+        let (t, latency, f) = (r.ts_ns, r.latency_ns, &r.spans);
         let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) else {
             continue;
         };
@@ -415,7 +451,7 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
         };
         if let Some((p, confidence)) = parent {
             proxied[p as usize] = true;
-            set_parent(rows, &mut cov, i, (p, Link::Proxy, confidence));
+            set_parent(&mut tops, &mut cov, i, (p, Link::Proxy, confidence));
         }
     }
 
@@ -435,32 +471,34 @@ pub(crate) fn link(rows: &mut [Row], links: &[LinkIn], spawns: &Spawns) -> Trace
     }
     cov.spans = cov.client_spans + cov.server_spans;
     cp.at("links: proxy rule");
-    set_roots(rows);
-    cp.at("links: roots");
-    cov
+    Linked {
+        tops,
+        coverage: cov,
+    }
 }
 
 fn set_parent(
-    rows: &mut [Row],
+    tops: &mut [Top],
     cov: &mut TraceCoverage,
     i: u32,
-    (p, how, confidence): (u32, Link, u8),
+    (parent, link, confidence): (u32, Link, u8),
 ) {
-    let f = &mut rows[i as usize].spans;
-    f.parent = p;
-    f.link = how;
-    f.confidence = confidence;
+    tops[i as usize] = Top {
+        parent,
+        link,
+        confidence,
+    };
     cov.client_spans_linked += 1;
-    match cov.by_link.get_mut(how.name()) {
+    match cov.by_link.get_mut(link.name()) {
         Some(n) => *n += 1,
         None => {
-            cov.by_link.insert(how.name().to_string(), 1);
+            cov.by_link.insert(link.name().to_string(), 1);
         }
     }
 }
 
 /// Leaves every row a trace of its own (linking skipped).
-pub(crate) fn unlinked(rows: &mut [Row]) {
+pub(crate) fn unlinked(rows: &mut [RequestRow]) {
     for (i, r) in rows.iter_mut().enumerate() {
         r.spans.root = i as u32;
     }
@@ -501,7 +539,7 @@ fn spawned_for(
 
 /// Sets every row's `root`, following parents; a cycle (impossible with consistent clocks,
 /// conceivable across nodes whose clocks disagree) is cut where it closes.
-fn set_roots(rows: &mut [Row]) {
+fn set_roots(rows: &mut [RequestRow]) {
     const TODO: u8 = 0;
     const BUSY: u8 = 1;
     const DONE: u8 = 2;

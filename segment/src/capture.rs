@@ -562,9 +562,13 @@ impl CaptureWriter {
         self.apply_keep()
     }
 
-    /// Writes the open block now, durably (fdatasync).
+    /// Writes the open block now, durably: returns once every block written is on disk.
     pub fn flush(&mut self) -> Result<(), SegmentError> {
-        self.flush_block()
+        self.flush_block()?;
+        match &self.cur {
+            Some(cur) => cur.writer.sync(),
+            None => Ok(()),
+        }
     }
 
     /// Keeps the segments overlapping `[from_ts, to_ts]` (monotonic ns), including ones not

@@ -45,8 +45,11 @@
 //! first use, payload prefixes together. The reader walks the order column, so events come
 //! back exactly in the order they were appended.
 //!
-//! Recovery rules: a block is written whole and fdatasync'ed, so after a crash every block
-//! flushed before stays readable. Opening reads the prefix, the header body and the 40-byte
+//! Recovery rules: a block is written whole with one `write`, so a process killed at any
+//! moment leaves every block written before it readable; each is then fdatasync'ed on a
+//! thread of the writer's own (`syncer.rs`: the writer never waits for the disk, whose stalls
+//! would hold the next blocks in memory, where a `kill -9` loses them), so after a machine
+//! crash every block flushed (`CaptureWriter::flush`, sealing) stays readable too. Opening reads the prefix, the header body and the 40-byte
 //! frame headers only. A bad prefix rejects the file; a damaged header body is reported as
 //! [`Damage`] and the blocks are still read. A frame that is cut short, has a bad frame-header CRC, an unknown tag
 //! or an absurd length ends the scan: the blocks before it are returned, the rest is
@@ -74,6 +77,7 @@ pub mod format;
 pub mod manifest;
 pub mod reader;
 pub mod state;
+mod syncer;
 pub mod writer;
 
 pub use capture::{

@@ -121,8 +121,10 @@ pub struct SegmentWriterOptions {
     pub zstd_level: i32,
     /// A block is written once its encoded size reaches this many bytes.
     pub block_max_bytes: usize,
-    /// fdatasync after every block (so a block is durable once [`SegmentWriter::flush`]
-    /// returns).
+    /// fdatasync after every block, on a thread of the writer's own so that writing never
+    /// waits for the disk (a block is durable once [`SegmentWriter::sync`] returns, and
+    /// within one sync's time of its write anyway); the header and the footer are synced
+    /// before their call returns.
     pub sync: bool,
 }
 
@@ -183,6 +185,8 @@ pub struct SegmentWriter {
     min_ts: u64,
     max_ts: u64,
     failed: bool,
+    /// Syncs the blocks in the background (`sync` set).
+    syncer: Option<crate::syncer::Syncer>,
 }
 
 thread_local! {
@@ -355,7 +359,14 @@ impl SegmentWriter {
             let _ = std::fs::remove_file(path);
             return Err(SegmentError::io(path, e));
         }
+        let syncer = if opts.sync {
+            let theirs = file.try_clone().map_err(|e| SegmentError::io(path, e))?;
+            Some(crate::syncer::Syncer::start(theirs).map_err(|e| SegmentError::io(path, e))?)
+        } else {
+            None
+        };
         Ok(Self {
+            syncer,
             path: path.to_path_buf(),
             file,
             offset: header_bytes.len() as u64,
@@ -455,8 +466,9 @@ impl SegmentWriter {
             self.cut_back();
             return Err(SegmentError::io(&self.path, e));
         }
-        if self.opts.sync {
-            if let Err(e) = self.file.sync_data() {
+        if let Some(s) = &self.syncer {
+            // An earlier block's sync failed: this one is not kept either.
+            if let Err(e) = s.request() {
                 self.cut_back();
                 return Err(SegmentError::io(&self.path, e));
             }
@@ -494,7 +506,17 @@ impl SegmentWriter {
         self.failed = !ok;
     }
 
-    /// Writes the open block now (durable when `sync` is set); `None` when it was empty.
+    /// Waits until every block written so far is on disk (nothing to wait for without
+    /// `sync`).
+    pub fn sync(&self) -> Result<(), SegmentError> {
+        match &self.syncer {
+            Some(s) => s.wait().map_err(|e| SegmentError::io(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the open block now (synced in the background when `sync` is set); `None` when
+    /// it was empty.
     pub fn flush(&mut self) -> Result<Option<BlockInfo>, SegmentError> {
         match self.take_block()? {
             Some(b) => self.write_block(b).map(Some),
@@ -551,6 +573,9 @@ impl SegmentWriter {
     pub fn seal_flushed(mut self) -> Result<SealSummary, SegmentError> {
         if self.failed {
             return Err(SegmentError::WriterClosed);
+        }
+        if let Some(s) = self.syncer.take() {
+            s.finish().map_err(|e| SegmentError::io(&self.path, e))?;
         }
         let footer = self.encode_footer()?;
         if let Err(e) = self

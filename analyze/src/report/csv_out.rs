@@ -28,23 +28,6 @@ fn ns_ms(v: Option<u64>) -> String {
     fmt_ms(v.map(|ns| ns as f64 / 1e6))
 }
 
-/// `ns` as milliseconds with 3 decimals into `out` (empty when `None`): the same text as
-/// [`fmt_ms`] of `ns / 1e6`, without the float formatting machinery for all but the values
-/// exactly halfway between two microseconds.
-fn ns_ms_into(out: &mut String, ns: Option<u64>) {
-    use std::fmt::Write as _;
-    out.clear();
-    let Some(ns) = ns else { return };
-    let (us, rest) = (ns / 1000, ns % 1000);
-    if rest == 500 || ns >= 1 << 53 {
-        // A tie (or beyond f64's exact integers): round as the float formatting does.
-        out.push_str(&ns_ms(Some(ns)));
-        return;
-    }
-    let us = if rest > 500 { us + 1 } else { us };
-    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
-}
-
 /// RFC 3339 UTC timestamps with nanoseconds, the date and time of day formatted once per
 /// second.
 #[derive(Default)]
@@ -216,7 +199,8 @@ pub(crate) fn write_requests(a: &Analysis, dir: &Path) -> Result<(), AnalyzeErro
         "server_latency_ms",
         "node",
     ];
-    write_by_blocks(a, &dir.join("requests.csv"), &header, format_requests)
+    let path = dir.join("requests.csv");
+    write_by_blocks(a, a.requests.len(), &path, &header, format_requests)
 }
 
 /// Writes `spans.csv`: one line per span (a request row's CLIENT span, then its SERVER
@@ -245,14 +229,13 @@ pub(crate) fn write_spans(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> 
         "client_address",
         "request_index",
     ];
-    write_by_blocks(a, &dir.join("spans.csv"), &header, format_spans)
+    let path = dir.join("spans.csv");
+    write_by_blocks(a, a.requests.len(), &path, &header, format_spans)
 }
 
 /// Writes `traces.csv`: one line per trace.
 pub(crate) fn write_traces(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
-    let path = dir.join("traces.csv");
-    let mut w = writer(&path)?;
-    w.write_record([
+    let header = [
         "trace_id",
         "root_service",
         "root_name",
@@ -262,33 +245,37 @@ pub(crate) fn write_traces(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError>
         "services",
         "errors",
         "root_request_index",
-    ])
-    .map_err(|e| err(&path, e))?;
-    let mut wall = WallFormatter::default();
-    let mut dur = String::new();
-    for t in &a.traces {
-        ns_ms_into(&mut dur, Some(t.duration_ns));
-        w.write_record([
-            format!("{:032x}", t.trace_id).as_str(),
-            &*t.root_service,
-            &*t.root_name,
-            wall.format(t.start_ns),
-            dur.as_str(),
-            t.spans.to_string().as_str(),
-            t.services.to_string().as_str(),
-            t.errors.to_string().as_str(),
-            t.root.to_string().as_str(),
-        ])
-        .map_err(|e| err(&path, e))?;
-    }
-    w.flush().map_err(|e| err(&path, e))
+    ];
+    let path = dir.join("traces.csv");
+    write_by_blocks(a, a.traces.len(), &path, &header, format_traces)
 }
 
-/// Writes a CSV file of `a.requests.len()` rows' lines: the header, then blocks of rows
-/// formatted by `format` on several threads, written in order by this one (a worker is at
-/// most two blocks ahead, and buffers are reused).
+/// The lines of `traces.csv` for the traces `rows`, into `buf` (cleared first).
+fn format_traces(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) -> Vec<u8> {
+    buf.clear();
+    let mut wall = WallFormatter::default();
+    for t in a.traces.get(rows).unwrap_or_default() {
+        let mut line = Line::new(&mut buf);
+        line.hex(t.trace_id, 32);
+        line.text(&t.root_service);
+        line.text(&t.root_name);
+        line.plain(wall.format(t.start_ns));
+        line.ms(Some(t.duration_ns));
+        line.num(t.spans);
+        line.num(t.services);
+        line.num(t.errors);
+        line.num(t.root as u64);
+        line.end();
+    }
+    buf
+}
+
+/// Writes a CSV file of `n` rows' lines: the header, then blocks of rows formatted by
+/// `format` on several threads, written in order by this one (a worker is at most two blocks
+/// ahead, and buffers are reused).
 fn write_by_blocks(
     a: &Analysis,
+    n: usize,
     path: &Path,
     header: &[&str],
     format: fn(&Analysis, std::ops::Range<usize>, Vec<u8>) -> Vec<u8>,
@@ -301,7 +288,6 @@ fn write_by_blocks(
     let mut head = Vec::new();
     push_record(&mut head, header);
     out.write_all(&head).map_err(e)?;
-    let n = a.requests.len();
     let blocks = n.div_ceil(REQUEST_BLOCK);
     let workers = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
@@ -353,90 +339,156 @@ const REQUEST_BLOCK: usize = 16_384;
 fn format_requests(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) -> Vec<u8> {
     buf.clear();
     let mut wall = WallFormatter::default();
-    let (mut lat, mut slat) = (String::new(), String::new());
     for r in rows.filter_map(|i| a.requests.get(i)) {
-        ns_ms_into(&mut lat, r.latency_ns);
-        ns_ms_into(&mut slat, r.server_latency_ns);
-        push_record(
-            &mut buf,
-            &[
-                wall.format(r.ts_ns),
-                r.client,
-                r.server,
-                r.protocol,
-                r.method,
-                r.target,
-                r.status,
-                lat.as_str(),
-                r.trace_id.unwrap_or(""),
-                r.route,
-                if r.error { "1" } else { "0" },
-                slat.as_str(),
-                r.node,
-            ],
-        );
+        let mut line = Line::new(&mut buf);
+        line.plain(wall.format(r.ts_ns));
+        line.text(r.client);
+        line.text(r.server);
+        line.text(r.protocol);
+        line.text(r.method);
+        line.text(r.target);
+        line.text(r.status);
+        line.ms(r.latency_ns);
+        line.text(r.trace_id.unwrap_or(""));
+        line.text(r.route);
+        line.plain(if r.error { "1" } else { "0" });
+        line.ms(r.server_latency_ns);
+        line.text(r.node);
+        line.end();
     }
     buf
 }
 
-/// The lines of `spans.csv` for the spans of `rows`, into `buf` (cleared first). Numbers
-/// and names go through buffers reused from line to line.
+/// The lines of `spans.csv` for the spans of `rows`, into `buf` (cleared first). Ids,
+/// numbers and times are written straight into the line ([`Line`]); the name goes through a
+/// buffer reused from line to line.
 fn format_spans(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) -> Vec<u8> {
-    use std::fmt::Write as _;
     buf.clear();
     let mut wall = WallFormatter::default();
-    let mut dur = String::new();
-    let (mut ids, mut nums, mut name) = (String::new(), String::new(), String::new());
+    let mut name = String::new();
     for i in rows {
         for s in a.requests.spans_of(i) {
-            ns_ms_into(&mut dur, s.duration_ns);
-            ids.clear();
-            let _ = write!(ids, "{:032x}{:016x}", s.trace_id, s.span_id);
-            if let Some(p) = s.parent_span_id {
-                let _ = write!(ids, "{p:016x}");
-            }
-            // confidence (empty for roots), pid, tid, request: one buffer, cut below.
-            nums.clear();
-            if s.link != crate::model::Link::Root {
-                let _ = write!(nums, "{:.2}", s.confidence);
-            }
-            let c = nums.len();
-            let _ = write!(nums, "{}", s.pid);
-            let p = nums.len();
-            let _ = write!(nums, "{}", s.tid);
-            let t = nums.len();
-            let _ = write!(nums, "{}", s.request);
             name.clear();
             crate::model::write_span_name(&mut name, s.protocol, s.method, s.route);
-            push_record(
-                &mut buf,
-                &[
-                    &ids[..32],
-                    &ids[32..48],
-                    ids.get(48..).unwrap_or(""),
-                    s.kind.name(),
-                    s.service,
-                    s.peer,
-                    s.protocol,
-                    &name,
-                    s.target,
-                    wall.format(s.start_ns),
-                    &dur,
-                    s.status,
-                    if s.error { "1" } else { "0" },
-                    s.link.name(),
-                    s.node,
-                    &nums[..c],
-                    &nums[c..p],
-                    &nums[p..t],
-                    s.server_address,
-                    s.client_address,
-                    &nums[t..],
-                ],
-            );
+            let mut line = Line::new(&mut buf);
+            line.hex(s.trace_id, 32);
+            line.hex(u128::from(s.span_id), 16);
+            match s.parent_span_id {
+                Some(p) => line.hex(u128::from(p), 16),
+                None => line.plain(""),
+            }
+            line.plain(s.kind.name());
+            line.text(s.service);
+            line.text(s.peer);
+            line.text(s.protocol);
+            line.text(&name);
+            line.text(s.target);
+            line.plain(wall.format(s.start_ns));
+            line.ms(s.duration_ns);
+            line.text(s.status);
+            line.plain(if s.error { "1" } else { "0" });
+            line.plain(s.link.name());
+            line.text(s.node);
+            if s.link == crate::model::Link::Root {
+                line.plain("");
+            } else {
+                line.hundredths((s.confidence * 100.0).round() as u32);
+            }
+            line.num(s.pid);
+            line.num(s.tid);
+            line.text(s.server_address);
+            line.text(s.client_address);
+            line.num(s.request as u64);
+            line.end();
         }
     }
     buf
+}
+
+/// One CSV line built field by field into a buffer, with this module's settings (`,`
+/// between fields, `\n` at the end). Text that came from the capture goes through
+/// [`csv_cell`] and is quoted when it must be ([`Line::text`]); what this module makes
+/// itself (hex ids, non-negative numbers, RFC 3339 times, fixed names) can start no formula
+/// and holds no separator, so it is copied as it is.
+struct Line<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Line<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out, first: true }
+    }
+
+    fn sep(&mut self) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+    }
+
+    /// A field of captured or user-given text.
+    fn text(&mut self, s: &str) {
+        self.sep();
+        push_cell(self.out, s);
+    }
+
+    /// A field this module made (see the type's doc).
+    fn plain(&mut self, s: &str) {
+        self.sep();
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    /// `v`'s low `digits` hex digits, zero-padded.
+    fn hex(&mut self, v: u128, digits: u32) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.sep();
+        for i in (0..digits).rev() {
+            self.out.push(HEX[((v >> (4 * i)) & 0xf) as usize]);
+        }
+    }
+
+    fn num(&mut self, v: impl itoa::Integer) {
+        self.sep();
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    /// `v / 100` with two decimals.
+    fn hundredths(&mut self, v: u32) {
+        self.num(v / 100);
+        let cents = v % 100;
+        self.out
+            .extend_from_slice(&[b'.', b'0' + (cents / 10) as u8, b'0' + (cents % 10) as u8]);
+    }
+
+    /// Nanoseconds as milliseconds with three decimals, empty when `None`: the text of
+    /// [`fmt_ms`] of `ns / 1e6`, without the float formatting machinery for all but the
+    /// values exactly halfway between two microseconds (and those beyond f64's exact
+    /// integers).
+    fn ms(&mut self, ns: Option<u64>) {
+        self.sep();
+        let Some(ns) = ns else { return };
+        let (us, rest) = (ns / 1000, ns % 1000);
+        if rest == 500 || ns >= 1 << 53 {
+            self.out.extend_from_slice(ns_ms(Some(ns)).as_bytes());
+            return;
+        }
+        let us = if rest > 500 { us + 1 } else { us };
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(us / 1000).as_bytes());
+        let frac = us % 1000;
+        self.out.extend_from_slice(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+
+    fn end(self) {
+        self.out.push(b'\n');
+    }
 }
 
 /// One CSV record as [`CsvWriter`] writes it with this module's settings (each field made
@@ -449,22 +501,28 @@ fn push_record(out: &mut Vec<u8>, fields: &[&str]) {
         if i > 0 {
             out.push(b',');
         }
-        let f = csv_cell(f);
-        let f = f.as_bytes();
-        if f.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
-            out.push(b'"');
-            for &b in f {
-                if b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(f);
-        }
+        push_cell(out, f);
     }
     out.push(b'\n');
+}
+
+/// One field: made safe for spreadsheets by [`csv_cell`], quoted when it holds `,`, `"`,
+/// `\r` or `\n` (its quotes doubled).
+fn push_cell(out: &mut Vec<u8>, f: &str) {
+    let f = csv_cell(f);
+    let f = f.as_bytes();
+    if f.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n')) {
+        out.push(b'"');
+        for &b in f {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(f);
+    }
 }
 
 /// Writes `slo.csv`, `breaches.csv` and `alerts.csv` (issue 14: the fixed columns first).
@@ -597,17 +655,30 @@ mod tests {
     fn fast_formats_match_the_general_ones() {
         let mut rng = crate::synth::Rng::new(11);
         let mut wall = WallFormatter::default();
-        let mut s = String::new();
+        let mut s = Vec::new();
         let mut values: Vec<u64> = vec![0, 1, 499, 500, 501, 999_500, 1_000_500, 2_500, 3_500];
         values.extend((0..20_000).map(|_| rng.below(5_000_000_000)));
         values.extend((0..2_000).map(|_| rng.below(10_000) * 1000 + 500));
         for ns in values {
-            ns_ms_into(&mut s, Some(ns));
-            assert_eq!(s, ns_ms(Some(ns)), "{ns} ns");
+            s.clear();
+            Line::new(&mut s).ms(Some(ns));
+            assert_eq!(String::from_utf8_lossy(&s), ns_ms(Some(ns)), "{ns} ns");
             let t = 1_795_500_148_000_000_000 + ns * 7;
             assert_eq!(wall.format(t), format_wall(t), "{t}");
         }
-        ns_ms_into(&mut s, None);
-        assert_eq!(s, "");
+        s.clear();
+        Line::new(&mut s).ms(None);
+        assert!(s.is_empty());
+        for v in 0..=100u32 {
+            s.clear();
+            Line::new(&mut s).hundredths(v);
+            let want = format!("{:.2}", f64::from(v) / 100.0);
+            assert_eq!(String::from_utf8_lossy(&s), want);
+        }
+        for v in [0u128, 1, 0xdead_beef, u128::MAX, 1 << 100] {
+            s.clear();
+            Line::new(&mut s).hex(v, 32);
+            assert_eq!(String::from_utf8_lossy(&s), format!("{v:032x}"));
+        }
     }
 }

@@ -26,6 +26,7 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
         path: out_dir.to_path_buf(),
         error,
     })?;
+    remove_stale(analysis, out_dir)?;
     // requests.csv (most of the work) on another thread, the rest on this one.
     std::thread::scope(|scope| {
         let requests = scope.spawn(|| {
@@ -46,6 +47,52 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
         });
         rest.and(requests)
     })
+}
+
+/// Files written only for some captures or options.
+const OPTIONAL_FILES: [(&str, Optional); 10] = [
+    ("spans.csv", Optional::Traces),
+    ("traces.csv", Optional::Traces),
+    ("leaks.csv", Optional::Profiles),
+    ("cpu.csv", Optional::Profiles),
+    ("offcpu.csv", Optional::Profiles),
+    ("memory.csv", Optional::Profiles),
+    ("cpu.folded", Optional::Profiles),
+    ("offcpu.folded", Optional::Profiles),
+    ("heap.folded", Optional::Profiles),
+    ("faults.folded", Optional::Profiles),
+];
+
+/// What an optional file of [`OPTIONAL_FILES`] comes with.
+#[derive(Clone, Copy)]
+enum Optional {
+    /// Trace linking (not `--no-traces`).
+    Traces,
+    /// Profile events in the capture.
+    Profiles,
+}
+
+/// Removes the optional files this analysis does not write, left in `out_dir` by an earlier
+/// report (a `--no-traces` run after one with traces, a capture without profiles after one
+/// with): a directory never mixes two analyses.
+fn remove_stale(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
+    for (name, why) in OPTIONAL_FILES {
+        let written = match why {
+            Optional::Traces => !analysis.traces_skipped,
+            Optional::Profiles => !analysis.profiles.is_empty(),
+        };
+        if written {
+            continue;
+        }
+        let path = out_dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(AnalyzeError::Io { path, error });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes everything but `requests.csv`.

@@ -410,3 +410,25 @@ fn failed_traces_cover_every_kind_and_the_whole_capture() {
     let (_, failed) = choose(&few);
     assert_eq!(failed, [4]);
 }
+
+#[test]
+fn a_report_without_traces_leaves_no_spans_of_an_earlier_one() {
+    let mut a = shop(&ShopOptions {
+        requests: 50,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::write_report(&a, dir.path()).expect("report");
+    for f in ["spans.csv", "traces.csv"] {
+        assert!(dir.path().join(f).exists(), "{f} written");
+    }
+    a.traces_skipped = true;
+    crate::write_report(&a, dir.path()).expect("report again");
+    for f in ["spans.csv", "traces.csv", "cpu.folded"] {
+        assert!(
+            !dir.path().join(f).exists(),
+            "{f} of the earlier run removed"
+        );
+    }
+    assert!(dir.path().join("requests.csv").exists());
+}
