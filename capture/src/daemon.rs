@@ -1262,14 +1262,7 @@ impl Consumer {
             }
         };
         if let Err(lost) = res {
-            for rec in lost.iter() {
-                let kind = convert::record_kind(rec)
-                    .ok()
-                    .and_then(|k| convert::event_kind(u32::from(k)));
-                if let Some(k) = kind {
-                    self.dropped_queue[k.as_u8() as usize] += 1;
-                }
-            }
+            count_by_kind(lost.iter(), &mut self.dropped_queue);
         }
     }
 }
@@ -1309,6 +1302,41 @@ fn redact_state(state: &mut StateSnapshot, rules: &UserRules) -> usize {
         .sum()
 }
 
+/// Counts kernel records by the kind of event they make, into `counts` (indexed by
+/// [`EventKind::as_u8`]); records of no known kind are not counted.
+fn count_by_kind<'a>(
+    records: impl Iterator<Item = &'a [u8]>,
+    counts: &mut [u64; EventKind::ALL.len()],
+) {
+    for rec in records {
+        let kind = convert::record_kind(rec)
+            .ok()
+            .and_then(|k| convert::event_kind(u32::from(k)));
+        if let Some(k) = kind {
+            counts[k.as_u8() as usize] += 1;
+        }
+    }
+}
+
+/// Counts what a message holds that will never be written, by kind, into `counts`.
+fn count_unwritten(msg: &Msg, counts: &mut [u64; EventKind::ALL.len()]) {
+    match msg {
+        Msg::Records(batch, _) => count_by_kind(batch.iter(), counts),
+        Msg::Control(events) => {
+            for ev in events {
+                counts[ev.kind().as_u8() as usize] += 1;
+            }
+        }
+        Msg::Profile(batch) => {
+            for ev in batch.defs.iter().chain(&batch.events) {
+                counts[ev.kind().as_u8() as usize] += 1;
+            }
+        }
+        Msg::Mark(..) => counts[EventKind::Mark.as_u8() as usize] += 1,
+        Msg::Stop => {}
+    }
+}
+
 fn writer_loop(
     mut sink: Box<dyn EventSink>,
     mut converter: Converter,
@@ -1320,6 +1348,8 @@ fn writer_loop(
     let mut last_tick = Instant::now();
     let mut result: Result<(), CaptureError> = Ok(());
     let mut defs = crate::profile::DefWriter::default();
+    // Records of a batch after the one whose append failed: never written.
+    let mut unwritten = [0u64; EventKind::ALL.len()];
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(100));
         let step = (|| -> Result<bool, CaptureError> {
@@ -1329,7 +1359,8 @@ fn writer_loop(
                     let mut bad = 0u64;
                     let mut redacted = 0u64;
                     let mut res = Ok(());
-                    for rec in batch.iter() {
+                    let mut records = batch.iter();
+                    while let Some(rec) = records.next() {
                         let Ok(rec) = convert::parse_record(rec) else {
                             bad += 1;
                             continue;
@@ -1343,9 +1374,12 @@ fn writer_loop(
                         res = sink.append(&ev);
                         converter.reclaim(ev);
                         if res.is_err() {
+                            // (The sink counts the event it failed on with its block.)
+                            count_by_kind(records.by_ref(), &mut unwritten);
                             break;
                         }
                     }
+                    drop(records);
                     counters.bad_records.fetch_add(bad, Ordering::Relaxed);
                     counters.redacted.fetch_add(redacted, Ordering::Relaxed);
                     let _ = spare.try_send(batch.buf);
@@ -1377,6 +1411,23 @@ fn writer_loop(
             Err(e) => {
                 result = Err(e);
                 break;
+            }
+        }
+    }
+    if result.is_err() {
+        // A failed writer (a full disk) writes nothing more: what is still queued is lost,
+        // counted in the manifest's totals (written when there is room left). The queue is
+        // closed then, so that the consumer counts what comes after as dropped.
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Records(_, bytes) = &msg {
+                in_flight.fetch_sub(*bytes, Ordering::Relaxed);
+            }
+            count_unwritten(&msg, &mut unwritten);
+        }
+        drop(rx);
+        for (k, &n) in EventKind::ALL.iter().zip(&unwritten) {
+            if n > 0 {
+                sink.record_loss(*k, n);
             }
         }
     }
@@ -1580,6 +1631,96 @@ mod tests {
             (l.kind, l.cpu, l.count, l.from_ns, l.to_ns),
             (EventKind::L7, 1, 7, 100, 200)
         );
+    }
+
+    /// A disk that fills after `room` events: the event an append fails on is counted with
+    /// its block (as `CaptureWriter` does), the rest must be counted by the writer loop.
+    #[derive(Default)]
+    struct Filling {
+        room: usize,
+        written: usize,
+        lost: u64,
+    }
+
+    struct FullDisk(Arc<std::sync::Mutex<Filling>>);
+
+    impl EventSink for FullDisk {
+        fn append(&mut self, _ev: &Event) -> Result<(), CaptureError> {
+            let mut f = self.0.lock().expect("lock");
+            if f.written == f.room {
+                f.lost += 1;
+                return Err(CaptureError::io(
+                    "/full",
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ));
+            }
+            f.written += 1;
+            Ok(())
+        }
+        fn tick(&mut self) -> Result<(), CaptureError> {
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), CaptureError> {
+            Ok(())
+        }
+        fn pin(&mut self, _: u64, _: u64) {}
+        fn record_loss(&mut self, _: EventKind, n: u64) {
+            self.0.lock().expect("lock").lost += n;
+        }
+        fn stats(&self) -> SinkStats {
+            SinkStats::default()
+        }
+        fn close(self: Box<Self>) -> Result<SinkStats, CaptureError> {
+            Ok(SinkStats::default())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_counts_every_event_it_did_not_write() {
+        let filling = Arc::new(std::sync::Mutex::new(Filling {
+            room: 6,
+            ..Default::default()
+        }));
+        let (tx, rx) = mpsc::sync_channel(16);
+        let (spare_tx, _spare_rx) = mpsc::sync_channel(SPARE_BUFFERS);
+        let in_flight = AtomicUsize::new(0);
+        for _ in 0..3 {
+            let m = batch(&[l7(b"a"), l7(b"b"), l7(b"c"), l7(b"d")]);
+            if let Msg::Records(_, b) = &m {
+                in_flight.fetch_add(*b, Ordering::Relaxed);
+            }
+            tx.send(m).expect("send");
+        }
+        let mark = Mark {
+            source: MarkSource::User,
+            note: "after the disk filled".into(),
+        };
+        tx.send(Msg::Mark(5, mark, 0)).expect("send");
+        let loss = loss_event(EventKind::L7, 0, 3, LossReason::RingFull, 1, 2);
+        tx.send(Msg::Control(vec![loss])).expect("send");
+        tx.send(Msg::Stop).expect("send");
+        let res = writer_loop(
+            Box::new(FullDisk(Arc::clone(&filling))),
+            Converter::new(ProcTable::default(), None).without_proc_reads(),
+            rx,
+            &spare_tx,
+            &in_flight,
+            &WriterCounters::default(),
+        );
+        assert!(
+            res.as_ref().is_err_and(CaptureError::is_disk_full),
+            "{res:?}"
+        );
+        let f = filling.lock().expect("lock");
+        assert_eq!(f.written, 6);
+        // 12 records + a mark + a loss marker: 6 written, every other one counted.
+        assert_eq!(f.lost, 8, "lost events counted");
+        assert_eq!(
+            in_flight.load(Ordering::Relaxed),
+            0,
+            "the queue's budget given back"
+        );
+        assert!(tx.send(Msg::Stop).is_err(), "the queue is closed");
     }
 
     #[test]
