@@ -106,6 +106,11 @@ pub(crate) struct Collector {
     /// `2^rtt_shift` seconds.
     rtt: Map<(u16, u32, Endpoint, u64), Hist>,
     rtt_shift: u32,
+    /// Per client socket (node, pid, local and remote endpoints): the second of its last RTT
+    /// sample. A busy socket is sampled on its own syscalls and by the socket sampler too; one
+    /// sample a second keeps busy and idle sockets of equal weight in the histograms. Cleared
+    /// past [`RTT_CAP`] sockets (bounded memory: one may then count twice in a second).
+    rtt_seen: Map<(u16, u32, Endpoint, Endpoint), u64>,
 }
 
 impl Collector {
@@ -153,7 +158,14 @@ impl Collector {
         if server_side || s.srtt_us == 0 || s.remote.port == 0 {
             return;
         }
-        let slot = (ts / 1_000_000_000) >> self.rtt_shift;
+        let second = ts / 1_000_000_000;
+        if self.rtt_seen.len() >= RTT_CAP {
+            self.rtt_seen.clear();
+        }
+        if self.rtt_seen.insert((node, pid, s.local, s.remote), second) == Some(second) {
+            return;
+        }
+        let slot = second >> self.rtt_shift;
         self.rtt
             .entry((node, pid, s.remote, slot))
             .or_default()
@@ -442,6 +454,34 @@ mod tests {
         assert!(c.rtt_shift >= 2);
         let n: u64 = c.rtt.values().map(Hist::count).sum();
         assert_eq!(n, 4 * 3 * 86_400, "no sample lost in the merging");
+    }
+
+    #[test]
+    fn a_socket_counts_once_a_second_however_often_sampled() {
+        let mut c = Collector::default();
+        let at = |port: u16, srtt_us: u32| TcpSample {
+            what: retrace_segment::TcpSampleKind::Rtt,
+            local: Endpoint::new(std::net::Ipv4Addr::LOCALHOST, port),
+            remote: Endpoint::new(std::net::Ipv4Addr::LOCALHOST, 5432),
+            state: 1,
+            srtt_us,
+            pid: Some(7),
+        };
+        // A busy socket: its own syscalls and the sampler, twice in each second; an idle one:
+        // the sampler only.
+        for sec in 0..10u64 {
+            let t = sec * 1_000_000_000;
+            c.rtt(0, t + 100, &at(40000, 900), false);
+            c.rtt(0, t + 500_000_000, &at(40000, 900), false);
+            c.rtt(0, t + 200, &at(40001, 100), false);
+        }
+        // Both sockets go to the histograms of their process and server: 10 seconds, one
+        // sample each a second (30 without the rule, the busy socket weighing double).
+        let mut all = Hist::default();
+        for h in c.rtt.values() {
+            all.merge(h);
+        }
+        assert_eq!(all.count(), 20, "one sample a second each");
     }
 
     #[test]
