@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::engine::{Interner, Map};
 use crate::model::{
     Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
-    ServiceSeries, ServiceStats, SpanFacts, TraceCoverage, NO_LATENCY, NO_ROW,
+    ServiceSeries, ServiceStats, SpanFacts, TraceCoverage, NO_LATENCY,
 };
 use crate::services::ServicesFile;
 use crate::AnalyzeError;
@@ -37,8 +37,7 @@ pub(crate) struct Row {
     /// A request the server served (or, seen only from the client, was sent to serve); not
     /// a connection attempt that failed: that is a failed request of its caller only.
     pub served: bool,
-    /// Its spans; `parent` and `root` are indexes into the unsorted rows until
-    /// [`aggregate`] sorts them.
+    /// Its spans, not linked yet: [`aggregate`] links them once the rows are in time order.
     pub spans: SpanFacts,
 }
 
@@ -333,22 +332,12 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         .iter()
         .map(|&(_, i)| unsorted[i as usize].served)
         .collect();
-    // Where each unsorted row went, for the span links.
-    let mut position = vec![NO_ROW; unsorted.len()];
-    for (k, &(_, i)) in keys.iter().enumerate() {
-        position[i as usize] = k as u32;
-    }
-    let moved = |i: u32| position.get(i as usize).copied().unwrap_or(NO_ROW);
     let mut rows: Vec<RequestRow> = keys
         .iter()
         .map(|&(_, i)| {
             let r = &unsorted[i as usize];
             RequestRow {
-                spans: SpanFacts {
-                    parent: moved(r.spans.parent),
-                    root: moved(r.spans.root),
-                    ..r.spans
-                },
+                spans: r.spans,
                 ts_ns: r.ts,
                 latency_ns: r.latency,
                 server_latency_ns: r.server_latency,

@@ -305,13 +305,11 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
 
     // Calls in time order (the rows'), so that the proxy rule takes inbound requests first
     // come, first served.
-    let calls: Vec<u32> = (0..rows.len() as u32)
-        .filter(|&i| rows[i as usize].spans.client)
-        .collect();
+    let calls = (0..rows.len() as u32).filter(|&i| rows[i as usize].spans.client);
     let mut found = Vec::new();
     // Calls left to the proxy rule.
     let mut for_proxy: Vec<u32> = Vec::new();
-    for &i in &calls {
+    for i in calls {
         let r = &rows[i as usize];
         let (t, trace, f) = (r.ts_ns, r.trace_id, r.spans);
         let l = links.get(i as usize).copied().unwrap_or_default();

@@ -1318,18 +1318,28 @@ fn count_by_kind<'a>(
     }
 }
 
+/// Counts an event that will never be written into `counts`, by kind: a loss marker counts
+/// the losses it reports (as [`crate::sink::append_own`] would have recorded them), any other
+/// event itself.
+fn count_unwritten_event(ev: &Event, counts: &mut [u64; EventKind::ALL.len()]) {
+    match &ev.body {
+        EventBody::Loss(l) => counts[l.kind.as_u8() as usize] += l.count,
+        _ => counts[ev.kind().as_u8() as usize] += 1,
+    }
+}
+
 /// Counts what a message holds that will never be written, by kind, into `counts`.
 fn count_unwritten(msg: &Msg, counts: &mut [u64; EventKind::ALL.len()]) {
     match msg {
         Msg::Records(batch, _) => count_by_kind(batch.iter(), counts),
         Msg::Control(events) => {
             for ev in events {
-                counts[ev.kind().as_u8() as usize] += 1;
+                count_unwritten_event(ev, counts);
             }
         }
         Msg::Profile(batch) => {
             for ev in batch.defs.iter().chain(&batch.events) {
-                counts[ev.kind().as_u8() as usize] += 1;
+                count_unwritten_event(ev, counts);
             }
         }
         Msg::Mark(..) => counts[EventKind::Mark.as_u8() as usize] += 1,
@@ -1386,8 +1396,14 @@ fn writer_loop(
                     res?;
                 }
                 Ok(Msg::Control(events)) => {
-                    for ev in events {
-                        crate::sink::append_own(sink.as_mut(), &ev)?;
+                    let mut events = events.iter();
+                    while let Some(ev) = events.next() {
+                        if let Err(e) = crate::sink::append_own(sink.as_mut(), ev) {
+                            for rest in events.by_ref() {
+                                count_unwritten_event(rest, &mut unwritten);
+                            }
+                            return Err(e);
+                        }
                     }
                 }
                 Ok(Msg::Profile(batch)) => defs.write(batch, sink.as_mut())?,
@@ -1713,8 +1729,9 @@ mod tests {
         );
         let f = filling.lock().expect("lock");
         assert_eq!(f.written, 6);
-        // 12 records + a mark + a loss marker: 6 written, every other one counted.
-        assert_eq!(f.lost, 8, "lost events counted");
+        // 12 records, a mark and a loss marker reporting 3 ring drops: 6 records written;
+        // the 6 others, the mark and the 3 drops the marker reported, counted.
+        assert_eq!(f.lost, 10, "lost events counted");
         assert_eq!(
             in_flight.load(Ordering::Relaxed),
             0,

@@ -203,6 +203,11 @@ pub(crate) fn write_requests(a: &Analysis, dir: &Path) -> Result<(), AnalyzeErro
     write_by_blocks(a, a.requests.len(), &path, &header, format_requests)
 }
 
+const SPANS_CSV: &str = "spans.csv";
+const TRACES_CSV: &str = "traces.csv";
+/// The files written with trace linking only.
+pub(super) const TRACE_FILES: [&str; 2] = [SPANS_CSV, TRACES_CSV];
+
 /// Writes `spans.csv`: one line per span (a request row's CLIENT span, then its SERVER
 /// span).
 pub(crate) fn write_spans(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
@@ -229,7 +234,7 @@ pub(crate) fn write_spans(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> 
         "client_address",
         "request_index",
     ];
-    let path = dir.join("spans.csv");
+    let path = dir.join(SPANS_CSV);
     write_by_blocks(a, a.requests.len(), &path, &header, format_spans)
 }
 
@@ -246,7 +251,7 @@ pub(crate) fn write_traces(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError>
         "errors",
         "root_request_index",
     ];
-    let path = dir.join("traces.csv");
+    let path = dir.join(TRACES_CSV);
     write_by_blocks(a, a.traces.len(), &path, &header, format_traces)
 }
 
@@ -288,7 +293,7 @@ fn write_by_blocks(
     let mut head = Vec::new();
     push_record(&mut head, header);
     out.write_all(&head).map_err(e)?;
-    let blocks = n.div_ceil(REQUEST_BLOCK);
+    let blocks = n.div_ceil(ROWS_PER_BLOCK);
     let workers = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
         .clamp(1, 4)
@@ -307,7 +312,7 @@ fn write_by_blocks(
                         .ok()
                         .and_then(|mut p| p.pop())
                         .unwrap_or_default();
-                    let rows = b * REQUEST_BLOCK..((b + 1) * REQUEST_BLOCK).min(n);
+                    let rows = b * ROWS_PER_BLOCK..((b + 1) * ROWS_PER_BLOCK).min(n);
                     if tx.send(format(a, rows, buf)).is_err() {
                         break;
                     }
@@ -332,8 +337,8 @@ fn write_by_blocks(
     Ok(())
 }
 
-/// Rows per block of `requests.csv` formatted at once.
-const REQUEST_BLOCK: usize = 16_384;
+/// Rows per block formatted at once by [`write_by_blocks`].
+const ROWS_PER_BLOCK: usize = 16_384;
 
 /// The lines of `requests.csv` for `rows`, into `buf` (cleared first).
 fn format_requests(a: &Analysis, rows: std::ops::Range<usize>, mut buf: Vec<u8>) -> Vec<u8> {

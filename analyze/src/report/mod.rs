@@ -49,42 +49,23 @@ pub fn write_report(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeEr
     })
 }
 
-/// Files written only for some captures or options.
-const OPTIONAL_FILES: [(&str, Optional); 10] = [
-    ("spans.csv", Optional::Traces),
-    ("traces.csv", Optional::Traces),
-    ("leaks.csv", Optional::Profiles),
-    ("cpu.csv", Optional::Profiles),
-    ("offcpu.csv", Optional::Profiles),
-    ("memory.csv", Optional::Profiles),
-    ("cpu.folded", Optional::Profiles),
-    ("offcpu.folded", Optional::Profiles),
-    ("heap.folded", Optional::Profiles),
-    ("faults.folded", Optional::Profiles),
-];
-
-/// What an optional file of [`OPTIONAL_FILES`] comes with.
-#[derive(Clone, Copy)]
-enum Optional {
-    /// Trace linking (not `--no-traces`).
-    Traces,
-    /// Profile events in the capture.
-    Profiles,
-}
-
 /// Removes the optional files this analysis does not write, left in `out_dir` by an earlier
 /// report (a `--no-traces` run after one with traces, a capture without profiles after one
-/// with): a directory never mixes two analyses.
+/// with): a directory never mixes two analyses. Each writer names its own files.
 fn remove_stale(analysis: &Analysis, out_dir: &Path) -> Result<(), AnalyzeError> {
-    for (name, why) in OPTIONAL_FILES {
-        let written = match why {
-            Optional::Traces => !analysis.traces_skipped,
-            Optional::Profiles => !analysis.profiles.is_empty(),
-        };
-        if written {
-            continue;
-        }
-        let path = out_dir.join(name);
+    if analysis.traces_skipped {
+        remove_files(out_dir, &csv_out::TRACE_FILES)?;
+    }
+    if analysis.profiles.is_empty() {
+        remove_files(out_dir, &profiles_csv::FILES)?;
+    }
+    Ok(())
+}
+
+/// Removes the files `names` of `dir` that exist.
+fn remove_files(dir: &Path, names: &[&str]) -> Result<(), AnalyzeError> {
+    for name in names {
+        let path = dir.join(name);
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 return Err(AnalyzeError::Io { path, error });

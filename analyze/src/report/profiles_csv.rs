@@ -37,6 +37,26 @@ fn num(v: f64) -> String {
     }
 }
 
+const LEAKS_CSV: &str = "leaks.csv";
+const CPU_CSV: &str = "cpu.csv";
+const OFFCPU_CSV: &str = "offcpu.csv";
+const MEMORY_CSV: &str = "memory.csv";
+const CPU_FOLDED: &str = "cpu.folded";
+const OFFCPU_FOLDED: &str = "offcpu.folded";
+const HEAP_FOLDED: &str = "heap.folded";
+const FAULTS_FOLDED: &str = "faults.folded";
+/// Every file [`write`] writes (only for captures with profile events).
+pub(super) const FILES: [&str; 8] = [
+    LEAKS_CSV,
+    CPU_CSV,
+    OFFCPU_CSV,
+    MEMORY_CSV,
+    CPU_FOLDED,
+    OFFCPU_FOLDED,
+    HEAP_FOLDED,
+    FAULTS_FOLDED,
+];
+
 /// Writes the profile files into `dir`, when there is anything to write.
 pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
     let p = &a.profiles;
@@ -44,7 +64,7 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
         return Ok(());
     }
     write_csv(
-        &dir.join("leaks.csv"),
+        &dir.join(LEAKS_CSV),
         &[
             "service",
             "pid",
@@ -72,7 +92,7 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
             .collect(),
     )?;
     write_csv(
-        &dir.join("cpu.csv"),
+        &dir.join(CPU_CSV),
         &["service", "function", "total_pct", "self_pct", "samples"],
         p.cpu_functions
             .iter()
@@ -88,7 +108,7 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
             .collect(),
     )?;
     write_csv(
-        &dir.join("offcpu.csv"),
+        &dir.join(OFFCPU_CSV),
         &[
             "service",
             "function",
@@ -112,7 +132,7 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
             .collect(),
     )?;
     write_csv(
-        &dir.join("memory.csv"),
+        &dir.join(MEMORY_CSV),
         &[
             "time",
             "kind",
@@ -137,11 +157,11 @@ pub(crate) fn write(a: &Analysis, dir: &Path) -> Result<(), AnalyzeError> {
         }
         super::write_file(&path, &out)
     };
-    folded_file("cpu.folded", cpu_folded(p))?;
-    folded_file("offcpu.folded", offcpu_folded(p))?;
-    folded_file("heap.folded", heap_folded(p))?;
+    folded_file(CPU_FOLDED, cpu_folded(p))?;
+    folded_file(OFFCPU_FOLDED, offcpu_folded(p))?;
+    folded_file(HEAP_FOLDED, heap_folded(p))?;
     folded_file(
-        "faults.folded",
+        FAULTS_FOLDED,
         folded(
             p.faults
                 .iter()
