@@ -12,9 +12,9 @@ use retrace_segment::{
 
 use crate::join::{self, Connections, Facts, Opened, Sample, SampleKind, Span};
 use crate::l7::{self, Parsed};
-use crate::model::{Analysis, NodeSummary, PayloadStats, SpanFacts, EMPTY, NO_LATENCY};
+use crate::model::{Analysis, NodeSummary, PayloadStats, RequestRow, SpanFacts, EMPTY, NO_LATENCY};
 use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
-use crate::stats::{self, Row};
+use crate::stats;
 use crate::traces::LinkIn;
 
 /// Hash map with a fast, fixed-seed hasher (keys here are not attacker-chosen in a way that
@@ -265,18 +265,17 @@ fn dns_failed(rcode: &str) -> bool {
 /// The name and kind of every process that took part, by (node, pid).
 type Names = BTreeMap<(u16, u32), (String, String)>;
 
-/// Exchanges grouped by side: `order[by_side[i].0..by_side[i].1]` are side `i`'s, in time
-/// order (indexes into the exchanges).
+/// Where each side's exchanges are once [`Analyzer::group_exchanges`] has put them in side
+/// order: `exchanges[by_side[i].0..by_side[i].1]` are side `i`'s, in time order.
 struct Grouped {
     by_side: Vec<(usize, usize)>,
-    order: Vec<u32>,
 }
 
 impl Grouped {
-    fn of(&self, side: u32) -> &[u32] {
+    fn of(&self, side: u32) -> std::ops::Range<usize> {
         match self.by_side.get(side as usize) {
-            Some(&(a, b)) => &self.order[a..b],
-            None => &[],
+            Some(&(a, b)) => a..b,
+            None => 0..0,
         }
     }
 }
@@ -297,16 +296,33 @@ impl RowIds {
 
 /// Request rows and connection rows, for the aggregation.
 struct Rows {
-    rows: Vec<Row>,
+    rows: Vec<RequestRow>,
+    /// Whether each row is a request its server served (or, seen only from the client, was
+    /// sent to serve); not a connection attempt that failed: that is a failed request of its
+    /// caller only (`served[i]` is `rows[i]`'s).
+    served: Vec<bool>,
     /// What the trace linker needs of each row beyond its spans (`links[i]` is `rows[i]`'s).
     links: Vec<LinkIn>,
     conns: Vec<stats::ConnRow>,
 }
 
 impl Rows {
-    fn push(&mut self, row: Row, link: LinkIn) {
+    fn push(&mut self, row: RequestRow, served: bool, link: LinkIn) {
         self.rows.push(row);
+        self.served.push(served);
         self.links.push(link);
+    }
+}
+
+/// Puts chunks made in reverse order back in order, each chunk's elements in the order they
+/// were made: `bounds` are where each chunk began, in the order made, then the end; `base` is
+/// the position of `v[0]` in those terms.
+fn unreverse<T>(v: &mut [T], bounds: &[usize], base: usize) {
+    v.reverse();
+    let n = v.len();
+    for w in bounds.windows(2) {
+        let (a, b) = (w[0] - base, w[1] - base);
+        v[n - b..n - a].reverse();
     }
 }
 
@@ -1079,16 +1095,27 @@ impl Analyzer {
 
         let mut out = Rows {
             rows: Vec::with_capacity(self.exchanges.len()),
+            served: Vec::with_capacity(self.exchanges.len()),
             links: Vec::with_capacity(self.exchanges.len()),
             conns: Vec::new(),
         };
         let addrs = self.side_addresses();
-        self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &addrs, &mut out);
+        let mut exchanges = std::mem::take(&mut self.exchanges);
+        self.rows_from_connections(
+            &mut exchanges,
+            &conns,
+            &facts,
+            &ends,
+            &grouped,
+            &ids,
+            &addrs,
+            &mut out,
+        );
+        drop(exchanges);
         self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
         // Every exchange is in `rows` now.
         drop(grouped);
-        self.exchanges = Vec::new();
         cp.at("rows");
         let spawns = self.traces.then(|| {
             std::mem::take(&mut self.spawns)
@@ -1106,6 +1133,7 @@ impl Analyzer {
 
         let input = stats::Input {
             rows: out.rows,
+            served: out.served,
             conns: out.conns,
             strings: std::mem::take(&mut self.strings),
             services,
@@ -1243,9 +1271,10 @@ impl Analyzer {
         ends
     }
 
-    /// Exchanges grouped by side, in time order: a counting sort by side (stable, so each
-    /// side's exchanges stay in the order they completed), then each side's few by time.
-    fn group_exchanges(&self) -> Grouped {
+    /// Puts the exchanges in side order, each side's in time order: a counting sort by side
+    /// (stable, so each side's exchanges stay in the order they completed), then each side's
+    /// few by time, applied in place (see [`crate::permute`]).
+    fn group_exchanges(&mut self) -> Grouped {
         let mut by_side: Vec<(usize, usize)> = vec![(0, 0); self.sides.len()];
         for x in &self.exchanges {
             by_side[x.side as usize].1 += 1;
@@ -1271,7 +1300,9 @@ impl Analyzer {
                 slice.sort_by_key(|&i| self.exchanges[i as usize].ts);
             }
         }
-        Grouped { by_side, order }
+        let exchanges = &mut self.exchanges;
+        crate::permute::permute(order, |a, b| exchanges.swap(a, b));
+        Grouped { by_side }
     }
 
     /// A seed for span and trace ids, from what identifies the capture (its nodes and its
@@ -1336,6 +1367,7 @@ impl Analyzer {
     #[allow(clippy::too_many_arguments)]
     fn rows_from_connections(
         &self,
+        exchanges: &mut Vec<Ex>,
         conns: &Connections,
         facts: &Facts,
         ends: &[(u32, u32)],
@@ -1344,9 +1376,45 @@ impl Analyzer {
         addrs: &[(u32, u32)],
         out: &mut Rows,
     ) {
+        /// Memory is given back whenever this many exchanges were let go (~32 MiB).
+        const GIVE_BACK: usize = 1 << 19;
         let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
         let closed_incomplete = self.strings.map_get(INCOMPLETE_RESPONSE_CLOSED);
-        for (i, s) in self.sides.iter().enumerate() {
+        // Sides are visited from the last, and the exchanges (in side order) no side still to
+        // visit needs are let go as the rows grow, so that the two never coexist whole. A
+        // visited side stays needed while its peer, earlier, is still to come: `waiting`
+        // holds (end of its exchanges, side).
+        let mut waiting: std::collections::BinaryHeap<(usize, u32)> = Default::default();
+        // Where each visited side's rows and connection rows began, to put the sides back in
+        // order at the end.
+        let (rows_from, conns_from) = (out.rows.len(), out.conns.len());
+        let mut row_bounds: Vec<usize> = Vec::with_capacity(self.sides.len() + 1);
+        let mut conn_bounds: Vec<usize> = Vec::with_capacity(self.sides.len() + 1);
+        for i in (0..self.sides.len()).rev() {
+            while let Some(&(_, k)) = waiting.peek() {
+                match conns.peer(k) {
+                    Some(p) if p as usize <= i => break,
+                    _ => {
+                        waiting.pop();
+                    }
+                }
+            }
+            let needed = grouped
+                .of(i as u32)
+                .end
+                .max(waiting.peek().map_or(0, |&(end, _)| end));
+            if needed < exchanges.len() {
+                exchanges.truncate(needed);
+                if exchanges.capacity() - exchanges.len() >= GIVE_BACK {
+                    exchanges.shrink_to_fit();
+                }
+            }
+            if conns.peer(i as u32).is_some_and(|p| (p as usize) < i) {
+                waiting.push((grouped.of(i as u32).end, i as u32));
+            }
+            row_bounds.push(out.rows.len());
+            conn_bounds.push(out.conns.len());
+            let s = &self.sides[i];
             let (client, server) = ends[i];
             if client == EMPTY || server == EMPTY {
                 continue;
@@ -1364,8 +1432,9 @@ impl Analyzer {
                 continue; // accounted for by the client side
             }
             let node = ids.node(s.node);
-            let mine = grouped.of(i as u32);
-            let theirs: &[u32] = peer.map_or(&[], |j| grouped.of(j));
+            let exchanges: &[Ex] = exchanges;
+            let mine = &exchanges[grouped.of(i as u32)];
+            let theirs: &[Ex] = peer.map_or(&[], |j| &exchanges[grouped.of(j)]);
             let proto = s
                 .protocol
                 .or_else(|| peer.and_then(|j| self.sides[j as usize].protocol))
@@ -1425,10 +1494,10 @@ impl Analyzer {
                 }
                 (f, l)
             };
-            let row = |x: &Ex, server_latency: u64, spans: SpanFacts| Row {
-                ts: x.ts,
-                latency: x.latency,
-                server_latency,
+            let row = |x: &Ex, server_latency: u64, spans: SpanFacts| RequestRow {
+                ts_ns: x.ts,
+                latency_ns: x.latency,
+                server_latency_ns: server_latency,
                 client,
                 server,
                 protocol: x.protocol,
@@ -1436,20 +1505,18 @@ impl Analyzer {
                 target: x.target,
                 route: x.route,
                 status: x.status,
-                trace: x.trace,
+                trace_id: x.trace,
                 node,
                 error: x.error,
-                served: true,
                 spans,
             };
-            let pairs = join::align(&self.exchanges, mine, theirs);
+            let pairs = join::align(mine, theirs);
             let mut seen_by_client = vec![false; theirs.len()];
-            for (k, &xi) in mine.iter().enumerate() {
-                let x = &self.exchanges[xi as usize];
+            for (k, x) in mine.iter().enumerate() {
                 let answer = match pairs[k] {
                     Some(j) if s.client => {
                         seen_by_client[j] = true;
-                        Some(&self.exchanges[theirs[j] as usize])
+                        Some(&theirs[j])
                     }
                     _ => None,
                 };
@@ -1475,22 +1542,30 @@ impl Analyzer {
                             error: y.error,
                             ..*x
                         };
-                        out.push(row(&answered, server_latency, f), l);
+                        out.push(row(&answered, server_latency, f), true, l);
                     }
-                    _ => out.push(row(x, server_latency, f), l),
+                    _ => out.push(row(x, server_latency, f), true, l),
                 }
             }
             // Exchanges the server saw that the client side did not.
-            for (&yi, _) in theirs
+            for (y, _) in theirs
                 .iter()
                 .zip(&seen_by_client)
                 .filter(|(_, &seen)| !seen)
             {
-                let y = &self.exchanges[yi as usize];
                 let (f, l) = spans(None, Some(y));
-                out.push(row(y, y.latency, f), l);
+                out.push(row(y, y.latency, f), true, l);
             }
         }
+        exchanges.clear();
+        exchanges.shrink_to_fit();
+        // The sides' rows in side order again (the rows' order breaks ties of the sort by time).
+        row_bounds.push(out.rows.len());
+        conn_bounds.push(out.conns.len());
+        unreverse(&mut out.rows[rows_from..], &row_bounds, rows_from);
+        unreverse(&mut out.served[rows_from..], &row_bounds, rows_from);
+        unreverse(&mut out.links[rows_from..], &row_bounds, rows_from);
+        unreverse(&mut out.conns[conns_from..], &conn_bounds, conns_from);
     }
 
     /// Failed connects: a failed connection of the caller's edge and a failed request
@@ -1576,10 +1651,10 @@ impl Analyzer {
                 server_addr: target,
                 ..SpanFacts::default()
             };
-            let row = Row {
-                ts: f.ts,
-                latency: NO_LATENCY,
-                server_latency: NO_LATENCY,
+            let row = RequestRow {
+                ts_ns: f.ts,
+                latency_ns: NO_LATENCY,
+                server_latency_ns: NO_LATENCY,
                 client,
                 server,
                 protocol: ids.tcp,
@@ -1587,13 +1662,12 @@ impl Analyzer {
                 target,
                 route: ids.connect,
                 status,
-                trace: EMPTY,
+                trace_id: EMPTY,
                 node,
                 error: true,
-                served: false,
                 spans,
             };
-            out.push(row, LinkIn::default());
+            out.push(row, false, LinkIn::default());
         }
     }
 
@@ -1636,10 +1710,10 @@ impl Analyzer {
                 server_addr: self.strings.intern(&q.remote.to_string()),
                 ..SpanFacts::default()
             };
-            let row = Row {
-                ts: q.ts,
-                latency,
-                server_latency: NO_LATENCY,
+            let row = RequestRow {
+                ts_ns: q.ts,
+                latency_ns: latency,
+                server_latency_ns: NO_LATENCY,
                 client,
                 server,
                 protocol: dns,
@@ -1647,13 +1721,12 @@ impl Analyzer {
                 target: q.name,
                 route: q.name,
                 status,
-                trace: EMPTY,
+                trace_id: EMPTY,
                 node,
                 error,
-                served: true,
                 spans,
             };
-            out.push(row, LinkIn::default());
+            out.push(row, true, LinkIn::default());
         }
         self.dns_queries = Vec::new();
     }

@@ -25,6 +25,7 @@ mod join;
 mod l7;
 pub mod logs;
 mod model;
+mod permute;
 pub mod profiles;
 mod report;
 pub mod services;

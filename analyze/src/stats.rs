@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::engine::{Interner, Map};
 use crate::model::{
     Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
-    ServiceSeries, ServiceStats, SpanFacts, TraceCoverage, NO_LATENCY,
+    ServiceSeries, ServiceStats, TraceCoverage, NO_LATENCY,
 };
 use crate::services::ServicesFile;
 use crate::AnalyzeError;
@@ -17,29 +17,6 @@ use crate::AnalyzeError;
 pub const ERROR_RATE_WARNING: f64 = 0.01;
 /// Error rate above which an edge or service is critical.
 pub const ERROR_RATE_CRITICAL: f64 = 0.05;
-
-/// One request, strings interned.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Row {
-    pub ts: u64,
-    pub latency: u64,
-    pub server_latency: u64,
-    pub client: u32,
-    pub server: u32,
-    pub protocol: u32,
-    pub method: u32,
-    pub target: u32,
-    pub route: u32,
-    pub status: u32,
-    pub trace: u32,
-    pub node: u32,
-    pub error: bool,
-    /// A request the server served (or, seen only from the client, was sent to serve); not
-    /// a connection attempt that failed: that is a failed request of its caller only.
-    pub served: bool,
-    /// Its spans, not linked yet: [`aggregate`] links them once the rows are in time order.
-    pub spans: SpanFacts,
-}
 
 /// One connection (or failed attempt) of an edge.
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +40,13 @@ pub(crate) struct ServiceInfo {
 }
 
 pub(crate) struct Input<'a> {
-    pub rows: Vec<Row>,
+    /// The request rows, in any order; not linked yet: [`aggregate`] links them once they
+    /// are in time order.
+    pub rows: Vec<RequestRow>,
+    /// Whether each row is a request its server served (or, seen only from the client, was
+    /// sent to serve); not a connection attempt that failed: that is a failed request of its
+    /// caller only.
+    pub served: Vec<bool>,
     pub conns: Vec<ConnRow>,
     pub strings: Interner,
     pub services: BTreeMap<String, ServiceInfo>,
@@ -303,7 +286,8 @@ pub(crate) fn health(sig: Signals) -> (Health, Vec<String>) {
 
 pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let Input {
-        rows: unsorted,
+        mut rows,
+        mut served,
         conns,
         mut strings,
         services,
@@ -311,59 +295,36 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         window_start,
         window_end,
         id_seed,
-        links: unsorted_links,
+        mut links,
         spawns,
     } = input;
     // Time order (ties by the other fields, then by position: a stable order), sorting small
-    // keys rather than whole rows.
-    let mut keys: Vec<(u64, u32)> = unsorted
+    // keys rather than whole rows, then moving the rows in place (a sorted copy would double
+    // the table's memory at its peak).
+    let mut order: Vec<(u64, u32)> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.ts, i as u32))
+        .map(|(i, r)| (r.ts_ns, i as u32))
         .collect();
-    keys.sort_unstable_by(|&(ta, ia), &(tb, ib)| {
+    order.sort_unstable_by(|&(ta, ia), &(tb, ib)| {
         ta.cmp(&tb).then_with(|| {
-            let (a, b) = (&unsorted[ia as usize], &unsorted[ib as usize]);
+            let (a, b) = (&rows[ia as usize], &rows[ib as usize]);
             (a.client, a.server, a.method, a.target, a.status, ia)
                 .cmp(&(b.client, b.server, b.method, b.target, b.status, ib))
         })
     });
-    let served: Vec<bool> = keys
-        .iter()
-        .map(|&(_, i)| unsorted[i as usize].served)
-        .collect();
-    let mut rows: Vec<RequestRow> = keys
-        .iter()
-        .map(|&(_, i)| {
-            let r = &unsorted[i as usize];
-            RequestRow {
-                spans: r.spans,
-                ts_ns: r.ts,
-                latency_ns: r.latency,
-                server_latency_ns: r.server_latency,
-                client: r.client,
-                server: r.server,
-                protocol: r.protocol,
-                method: r.method,
-                target: r.target,
-                route: r.route,
-                status: r.status,
-                trace_id: r.trace,
-                node: r.node,
-                error: r.error,
-            }
-        })
-        .collect();
-    let links: Vec<crate::traces::LinkIn> = match spawns {
-        Some(_) => keys
-            .iter()
-            .map(|&(_, i)| unsorted_links.get(i as usize).copied().unwrap_or_default())
-            .collect(),
-        None => Vec::new(),
-    };
-    drop(keys);
-    drop(unsorted);
-    drop(unsorted_links);
+    let order: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
+    if spawns.is_none() {
+        links = Vec::new();
+    }
+    let with_links = !links.is_empty();
+    crate::permute::permute(order, |a, b| {
+        rows.swap(a, b);
+        served.swap(a, b);
+        if with_links {
+            links.swap(a, b);
+        }
+    });
 
     // The trace linker reads the sorted rows on a thread of its own while this one computes
     // the RED metrics from them: neither writes them until both are done.
@@ -484,70 +445,84 @@ fn red_metrics(
         endpoint.push(id);
     }
 
-    let df = DataFrame::new_infer_height(vec![
+    // Two frames, one after the other, each with the columns its group-bys read (built
+    // straight into polars' arrays): every request for the edges, the served ones for the
+    // services, endpoints and series.
+    let u32s_of = |name: &str, rows: &[RequestRow], get: fn(&RequestRow) -> u32| {
+        Column::new(name.into(), rows.iter().map(get).collect::<Vec<u32>>())
+    };
+    let ms_of = |name: &str, values: &mut dyn Iterator<Item = u64>| {
+        Column::from(Float64Chunked::from_iter_options(name.into(), values.map(ms)).into_series())
+    };
+    let edges_df = DataFrame::new_infer_height(vec![
+        u32s_of("client", rows, |r| r.client),
+        u32s_of("server", rows, |r| r.server),
+        u32s_of("protocol", rows, |r| r.protocol),
         Column::new(
-            "client".into(),
-            rows.iter().map(|r| r.client).collect::<Vec<u32>>(),
+            "error".into(),
+            BooleanChunked::from_iter_values("error".into(), rows.iter().map(|r| r.error))
+                .into_series(),
         ),
+        ms_of("lat", &mut rows.iter().map(|r| r.latency_ns)),
+        ms_of("slat", &mut rows.iter().map(|r| r.server_latency_ns)),
+    ])
+    .map_err(pe)?
+    .lazy()
+    .group_by([col("client"), col("server"), col("protocol")])
+    .agg(quantiles("lat", true))
+    .collect()
+    .map_err(pe)?;
+    // Services, their endpoints and series count what they served: not their callers' failed
+    // connection attempts (edges count those).
+    let served_rows = || {
+        rows.iter()
+            .zip(&served)
+            .enumerate()
+            .filter(|(_, (_, &s))| s)
+            .map(|(i, (r, _))| (i, r))
+    };
+    let served_lf = DataFrame::new_infer_height(vec![
         Column::new(
             "server".into(),
-            rows.iter().map(|r| r.server).collect::<Vec<u32>>(),
+            served_rows().map(|(_, r)| r.server).collect::<Vec<u32>>(),
         ),
         Column::new(
             "protocol".into(),
-            rows.iter().map(|r| r.protocol).collect::<Vec<u32>>(),
+            served_rows().map(|(_, r)| r.protocol).collect::<Vec<u32>>(),
         ),
-        Column::new("endpoint".into(), endpoint),
+        Column::new(
+            "endpoint".into(),
+            served_rows()
+                .map(|(i, _)| endpoint[i])
+                .collect::<Vec<u32>>(),
+        ),
         Column::new(
             "bucket".into(),
-            rows.iter()
-                .map(|r| (r.ts_ns.saturating_sub(window_start)) / bucket_ns)
+            served_rows()
+                .map(|(_, r)| (r.ts_ns.saturating_sub(window_start)) / bucket_ns)
                 .collect::<Vec<u64>>(),
         ),
         Column::new(
             "error".into(),
-            rows.iter().map(|r| r.error).collect::<Vec<bool>>(),
-        ),
-        // Services, their endpoints and series count what they served: not their callers'
-        // failed connection attempts (edges count those).
-        Column::new("served".into(), served),
-        Column::new(
-            "lat".into(),
-            rows.iter()
-                .map(|r| ms(r.latency_ns))
-                .collect::<Vec<Option<f64>>>(),
-        ),
-        Column::new(
-            "slat".into(),
-            rows.iter()
-                .map(|r| ms(r.server_latency_ns))
-                .collect::<Vec<Option<f64>>>(),
+            BooleanChunked::from_iter_values("error".into(), served_rows().map(|(_, r)| r.error))
+                .into_series(),
         ),
         // A service's own latency: server side when captured, else what its clients saw.
-        Column::new(
-            "svc_lat".into(),
-            rows.iter()
-                .map(|r| {
-                    ms(if r.server_latency_ns != NO_LATENCY {
-                        r.server_latency_ns
-                    } else {
-                        r.latency_ns
-                    })
-                })
-                .collect::<Vec<Option<f64>>>(),
+        ms_of(
+            "svc_lat",
+            &mut served_rows().map(|(_, r)| {
+                if r.server_latency_ns != NO_LATENCY {
+                    r.server_latency_ns
+                } else {
+                    r.latency_ns
+                }
+            }),
         ),
     ])
-    .map_err(pe)?;
-
+    .map_err(pe)?
+    .lazy();
+    drop(endpoint);
     cp.at("aggregate: sort, endpoints, data frame");
-    let lf = df.lazy();
-    let edges_df = lf
-        .clone()
-        .group_by([col("client"), col("server"), col("protocol")])
-        .agg(quantiles("lat", true))
-        .collect()
-        .map_err(pe)?;
-    let served_lf = lf.clone().filter(col("served"));
     let services_df = served_lf
         .clone()
         .group_by([col("server")])
