@@ -19,7 +19,7 @@
 //! Then [`summarize`] turns the linked table into traces (`traces.csv`), the coverage figures
 //! and, per endpoint, where the time went.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use crate::engine::Map;
@@ -58,8 +58,8 @@ const THREAD_SCAN: usize = 16;
 /// in progress for long, e.g. a long poll, on a busy event loop).
 const WALK: usize = 4096;
 
-/// A SERVER span, as the linker sees it (32 bytes: there is one per inbound request of
-/// every process that made calls, in each index).
+/// A SERVER span, as the linker sees it (32 bytes: there is one per inbound request in
+/// flight of every process that made calls, in each timeline).
 #[derive(Clone, Copy)]
 struct Inbound {
     row: u32,
@@ -72,7 +72,7 @@ struct Inbound {
 }
 
 impl Inbound {
-    /// Row `row`'s SERVER span (`reach` is set by [`Index::build`]).
+    /// Row `row`'s SERVER span (`reach` is set by [`Timelines::add`]).
     fn of(rows: &[RequestRow], links: &[LinkIn], row: u32) -> Self {
         let r = &rows[row as usize];
         let start = r.spans.server_ts_ns;
@@ -96,117 +96,98 @@ fn end_of(start: u64, latency: u64) -> u64 {
     }
 }
 
-/// An inbound request to index: (key, start, row).
-type Entry<K> = (K, u64, u32);
-
 /// Inbound requests grouped by a key (a thread, a header id, a method and target), each
-/// group sorted by start: one flat vector, sorted once, searched by binary search (millions of
-/// small groups would cost an allocation each).
-struct Index<K> {
-    /// Distinct keys, with the range of their group in `spans` and the group's number.
-    keys: Map<K, (u32, u32, u32)>,
-    spans: Vec<Inbound>,
-    /// Per group: where the last lookup stopped and its time. Calls come in time order, so
-    /// a lookup usually starts from there instead of a binary search over the whole group.
-    cursors: Vec<std::cell::Cell<(u32, u64)>>,
+/// group in order of start, kept only while they can still be in progress: the linker sweeps
+/// the rows in time order, adding each inbound request when it starts ([`Timelines::add`]) and
+/// letting go of those answered before the calls reached ([`Timelines::evict`]), so that its
+/// memory follows the requests in flight, not the capture's length.
+struct Timelines<K> {
+    groups: Map<K, VecDeque<Inbound>>,
+    /// The end of an inbound request never answered that has a next one in its group: it was
+    /// in progress until that one started (its thread or process moved on). By (row, which
+    /// of the row's keys).
+    unanswered_ends: Map<(u32, u8), u64>,
 }
 
-/// One group of an [`Index`].
-#[derive(Clone, Copy)]
-struct Timeline<'a> {
-    spans: &'a [Inbound],
-    cursor: &'a std::cell::Cell<(u32, u64)>,
-}
-
-impl<K: Ord + Copy + std::hash::Hash> Index<K> {
-    /// The index of `entries`, (key, start, row) each, the row's span made by `span`: small
-    /// entries are sorted, then the spans made in their order (moving whole spans while
-    /// sorting costs more than the sort, and holding both costs memory).
-    fn build(mut entries: Vec<Entry<K>>, span: impl Fn(u32) -> Inbound) -> Self {
-        entries.sort_unstable();
-        let mut keys: Vec<(K, u32, u32)> = Vec::new();
-        let mut spans: Vec<Inbound> = Vec::with_capacity(entries.len());
-        for (k, _, row) in entries {
-            match keys.last_mut() {
-                Some(last) if last.0 == k => last.2 += 1,
-                _ => keys.push((k, spans.len() as u32, spans.len() as u32 + 1)),
-            }
-            spans.push(span(row));
-        }
-        for key in &keys {
-            let group = &mut spans[key.1 as usize..key.2 as usize];
-            // An inbound request never answered is in progress until the next one of its
-            // group starts (its thread or process moved on).
-            for j in 1..group.len() {
-                if group[j - 1].end == u64::MAX {
-                    group[j - 1].end = group[j].start;
+impl<K: Eq + Copy + std::hash::Hash> Timelines<K> {
+    /// Empty timelines for the inbound requests `inbound` (rows in order of start), whose
+    /// keys are `keys(row)`: notes the end of each one never answered.
+    fn new<const N: usize>(
+        inbound: &[u32],
+        rows: &[RequestRow],
+        keys: impl Fn(u32) -> [Option<K>; N],
+    ) -> Self {
+        let mut last_unanswered: Map<K, (u32, u8)> = Map::default();
+        let mut unanswered_ends = Map::default();
+        for &row in inbound {
+            let r = &rows[row as usize];
+            for (slot, key) in keys(row).into_iter().enumerate() {
+                let Some(key) = key else { continue };
+                let start = r.spans.server_ts_ns;
+                if let Some(prev) = last_unanswered.remove(&key) {
+                    unanswered_ends.insert(prev, start);
+                }
+                if r.server_latency_ns == NO_LATENCY {
+                    last_unanswered.insert(key, (row, slot as u8));
                 }
             }
-            let mut reach = 0;
-            for s in group.iter_mut() {
-                reach = reach.max(s.end);
-                s.reach = reach;
-            }
         }
-        let cursors = (0..keys.len())
-            .map(|_| std::cell::Cell::new((0, 0)))
-            .collect();
-        let keys = keys
-            .into_iter()
-            .enumerate()
-            .map(|(g, (k, a, b))| (k, (a, b, g as u32)))
-            .collect();
         Self {
-            keys,
-            spans,
-            cursors,
+            groups: Map::default(),
+            unanswered_ends,
         }
     }
 
-    fn get(&self, k: &K) -> Option<Timeline<'_>> {
-        let &(a, b, g) = self.keys.get(k)?;
-        Some(Timeline {
-            spans: &self.spans[a as usize..b as usize],
-            cursor: self.cursors.get(g as usize)?,
-        })
+    /// Adds inbound request `s` under `key` (its `slot`-th key): it started at or after every
+    /// one added before.
+    fn add(&mut self, key: K, slot: u8, mut s: Inbound) {
+        if s.end == u64::MAX {
+            if let Some(&end) = self.unanswered_ends.get(&(s.row, slot)) {
+                s.end = end;
+            }
+        }
+        let group = self.groups.entry(key).or_default();
+        s.reach = group.back().map_or(s.end, |b| b.reach.max(s.end));
+        group.push_back(s);
+    }
+
+    /// Lets go of the inbound requests that no call at `t` or later can find in progress
+    /// (they, and every one before them in their group, were answered before `t`).
+    fn evict(&mut self, t: u64) {
+        self.groups.retain(|_, group| {
+            while group.front().is_some_and(|s| s.reach < t) {
+                group.pop_front();
+            }
+            !group.is_empty()
+        });
+    }
+
+    fn get(&self, k: &K) -> Option<&VecDeque<Inbound>> {
+        self.groups.get(k)
     }
 }
 
-impl Timeline<'_> {
-    /// Inbound requests in progress at `t` (started at or before, answered at or after), the
-    /// latest first, at most `cap`. The walk back stops where no earlier request can still be
-    /// in progress (`reach`), so a thread serving one request at a time costs a step or two.
-    /// False when the walk was cut short ([`WALK`] steps): there may be more.
-    fn in_progress(&self, t: u64, cap: usize, out: &mut Vec<Inbound>) -> bool {
-        out.clear();
-        // How many started at or before `t`: from the last lookup when `t` is not earlier.
-        let (from, last) = self.cursor.get();
-        let upto = if t >= last {
-            let mut upto = (from as usize).min(self.spans.len());
-            while upto < self.spans.len() && self.spans[upto].start <= t {
-                upto += 1;
-            }
-            upto
-        } else {
-            self.spans.partition_point(|s| s.start <= t)
-        };
-        self.cursor.set((upto as u32, t));
-        for (step, s) in self.spans[..upto].iter().rev().enumerate() {
-            if s.reach < t {
+/// Inbound requests of one group in progress at `t` (started at or before, answered at or
+/// after), the latest first, at most `cap`. The walk back stops where no earlier request can
+/// still be in progress (`reach`), so a thread serving one request at a time costs a step or
+/// two. False when the walk was cut short ([`WALK`] steps): there may be more.
+fn in_progress(group: &VecDeque<Inbound>, t: u64, cap: usize, out: &mut Vec<Inbound>) -> bool {
+    out.clear();
+    for (step, s) in group.iter().rev().filter(|s| s.start <= t).enumerate() {
+        if s.reach < t {
+            return true;
+        }
+        if step >= WALK {
+            return false;
+        }
+        if s.end >= t {
+            out.push(*s);
+            if out.len() >= cap {
                 return true;
             }
-            if step >= WALK {
-                return false;
-            }
-            if s.end >= t {
-                out.push(*s);
-                if out.len() >= cap {
-                    return true;
-                }
-            }
         }
-        true
     }
+    true
 }
 
 /// Two inbound requests of the same method and target read closer together than this are
@@ -242,8 +223,12 @@ impl Linked {
 }
 
 /// Links the rows (in time order; `links[i]` belongs to `rows[i]`) without writing them,
-/// so that it can run beside what else reads them: see [`Linked::apply`].
+/// so that it can run beside what else reads them: see [`Linked::apply`]. One sweep of the
+/// calls in time order for the header and thread rules, a second for the proxy rule over the
+/// calls left; each keeps only the inbound requests that can still be in progress.
 pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Linked {
+    /// The sweeps let go of answered inbound requests every this many calls.
+    const EVICT_EVERY: u32 = 4096;
     let mut cov = TraceCoverage::default();
     let mut tops: Vec<Top> = rows
         .iter()
@@ -262,46 +247,57 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         .collect();
     callers.sort_unstable();
     callers.dedup();
-    let mut servers: Vec<(u32, u32)> = Vec::new();
-    let mut by_thread: Vec<Entry<(u32, u32, u32)>> = Vec::new();
-    let mut by_header: Vec<Entry<(u32, u32, u32)>> = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let f = &r.spans;
-        if !f.server {
-            continue;
-        }
-        let proc_key = (f.server_node, f.server_pid);
-        if callers.binary_search(&proc_key).is_err() {
-            continue;
-        }
-        servers.push(proc_key);
-        let l = links.get(i).copied().unwrap_or_default();
-        let (start, row) = (f.server_ts_ns, i as u32);
+    // Their inbound requests, in order of start (the server's clock).
+    let mut inbound: Vec<(u64, u32)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            r.spans.server
+                && callers
+                    .binary_search(&(r.spans.server_node, r.spans.server_pid))
+                    .is_ok()
+        })
+        .map(|(i, r)| (r.spans.server_ts_ns, i as u32))
+        .collect();
+    inbound.sort_unstable();
+    let inbound: Vec<u32> = inbound.into_iter().map(|(_, row)| row).collect();
+    let mut servers: Vec<(u32, u32)> = inbound
+        .iter()
+        .map(|&i| {
+            let f = &rows[i as usize].spans;
+            (f.server_node, f.server_pid)
+        })
+        .collect();
+    servers.sort_unstable();
+    servers.dedup();
+    let thread_key = |i: u32| {
+        let f = &rows[i as usize].spans;
+        let l = links.get(i as usize).copied().unwrap_or_default();
         let worker = if l.server_tid_out != 0 {
             l.server_tid_out
         } else {
             f.server_tid
         };
-        if worker != 0 {
-            by_thread.push(((f.server_node, f.server_pid, worker), start, row));
-        }
-        for id in [r.trace_id, l.request_id] {
-            if id != EMPTY {
-                by_header.push(((f.server_node, f.server_pid, id), start, row));
-            }
-        }
-    }
-    servers.sort_unstable();
-    servers.dedup();
+        [(worker != 0).then_some((f.server_node, f.server_pid, worker))]
+    };
+    let header_keys = |i: u32| {
+        let (r, l) = (
+            &rows[i as usize],
+            links.get(i as usize).copied().unwrap_or_default(),
+        );
+        let f = &r.spans;
+        [r.trace_id, l.request_id]
+            .map(|id| (id != EMPTY).then_some((f.server_node, f.server_pid, id)))
+    };
     let span = |row| Inbound::of(rows, links, row);
-    let by_thread = Index::build(by_thread, span);
-    let by_header = Index::build(by_header, span);
+    let mut by_thread = Timelines::new(&inbound, rows, thread_key);
+    let mut by_header = Timelines::new(&inbound, rows, header_keys);
     // A request read by one thread and answered by another (handed to a worker).
     let handed_off = |s: &Inbound| {
         let tid = links.get(s.row as usize).map_or(0, |l| l.server_tid_out);
         tid != 0 && tid != rows[s.row as usize].spans.server_tid
     };
-    cp.at("links: index by thread and header");
+    cp.at("links: inbound requests in order");
 
     // Calls in time order (the rows'), so that the proxy rule takes inbound requests first
     // come, first served.
@@ -309,11 +305,31 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     let mut found = Vec::new();
     // Calls left to the proxy rule.
     let mut for_proxy: Vec<u32> = Vec::new();
+    let mut added = 0;
     for i in calls {
         let r = &rows[i as usize];
         let (t, trace, f) = (r.ts_ns, r.trace_id, r.spans);
         let l = links.get(i as usize).copied().unwrap_or_default();
+        while let Some(&j) = inbound.get(added) {
+            if rows[j as usize].spans.server_ts_ns > t {
+                break;
+            }
+            let [thread] = thread_key(j);
+            if let Some(k) = thread {
+                by_thread.add(k, 0, span(j));
+            }
+            for (slot, k) in header_keys(j).into_iter().enumerate() {
+                if let Some(k) = k {
+                    by_header.add(k, slot as u8, span(j));
+                }
+            }
+            added += 1;
+        }
         cov.client_spans += 1;
+        if cov.client_spans % u64::from(EVICT_EVERY) == 0 {
+            by_thread.evict(t);
+            by_header.evict(t);
+        }
         if servers
             .binary_search(&(f.client_node, f.client_pid))
             .is_err()
@@ -330,7 +346,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
                 continue;
             }
             if let Some(tl) = by_header.get(&(f.client_node, f.client_pid, id)) {
-                let _ = tl.in_progress(t, THREAD_SCAN, &mut found);
+                let _ = in_progress(tl, t, THREAD_SCAN, &mut found);
                 parent = found
                     .iter()
                     .filter(|s| not_me(s))
@@ -345,13 +361,13 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             if let Some(tl) = by_thread.get(&(f.client_node, f.client_pid, f.client_tid)) {
                 // Two in progress on different sockets, not handed off: an event loop (the
                 // usual case that fails the rule), known without collecting more.
-                let mut complete = tl.in_progress(t, 3, &mut found);
+                let mut complete = in_progress(tl, t, 3, &mut found);
                 found.retain(not_me);
                 let loop_like = found.len() >= 2
                     && found[0].socket != found[1].socket
                     && !(handed_off(&found[0]) && handed_off(&found[1]));
                 if !loop_like && complete && found.len() >= 2 {
-                    complete = tl.in_progress(t, THREAD_SCAN, &mut found);
+                    complete = in_progress(tl, t, THREAD_SCAN, &mut found);
                     found.retain(not_me);
                 }
                 parent = match found.as_slice() {
@@ -391,10 +407,11 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             None => for_proxy.push(i),
         }
     }
+    drop((by_thread, by_header));
 
     cp.at("links: header and thread rules");
-    // 3. proxy, for the calls left, in time order: inbound requests indexed by process,
-    // method and target only where such a call exists.
+    // 3. proxy, for the calls left, in time order: inbound requests by process, method and
+    // target only where such a call exists.
     let wanted: Map<(u32, u32, u32, u32), ()> = for_proxy
         .iter()
         .map(|&i| {
@@ -405,27 +422,34 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             )
         })
         .collect();
-    let mut by_call: Vec<Entry<(u32, u32, u32, u32)>> = Vec::new();
-    for (i, r) in rows.iter().enumerate() {
-        let f = &r.spans;
-        let key = (f.server_node, f.server_pid, r.method, r.target);
-        if !f.server || !wanted.contains_key(&key) {
-            continue;
-        }
-        by_call.push((key, f.server_ts_ns, i as u32));
-    }
-    drop(wanted);
-    let by_call = Index::build(by_call, span);
-    cp.at("links: index by method and target");
+    let call_key = |i: u32| {
+        let r = &rows[i as usize];
+        let key = (r.spans.server_node, r.spans.server_pid, r.method, r.target);
+        [wanted.contains_key(&key).then_some(key)]
+    };
+    let mut by_call = Timelines::new(&inbound, rows, call_key);
     let mut proxied = vec![false; rows.len()];
-    for i in for_proxy {
+    let mut added = 0;
+    for (n, &i) in for_proxy.iter().enumerate() {
         let r = &rows[i as usize];
         let (t, latency, f) = (r.ts_ns, r.latency_ns, &r.spans);
+        while let Some(&j) = inbound.get(added) {
+            if rows[j as usize].spans.server_ts_ns > t {
+                break;
+            }
+            if let [Some(k)] = call_key(j) {
+                by_call.add(k, 0, span(j));
+            }
+            added += 1;
+        }
+        if n % EVICT_EVERY as usize == EVICT_EVERY as usize - 1 {
+            by_call.evict(t);
+        }
         let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) else {
             continue;
         };
         let call_end = end_of(t, latency);
-        let complete = tl.in_progress(t, usize::MAX, &mut found);
+        let complete = in_progress(tl, t, usize::MAX, &mut found);
         found.retain(|s| {
             s.row != i && !proxied[s.row as usize] && (call_end == u64::MAX || s.end >= call_end)
         });
@@ -452,6 +476,8 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             set_parent(&mut tops, &mut cov, i, (p, Link::Proxy, confidence));
         }
     }
+    drop((by_call, inbound));
+    cp.at("links: proxy rule");
 
     for r in rows.iter() {
         if r.spans.server {
@@ -468,7 +494,6 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             .insert(Link::Connection.name().into(), cov.server_spans_linked);
     }
     cov.spans = cov.client_spans + cov.server_spans;
-    cp.at("links: proxy rule");
     Linked {
         tops,
         coverage: cov,
@@ -506,7 +531,7 @@ pub(crate) fn unlinked(rows: &mut [RequestRow]) {
 /// threads started by it) by a thread that was serving exactly that request, which is still
 /// in progress at the call.
 fn spawned_for(
-    by_thread: &Index<(u32, u32, u32)>,
+    by_thread: &Timelines<(u32, u32, u32)>,
     spawns: &Spawns,
     (node, pid): (u32, u32),
     tid: u32,
@@ -520,7 +545,7 @@ fn spawned_for(
         let starts = spawns.get(&(node, pid, tid))?;
         let &(started, by) = starts.iter().rev().find(|&&(s, _)| s <= at)?;
         if let Some(tl) = by_thread.get(&(node, pid, by)) {
-            if !tl.in_progress(started, THREAD_SCAN, found) {
+            if !in_progress(tl, started, THREAD_SCAN, found) {
                 return None;
             }
             found.retain(|s| s.row != me && s.end >= t);
@@ -599,35 +624,31 @@ impl Summary {
 /// An endpoint: (service, protocol, method, route), string ids.
 type Endpoint = (u32, u32, u32, u32);
 
-/// What is summed up of one trace.
-struct TraceAcc {
-    root: u32,
-    start: u64,
-    end: u64,
-    spans: u32,
-    errors: u32,
-    /// Distinct services: the first few inline (most traces have few), the rest spilled.
-    services: [u32; 6],
-    n_services: u8,
-    more: Vec<u32>,
+/// The distinct services of one trace: the first few inline (most traces have few), the
+/// rest spilled.
+#[derive(Default)]
+struct ServiceSet {
+    inline: [u32; 4],
+    n_inline: u8,
+    more: Option<Box<Vec<u32>>>,
 }
 
-impl TraceAcc {
-    fn see_service(&mut self, s: u32) {
-        let n = usize::from(self.n_services);
-        if self.services[..n].contains(&s) || self.more.contains(&s) {
+impl ServiceSet {
+    fn see(&mut self, s: u32) {
+        let n = usize::from(self.n_inline);
+        if self.inline[..n].contains(&s) || self.more.as_ref().is_some_and(|m| m.contains(&s)) {
             return;
         }
-        if n < self.services.len() {
-            self.services[n] = s;
-            self.n_services += 1;
+        if n < self.inline.len() {
+            self.inline[n] = s;
+            self.n_inline += 1;
         } else {
-            self.more.push(s);
+            self.more.get_or_insert_with(Default::default).push(s);
         }
     }
 
-    fn services(&self) -> u32 {
-        u32::from(self.n_services) + self.more.len() as u32
+    fn len(&self) -> u32 {
+        u32::from(self.n_inline) + self.more.as_ref().map_or(0, |m| m.len() as u32)
     }
 }
 
@@ -637,8 +658,12 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     let rows = &table.rows;
     let strings = table;
     // Traces in the order of their first row; `trace_of[root row]` is the index of its
-    // trace (rows come in time order, so a trace's first row is usually its root).
-    let mut acc: Vec<TraceAcc> = Vec::new();
+    // trace (rows come in time order, so a trace's first row is usually its root). Summed up
+    // in the summaries themselves (`duration_ns` holds the end until the end), their services
+    // beside them.
+    let mut traces: Vec<TraceSummary> = Vec::new();
+    let mut services_of: Vec<ServiceSet> = Vec::new();
+    let empty: Arc<str> = Arc::from("");
     let mut trace_of: Vec<u32> = vec![u32::MAX; rows.len()];
     // Per parent row: until when its SERVER span's time is covered by its calls (0: none
     // yet); per endpoint: (requests, summed duration, time covered by calls).
@@ -652,22 +677,24 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
             continue;
         };
         if *slot == u32::MAX {
-            *slot = acc.len() as u32;
-            acc.push(TraceAcc {
-                root: f.root,
-                start: u64::MAX,
-                end: 0,
+            *slot = traces.len() as u32;
+            traces.push(TraceSummary {
+                trace_id: 0,
+                root: f.root as usize,
+                root_service: Arc::clone(&empty),
+                root_name: Arc::clone(&empty),
+                start_ns: u64::MAX,
+                duration_ns: 0,
                 spans: 0,
+                services: 0,
                 errors: 0,
-                services: [EMPTY; 6],
-                n_services: 0,
-                more: Vec::new(),
             });
+            services_of.push(ServiceSet::default());
         }
-        let a = &mut acc[*slot as usize];
+        let a = &mut traces[*slot as usize];
         let mut see = |start: u64, latency: u64| {
-            a.start = a.start.min(start);
-            a.end = a.end.max(if latency == NO_LATENCY {
+            a.start_ns = a.start_ns.min(start);
+            a.duration_ns = a.duration_ns.max(if latency == NO_LATENCY {
                 start
             } else {
                 start.saturating_add(latency)
@@ -683,7 +710,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         }
         for s in [r.client, r.server] {
             if s != EMPTY {
-                a.see_service(s);
+                services_of[*slot as usize].see(s);
             }
         }
         // A call linked under its parent's SERVER span: its time, clipped to the parent's.
@@ -712,45 +739,40 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
             }
         }
     }
+    drop(trace_of);
 
     // Root services and names, one shared string each.
     let mut services: Map<u32, Arc<str>> = Map::default();
     let mut names: Map<(u32, u32, u32), Arc<str>> = Map::default();
-    let mut traces: Vec<TraceSummary> = acc
-        .into_iter()
-        .filter_map(|a| {
-            let root = a.root as usize;
-            let r = rows.get(root)?;
-            let top_service = if r.spans.client { r.client } else { r.server };
-            let root_service = Arc::clone(
-                services
-                    .entry(top_service)
-                    .or_insert_with(|| Arc::from(strings.string(top_service))),
-            );
-            let root_name = Arc::clone(
-                names
-                    .entry((r.protocol, r.method, r.route))
-                    .or_insert_with(|| {
-                        Arc::from(span_name(
-                            strings.string(r.protocol),
-                            strings.string(r.method),
-                            strings.string(r.route),
-                        ))
-                    }),
-            );
-            Some(TraceSummary {
-                trace_id: table.trace_id_of_root(root),
-                root,
-                root_service,
-                root_name,
-                start_ns: a.start,
-                duration_ns: a.end.saturating_sub(a.start),
-                spans: a.spans,
-                services: a.services(),
-                errors: a.errors,
-            })
-        })
-        .collect();
+    let mut kept = 0;
+    for k in 0..traces.len() {
+        let Some(r) = rows.get(traces[k].root) else {
+            continue; // never: every root is a row
+        };
+        let top_service = if r.spans.client { r.client } else { r.server };
+        let t = &mut traces[k];
+        t.root_service = Arc::clone(
+            services
+                .entry(top_service)
+                .or_insert_with(|| Arc::from(strings.string(top_service))),
+        );
+        t.root_name = Arc::clone(names.entry((r.protocol, r.method, r.route)).or_insert_with(
+            || {
+                Arc::from(span_name(
+                    strings.string(r.protocol),
+                    strings.string(r.method),
+                    strings.string(r.route),
+                ))
+            },
+        ));
+        t.trace_id = table.trace_id_of_root(t.root);
+        t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
+        t.services = services_of[k].len();
+        traces.swap(kept, k);
+        kept += 1;
+    }
+    traces.truncate(kept);
+    drop(services_of);
     traces.sort_unstable_by_key(|t| t.root);
 
     // Endpoints: every SERVER span with a duration.
