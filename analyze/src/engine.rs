@@ -265,17 +265,18 @@ fn dns_failed(rcode: &str) -> bool {
 /// The name and kind of every process that took part, by (node, pid).
 type Names = BTreeMap<(u16, u32), (String, String)>;
 
-/// Where each side's exchanges are once [`Analyzer::group_exchanges`] has put them in side
-/// order: `exchanges[by_side[i].0..by_side[i].1]` are side `i`'s, in time order.
+/// Exchanges grouped by side: `order[by_side[i].0..by_side[i].1]` are side `i`'s, in time
+/// order (indexes into the exchanges).
 struct Grouped {
     by_side: Vec<(usize, usize)>,
+    order: Vec<u32>,
 }
 
 impl Grouped {
-    fn of(&self, side: u32) -> std::ops::Range<usize> {
+    fn of(&self, side: u32) -> &[u32] {
         match self.by_side.get(side as usize) {
-            Some(&(a, b)) => a..b,
-            None => 0..0,
+            Some(&(a, b)) => &self.order[a..b],
+            None => &[],
         }
     }
 }
@@ -311,18 +312,6 @@ impl Rows {
         self.rows.push(row);
         self.served.push(served);
         self.links.push(link);
-    }
-}
-
-/// Puts chunks made in reverse order back in order, each chunk's elements in the order they
-/// were made: `bounds` are where each chunk began, in the order made, then the end; `base` is
-/// the position of `v[0]` in those terms.
-fn unreverse<T>(v: &mut [T], bounds: &[usize], base: usize) {
-    v.reverse();
-    let n = v.len();
-    for w in bounds.windows(2) {
-        let (a, b) = (w[0] - base, w[1] - base);
-        v[n - b..n - a].reverse();
     }
 }
 
@@ -1100,22 +1089,12 @@ impl Analyzer {
             conns: Vec::new(),
         };
         let addrs = self.side_addresses();
-        let mut exchanges = std::mem::take(&mut self.exchanges);
-        self.rows_from_connections(
-            &mut exchanges,
-            &conns,
-            &facts,
-            &ends,
-            &grouped,
-            &ids,
-            &addrs,
-            &mut out,
-        );
-        drop(exchanges);
+        self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &addrs, &mut out);
         self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
         // Every exchange is in `rows` now.
         drop(grouped);
+        self.exchanges = Vec::new();
         cp.at("rows");
         let spawns = self.traces.then(|| {
             std::mem::take(&mut self.spawns)
@@ -1271,10 +1250,9 @@ impl Analyzer {
         ends
     }
 
-    /// Puts the exchanges in side order, each side's in time order: a counting sort by side
-    /// (stable, so each side's exchanges stay in the order they completed), then each side's
-    /// few by time, applied in place (see [`crate::permute`]).
-    fn group_exchanges(&mut self) -> Grouped {
+    /// Exchanges grouped by side, in time order: a counting sort by side (stable, so each
+    /// side's exchanges stay in the order they completed), then each side's few by time.
+    fn group_exchanges(&self) -> Grouped {
         let mut by_side: Vec<(usize, usize)> = vec![(0, 0); self.sides.len()];
         for x in &self.exchanges {
             by_side[x.side as usize].1 += 1;
@@ -1300,9 +1278,7 @@ impl Analyzer {
                 slice.sort_by_key(|&i| self.exchanges[i as usize].ts);
             }
         }
-        let exchanges = &mut self.exchanges;
-        crate::permute::permute(order, |a, b| exchanges.swap(a, b));
-        Grouped { by_side }
+        Grouped { by_side, order }
     }
 
     /// A seed for span and trace ids, from what identifies the capture (its nodes and its
@@ -1367,7 +1343,6 @@ impl Analyzer {
     #[allow(clippy::too_many_arguments)]
     fn rows_from_connections(
         &self,
-        exchanges: &mut Vec<Ex>,
         conns: &Connections,
         facts: &Facts,
         ends: &[(u32, u32)],
@@ -1376,45 +1351,9 @@ impl Analyzer {
         addrs: &[(u32, u32)],
         out: &mut Rows,
     ) {
-        /// Memory is given back whenever this many exchanges were let go (~32 MiB).
-        const GIVE_BACK: usize = 1 << 19;
         let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
         let closed_incomplete = self.strings.map_get(INCOMPLETE_RESPONSE_CLOSED);
-        // Sides are visited from the last, and the exchanges (in side order) no side still to
-        // visit needs are let go as the rows grow, so that the two never coexist whole. A
-        // visited side stays needed while its peer, earlier, is still to come: `waiting`
-        // holds (end of its exchanges, side).
-        let mut waiting: std::collections::BinaryHeap<(usize, u32)> = Default::default();
-        // Where each visited side's rows and connection rows began, to put the sides back in
-        // order at the end.
-        let (rows_from, conns_from) = (out.rows.len(), out.conns.len());
-        let mut row_bounds: Vec<usize> = Vec::with_capacity(self.sides.len() + 1);
-        let mut conn_bounds: Vec<usize> = Vec::with_capacity(self.sides.len() + 1);
-        for i in (0..self.sides.len()).rev() {
-            while let Some(&(_, k)) = waiting.peek() {
-                match conns.peer(k) {
-                    Some(p) if p as usize <= i => break,
-                    _ => {
-                        waiting.pop();
-                    }
-                }
-            }
-            let needed = grouped
-                .of(i as u32)
-                .end
-                .max(waiting.peek().map_or(0, |&(end, _)| end));
-            if needed < exchanges.len() {
-                exchanges.truncate(needed);
-                if exchanges.capacity() - exchanges.len() >= GIVE_BACK {
-                    exchanges.shrink_to_fit();
-                }
-            }
-            if conns.peer(i as u32).is_some_and(|p| (p as usize) < i) {
-                waiting.push((grouped.of(i as u32).end, i as u32));
-            }
-            row_bounds.push(out.rows.len());
-            conn_bounds.push(out.conns.len());
-            let s = &self.sides[i];
+        for (i, s) in self.sides.iter().enumerate() {
             let (client, server) = ends[i];
             if client == EMPTY || server == EMPTY {
                 continue;
@@ -1432,9 +1371,8 @@ impl Analyzer {
                 continue; // accounted for by the client side
             }
             let node = ids.node(s.node);
-            let exchanges: &[Ex] = exchanges;
-            let mine = &exchanges[grouped.of(i as u32)];
-            let theirs: &[Ex] = peer.map_or(&[], |j| &exchanges[grouped.of(j)]);
+            let mine = grouped.of(i as u32);
+            let theirs: &[u32] = peer.map_or(&[], |j| grouped.of(j));
             let proto = s
                 .protocol
                 .or_else(|| peer.and_then(|j| self.sides[j as usize].protocol))
@@ -1510,13 +1448,14 @@ impl Analyzer {
                 error: x.error,
                 spans,
             };
-            let pairs = join::align(mine, theirs);
+            let pairs = join::align(&self.exchanges, mine, theirs);
             let mut seen_by_client = vec![false; theirs.len()];
-            for (k, x) in mine.iter().enumerate() {
+            for (k, &xi) in mine.iter().enumerate() {
+                let x = &self.exchanges[xi as usize];
                 let answer = match pairs[k] {
                     Some(j) if s.client => {
                         seen_by_client[j] = true;
-                        Some(&theirs[j])
+                        Some(&self.exchanges[theirs[j] as usize])
                     }
                     _ => None,
                 };
@@ -1548,24 +1487,16 @@ impl Analyzer {
                 }
             }
             // Exchanges the server saw that the client side did not.
-            for (y, _) in theirs
+            for (&yi, _) in theirs
                 .iter()
                 .zip(&seen_by_client)
                 .filter(|(_, &seen)| !seen)
             {
+                let y = &self.exchanges[yi as usize];
                 let (f, l) = spans(None, Some(y));
                 out.push(row(y, y.latency, f), true, l);
             }
         }
-        exchanges.clear();
-        exchanges.shrink_to_fit();
-        // The sides' rows in side order again (the rows' order breaks ties of the sort by time).
-        row_bounds.push(out.rows.len());
-        conn_bounds.push(out.conns.len());
-        unreverse(&mut out.rows[rows_from..], &row_bounds, rows_from);
-        unreverse(&mut out.served[rows_from..], &row_bounds, rows_from);
-        unreverse(&mut out.links[rows_from..], &row_bounds, rows_from);
-        unreverse(&mut out.conns[conns_from..], &conn_bounds, conns_from);
     }
 
     /// Failed connects: a failed connection of the caller's edge and a failed request
