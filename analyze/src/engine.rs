@@ -146,6 +146,9 @@ struct Side {
     /// Bytes per second it carried: (second since the epoch, sent, received), for tcp.csv
     /// (one entry per second with traffic).
     traffic: Vec<(u64, u64, u64)>,
+    /// Its exchanges, in the order they completed (in time order once
+    /// [`Analyzer::sort_exchanges`] ran); let go once its rows are made.
+    exchanges: Vec<Ex>,
 }
 
 /// The threads of a side's recent message starts: an exchange's request and response start
@@ -185,7 +188,6 @@ impl MessageThreads {
 /// A parsed exchange of one side, strings interned.
 #[derive(Clone, Copy)]
 struct Ex {
-    side: u32,
     ts: u64,
     latency: u64,
     protocol: u32,
@@ -265,22 +267,6 @@ fn dns_failed(rcode: &str) -> bool {
 /// The name and kind of every process that took part, by (node, pid).
 type Names = BTreeMap<(u16, u32), (String, String)>;
 
-/// Exchanges grouped by side: `order[by_side[i].0..by_side[i].1]` are side `i`'s, in time
-/// order (indexes into the exchanges).
-struct Grouped {
-    by_side: Vec<(usize, usize)>,
-    order: Vec<u32>,
-}
-
-impl Grouped {
-    fn of(&self, side: u32) -> &[u32] {
-        match self.by_side.get(side as usize) {
-            Some(&(a, b)) => &self.order[a..b],
-            None => &[],
-        }
-    }
-}
-
 /// Ids of strings shared by the rows.
 struct RowIds {
     /// Node names by node index.
@@ -331,7 +317,8 @@ pub struct Analyzer {
     procs: Map<(u16, u32), Proc>,
     conns: Map<(u16, ConnId), u32>,
     sides: Vec<Side>,
-    exchanges: Vec<Ex>,
+    /// Exchanges in all sides.
+    exchanges: usize,
     failures: Vec<Failure>,
     /// Retransmits and resets received, attributed to their connections at the end (they
     /// carry a 4-tuple, not a socket).
@@ -427,7 +414,7 @@ impl Analyzer {
             procs: Map::default(),
             conns: Map::default(),
             sides: Vec::new(),
-            exchanges: Vec::new(),
+            exchanges: 0,
             failures: Vec::new(),
             samples: Vec::new(),
             l7_losses: Vec::new(),
@@ -538,6 +525,7 @@ impl Analyzer {
             tid: 0,
             starts: MessageThreads::default(),
             traffic: Vec::new(),
+            exchanges: Vec::new(),
         });
         self.conns.insert((node, conn), idx);
         self.procs.entry((node, conn.pid)).or_default();
@@ -980,7 +968,11 @@ impl Analyzer {
             return;
         }
         let mut parsed = std::mem::take(&mut self.parsed);
-        let starts = &self.sides[side as usize].starts;
+        let Some(s) = self.sides.get_mut(side as usize) else {
+            return;
+        };
+        let (starts, exchanges) = (&s.starts, &mut s.exchanges);
+        self.exchanges += parsed.len();
         // By reference: the exchanges are not moved out, only dropped by `clear`.
         for x in &parsed {
             let latency = match x.response_ts {
@@ -988,7 +980,6 @@ impl Analyzer {
                 None => NO_LATENCY,
             };
             let ex = Ex {
-                side,
                 ts: x.request_ts,
                 latency,
                 protocol: self.recent.protocol(&mut self.strings, x.protocol.name()),
@@ -1012,7 +1003,7 @@ impl Analyzer {
                 tid_request: starts.at(x.request_ts),
                 tid_response: x.response_ts.map_or(0, |r| starts.at(r)),
             };
-            self.exchanges.push(ex);
+            exchanges.push(ex);
         }
         parsed.clear();
         self.parsed = parsed;
@@ -1040,20 +1031,21 @@ impl Analyzer {
             reach.push(m);
         }
         // (An incomplete response is the kernel's word, not the capture's: never forgiven.)
-        for x in self
-            .exchanges
-            .iter_mut()
-            .filter(|x| x.cut_off && x.latency == NO_LATENCY)
-        {
-            let side = &self.sides[x.side as usize];
-            let (from, to) = (x.ts, side.closed_at.unwrap_or(u64::MAX));
-            // The last interval of this node starting at or before `to`.
-            let i = losses.partition_point(|&(n, f, _)| (n, f) <= (side.node, to));
-            let overlaps = i > 0 && losses[i - 1].0 == side.node && reach[i - 1] >= from;
-            if overlaps {
-                x.error = false;
-                x.status = EMPTY;
-                x.cut_off = false;
+        for side in &mut self.sides {
+            let (node, to) = (side.node, side.closed_at.unwrap_or(u64::MAX));
+            for x in side
+                .exchanges
+                .iter_mut()
+                .filter(|x| x.cut_off && x.latency == NO_LATENCY)
+            {
+                // The last interval of this node starting at or before `to`.
+                let i = losses.partition_point(|&(n, f, _)| (n, f) <= (node, to));
+                let overlaps = i > 0 && losses[i - 1].0 == node && reach[i - 1] >= x.ts;
+                if overlaps {
+                    x.error = false;
+                    x.status = EMPTY;
+                    x.cut_off = false;
+                }
             }
         }
         self.l7_losses = losses;
@@ -1077,24 +1069,22 @@ impl Analyzer {
         self.label_resets(&facts);
         let ends = self.name_ends(&conns, &names, &resolver);
         let net = self.net_facts(&conns, &ends, &names, window_start, window_end);
-        let grouped = self.group_exchanges();
-        self.fail_connections_reset_before_any_byte(&conns, &facts, &grouped);
+        self.sort_exchanges();
+        self.fail_connections_reset_before_any_byte(&conns, &facts);
         let ids = self.row_ids();
         cp.at("close, names, join, grouping");
 
         let mut out = Rows {
-            rows: Vec::with_capacity(self.exchanges.len()),
-            served: Vec::with_capacity(self.exchanges.len()),
-            links: Vec::with_capacity(self.exchanges.len()),
+            rows: Vec::with_capacity(self.exchanges),
+            served: Vec::with_capacity(self.exchanges),
+            links: Vec::with_capacity(self.exchanges),
             conns: Vec::new(),
         };
         let addrs = self.side_addresses();
-        self.rows_from_connections(&conns, &facts, &ends, &grouped, &ids, &addrs, &mut out);
+        self.rows_from_connections(&conns, &facts, &ends, &ids, &addrs, &mut out);
         self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
-        // Every exchange is in `rows` now.
-        drop(grouped);
-        self.exchanges = Vec::new();
+        // Every exchange is in `rows` now (and let go).
         cp.at("rows");
         let spawns = self.traces.then(|| {
             std::mem::take(&mut self.spawns)
@@ -1204,8 +1194,14 @@ impl Analyzer {
     /// of that connection after the request was sent.
     fn label_resets(&mut self, facts: &Facts) {
         let (mut reset, mut incomplete) = (None, None);
-        for x in self.exchanges.iter_mut().filter(|x| x.cut_off) {
-            if facts.reset_since(x.side, x.ts) {
+        for (side, x) in self
+            .sides
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(i, s)| s.exchanges.iter_mut().map(move |x| (i as u32, x)))
+            .filter(|(_, x)| x.cut_off)
+        {
+            if facts.reset_since(side, x.ts) {
                 x.status = if x.latency == NO_LATENCY {
                     *reset.get_or_insert_with(|| self.strings.intern(NO_RESPONSE_RESET))
                 } else {
@@ -1250,35 +1246,14 @@ impl Analyzer {
         ends
     }
 
-    /// Exchanges grouped by side, in time order: a counting sort by side (stable, so each
-    /// side's exchanges stay in the order they completed), then each side's few by time.
-    fn group_exchanges(&self) -> Grouped {
-        let mut by_side: Vec<(usize, usize)> = vec![(0, 0); self.sides.len()];
-        for x in &self.exchanges {
-            by_side[x.side as usize].1 += 1;
-        }
-        let mut start = 0;
-        for r in by_side.iter_mut() {
-            let n = r.1;
-            *r = (start, start);
-            start += n;
-        }
-        let mut order: Vec<u32> = vec![0; self.exchanges.len()];
-        for (i, x) in self.exchanges.iter().enumerate() {
-            let r = &mut by_side[x.side as usize];
-            order[r.1] = i as u32;
-            r.1 += 1;
-        }
-        for &(a, b) in &by_side {
-            let slice = &mut order[a..b];
-            if slice
-                .windows(2)
-                .any(|w| self.exchanges[w[0] as usize].ts > self.exchanges[w[1] as usize].ts)
-            {
-                slice.sort_by_key(|&i| self.exchanges[i as usize].ts);
+    /// Puts each side's exchanges in time order (they come in the order they completed;
+    /// the sort is stable, and skipped when they are in order already).
+    fn sort_exchanges(&mut self) {
+        for side in &mut self.sides {
+            if side.exchanges.windows(2).any(|w| w[0].ts > w[1].ts) {
+                side.exchanges.sort_by_key(|x| x.ts);
             }
         }
-        Grouped { by_side, order }
     }
 
     /// A seed for span and trace ids, from what identifies the capture (its nodes and its
@@ -1342,160 +1317,185 @@ impl Analyzer {
     /// side did not see.
     #[allow(clippy::too_many_arguments)]
     fn rows_from_connections(
-        &self,
+        &mut self,
         conns: &Connections,
         facts: &Facts,
         ends: &[(u32, u32)],
-        grouped: &Grouped,
+        ids: &RowIds,
+        addrs: &[(u32, u32)],
+        out: &mut Rows,
+    ) {
+        for i in 0..self.sides.len() {
+            let paired_server = !self.sides[i].client && conns.peer(i as u32).is_some();
+            if paired_server {
+                continue; // accounted for by the client side
+            }
+            self.rows_of_side(i, conns, facts, ends, ids, addrs, out);
+            // Its exchanges, and its peer's (a server: read by this side only), are in rows
+            // now: let them go, so that the rows and the exchanges never coexist whole.
+            self.sides[i].exchanges = Vec::new();
+            if let Some(j) = conns.peer(i as u32) {
+                if !self.sides[j as usize].client {
+                    self.sides[j as usize].exchanges = Vec::new();
+                }
+            }
+        }
+    }
+
+    /// The rows of side `i` (a client, or a server whose client was not captured): see
+    /// [`Analyzer::rows_from_connections`].
+    #[allow(clippy::too_many_arguments)]
+    fn rows_of_side(
+        &self,
+        i: usize,
+        conns: &Connections,
+        facts: &Facts,
+        ends: &[(u32, u32)],
         ids: &RowIds,
         addrs: &[(u32, u32)],
         out: &mut Rows,
     ) {
         let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
         let closed_incomplete = self.strings.map_get(INCOMPLETE_RESPONSE_CLOSED);
-        for (i, s) in self.sides.iter().enumerate() {
-            let (client, server) = ends[i];
-            if client == EMPTY || server == EMPTY {
-                continue;
-            }
-            let peer = conns.peer(i as u32);
-            // This side closed while its peer's end stayed open: it left, it was not left.
-            let closed_first =
-                peer.is_some_and(|j| match (s.closed_at, self.sides[j as usize].closed_at) {
-                    (Some(mine), Some(theirs)) => mine < theirs,
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                });
-            let paired_server = !s.client && peer.is_some();
-            if paired_server || s.failed {
-                continue; // accounted for by the client side
-            }
-            let node = ids.node(s.node);
-            let mine = grouped.of(i as u32);
-            let theirs: &[u32] = peer.map_or(&[], |j| grouped.of(j));
-            let proto = s
-                .protocol
-                .or_else(|| peer.and_then(|j| self.sides[j as usize].protocol))
-                .map(|p| self.strings.map_get(p).unwrap_or(ids.tcp))
-                .unwrap_or(ids.tcp);
-            let (sent, received) = s.closed_bytes.unwrap_or((s.sent, s.received));
-            let (bytes_sent, bytes_received) = if s.client {
-                (sent, received)
-            } else {
-                (received, sent)
-            };
-            out.conns.push(stats::ConnRow {
-                client,
-                server,
-                protocol: proto,
-                failed: false,
-                bytes_sent,
-                bytes_received,
-                retransmits: facts.retransmits(conns, i as u32),
+        let s = &self.sides[i];
+        let (client, server) = ends[i];
+        if client == EMPTY || server == EMPTY {
+            return;
+        }
+        let peer = conns.peer(i as u32);
+        // This side closed while its peer's end stayed open: it left, it was not left.
+        let closed_first =
+            peer.is_some_and(|j| match (s.closed_at, self.sides[j as usize].closed_at) {
+                (Some(mine), Some(theirs)) => mine < theirs,
+                (Some(_), None) => true,
+                (None, _) => false,
             });
-            let (client_addr, server_addr) = addrs[i];
-            let peer_side = peer.map(|j| &self.sides[j as usize]);
-            // The spans of an exchange: `mine` of this side, `answer` of the peer's.
-            let spans = |mine: Option<&Ex>, answer: Option<&Ex>| {
-                let (cx, sx, server_side) = if s.client {
-                    (mine, answer, peer_side.zip(peer))
-                } else {
-                    (None, mine, Some((s, i as u32)))
-                };
-                let mut f = SpanFacts {
-                    client_addr,
-                    server_addr,
-                    ..SpanFacts::default()
-                };
-                let mut l = LinkIn {
-                    server_socket: u32::MAX,
-                    ..LinkIn::default()
-                };
-                if let Some(x) = cx {
-                    f.client = true;
-                    f.client_node = node;
-                    f.client_pid = s.pid;
-                    f.client_tid = x.tid_request;
-                    l.request_id = x.request_id;
-                }
-                if let (Some(y), Some((ss, sj))) = (sx, server_side) {
-                    f.server = true;
-                    f.server_node = ids.node(ss.node);
-                    f.server_pid = ss.pid;
-                    f.server_tid = y.tid_request;
-                    f.server_ts_ns = y.ts;
-                    l.server_tid_out = y.tid_response;
-                    l.server_socket = sj;
-                    if l.request_id == EMPTY {
-                        l.request_id = y.request_id;
-                    }
-                }
-                (f, l)
+        if s.failed {
+            return; // accounted for by its failed connect
+        }
+        let node = ids.node(s.node);
+        let mine = &s.exchanges;
+        let theirs: &[Ex] = peer.map_or(&[], |j| &self.sides[j as usize].exchanges);
+        let proto = s
+            .protocol
+            .or_else(|| peer.and_then(|j| self.sides[j as usize].protocol))
+            .map(|p| self.strings.map_get(p).unwrap_or(ids.tcp))
+            .unwrap_or(ids.tcp);
+        let (sent, received) = s.closed_bytes.unwrap_or((s.sent, s.received));
+        let (bytes_sent, bytes_received) = if s.client {
+            (sent, received)
+        } else {
+            (received, sent)
+        };
+        out.conns.push(stats::ConnRow {
+            client,
+            server,
+            protocol: proto,
+            failed: false,
+            bytes_sent,
+            bytes_received,
+            retransmits: facts.retransmits(conns, i as u32),
+        });
+        let (client_addr, server_addr) = addrs[i];
+        let peer_side = peer.map(|j| &self.sides[j as usize]);
+        // The spans of an exchange: `mine` of this side, `answer` of the peer's.
+        let spans = |mine: Option<&Ex>, answer: Option<&Ex>| {
+            let (cx, sx, server_side) = if s.client {
+                (mine, answer, peer_side.zip(peer))
+            } else {
+                (None, mine, Some((s, i as u32)))
             };
-            let row = |x: &Ex, server_latency: u64, spans: SpanFacts| RequestRow {
-                ts_ns: x.ts,
-                latency_ns: x.latency,
-                server_latency_ns: server_latency,
-                client,
-                server,
-                protocol: x.protocol,
-                method: x.method,
-                target: x.target,
-                route: x.route,
-                status: x.status,
-                trace_id: x.trace,
-                node,
-                error: x.error,
-                spans,
+            let mut f = SpanFacts {
+                client_addr,
+                server_addr,
+                ..SpanFacts::default()
             };
-            let pairs = join::align(&self.exchanges, mine, theirs);
-            let mut seen_by_client = vec![false; theirs.len()];
-            for (k, &xi) in mine.iter().enumerate() {
-                let x = &self.exchanges[xi as usize];
-                let answer = match pairs[k] {
-                    Some(j) if s.client => {
-                        seen_by_client[j] = true;
-                        Some(&self.exchanges[theirs[j] as usize])
-                    }
-                    _ => None,
-                };
-                let server_latency = match answer {
-                    Some(y) => y.latency,
-                    None if s.client => NO_LATENCY,
-                    None => x.latency,
-                };
-                let (f, l) = spans(Some(x), answer);
-                match answer {
-                    // Closed by the client's own end (its process died, it gave up) after the
-                    // server answered: the server's answer, not a failure of the server. (A
-                    // reset stays a failure: the client's code saw it.) So is a response the
-                    // client stopped reading and closed on before the server closed its end.
-                    Some(y)
-                        if x.cut_off
-                            && y.latency != NO_LATENCY
-                            && (Some(x.status) == closed_unanswered
-                                || (Some(x.status) == closed_incomplete && closed_first)) =>
-                    {
-                        let answered = Ex {
-                            status: y.status,
-                            error: y.error,
-                            ..*x
-                        };
-                        out.push(row(&answered, server_latency, f), true, l);
-                    }
-                    _ => out.push(row(x, server_latency, f), true, l),
+            let mut l = LinkIn {
+                server_socket: u32::MAX,
+                ..LinkIn::default()
+            };
+            if let Some(x) = cx {
+                f.client = true;
+                f.client_node = node;
+                f.client_pid = s.pid;
+                f.client_tid = x.tid_request;
+                l.request_id = x.request_id;
+            }
+            if let (Some(y), Some((ss, sj))) = (sx, server_side) {
+                f.server = true;
+                f.server_node = ids.node(ss.node);
+                f.server_pid = ss.pid;
+                f.server_tid = y.tid_request;
+                f.server_ts_ns = y.ts;
+                l.server_tid_out = y.tid_response;
+                l.server_socket = sj;
+                if l.request_id == EMPTY {
+                    l.request_id = y.request_id;
                 }
             }
-            // Exchanges the server saw that the client side did not.
-            for (&yi, _) in theirs
-                .iter()
-                .zip(&seen_by_client)
-                .filter(|(_, &seen)| !seen)
-            {
-                let y = &self.exchanges[yi as usize];
-                let (f, l) = spans(None, Some(y));
-                out.push(row(y, y.latency, f), true, l);
+            (f, l)
+        };
+        let row = |x: &Ex, server_latency: u64, spans: SpanFacts| RequestRow {
+            ts_ns: x.ts,
+            latency_ns: x.latency,
+            server_latency_ns: server_latency,
+            client,
+            server,
+            protocol: x.protocol,
+            method: x.method,
+            target: x.target,
+            route: x.route,
+            status: x.status,
+            trace_id: x.trace,
+            node,
+            error: x.error,
+            spans,
+        };
+        let pairs = join::align(mine, theirs);
+        let mut seen_by_client = vec![false; theirs.len()];
+        for (k, x) in mine.iter().enumerate() {
+            let answer = match pairs[k] {
+                Some(j) if s.client => {
+                    seen_by_client[j] = true;
+                    Some(&theirs[j])
+                }
+                _ => None,
+            };
+            let server_latency = match answer {
+                Some(y) => y.latency,
+                None if s.client => NO_LATENCY,
+                None => x.latency,
+            };
+            let (f, l) = spans(Some(x), answer);
+            match answer {
+                // Closed by the client's own end (its process died, it gave up) after the
+                // server answered: the server's answer, not a failure of the server. (A
+                // reset stays a failure: the client's code saw it.) So is a response the
+                // client stopped reading and closed on before the server closed its end.
+                Some(y)
+                    if x.cut_off
+                        && y.latency != NO_LATENCY
+                        && (Some(x.status) == closed_unanswered
+                            || (Some(x.status) == closed_incomplete && closed_first)) =>
+                {
+                    let answered = Ex {
+                        status: y.status,
+                        error: y.error,
+                        ..*x
+                    };
+                    out.push(row(&answered, server_latency, f), true, l);
+                }
+                _ => out.push(row(x, server_latency, f), true, l),
             }
+        }
+        // Exchanges the server saw that the client side did not.
+        for (y, _) in theirs
+            .iter()
+            .zip(&seen_by_client)
+            .filter(|(_, &seen)| !seen)
+        {
+            let (f, l) = spans(None, Some(y));
+            out.push(row(y, y.latency, f), true, l);
         }
     }
 
@@ -1505,18 +1505,13 @@ impl Analyzer {
     /// way, is a failed connect (ECONNRESET) of the client's edge, as the client's own code
     /// sees it: a server that was going down accepted the handshake in the kernel and never
     /// read. Not a connection of an unknown protocol beside the edge's real one.
-    fn fail_connections_reset_before_any_byte(
-        &mut self,
-        conns: &Connections,
-        facts: &Facts,
-        grouped: &Grouped,
-    ) {
+    fn fail_connections_reset_before_any_byte(&mut self, conns: &Connections, facts: &Facts) {
         const ECONNRESET: i32 = 104;
         for i in 0..self.sides.len() {
             let s = &self.sides[i];
             let side = i as u32;
             let silent = |j: u32| {
-                grouped.of(j).is_empty()
+                self.sides[j as usize].exchanges.is_empty()
                     && matches!(self.sides[j as usize].closed_bytes, Some((0, 0)) | None)
             };
             let Some(closed) = s.closed_at else {

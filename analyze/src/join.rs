@@ -390,18 +390,13 @@ pub(crate) trait Request {
 /// a few ahead. Either side may have missed exchanges (a capture that began mid-connection,
 /// lost messages), and one missing exchange must not shift every pairing after it. Returns,
 /// per client exchange, the index of its server exchange in `theirs`.
-pub(crate) fn align<X: Request>(
-    exchanges: &[X],
-    mine: &[u32],
-    theirs: &[u32],
-) -> Vec<Option<usize>> {
+pub(crate) fn align<X: Request>(mine: &[X], theirs: &[X]) -> Vec<Option<usize>> {
     const LOOKAHEAD: usize = 8;
     let mut out = Vec::with_capacity(mine.len());
     let mut next = 0;
-    for &xi in mine {
-        let x = &exchanges[xi as usize];
+    for x in mine {
         let found = (next..theirs.len().min(next + LOOKAHEAD)).find(|&j| {
-            let y = &exchanges[theirs[j] as usize];
+            let y = &theirs[j];
             y.method() == x.method() && y.target() == x.target()
         });
         if let Some(j) = found {
@@ -682,15 +677,17 @@ mod tests {
             X(1, 12), // 6 server /c
             X(1, 13), // 7 server /d
         ];
-        let pairs = align(&all, &[0, 1, 2, 3], &[4, 5, 6, 7]);
+        let pick =
+            |v: &[X], at: &[usize]| at.iter().map(|&i| X(v[i].0, v[i].1)).collect::<Vec<X>>();
+        let pairs = align(&pick(&all, &[0, 1, 2, 3]), &pick(&all, &[4, 5, 6, 7]));
         assert_eq!(pairs, vec![Some(0), None, Some(2), Some(3)]);
         // By position, /b would have taken /x's latency and every later one shifted.
-        let same = align(&all, &[0, 2, 3], &[4, 6, 7]);
+        let same = align(&pick(&all, &[0, 2, 3]), &pick(&all, &[4, 6, 7]));
         assert_eq!(same, vec![Some(0), Some(1), Some(2)]);
         // A method differing on the same target does not pair.
         let mut other: Vec<X> = all.iter().map(|x| X(x.0, x.1)).collect();
         other[4].0 = 2;
-        assert_eq!(align(&other, &[0], &[4]), vec![None]);
-        assert_eq!(align(&all, &[], &[4]), Vec::<Option<usize>>::new());
+        assert_eq!(align(&pick(&other, &[0]), &pick(&other, &[4])), vec![None]);
+        assert_eq!(align(&[], &pick(&all, &[4])), Vec::<Option<usize>>::new());
     }
 }
