@@ -142,6 +142,33 @@ fn u32s(df: &DataFrame, name: &str) -> Result<Vec<u32>, AnalyzeError> {
         .collect())
 }
 
+/// Dense ids of the keys, in order of first appearance: the id of each, and the keys by id.
+fn dense_ids<K: Copy + Eq + std::hash::Hash>(keys: impl Iterator<Item = K>) -> (Vec<u32>, Vec<K>) {
+    let mut ids: Map<K, u32> = Map::default();
+    let mut distinct = Vec::new();
+    let per_key = keys
+        .map(|k| {
+            *ids.entry(k).or_insert_with(|| {
+                distinct.push(k);
+                (distinct.len() - 1) as u32
+            })
+        })
+        .collect();
+    (per_key, distinct)
+}
+
+/// The keys of the groups of `df`, from their dense ids in column `id`.
+fn keys_of<K: Copy>(df: &DataFrame, id: &str, keys: &[K]) -> Result<Vec<K>, AnalyzeError> {
+    u32s(df, id)?
+        .into_iter()
+        .map(|i| {
+            keys.get(i as usize)
+                .copied()
+                .ok_or_else(|| AnalyzeError::Aggregate(format!("no key for {id} {i}")))
+        })
+        .collect()
+}
+
 fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>, AnalyzeError> {
     Ok(df
         .column(name)
@@ -447,31 +474,37 @@ fn red_metrics(
 
     // Two frames, one after the other, each with the columns its group-bys read (built
     // straight into polars' arrays): every request for the edges, the served ones for the
-    // services, endpoints and series.
-    let u32s_of = |name: &str, rows: &[RequestRow], get: fn(&RequestRow) -> u32| {
-        Column::new(name.into(), rows.iter().map(get).collect::<Vec<u32>>())
-    };
+    // services, endpoints and series. Each grouping's key is one dense id made here (a
+    // group-by on one integer column needs neither row-encoded keys nor their memory); the
+    // results come back in the order of the ids, and the ids give back the keys.
     let ms_of = |name: &str, values: &mut dyn Iterator<Item = u64>| {
         Column::from(Float64Chunked::from_iter_options(name.into(), values.map(ms)).into_series())
     };
-    let edges_df = DataFrame::new_infer_height(vec![
-        u32s_of("client", rows, |r| r.client),
-        u32s_of("server", rows, |r| r.server),
-        u32s_of("protocol", rows, |r| r.protocol),
-        Column::new(
-            "error".into(),
-            BooleanChunked::from_iter_values("error".into(), rows.iter().map(|r| r.error))
-                .into_series(),
-        ),
-        ms_of("lat", &mut rows.iter().map(|r| r.latency_ns)),
-        ms_of("slat", &mut rows.iter().map(|r| r.server_latency_ns)),
-    ])
-    .map_err(pe)?
-    .lazy()
-    .group_by([col("client"), col("server"), col("protocol")])
-    .agg(quantiles("lat", true))
-    .collect()
-    .map_err(pe)?;
+    let by_id = |lf: LazyFrame, id: &str, lat: &str, server_lat: bool| {
+        lf.group_by([col(id)])
+            .agg(quantiles(lat, server_lat))
+            .sort([id], Default::default())
+            .collect()
+            .map_err(pe)
+    };
+    let (edge_ids, edge_keys) = dense_ids(rows.iter().map(|r| (r.client, r.server, r.protocol)));
+    let edges_df = by_id(
+        DataFrame::new_infer_height(vec![
+            Column::new("edge".into(), edge_ids),
+            Column::new(
+                "error".into(),
+                BooleanChunked::from_iter_values("error".into(), rows.iter().map(|r| r.error))
+                    .into_series(),
+            ),
+            ms_of("lat", &mut rows.iter().map(|r| r.latency_ns)),
+            ms_of("slat", &mut rows.iter().map(|r| r.server_latency_ns)),
+        ])
+        .map_err(pe)?
+        .lazy(),
+        "edge",
+        "lat",
+        true,
+    )?;
     // Services, their endpoints and series count what they served: not their callers' failed
     // connection attempts (edges count those).
     let served_rows = || {
@@ -481,27 +514,19 @@ fn red_metrics(
             .filter(|(_, (_, &s))| s)
             .map(|(i, (r, _))| (i, r))
     };
+    let (endpoint_ids, endpoint_keys) =
+        dense_ids(served_rows().map(|(i, r)| (r.server, r.protocol, endpoint[i])));
+    drop(endpoint);
+    let (series_ids, series_keys) = dense_ids(
+        served_rows().map(|(_, r)| (r.server, (r.ts_ns.saturating_sub(window_start)) / bucket_ns)),
+    );
     let served_lf = DataFrame::new_infer_height(vec![
         Column::new(
             "server".into(),
             served_rows().map(|(_, r)| r.server).collect::<Vec<u32>>(),
         ),
-        Column::new(
-            "protocol".into(),
-            served_rows().map(|(_, r)| r.protocol).collect::<Vec<u32>>(),
-        ),
-        Column::new(
-            "endpoint".into(),
-            served_rows()
-                .map(|(i, _)| endpoint[i])
-                .collect::<Vec<u32>>(),
-        ),
-        Column::new(
-            "bucket".into(),
-            served_rows()
-                .map(|(_, r)| (r.ts_ns.saturating_sub(window_start)) / bucket_ns)
-                .collect::<Vec<u64>>(),
-        ),
+        Column::new("endpoint".into(), endpoint_ids),
+        Column::new("series".into(), series_ids),
         Column::new(
             "error".into(),
             BooleanChunked::from_iter_values("error".into(), served_rows().map(|(_, r)| r.error))
@@ -521,25 +546,10 @@ fn red_metrics(
     ])
     .map_err(pe)?
     .lazy();
-    drop(endpoint);
     cp.at("aggregate: sort, endpoints, data frame");
-    let services_df = served_lf
-        .clone()
-        .group_by([col("server")])
-        .agg(quantiles("svc_lat", false))
-        .collect()
-        .map_err(pe)?;
-    let endpoints_df = served_lf
-        .clone()
-        .group_by([col("server"), col("protocol"), col("endpoint")])
-        .agg(quantiles("svc_lat", false))
-        .collect()
-        .map_err(pe)?;
-    let series_df = served_lf
-        .group_by([col("server"), col("bucket")])
-        .agg(quantiles("svc_lat", false))
-        .collect()
-        .map_err(pe)?;
+    let services_df = by_id(served_lf.clone(), "server", "svc_lat", false)?;
+    let endpoints_df = by_id(served_lf.clone(), "endpoint", "svc_lat", false)?;
+    let series_df = by_id(served_lf, "series", "svc_lat", false)?;
     cp.at("aggregate: polars");
     // Edges: requests from polars, connections from the connection rows.
     #[derive(Default)]
@@ -593,9 +603,10 @@ fn red_metrics(
     }
     let mut edge_reqs: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
     {
-        let c = u32s(&edges_df, "client")?;
-        let s = u32s(&edges_df, "server")?;
-        let p = u32s(&edges_df, "protocol")?;
+        let keys = keys_of(&edges_df, "edge", &edge_keys)?;
+        let c: Vec<u32> = keys.iter().map(|k| k.0).collect();
+        let s: Vec<u32> = keys.iter().map(|k| k.1).collect();
+        let p: Vec<u32> = keys.iter().map(|k| k.2).collect();
         for (i, agg) in aggs(&edges_df, true)?.into_iter().enumerate() {
             // Failed-connection rows carry protocol "tcp": fold them into the usual protocol.
             let proto = if p[i] == tcp {
@@ -728,14 +739,12 @@ fn red_metrics(
     // Endpoints.
     let mut endpoints = Vec::new();
     {
-        let s = u32s(&endpoints_df, "server")?;
-        let p = u32s(&endpoints_df, "protocol")?;
-        let e = u32s(&endpoints_df, "endpoint")?;
-        for (i, a) in aggs(&endpoints_df, false)?.into_iter().enumerate() {
+        let keys = keys_of(&endpoints_df, "endpoint", &endpoint_keys)?;
+        for (&(s, p, e), a) in keys.iter().zip(aggs(&endpoints_df, false)?) {
             endpoints.push(EndpointStats {
-                service: name(s[i]),
-                protocol: name(p[i]),
-                route: name(e[i]),
+                service: name(s),
+                protocol: name(p),
+                route: name(e),
                 requests: a.n,
                 errors: a.errors,
                 p50_ms: a.p50,
@@ -752,8 +761,9 @@ fn red_metrics(
     let buckets = (window_ns / bucket_ns + 1) as usize;
     let mut series_map: BTreeMap<String, Vec<SeriesPoint>> = BTreeMap::new();
     {
-        let s = u32s(&series_df, "server")?;
-        let b = u64s(&series_df, "bucket")?;
+        let keys = keys_of(&series_df, "series", &series_keys)?;
+        let s: Vec<u32> = keys.iter().map(|k| k.0).collect();
+        let b: Vec<u64> = keys.iter().map(|k| k.1).collect();
         for (i, a) in aggs(&series_df, false)?.into_iter().enumerate() {
             let points = series_map.entry(name(s[i])).or_insert_with(|| {
                 (0..buckets)
