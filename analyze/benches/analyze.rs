@@ -195,6 +195,11 @@ fn run_child(cap: &Path, no_traces: bool) -> ChildRun {
     let t = Instant::now();
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
     cmd.arg("--child-analyze").arg(cap);
+    // The allocator policy of the `retrace` binary.
+    cmd.env(
+        "MALLOC_MMAP_THRESHOLD_",
+        retrace_analyze::MMAP_THRESHOLD.to_string(),
+    );
     if no_traces {
         cmd.arg("--no-traces");
     }

@@ -45,25 +45,22 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let dataset = dataset::Dataset::create(&args.out)?;
-    let mut events = (!args.no_events).then(|| events::EventWriter::new(dataset.sink()));
+    let mut events = EventsObserver {
+        writer: (!args.no_events).then(|| events::EventWriter::new(dataset.sink())),
+        written: None,
+    };
     let names: Vec<String> = args
         .input
         .captures
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let analysis = {
-        let mut observe = |batch: &[retrace_replay::ReplayedEvent]| {
-            if let Some(w) = &mut events {
-                w.observe(batch);
-            }
-        };
-        retrace_analyze::analyze_observed(&args.input.captures, &args.input.options(), &mut observe)
-    };
+    let analysis =
+        retrace_analyze::analyze_observed(&args.input.captures, &args.input.options(), &mut events);
     let analysis =
         anyhow::Context::with_context(analysis, || format!("analyzing {}", names.join(", ")))?;
-    let event_rows = match events {
-        Some(w) => w.finish()?,
+    let event_rows = match events.written.take() {
+        Some(rows) => rows?,
         None => Default::default(),
     };
     analysis::write(&analysis, &dataset.sink())?;
@@ -90,6 +87,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Hands the events to the [`events::EventWriter`], and closes its files as soon as the read
+/// is over: they are written while the analysis makes its tables, and their row groups in
+/// progress are gone before the analysis' peak.
+struct EventsObserver {
+    writer: Option<events::EventWriter>,
+    /// What the writer's `finish` said: rows by event kind.
+    written: Option<anyhow::Result<std::collections::BTreeMap<&'static str, u64>>>,
+}
+
+impl retrace_analyze::Observer for EventsObserver {
+    fn batch(&mut self, batch: &[retrace_replay::ReplayedEvent]) {
+        if let Some(w) = &mut self.writer {
+            w.observe(batch);
+        }
+    }
+
+    fn read_done(&mut self) {
+        if let Some(w) = self.writer.take() {
+            self.written = Some(w.finish());
+        }
+    }
 }
 
 /// Names the files of an export: 16 hex digits of a hash of its nodes and its start, so that
