@@ -1053,9 +1053,9 @@ impl Analyzer {
 
     /// Ends the analysis, in steps: fold the event counts, close the sides still open,
     /// forgive cut-offs in losses, name processes, join the ends of connections and attribute
-    /// their samples, label resets, name each side's ends, group exchanges by side, make the
-    /// rows (connections, failed connects, DNS), gather the services, count losses, and
-    /// aggregate.
+    /// their samples, label resets, name each side's ends, sort each side's exchanges by
+    /// time, make the rows (connections, failed connects, DNS), gather the services, count
+    /// losses, and aggregate.
     pub fn finish(mut self, read: ReadStats) -> Result<Analysis, crate::AnalyzeError> {
         self.fold_kind_counts();
         self.close_open_sides();
