@@ -281,6 +281,21 @@ impl RowIds {
     }
 }
 
+/// What the rows of every connection side are made from, beside the sides themselves.
+#[derive(Clone, Copy)]
+struct SideFacts<'a> {
+    conns: &'a Connections,
+    facts: &'a Facts,
+    /// `(client, server)` names of each side's ends (string ids).
+    ends: &'a [(u32, u32)],
+    ids: &'a RowIds,
+    /// `(client, server)` addresses of each side's connection (string ids).
+    addrs: &'a [(u32, u32)],
+    /// The statuses of requests cut off by a close, when any was interned.
+    closed_unanswered: Option<u32>,
+    closed_incomplete: Option<u32>,
+}
+
 /// Request rows and connection rows, for the aggregation.
 struct Rows {
     rows: Vec<RequestRow>,
@@ -317,8 +332,6 @@ pub struct Analyzer {
     procs: Map<(u16, u32), Proc>,
     conns: Map<(u16, ConnId), u32>,
     sides: Vec<Side>,
-    /// Exchanges in all sides.
-    exchanges: usize,
     failures: Vec<Failure>,
     /// Retransmits and resets received, attributed to their connections at the end (they
     /// carry a 4-tuple, not a socket).
@@ -414,7 +427,6 @@ impl Analyzer {
             procs: Map::default(),
             conns: Map::default(),
             sides: Vec::new(),
-            exchanges: 0,
             failures: Vec::new(),
             samples: Vec::new(),
             l7_losses: Vec::new(),
@@ -972,7 +984,6 @@ impl Analyzer {
             return;
         };
         let (starts, exchanges) = (&s.starts, &mut s.exchanges);
-        self.exchanges += parsed.len();
         // By reference: the exchanges are not moved out, only dropped by `clear`.
         for x in &parsed {
             let latency = match x.response_ts {
@@ -1074,14 +1085,24 @@ impl Analyzer {
         let ids = self.row_ids();
         cp.at("close, names, join, grouping");
 
+        let exchanges: usize = self.sides.iter().map(|s| s.exchanges.len()).sum();
         let mut out = Rows {
-            rows: Vec::with_capacity(self.exchanges),
-            served: Vec::with_capacity(self.exchanges),
-            links: Vec::with_capacity(self.exchanges),
+            rows: Vec::with_capacity(exchanges),
+            served: Vec::with_capacity(exchanges),
+            links: Vec::with_capacity(exchanges),
             conns: Vec::new(),
         };
         let addrs = self.side_addresses();
-        self.rows_from_connections(&conns, &facts, &ends, &ids, &addrs, &mut out);
+        let sides = SideFacts {
+            conns: &conns,
+            facts: &facts,
+            ends: &ends,
+            ids: &ids,
+            addrs: &addrs,
+            closed_unanswered: self.strings.map_get(NO_RESPONSE_CLOSED),
+            closed_incomplete: self.strings.map_get(INCOMPLETE_RESPONSE_CLOSED),
+        };
+        self.rows_from_connections(&sides, &mut out);
         self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
         // Every exchange is in `rows` now (and let go).
@@ -1315,22 +1336,14 @@ impl Analyzer {
     /// side), and a request row per exchange: the client's exchanges with the server-side
     /// latency of the server exchange they pair with, then the server's exchanges the client
     /// side did not see.
-    #[allow(clippy::too_many_arguments)]
-    fn rows_from_connections(
-        &mut self,
-        conns: &Connections,
-        facts: &Facts,
-        ends: &[(u32, u32)],
-        ids: &RowIds,
-        addrs: &[(u32, u32)],
-        out: &mut Rows,
-    ) {
+    fn rows_from_connections(&mut self, sides: &SideFacts<'_>, out: &mut Rows) {
+        let conns = sides.conns;
         for i in 0..self.sides.len() {
             let paired_server = !self.sides[i].client && conns.peer(i as u32).is_some();
             if paired_server {
                 continue; // accounted for by the client side
             }
-            self.rows_of_side(i, conns, facts, ends, ids, addrs, out);
+            self.rows_of_side(i, sides, out);
             // Its exchanges, and its peer's (a server: read by this side only), are in rows
             // now: let them go, so that the rows and the exchanges never coexist whole.
             self.sides[i].exchanges = Vec::new();
@@ -1344,19 +1357,16 @@ impl Analyzer {
 
     /// The rows of side `i` (a client, or a server whose client was not captured): see
     /// [`Analyzer::rows_from_connections`].
-    #[allow(clippy::too_many_arguments)]
-    fn rows_of_side(
-        &self,
-        i: usize,
-        conns: &Connections,
-        facts: &Facts,
-        ends: &[(u32, u32)],
-        ids: &RowIds,
-        addrs: &[(u32, u32)],
-        out: &mut Rows,
-    ) {
-        let closed_unanswered = self.strings.map_get(NO_RESPONSE_CLOSED);
-        let closed_incomplete = self.strings.map_get(INCOMPLETE_RESPONSE_CLOSED);
+    fn rows_of_side(&self, i: usize, sides: &SideFacts<'_>, out: &mut Rows) {
+        let SideFacts {
+            conns,
+            facts,
+            ends,
+            ids,
+            addrs,
+            closed_unanswered,
+            closed_incomplete,
+        } = *sides;
         let s = &self.sides[i];
         let (client, server) = ends[i];
         if client == EMPTY || server == EMPTY {

@@ -67,12 +67,12 @@ pub(crate) fn thread_cpu_s() -> f64 {
         .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
-/// Reads every capture in `paths` in time order and feeds the analyzer, then `observe`.
+/// Reads every capture in `paths` in time order and feeds the analyzer, then `observer`.
 pub(crate) fn feed(
     paths: &[PathBuf],
     opts: &AnalyzeOptions,
     analyzer: &mut Analyzer,
-    observe: &mut dyn FnMut(&[ReplayedEvent]),
+    observer: &mut dyn crate::Observer,
 ) -> Result<ReadStats, AnalyzeError> {
     let ropts = ReplayOptions {
         from: opts.from,
@@ -158,7 +158,7 @@ pub(crate) fn feed(
                 }
                 analyzer.push_with_endpoints(idx, ev.wall_ns, &ev.event, ev.endpoints);
             }
-            observe(&batch);
+            observer.batch(&batch);
             n += batch.len() as u64;
             // Full when the reader is ahead by IN_FLIGHT + 1 batches: then this one is freed here.
             let _ = empty_tx.try_send(batch);

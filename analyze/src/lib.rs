@@ -227,7 +227,7 @@ pub fn analyze_observed(
     let mut analyzer = Analyzer::new(services);
     analyzer.link_traces(!opts.no_traces);
     analyzer.findings_config(findings);
-    let read = input::feed(paths, opts, &mut analyzer, &mut |b| observer.batch(b))?;
+    let read = input::feed(paths, opts, &mut analyzer, observer)?;
     observer.read_done();
     let before = input::thread_cpu_s();
     let mut analysis = analyzer.finish(read)?;

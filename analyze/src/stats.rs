@@ -604,17 +604,10 @@ fn red_metrics(
     let mut edge_reqs: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
     {
         let keys = keys_of(&edges_df, "edge", &edge_keys)?;
-        let c: Vec<u32> = keys.iter().map(|k| k.0).collect();
-        let s: Vec<u32> = keys.iter().map(|k| k.1).collect();
-        let p: Vec<u32> = keys.iter().map(|k| k.2).collect();
-        for (i, agg) in aggs(&edges_df, true)?.into_iter().enumerate() {
+        for (&(c, s, p), agg) in keys.iter().zip(aggs(&edges_df, true)?) {
             // Failed-connection rows carry protocol "tcp": fold them into the usual protocol.
-            let proto = if p[i] == tcp {
-                usual_protocol(c[i], s[i])
-            } else {
-                p[i]
-            };
-            let key = (name(c[i]), name(s[i]), name(proto));
+            let proto = if p == tcp { usual_protocol(c, s) } else { p };
+            let key = (name(c), name(s), name(proto));
             match edge_reqs.get_mut(&key) {
                 Some(prev) if prev.p50.is_none() && agg.p50.is_some() => {
                     let (n, e) = (prev.n + agg.n, prev.errors + agg.errors);
@@ -762,10 +755,8 @@ fn red_metrics(
     let mut series_map: BTreeMap<String, Vec<SeriesPoint>> = BTreeMap::new();
     {
         let keys = keys_of(&series_df, "series", &series_keys)?;
-        let s: Vec<u32> = keys.iter().map(|k| k.0).collect();
-        let b: Vec<u64> = keys.iter().map(|k| k.1).collect();
-        for (i, a) in aggs(&series_df, false)?.into_iter().enumerate() {
-            let points = series_map.entry(name(s[i])).or_insert_with(|| {
+        for (&(s, bucket), a) in keys.iter().zip(aggs(&series_df, false)?) {
+            let points = series_map.entry(name(s)).or_insert_with(|| {
                 (0..buckets)
                     .map(|k| SeriesPoint {
                         start_ns: window_start + k as u64 * bucket_ns,
@@ -776,7 +767,7 @@ fn red_metrics(
                     })
                     .collect()
             });
-            if let Some(p) = points.get_mut(b[i] as usize) {
+            if let Some(p) = points.get_mut(bucket as usize) {
                 p.requests = a.n;
                 p.errors = a.errors;
                 p.p50_ms = a.p50;

@@ -99,10 +99,12 @@ fn end_of(start: u64, latency: u64) -> u64 {
 /// Inbound requests grouped by a key (a thread, a header id, a method and target), each
 /// group in order of start, kept only while they can still be in progress: the linker sweeps
 /// the rows in time order, adding each inbound request when it starts ([`Timelines::add`]) and
-/// letting go of those answered before the calls reached ([`Timelines::evict`]), so that its
-/// memory follows the requests in flight, not the capture's length.
+/// letting go of those answered before the calls reached ([`Timelines::reached`]), so that
+/// its memory follows the requests in flight, not the capture's length.
 struct Timelines<K> {
     groups: Map<K, VecDeque<Inbound>>,
+    /// Calls the sweep reached since the last eviction.
+    calls: u32,
     /// The end of an inbound request never answered that has a next one in its group: it was
     /// in progress until that one started (its thread or process moved on). By (row, which
     /// of the row's keys).
@@ -134,6 +136,7 @@ impl<K: Eq + Copy + std::hash::Hash> Timelines<K> {
         }
         Self {
             groups: Map::default(),
+            calls: 0,
             unanswered_ends,
         }
     }
@@ -151,9 +154,15 @@ impl<K: Eq + Copy + std::hash::Hash> Timelines<K> {
         group.push_back(s);
     }
 
-    /// Lets go of the inbound requests that no call at `t` or later can find in progress
-    /// (they, and every one before them in their group, were answered before `t`).
-    fn evict(&mut self, t: u64) {
+    /// The sweep reached a call at `t` (calls come in time order). Every [`EVICT_EVERY`]
+    /// calls, lets go of the inbound requests that no call at `t` or later can find in
+    /// progress (they, and every one before them in their group, were answered before `t`).
+    fn reached(&mut self, t: u64) {
+        self.calls += 1;
+        if self.calls < EVICT_EVERY {
+            return;
+        }
+        self.calls = 0;
         self.groups.retain(|_, group| {
             while group.front().is_some_and(|s| s.reach < t) {
                 group.pop_front();
@@ -164,6 +173,39 @@ impl<K: Eq + Copy + std::hash::Hash> Timelines<K> {
 
     fn get(&self, k: &K) -> Option<&VecDeque<Inbound>> {
         self.groups.get(k)
+    }
+}
+
+/// How many calls a sweep reaches between two evictions of its [`Timelines`].
+const EVICT_EVERY: u32 = 4096;
+
+/// The inbound requests of a sweep, in order of start, handed out as the calls reach them.
+struct Arrivals<'a> {
+    inbound: &'a [u32],
+    rows: &'a [RequestRow],
+    next: usize,
+}
+
+impl<'a> Arrivals<'a> {
+    fn new(inbound: &'a [u32], rows: &'a [RequestRow]) -> Self {
+        Self {
+            inbound,
+            rows,
+            next: 0,
+        }
+    }
+
+    /// The rows of the inbound requests started at or before `t` not handed out yet (a
+    /// step from where the last call stopped: calls are dense, a search would cost more).
+    fn until(&mut self, t: u64) -> &'a [u32] {
+        let from = self.next;
+        while let Some(&j) = self.inbound.get(self.next) {
+            if self.rows[j as usize].spans.server_ts_ns > t {
+                break;
+            }
+            self.next += 1;
+        }
+        &self.inbound[from..self.next]
     }
 }
 
@@ -227,8 +269,6 @@ impl Linked {
 /// calls in time order for the header and thread rules, a second for the proxy rule over the
 /// calls left; each keeps only the inbound requests that can still be in progress.
 pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Linked {
-    /// The sweeps let go of answered inbound requests every this many calls.
-    const EVICT_EVERY: u32 = 4096;
     let mut cov = TraceCoverage::default();
     let mut tops: Vec<Top> = rows
         .iter()
@@ -305,15 +345,12 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     let mut found = Vec::new();
     // Calls left to the proxy rule.
     let mut for_proxy: Vec<u32> = Vec::new();
-    let mut added = 0;
+    let mut arrivals = Arrivals::new(&inbound, rows);
     for i in calls {
         let r = &rows[i as usize];
         let (t, trace, f) = (r.ts_ns, r.trace_id, r.spans);
         let l = links.get(i as usize).copied().unwrap_or_default();
-        while let Some(&j) = inbound.get(added) {
-            if rows[j as usize].spans.server_ts_ns > t {
-                break;
-            }
+        for &j in arrivals.until(t) {
             let [thread] = thread_key(j);
             if let Some(k) = thread {
                 by_thread.add(k, 0, span(j));
@@ -323,13 +360,10 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
                     by_header.add(k, slot as u8, span(j));
                 }
             }
-            added += 1;
         }
+        by_thread.reached(t);
+        by_header.reached(t);
         cov.client_spans += 1;
-        if cov.client_spans % u64::from(EVICT_EVERY) == 0 {
-            by_thread.evict(t);
-            by_header.evict(t);
-        }
         if servers
             .binary_search(&(f.client_node, f.client_pid))
             .is_err()
@@ -429,22 +463,16 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     };
     let mut by_call = Timelines::new(&inbound, rows, call_key);
     let mut proxied = vec![false; rows.len()];
-    let mut added = 0;
-    for (n, &i) in for_proxy.iter().enumerate() {
+    let mut arrivals = Arrivals::new(&inbound, rows);
+    for &i in &for_proxy {
         let r = &rows[i as usize];
         let (t, latency, f) = (r.ts_ns, r.latency_ns, &r.spans);
-        while let Some(&j) = inbound.get(added) {
-            if rows[j as usize].spans.server_ts_ns > t {
-                break;
-            }
+        for &j in arrivals.until(t) {
             if let [Some(k)] = call_key(j) {
                 by_call.add(k, 0, span(j));
             }
-            added += 1;
         }
-        if n % EVICT_EVERY as usize == EVICT_EVERY as usize - 1 {
-            by_call.evict(t);
-        }
+        by_call.reached(t);
         let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) else {
             continue;
         };
@@ -746,13 +774,11 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // Root services and names, one shared string each.
     let mut services: Map<u32, Arc<str>> = Map::default();
     let mut names: Map<(u32, u32, u32), Arc<str>> = Map::default();
-    let mut kept = 0;
-    for k in 0..traces.len() {
-        let Some(r) = rows.get(traces[k].root) else {
+    for (t, set) in traces.iter_mut().zip(&services_of) {
+        let Some(r) = rows.get(t.root) else {
             continue; // never: every root is a row
         };
         let top_service = if r.spans.client { r.client } else { r.server };
-        let t = &mut traces[k];
         t.root_service = Arc::clone(
             services
                 .entry(top_service)
@@ -769,11 +795,8 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         ));
         t.trace_id = table.trace_id_of_root(t.root);
         t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
-        t.services = services_of[k].len();
-        traces.swap(kept, k);
-        kept += 1;
+        t.services = set.len();
     }
-    traces.truncate(kept);
     drop(services_of);
     traces.sort_unstable_by_key(|t| t.root);
 
