@@ -294,8 +294,8 @@ pub fn run_with(
     std::fs::create_dir_all(&cfg.out).map_err(|e| CaptureError::io(&cfg.out, e))?;
     let node = node_info(cfg.node.as_deref());
     let sink = make_sink(&node, state)?;
-    let pid_file = marks::write_pid_file(&cfg.out)?;
-    // Loaded, attached, seeded, directory open: what is left needs a few capabilities only.
+    // Loaded, attached, seeded, directory open: what is left needs a few capabilities only
+    // (capabilities are per thread: dropped before any other thread starts).
     match crate::privileges::drop_unneeded(cfg.profile.needs()) {
         Ok(kept) if cfg.verbose => eprintln!("retrace: capabilities kept: {}", kept.join(", ")),
         Ok(_) => {}
@@ -323,6 +323,18 @@ pub fn run_with(
         node.clock.mono_ns,
         EventBody::Node(node.clone()),
     )]));
+    // The pid file says the daemon runs (`retrace mark` signals it; tests wait for it): written
+    // once the writer thread is up, with the capabilities it keeps.
+    let pid_file = match marks::write_pid_file(&cfg.out) {
+        Ok(path) => path,
+        Err(e) => {
+            // The writer seals what it was sent and stops.
+            let _ = tx.send(Msg::Stop);
+            drop(tx);
+            let _ = writer.join();
+            return Err(e);
+        }
+    };
 
     let profiler = {
         let tx = tx.clone();
