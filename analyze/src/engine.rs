@@ -1105,7 +1105,9 @@ impl Analyzer {
         self.rows_from_connections(&sides, &mut out);
         self.rows_from_failures(&names, &resolver, &conns, &facts, &ids, &mut out);
         self.rows_from_dns(&names, &resolver, window_end, &ids, &mut out);
-        // Every exchange is in `rows` now (and let go).
+        // Every exchange is in `rows` now (and let go: in many small blocks, whose pages go
+        // back to the system here rather than count in the aggregation's peak).
+        crate::release_free_memory();
         cp.at("rows");
         let spawns = self.traces.then(|| {
             std::mem::take(&mut self.spawns)

@@ -19,7 +19,7 @@ const BATCH: usize = 2048;
 const IN_FLIGHT: usize = 4;
 
 /// Whether `RETRACE_ANALYZE_TIMING=1` asks for per-phase CPU times on stderr.
-pub(crate) fn timing() -> bool {
+pub fn timing() -> bool {
     std::env::var_os("RETRACE_ANALYZE_TIMING").is_some_and(|v| v == "1")
 }
 
@@ -47,7 +47,7 @@ impl Checkpoints {
 }
 
 /// The process's resident memory now and at its peak, MiB (0 when unknown).
-fn rss_mib() -> (u64, u64) {
+pub fn rss_mib() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |name: &str| {
         status

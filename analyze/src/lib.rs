@@ -47,6 +47,7 @@ pub use engine::{
     NO_RESPONSE_RESET,
 };
 pub use findings::FindingsConfig;
+pub use input::{rss_mib, timing};
 pub use model::*;
 pub use report::{escape_html, format_wall, write_report};
 pub use retrace_replay::TimeSpec;
@@ -174,6 +175,18 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
 /// peak 594 -> 525 MiB, `export parquet`'s 849 -> 572 MiB, for ~2 s more system time in the
 /// export on this VM (pages mapped afresh; a first touch costs ~12 us here).
 pub const MMAP_THRESHOLD: usize = 1 << 20;
+
+/// Gives the pages of freed memory that glibc's heaps keep back to the system
+/// (`malloc_trim`): freed blocks under [`MMAP_THRESHOLD`] stay in the heaps of the threads that
+/// freed them, and count in the resident memory of every later phase. Called where a phase
+/// has let go of much (a few ms each).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps; it takes their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
 
 /// What sees the replayed events beside the analysis ([`analyze_observed`]).
 pub trait Observer {

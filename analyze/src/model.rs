@@ -405,8 +405,9 @@ pub fn write_span_name(out: &mut String, protocol: &str, method: &str, route: &s
 pub struct TraceSummary {
     /// Trace id.
     pub trace_id: u128,
-    /// The request row of the root span.
-    pub root: usize,
+    /// The request row of the root span (a `u32`, as the rows' own links: 16 bytes less a
+    /// summary, with the alignment of the id).
+    pub root: u32,
     /// Service of the root span (shared by the traces of one service: a long capture holds a
     /// million summaries).
     pub root_service: std::sync::Arc<str>,

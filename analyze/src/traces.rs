@@ -287,29 +287,34 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         .collect();
     callers.sort_unstable();
     callers.dedup();
-    // Their inbound requests, in order of start (the server's clock).
-    let mut inbound: Vec<(u64, u32)> = rows
+    // Their inbound requests, in order of start (the server's clock); the callers that served
+    // some of them.
+    let mut served = vec![false; callers.len()];
+    let mut inbound: Vec<u32> = rows
         .iter()
         .enumerate()
         .filter(|(_, r)| {
-            r.spans.server
-                && callers
-                    .binary_search(&(r.spans.server_node, r.spans.server_pid))
-                    .is_ok()
+            r.spans.server && {
+                let at = callers.binary_search(&(r.spans.server_node, r.spans.server_pid));
+                if let Ok(k) = at {
+                    served[k] = true;
+                }
+                at.is_ok()
+            }
         })
-        .map(|(i, r)| (r.spans.server_ts_ns, i as u32))
+        .map(|(i, _)| i as u32)
         .collect();
-    inbound.sort_unstable();
-    let inbound: Vec<u32> = inbound.into_iter().map(|(_, row)| row).collect();
-    let mut servers: Vec<(u32, u32)> = inbound
+    // Rows are in time order, and a server reads a request after its client wrote it: mostly
+    // sorted already, and the sort of the indices alone is as fast as that of (time, index)
+    // pairs, in a quarter of the memory.
+    inbound.sort_by_key(|&i| rows[i as usize].spans.server_ts_ns);
+    let servers: Vec<(u32, u32)> = callers
         .iter()
-        .map(|&i| {
-            let f = &rows[i as usize].spans;
-            (f.server_node, f.server_pid)
-        })
+        .zip(&served)
+        .filter(|(_, &s)| s)
+        .map(|(c, _)| *c)
         .collect();
-    servers.sort_unstable();
-    servers.dedup();
+    drop(served);
     let thread_key = |i: u32| {
         let f = &rows[i as usize].spans;
         let l = links.get(i as usize).copied().unwrap_or_default();
@@ -710,7 +715,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
             *slot = traces.len() as u32;
             traces.push(TraceSummary {
                 trace_id: 0,
-                root: f.root as usize,
+                root: f.root,
                 root_service: Arc::clone(&empty),
                 root_name: Arc::clone(&empty),
                 start_ns: u64::MAX,
@@ -775,7 +780,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     let mut services: Map<u32, Arc<str>> = Map::default();
     let mut names: Map<(u32, u32, u32), Arc<str>> = Map::default();
     for (t, set) in traces.iter_mut().zip(&services_of) {
-        let Some(r) = rows.get(t.root) else {
+        let Some(r) = rows.get(t.root as usize) else {
             continue; // never: every root is a row
         };
         let top_service = if r.spans.client { r.client } else { r.server };
@@ -793,7 +798,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                 ))
             },
         ));
-        t.trace_id = table.trace_id_of_root(t.root);
+        t.trace_id = table.trace_id_of_root(t.root as usize);
         t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
         t.services = set.len();
     }

@@ -1763,7 +1763,7 @@ pub(crate) mod tests {
             .traces
             .iter()
             .filter(|x| &*x.root_service == "wrk" && &*x.root_name == users)
-            .map(|x| x.root)
+            .map(|x| x.root as usize)
             .collect();
         let rows = a.requests.rows_of_traces(&roots);
         let with_all = |services: &[&str]| {

@@ -225,7 +225,7 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
     let mut roots: Vec<usize> = slowest
         .iter()
         .chain(&failed)
-        .map(|&i| a.traces[i].root)
+        .map(|&i| a.traces[i].root as usize)
         .collect();
     roots.sort_unstable();
     roots.dedup();
@@ -288,7 +288,7 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
                 a,
                 &colors,
                 t,
-                rows.get(&t.root).map_or(&[][..], Vec::as_slice),
+                rows.get(&(t.root as usize)).map_or(&[][..], Vec::as_slice),
                 opened < OPEN,
                 h,
             );

@@ -77,7 +77,7 @@ fn slowest_traces_are_chosen_slowest_first_and_failed_ones_in_time_order() {
     assert_eq!(got, all[..SLOWEST], "the slowest, slowest first");
     assert_eq!(failed.len(), FAILED);
     assert!(failed.iter().all(|&i| a.traces[i].errors > 0));
-    let roots: Vec<usize> = failed.iter().map(|&i| a.traces[i].root).collect();
+    let roots: Vec<usize> = failed.iter().map(|&i| a.traces[i].root as usize).collect();
     assert!(roots.windows(2).all(|w| w[0] < w[1]), "time order");
     // The refused curl (a trace of one failed span) is a kind of its own: it is among them.
     assert!(
@@ -96,8 +96,8 @@ fn waterfall_rows_follow_the_tree_depth_first_and_are_indented_by_depth() {
     let h = section(&a);
     let (slowest, _) = choose(&a.traces);
     let t = &a.traces[slowest[0]];
-    let rows = a.requests.rows_of_traces(&[t.root]);
-    let spans = layout(&a, &rows[&t.root]);
+    let rows = a.requests.rows_of_traces(&[t.root as usize]);
+    let spans = layout(&a, &rows[&(t.root as usize)]);
     // (wrk -> nginx, when nginx's call is linked to its inbound request,) nginx -> a Python
     // backend -> redis: a CLIENT span, then the SERVER span under it, one level deeper each
     // time.
@@ -155,8 +155,8 @@ fn a_call_made_while_serving_two_requests_nests_under_its_own_and_siblings_keep_
         ..Default::default()
     });
     for t in a.traces.iter().take(50) {
-        let rows = a.requests.rows_of_traces(&[t.root]);
-        let spans = layout(&a, &rows[&t.root]);
+        let rows = a.requests.rows_of_traces(&[t.root as usize]);
+        let spans = layout(&a, &rows[&(t.root as usize)]);
         assert_eq!(spans.len(), t.spans as usize, "every span once");
         let ids: BTreeSet<u64> = spans.iter().map(|(s, _)| s.span_id).collect();
         assert_eq!(ids.len(), spans.len());
@@ -238,7 +238,11 @@ fn captured_strings_are_escaped_in_waterfalls_and_requests() {
         .position(|r| r.target == evil_path && r.server == evil_service)
         .expect("odd request");
     let root = a.requests.root_of(row);
-    let t = a.traces.iter().find(|t| t.root == root).expect("its trace");
+    let t = a
+        .traces
+        .iter()
+        .find(|t| t.root as usize == root)
+        .expect("its trace");
     let rows = a.requests.rows_of_traces(&[root]);
     let spans = layout(&a, &rows[&root]);
     assert!(
@@ -372,7 +376,7 @@ fn same_analysis_same_bytes_and_skipped_traces_say_so() {
 fn failed_traces_cover_every_kind_and_the_whole_capture() {
     let summary = |root: usize, errors: u32, name: &str| TraceSummary {
         trace_id: root as u128 + 1,
-        root,
+        root: root as u32,
         root_service: "client".into(),
         root_name: name.into(),
         start_ns: root as u64 * 1000,
@@ -391,9 +395,9 @@ fn failed_traces_cover_every_kind_and_the_whole_capture() {
         .collect();
     let (slowest, failed) = choose(&traces);
     // Ties of duration: the earliest first.
-    let roots: Vec<usize> = slowest.iter().map(|&i| traces[i].root).collect();
+    let roots: Vec<usize> = slowest.iter().map(|&i| traces[i].root as usize).collect();
     assert_eq!(roots, [0, 7, 14, 21, 28, 35, 42, 49, 56, 63]);
-    let roots: Vec<usize> = failed.iter().map(|&i| traces[i].root).collect();
+    let roots: Vec<usize> = failed.iter().map(|&i| traces[i].root as usize).collect();
     assert_eq!(roots.len(), FAILED);
     assert_eq!(roots[0], 0, "the first failure: when it started");
     assert!(roots.contains(&290), "the other kind: {roots:?}");

@@ -224,37 +224,68 @@ impl<T: Table> Parts<T> {
     }
 }
 
-/// Writes every analysis table into `sink`.
-pub fn write(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
-    requests(a, sink)?;
+/// Writes every analysis table into `sink`, letting go of each part of the analysis once
+/// written: the small tables and the traces first, so that the requests and spans, the bulk,
+/// are written with little more than the request table in memory.
+pub fn write(mut a: Analysis, sink: &Sink, t0: std::time::Instant) -> anyhow::Result<()> {
+    tcp(&a, sink)?;
+    findings(&a, sink)?;
+    slo(&a, sink)?;
     if !a.traces_skipped {
-        spans(a, sink)?;
-        traces(a, sink)?;
+        traces(&a, sink)?;
     }
-    tcp(a, sink)?;
-    findings(a, sink)?;
-    slo(a, sink)
+    super::stamp(t0, "traces handed over");
+    a.traces = Vec::new();
+    a.time_breakdown = Vec::new();
+    a.series = Vec::new();
+    retrace_analyze::release_free_memory();
+    requests(&a, sink)?;
+    super::stamp(t0, "requests handed over");
+    if !a.traces_skipped {
+        spans(&a, sink)?;
+    }
+    Ok(())
 }
 
-/// `id` as `width` lower hex digits, in `buf` (reused: no allocation per row).
-fn hex(buf: &mut String, id: u128, width: usize) -> &str {
-    use std::fmt::Write as _;
-    buf.clear();
-    let _ = write!(buf, "{id:0width$x}");
-    buf
+/// The last `width` (at most 32) lower hex digits of `id`, in `buf` (reused: no allocation
+/// per row; `format!` was a tenth of the spans' time).
+fn hex(buf: &mut [u8; 32], id: u128, width: usize) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let width = width.min(32);
+    let mut v = id;
+    for b in buf[..width].iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+    // Hex digits are ASCII.
+    std::str::from_utf8(&buf[..width]).unwrap_or_default()
 }
 
 /// Node names as shared strings (a partition holds one).
 #[derive(Default)]
-struct Names(BTreeMap<String, Arc<str>>);
+struct Names {
+    all: BTreeMap<String, Arc<str>>,
+    /// The last one asked for, by its address in the analysis' string pool: rows of one node
+    /// come in runs.
+    last: Option<(*const u8, Arc<str>)>,
+}
 
 impl Names {
     fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(n) = self.0.get(s) {
-            return Arc::clone(n);
+        if let Some((at, n)) = &self.last {
+            if *at == s.as_ptr() && n.len() == s.len() {
+                return Arc::clone(n);
+            }
         }
-        let n: Arc<str> = Arc::from(s);
-        self.0.insert(s.to_string(), Arc::clone(&n));
+        let n = match self.all.get(s) {
+            Some(n) => Arc::clone(n),
+            None => {
+                let n: Arc<str> = Arc::from(s);
+                self.all.insert(s.to_string(), Arc::clone(&n));
+                n
+            }
+        };
+        self.last = Some((s.as_ptr(), Arc::clone(&n)));
         n
     }
 }
@@ -286,7 +317,7 @@ fn spans(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
     let mut parts = Parts::<Spans>::new();
     let mut names = Names::default();
     let mut name = String::new();
-    let mut id = String::new();
+    let mut id = [0u8; 32];
     for s in a.requests.spans() {
         let t = parts.at(Partition::at(&names.get(s.node), s.start_ns), sink)?;
         t.start.append_value(ts(s.start_ns));
@@ -321,7 +352,7 @@ fn spans(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
 
 fn traces(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
     let mut parts = Parts::<Traces>::new();
-    let mut id = String::new();
+    let mut id = [0u8; 32];
     for tr in &a.traces {
         let t = parts.at(Partition::hour_of(tr.start_ns), sink)?;
         t.start.append_value(ts(tr.start_ns));
@@ -432,4 +463,41 @@ fn slo(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
         t.value.append_value(&f.value);
     }
     parts.finish(sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_fixed_width_lower_hex() {
+        let mut buf = [0u8; 32];
+        let ids = [
+            0u128,
+            1,
+            0xabc,
+            u128::from(u64::MAX),
+            u128::MAX,
+            0x0102_0304 << 64,
+        ];
+        for id in ids {
+            assert_eq!(hex(&mut buf, id, 32), format!("{id:032x}"));
+            let low = id & u128::from(u64::MAX);
+            assert_eq!(hex(&mut buf, low, 16), format!("{low:016x}"));
+        }
+    }
+
+    #[test]
+    fn node_names_are_shared_and_told_apart() {
+        let pool = String::from("web-1web-2");
+        let (a, b) = (&pool[..5], &pool[5..]);
+        let mut names = Names::default();
+        let first = names.get(a);
+        assert!(Arc::ptr_eq(&first, &names.get(a)));
+        assert_eq!(&*names.get(b), "web-2");
+        // The same name from elsewhere is the same shared string.
+        assert!(Arc::ptr_eq(&first, &names.get(&String::from("web-1"))));
+        // A prefix at the same address is another name.
+        assert_eq!(&*names.get(&pool[..3]), "web");
+    }
 }

@@ -48,7 +48,7 @@ pub const ROW_GROUP_BYTES: usize = 64 << 20;
 /// Rows of a record batch handed to the writer thread.
 pub const BATCH_ROWS: usize = 1 << 16;
 /// Batches waiting for the writer thread, at most.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 2;
 /// One hour, ns.
 pub const HOUR_NS: u64 = 3_600_000_000_000;
 
@@ -135,6 +135,8 @@ enum Msg {
         table: &'static str,
         partition: Partition,
     },
+    /// Answered once everything sent before it is written.
+    Barrier(SyncSender<()>),
 }
 
 /// What was written, per table.
@@ -187,6 +189,16 @@ impl Sink {
                 batch,
                 order: T::ORDER,
             })
+            .map_err(|_| anyhow::anyhow!("the Parquet writer stopped"))
+    }
+
+    /// Waits until the writer thread has written everything sent before.
+    pub fn sync(&self) -> anyhow::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .send(Msg::Barrier(tx))
+            .map_err(|_| anyhow::anyhow!("the Parquet writer stopped"))?;
+        rx.recv()
             .map_err(|_| anyhow::anyhow!("the Parquet writer stopped"))
     }
 
@@ -486,6 +498,9 @@ fn write_files(root: &Path, rx: Receiver<Msg>) -> anyhow::Result<WrittenFiles> {
                 if let Some(o) = open.remove(&(table, partition)) {
                     close(o, table, &mut written)?;
                 }
+            }
+            Msg::Barrier(done) => {
+                let _ = done.send(());
             }
         }
     }

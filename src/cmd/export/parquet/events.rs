@@ -490,7 +490,8 @@ impl EventWriter {
         }
     }
 
-    /// Sends what is left and closes every file; the rows written by event kind.
+    /// Sends what is left, closes every file and waits until the writer thread has written
+    /// them (so that their memory is free); the rows written by event kind.
     pub fn finish(mut self) -> anyhow::Result<BTreeMap<&'static str, u64>> {
         if let Some(e) = self.error.take() {
             return Err(e);
@@ -498,6 +499,8 @@ impl EventWriter {
         for (p, t) in &mut self.open {
             t.flush(p, &self.sink, true)?;
         }
+        self.open.clear();
+        self.sink.sync()?;
         Ok(self.counts)
     }
 

@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut events = EventsObserver {
         writer: (!args.no_events).then(|| events::EventWriter::new(dataset.sink())),
         written: None,
+        t0,
     };
     let names: Vec<String> = args
         .input
@@ -59,12 +60,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         retrace_analyze::analyze_observed(&args.input.captures, &args.input.options(), &mut events);
     let analysis =
         anyhow::Context::with_context(analysis, || format!("analyzing {}", names.join(", ")))?;
+    stamp(t0, "analysis done");
     let event_rows = match events.written.take() {
         Some(rows) => rows?,
         None => Default::default(),
     };
-    analysis::write(&analysis, &dataset.sink())?;
-    let written = dataset.finish(&export_key(&analysis))?;
+    let key = export_key(&analysis);
+    analysis::write(analysis, &dataset.sink(), t0)?;
+    stamp(t0, "analysis tables handed over");
+    let written = dataset.finish(&key)?;
+    stamp(t0, "files closed");
     if !args.input.quiet {
         let rows = |schemas: Vec<(&str, _)>| -> u64 {
             schemas
@@ -96,6 +101,20 @@ struct EventsObserver {
     writer: Option<events::EventWriter>,
     /// What the writer's `finish` said: rows by event kind.
     written: Option<anyhow::Result<std::collections::BTreeMap<&'static str, u64>>>,
+    /// When the export started ([`stamp`]).
+    t0: Instant,
+}
+
+/// With `RETRACE_ANALYZE_TIMING=1`, prints the wall time since `t0` at which `what` happened,
+/// and the resident memory then and at its peak.
+pub(crate) fn stamp(t0: Instant, what: &str) {
+    if retrace_analyze::timing() {
+        let (rss, peak) = retrace_analyze::rss_mib();
+        eprintln!(
+            "timing: export: {what} at {:.2} s, RSS {rss} MiB (peak {peak})",
+            t0.elapsed().as_secs_f64(),
+        );
+    }
 }
 
 impl retrace_analyze::Observer for EventsObserver {
@@ -106,9 +125,13 @@ impl retrace_analyze::Observer for EventsObserver {
     }
 
     fn read_done(&mut self) {
+        stamp(self.t0, "read done");
         if let Some(w) = self.writer.take() {
             self.written = Some(w.finish());
         }
+        // The writer thread's buffers of the event files are free now; so are the reader's.
+        retrace_analyze::release_free_memory();
+        stamp(self.t0, "event files written");
     }
 }
 
