@@ -632,6 +632,100 @@ fn refused_connect_is_a_failed_connect_with_econnrefused() {
     );
 }
 
+/// A request written to a server that closed the connection without reading it: the peer's
+/// reset comes back within the write itself (over loopback the reset is processed before the
+/// write returns), so the socket reaches TCP_CLOSE while the write is still in flight. The
+/// write is recorded, the close reported when this process closes the socket (with the bytes
+/// sent), and the analysis counts a request without a response, not a failed connect (what
+/// it said when the reset dropped the socket's state before the write's exit: the churn
+/// test's api saw `GET error:closed`, the analysis a `CONNECT ECONNRESET`).
+#[test]
+fn a_request_answered_by_a_reset_is_recorded_and_unanswered() {
+    let Some(_lock) = root_or_skip("a_request_answered_by_a_reset_is_recorded_and_unanswered")
+    else {
+        return;
+    };
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts and closes at once, never reading: a FIN now, a reset for what comes after.
+    thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let daemon = Daemon::start("tcp,l7", &["--port", &port.to_string()]);
+    const N: usize = 5;
+    let mut conns = Vec::new();
+    for i in 0..N {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        thread::sleep(Duration::from_millis(20)); // the FIN is in: CLOSE_WAIT
+        let request = format!("GET /item/{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(request.as_bytes()).expect("the write succeeds");
+        let mut buf = [0u8; 64];
+        // End of stream, or the reset: no response either way.
+        assert!(!matches!(s.read(&mut buf), Ok(n) if n > 0), "no response");
+        conns.push((s.local_addr().expect("local"), request.len() as u64));
+    }
+    let cap = daemon.stop();
+    let evs = cap.events();
+    let me = std::process::id();
+    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for (local, sent) in &conns {
+        let dump = describe(&evs, |e| match &e.body {
+            EventBody::Tcp(t) => t.local.socket_addr() == *local,
+            EventBody::L7(m) => m.local.socket_addr() == *local,
+            _ => false,
+        });
+        let msgs = l7_of(&evs, me, *local, server);
+        assert!(
+            msgs.iter()
+                .any(|m| m.direction == Direction::Egress && m.payload.starts_with(b"GET /item/")),
+            "the request written on {local} is recorded:\n{dump}"
+        );
+        let closed: Vec<u64> = tcp_events(&evs)
+            .into_iter()
+            .filter(|(_, t)| t.local.socket_addr() == *local && t.conn.pid == me)
+            .filter_map(|(_, t)| match t.step {
+                TcpStep::Closed { bytes_sent, .. } => Some(bytes_sent),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            closed,
+            [*sent],
+            "one close of {local}, with the bytes sent:\n{dump}"
+        );
+    }
+    // The analysis: N requests without a response, no failed connect.
+    let report = temp_dir("reset-report");
+    let out = Command::new(BIN)
+        .args(["analyze", "--quiet"])
+        .arg(&cap.out)
+        .arg("--out")
+        .arg(report.path())
+        .output()
+        .expect("run analyze");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = fs::read_to_string(report.path().join("requests.csv")).expect("requests.csv");
+    let mine: Vec<&str> = csv
+        .lines()
+        .filter(|l| l.contains(&format!(":{port},")))
+        .collect();
+    let unanswered = mine
+        .iter()
+        .filter(|l| l.contains(",GET,/item/") && l.contains(",no response ("))
+        .count();
+    assert_eq!(unanswered, N, "{N} requests without a response:\n{csv}");
+    assert!(
+        !mine.iter().any(|l| l.contains(",CONNECT,")),
+        "no failed connect:\n{csv}"
+    );
+}
+
 /// Removes the iptables rule when dropped (even on panic).
 struct IptablesRule(Vec<String>);
 

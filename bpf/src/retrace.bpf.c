@@ -152,6 +152,7 @@ struct {
 #define SK_CLOSED 0x200
 #define SK_LISTENER 0x400
 #define SK_TUPLE 0x800
+#define SK_CLOSE_PENDING 0x1000 /* closed by the kernel (a reset) while its owner holds it */
 
 /* What we know of a tracked socket (kernel-only). */
 struct sock_state {
@@ -773,6 +774,15 @@ int BPF_PROG(rt_set_state, const struct sock *sk, const int oldstate, const int 
 	} else if (oldstate == TCP_SYN_SENT) {
 		emit_tcp(sk, st, RT_TCP_FAILED, RT_K_TCP, BPF_CORE_READ(sk, sk_err), newstate);
 	} else if (!(st->flags & SK_CLOSED)) {
+		/* Reset (or timed out) while its owner still holds it: the write whose bytes the
+		 * peer answered with this reset may not have returned yet (over loopback the reset
+		 * is processed within that write), and the owner may still read or write before it
+		 * closes the socket. Kept, so that those calls are recorded; the close is reported
+		 * when the owner closes it (on_close). */
+		if (!sock_released(sk)) {
+			st->flags |= SK_CLOSE_PENDING;
+			return 0;
+		}
 		/* the owner never called close() on it (exit, exec with CLOEXEC, fd passing) */
 		st->attempt_ns = 0;
 		emit_tcp(sk, st, RT_TCP_CLOSED, RT_K_TCP, 0, newstate);
@@ -983,12 +993,18 @@ static __noinline void on_close(__u32 tgid, int fd, bool at_exit)
 	 * the iterator could not resolve (key 0) is forgotten silently. */
 	if (v->kind == RT_FD_TCP && en_tcp && key) {
 		struct sock_state *st = bpf_map_lookup_elem(&socks, &key);
+		/* A socket the kernel closed already (SK_CLOSE_PENDING) is reported closed by its
+		 * process's exit too: no state change comes after its file is let go. */
 		if (st && !(st->flags & (SK_CLOSED | SK_LISTENER)) &&
-		    sock_released((const struct sock *)key)) {
+		    (sock_released((const struct sock *)key) ||
+		     (!at_exit && (st->flags & SK_CLOSE_PENDING)))) {
 			st->flags |= SK_CLOSED;
 			st->attempt_ns = 0;
 			emit_tcp((const struct sock *)key, st, RT_TCP_CLOSED, RT_K_TCP, 0,
 				 BPF_CORE_READ((struct sock *)key, __sk_common.skc_state));
+			/* already in TCP_CLOSE: no state change will come to let go of it */
+			if (st->flags & SK_CLOSE_PENDING)
+				bpf_map_delete_elem(&socks, &key);
 		}
 	}
 	bpf_map_delete_elem(&fds, &k);
