@@ -698,18 +698,14 @@ fn a_request_answered_by_a_reset_is_recorded_and_unanswered() {
     }
     // The analysis: N requests without a response, no failed connect.
     let report = temp_dir("reset-report");
-    let out = Command::new(BIN)
-        .args(["analyze", "--quiet"])
-        .arg(&cap.out)
-        .arg("--out")
-        .arg(report.path())
-        .output()
-        .expect("run analyze");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::retrace(&[
+        "analyze",
+        "--quiet",
+        common::path(&cap.out),
+        "--out",
+        common::path(report.path()),
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
     let csv = fs::read_to_string(report.path().join("requests.csv")).expect("requests.csv");
     let mine: Vec<&str> = csv
         .lines()

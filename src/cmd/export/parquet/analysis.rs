@@ -263,29 +263,15 @@ fn hex(buf: &mut [u8; 32], id: u128, width: usize) -> &str {
 
 /// Node names as shared strings (a partition holds one).
 #[derive(Default)]
-struct Names {
-    all: BTreeMap<String, Arc<str>>,
-    /// The last one asked for, by its address in the analysis' string pool: rows of one node
-    /// come in runs.
-    last: Option<(*const u8, Arc<str>)>,
-}
+struct Names(BTreeMap<String, Arc<str>>);
 
 impl Names {
     fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some((at, n)) = &self.last {
-            if *at == s.as_ptr() && n.len() == s.len() {
-                return Arc::clone(n);
-            }
+        if let Some(n) = self.0.get(s) {
+            return Arc::clone(n);
         }
-        let n = match self.all.get(s) {
-            Some(n) => Arc::clone(n),
-            None => {
-                let n: Arc<str> = Arc::from(s);
-                self.all.insert(s.to_string(), Arc::clone(&n));
-                n
-            }
-        };
-        self.last = Some((s.as_ptr(), Arc::clone(&n)));
+        let n: Arc<str> = Arc::from(s);
+        self.0.insert(s.to_string(), Arc::clone(&n));
         n
     }
 }
