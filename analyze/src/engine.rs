@@ -1427,14 +1427,14 @@ impl Analyzer {
                 ..LinkIn::default()
             };
             if let Some(x) = cx {
-                f.client = true;
+                f.set(SpanFacts::CLIENT, true);
                 f.client_node = node;
                 f.client_pid = s.pid;
                 f.client_tid = x.tid_request;
                 l.request_id = x.request_id;
             }
             if let (Some(y), Some((ss, sj))) = (sx, server_side) {
-                f.server = true;
+                f.set(SpanFacts::SERVER, true);
                 f.server_node = ids.node(ss.node);
                 f.server_pid = ss.pid;
                 f.server_tid = y.tid_request;
@@ -1458,10 +1458,8 @@ impl Analyzer {
             target: x.target,
             route: x.route,
             status: x.status,
-            trace_id: x.trace,
             node,
-            error: x.error,
-            spans,
+            spans: spans.of_request(x.trace, x.error),
         };
         let pairs = join::align(mine, theirs);
         let mut seen_by_client = vec![false; theirs.len()];
@@ -1582,7 +1580,7 @@ impl Analyzer {
                 retransmits: f.side.map_or(0, |s| facts.retransmits(conns, s)),
             });
             let spans = SpanFacts {
-                client: true,
+                flags: SpanFacts::CLIENT | SpanFacts::ERROR,
                 client_node: node,
                 client_pid: f.pid,
                 client_tid: f.tid,
@@ -1600,9 +1598,7 @@ impl Analyzer {
                 target,
                 route: ids.connect,
                 status,
-                trace_id: EMPTY,
                 node,
-                error: true,
                 spans,
             };
             out.push(row, false, LinkIn::default());
@@ -1641,7 +1637,7 @@ impl Analyzer {
             let server = self.strings.intern(&server);
             let node = ids.node(q.node);
             let spans = SpanFacts {
-                client: true,
+                flags: SpanFacts::CLIENT,
                 client_node: node,
                 client_pid: q.pid,
                 client_tid: q.tid,
@@ -1659,10 +1655,8 @@ impl Analyzer {
                 target: q.name,
                 route: q.name,
                 status,
-                trace_id: EMPTY,
                 node,
-                error,
-                spans,
+                spans: spans.of_request(EMPTY, error),
             };
             out.push(row, true, LinkIn::default());
         }

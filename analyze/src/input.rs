@@ -60,7 +60,7 @@ pub fn rss_mib() -> (u64, u64) {
 }
 
 /// CPU time of the calling thread so far, seconds (0 when unknown).
-pub(crate) fn thread_cpu_s() -> f64 {
+pub fn thread_cpu_s() -> f64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())

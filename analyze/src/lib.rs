@@ -47,7 +47,7 @@ pub use engine::{
     NO_RESPONSE_RESET,
 };
 pub use findings::FindingsConfig;
-pub use input::{rss_mib, timing};
+pub use input::{rss_mib, thread_cpu_s, timing};
 pub use model::*;
 pub use report::{escape_html, format_wall, write_report};
 pub use retrace_replay::TimeSpec;

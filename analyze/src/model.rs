@@ -178,7 +178,9 @@ pub struct RequestView<'a> {
     pub node: &'a str,
 }
 
-/// A compact row of a [`RequestTable`]: strings are ids into the table's string pool.
+/// A compact row of a [`RequestTable`]: strings are ids into the table's string pool. 112
+/// bytes: the trace header id and the row's flags sit in [`SpanFacts`]' spare bytes (a test
+/// keeps the size; rows are most of what the analysis keeps, `docs/ARCHITECTURE.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RequestRow {
     pub ts_ns: u64,
@@ -191,21 +193,32 @@ pub(crate) struct RequestRow {
     pub target: u32,
     pub route: u32,
     pub status: u32,
-    pub trace_id: u32,
     pub node: u32,
-    pub error: bool,
     /// What the trace linking knows of the row's spans.
     pub spans: SpanFacts,
+}
+
+impl RequestRow {
+    /// The request failed.
+    pub fn error(&self) -> bool {
+        self.spans.flags & SpanFacts::ERROR != 0
+    }
+
+    /// The W3C trace id, B3 id or `X-Request-ID` the request carried (a string id).
+    pub fn trace_id(&self) -> u32 {
+        self.spans.trace_id
+    }
 }
 
 /// The spans of one request row: a CLIENT span when the client's end was captured, a SERVER
 /// span when the server's end was, and where the row's top span hangs in its trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SpanFacts {
-    /// The client's end was captured (a CLIENT span).
-    pub client: bool,
-    /// The server's end was captured (a SERVER span).
-    pub server: bool,
+    /// [`SpanFacts::CLIENT`], [`SpanFacts::SERVER`] and [`SpanFacts::ERROR`] (the row's
+    /// request failed: [`RequestRow::error`]).
+    pub flags: u8,
+    /// The trace header id the request carried, a string id ([`RequestRow::trace_id`]).
+    pub trace_id: u32,
     /// Node, process and thread of the client's end (the thread that wrote the request).
     pub client_node: u32,
     pub client_pid: u32,
@@ -230,11 +243,46 @@ pub(crate) struct SpanFacts {
     pub confidence: u8,
 }
 
+impl SpanFacts {
+    /// [`SpanFacts::flags`]: the client's end was captured (a CLIENT span).
+    pub const CLIENT: u8 = 1;
+    /// [`SpanFacts::flags`]: the server's end was captured (a SERVER span).
+    pub const SERVER: u8 = 2;
+    /// [`SpanFacts::flags`]: the row's request failed.
+    pub const ERROR: u8 = 4;
+
+    /// The client's end was captured (a CLIENT span).
+    pub fn client(&self) -> bool {
+        self.flags & Self::CLIENT != 0
+    }
+
+    /// The server's end was captured (a SERVER span).
+    pub fn server(&self) -> bool {
+        self.flags & Self::SERVER != 0
+    }
+
+    /// These facts with the request's trace header id and whether it failed.
+    pub fn of_request(self, trace_id: u32, error: bool) -> Self {
+        let mut f = Self { trace_id, ..self };
+        f.set(Self::ERROR, error);
+        f
+    }
+
+    /// Sets or clears `flag`.
+    pub fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+}
+
 impl Default for SpanFacts {
     fn default() -> Self {
         Self {
-            client: false,
-            server: false,
+            flags: 0,
+            trace_id: EMPTY,
             client_node: EMPTY,
             client_pid: 0,
             client_tid: 0,
@@ -556,10 +604,10 @@ impl RequestTable {
             target: self.s(r.target),
             route: self.s(r.route),
             status: self.s(r.status),
-            error: r.error,
+            error: r.error(),
             latency_ns: lat(r.latency_ns),
             server_latency_ns: lat(r.server_latency_ns),
-            trace_id: (r.trace_id != EMPTY).then(|| self.s(r.trace_id)),
+            trace_id: (r.trace_id() != EMPTY).then(|| self.s(r.trace_id())),
             node: self.s(r.node),
         })
     }
@@ -627,7 +675,7 @@ impl RequestTable {
         let top_parent = self.parent_of(i).map(|p| self.span_id(p, SpanKind::Server));
         let (link, confidence) = (f.link, f64::from(f.confidence) / 100.0);
         let v = match kind {
-            SpanKind::Client if f.client => SpanView {
+            SpanKind::Client if f.client() => SpanView {
                 request: i,
                 trace_id,
                 span_id: self.span_id(i, SpanKind::Client),
@@ -640,7 +688,7 @@ impl RequestTable {
                 route: self.s(r.route),
                 target: self.s(r.target),
                 status: self.s(r.status),
-                error: r.error,
+                error: r.error(),
                 start_ns: r.ts_ns,
                 duration_ns: lat(r.latency_ns),
                 link,
@@ -651,8 +699,8 @@ impl RequestTable {
                 server_address: self.s(f.server_addr),
                 client_address: self.s(f.client_addr),
             },
-            SpanKind::Server if f.server => {
-                let (parent_span_id, link, confidence) = if f.client {
+            SpanKind::Server if f.server() => {
+                let (parent_span_id, link, confidence) = if f.client() {
                     (
                         Some(self.span_id(i, SpanKind::Client)),
                         Link::Connection,
@@ -674,7 +722,7 @@ impl RequestTable {
                     route: self.s(r.route),
                     target: self.s(r.target),
                     status: self.s(r.status),
-                    error: r.error,
+                    error: r.error(),
                     start_ns: f.server_ts_ns,
                     duration_ns: lat(r.server_latency_ns),
                     link,

@@ -876,7 +876,7 @@ pub(crate) fn accumulate(a: &Analysis, cfg: &SloConfig, tl: &Timeline) -> Vec<Se
         }
         if !skip_avail {
             d.total[b] += 1;
-            d.bad[b] += u64::from(r.error);
+            d.bad[b] += u64::from(r.error());
         }
         if !skip_lat && r.latency_ns != NO_LATENCY {
             d.lat_total[b] += 1;
@@ -1289,10 +1289,8 @@ mod tests {
                     target: id(r),
                     route: id(r),
                     status: id(if error { "502" } else { "200" }),
-                    trace_id: 0,
                     node: id("n"),
-                    error,
-                    spans: SpanFacts::default(),
+                    spans: SpanFacts::default().of_request(0, error),
                 }
             })
             .collect();

@@ -493,7 +493,7 @@ fn red_metrics(
             Column::new("edge".into(), edge_ids),
             Column::new(
                 "error".into(),
-                BooleanChunked::from_iter_values("error".into(), rows.iter().map(|r| r.error))
+                BooleanChunked::from_iter_values("error".into(), rows.iter().map(|r| r.error()))
                     .into_series(),
             ),
             ms_of("lat", &mut rows.iter().map(|r| r.latency_ns)),
@@ -529,7 +529,7 @@ fn red_metrics(
         Column::new("series".into(), series_ids),
         Column::new(
             "error".into(),
-            BooleanChunked::from_iter_values("error".into(), served_rows().map(|(_, r)| r.error))
+            BooleanChunked::from_iter_values("error".into(), served_rows().map(|(_, r)| r.error()))
                 .into_series(),
         ),
         // A service's own latency: server side when captured, else what its clients saw.
@@ -781,7 +781,7 @@ fn red_metrics(
         .collect();
 
     let total_requests = rows.len() as u64;
-    let total_errors = rows.iter().filter(|r| r.error).count() as u64;
+    let total_errors = rows.iter().filter(|r| r.error()).count() as u64;
     cp.at("aggregate: edges, services, endpoints, series");
     Ok(Red {
         services: services_out,

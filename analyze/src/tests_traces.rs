@@ -756,6 +756,6 @@ fn pipelined_requests_keep_their_calls() {
 /// sizes docs/ARCHITECTURE.md gives, "What grows with the capture").
 #[test]
 fn request_rows_and_trace_summaries_stay_small() {
-    assert!(std::mem::size_of::<crate::model::RequestRow>() <= 120);
+    assert!(std::mem::size_of::<crate::model::RequestRow>() <= 112);
     assert!(std::mem::size_of::<crate::TraceSummary>() <= 80);
 }

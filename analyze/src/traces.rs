@@ -246,7 +246,8 @@ struct Top {
 
 /// What [`link`] found, to be written into the rows it read ([`Linked::apply`]).
 pub(crate) struct Linked {
-    tops: Vec<Top>,
+    /// The rows whose top span was given a parent, and where it hangs.
+    tops: Vec<(u32, Top)>,
     coverage: TraceCoverage,
 }
 
@@ -254,7 +255,10 @@ impl Linked {
     /// Sets `parent`, `link`, `confidence` and `root` of every row's span facts (the rows
     /// [`link`] read, in the same order); returns the coverage.
     pub(crate) fn apply(self, rows: &mut [RequestRow]) -> TraceCoverage {
-        for (r, top) in rows.iter_mut().zip(self.tops) {
+        for (i, top) in self.tops {
+            let Some(r) = rows.get_mut(i as usize) else {
+                continue;
+            };
             r.spans.parent = top.parent;
             r.spans.link = top.link;
             r.spans.confidence = top.confidence;
@@ -270,19 +274,13 @@ impl Linked {
 /// calls left; each keeps only the inbound requests that can still be in progress.
 pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Linked {
     let mut cov = TraceCoverage::default();
-    let mut tops: Vec<Top> = rows
-        .iter()
-        .map(|r| Top {
-            parent: r.spans.parent,
-            link: r.spans.link,
-            confidence: r.spans.confidence,
-        })
-        .collect();
+    // The calls linked (a row's own facts stand for the others).
+    let mut tops: Vec<(u32, Top)> = Vec::new();
     let mut cp = crate::input::Checkpoints::new();
     // Processes that made calls: only their inbound requests can be parents.
     let mut callers: Vec<(u32, u32)> = rows
         .iter()
-        .filter(|r| r.spans.client)
+        .filter(|r| r.spans.client())
         .map(|r| (r.spans.client_node, r.spans.client_pid))
         .collect();
     callers.sort_unstable();
@@ -294,7 +292,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         .iter()
         .enumerate()
         .filter(|(_, r)| {
-            r.spans.server && {
+            r.spans.server() && {
                 let at = callers.binary_search(&(r.spans.server_node, r.spans.server_pid));
                 if let Ok(k) = at {
                     served[k] = true;
@@ -331,7 +329,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             links.get(i as usize).copied().unwrap_or_default(),
         );
         let f = &r.spans;
-        [r.trace_id, l.request_id]
+        [r.trace_id(), l.request_id]
             .map(|id| (id != EMPTY).then_some((f.server_node, f.server_pid, id)))
     };
     let span = |row| Inbound::of(rows, links, row);
@@ -346,14 +344,14 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
 
     // Calls in time order (the rows'), so that the proxy rule takes inbound requests first
     // come, first served.
-    let calls = (0..rows.len() as u32).filter(|&i| rows[i as usize].spans.client);
+    let calls = (0..rows.len() as u32).filter(|&i| rows[i as usize].spans.client());
     let mut found = Vec::new();
     // Calls left to the proxy rule.
     let mut for_proxy: Vec<u32> = Vec::new();
     let mut arrivals = Arrivals::new(&inbound, rows);
     for i in calls {
         let r = &rows[i as usize];
-        let (t, trace, f) = (r.ts_ns, r.trace_id, r.spans);
+        let (t, trace, f) = (r.ts_ns, r.trace_id(), r.spans);
         let l = links.get(i as usize).copied().unwrap_or_default();
         for &j in arrivals.until(t) {
             let [thread] = thread_key(j);
@@ -451,16 +449,16 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     cp.at("links: header and thread rules");
     // 3. proxy, for the calls left, in time order: inbound requests by process, method and
     // target only where such a call exists.
-    let wanted: Map<(u32, u32, u32, u32), ()> = for_proxy
-        .iter()
-        .map(|&i| {
-            let r = &rows[i as usize];
-            (
-                (r.spans.client_node, r.spans.client_pid, r.method, r.target),
-                (),
-            )
-        })
-        .collect();
+    // Inserted one by one, not collected: the keys repeat (a proxy forwards the same few
+    // targets), and a map sized for every call left was 19 MiB at the analysis' peak.
+    let mut wanted: Map<(u32, u32, u32, u32), ()> = Map::default();
+    for &i in &for_proxy {
+        let r = &rows[i as usize];
+        wanted.insert(
+            (r.spans.client_node, r.spans.client_pid, r.method, r.target),
+            (),
+        );
+    }
     let call_key = |i: u32| {
         let r = &rows[i as usize];
         let key = (r.spans.server_node, r.spans.server_pid, r.method, r.target);
@@ -513,9 +511,9 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     cp.at("links: proxy rule");
 
     for r in rows.iter() {
-        if r.spans.server {
+        if r.spans.server() {
             cov.server_spans += 1;
-            if r.spans.client {
+            if r.spans.client() {
                 cov.server_spans_with_client += 1;
                 cov.server_spans_linked += 1;
             }
@@ -534,16 +532,19 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
 }
 
 fn set_parent(
-    tops: &mut [Top],
+    tops: &mut Vec<(u32, Top)>,
     cov: &mut TraceCoverage,
     i: u32,
     (parent, link, confidence): (u32, Link, u8),
 ) {
-    tops[i as usize] = Top {
-        parent,
-        link,
-        confidence,
-    };
+    tops.push((
+        i,
+        Top {
+            parent,
+            link,
+            confidence,
+        },
+    ));
     cov.client_spans_linked += 1;
     match cov.by_link.get_mut(link.name()) {
         Some(n) => *n += 1,
@@ -657,35 +658,51 @@ impl Summary {
 /// An endpoint: (service, protocol, method, route), string ids.
 type Endpoint = (u32, u32, u32, u32);
 
-/// The distinct services of one trace: the first few inline (most traces have few), the
-/// rest spilled.
+/// The distinct services of every trace: the first four of each in 16 bytes (free slots
+/// hold [`EMPTY`], never a service), the rest of the few traces with more in a map by trace.
 #[derive(Default)]
-struct ServiceSet {
-    inline: [u32; 4],
-    n_inline: u8,
-    /// Boxed: one word in every set instead of three, where most traces never spill.
-    #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<u32>>>,
+struct ServiceSets {
+    first: Vec<[u32; 4]>,
+    more: Map<u32, Vec<u32>>,
 }
 
-impl ServiceSet {
-    fn see(&mut self, s: u32) {
-        let n = usize::from(self.n_inline);
-        if self.inline[..n].contains(&s) || self.more.as_ref().is_some_and(|m| m.contains(&s)) {
+impl ServiceSets {
+    /// A trace with no service yet.
+    fn push(&mut self) {
+        self.first.push([EMPTY; 4]);
+    }
+
+    /// Trace `t` has service `s` (not [`EMPTY`]).
+    fn see(&mut self, t: u32, s: u32) {
+        let Some(first) = self.first.get_mut(t as usize) else {
+            return;
+        };
+        if first.contains(&s) {
             return;
         }
-        if n < self.inline.len() {
-            self.inline[n] = s;
-            self.n_inline += 1;
-        } else {
-            self.more.get_or_insert_with(Default::default).push(s);
+        if let Some(free) = first.iter_mut().find(|x| **x == EMPTY) {
+            *free = s;
+            return;
+        }
+        let more = self.more.entry(t).or_default();
+        if !more.contains(&s) {
+            more.push(s);
         }
     }
 
-    fn len(&self) -> u32 {
-        u32::from(self.n_inline) + self.more.as_ref().map_or(0, |m| m.len() as u32)
+    /// The number of distinct services of trace `t`.
+    fn len(&self, t: u32) -> u32 {
+        let first = self
+            .first
+            .get(t as usize)
+            .map_or(0, |f| f.iter().filter(|&&x| x != EMPTY).count() as u32);
+        first + self.more.get(&t).map_or(0, |m| m.len() as u32)
     }
 }
+
+/// How many rows [`summarize`] reads between two evictions of the parents it no longer
+/// needs.
+const COVERED_EVICT_EVERY: u32 = 4096;
 
 /// Traces, and where each endpoint's time went, from the linked table (rows in time order,
 /// `parent` and `root` already rows of this order).
@@ -697,17 +714,24 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // in the summaries themselves (`duration_ns` holds the end until the end), their services
     // beside them.
     let mut traces: Vec<TraceSummary> = Vec::new();
-    let mut services_of: Vec<ServiceSet> = Vec::new();
+    let mut services_of = ServiceSets::default();
     let empty: Arc<str> = Arc::from("");
     let mut trace_of: Vec<u32> = vec![u32::MAX; rows.len()];
-    // Per parent row: until when its SERVER span's time is covered by its calls (0: none
-    // yet); per endpoint: (requests, summed duration, time covered by calls).
-    let mut covered_until: Vec<u64> = vec![0; rows.len()];
+    // Per parent row with calls: until when its SERVER span's time is covered by them, and
+    // when that span ends (a call made after it adds nothing: the entry is let go, so that
+    // the map holds the parents in progress, not every one); per endpoint: (requests,
+    // summed duration, time covered by calls).
+    let mut covered_until: Map<u32, (u64, u64)> = Map::default();
+    let mut rows_seen = 0u32;
     let mut endpoints: Map<Endpoint, (u64, u64, u64)> = Map::default();
     // Per (endpoint, downstream service, protocol): (calls, ns).
     let mut downstream: Map<(Endpoint, u32, u32), (u64, u64)> = Map::default();
     for r in rows.iter() {
         let f = &r.spans;
+        rows_seen += 1;
+        if rows_seen % COVERED_EVICT_EVERY == 0 {
+            covered_until.retain(|_, &mut (_, end)| end >= r.ts_ns);
+        }
         let Some(slot) = trace_of.get_mut(f.root as usize) else {
             continue;
         };
@@ -724,7 +748,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                 services: 0,
                 errors: 0,
             });
-            services_of.push(ServiceSet::default());
+            services_of.push();
         }
         let a = &mut traces[*slot as usize];
         let mut see = |start: u64, latency: u64| {
@@ -735,21 +759,21 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                 start.saturating_add(latency)
             });
             a.spans += 1;
-            a.errors += u32::from(r.error);
+            a.errors += u32::from(r.error());
         };
-        if f.client {
+        if f.client() {
             see(r.ts_ns, r.latency_ns);
         }
-        if f.server {
+        if f.server() {
             see(f.server_ts_ns, r.server_latency_ns);
         }
         for s in [r.client, r.server] {
             if s != EMPTY {
-                services_of[*slot as usize].see(s);
+                services_of.see(*slot, s);
             }
         }
         // A call linked under its parent's SERVER span: its time, clipped to the parent's.
-        if f.parent != NO_ROW && f.client && r.latency_ns != NO_LATENCY {
+        if f.parent != NO_ROW && f.client() && r.latency_ns != NO_LATENCY {
             if let Some(p) = rows.get(f.parent as usize) {
                 if p.server_latency_ns != NO_LATENCY {
                     let p_start = p.spans.server_ts_ns;
@@ -759,7 +783,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                     let clipped = to.saturating_sub(from);
                     let ep = (p.server, p.protocol, p.method, p.route);
                     // Calls come in time order: the union of their intervals grows forward.
-                    let until = &mut covered_until[f.parent as usize];
+                    let (until, _) = covered_until.entry(f.parent).or_insert((0, p_end));
                     let from_new = from.max(*until);
                     if to > from_new {
                         endpoints.entry(ep).or_insert((0, 0, 0)).2 += to - from_new;
@@ -779,11 +803,11 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // Root services and names, one shared string each.
     let mut services: Map<u32, Arc<str>> = Map::default();
     let mut names: Map<(u32, u32, u32), Arc<str>> = Map::default();
-    for (t, set) in traces.iter_mut().zip(&services_of) {
+    for (k, t) in traces.iter_mut().enumerate() {
         let Some(r) = rows.get(t.root as usize) else {
             continue; // never: every root is a row
         };
-        let top_service = if r.spans.client { r.client } else { r.server };
+        let top_service = if r.spans.client() { r.client } else { r.server };
         t.root_service = Arc::clone(
             services
                 .entry(top_service)
@@ -800,7 +824,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         ));
         t.trace_id = table.trace_id_of_root(t.root as usize);
         t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
-        t.services = set.len();
+        t.services = services_of.len(k as u32);
     }
     drop(services_of);
     traces.sort_unstable_by_key(|t| t.root);
@@ -808,7 +832,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // Endpoints: every SERVER span with a duration.
     drop(covered_until);
     for r in rows.iter() {
-        if !r.spans.server || r.server_latency_ns == NO_LATENCY {
+        if !r.spans.server() || r.server_latency_ns == NO_LATENCY {
             continue;
         }
         let e = endpoints

@@ -498,7 +498,7 @@ pub(crate) fn attach(logs: &mut LogReport, table: &RequestTable) {
     let mut by_proc: HashMap<(&str, u32), Spans> = HashMap::new();
     for (i, r) in table.rows.iter().enumerate() {
         let f = &r.spans;
-        if !f.server {
+        if !f.server() {
             continue;
         }
         let node = table.string(f.server_node);
@@ -515,7 +515,7 @@ pub(crate) fn attach(logs: &mut LogReport, table: &RequestTable) {
             .entry((node, f.server_pid, f.server_tid))
             .or_default()
             .push(span);
-        if r.error {
+        if r.error() {
             by_proc.entry((node, f.server_pid)).or_default().push(span);
         }
     }
@@ -544,7 +544,7 @@ pub(crate) fn attach(logs: &mut LogReport, table: &RequestTable) {
         });
         e.request = request;
         if let Some(row) = request {
-            if table.rows.get(row as usize).is_some_and(|r| r.error) {
+            if table.rows.get(row as usize).is_some_and(|r| r.error()) {
                 per_pattern.entry(e.pattern).or_default().push(row as usize);
             }
         }

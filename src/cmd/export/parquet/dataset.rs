@@ -315,6 +315,16 @@ impl Drop for Dataset {
     }
 }
 
+/// With `RETRACE_ANALYZE_TIMING=1`, prints the writer thread's CPU time so far.
+fn writer_timing(when: &str) {
+    if retrace_analyze::timing() {
+        eprintln!(
+            "timing: export: writer thread {when}: {:.2} s cpu",
+            retrace_analyze::thread_cpu_s()
+        );
+    }
+}
+
 /// The writer properties of every file of table `table`.
 fn properties(table: &str, schema: &Schema) -> anyhow::Result<WriterProperties> {
     let mut b = WriterProperties::builder()
@@ -500,6 +510,7 @@ fn write_files(root: &Path, rx: Receiver<Msg>) -> anyhow::Result<WrittenFiles> {
                 }
             }
             Msg::Barrier(done) => {
+                writer_timing("at a barrier");
                 let _ = done.send(());
             }
         }
@@ -507,6 +518,7 @@ fn write_files(root: &Path, rx: Receiver<Msg>) -> anyhow::Result<WrittenFiles> {
     for ((table, _), o) in std::mem::take(&mut open) {
         close(o, table, &mut written)?;
     }
+    writer_timing("done");
     Ok((written, files))
 }
 
