@@ -759,3 +759,69 @@ fn request_rows_and_trace_summaries_stay_small() {
     assert!(std::mem::size_of::<crate::model::RequestRow>() <= 112);
     assert!(std::mem::size_of::<crate::TraceSummary>() <= 80);
 }
+
+/// "Where the time went" unions the overlapping calls of a long request, even when thousands
+/// of other requests come between them (the summary lets go of a parent's covered time only
+/// once the parent has ended).
+#[test]
+fn a_long_request_keeps_its_covered_time_across_many_rows() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let inbound = s.connect(T0 + MS, 10, 20, 7000);
+    let a = s.connect(T0 + MS, 20, 30, 8000);
+    let b = s.connect(T0 + MS, 20, 30, 8000);
+    let direct = s.connect(T0 + MS, 10, 30, 8000);
+    // /slow on front thread 21: read at 500 ms, answered at 10 s.
+    s.message(&inbound, T0 + 500 * MS, true, true, 11, &get("/slow", ""));
+    s.message(
+        &inbound,
+        T0 + 500 * MS + 10_000,
+        false,
+        false,
+        21,
+        &get("/slow", ""),
+    );
+    // Call A (1 s .. 9.5 s) and call B (9 s .. 9.2 s), both on thread 21: they overlap.
+    s.message(&a, T0 + 1000 * MS, true, true, 21, &get("/a", ""));
+    s.message(
+        &a,
+        T0 + 1000 * MS + 10_000,
+        false,
+        false,
+        31,
+        &get("/a", ""),
+    );
+    // 5000 requests of the client straight to back between them.
+    for k in 0..5000u64 {
+        let at = T0 + 1100 * MS + k * MS;
+        exchange(&mut s, &direct, 12, 32, at, at + MS / 2, &get("/x", ""));
+    }
+    exchange(
+        &mut s,
+        &b,
+        21,
+        33,
+        T0 + 9000 * MS,
+        T0 + 9200 * MS,
+        &get("/b", ""),
+    );
+    s.message(&a, T0 + 9500 * MS, false, true, 31, OK);
+    s.message(&a, T0 + 9500 * MS + 10_000, true, false, 21, OK);
+    s.message(&inbound, T0 + 10_000 * MS, false, true, 21, OK);
+    s.message(&inbound, T0 + 10_000 * MS + 10_000, true, false, 11, OK);
+    let an = run(&s.finish());
+    let p = parents_of_calls(&an, FRONT);
+    assert_eq!(p.get("/a"), Some(&("/slow".to_string(), Link::Thread)));
+    assert_eq!(p.get("/b"), Some(&("/slow".to_string(), Link::Thread)));
+    let slow = an
+        .time_breakdown
+        .iter()
+        .find(|t| t.service == FRONT && t.name.ends_with("/slow"))
+        .expect("a breakdown of /slow");
+    assert_eq!(slow.requests, 1);
+    // Covered: 1 s .. 9.5 s + 10 µs (B lies inside A): 8500.01 ms of 9499.99 ms.
+    let covered = slow.total_ms - slow.self_ms;
+    assert!((covered - 8500.01).abs() < 0.001, "{slow:?}");
+    let back: u64 = slow.downstream.iter().map(|d| d.calls).sum();
+    assert_eq!(back, 2, "{slow:?}");
+}

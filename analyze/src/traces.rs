@@ -883,3 +883,23 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         skipped: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_sets_count_each_service_once_beyond_the_first_four() {
+        let mut sets = ServiceSets::default();
+        sets.push();
+        sets.push();
+        for s in [7, 3, 7, 9, 1, 3, 12, 40, 12, 41, 40] {
+            sets.see(0, s);
+        }
+        sets.see(1, 5);
+        sets.see(1, 5);
+        assert_eq!(sets.len(0), 7); // 7 3 9 1 inline, then 12 40 41
+        assert_eq!(sets.len(1), 1);
+        assert_eq!(sets.len(2), 0); // no such trace
+    }
+}
