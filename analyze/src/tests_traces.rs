@@ -771,26 +771,20 @@ fn a_long_request_keeps_its_covered_time_across_many_rows() {
     let a = s.connect(T0 + MS, 20, 30, 8000);
     let b = s.connect(T0 + MS, 20, 30, 8000);
     let direct = s.connect(T0 + MS, 10, 30, 8000);
-    // /slow on front thread 21: read at 500 ms, answered at 10 s.
-    s.message(&inbound, T0 + 500 * MS, true, true, 11, &get("/slow", ""));
-    s.message(
+    // /slow on front thread 21 (500 ms .. 10 s); its calls A (1 s .. 9.5 s) and B (9 s ..
+    // 9.2 s), both on thread 21: they overlap.
+    let slow = get("/slow", "");
+    exchange(
+        &mut s,
         &inbound,
-        T0 + 500 * MS + 10_000,
-        false,
-        false,
+        11,
         21,
-        &get("/slow", ""),
+        T0 + 500 * MS,
+        T0 + 10_000 * MS,
+        &slow,
     );
-    // Call A (1 s .. 9.5 s) and call B (9 s .. 9.2 s), both on thread 21: they overlap.
-    s.message(&a, T0 + 1000 * MS, true, true, 21, &get("/a", ""));
-    s.message(
-        &a,
-        T0 + 1000 * MS + 10_000,
-        false,
-        false,
-        31,
-        &get("/a", ""),
-    );
+    let call_a = get("/a", "");
+    exchange(&mut s, &a, 21, 31, T0 + 1000 * MS, T0 + 9500 * MS, &call_a);
     // 5000 requests of the client straight to back between them.
     for k in 0..5000u64 {
         let at = T0 + 1100 * MS + k * MS;
@@ -805,10 +799,6 @@ fn a_long_request_keeps_its_covered_time_across_many_rows() {
         T0 + 9200 * MS,
         &get("/b", ""),
     );
-    s.message(&a, T0 + 9500 * MS, false, true, 31, OK);
-    s.message(&a, T0 + 9500 * MS + 10_000, true, false, 21, OK);
-    s.message(&inbound, T0 + 10_000 * MS, false, true, 21, OK);
-    s.message(&inbound, T0 + 10_000 * MS + 10_000, true, false, 11, OK);
     let an = run(&s.finish());
     let p = parents_of_calls(&an, FRONT);
     assert_eq!(p.get("/a"), Some(&("/slow".to_string(), Link::Thread)));

@@ -176,7 +176,8 @@ impl<K: Eq + Copy + std::hash::Hash> Timelines<K> {
     }
 }
 
-/// How many calls a sweep reaches between two evictions of its [`Timelines`].
+/// How many calls a sweep reaches between two evictions of its [`Timelines`] (and how many
+/// rows [`summarize`] reads between two of its own).
 const EVICT_EVERY: u32 = 4096;
 
 /// The inbound requests of a sweep, in order of start, handed out as the calls reach them.
@@ -700,10 +701,6 @@ impl ServiceSets {
     }
 }
 
-/// How many rows [`summarize`] reads between two evictions of the parents it no longer
-/// needs.
-const COVERED_EVICT_EVERY: u32 = 4096;
-
 /// Traces, and where each endpoint's time went, from the linked table (rows in time order,
 /// `parent` and `root` already rows of this order).
 pub(crate) fn summarize(table: &RequestTable) -> Summary {
@@ -717,20 +714,22 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     let mut services_of = ServiceSets::default();
     let empty: Arc<str> = Arc::from("");
     let mut trace_of: Vec<u32> = vec![u32::MAX; rows.len()];
-    // Per parent row with calls: until when its SERVER span's time is covered by them, and
-    // when that span ends (a call made after it adds nothing: the entry is let go, so that
-    // the map holds the parents in progress, not every one); per endpoint: (requests,
-    // summed duration, time covered by calls).
-    let mut covered_until: Map<u32, (u64, u64)> = Map::default();
-    let mut rows_seen = 0u32;
+    // Per parent row with calls: until when its SERVER span's time is covered by them (a
+    // call made after the span ended adds nothing: the entry is let go, so that the map
+    // holds the parents in progress, not every one); per endpoint: (requests, summed
+    // duration, time covered by calls).
+    let mut covered_until: Map<u32, u64> = Map::default();
+    let server_end = |p: &RequestRow| p.spans.server_ts_ns.saturating_add(p.server_latency_ns);
     let mut endpoints: Map<Endpoint, (u64, u64, u64)> = Map::default();
     // Per (endpoint, downstream service, protocol): (calls, ns).
     let mut downstream: Map<(Endpoint, u32, u32), (u64, u64)> = Map::default();
-    for r in rows.iter() {
+    for (k, r) in rows.iter().enumerate() {
         let f = &r.spans;
-        rows_seen += 1;
-        if rows_seen % COVERED_EVICT_EVERY == 0 {
-            covered_until.retain(|_, &mut (_, end)| end >= r.ts_ns);
+        if k % EVICT_EVERY as usize == 0 {
+            covered_until.retain(|&p, _| {
+                rows.get(p as usize)
+                    .is_some_and(|p| server_end(p) >= r.ts_ns)
+            });
         }
         let Some(slot) = trace_of.get_mut(f.root as usize) else {
             continue;
@@ -777,13 +776,13 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
             if let Some(p) = rows.get(f.parent as usize) {
                 if p.server_latency_ns != NO_LATENCY {
                     let p_start = p.spans.server_ts_ns;
-                    let p_end = p_start.saturating_add(p.server_latency_ns);
+                    let p_end = server_end(p);
                     let from = r.ts_ns.max(p_start);
                     let to = r.ts_ns.saturating_add(r.latency_ns).min(p_end);
                     let clipped = to.saturating_sub(from);
                     let ep = (p.server, p.protocol, p.method, p.route);
                     // Calls come in time order: the union of their intervals grows forward.
-                    let (until, _) = covered_until.entry(f.parent).or_insert((0, p_end));
+                    let until = covered_until.entry(f.parent).or_insert(0);
                     let from_new = from.max(*until);
                     if to > from_new {
                         endpoints.entry(ep).or_insert((0, 0, 0)).2 += to - from_new;
