@@ -12,7 +12,9 @@ use retrace_segment::{
 
 use crate::join::{self, Connections, Facts, Opened, Sample, SampleKind, Span};
 use crate::l7::{self, Parsed};
-use crate::model::{Analysis, NodeSummary, PayloadStats, RequestRow, SpanFacts, EMPTY, NO_LATENCY};
+use crate::model::{
+    Analysis, Ends, EndsIds, NodeSummary, PayloadStats, RequestRow, SpanFacts, EMPTY, NO_LATENCY,
+};
 use crate::services::{unit_of_cgroup, ProcessFacts, ServicesFile};
 use crate::stats;
 use crate::traces::LinkIn;
@@ -305,11 +307,15 @@ struct Rows {
     served: Vec<bool>,
     /// What the trace linker needs of each row beyond its spans (`links[i]` is `rows[i]`'s).
     links: Vec<LinkIn>,
+    /// What the rows share, by [`RequestRow::ends`].
+    ends: EndsIds,
     conns: Vec<stats::ConnRow>,
 }
 
 impl Rows {
-    fn push(&mut self, row: RequestRow, served: bool, link: LinkIn) {
+    /// Adds `row`, whose ends are `ends`.
+    fn push(&mut self, mut row: RequestRow, ends: Ends, served: bool, link: LinkIn) {
+        row.ends = self.ends.id(ends);
         self.rows.push(row);
         self.served.push(served);
         self.links.push(link);
@@ -1090,6 +1096,7 @@ impl Analyzer {
             rows: Vec::with_capacity(exchanges),
             served: Vec::with_capacity(exchanges),
             links: Vec::with_capacity(exchanges),
+            ends: EndsIds::default(),
             conns: Vec::new(),
         };
         let addrs = self.side_addresses();
@@ -1125,6 +1132,7 @@ impl Analyzer {
 
         let input = stats::Input {
             rows: out.rows,
+            ends: out.ends.into_list(),
             served: out.served,
             conns: out.conns,
             strings: std::mem::take(&mut self.strings),
@@ -1417,10 +1425,15 @@ impl Analyzer {
             } else {
                 (None, mine, Some((s, i as u32)))
             };
-            let mut f = SpanFacts {
+            let mut f = SpanFacts::default();
+            // The protocol: each exchange's own (`row`).
+            let mut e = Ends {
+                client,
+                server,
+                node,
                 client_addr,
                 server_addr,
-                ..SpanFacts::default()
+                ..Ends::default()
             };
             let mut l = LinkIn {
                 server_socket: u32::MAX,
@@ -1428,15 +1441,15 @@ impl Analyzer {
             };
             if let Some(x) = cx {
                 f.set(SpanFacts::CLIENT, true);
-                f.client_node = node;
-                f.client_pid = s.pid;
+                e.client_node = node;
+                e.client_pid = s.pid;
                 f.client_tid = x.tid_request;
                 l.request_id = x.request_id;
             }
             if let (Some(y), Some((ss, sj))) = (sx, server_side) {
                 f.set(SpanFacts::SERVER, true);
-                f.server_node = ids.node(ss.node);
-                f.server_pid = ss.pid;
+                e.server_node = ids.node(ss.node);
+                e.server_pid = ss.pid;
                 f.server_tid = y.tid_request;
                 f.server_ts_ns = y.ts;
                 l.server_tid_out = y.tid_response;
@@ -1445,21 +1458,25 @@ impl Analyzer {
                     l.request_id = y.request_id;
                 }
             }
-            (f, l)
+            (f, e, l)
         };
-        let row = |x: &Ex, server_latency: u64, spans: SpanFacts| RequestRow {
-            ts_ns: x.ts,
-            latency_ns: x.latency,
-            server_latency_ns: server_latency,
-            client,
-            server,
-            protocol: x.protocol,
-            method: x.method,
-            target: x.target,
-            route: x.route,
-            status: x.status,
-            node,
-            spans: spans.of_request(x.trace, x.error),
+        let row = |x: &Ex, server_latency: u64, spans: SpanFacts, ends: Ends| {
+            let row = RequestRow {
+                ts_ns: x.ts,
+                latency_ns: x.latency,
+                server_latency_ns: server_latency,
+                ends: 0,
+                method: x.method,
+                target: x.target,
+                route: x.route,
+                status: x.status,
+                spans: spans.of_request(x.trace, x.error),
+            };
+            let ends = Ends {
+                protocol: x.protocol,
+                ..ends
+            };
+            (row, ends)
         };
         let pairs = join::align(mine, theirs);
         let mut seen_by_client = vec![false; theirs.len()];
@@ -1476,7 +1493,7 @@ impl Analyzer {
                 None if s.client => NO_LATENCY,
                 None => x.latency,
             };
-            let (f, l) = spans(Some(x), answer);
+            let (f, e, l) = spans(Some(x), answer);
             match answer {
                 // Closed by the client's own end (its process died, it gave up) after the
                 // server answered: the server's answer, not a failure of the server. (A
@@ -1493,9 +1510,13 @@ impl Analyzer {
                         error: y.error,
                         ..*x
                     };
-                    out.push(row(&answered, server_latency, f), true, l);
+                    let (r, e) = row(&answered, server_latency, f, e);
+                    out.push(r, e, true, l);
                 }
-                _ => out.push(row(x, server_latency, f), true, l),
+                _ => {
+                    let (r, e) = row(x, server_latency, f, e);
+                    out.push(r, e, true, l);
+                }
             }
         }
         // Exchanges the server saw that the client side did not.
@@ -1504,8 +1525,9 @@ impl Analyzer {
             .zip(&seen_by_client)
             .filter(|(_, &seen)| !seen)
         {
-            let (f, l) = spans(None, Some(y));
-            out.push(row(y, y.latency, f), true, l);
+            let (f, e, l) = spans(None, Some(y));
+            let (r, e) = row(y, y.latency, f, e);
+            out.push(r, e, true, l);
         }
     }
 
@@ -1581,27 +1603,31 @@ impl Analyzer {
             });
             let spans = SpanFacts {
                 flags: SpanFacts::CLIENT | SpanFacts::ERROR,
+                client_tid: f.tid,
+                ..SpanFacts::default()
+            };
+            let ends = Ends {
+                client,
+                server,
+                protocol: ids.tcp,
+                node,
                 client_node: node,
                 client_pid: f.pid,
-                client_tid: f.tid,
                 server_addr: target,
-                ..SpanFacts::default()
+                ..Ends::default()
             };
             let row = RequestRow {
                 ts_ns: f.ts,
                 latency_ns: NO_LATENCY,
                 server_latency_ns: NO_LATENCY,
-                client,
-                server,
-                protocol: ids.tcp,
+                ends: 0,
                 method: ids.connect,
                 target,
                 route: ids.connect,
                 status,
-                node,
                 spans,
             };
-            out.push(row, false, LinkIn::default());
+            out.push(row, ends, false, LinkIn::default());
         }
     }
 
@@ -1638,27 +1664,31 @@ impl Analyzer {
             let node = ids.node(q.node);
             let spans = SpanFacts {
                 flags: SpanFacts::CLIENT,
+                client_tid: q.tid,
+                ..SpanFacts::default()
+            };
+            let ends = Ends {
+                client,
+                server,
+                protocol: dns,
+                node,
                 client_node: node,
                 client_pid: q.pid,
-                client_tid: q.tid,
                 server_addr: self.strings.intern(&q.remote.to_string()),
-                ..SpanFacts::default()
+                ..Ends::default()
             };
             let row = RequestRow {
                 ts_ns: q.ts,
                 latency_ns: latency,
                 server_latency_ns: NO_LATENCY,
-                client,
-                server,
-                protocol: dns,
+                ends: 0,
                 method: q.qtype,
                 target: q.name,
                 route: q.name,
                 status,
-                node,
                 spans: spans.of_request(EMPTY, error),
             };
-            out.push(row, true, LinkIn::default());
+            out.push(row, ends, true, LinkIn::default());
         }
         self.dns_queries = Vec::new();
     }
@@ -1694,7 +1724,7 @@ impl Analyzer {
                 "dns"
             }
         };
-        let ids = out.rows.iter().flat_map(|r| [r.client, r.server]);
+        let ids = out.ends.list().iter().flat_map(|e| [e.client, e.server]);
         let ids = ids.chain(out.conns.iter().flat_map(|c| [c.client, c.server]));
         let mut seen = vec![false; self.strings.strings.len()];
         for id in ids {

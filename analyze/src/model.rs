@@ -178,24 +178,76 @@ pub struct RequestView<'a> {
     pub node: &'a str,
 }
 
-/// A compact row of a [`RequestTable`]: strings are ids into the table's string pool. 112
-/// bytes: the trace header id and the row's flags sit in [`SpanFacts`]' spare bytes (a test
-/// keeps the size; rows are most of what the analysis keeps, `docs/ARCHITECTURE.md`).
+/// A compact row of a [`RequestTable`]: strings are ids into the table's string pool, and what
+/// the rows of a connection share (the services, the protocol, each end's node, process and
+/// address) is one [`Ends`] of the table's, named by id. 80 bytes (a test keeps the size; rows
+/// are most of what the analysis keeps, `docs/ARCHITECTURE.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RequestRow {
     pub ts_ns: u64,
     pub latency_ns: u64,
     pub server_latency_ns: u64,
-    pub client: u32,
-    pub server: u32,
-    pub protocol: u32,
+    /// Index of the row's [`Ends`] in [`RequestTable::ends`].
+    pub ends: u32,
     pub method: u32,
     pub target: u32,
     pub route: u32,
     pub status: u32,
-    pub node: u32,
     /// What the trace linking knows of the row's spans.
     pub spans: SpanFacts,
+}
+
+/// Who took part in a request, as the rows of one connection share it: the client and server
+/// services, the protocol, the node that saw the request, and the node, process and `ip:port`
+/// of each end (string ids; the node and process of an end that was not captured: `EMPTY`
+/// and 0, as `Default` gives). Kept once per distinct value ([`EndsIds`]): a row names its own
+/// by a `u32`. The client's address has its ephemeral port, so there are about as many as
+/// connections (a request per connection costs 40 bytes more than the inline fields it
+/// replaces, a keep-alive connection's thousand requests 40 bytes in all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub(crate) struct Ends {
+    pub client: u32,
+    pub server: u32,
+    pub protocol: u32,
+    pub node: u32,
+    /// Node and process of the client's end.
+    pub client_node: u32,
+    pub client_pid: u32,
+    /// Node and process of the server's end.
+    pub server_node: u32,
+    pub server_pid: u32,
+    /// `ip:port` of each end (string ids), empty when unknown.
+    pub client_addr: u32,
+    pub server_addr: u32,
+}
+
+/// The distinct [`Ends`] of a table being built, each with its id (its index).
+#[derive(Debug, Default)]
+pub(crate) struct EndsIds {
+    list: Vec<Ends>,
+    ids: crate::engine::Map<Ends, u32>,
+}
+
+impl EndsIds {
+    /// The id of `e`, added when new.
+    pub fn id(&mut self, e: Ends) -> u32 {
+        let next = self.list.len() as u32;
+        let id = *self.ids.entry(e).or_insert(next);
+        if id == next {
+            self.list.push(e);
+        }
+        id
+    }
+
+    /// Every distinct value so far, indexed by id.
+    pub fn list(&self) -> &[Ends] {
+        &self.list
+    }
+
+    /// The list, indexed by id (the ids' map let go).
+    pub fn into_list(self) -> Vec<Ends> {
+        self.list
+    }
 }
 
 impl RequestRow {
@@ -219,20 +271,14 @@ pub(crate) struct SpanFacts {
     pub flags: u8,
     /// The trace header id the request carried, a string id ([`RequestRow::trace_id`]).
     pub trace_id: u32,
-    /// Node, process and thread of the client's end (the thread that wrote the request).
-    pub client_node: u32,
-    pub client_pid: u32,
+    /// Thread of the client's end (the thread that wrote the request; its node and process
+    /// are the row's [`Ends`]').
     pub client_tid: u32,
-    /// Node, process and thread of the server's end (the thread that read the request).
-    pub server_node: u32,
-    pub server_pid: u32,
+    /// Thread of the server's end (the thread that read the request).
     pub server_tid: u32,
     /// When the server read the request's first byte (wall ns; the row's `ts_ns` when the
     /// server end alone was captured).
     pub server_ts_ns: u64,
-    /// `ip:port` of each end (string ids), empty when unknown.
-    pub client_addr: u32,
-    pub server_addr: u32,
     /// Row whose SERVER span is the parent of this row's top span, [`NO_ROW`] for a root.
     pub parent: u32,
     /// Row of the root of this row's trace.
@@ -283,15 +329,9 @@ impl Default for SpanFacts {
         Self {
             flags: 0,
             trace_id: EMPTY,
-            client_node: EMPTY,
-            client_pid: 0,
             client_tid: 0,
-            server_node: EMPTY,
-            server_pid: 0,
             server_tid: 0,
             server_ts_ns: 0,
-            client_addr: EMPTY,
-            server_addr: EMPTY,
             parent: NO_ROW,
             root: NO_ROW,
             link: Link::Root,
@@ -561,8 +601,27 @@ pub(crate) const EMPTY: u32 = 0;
 pub struct RequestTable {
     pub(crate) strings: Vec<String>,
     pub(crate) rows: Vec<RequestRow>,
+    /// What the rows share, by [`RequestRow::ends`].
+    pub(crate) ends: Vec<Ends>,
     /// Mixed into span and trace ids, so that two captures do not give the same ids.
     pub(crate) id_seed: u64,
+}
+
+/// The [`Ends`] of row `r` among `ends` (all empty for an id out of range).
+pub(crate) fn ends_of<'a>(ends: &'a [Ends], r: &RequestRow) -> &'a Ends {
+    const NONE: &Ends = &Ends {
+        client: EMPTY,
+        server: EMPTY,
+        protocol: EMPTY,
+        node: EMPTY,
+        client_node: EMPTY,
+        client_pid: 0,
+        server_node: EMPTY,
+        server_pid: 0,
+        client_addr: EMPTY,
+        server_addr: EMPTY,
+    };
+    ends.get(r.ends as usize).unwrap_or(NONE)
 }
 
 /// Bits of a span id that number the span within its capture (the rest is the capture's seed).
@@ -591,15 +650,21 @@ impl RequestTable {
             .unwrap_or("")
     }
 
+    /// The [`Ends`] of row `r` (all empty for an id out of range).
+    pub(crate) fn ends_of(&self, r: &RequestRow) -> &Ends {
+        ends_of(&self.ends, r)
+    }
+
     /// The `i`-th request.
     pub fn get(&self, i: usize) -> Option<RequestView<'_>> {
         let r = self.rows.get(i)?;
+        let e = self.ends_of(r);
         let lat = |v: u64| (v != NO_LATENCY).then_some(v);
         Some(RequestView {
             ts_ns: r.ts_ns,
-            client: self.s(r.client),
-            server: self.s(r.server),
-            protocol: self.s(r.protocol),
+            client: self.s(e.client),
+            server: self.s(e.server),
+            protocol: self.s(e.protocol),
             method: self.s(r.method),
             target: self.s(r.target),
             route: self.s(r.route),
@@ -608,7 +673,7 @@ impl RequestTable {
             latency_ns: lat(r.latency_ns),
             server_latency_ns: lat(r.server_latency_ns),
             trace_id: (r.trace_id() != EMPTY).then(|| self.s(r.trace_id())),
-            node: self.s(r.node),
+            node: self.s(e.node),
         })
     }
 
@@ -670,6 +735,7 @@ impl RequestTable {
     pub fn span(&self, i: usize, kind: SpanKind) -> Option<SpanView<'_>> {
         let r = self.rows.get(i)?;
         let f = &r.spans;
+        let e = self.ends_of(r);
         let lat = |v: u64| (v != NO_LATENCY).then_some(v);
         let trace_id = self.trace_id_of_root(f.root as usize);
         let top_parent = self.parent_of(i).map(|p| self.span_id(p, SpanKind::Server));
@@ -681,9 +747,9 @@ impl RequestTable {
                 span_id: self.span_id(i, SpanKind::Client),
                 parent_span_id: top_parent,
                 kind,
-                service: self.s(r.client),
-                peer: self.s(r.server),
-                protocol: self.s(r.protocol),
+                service: self.s(e.client),
+                peer: self.s(e.server),
+                protocol: self.s(e.protocol),
                 method: self.s(r.method),
                 route: self.s(r.route),
                 target: self.s(r.target),
@@ -693,11 +759,11 @@ impl RequestTable {
                 duration_ns: lat(r.latency_ns),
                 link,
                 confidence,
-                node: self.s(f.client_node),
-                pid: f.client_pid,
+                node: self.s(e.client_node),
+                pid: e.client_pid,
                 tid: f.client_tid,
-                server_address: self.s(f.server_addr),
-                client_address: self.s(f.client_addr),
+                server_address: self.s(e.server_addr),
+                client_address: self.s(e.client_addr),
             },
             SpanKind::Server if f.server() => {
                 let (parent_span_id, link, confidence) = if f.client() {
@@ -715,9 +781,9 @@ impl RequestTable {
                     span_id: self.span_id(i, SpanKind::Server),
                     parent_span_id,
                     kind,
-                    service: self.s(r.server),
-                    peer: self.s(r.client),
-                    protocol: self.s(r.protocol),
+                    service: self.s(e.server),
+                    peer: self.s(e.client),
+                    protocol: self.s(e.protocol),
                     method: self.s(r.method),
                     route: self.s(r.route),
                     target: self.s(r.target),
@@ -727,11 +793,11 @@ impl RequestTable {
                     duration_ns: lat(r.server_latency_ns),
                     link,
                     confidence,
-                    node: self.s(f.server_node),
-                    pid: f.server_pid,
+                    node: self.s(e.server_node),
+                    pid: e.server_pid,
                     tid: f.server_tid,
-                    server_address: self.s(f.server_addr),
-                    client_address: self.s(f.client_addr),
+                    server_address: self.s(e.server_addr),
+                    client_address: self.s(e.client_addr),
                 }
             }
             _ => return None,

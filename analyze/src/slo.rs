@@ -799,13 +799,14 @@ pub(crate) fn accumulate(a: &Analysis, cfg: &SloConfig, tl: &Timeline) -> Vec<Se
     let mut rules: Vec<Option<EndpointRules<'_>>> = Vec::new();
     let mut whole: Vec<(bool, bool)> = Vec::new();
     for r in &table.rows {
-        let Some(&slot) = slot_of.get(r.server as usize) else {
+        let server = table.ends_of(r).server;
+        let Some(&slot) = slot_of.get(server as usize) else {
             continue;
         };
         let slot = if slot == u32::MAX {
-            let name = table.string(r.server).to_string();
+            let name = table.string(server).to_string();
             let s = out.len() as u32;
-            slot_of[r.server as usize] = s;
+            slot_of[server as usize] = s;
             let avail: Vec<&Override> = cfg
                 .availability_overrides
                 .iter()
@@ -1256,7 +1257,7 @@ pub fn breach_intervals(r: &SloReport, objective: &str) -> BTreeMap<String, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{RequestRow, RequestTable, SpanFacts};
+    use crate::model::{Ends, EndsIds, RequestRow, RequestTable, SpanFacts};
 
     const T0: u64 = 1_800_000_000 * S;
 
@@ -1274,6 +1275,7 @@ mod tests {
                 }
             }
         };
+        let mut ends = EndsIds::default();
         let mut rows: Vec<RequestRow> = reqs
             .iter()
             .map(|&(t, server, ep, error, lat)| {
@@ -1282,14 +1284,17 @@ mod tests {
                     ts_ns: T0 + (t * 1e9) as u64,
                     latency_ns: lat.map_or(NO_LATENCY, |ms| (ms * 1e6) as u64),
                     server_latency_ns: NO_LATENCY,
-                    client: id("client"),
-                    server: id(server),
-                    protocol: id("http"),
+                    ends: ends.id(Ends {
+                        client: id("client"),
+                        server: id(server),
+                        protocol: id("http"),
+                        node: id("n"),
+                        ..Ends::default()
+                    }),
                     method: id(m),
                     target: id(r),
                     route: id(r),
                     status: id(if error { "502" } else { "200" }),
-                    node: id("n"),
                     spans: SpanFacts::default().of_request(0, error),
                 }
             })
@@ -1301,6 +1306,7 @@ mod tests {
             requests: RequestTable {
                 strings,
                 rows,
+                ends: ends.into_list(),
                 id_seed: 0,
             },
             ..Default::default()

@@ -7,8 +7,8 @@ use polars::prelude::*;
 
 use crate::engine::{Interner, Map};
 use crate::model::{
-    Analysis, EdgeStats, EndpointStats, Health, RequestRow, RequestTable, SeriesPoint,
-    ServiceSeries, ServiceStats, TraceCoverage, NO_LATENCY,
+    ends_of, Analysis, EdgeStats, EndpointStats, Ends, Health, RequestRow, RequestTable,
+    SeriesPoint, ServiceSeries, ServiceStats, TraceCoverage, NO_LATENCY,
 };
 use crate::services::ServicesFile;
 use crate::AnalyzeError;
@@ -43,6 +43,8 @@ pub(crate) struct Input<'a> {
     /// The request rows, in any order; not linked yet: [`aggregate`] links them once they
     /// are in time order.
     pub rows: Vec<RequestRow>,
+    /// What the rows share, by [`RequestRow::ends`].
+    pub ends: Vec<Ends>,
     /// Whether each row is a request its server served (or, seen only from the client, was
     /// sent to serve); not a connection attempt that failed: that is a failed request of its
     /// caller only.
@@ -314,6 +316,7 @@ pub(crate) fn health(sig: Signals) -> (Health, Vec<String>) {
 pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     let Input {
         mut rows,
+        ends,
         mut served,
         conns,
         mut strings,
@@ -336,8 +339,9 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     order.sort_unstable_by(|&(ta, ia), &(tb, ib)| {
         ta.cmp(&tb).then_with(|| {
             let (a, b) = (&rows[ia as usize], &rows[ib as usize]);
-            (a.client, a.server, a.method, a.target, a.status, ia)
-                .cmp(&(b.client, b.server, b.method, b.target, b.status, ib))
+            let (ea, eb) = (ends_of(&ends, a), ends_of(&ends, b));
+            (ea.client, ea.server, a.method, a.target, a.status, ia)
+                .cmp(&(eb.client, eb.server, b.method, b.target, b.status, ib))
         })
     });
     let order: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
@@ -357,11 +361,11 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     // the RED metrics from them: neither writes them until both are done.
     let (red, linked) = std::thread::scope(|scope| {
         let linking = spawns.as_ref().map(|spawns| {
-            let (rows, links) = (&rows, &links);
-            scope.spawn(move || crate::traces::link(rows, links, spawns))
+            let (rows, ends, links) = (&rows, &ends, &links);
+            scope.spawn(move || crate::traces::link(rows, ends, links, spawns))
         });
         let red = red_metrics(
-            &rows,
+            (&rows, &ends),
             served,
             &mut strings,
             &conns,
@@ -389,6 +393,7 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
     cp.at("aggregate: links applied");
     let requests = RequestTable {
         rows,
+        ends,
         strings: std::mem::take(&mut strings.strings),
         id_seed,
     };
@@ -430,10 +435,10 @@ struct Red {
     total_errors: u64,
 }
 
-/// Edges, services, endpoints and time series from the rows (time order; `served[i]`: row
-/// `i` was served, not a failed connect).
+/// Edges, services, endpoints and time series from the rows (time order, with the table's
+/// `ends`; `served[i]`: row `i` was served, not a failed connect).
 fn red_metrics(
-    rows: &[RequestRow],
+    (rows, ends): (&[RequestRow], &[Ends]),
     served: Vec<bool>,
     strings: &mut Interner,
     conns: &[ConnRow],
@@ -487,7 +492,11 @@ fn red_metrics(
             .collect()
             .map_err(pe)
     };
-    let (edge_ids, edge_keys) = dense_ids(rows.iter().map(|r| (r.client, r.server, r.protocol)));
+    let e = |r: &RequestRow| ends_of(ends, r);
+    let (edge_ids, edge_keys) = dense_ids(rows.iter().map(|r| {
+        let e = e(r);
+        (e.client, e.server, e.protocol)
+    }));
     let edges_df = by_id(
         DataFrame::new_infer_height(vec![
             Column::new("edge".into(), edge_ids),
@@ -515,15 +524,20 @@ fn red_metrics(
             .map(|(i, (r, _))| (i, r))
     };
     let (endpoint_ids, endpoint_keys) =
-        dense_ids(served_rows().map(|(i, r)| (r.server, r.protocol, endpoint[i])));
+        dense_ids(served_rows().map(|(i, r)| (e(r).server, e(r).protocol, endpoint[i])));
     drop(endpoint);
-    let (series_ids, series_keys) = dense_ids(
-        served_rows().map(|(_, r)| (r.server, (r.ts_ns.saturating_sub(window_start)) / bucket_ns)),
-    );
+    let (series_ids, series_keys) = dense_ids(served_rows().map(|(_, r)| {
+        (
+            e(r).server,
+            (r.ts_ns.saturating_sub(window_start)) / bucket_ns,
+        )
+    }));
     let served_lf = DataFrame::new_infer_height(vec![
         Column::new(
             "server".into(),
-            served_rows().map(|(_, r)| r.server).collect::<Vec<u32>>(),
+            served_rows()
+                .map(|(_, r)| e(r).server)
+                .collect::<Vec<u32>>(),
         ),
         Column::new("endpoint".into(), endpoint_ids),
         Column::new("series".into(), series_ids),
@@ -683,8 +697,8 @@ fn red_metrics(
     let mut sent: Map<u32, u64> = Map::default();
     let mut calls: Map<u32, u64> = Map::default();
     for r in rows {
-        *sent.entry(r.client).or_insert(0) += 1;
-        *calls.entry(r.server).or_insert(0) += 1;
+        *sent.entry(e(r).client).or_insert(0) += 1;
+        *calls.entry(e(r).server).or_insert(0) += 1;
     }
     let mut services_out = Vec::new();
     for (svc, info) in services {

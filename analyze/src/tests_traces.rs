@@ -756,8 +756,59 @@ fn pipelined_requests_keep_their_calls() {
 /// sizes docs/ARCHITECTURE.md gives, "What grows with the capture").
 #[test]
 fn request_rows_and_trace_summaries_stay_small() {
-    assert!(std::mem::size_of::<crate::model::RequestRow>() <= 112);
+    assert!(std::mem::size_of::<crate::model::RequestRow>() <= 80);
+    assert!(std::mem::size_of::<crate::model::Ends>() <= 40);
     assert!(std::mem::size_of::<crate::TraceSummary>() <= 80);
+}
+
+/// The rows of a keep-alive connection share one `Ends` (services, protocol, each end's node,
+/// process and address), kept once: two connections of 30 requests each keep two, and every
+/// span still reads its own connection's ends.
+#[test]
+fn rows_of_a_connection_share_their_ends() {
+    let mut s = Synth::new(Vec::new());
+    three_tier(&mut s);
+    let conns = [
+        s.connect(T0 + MS, 10, 20, 7000),
+        s.connect(T0 + MS, 10, 20, 7000),
+    ];
+    for k in 0..30u64 {
+        for (n, c) in conns.iter().enumerate() {
+            let at = T0 + (10 + 10 * k) * MS + n as u64 * MS;
+            exchange(
+                &mut s,
+                c,
+                11,
+                21,
+                at,
+                at + MS,
+                &get(&format!("/item/{k}"), ""),
+            );
+        }
+    }
+    let a = run(&s.finish());
+    let t = &a.requests;
+    assert_eq!(t.len(), 60);
+    assert_eq!(t.ends.len(), 2, "{:?}", t.ends);
+    let mut client_addresses = std::collections::BTreeSet::new();
+    for i in 0..t.len() {
+        let (Some(c), Some(sv)) = (t.span(i, SpanKind::Client), t.span(i, SpanKind::Server)) else {
+            panic!("row {i}: both ends were captured");
+        };
+        assert_eq!((c.service, c.peer, c.pid, c.tid), ("client", FRONT, 10, 11));
+        assert_eq!(
+            (sv.service, sv.peer, sv.pid, sv.tid),
+            (FRONT, "client", 20, 21)
+        );
+        assert_eq!(c.client_address, sv.client_address);
+        assert!(
+            sv.server_address.ends_with(":7000"),
+            "{}",
+            sv.server_address
+        );
+        client_addresses.insert(c.client_address.to_string());
+    }
+    assert_eq!(client_addresses.len(), 2, "{client_addresses:?}");
 }
 
 /// "Where the time went" unions the overlapping calls of a long request, even when thousands

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use crate::engine::Map;
 use crate::model::{
-    span_name, DownstreamTime, Link, RequestRow, RequestTable, TimeBreakdown, TraceCoverage,
-    TraceSummary, EMPTY, NO_LATENCY, NO_ROW,
+    ends_of, span_name, DownstreamTime, Ends, Link, RequestRow, RequestTable, TimeBreakdown,
+    TraceCoverage, TraceSummary, EMPTY, NO_LATENCY, NO_ROW,
 };
 
 /// What the linker needs of a row beyond its [`SpanFacts`].
@@ -273,7 +273,13 @@ impl Linked {
 /// so that it can run beside what else reads them: see [`Linked::apply`]. One sweep of the
 /// calls in time order for the header and thread rules, a second for the proxy rule over the
 /// calls left; each keeps only the inbound requests that can still be in progress.
-pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Linked {
+pub(crate) fn link(
+    rows: &[RequestRow],
+    ends: &[Ends],
+    links: &[LinkIn],
+    spawns: &Spawns,
+) -> Linked {
+    let e = |r: &RequestRow| ends_of(ends, r);
     let mut cov = TraceCoverage::default();
     // The calls linked (a row's own facts stand for the others).
     let mut tops: Vec<(u32, Top)> = Vec::new();
@@ -282,7 +288,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     let mut callers: Vec<(u32, u32)> = rows
         .iter()
         .filter(|r| r.spans.client())
-        .map(|r| (r.spans.client_node, r.spans.client_pid))
+        .map(|r| (e(r).client_node, e(r).client_pid))
         .collect();
     callers.sort_unstable();
     callers.dedup();
@@ -294,7 +300,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         .enumerate()
         .filter(|(_, r)| {
             r.spans.server() && {
-                let at = callers.binary_search(&(r.spans.server_node, r.spans.server_pid));
+                let at = callers.binary_search(&(e(r).server_node, e(r).server_pid));
                 if let Ok(k) = at {
                     served[k] = true;
                 }
@@ -315,23 +321,24 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         .collect();
     drop(served);
     let thread_key = |i: u32| {
-        let f = &rows[i as usize].spans;
+        let r = &rows[i as usize];
+        let (f, en) = (&r.spans, e(r));
         let l = links.get(i as usize).copied().unwrap_or_default();
         let worker = if l.server_tid_out != 0 {
             l.server_tid_out
         } else {
             f.server_tid
         };
-        [(worker != 0).then_some((f.server_node, f.server_pid, worker))]
+        [(worker != 0).then_some((en.server_node, en.server_pid, worker))]
     };
     let header_keys = |i: u32| {
         let (r, l) = (
             &rows[i as usize],
             links.get(i as usize).copied().unwrap_or_default(),
         );
-        let f = &r.spans;
+        let en = e(r);
         [r.trace_id(), l.request_id]
-            .map(|id| (id != EMPTY).then_some((f.server_node, f.server_pid, id)))
+            .map(|id| (id != EMPTY).then_some((en.server_node, en.server_pid, id)))
     };
     let span = |row| Inbound::of(rows, links, row);
     let mut by_thread = Timelines::new(&inbound, rows, thread_key);
@@ -352,7 +359,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     let mut arrivals = Arrivals::new(&inbound, rows);
     for i in calls {
         let r = &rows[i as usize];
-        let (t, trace, f) = (r.ts_ns, r.trace_id(), r.spans);
+        let (t, trace, f, en) = (r.ts_ns, r.trace_id(), r.spans, e(r));
         let l = links.get(i as usize).copied().unwrap_or_default();
         for &j in arrivals.until(t) {
             let [thread] = thread_key(j);
@@ -369,7 +376,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         by_header.reached(t);
         cov.client_spans += 1;
         if servers
-            .binary_search(&(f.client_node, f.client_pid))
+            .binary_search(&(en.client_node, en.client_pid))
             .is_err()
         {
             continue; // a process that served nothing: its calls are roots
@@ -383,7 +390,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
             if id == EMPTY || parent.is_some() {
                 continue;
             }
-            if let Some(tl) = by_header.get(&(f.client_node, f.client_pid, id)) {
+            if let Some(tl) = by_header.get(&(en.client_node, en.client_pid, id)) {
                 let _ = in_progress(tl, t, THREAD_SCAN, &mut found);
                 parent = found
                     .iter()
@@ -396,7 +403,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
         // 2. thread
         found.clear();
         if parent.is_none() && f.client_tid != 0 {
-            if let Some(tl) = by_thread.get(&(f.client_node, f.client_pid, f.client_tid)) {
+            if let Some(tl) = by_thread.get(&(en.client_node, en.client_pid, f.client_tid)) {
                 // Two in progress on different sockets, not handed off: an event loop (the
                 // usual case that fails the rule), known without collecting more.
                 let mut complete = in_progress(tl, t, 3, &mut found);
@@ -431,7 +438,7 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
                 parent = spawned_for(
                     &by_thread,
                     spawns,
-                    (f.client_node, f.client_pid),
+                    (en.client_node, en.client_pid),
                     f.client_tid,
                     t,
                     i,
@@ -455,14 +462,11 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     let mut wanted: Map<(u32, u32, u32, u32), ()> = Map::default();
     for &i in &for_proxy {
         let r = &rows[i as usize];
-        wanted.insert(
-            (r.spans.client_node, r.spans.client_pid, r.method, r.target),
-            (),
-        );
+        wanted.insert((e(r).client_node, e(r).client_pid, r.method, r.target), ());
     }
     let call_key = |i: u32| {
         let r = &rows[i as usize];
-        let key = (r.spans.server_node, r.spans.server_pid, r.method, r.target);
+        let key = (e(r).server_node, e(r).server_pid, r.method, r.target);
         [wanted.contains_key(&key).then_some(key)]
     };
     let mut by_call = Timelines::new(&inbound, rows, call_key);
@@ -470,14 +474,14 @@ pub(crate) fn link(rows: &[RequestRow], links: &[LinkIn], spawns: &Spawns) -> Li
     let mut arrivals = Arrivals::new(&inbound, rows);
     for &i in &for_proxy {
         let r = &rows[i as usize];
-        let (t, latency, f) = (r.ts_ns, r.latency_ns, &r.spans);
+        let (t, latency, en) = (r.ts_ns, r.latency_ns, e(r));
         for &j in arrivals.until(t) {
             if let [Some(k)] = call_key(j) {
                 by_call.add(k, 0, span(j));
             }
         }
         by_call.reached(t);
-        let Some(tl) = by_call.get(&(f.client_node, f.client_pid, r.method, r.target)) else {
+        let Some(tl) = by_call.get(&(en.client_node, en.client_pid, r.method, r.target)) else {
             continue;
         };
         let call_end = end_of(t, latency);
@@ -705,6 +709,7 @@ impl ServiceSets {
 /// `parent` and `root` already rows of this order).
 pub(crate) fn summarize(table: &RequestTable) -> Summary {
     let rows = &table.rows;
+    let e = |r: &RequestRow| table.ends_of(r);
     let strings = table;
     // Traces in the order of their first row; `trace_of[root row]` is the index of its
     // trace (rows come in time order, so a trace's first row is usually its root). Summed up
@@ -766,7 +771,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         if f.server() {
             see(f.server_ts_ns, r.server_latency_ns);
         }
-        for s in [r.client, r.server] {
+        for s in [e(r).client, e(r).server] {
             if s != EMPTY {
                 services_of.see(*slot, s);
             }
@@ -780,7 +785,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                     let from = r.ts_ns.max(p_start);
                     let to = r.ts_ns.saturating_add(r.latency_ns).min(p_end);
                     let clipped = to.saturating_sub(from);
-                    let ep = (p.server, p.protocol, p.method, p.route);
+                    let ep = (e(p).server, e(p).protocol, p.method, p.route);
                     // Calls come in time order: the union of their intervals grows forward.
                     let until = covered_until.entry(f.parent).or_insert(0);
                     let from_new = from.max(*until);
@@ -789,7 +794,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
                     }
                     *until = (*until).max(to);
                     let d = downstream
-                        .entry((ep, r.server, r.protocol))
+                        .entry((ep, e(r).server, e(r).protocol))
                         .or_insert((0, 0));
                     d.0 += 1;
                     d.1 += clipped;
@@ -806,21 +811,28 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         let Some(r) = rows.get(t.root as usize) else {
             continue; // never: every root is a row
         };
-        let top_service = if r.spans.client() { r.client } else { r.server };
+        let en = e(r);
+        let top_service = if r.spans.client() {
+            en.client
+        } else {
+            en.server
+        };
         t.root_service = Arc::clone(
             services
                 .entry(top_service)
                 .or_insert_with(|| Arc::from(strings.string(top_service))),
         );
-        t.root_name = Arc::clone(names.entry((r.protocol, r.method, r.route)).or_insert_with(
-            || {
-                Arc::from(span_name(
-                    strings.string(r.protocol),
-                    strings.string(r.method),
-                    strings.string(r.route),
-                ))
-            },
-        ));
+        t.root_name = Arc::clone(
+            names
+                .entry((en.protocol, r.method, r.route))
+                .or_insert_with(|| {
+                    Arc::from(span_name(
+                        strings.string(en.protocol),
+                        strings.string(r.method),
+                        strings.string(r.route),
+                    ))
+                }),
+        );
         t.trace_id = table.trace_id_of_root(t.root as usize);
         t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
         t.services = services_of.len(k as u32);
@@ -834,11 +846,11 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         if !r.spans.server() || r.server_latency_ns == NO_LATENCY {
             continue;
         }
-        let e = endpoints
-            .entry((r.server, r.protocol, r.method, r.route))
+        let ep = endpoints
+            .entry((e(r).server, e(r).protocol, r.method, r.route))
             .or_insert((0, 0, 0));
-        e.0 += 1;
-        e.1 += r.server_latency_ns;
+        ep.0 += 1;
+        ep.1 += r.server_latency_ns;
     }
     let endpoints: BTreeMap<Endpoint, (u64, u64, u64)> = endpoints.into_iter().collect();
     let mut per_endpoint: BTreeMap<Endpoint, Vec<DownstreamTime>> = BTreeMap::new();

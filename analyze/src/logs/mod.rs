@@ -497,12 +497,12 @@ pub(crate) fn attach(logs: &mut LogReport, table: &RequestTable) {
     let mut by_thread: HashMap<(&str, u32, u32), Spans> = HashMap::new();
     let mut by_proc: HashMap<(&str, u32), Spans> = HashMap::new();
     for (i, r) in table.rows.iter().enumerate() {
-        let f = &r.spans;
+        let (f, e) = (&r.spans, table.ends_of(r));
         if !f.server() {
             continue;
         }
-        let node = table.string(f.server_node);
-        if !error_procs.contains(&(node, f.server_pid)) {
+        let node = table.string(e.server_node);
+        if !error_procs.contains(&(node, e.server_pid)) {
             continue;
         }
         let end = if r.server_latency_ns == crate::model::NO_LATENCY {
@@ -512,11 +512,11 @@ pub(crate) fn attach(logs: &mut LogReport, table: &RequestTable) {
         };
         let span = (f.server_ts_ns, end, i as u32);
         by_thread
-            .entry((node, f.server_pid, f.server_tid))
+            .entry((node, e.server_pid, f.server_tid))
             .or_default()
             .push(span);
         if r.error() {
-            by_proc.entry((node, f.server_pid)).or_default().push(span);
+            by_proc.entry((node, e.server_pid)).or_default().push(span);
         }
     }
     for v in by_thread.values_mut().chain(by_proc.values_mut()) {
