@@ -171,10 +171,15 @@ pub fn analyze(paths: &[PathBuf], opts: &AnalyzeOptions) -> Result<Analysis, Ana
 /// after that, the analysis' big short-lived buffers (polars' group-bys, the export's Parquet
 /// row groups) come from heaps that keep their pages, and the phases' peaks add up. The
 /// `retrace` binary fixes the threshold at start; the analyze benchmark gives its child the
-/// same through `MALLOC_MMAP_THRESHOLD_`. On the 10 M-event benchmark capture: `analyze`'s
-/// peak 594 -> 525 MiB, `export parquet`'s 849 -> 572 MiB, for ~2 s more system time in the
-/// export on this VM (pages mapped afresh; a first touch costs ~12 us here).
-pub const MMAP_THRESHOLD: usize = 1 << 20;
+/// same through `MALLOC_MMAP_THRESHOLD_`. On the 10 M-event benchmark capture, when this was
+/// 1 MiB: `analyze`'s peak 594 -> 525 MiB, `export parquet`'s 849 -> 572 MiB, for ~2 s more
+/// system time in the export on this VM (pages mapped afresh; a first touch costs ~12 us
+/// here). 4 MiB since the request rows shrank (peaks ~400 MiB at 1 MiB): the batches and
+/// pages of a few MiB that the export makes and frees by the thousand stay in the heaps, for
+/// ~20 MiB more at the peak (export ~430 MiB, analyze ~420) and 1.5 s less system time in the
+/// export (3.5 -> 1.9 s; wall 15.8-16.5 -> 14.4-14.9 s in alternating runs); at 8 MiB the
+/// analysis peaks at ~490 MiB, at 32 MiB the export at ~490.
+pub const MMAP_THRESHOLD: usize = 4 << 20;
 
 /// Gives the pages of freed memory that glibc's heaps keep back to the system
 /// (`malloc_trim`): freed blocks under [`MMAP_THRESHOLD`] stay in the heaps of the threads that
