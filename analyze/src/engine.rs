@@ -1433,7 +1433,7 @@ impl Analyzer {
                 node,
                 client_addr,
                 server_addr,
-                ..Ends::default()
+                ..Ends::NONE
             };
             let mut l = LinkIn {
                 server_socket: u32::MAX,
@@ -1465,7 +1465,7 @@ impl Analyzer {
                 ts_ns: x.ts,
                 latency_ns: x.latency,
                 server_latency_ns: server_latency,
-                ends: 0,
+                ends: 0, // given by `Rows::push`
                 method: x.method,
                 target: x.target,
                 route: x.route,
@@ -1614,7 +1614,7 @@ impl Analyzer {
                 client_node: node,
                 client_pid: f.pid,
                 server_addr: target,
-                ..Ends::default()
+                ..Ends::NONE
             };
             let row = RequestRow {
                 ts_ns: f.ts,
@@ -1675,7 +1675,7 @@ impl Analyzer {
                 client_node: node,
                 client_pid: q.pid,
                 server_addr: self.strings.intern(&q.remote.to_string()),
-                ..Ends::default()
+                ..Ends::NONE
             };
             let row = RequestRow {
                 ts_ns: q.ts,

@@ -200,11 +200,11 @@ pub(crate) struct RequestRow {
 /// Who took part in a request, as the rows of one connection share it: the client and server
 /// services, the protocol, the node that saw the request, and the node, process and `ip:port`
 /// of each end (string ids; the node and process of an end that was not captured: `EMPTY`
-/// and 0, as `Default` gives). Kept once per distinct value ([`EndsIds`]): a row names its own
+/// and 0, as in [`Ends::NONE`]). Kept once per distinct value ([`EndsIds`]): a row names its own
 /// by a `u32`. The client's address has its ephemeral port, so there are about as many as
 /// connections (a request per connection costs 40 bytes more than the inline fields it
 /// replaces, a keep-alive connection's thousand requests 40 bytes in all).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Ends {
     pub client: u32,
     pub server: u32,
@@ -219,6 +219,32 @@ pub(crate) struct Ends {
     /// `ip:port` of each end (string ids), empty when unknown.
     pub client_addr: u32,
     pub server_addr: u32,
+}
+
+impl Ends {
+    /// Nothing known: every string empty, no process.
+    pub const NONE: Ends = Ends {
+        client: EMPTY,
+        server: EMPTY,
+        protocol: EMPTY,
+        node: EMPTY,
+        client_node: EMPTY,
+        client_pid: 0,
+        server_node: EMPTY,
+        server_pid: 0,
+        client_addr: EMPTY,
+        server_addr: EMPTY,
+    };
+
+    /// (node, pid) of the client's end.
+    pub fn client_process(&self) -> (u32, u32) {
+        (self.client_node, self.client_pid)
+    }
+
+    /// (node, pid) of the server's end.
+    pub fn server_process(&self) -> (u32, u32) {
+        (self.server_node, self.server_pid)
+    }
 }
 
 /// The distinct [`Ends`] of a table being built, each with its id (its index).
@@ -607,21 +633,9 @@ pub struct RequestTable {
     pub(crate) id_seed: u64,
 }
 
-/// The [`Ends`] of row `r` among `ends` (all empty for an id out of range).
+/// The [`Ends`] of row `r` among `ends` ([`Ends::NONE`] for an id out of range).
 pub(crate) fn ends_of<'a>(ends: &'a [Ends], r: &RequestRow) -> &'a Ends {
-    const NONE: &Ends = &Ends {
-        client: EMPTY,
-        server: EMPTY,
-        protocol: EMPTY,
-        node: EMPTY,
-        client_node: EMPTY,
-        client_pid: 0,
-        server_node: EMPTY,
-        server_pid: 0,
-        client_addr: EMPTY,
-        server_addr: EMPTY,
-    };
-    ends.get(r.ends as usize).unwrap_or(NONE)
+    ends.get(r.ends as usize).unwrap_or(&Ends::NONE)
 }
 
 /// Bits of a span id that number the span within its capture (the rest is the capture's seed).
@@ -650,7 +664,7 @@ impl RequestTable {
             .unwrap_or("")
     }
 
-    /// The [`Ends`] of row `r` (all empty for an id out of range).
+    /// The [`Ends`] of row `r` ([`Ends::NONE`] for an id out of range).
     pub(crate) fn ends_of(&self, r: &RequestRow) -> &Ends {
         ends_of(&self.ends, r)
     }

@@ -1289,7 +1289,7 @@ mod tests {
                         server: id(server),
                         protocol: id("http"),
                         node: id("n"),
-                        ..Ends::default()
+                        ..Ends::NONE
                     }),
                     method: id(m),
                     target: id(r),

@@ -288,7 +288,7 @@ pub(crate) fn link(
     let mut callers: Vec<(u32, u32)> = rows
         .iter()
         .filter(|r| r.spans.client())
-        .map(|r| (e(r).client_node, e(r).client_pid))
+        .map(|r| e(r).client_process())
         .collect();
     callers.sort_unstable();
     callers.dedup();
@@ -300,7 +300,7 @@ pub(crate) fn link(
         .enumerate()
         .filter(|(_, r)| {
             r.spans.server() && {
-                let at = callers.binary_search(&(e(r).server_node, e(r).server_pid));
+                let at = callers.binary_search(&e(r).server_process());
                 if let Ok(k) = at {
                     served[k] = true;
                 }
@@ -322,23 +322,22 @@ pub(crate) fn link(
     drop(served);
     let thread_key = |i: u32| {
         let r = &rows[i as usize];
-        let (f, en) = (&r.spans, e(r));
         let l = links.get(i as usize).copied().unwrap_or_default();
         let worker = if l.server_tid_out != 0 {
             l.server_tid_out
         } else {
-            f.server_tid
+            r.spans.server_tid
         };
-        [(worker != 0).then_some((en.server_node, en.server_pid, worker))]
+        let (node, pid) = e(r).server_process();
+        [(worker != 0).then_some((node, pid, worker))]
     };
     let header_keys = |i: u32| {
         let (r, l) = (
             &rows[i as usize],
             links.get(i as usize).copied().unwrap_or_default(),
         );
-        let en = e(r);
-        [r.trace_id(), l.request_id]
-            .map(|id| (id != EMPTY).then_some((en.server_node, en.server_pid, id)))
+        let (node, pid) = e(r).server_process();
+        [r.trace_id(), l.request_id].map(|id| (id != EMPTY).then_some((node, pid, id)))
     };
     let span = |row| Inbound::of(rows, links, row);
     let mut by_thread = Timelines::new(&inbound, rows, thread_key);
@@ -359,7 +358,8 @@ pub(crate) fn link(
     let mut arrivals = Arrivals::new(&inbound, rows);
     for i in calls {
         let r = &rows[i as usize];
-        let (t, trace, f, en) = (r.ts_ns, r.trace_id(), r.spans, e(r));
+        let (t, trace, f) = (r.ts_ns, r.trace_id(), r.spans);
+        let (node, pid) = e(r).client_process();
         let l = links.get(i as usize).copied().unwrap_or_default();
         for &j in arrivals.until(t) {
             let [thread] = thread_key(j);
@@ -375,10 +375,7 @@ pub(crate) fn link(
         by_thread.reached(t);
         by_header.reached(t);
         cov.client_spans += 1;
-        if servers
-            .binary_search(&(en.client_node, en.client_pid))
-            .is_err()
-        {
+        if servers.binary_search(&(node, pid)).is_err() {
             continue; // a process that served nothing: its calls are roots
         }
         cov.client_spans_in_servers += 1;
@@ -390,7 +387,7 @@ pub(crate) fn link(
             if id == EMPTY || parent.is_some() {
                 continue;
             }
-            if let Some(tl) = by_header.get(&(en.client_node, en.client_pid, id)) {
+            if let Some(tl) = by_header.get(&(node, pid, id)) {
                 let _ = in_progress(tl, t, THREAD_SCAN, &mut found);
                 parent = found
                     .iter()
@@ -403,7 +400,7 @@ pub(crate) fn link(
         // 2. thread
         found.clear();
         if parent.is_none() && f.client_tid != 0 {
-            if let Some(tl) = by_thread.get(&(en.client_node, en.client_pid, f.client_tid)) {
+            if let Some(tl) = by_thread.get(&(node, pid, f.client_tid)) {
                 // Two in progress on different sockets, not handed off: an event loop (the
                 // usual case that fails the rule), known without collecting more.
                 let mut complete = in_progress(tl, t, 3, &mut found);
@@ -438,7 +435,7 @@ pub(crate) fn link(
                 parent = spawned_for(
                     &by_thread,
                     spawns,
-                    (en.client_node, en.client_pid),
+                    (node, pid),
                     f.client_tid,
                     t,
                     i,
@@ -462,11 +459,13 @@ pub(crate) fn link(
     let mut wanted: Map<(u32, u32, u32, u32), ()> = Map::default();
     for &i in &for_proxy {
         let r = &rows[i as usize];
-        wanted.insert((e(r).client_node, e(r).client_pid, r.method, r.target), ());
+        let (node, pid) = e(r).client_process();
+        wanted.insert((node, pid, r.method, r.target), ());
     }
     let call_key = |i: u32| {
         let r = &rows[i as usize];
-        let key = (e(r).server_node, e(r).server_pid, r.method, r.target);
+        let (node, pid) = e(r).server_process();
+        let key = (node, pid, r.method, r.target);
         [wanted.contains_key(&key).then_some(key)]
     };
     let mut by_call = Timelines::new(&inbound, rows, call_key);
@@ -474,14 +473,15 @@ pub(crate) fn link(
     let mut arrivals = Arrivals::new(&inbound, rows);
     for &i in &for_proxy {
         let r = &rows[i as usize];
-        let (t, latency, en) = (r.ts_ns, r.latency_ns, e(r));
+        let (t, latency) = (r.ts_ns, r.latency_ns);
+        let (node, pid) = e(r).client_process();
         for &j in arrivals.until(t) {
             if let [Some(k)] = call_key(j) {
                 by_call.add(k, 0, span(j));
             }
         }
         by_call.reached(t);
-        let Some(tl) = by_call.get(&(en.client_node, en.client_pid, r.method, r.target)) else {
+        let Some(tl) = by_call.get(&(node, pid, r.method, r.target)) else {
             continue;
         };
         let call_end = end_of(t, latency);
@@ -724,7 +724,7 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // holds the parents in progress, not every one); per endpoint: (requests, summed
     // duration, time covered by calls).
     let mut covered_until: Map<u32, u64> = Map::default();
-    let server_end = |p: &RequestRow| p.spans.server_ts_ns.saturating_add(p.server_latency_ns);
+    let server_end = |p: &RequestRow| end_of(p.spans.server_ts_ns, p.server_latency_ns);
     let mut endpoints: Map<Endpoint, (u64, u64, u64)> = Map::default();
     // Per (endpoint, downstream service, protocol): (calls, ns).
     let mut downstream: Map<(Endpoint, u32, u32), (u64, u64)> = Map::default();
