@@ -101,13 +101,22 @@ struct Recent {
 }
 
 impl Recent {
-    fn protocol(&mut self, strings: &mut Interner, p: &'static str) -> u32 {
-        if let Some(&(_, id)) = self.protocols.iter().find(|(q, _)| std::ptr::eq(*q, p)) {
-            return id;
-        }
-        let id = strings.intern(p);
-        self.protocols.push((p, id));
-        id
+    /// The slot of protocol `p` among those met (the parsers' static names: a dozen), for
+    /// [`Ex::pack`]; its string id is [`Recent::protocol`]'s.
+    fn protocol_slot(&mut self, strings: &mut Interner, p: &'static str) -> u8 {
+        let slot = match self.protocols.iter().position(|(q, _)| std::ptr::eq(*q, p)) {
+            Some(slot) => slot,
+            None => {
+                self.protocols.push((p, strings.intern(p)));
+                self.protocols.len() - 1
+            }
+        };
+        u8::try_from(slot).unwrap_or(u8::MAX)
+    }
+
+    /// The string id of the protocol in `slot`.
+    fn protocol(&self, slot: u8) -> u32 {
+        self.protocols.get(usize::from(slot)).map_or(EMPTY, |p| p.1)
     }
 }
 
@@ -187,12 +196,13 @@ impl MessageThreads {
     }
 }
 
-/// A parsed exchange of one side, strings interned.
+/// A parsed exchange of one side, strings interned: 48 bytes, as the read keeps one per
+/// exchange of the capture until the rows are made (the threads, the protocol and the flags
+/// packed in one word, see [`Ex::pack`]).
 #[derive(Clone, Copy)]
 struct Ex {
     ts: u64,
     latency: u64,
-    protocol: u32,
     method: u32,
     target: u32,
     route: u32,
@@ -200,13 +210,65 @@ struct Ex {
     trace: u32,
     /// `X-Request-ID` (string id).
     request_id: u32,
-    error: bool,
-    /// Failed because its connection closed before any response byte (see `close_side`).
-    cut_off: bool,
-    /// Thread that wrote (client) or read (server) the request's first byte, 0 if unknown.
-    tid_request: u32,
-    /// Thread that read (client) or wrote (server) the response's first byte, 0 if unknown.
-    tid_response: u32,
+    packed: u64,
+}
+
+/// Bits of a thread id in [`Ex::packed`]: Linux's ids stay below 2^22 (`PID_MAX_LIMIT`).
+const EX_TID_BITS: u32 = 24;
+const EX_PROTOCOL_SHIFT: u32 = 2 * EX_TID_BITS;
+const EX_ERROR: u64 = 1 << 56;
+const EX_CUT_OFF: u64 = 1 << 57;
+const _: () = assert!(std::mem::size_of::<Ex>() == 48);
+
+impl Ex {
+    /// `packed`: `tid_request` (thread that wrote (client) or read (server) the request's
+    /// first byte), `tid_response` (that read (client) or wrote (server) the response's),
+    /// each 0 when unknown (or out of range); the protocol's slot in [`Recent`]; whether the
+    /// exchange failed, and whether it was cut off (failed because its connection closed
+    /// before any response byte: see `close_side`).
+    fn pack(tid_request: u32, tid_response: u32, protocol: u8, error: bool, cut_off: bool) -> u64 {
+        let tid = |t: u32| {
+            if t >> EX_TID_BITS == 0 {
+                u64::from(t)
+            } else {
+                0
+            }
+        };
+        tid(tid_request)
+            | tid(tid_response) << EX_TID_BITS
+            | u64::from(protocol) << EX_PROTOCOL_SHIFT
+            | if error { EX_ERROR } else { 0 }
+            | if cut_off { EX_CUT_OFF } else { 0 }
+    }
+
+    fn tid_request(&self) -> u32 {
+        (self.packed & ((1 << EX_TID_BITS) - 1)) as u32
+    }
+
+    fn tid_response(&self) -> u32 {
+        ((self.packed >> EX_TID_BITS) & ((1 << EX_TID_BITS) - 1)) as u32
+    }
+
+    fn protocol_slot(&self) -> u8 {
+        (self.packed >> EX_PROTOCOL_SHIFT) as u8
+    }
+
+    fn error(&self) -> bool {
+        self.packed & EX_ERROR != 0
+    }
+
+    fn cut_off(&self) -> bool {
+        self.packed & EX_CUT_OFF != 0
+    }
+
+    /// This exchange with `error` and `cut_off` set as given.
+    fn with_flags(self, error: bool, cut_off: bool) -> Self {
+        let flags = if error { EX_ERROR } else { 0 } | if cut_off { EX_CUT_OFF } else { 0 };
+        Ex {
+            packed: self.packed & !(EX_ERROR | EX_CUT_OFF) | flags,
+            ..self
+        }
+    }
 }
 
 struct Failure {
@@ -996,10 +1058,14 @@ impl Analyzer {
                 Some(r) => r.saturating_sub(x.request_ts),
                 None => NO_LATENCY,
             };
+            let protocol = self
+                .recent
+                .protocol_slot(&mut self.strings, x.protocol.name());
+            let cut_off =
+                closing && (x.response_ts.is_none() || x.status == INCOMPLETE_RESPONSE_CLOSED);
             let ex = Ex {
                 ts: x.request_ts,
                 latency,
-                protocol: self.recent.protocol(&mut self.strings, x.protocol.name()),
                 method: self.recent.method.get(&mut self.strings, &x.method),
                 target: self.strings.intern(&x.target),
                 route: self.recent.route.get(&mut self.strings, &x.route),
@@ -1014,11 +1080,13 @@ impl Analyzer {
                     .as_deref()
                     .map(|t| self.strings.intern(t))
                     .unwrap_or(EMPTY),
-                error: x.error,
-                cut_off: closing
-                    && (x.response_ts.is_none() || x.status == INCOMPLETE_RESPONSE_CLOSED),
-                tid_request: starts.at(x.request_ts),
-                tid_response: x.response_ts.map_or(0, |r| starts.at(r)),
+                packed: Ex::pack(
+                    starts.at(x.request_ts),
+                    x.response_ts.map_or(0, |r| starts.at(r)),
+                    protocol,
+                    x.error,
+                    cut_off,
+                ),
             };
             exchanges.push(ex);
         }
@@ -1053,15 +1121,14 @@ impl Analyzer {
             for x in side
                 .exchanges
                 .iter_mut()
-                .filter(|x| x.cut_off && x.latency == NO_LATENCY)
+                .filter(|x| x.cut_off() && x.latency == NO_LATENCY)
             {
                 // The last interval of this node starting at or before `to`.
                 let i = losses.partition_point(|&(n, f, _)| (n, f) <= (node, to));
                 let overlaps = i > 0 && losses[i - 1].0 == node && reach[i - 1] >= x.ts;
                 if overlaps {
-                    x.error = false;
+                    *x = x.with_flags(false, false);
                     x.status = EMPTY;
-                    x.cut_off = false;
                 }
             }
         }
@@ -1230,7 +1297,7 @@ impl Analyzer {
             .iter_mut()
             .enumerate()
             .flat_map(|(i, s)| s.exchanges.iter_mut().map(move |x| (i as u32, x)))
-            .filter(|(_, x)| x.cut_off)
+            .filter(|(_, x)| x.cut_off())
         {
             if facts.reset_since(side, x.ts) {
                 x.status = if x.latency == NO_LATENCY {
@@ -1443,16 +1510,16 @@ impl Analyzer {
                 f.set(SpanFacts::CLIENT, true);
                 e.client_node = node;
                 e.client_pid = s.pid;
-                f.client_tid = x.tid_request;
+                f.client_tid = x.tid_request();
                 l.request_id = x.request_id;
             }
             if let (Some(y), Some((ss, sj))) = (sx, server_side) {
                 f.set(SpanFacts::SERVER, true);
                 e.server_node = ids.node(ss.node);
                 e.server_pid = ss.pid;
-                f.server_tid = y.tid_request;
+                f.server_tid = y.tid_request();
                 f.server_ts_ns = y.ts;
-                l.server_tid_out = y.tid_response;
+                l.server_tid_out = y.tid_response();
                 l.server_socket = sj;
                 if l.request_id == EMPTY {
                     l.request_id = y.request_id;
@@ -1470,10 +1537,10 @@ impl Analyzer {
                 target: x.target,
                 route: x.route,
                 status: x.status,
-                spans: spans.of_request(x.trace, x.error),
+                spans: spans.of_request(x.trace, x.error()),
             };
             let ends = Ends {
-                protocol: x.protocol,
+                protocol: self.recent.protocol(x.protocol_slot()),
                 ..ends
             };
             (row, ends)
@@ -1500,15 +1567,14 @@ impl Analyzer {
                 // reset stays a failure: the client's code saw it.) So is a response the
                 // client stopped reading and closed on before the server closed its end.
                 Some(y)
-                    if x.cut_off
+                    if x.cut_off()
                         && y.latency != NO_LATENCY
                         && (Some(x.status) == closed_unanswered
                             || (Some(x.status) == closed_incomplete && closed_first)) =>
                 {
                     let answered = Ex {
                         status: y.status,
-                        error: y.error,
-                        ..*x
+                        ..x.with_flags(y.error(), x.cut_off())
                     };
                     let (r, e) = row(&answered, server_latency, f, e);
                     out.push(r, e, true, l);
@@ -2130,5 +2196,65 @@ impl Analyzer {
         let mut report = logs.finish(service_of, nodes);
         crate::logs::attach(&mut report, requests);
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(packed: u64) -> Ex {
+        Ex {
+            ts: 1,
+            latency: 2,
+            method: 3,
+            target: 4,
+            route: 5,
+            status: 6,
+            trace: 7,
+            request_id: 8,
+            packed,
+        }
+    }
+
+    #[test]
+    fn an_exchange_keeps_its_threads_protocol_and_flags_apart() {
+        // Linux's largest thread id, one past the packed range, and every flag combination.
+        let max_tid = (1 << 22) - 1;
+        for (tq, tr, slot, error, cut_off) in [
+            (max_tid, 17, 255, true, false),
+            (0, max_tid, 0, false, true),
+            (1 << EX_TID_BITS, 9, 3, true, true),
+            (5, u32::MAX, 1, false, false),
+        ] {
+            let x = ex(Ex::pack(tq, tr, slot, error, cut_off));
+            let fits = |t: u32| if t < 1 << EX_TID_BITS { t } else { 0 };
+            assert_eq!(x.tid_request(), fits(tq));
+            assert_eq!(x.tid_response(), fits(tr));
+            assert_eq!(x.protocol_slot(), slot);
+            assert_eq!((x.error(), x.cut_off()), (error, cut_off));
+            // Flags rewritten, the rest untouched.
+            let y = x.with_flags(!error, !cut_off);
+            assert_eq!((y.error(), y.cut_off()), (!error, !cut_off));
+            assert_eq!(
+                (y.tid_request(), y.tid_response(), y.protocol_slot()),
+                (x.tid_request(), x.tid_response(), slot)
+            );
+            assert_eq!((y.ts, y.latency, y.request_id), (1, 2, 8));
+        }
+    }
+
+    #[test]
+    fn protocols_get_one_slot_each() {
+        let mut strings = Interner::default();
+        let mut recent = Recent::default();
+        let (http, redis) = ("http", "redis");
+        let a = recent.protocol_slot(&mut strings, http);
+        let b = recent.protocol_slot(&mut strings, redis);
+        assert_ne!(a, b);
+        assert_eq!(recent.protocol_slot(&mut strings, http), a);
+        assert_eq!(strings.get(recent.protocol(a)), "http");
+        assert_eq!(strings.get(recent.protocol(b)), "redis");
+        assert_eq!(recent.protocol(200), EMPTY, "a slot never given");
     }
 }

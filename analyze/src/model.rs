@@ -514,29 +514,43 @@ pub fn write_span_name(out: &mut String, protocol: &str, method: &str, route: &s
     }
 }
 
-/// One trace: spans linked into one tree.
+/// One trace: spans linked into one tree (40 bytes: a long capture holds a million; its id
+/// and root's names come from the [`RequestTable`], see [`TraceSummary::trace_id`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TraceSummary {
-    /// Trace id.
-    pub trace_id: u128,
-    /// The request row of the root span (a `u32`, as the rows' own links: 16 bytes less a
-    /// summary, with the alignment of the id).
+    /// The request row of the root span.
     pub root: u32,
-    /// Service of the root span (shared by the traces of one service: a long capture holds a
-    /// million summaries).
-    pub root_service: std::sync::Arc<str>,
-    /// Name of the root span (shared likewise).
-    pub root_name: std::sync::Arc<str>,
+    /// Service of the root span: a string of the table's pool.
+    pub(crate) root_service_id: u32,
+    /// Name of the root span: a string of the table's pool.
+    pub(crate) root_name_id: u32,
+    /// Spans in the trace.
+    pub spans: u32,
     /// Start of the earliest span, wall ns.
     pub start_ns: u64,
     /// From the earliest start to the latest end, ns.
     pub duration_ns: u64,
-    /// Spans in the trace.
-    pub spans: u32,
     /// Distinct services in the trace (both ends of every span).
     pub services: u32,
     /// Failed spans.
     pub errors: u32,
+}
+
+impl TraceSummary {
+    /// Trace id (that of its root row, [`RequestTable::trace_id_of_root`]).
+    pub fn trace_id(&self, table: &RequestTable) -> u128 {
+        table.trace_id_of_root(self.root as usize)
+    }
+
+    /// Service of the root span.
+    pub fn root_service<'a>(&self, table: &'a RequestTable) -> &'a str {
+        table.s(self.root_service_id)
+    }
+
+    /// Name of the root span (`{method} {route}`, as OTel names spans).
+    pub fn root_name<'a>(&self, table: &'a RequestTable) -> &'a str {
+        table.s(self.root_name_id)
+    }
 }
 
 /// How much of the traffic the linking covered.

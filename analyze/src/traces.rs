@@ -20,7 +20,6 @@
 //! and, per endpoint, where the time went.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use crate::engine::Map;
 use crate::model::{
@@ -706,8 +705,18 @@ impl ServiceSets {
 }
 
 /// Traces, and where each endpoint's time went, from the linked table (rows in time order,
-/// `parent` and `root` already rows of this order).
-pub(crate) fn summarize(table: &RequestTable) -> Summary {
+/// `parent` and `root` already rows of this order). The root spans' names join the table's
+/// strings.
+pub(crate) fn summarize(table: &mut RequestTable) -> Summary {
+    let mut root_names: Vec<String> = Vec::new();
+    let summary = summarize_rows(table, &mut root_names);
+    table.strings.append(&mut root_names);
+    summary
+}
+
+/// [`summarize`], the root spans' names not in the table yet given ids after its strings, in
+/// `root_names`.
+fn summarize_rows(table: &RequestTable, root_names: &mut Vec<String>) -> Summary {
     let rows = &table.rows;
     let e = |r: &RequestRow| table.ends_of(r);
     let strings = table;
@@ -717,7 +726,6 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     // beside them.
     let mut traces: Vec<TraceSummary> = Vec::new();
     let mut services_of = ServiceSets::default();
-    let empty: Arc<str> = Arc::from("");
     let mut trace_of: Vec<u32> = vec![u32::MAX; rows.len()];
     // Per parent row with calls: until when its SERVER span's time is covered by them (a
     // call made after the span ended adds nothing: the entry is let go, so that the map
@@ -742,10 +750,9 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
         if *slot == u32::MAX {
             *slot = traces.len() as u32;
             traces.push(TraceSummary {
-                trace_id: 0,
                 root: f.root,
-                root_service: Arc::clone(&empty),
-                root_name: Arc::clone(&empty),
+                root_service_id: EMPTY,
+                root_name_id: EMPTY,
                 start_ns: u64::MAX,
                 duration_ns: 0,
                 spans: 0,
@@ -804,36 +811,32 @@ pub(crate) fn summarize(table: &RequestTable) -> Summary {
     }
     drop(trace_of);
 
-    // Root services and names, one shared string each.
-    let mut services: Map<u32, Arc<str>> = Map::default();
-    let mut names: Map<(u32, u32, u32), Arc<str>> = Map::default();
+    // Root services (strings of the table already) and names (one new string each).
+    let mut names: Map<(u32, u32, u32), u32> = Map::default();
+    let mut name_ids: Map<String, u32> = Map::default();
     for (k, t) in traces.iter_mut().enumerate() {
         let Some(r) = rows.get(t.root as usize) else {
             continue; // never: every root is a row
         };
         let en = e(r);
-        let top_service = if r.spans.client() {
+        t.root_service_id = if r.spans.client() {
             en.client
         } else {
             en.server
         };
-        t.root_service = Arc::clone(
-            services
-                .entry(top_service)
-                .or_insert_with(|| Arc::from(strings.string(top_service))),
-        );
-        t.root_name = Arc::clone(
-            names
-                .entry((en.protocol, r.method, r.route))
-                .or_insert_with(|| {
-                    Arc::from(span_name(
-                        strings.string(en.protocol),
-                        strings.string(r.method),
-                        strings.string(r.route),
-                    ))
-                }),
-        );
-        t.trace_id = table.trace_id_of_root(t.root as usize);
+        t.root_name_id = *names
+            .entry((en.protocol, r.method, r.route))
+            .or_insert_with(|| {
+                let name = span_name(
+                    strings.string(en.protocol),
+                    strings.string(r.method),
+                    strings.string(r.route),
+                );
+                *name_ids.entry(name).or_insert_with_key(|name| {
+                    root_names.push(name.clone());
+                    (strings.strings.len() + root_names.len() - 1) as u32
+                })
+            });
         t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
         t.services = services_of.len(k as u32);
     }

@@ -1762,7 +1762,7 @@ pub(crate) mod tests {
         let roots: Vec<usize> = a
             .traces
             .iter()
-            .filter(|x| &*x.root_service == "wrk" && &*x.root_name == users)
+            .filter(|x| x.root_service(&a.requests) == "wrk" && x.root_name(&a.requests) == users)
             .map(|x| x.root as usize)
             .collect();
         let rows = a.requests.rows_of_traces(&roots);

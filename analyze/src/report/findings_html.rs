@@ -188,7 +188,7 @@ impl Links {
             slowest
                 .into_iter()
                 .chain(failed)
-                .filter_map(|i| a.traces.get(i).map(|t| t.trace_id))
+                .filter_map(|i| a.traces.get(i).map(|t| t.trace_id(&a.requests)))
                 .collect()
         };
         let mut logged = BTreeMap::new();

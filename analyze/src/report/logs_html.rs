@@ -122,7 +122,7 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
         slowest
             .into_iter()
             .chain(failed)
-            .filter_map(|i| a.traces.get(i).map(|t| t.trace_id))
+            .filter_map(|i| a.traces.get(i).map(|t| t.trace_id(&a.requests)))
             .collect()
     };
     if services.len() > MAX_SERVICES {

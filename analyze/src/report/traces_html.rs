@@ -134,14 +134,14 @@ pub(crate) fn choose(traces: &[TraceSummary]) -> (Vec<usize>, Vec<usize>) {
         .filter(|&i| traces[i].errors > 0)
         .collect();
     let mut failed: Vec<usize> = Vec::new();
-    let mut kinds: BTreeMap<(&str, &str, u32, u32), ()> = BTreeMap::new();
+    let mut kinds: BTreeMap<(u32, u32, u32, u32), ()> = BTreeMap::new();
     for &i in &all {
         if failed.len() >= FAILED {
             break;
         }
         let t = &traces[i];
         if kinds
-            .insert((&t.root_service, &t.root_name, t.errors, t.spans), ())
+            .insert((t.root_service_id, t.root_name_id, t.errors, t.spans), ())
             .is_none()
         {
             failed.push(i);
@@ -279,8 +279,8 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
                 let _ = write!(
                     h,
                     "<p class=\"tr-link\">{} <a href=\"#trace-{:032x}\">shown above</a></p>",
-                    summary_text(t),
-                    t.trace_id
+                    summary_text(a, t),
+                    t.trace_id(&a.requests)
                 );
                 continue;
             }
@@ -301,11 +301,11 @@ pub(crate) fn render(a: &Analysis, h: &mut String) {
 }
 
 /// The one-line description of a trace.
-fn summary_text(t: &TraceSummary) -> String {
+fn summary_text(a: &Analysis, t: &TraceSummary) -> String {
     format!(
         "<code>{}</code> {} · <b>{}</b> · {} spans · {} services{} · {}",
-        esc(&t.root_service),
-        esc(&t.root_name),
+        esc(t.root_service(&a.requests)),
+        esc(t.root_name(&a.requests)),
         ns(t.duration_ns),
         t.spans,
         t.services,
@@ -484,11 +484,11 @@ fn trace(
         h,
         "<details class=\"trace\" id=\"trace-{:032x}\"{}><summary>{}{} <span class=\"muted\">trace \
          {:032x}</span></summary>",
-        t.trace_id,
+        t.trace_id(&a.requests),
         if open { " open" } else { "" },
-        summary_text(t),
+        summary_text(a, t),
         origin(&spans),
-        t.trace_id
+        t.trace_id(&a.requests)
     );
     let shown = waterfall(t, &spans, colors, h);
     h.push_str("</details>\n");
@@ -654,10 +654,10 @@ fn requests(a: &Analysis, shown: &[(&TraceSummary, Vec<(usize, u64)>)], h: &mut 
             h,
             "<tr class=\"tr-group\"><th colspan=\"12\"><a href=\"#trace-{:032x}\">trace {:032x}</a> \
              <code>{}</code> {}</th></tr>",
-            t.trace_id,
-            t.trace_id,
-            esc(&t.root_service),
-            esc(&t.root_name)
+            t.trace_id(&a.requests),
+            t.trace_id(&a.requests),
+            esc(t.root_service(&a.requests)),
+            esc(t.root_name(&a.requests))
         );
         for &(i, span) in list {
             let Some(r) = a.requests.get(i) else { continue };
@@ -678,7 +678,7 @@ fn requests(a: &Analysis, shown: &[(&TraceSummary, Vec<(usize, u64)>)], h: &mut 
                 r.latency_ns.map_or_else(|| "–".to_string(), ns),
                 r.server_latency_ns.map_or_else(|| "–".to_string(), ns),
                 esc(r.node),
-                t.trace_id
+                t.trace_id(&a.requests)
             );
         }
     }

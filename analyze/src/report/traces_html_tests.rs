@@ -81,7 +81,9 @@ fn slowest_traces_are_chosen_slowest_first_and_failed_ones_in_time_order() {
     assert!(roots.windows(2).all(|w| w[0] < w[1]), "time order");
     // The refused curl (a trace of one failed span) is a kind of its own: it is among them.
     assert!(
-        failed.iter().any(|&i| &*a.traces[i].root_service == "curl"),
+        failed
+            .iter()
+            .any(|&i| a.traces[i].root_service(&a.requests) == "curl"),
         "{:?}",
         failed.iter().map(|&i| &a.traces[i]).collect::<Vec<_>>()
     );
@@ -129,7 +131,7 @@ fn waterfall_rows_follow_the_tree_depth_first_and_are_indented_by_depth() {
         assert_eq!(w[1].0.parent_span_id, Some(w[0].0.span_id), "a chain");
     }
     // The page shows the same rows, in that order, indented by depth.
-    let rendered = rows_of(&h, t.trace_id);
+    let rendered = rows_of(&h, t.trace_id(&a.requests));
     let want: Vec<(String, usize)> = spans
         .iter()
         .map(|(s, d)| (format!("{:016x}", s.span_id), 6 + d * 14))
@@ -188,10 +190,10 @@ fn failed_and_unanswered_spans_are_red_and_open_ended() {
     let t = a
         .traces
         .iter()
-        .find(|t| &*t.root_service == "curl")
+        .find(|t| t.root_service(&a.requests) == "curl")
         .expect("curl's trace");
     let start = h
-        .find(&format!("id=\"trace-{:032x}\"", t.trace_id))
+        .find(&format!("id=\"trace-{:032x}\"", t.trace_id(&a.requests)))
         .expect("shown among the failed");
     let part = &h[start..start + h[start..].find("</details>").expect("end")];
     assert!(part.contains("wf-bar client err open"), "{part}");
@@ -374,11 +376,11 @@ fn same_analysis_same_bytes_and_skipped_traces_say_so() {
 
 #[test]
 fn failed_traces_cover_every_kind_and_the_whole_capture() {
-    let summary = |root: usize, errors: u32, name: &str| TraceSummary {
-        trace_id: root as u128 + 1,
+    // String ids: 1 the client service, 2 and 3 two root names.
+    let summary = |root: usize, errors: u32, name: u32| TraceSummary {
         root: root as u32,
-        root_service: "client".into(),
-        root_name: name.into(),
+        root_service_id: 1,
+        root_name_id: name,
         start_ns: root as u64 * 1000,
         duration_ns: if root % 7 == 0 { 5_000 } else { 1_000 },
         spans: 3,
@@ -388,9 +390,9 @@ fn failed_traces_cover_every_kind_and_the_whole_capture() {
     // 300 traces; every third failed, all alike but one late failure of another endpoint.
     let traces: Vec<TraceSummary> = (0..300)
         .map(|r| match r {
-            290 => summary(r, 1, "GET /other"),
-            _ if r % 3 == 0 => summary(r, 2, "GET /x"),
-            _ => summary(r, 0, "GET /x"),
+            290 => summary(r, 1, 3),
+            _ if r % 3 == 0 => summary(r, 2, 2),
+            _ => summary(r, 0, 2),
         })
         .collect();
     let (slowest, failed) = choose(&traces);
@@ -408,9 +410,7 @@ fn failed_traces_cover_every_kind_and_the_whole_capture() {
         "spread: {roots:?}"
     );
     // Fewer failures than places: all of them.
-    let few: Vec<TraceSummary> = (0..20)
-        .map(|r| summary(r, u32::from(r == 4), "x"))
-        .collect();
+    let few: Vec<TraceSummary> = (0..20).map(|r| summary(r, u32::from(r == 4), 2)).collect();
     let (_, failed) = choose(&few);
     assert_eq!(failed, [4]);
 }

@@ -342,9 +342,10 @@ fn traces(a: &Analysis, sink: &Sink) -> anyhow::Result<()> {
     for tr in &a.traces {
         let t = parts.at(Partition::hour_of(tr.start_ns), sink)?;
         t.start.append_value(ts(tr.start_ns));
-        t.trace_id.append_value(hex(&mut id, tr.trace_id, 32));
-        t.root_service.append_value(&tr.root_service);
-        t.root_name.append_value(&tr.root_name);
+        t.trace_id
+            .append_value(hex(&mut id, tr.trace_id(&a.requests), 32));
+        t.root_service.append_value(tr.root_service(&a.requests));
+        t.root_name.append_value(tr.root_name(&a.requests));
         t.duration_ns.append_value(count(tr.duration_ns));
         t.spans.append_value(i64::from(tr.spans));
         t.services.append_value(i64::from(tr.services));
