@@ -215,6 +215,7 @@ struct Ex {
 
 /// Bits of a thread id in [`Ex::packed`]: Linux's ids stay below 2^22 (`PID_MAX_LIMIT`).
 const EX_TID_BITS: u32 = 24;
+const EX_TID_MASK: u64 = (1 << EX_TID_BITS) - 1;
 const EX_PROTOCOL_SHIFT: u32 = 2 * EX_TID_BITS;
 const EX_ERROR: u64 = 1 << 56;
 const EX_CUT_OFF: u64 = 1 << 57;
@@ -228,25 +229,27 @@ impl Ex {
     /// before any response byte: see `close_side`).
     fn pack(tid_request: u32, tid_response: u32, protocol: u8, error: bool, cut_off: bool) -> u64 {
         let tid = |t: u32| {
-            if t >> EX_TID_BITS == 0 {
-                u64::from(t)
-            } else {
-                0
-            }
+            Some(u64::from(t))
+                .filter(|&t| t <= EX_TID_MASK)
+                .unwrap_or(0)
         };
         tid(tid_request)
             | tid(tid_response) << EX_TID_BITS
             | u64::from(protocol) << EX_PROTOCOL_SHIFT
-            | if error { EX_ERROR } else { 0 }
-            | if cut_off { EX_CUT_OFF } else { 0 }
+            | Self::flag_bits(error, cut_off)
+    }
+
+    /// The bits of the two flags.
+    fn flag_bits(error: bool, cut_off: bool) -> u64 {
+        (if error { EX_ERROR } else { 0 }) | if cut_off { EX_CUT_OFF } else { 0 }
     }
 
     fn tid_request(&self) -> u32 {
-        (self.packed & ((1 << EX_TID_BITS) - 1)) as u32
+        (self.packed & EX_TID_MASK) as u32
     }
 
     fn tid_response(&self) -> u32 {
-        ((self.packed >> EX_TID_BITS) & ((1 << EX_TID_BITS) - 1)) as u32
+        (self.packed >> EX_TID_BITS & EX_TID_MASK) as u32
     }
 
     fn protocol_slot(&self) -> u8 {
@@ -263,9 +266,8 @@ impl Ex {
 
     /// This exchange with `error` and `cut_off` set as given.
     fn with_flags(self, error: bool, cut_off: bool) -> Self {
-        let flags = if error { EX_ERROR } else { 0 } | if cut_off { EX_CUT_OFF } else { 0 };
         Ex {
-            packed: self.packed & !(EX_ERROR | EX_CUT_OFF) | flags,
+            packed: self.packed & !Self::flag_bits(true, true) | Self::flag_bits(error, cut_off),
             ..self
         }
     }

@@ -393,17 +393,17 @@ pub(crate) fn aggregate(input: Input<'_>) -> Result<Analysis, AnalyzeError> {
         }
     };
     cp.at("aggregate: links applied");
-    let mut requests = RequestTable {
+    let traces = match coverage {
+        Some(_) => crate::traces::summarize(&rows, &ends, &mut strings),
+        None => crate::traces::Summary::skipped(),
+    };
+    cp.at("aggregate: traces");
+    let requests = RequestTable {
         rows,
         ends,
         strings: std::mem::take(&mut strings.strings),
         id_seed,
     };
-    let traces = match coverage {
-        Some(_) => crate::traces::summarize(&mut requests),
-        None => crate::traces::Summary::skipped(),
-    };
-    cp.at("aggregate: traces");
     Ok(Analysis {
         window_start_ns: window_start,
         window_end_ns: window_end,

@@ -21,10 +21,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::engine::Map;
+use crate::engine::{Interner, Map};
 use crate::model::{
-    ends_of, span_name, DownstreamTime, Ends, Link, RequestRow, RequestTable, TimeBreakdown,
-    TraceCoverage, TraceSummary, EMPTY, NO_LATENCY, NO_ROW,
+    ends_of, span_name, DownstreamTime, Ends, Link, RequestRow, TimeBreakdown, TraceCoverage,
+    TraceSummary, EMPTY, NO_LATENCY, NO_ROW,
 };
 
 /// What the linker needs of a row beyond its [`SpanFacts`].
@@ -704,22 +704,11 @@ impl ServiceSets {
     }
 }
 
-/// Traces, and where each endpoint's time went, from the linked table (rows in time order,
-/// `parent` and `root` already rows of this order). The root spans' names join the table's
-/// strings.
-pub(crate) fn summarize(table: &mut RequestTable) -> Summary {
-    let mut root_names: Vec<String> = Vec::new();
-    let summary = summarize_rows(table, &mut root_names);
-    table.strings.append(&mut root_names);
-    summary
-}
-
-/// [`summarize`], the root spans' names not in the table yet given ids after its strings, in
-/// `root_names`.
-fn summarize_rows(table: &RequestTable, root_names: &mut Vec<String>) -> Summary {
-    let rows = &table.rows;
-    let e = |r: &RequestRow| table.ends_of(r);
-    let strings = table;
+/// Traces, and where each endpoint's time went, from the linked rows (time order, `parent`
+/// and `root` already rows of this order; `ends` the table's). The root spans' names are
+/// interned into `strings`, the table's pool.
+pub(crate) fn summarize(rows: &[RequestRow], ends: &[Ends], strings: &mut Interner) -> Summary {
+    let e = |r: &RequestRow| ends_of(ends, r);
     // Traces in the order of their first row; `trace_of[root row]` is the index of its
     // trace (rows come in time order, so a trace's first row is usually its root). Summed up
     // in the summaries themselves (`duration_ns` holds the end until the end), their services
@@ -813,7 +802,6 @@ fn summarize_rows(table: &RequestTable, root_names: &mut Vec<String>) -> Summary
 
     // Root services (strings of the table already) and names (one new string each).
     let mut names: Map<(u32, u32, u32), u32> = Map::default();
-    let mut name_ids: Map<String, u32> = Map::default();
     for (k, t) in traces.iter_mut().enumerate() {
         let Some(r) = rows.get(t.root as usize) else {
             continue; // never: every root is a row
@@ -828,14 +816,11 @@ fn summarize_rows(table: &RequestTable, root_names: &mut Vec<String>) -> Summary
             .entry((en.protocol, r.method, r.route))
             .or_insert_with(|| {
                 let name = span_name(
-                    strings.string(en.protocol),
-                    strings.string(r.method),
-                    strings.string(r.route),
+                    strings.get(en.protocol),
+                    strings.get(r.method),
+                    strings.get(r.route),
                 );
-                *name_ids.entry(name).or_insert_with_key(|name| {
-                    root_names.push(name.clone());
-                    (strings.strings.len() + root_names.len() - 1) as u32
-                })
+                strings.intern(&name)
             });
         t.duration_ns = t.duration_ns.saturating_sub(t.start_ns);
         t.services = services_of.len(k as u32);
@@ -859,8 +844,8 @@ fn summarize_rows(table: &RequestTable, root_names: &mut Vec<String>) -> Summary
     let mut per_endpoint: BTreeMap<Endpoint, Vec<DownstreamTime>> = BTreeMap::new();
     for ((ep, service, protocol), (calls, ns)) in downstream {
         per_endpoint.entry(ep).or_default().push(DownstreamTime {
-            service: strings.string(service).to_string(),
-            protocol: strings.string(protocol).to_string(),
+            service: strings.get(service).to_string(),
+            protocol: strings.get(protocol).to_string(),
             calls,
             total_ms: ns as f64 / 1e6,
         });
@@ -877,11 +862,11 @@ fn summarize_rows(table: &RequestTable, root_names: &mut Vec<String>) -> Summary
                     .then_with(|| a.protocol.cmp(&b.protocol))
             });
             TimeBreakdown {
-                service: strings.string(service).to_string(),
+                service: strings.get(service).to_string(),
                 name: span_name(
-                    strings.string(protocol),
-                    strings.string(method),
-                    strings.string(route),
+                    strings.get(protocol),
+                    strings.get(method),
+                    strings.get(route),
                 ),
                 requests,
                 total_ms: total as f64 / 1e6,
